@@ -1,0 +1,66 @@
+/* approvald's socket server: accept, peer credentials, framing, limits and verb dispatch. */
+#ifndef P11GATE_SERVER_H
+#define P11GATE_SERVER_H
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "p11gate/common.h"
+#include "policy/policy.h"
+
+struct p11g_server_config {
+	const char *socket_path;
+	mode_t socket_mode;	    /* 0666 */
+	unsigned max_conns;	    /* all peers; default 1024 */
+	unsigned max_conns_per_uid; /* default 64 */
+	int idle_timeout_ms;	    /* no request started within this: close; default 60000 */
+	int frame_timeout_ms;	    /* a started frame must complete within this; default 10000 */
+};
+
+/* A parked request (the wait verb): filled by a handler that returns
+ * P11G_HANDLER_WAIT; the server keeps it and calls the handler again with
+ * resumed = true when p11g_server_wake(op_id) is called or the deadline
+ * passes.  The handler must answer (0 or -1) when now >= deadline_us. */
+struct p11g_wait {
+	uint64_t op_id;
+	int64_t deadline_us; /* p11g_mono_us() clock */
+	bool resumed;
+};
+
+#define P11G_HANDLER_WAIT 1
+
+/*
+ * A verb handler.  caller is resolved fresh for this request (SO_PEERCRED
+ * uid/gid/pid of the connection, groups from the group database now).
+ * Returns 0 with *ret_result (a new object), -1 with err set, or
+ * P11G_HANDLER_WAIT with *wait filled.
+ */
+typedef int (*p11g_handler_fn)(void *app, const struct p11g_ident *caller, const json_t *req,
+			       json_t **ret_result, p11g_err *err, struct p11g_wait *wait);
+
+struct p11g_handler {
+	const char *verb;
+	p11g_handler_fn fn;
+};
+
+struct p11g_server_ops {
+	const struct p11g_handler *handlers;
+	size_t n_handlers;
+	void (*tick)(void *app);   /* about once a second (expiry sweeps) */
+	void (*reload)(void *app); /* on SIGHUP */
+};
+
+struct p11g_server;
+
+/* Binds and listens (removing a stale socket file, refusing to start if a
+ * live daemon answers on it).  Errors: -1 with err naming the path. */
+int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_server_ops *ops,
+		    void *app, struct p11g_server **ret, p11g_err *err);
+/* Serves until SIGTERM or SIGINT; 0 on a clean stop. */
+int p11g_server_run(struct p11g_server *s);
+/* Re-runs the handlers parked on op_id (after a state change). */
+void p11g_server_wake(struct p11g_server *s, uint64_t op_id);
+/* Closes every connection and removes the socket file. */
+void p11g_server_free(struct p11g_server *s);
+
+#endif

@@ -1,0 +1,98 @@
+/* The approvald store: operations and the hash-chained audit log in LMDB (the only user of lmdb.h). */
+#ifndef P11GATE_STORE_H
+#define P11GATE_STORE_H
+
+#include <jansson.h>
+
+#include "p11gate/common.h"
+
+typedef struct p11g_store p11g_store;
+typedef struct p11g_txn p11g_txn;
+
+enum p11g_durability {
+	P11G_DURABLE_FULL,    /* fsync on every commit: survives power loss (default) */
+	P11G_DURABLE_PROCESS, /* MDB_NOSYNC: survives an approvald crash, not a power loss */
+};
+
+struct p11g_store_options {
+	enum p11g_durability durability;
+	uint64_t initial_map_size; /* bytes; 0: 16 MiB */
+	uint64_t max_map_size;	   /* bytes; 0: 64 GiB */
+	bool read_only;		   /* open an existing store without writing (offline audit) */
+};
+
+/*
+ * Opens (creating if needed, mode 0700 dir / 0600 files) the store in dir.
+ * Errors: -1 with err store_error naming the directory and the reason.
+ */
+int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_store **ret,
+		    p11g_err *err);
+void p11g_store_close(p11g_store *s);
+
+/*
+ * A transaction body.  Returns 0 to commit, anything else to abort (and that
+ * value is returned by p11g_store_write).  The body may run more than once:
+ * when the map fills, the transaction is aborted, the map doubled (up to
+ * max_map_size) and the body run again, so it must not keep effects outside
+ * the transaction from an earlier run.
+ */
+typedef int (*p11g_txn_fn)(p11g_txn *txn, void *arg, p11g_err *err);
+
+/* Runs fn in one write transaction and commits it durably (per the
+ * durability option) before returning 0.  Errors: fn's non-zero value (err
+ * as fn set it), or -1 with err store_error when the commit fails (disk
+ * full, I/O error, map at its maximum): nothing of fn's was recorded. */
+int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err);
+/* Runs fn in a read-only snapshot. */
+int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err);
+
+/* Current map size and bytes in use, for status and benchmarks. */
+void p11g_store_stat(p11g_store *s, uint64_t *ret_map_size, uint64_t *ret_used);
+
+/* ---- operations: JSON objects keyed by a 64-bit id ---------------------- */
+
+/* Allocates the next id (1, 2, ...), persistent across restarts. */
+int p11g_txn_next_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err);
+/* Errors: -ENOENT (err untouched) when absent; -1 store_error otherwise.
+ * *ret is a new reference. */
+int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);
+/* Stores op (must have a "state" string).  Keeps the active index: the op is
+ * in it while its state is "pending" or "approved". */
+int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err);
+
+/* Visits operations in ascending id order, starting after `after` (0: from
+ * the first).  active_only: only pending/approved ones (through the index).
+ * The visitor returns 0 to go on, 1 to stop, a negative value to abort (that
+ * value is returned).  op is borrowed for the call. */
+typedef int (*p11g_op_visit_fn)(uint64_t id, json_t *op, void *arg);
+int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
+			void *arg, p11g_err *err);
+
+/* ---- audit: append-only, hash-chained ----------------------------------- */
+
+/*
+ * Appends one record.  event is borrowed and must hold at least "event"
+ * (string); the store adds "seq" (1, 2, ...), "time" (seconds, if absent),
+ * "prev" (hex hash of the previous record, 64 zeros for the first) and
+ * "hash" = sha256(prev || canonical JSON of the record without "hash"),
+ * canonical meaning compact with sorted keys (json_dumps JSON_COMPACT |
+ * JSON_SORT_KEYS).  The chain head (last seq and hash) is kept in the meta
+ * table so that deleting the newest records is also detected.
+ */
+int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p11g_err *err);
+
+/* Visits records with seq > since in order; visitor as for operations. */
+typedef int (*p11g_audit_visit_fn)(uint64_t seq, json_t *record, void *arg);
+int p11g_txn_audit_foreach(p11g_txn *t, uint64_t since, p11g_audit_visit_fn fn, void *arg,
+			   p11g_err *err);
+
+/*
+ * Walks the whole chain.  0 with *ret_count when intact; otherwise -1 with
+ * err audit_broken and a message naming the first bad record: "record 17:
+ * hash mismatch (record altered)", "record 17: missing (expected after 16)",
+ * "record 17: out of order (holds seq 18)", "record 17: prev does not match
+ * record 16", "chain head: records after 41 deleted".
+ */
+int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err);
+
+#endif

@@ -1,0 +1,146 @@
+/* The approvald wire protocol: framing, limits, verbs and stable error codes. */
+#ifndef P11GATE_WIRE_H
+#define P11GATE_WIRE_H
+
+#include <jansson.h>
+
+#include "p11gate/common.h"
+
+/*
+ * Framing
+ * -------
+ * Unix stream socket.  Every message, either way, is one frame:
+ *
+ *     uint32 length, big-endian    (1 .. P11G_FRAME_MAX)
+ *     length bytes of UTF-8 JSON   (exactly one JSON object, nothing after it)
+ *
+ * The daemon reads the length first and refuses a zero or oversized length
+ * before allocating anything; a bad frame (length, JSON, leftover bytes,
+ * duplicate keys, not an object) closes that connection and nothing else.
+ * A connection carries any number of request/reply pairs, strictly in turn.
+ *
+ * Requests
+ * --------
+ *     {"v": 1, "verb": "<verb>", ...arguments}
+ *
+ * Replies
+ * -------
+ *     {"v": 1, "ok": true,  "result": {...}}
+ *     {"v": 1, "ok": false, "error": {"code": "<P11G_E_*>", "message": "<sentence>"}}
+ *
+ * Identity is never part of a request: the daemon takes uid, gid and pid from
+ * SO_PEERCRED and the groups from the group database at the time of the call.
+ *
+ * Verbs (arguments; result)
+ * -----
+ * request   keys:[{uri, uses}] (1..16), valid: seconds, description, context?,
+ *           digests?: ["sha256:<hex>"...], for?: principal, oci?: {registry,
+ *           repository, reference, digest}
+ *           ; {id, state}
+ * list      all?: bool, state?: string, limit?, after?: id
+ *           ; {operations: [op...], more: bool}
+ *           (default: pending operations the caller may approve)
+ * show      id ; {operation: op}
+ * approve   id ; {operation: op}
+ * reject    id, reason ; {operation: op}
+ * withdraw  id ; {operation: op}
+ * revoke    id, reason? ; {operation: op}
+ * status    ; {pending, pending_for_you, approved, total, policy: {files, rules, loaded}}
+ * audit     since?: seq, limit? ; {records: [record...], more: bool}
+ * verify    ; {records: N, ok: true} or error audit_broken naming the record
+ * key       key: keyid ; {guarded: bool, rule?: name, allow_raw: bool,
+ *           mechanisms?: [names]}   (the module's "is this key guarded" query)
+ * use       key: keyid, mechanism: "CKM_*", digest?: "<alg>:<hex>", raw?: bool,
+ *           operation?: id ; {operation: id, remaining: N}
+ *           Consumes one use durably before answering.
+ * wait      id, timeout: seconds ; {operation: op} once it is no longer pending
+ *           or the timeout passes (then with the pending op)
+ *
+ * An operation object:
+ *     {id, state, orderer: {uid, user}, signer: principal, created, expires,
+ *      description, context, digests: [...], keys: [{uri, rule, uses, used}],
+ *      approvals: [{uid, user, time}], rejection?: {uid, user, time, reason},
+ *      revocation?: {uid, user, time, reason}, needs: "sentence", oci?: {...}}
+ *
+ * A keyid object (see keyid.h): {token: {label, manufacturer, model, serial},
+ *      label, id: "<hex>", key_type?: "CKK_*"}
+ */
+
+#define P11G_WIRE_VERSION 1
+#define P11G_FRAME_MAX	  (64u * 1024u)
+#define P11G_DEFAULT_SOCKET "/run/approvald/approvald.sock"
+
+/* Stable error codes; the CLI, the module and the tests rely on them. */
+#define P11G_E_BAD_REQUEST     "bad_request"	       /* malformed or wrong-typed argument */
+#define P11G_E_UNKNOWN_VERB    "unknown_verb"
+#define P11G_E_NOT_FOUND       "not_found"	       /* no such operation (or not visible) */
+#define P11G_E_FORBIDDEN       "forbidden"	       /* caller may not do this */
+#define P11G_E_SELF_APPROVAL   "self_approval"	       /* orderer tried to approve/reject */
+#define P11G_E_NOT_APPROVER    "not_approver"	       /* caller is in no approver set */
+#define P11G_E_NOT_ORDERER     "not_orderer"	       /* caller may not order this key */
+#define P11G_E_ALREADY_APPROVED "already_approved"     /* same person approving twice */
+#define P11G_E_ALREADY_DECIDED "already_decided"       /* not pending any more */
+#define P11G_E_ALREADY_USED    "already_used"	       /* withdraw after a use */
+#define P11G_E_LIMIT	       "limit_exceeded"	       /* uses/validity over the rule's ceiling, quotas */
+#define P11G_E_NO_RULE	       "no_rule"	       /* request for a key no rule covers */
+#define P11G_E_REGISTRY	       "registry_not_allowed"  /* OCI payload for another registry */
+/* Refusals of a use (the module prints them). */
+#define P11G_E_NO_OPERATION    "no_operation"
+#define P11G_E_PENDING	       "pending"
+#define P11G_E_EXPIRED	       "expired"
+#define P11G_E_EXHAUSTED       "exhausted"
+#define P11G_E_REVOKED	       "revoked"
+#define P11G_E_REJECTED	       "rejected"
+#define P11G_E_DIGEST_MISMATCH "digest_mismatch"
+#define P11G_E_MECHANISM       "mechanism_not_allowed"
+#define P11G_E_RAW	       "raw_not_allowed"
+#define P11G_E_NOT_SIGNER      "not_signer"
+#define P11G_E_DENIED_DEFAULT  "denied_by_default"
+/* Infrastructure. */
+#define P11G_E_AUDIT_BROKEN    "audit_broken"
+#define P11G_E_STORE	       "store_error"	       /* disk or map full, I/O: nothing was recorded */
+#define P11G_E_INTERNAL	       "internal"
+#define P11G_E_UNAVAILABLE     "unavailable"	       /* client side: daemon not reachable */
+#define P11G_E_PROTOCOL	       "protocol"	       /* client side: bad reply */
+#define P11G_E_TIMEOUT	       "timeout"
+
+/*
+ * Client side (blocking, used by the CLI, the module and ocisign).
+ */
+
+/* Connects to the daemon's socket (O_CLOEXEC).  Returns the fd, or -1 with
+ * err = unavailable and a message naming the path and the reason. */
+int p11g_wire_connect(const char *path, p11g_err *err);
+
+/* Sends one frame holding len bytes of JSON.  0, or a negative errno
+ * (-EMSGSIZE for len 0 or over P11G_FRAME_MAX, -EPIPE, ...). */
+int p11g_wire_send(int fd, const char *json, size_t len);
+
+/* Receives one frame, waiting at most timeout_ms (-1: forever) in total.
+ * On success *ret_buf is a malloc'd NUL-terminated copy of the payload.
+ * Errors: -ETIMEDOUT, -ECONNRESET (peer closed), -EMSGSIZE (bad length),
+ * other negative errno. */
+int p11g_wire_recv(int fd, char **ret_buf, size_t *ret_len, int timeout_ms);
+
+/* Strictly decodes one frame payload: a JSON object, no duplicate keys, no
+ * trailing bytes.  NULL with err = bad_request on failure. */
+json_t *p11g_wire_decode(const char *buf, size_t len, p11g_err *err);
+
+/* Encodes obj compactly; NULL if it would exceed P11G_FRAME_MAX. */
+char *p11g_wire_encode(const json_t *obj, size_t *ret_len);
+
+/* One request/reply exchange on fd.  req gets "v" added.  On ok:true returns
+ * 0 and *ret_result (a new reference to the "result" object).  On ok:false
+ * returns -1 with err filled from the reply's error object; on a transport
+ * failure returns -1 with err = unavailable, protocol or timeout. */
+int p11g_wire_call(int fd, json_t *req, json_t **ret_result, int timeout_ms, p11g_err *err);
+
+/* Connect, call once, close. */
+int p11g_wire_call_path(const char *path, json_t *req, json_t **ret_result, int timeout_ms,
+			p11g_err *err);
+
+/* The socket path a client uses: explicit if non-NULL, else
+ * $APPROVALD_SOCKET, else P11G_DEFAULT_SOCKET. */
+const char *p11g_wire_socket_path(const char *explicit_path);
+
+#endif

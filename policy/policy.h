@@ -1,0 +1,147 @@
+/* The policy language: files, rules, principals, key matching and quorum evaluation. */
+#ifndef P11GATE_POLICY_H
+#define P11GATE_POLICY_H
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "p11gate/common.h"
+#include "p11gate/keyid.h"
+
+/* ---- identities and principals ---------------------------------------- */
+
+/*
+ * Who someone is at one moment: uid from the kernel, user name and group
+ * names from the user and group databases at that moment.
+ */
+struct p11g_ident {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	char user[64];	    /* "" when the uid has no passwd entry */
+	char **groups;	    /* names of every group the user is in (primary included) */
+	size_t n_groups;
+};
+
+/* Resolves user name and current groups for uid (getpwuid_r,
+ * getgrouplist, getgrgid_r).  A uid without a passwd entry gets user "" and
+ * only its primary gid's group.  0 or -ENOMEM. */
+int p11g_ident_resolve(uid_t uid, gid_t gid, pid_t pid, struct p11g_ident *ret);
+void p11g_ident_clear(struct p11g_ident *id);
+/* {uid, user, groups:[...]} — what an approval records; and back. */
+json_t *p11g_ident_to_json(const struct p11g_ident *id);
+int p11g_ident_from_json(const json_t *obj, struct p11g_ident *ret);
+
+enum p11g_principal_kind { P11G_PRINCIPAL_USER, P11G_PRINCIPAL_GROUP, P11G_PRINCIPAL_UID };
+
+struct p11g_principal {
+	enum p11g_principal_kind kind;
+	char *name; /* user or group name; for UID the decimal text */
+	uid_t uid;  /* for UID */
+};
+
+struct p11g_principals {
+	struct p11g_principal *v;
+	size_t n;
+};
+
+/* "user:NAME", "group:NAME", "uid:N".  Errors: bad_request. */
+int p11g_principal_parse(const char *s, struct p11g_principal *ret, p11g_err *err);
+void p11g_principal_clear(struct p11g_principal *p);
+/* Canonical text, malloc'd. */
+char *p11g_principal_to_string(const struct p11g_principal *p);
+bool p11g_principal_matches(const struct p11g_principal *p, const struct p11g_ident *id);
+bool p11g_principals_match(const struct p11g_principals *ps, const struct p11g_ident *id);
+
+/* ---- rules ------------------------------------------------------------- */
+
+struct p11g_clause {
+	struct p11g_principals from;
+	unsigned count;
+};
+
+struct p11g_rule {
+	char *name;
+	char **keys; /* URI strings as written */
+	size_t n_keys;
+	P11KitUri **key_uris; /* parsed, same order */
+	struct p11g_principals orderers, auto_approve, admins;
+	/* "approvers"+"approvals" is normalised into one clause; "quorum" gives
+	 * several.  No clause (or all counts 0) means approved on creation. */
+	struct p11g_clause *quorum;
+	size_t n_quorum;
+	uint64_t max_uses;     /* 0: no ceiling */
+	uint64_t max_validity; /* seconds; 0: no ceiling */
+	CK_MECHANISM_TYPE *mechanisms; /* n 0: any non-raw mechanism */
+	size_t n_mechanisms;
+	bool allow_raw;
+	bool bind_digest;
+	char **registries;
+	size_t n_registries;
+	/* where it was defined, for messages */
+	char *file;
+	unsigned line, column;
+};
+
+struct p11g_policy {
+	bool default_allow; /* "default": "allow" */
+	struct p11g_rule *rules;
+	size_t n_rules;
+	size_t n_files;
+	char digest[65]; /* sha256 hex over the file names and contents, in load order */
+};
+
+/*
+ * Loads one file, or every *.json in a directory in name order (a directory
+ * with none is an empty deny-all policy).  On any error returns -1, sets
+ * *ret_error to a malloc'd "file:line:column: message" and leaves *ret
+ * untouched.  Errors include: malformed JSON, duplicate keys, unknown keys,
+ * wrong types, missing "name"/"keys", bad principals, bad URIs, unknown
+ * mechanisms, bad durations, "approvers" without "approvals" (or with
+ * "quorum"), counts larger than the principals could ever satisfy is NOT an
+ * error (groups change), duplicate rule names, two rules that could match
+ * the same key, conflicting "default" values across files.
+ */
+int p11g_policy_load(const char *path, struct p11g_policy **ret, char **ret_error);
+/* The same over a buffer; name is used in messages. */
+int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
+		      char **ret_error);
+void p11g_policy_free(struct p11g_policy *p);
+
+/* The rule whose keys match k, or NULL. */
+const struct p11g_rule *p11g_policy_match(const struct p11g_policy *p, const struct p11g_keyid *k);
+/* The rule by name, or NULL. */
+const struct p11g_rule *p11g_policy_rule(const struct p11g_policy *p, const char *name);
+
+/* A rule as JSON (the canonical form an operation snapshots), and back.
+ * from_json uses the same strict checks as the file parser. */
+json_t *p11g_rule_to_json(const struct p11g_rule *r);
+int p11g_rule_from_json(const json_t *obj, struct p11g_rule **ret, p11g_err *err);
+void p11g_rule_free(struct p11g_rule *r);
+
+/* "90s", "15m", "24h", "7d" (a positive integer and one unit) -> seconds.
+ * -1 on anything else, including overflow past 10 years. */
+int64_t p11g_duration_parse(const char *s);
+
+/* ---- decisions ---------------------------------------------------------- */
+
+bool p11g_rule_may_order(const struct p11g_rule *r, const struct p11g_ident *id);
+/* In any quorum clause's principals. */
+bool p11g_rule_may_approve(const struct p11g_rule *r, const struct p11g_ident *id);
+bool p11g_rule_is_admin(const struct p11g_rule *r, const struct p11g_ident *id);
+/* Approved on creation for this orderer: no clause needs anyone, or the
+ * orderer is in auto_approve. */
+bool p11g_rule_auto_approves(const struct p11g_rule *r, const struct p11g_ident *orderer);
+bool p11g_rule_allows_mechanism(const struct p11g_rule *r, CK_MECHANISM_TYPE mech);
+
+/*
+ * Quorum: true when the approvers (as recorded at approval time) satisfy
+ * every clause, each person (uid) counted once overall and never the
+ * orderer.  Assigns people to clauses by bipartite matching.  If missing is
+ * not NULL and the quorum is not met, writes a sentence such as "needs 1 more
+ * approval from group:release-approvers".
+ */
+bool p11g_rule_quorum_met(const struct p11g_rule *r, const struct p11g_ident *approvers,
+			  size_t n_approvers, uid_t orderer, char *missing, size_t missing_size);
+
+#endif
