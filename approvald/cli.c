@@ -1,1 +1,955 @@
-/* placeholder: being written */
+/* The approvald command line: a verb table of clients that talk to the daemon's socket. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <sys/ioctl.h>
+#include <time.h>
+
+#include "approvald/cli.h"
+#include "approvald/daemon.h"
+#include "p11gate/wire.h"
+
+#define EXIT_REFUSED	 1
+#define EXIT_USAGE	 2
+#define EXIT_UNREACHABLE 3
+#define CALL_TIMEOUT_MS	 30000
+
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+
+static const char *socket_opt;
+
+static int usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *verb, const char *fmt, ...)
+{
+	va_list ap;
+	fputs("approvald: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'approvald %s --help'.\n", verb ? verb : "");
+	return EXIT_USAGE;
+}
+
+static int report(const p11g_err *err)
+{
+	fprintf(stderr, "approvald: %s (%s)\n", err->msg, err->code ? err->code : "error");
+	if (err->code && !strcmp(err->code, P11G_E_UNAVAILABLE))
+		return EXIT_UNREACHABLE;
+	return EXIT_REFUSED;
+}
+
+/* One call; on failure prints the one-line error and returns the exit code. */
+static int call(const char *verb, json_t *args, json_t **ret, int timeout_ms)
+{
+	p11g_err err = {0};
+	json_t *req = args ? args : json_object();
+	json_object_set_new(req, "verb", json_string(verb));
+	int r = p11g_wire_call_path(p11g_wire_socket_path(socket_opt), req, ret, timeout_ms, &err);
+	json_decref(req);
+	return r < 0 ? report(&err) : 0;
+}
+
+static bool parse_id(const char *s, uint64_t *ret)
+{
+	char *end;
+	errno = 0;
+	if (!s || !*s || *s == '-' || *s == '+')
+		return false;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v == 0)
+		return false;
+	*ret = v;
+	return true;
+}
+
+static void print_json(const json_t *j, size_t flags)
+{
+	char *s = json_dumps(j, flags | JSON_ENCODE_ANY);
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+/* ---- formatting --------------------------------------------------------- */
+
+static const char *str(const json_t *obj, const char *name)
+{
+	const char *s = json_string_value(json_object_get(obj, name));
+	return s ? s : "";
+}
+
+static int64_t num(const json_t *obj, const char *name)
+{
+	return (int64_t)json_integer_value(json_object_get(obj, name));
+}
+
+static void fmt_time(int64_t t, char *buf, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static void fmt_rel(int64_t t, char *buf, size_t n)
+{
+	int64_t d = t - p11g_now();
+	const char *pre = d >= 0 ? "in " : "", *post = d >= 0 ? "" : " ago";
+	if (d < 0)
+		d = -d;
+	if (d < 120)
+		snprintf(buf, n, "%s%llds%s", pre, (long long)d, post);
+	else if (d < 7200)
+		snprintf(buf, n, "%s%lldm%s", pre, (long long)d / 60, post);
+	else if (d < 2 * 86400)
+		snprintf(buf, n, "%s%lldh%s", pre, (long long)d / 3600, post);
+	else
+		snprintf(buf, n, "%s%lldd%s", pre, (long long)d / 86400, post);
+}
+
+static void fmt_who(const json_t *who, char *buf, size_t n)
+{
+	const char *user = str(who, "user");
+	if (*user)
+		snprintf(buf, n, "%s (uid %lld)", user, (long long)num(who, "uid"));
+	else
+		snprintf(buf, n, "uid %lld", (long long)num(who, "uid"));
+}
+
+/* Long listings go through a pager when a person is reading them. */
+static FILE *pager_open(size_t lines)
+{
+	struct winsize ws;
+	const char *pager = getenv("PAGER");
+	if (!isatty(STDOUT_FILENO) || ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0 ||
+	    lines < ws.ws_row)
+		return stdout;
+	if (!pager || !*pager)
+		pager = "less -FRX";
+	FILE *p = popen(pager, "w");
+	return p ? p : stdout;
+}
+
+static void pager_close(FILE *f)
+{
+	if (f != stdout)
+		pclose(f);
+}
+
+static void print_op(FILE *f, const json_t *op)
+{
+	char who[128], t1[40], t2[40];
+	const json_t *k, *a, *d;
+	size_t i;
+
+	fprintf(f, "operation %lld: %s", (long long)num(op, "id"), str(op, "state"));
+	if (*str(op, "needs"))
+		fprintf(f, " (%s)", str(op, "needs"));
+	fputc('\n', f);
+	fmt_who(json_object_get(op, "orderer"), who, sizeof(who));
+	fprintf(f, "  orderer:     %s\n", who);
+	fprintf(f, "  signer:      %s\n", str(op, "signer"));
+	fmt_time(num(op, "created"), t1, sizeof(t1));
+	fprintf(f, "  created:     %s\n", t1);
+	fmt_time(num(op, "expires"), t1, sizeof(t1));
+	fmt_rel(num(op, "expires"), t2, sizeof(t2));
+	fprintf(f, "  expires:     %s (%s)\n", t1, t2);
+	fprintf(f, "  description: %s\n", str(op, "description"));
+	if (*str(op, "context"))
+		fprintf(f, "  context:     %s\n", str(op, "context"));
+	const json_t *oci = json_object_get(op, "oci");
+	if (oci)
+		fprintf(f, "  image:       %s/%s@%s\n", str(oci, "registry"), str(oci, "repository"),
+			str(oci, "digest"));
+	fprintf(f, "  keys:\n");
+	json_array_foreach(json_object_get(op, "keys"), i, k)
+		fprintf(f, "    %s  (rule %s, used %lld of %lld)\n", str(k, "uri"), str(k, "rule"),
+			(long long)num(k, "used"), (long long)num(k, "uses"));
+	if (json_array_size(json_object_get(op, "digests"))) {
+		fprintf(f, "  pinned digests:\n");
+		json_array_foreach(json_object_get(op, "digests"), i, d)
+			fprintf(f, "    %s\n", json_string_value(d));
+	}
+	fprintf(f, "  approvals:  %s\n", json_array_size(json_object_get(op, "approvals")) ? "" : " none");
+	json_array_foreach(json_object_get(op, "approvals"), i, a)
+	{
+		fmt_who(a, who, sizeof(who));
+		fmt_time(num(a, "time"), t1, sizeof(t1));
+		fprintf(f, "    %s at %s\n", who, t1);
+	}
+	const char *ends[] = {"rejection", "revocation"};
+	for (i = 0; i < 2; i++) {
+		const json_t *e = json_object_get(op, ends[i]);
+		if (!e)
+			continue;
+		fmt_who(e, who, sizeof(who));
+		fmt_time(num(e, "time"), t1, sizeof(t1));
+		fprintf(f, "  %s: by %s at %s: %s\n", i ? "revoked" : "rejected", who, t1,
+			str(e, "reason"));
+	}
+}
+
+static void print_op_table(FILE *f, const json_t *ops)
+{
+	size_t i, j;
+	const json_t *op, *k;
+	fprintf(f, "%-6s %-9s %-16s %-40s %-10s %s\n", "ID", "STATE", "ORDERER", "KEYS (used/uses)",
+		"EXPIRES", "DESCRIPTION");
+	json_array_foreach(ops, i, op)
+	{
+		char keys[256] = "", rel[32], who[64];
+		size_t off = 0;
+		json_array_foreach(json_object_get(op, "keys"), j, k)
+		{
+			int n = snprintf(keys + off, sizeof(keys) - off, "%s%s (%lld/%lld)",
+					 j ? ", " : "", str(k, "uri"), (long long)num(k, "used"),
+					 (long long)num(k, "uses"));
+			if (n < 0 || (size_t)n >= sizeof(keys) - off)
+				break;
+			off += (size_t)n;
+		}
+		const json_t *o = json_object_get(op, "orderer");
+		snprintf(who, sizeof(who), "%s", *str(o, "user") ? str(o, "user") : "");
+		if (!who[0])
+			snprintf(who, sizeof(who), "uid %lld", (long long)num(o, "uid"));
+		fmt_rel(num(op, "expires"), rel, sizeof(rel));
+		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s\n", (long long)num(op, "id"),
+			str(op, "state"), who, keys, rel, str(op, "description"));
+	}
+}
+
+/* ---- verbs -------------------------------------------------------------- */
+
+#define HELP_REQUEST                                                                               \
+	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
+	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"     \
+	"                         [--digest sha256:HEX]... [--for PRINCIPAL] [--wait[=SECONDS]]\n" \
+	"                         [--json]\n"                                                      \
+	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
+	"--valid defaults to 1h (capped by the rule).  Prints the new operation id alone;\n"       \
+	"with --wait, then waits for the decision (exit 0 approved, 1 otherwise).\n"
+
+static int wait_decision(uint64_t id, long seconds)
+{
+	int64_t deadline = p11g_mono_us() + (int64_t)seconds * 1000000;
+	for (;;) {
+		_cleanup_json_ json_t *res = NULL;
+		int64_t left = (deadline - p11g_mono_us()) / 1000000;
+		if (left < 0)
+			left = 0;
+		int rc = call("wait", json_pack("{s:I, s:I}", "id", (json_int_t)id, "timeout",
+					       (json_int_t)(left > 3600 ? 3600 : left)),
+			      &res, -1);
+		if (rc)
+			return rc;
+		const char *state = str(json_object_get(res, "operation"), "state");
+		if (!strcmp(state, "approved")) {
+			fprintf(stderr, "approvald: operation %" PRIu64 " approved\n", id);
+			return 0;
+		}
+		if (strcmp(state, "pending")) {
+			fprintf(stderr, "approvald: operation %" PRIu64 " is %s (%s)\n", id, state,
+				state);
+			return EXIT_REFUSED;
+		}
+		if (p11g_mono_us() >= deadline) {
+			fprintf(stderr,
+				"approvald: operation %" PRIu64 " is still pending after %lds (%s)\n",
+				id, seconds, P11G_E_TIMEOUT);
+			return EXIT_REFUSED;
+		}
+	}
+}
+
+static int cmd_request(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"key", required_argument, 0, 'k'},	    {"uses", required_argument, 0, 'u'},
+		{"valid", required_argument, 0, 'v'},	    {"description", required_argument, 0, 'd'},
+		{"context", required_argument, 0, 'c'},	    {"digest", required_argument, 0, 'g'},
+		{"for", required_argument, 0, 'f'},	    {"wait", optional_argument, 0, 'w'},
+		{"json", no_argument, 0, 'j'},		    {"socket", required_argument, 0, 'S'},
+		{"help", no_argument, 0, 'h'},		    {0, 0, 0, 0}};
+	_cleanup_json_ json_t *req = json_object(), *keys = json_array(), *digests = json_array();
+	bool json = false, wait = false, uses_given = false;
+	long wait_s = 3600;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		unsigned long long n;
+		char *end;
+		switch (c) {
+		case 'k':
+			json_array_append_new(keys, json_pack("{s:s}", "uri", optarg));
+			uses_given = false;
+			break;
+		case 'u':
+			if (!json_array_size(keys))
+				return usage_error("request", "--uses follows the --key it counts");
+			if (uses_given)
+				return usage_error("request", "--uses given twice for one --key");
+			errno = 0;
+			n = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || *optarg == '-' || n == 0 || n > 1000000)
+				return usage_error("request", "--uses takes a number from 1 to 1000000");
+			json_object_set_new(json_array_get(keys, json_array_size(keys) - 1), "uses",
+					    json_integer((json_int_t)n));
+			uses_given = true;
+			break;
+		case 'v': {
+			int64_t d = p11g_duration_parse(optarg);
+			if (d <= 0)
+				return usage_error("request",
+						   "--valid takes a duration such as 90s, 15m, 24h, 7d");
+			json_object_set_new(req, "valid", json_integer(d));
+			break;
+		}
+		case 'd':
+			json_object_set_new(req, "description", json_string(optarg));
+			break;
+		case 'c':
+			json_object_set_new(req, "context", json_string(optarg));
+			break;
+		case 'g':
+			json_array_append_new(digests, json_string(optarg));
+			break;
+		case 'f':
+			json_object_set_new(req, "for", json_string(optarg));
+			break;
+		case 'w':
+			wait = true;
+			if (optarg) {
+				errno = 0;
+				wait_s = strtol(optarg, &end, 10);
+				if (errno || *end || !*optarg || wait_s < 0 || wait_s > 86400)
+					return usage_error("request",
+							   "--wait takes seconds from 0 to 86400");
+			}
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'S':
+			socket_opt = optarg;
+			break;
+		case 'h':
+			fputs(HELP_REQUEST, stdout);
+			return 0;
+		default:
+			return usage_error("request", "bad option");
+		}
+	}
+	if (optind < argc)
+		return usage_error("request", "unexpected argument '%s'", argv[optind]);
+	if (!json_array_size(keys))
+		return usage_error("request", "give at least one --key URI");
+	json_object_set(req, "keys", keys);
+	if (json_array_size(digests))
+		json_object_set(req, "digests", digests);
+	json_t *res = NULL;
+	int rc = call("request", json_incref(req), &res, CALL_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	uint64_t id = (uint64_t)num(res, "id");
+	if (json)
+		print_json(json_object_get(res, "operation"), JSON_INDENT(2));
+	else
+		printf("%" PRIu64 "\n", id);
+	fflush(stdout);
+	if (!json && isatty(STDERR_FILENO))
+		fprintf(stderr, "approvald: operation %" PRIu64 " is %s\n", id, str(res, "state"));
+	bool pending = !strcmp(str(res, "state"), "pending");
+	json_decref(res);
+	if (wait && pending)
+		return wait_decision(id, wait_s);
+	return 0;
+}
+
+#define HELP_LIST                                                                                  \
+	"Usage: approvald list [--all] [--state STATE] [--json]\n"                                 \
+	"Without --all: the operations waiting for your decision.  With --all: every\n"           \
+	"operation you may see.  STATE: pending, approved, exhausted, expired, revoked,\n"         \
+	"rejected.\n"
+
+static int cmd_list(int argc, char **argv)
+{
+	static const struct option opts[] = {{"all", no_argument, 0, 'a'},
+					     {"state", required_argument, 0, 's'},
+					     {"json", no_argument, 0, 'j'},
+					     {"socket", required_argument, 0, 'S'},
+					     {"help", no_argument, 0, 'h'},
+					     {0, 0, 0, 0}};
+	bool all = false, json = false;
+	const char *state = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			all = true;
+			break;
+		case 's':
+			state = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'S':
+			socket_opt = optarg;
+			break;
+		case 'h':
+			fputs(HELP_LIST, stdout);
+			return 0;
+		default:
+			return usage_error("list", "bad option");
+		}
+	}
+	if (optind < argc)
+		return usage_error("list", "unexpected argument '%s'", argv[optind]);
+
+	/* The daemon pages; the CLI gathers every page. */
+	_cleanup_json_ json_t *ops = json_array();
+	uint64_t after = 0;
+	for (;;) {
+		_cleanup_json_ json_t *res = NULL;
+		json_t *args = json_pack("{s:b, s:I, s:i}", "all", all, "after", (json_int_t)after,
+					 "limit", 1000);
+		if (state)
+			json_object_set_new(args, "state", json_string(state));
+		int rc = call("list", args, &res, CALL_TIMEOUT_MS);
+		if (rc)
+			return rc;
+		json_t *page = json_object_get(res, "operations");
+		json_array_extend(ops, page);
+		if (!json_is_true(json_object_get(res, "more")) || !json_array_size(page))
+			break;
+		after = (uint64_t)num(json_array_get(page, json_array_size(page) - 1), "id");
+	}
+	if (json) {
+		print_json(ops, JSON_INDENT(2));
+		return 0;
+	}
+	if (!json_array_size(ops)) {
+		printf(all || state ? "no operations\n" : "nothing waits for your approval\n");
+		return 0;
+	}
+	FILE *f = pager_open(json_array_size(ops) + 1);
+	print_op_table(f, ops);
+	pager_close(f);
+	return 0;
+}
+
+/* Verbs that take one id: show, approve, withdraw (and reject/revoke with --reason). */
+struct id_verb {
+	const char *name, *help;
+	bool reason, reason_required, yes, json;
+};
+
+static int parse_id_verb(const struct id_verb *v, int argc, char **argv, uint64_t *id,
+			 const char **reason, bool *yes, bool *json)
+{
+	static const struct option opts[] = {{"reason", required_argument, 0, 'r'},
+					     {"yes", no_argument, 0, 'y'},
+					     {"json", no_argument, 0, 'j'},
+					     {"socket", required_argument, 0, 'S'},
+					     {"help", no_argument, 0, 'h'},
+					     {0, 0, 0, 0}};
+	int c;
+	*reason = NULL;
+	*yes = *json = false;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			if (!v->reason)
+				return usage_error(v->name, "--reason does not go with %s", v->name);
+			*reason = optarg;
+			break;
+		case 'y':
+			if (!v->yes)
+				return usage_error(v->name, "--yes does not go with %s", v->name);
+			*yes = true;
+			break;
+		case 'j':
+			if (!v->json)
+				return usage_error(v->name, "--json does not go with %s", v->name);
+			*json = true;
+			break;
+		case 'S':
+			socket_opt = optarg;
+			break;
+		case 'h':
+			fputs(v->help, stdout);
+			return -1;
+		default:
+			return usage_error(v->name, "bad option");
+		}
+	}
+	if (optind + 1 != argc)
+		return usage_error(v->name, "give exactly one operation ID");
+	if (!parse_id(argv[optind], id))
+		return usage_error(v->name, "'%s' is not an operation ID (a positive number)",
+				   argv[optind]);
+	if (v->reason_required && (!*reason || !**reason))
+		return usage_error(v->name, "%s needs --reason TEXT", v->name);
+	return 0;
+}
+
+static const struct id_verb v_show = {"show", "Usage: approvald show ID [--json]\n", false, false,
+				      false, true};
+static const struct id_verb v_approve = {
+	"approve",
+	"Usage: approvald approve ID [--yes]\nShows the operation and asks for confirmation "
+	"unless --yes.\n",
+	false, false, true, false};
+static const struct id_verb v_reject = {"reject", "Usage: approvald reject ID --reason TEXT\n",
+					true, true, false, false};
+static const struct id_verb v_withdraw = {
+	"withdraw", "Usage: approvald withdraw ID\nTakes back your approval (before any use).\n",
+	false, false, false, false};
+static const struct id_verb v_revoke = {
+	"revoke",
+	"Usage: approvald revoke ID [--reason TEXT]\nEnds an operation (its orderer or an admin "
+	"of its keys).\n",
+	true, false, false, false};
+
+static int id_verb_run(const struct id_verb *v, int argc, char **argv)
+{
+	uint64_t id;
+	const char *reason;
+	bool yes, json;
+	int r = parse_id_verb(v, argc, argv, &id, &reason, &yes, &json);
+	if (r)
+		return r < 0 ? 0 : r;
+
+	if (v == &v_approve && !yes) {
+		_cleanup_json_ json_t *shown = NULL;
+		int rc = call("show", json_pack("{s:I}", "id", (json_int_t)id), &shown,
+			      CALL_TIMEOUT_MS);
+		if (rc)
+			return rc;
+		print_op(stdout, json_object_get(shown, "operation"));
+		FILE *tty = fopen("/dev/tty", "re");
+		if (!tty) {
+			fprintf(stderr, "approvald: no terminal to confirm on; pass --yes to approve "
+					"without asking\n");
+			return EXIT_USAGE;
+		}
+		char line[16] = "";
+		printf("Approve operation %" PRIu64 "? [y/N] ", id);
+		fflush(stdout);
+		bool ok = fgets(line, sizeof(line), tty) && (line[0] == 'y' || line[0] == 'Y');
+		fclose(tty);
+		if (!ok) {
+			fprintf(stderr, "approvald: not approved\n");
+			return EXIT_REFUSED;
+		}
+	}
+
+	_cleanup_json_ json_t *res = NULL;
+	json_t *args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (reason)
+		json_object_set_new(args, "reason", json_string(reason));
+	int rc = call(v->name, args, &res, CALL_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	const json_t *op = json_object_get(res, "operation");
+	if (json)
+		print_json(op, JSON_INDENT(2));
+	else if (v == &v_show)
+		print_op(stdout, op);
+	else
+		printf("operation %" PRIu64 " is %s%s%s%s\n", id, str(op, "state"),
+		       *str(op, "needs") ? " (" : "", str(op, "needs"), *str(op, "needs") ? ")" : "");
+	return 0;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+	return id_verb_run(&v_show, argc, argv);
+}
+static int cmd_approve(int argc, char **argv)
+{
+	return id_verb_run(&v_approve, argc, argv);
+}
+static int cmd_reject(int argc, char **argv)
+{
+	return id_verb_run(&v_reject, argc, argv);
+}
+static int cmd_withdraw(int argc, char **argv)
+{
+	return id_verb_run(&v_withdraw, argc, argv);
+}
+static int cmd_revoke(int argc, char **argv)
+{
+	return id_verb_run(&v_revoke, argc, argv);
+}
+
+static int simple_opts(const char *verb, const char *help, int argc, char **argv, bool *json)
+{
+	static const struct option opts[] = {{"json", no_argument, 0, 'j'},
+					     {"socket", required_argument, 0, 'S'},
+					     {"help", no_argument, 0, 'h'},
+					     {0, 0, 0, 0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			*json = true;
+			break;
+		case 'S':
+			socket_opt = optarg;
+			break;
+		case 'h':
+			fputs(help, stdout);
+			return -1;
+		default:
+			return usage_error(verb, "bad option");
+		}
+	}
+	if (optind < argc)
+		return usage_error(verb, "unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	bool json = false;
+	int r = simple_opts("status", "Usage: approvald status [--json]\n", argc, argv, &json);
+	if (r)
+		return r < 0 ? 0 : r;
+	_cleanup_json_ json_t *res = NULL;
+	int rc = call("status", NULL, &res, CALL_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	if (json) {
+		print_json(res, JSON_INDENT(2));
+		return 0;
+	}
+	const json_t *pol = json_object_get(res, "policy");
+	printf("pending:          %lld (%lld waiting for you)\n", (long long)num(res, "pending"),
+	       (long long)num(res, "pending_for_you"));
+	printf("approved:         %lld\n", (long long)num(res, "approved"));
+	printf("policy:           %lld rules in %lld files, default %s, sha256 %.16s…\n",
+	       (long long)num(pol, "rules"), (long long)num(pol, "files"), str(pol, "default"),
+	       str(pol, "digest"));
+	return 0;
+}
+
+/* ---- audit ---------------------------------------------------------------- */
+
+static void print_audit_row(const json_t *r)
+{
+	char t[40], who[96] = "";
+	const json_t *actor = json_object_get(r, "actor");
+	fmt_time(num(r, "time"), t, sizeof(t));
+	if (actor)
+		fmt_who(actor, who, sizeof(who));
+	char detail[512] = "";
+	const char *parts[] = {"key", "mechanism", "digest", "reason", "state", "path"};
+	size_t off = 0;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(parts); i++) {
+		const char *v = str(r, parts[i]);
+		if (!*v)
+			continue;
+		int n = snprintf(detail + off, sizeof(detail) - off, "%s%s=%s", off ? " " : "",
+				 parts[i], v);
+		if (n < 0 || (size_t)n >= sizeof(detail) - off)
+			break;
+		off += (size_t)n;
+	}
+	char op[24] = "-";
+	if (json_object_get(r, "op"))
+		snprintf(op, sizeof(op), "%lld", (long long)num(r, "op"));
+	printf("%-6lld %-23s %-14s %-24s %-6s %s\n", (long long)num(r, "seq"), t, str(r, "event"),
+	       who, op, detail);
+}
+
+struct offline_ctx {
+	uint64_t since, count;
+	bool json;
+};
+
+static int offline_visit(uint64_t seq, json_t *rec, void *arg)
+{
+	struct offline_ctx *c = arg;
+	(void)seq;
+	if (c->json)
+		print_json(rec, JSON_COMPACT | JSON_SORT_KEYS);
+	else
+		print_audit_row(rec);
+	return 0;
+}
+
+static int offline_list(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct offline_ctx *c = arg;
+	return p11g_txn_audit_foreach(t, c->since, offline_visit, c, err) < 0 ? -1 : 0;
+}
+
+static int offline_verify(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct offline_ctx *c = arg;
+	return p11g_txn_audit_verify(t, &c->count, err);
+}
+
+#define HELP_AUDIT                                                                                 \
+	"Usage: approvald audit [--json] [--since SEQ] [--verify] [--state-dir DIR]\n"             \
+	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
+	"hash chain.  --state-dir reads a store directory directly instead of asking the\n"       \
+	"daemon (for copies and backups).\n"
+
+static int cmd_audit(int argc, char **argv)
+{
+	static const struct option opts[] = {{"json", no_argument, 0, 'j'},
+					     {"verify", no_argument, 0, 'V'},
+					     {"since", required_argument, 0, 's'},
+					     {"state-dir", required_argument, 0, 'D'},
+					     {"socket", required_argument, 0, 'S'},
+					     {"help", no_argument, 0, 'h'},
+					     {0, 0, 0, 0}};
+	struct offline_ctx oc = {0};
+	bool verify = false;
+	const char *dir = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			oc.json = true;
+			break;
+		case 'V':
+			verify = true;
+			break;
+		case 's':
+			if (!parse_id(optarg, &oc.since) && strcmp(optarg, "0"))
+				return usage_error("audit", "--since takes a record number");
+			break;
+		case 'D':
+			dir = optarg;
+			break;
+		case 'S':
+			socket_opt = optarg;
+			break;
+		case 'h':
+			fputs(HELP_AUDIT, stdout);
+			return 0;
+		default:
+			return usage_error("audit", "bad option");
+		}
+	}
+	if (optind < argc)
+		return usage_error("audit", "unexpected argument '%s'", argv[optind]);
+
+	if (dir) {
+		struct p11g_store_options so = {.read_only = true};
+		p11g_store *s = NULL;
+		p11g_err err = {0};
+		if (p11g_store_open(dir, &so, &s, &err) < 0)
+			return report(&err);
+		int r = p11g_store_read(s, verify ? offline_verify : offline_list, &oc, &err);
+		p11g_store_close(s);
+		if (r != 0) {
+			if (verify)
+				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
+					err.code ? err.code : "error");
+			else
+				report(&err);
+			return EXIT_REFUSED;
+		}
+		if (verify)
+			printf("audit chain intact: %" PRIu64 " records\n", oc.count);
+		return 0;
+	}
+
+	if (verify) {
+		_cleanup_json_ json_t *res = NULL;
+		p11g_err err = {0};
+		json_t *req = json_pack("{s:s}", "verb", "verify");
+		int r = p11g_wire_call_path(p11g_wire_socket_path(socket_opt), req, &res, -1, &err);
+		json_decref(req);
+		if (r < 0) {
+			if (err.code && !strcmp(err.code, P11G_E_AUDIT_BROKEN)) {
+				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
+					err.code);
+				return EXIT_REFUSED;
+			}
+			return report(&err);
+		}
+		printf("audit chain intact: %lld records\n", (long long)num(res, "records"));
+		return 0;
+	}
+
+	uint64_t since = oc.since;
+	if (!oc.json)
+		printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR", "OP",
+		       "DETAILS");
+	for (;;) {
+		_cleanup_json_ json_t *res = NULL;
+		int rc = call("audit", json_pack("{s:I}", "since", (json_int_t)since), &res,
+			      CALL_TIMEOUT_MS);
+		if (rc)
+			return rc;
+		const json_t *recs = json_object_get(res, "records"), *r;
+		size_t i;
+		json_array_foreach(recs, i, r)
+		{
+			if (oc.json)
+				print_json(r, JSON_COMPACT | JSON_SORT_KEYS);
+			else
+				print_audit_row(r);
+			since = (uint64_t)num(r, "seq");
+		}
+		if (!json_is_true(json_object_get(res, "more")) || !json_array_size(recs))
+			break;
+	}
+	return 0;
+}
+
+/* ---- policy check --------------------------------------------------------- */
+
+static int cmd_policy(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "check")) {
+		if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+			fputs("Usage: approvald policy check [DIR|FILE]\n", stdout);
+			return 0;
+		}
+		return usage_error("policy", "the policy verb is 'policy check [DIR|FILE]'");
+	}
+	if (argc > 3)
+		return usage_error("policy", "give one directory or file");
+	if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+		fputs("Usage: approvald policy check [DIR|FILE]\nValidates policy files without a "
+		      "daemon; errors are FILE:LINE:COLUMN: message.\n",
+		      stdout);
+		return 0;
+	}
+	const char *path = argc == 3 ? argv[2] : P11G_DEFAULT_POLICY_DIR;
+	struct p11g_policy *p = NULL;
+	char *msg = NULL;
+	if (p11g_policy_load(path, &p, &msg) < 0) {
+		fprintf(stderr, "%s\n", msg ? msg : "out of memory");
+		free(msg);
+		return EXIT_REFUSED;
+	}
+	printf("%s: OK: %zu rules in %zu files, default %s\n", path, p->n_rules, p->n_files,
+	       p->default_allow ? "allow" : "deny");
+	p11g_policy_free(p);
+	return 0;
+}
+
+/* ---- serve ---------------------------------------------------------------- */
+
+#define HELP_SERVE                                                                                 \
+	"Usage: approvald serve [--config FILE] [--state-dir DIR] [--socket PATH]\n"               \
+	"                       [--policy-dir DIR]\n"                                              \
+	"Runs the daemon in the foreground until SIGTERM; SIGHUP reloads the policy.\n"           \
+	"Defaults: state " P11G_DEFAULT_STATE_DIR ", socket " P11G_DEFAULT_SOCKET ",\n"            \
+	"policy " P11G_DEFAULT_POLICY_DIR ".  The config file holds key = value lines:\n"         \
+	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                \
+	"max_connections, max_connections_per_uid, max_pending_per_user, idle_timeout,\n"         \
+	"frame_timeout, default_validity.\n"
+
+static int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+					     {"state-dir", required_argument, 0, 'D'},
+					     {"socket", required_argument, 0, 'S'},
+					     {"policy-dir", required_argument, 0, 'P'},
+					     {"help", no_argument, 0, 'h'},
+					     {0, 0, 0, 0}};
+	struct p11g_daemon_config cfg;
+	const char *config = NULL, *state = NULL, *sock = NULL, *pol = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'D':
+			state = optarg;
+			break;
+		case 'S':
+			sock = optarg;
+			break;
+		case 'P':
+			pol = optarg;
+			break;
+		case 'h':
+			fputs(HELP_SERVE, stdout);
+			return 0;
+		default:
+			return usage_error("serve", "bad option");
+		}
+	}
+	if (optind < argc)
+		return usage_error("serve", "unexpected argument '%s'", argv[optind]);
+	p11g_daemon_config_init(&cfg);
+	p11g_err err = {0};
+	if (config && p11g_daemon_config_load(config, &cfg, &err) < 0) {
+		fprintf(stderr, "approvald: %s\n", err.msg);
+		p11g_daemon_config_clear(&cfg);
+		return EXIT_USAGE;
+	}
+	/* Command-line options win over the file. */
+	if ((state && (free(cfg.state_dir), !(cfg.state_dir = strdup(state)))) ||
+	    (sock && (free(cfg.socket_path), !(cfg.socket_path = strdup(sock)))) ||
+	    (pol && (free(cfg.policy_dir), !(cfg.policy_dir = strdup(pol))))) {
+		p11g_daemon_config_clear(&cfg);
+		return EXIT_REFUSED;
+	}
+	int rc = p11g_daemon_run(&cfg);
+	p11g_daemon_config_clear(&cfg);
+	return rc;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+} verbs[] = {
+	{"serve", cmd_serve, "run the daemon"},
+	{"request", cmd_request, "order uses of keys"},
+	{"list", cmd_list, "operations waiting for you (--all: every one you may see)"},
+	{"show", cmd_show, "one operation in full"},
+	{"approve", cmd_approve, "approve an operation"},
+	{"reject", cmd_reject, "reject an operation"},
+	{"withdraw", cmd_withdraw, "take back your approval before any use"},
+	{"revoke", cmd_revoke, "end an operation"},
+	{"status", cmd_status, "counts and policy"},
+	{"audit", cmd_audit, "the audit log; --verify checks its hash chain"},
+	{"policy", cmd_policy, "policy check [DIR|FILE]: validate policy files"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: approvald VERB [OPTIONS]\n\nHuman approval for HSM signing keys.\n\n");
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(verbs); i++)
+		fprintf(f, "  %-9s %s\n", verbs[i].name, verbs[i].summary);
+	fprintf(f, "\nEvery client verb takes --socket PATH (or APPROVALD_SOCKET; default %s).\n"
+		   "Run 'approvald VERB --help' for a verb's options.  Exit status: 0 done,\n"
+		   "1 refused, 2 usage error, 3 daemon not reachable.\n",
+		P11G_DEFAULT_SOCKET);
+}
+
+int p11g_cli_main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("approvald %s\n", P11GATE_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(verbs); i++)
+		if (!strcmp(argv[1], verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "approvald: unknown verb '%s'\n", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

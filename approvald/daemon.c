@@ -1,1 +1,263 @@
-/* placeholder: being written */
+/* approvald serve: configuration file, policy (re)loading, expiry ticks, and the server loop. */
+#include <inttypes.h>
+#include <sys/stat.h>
+
+#include "approvald/daemon.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+void p11g_daemon_config_init(struct p11g_daemon_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->state_dir = strdup(P11G_DEFAULT_STATE_DIR);
+	cfg->socket_path = strdup(P11G_DEFAULT_SOCKET);
+	cfg->policy_dir = strdup(P11G_DEFAULT_POLICY_DIR);
+	cfg->durability = P11G_DURABLE_FULL;
+	cfg->server.socket_mode = 0666;
+	cfg->server.max_conns = 1024;
+	cfg->server.max_conns_per_uid = 64;
+	cfg->server.idle_timeout_ms = 60000;
+	cfg->server.frame_timeout_ms = 10000;
+	cfg->limits.max_pending_per_user = 100;
+	cfg->limits.default_validity = 3600;
+}
+
+void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
+{
+	free(cfg->state_dir);
+	free(cfg->socket_path);
+	free(cfg->policy_dir);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+static int set_string(char **slot, const char *v)
+{
+	char *s = strdup(v);
+	if (!s)
+		return -1;
+	free(*slot);
+	*slot = s;
+	return 0;
+}
+
+static bool parse_u(const char *v, unsigned long long max, unsigned long long *ret)
+{
+	char *end;
+	errno = 0;
+	if (!*v || *v == '-')
+		return false;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno || *end || n > max)
+		return false;
+	*ret = n;
+	return true;
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+		s[--n] = '\0';
+	return s;
+}
+
+/* One setting; false with a message for an unknown key or a bad value. */
+static bool config_set(struct p11g_daemon_config *cfg, const char *key, const char *val,
+		       const char **why)
+{
+	unsigned long long n;
+	int64_t d;
+	*why = "bad value";
+	if (!strcmp(key, "state_dir"))
+		return set_string(&cfg->state_dir, val) == 0;
+	if (!strcmp(key, "socket"))
+		return set_string(&cfg->socket_path, val) == 0;
+	if (!strcmp(key, "policy_dir"))
+		return set_string(&cfg->policy_dir, val) == 0;
+	if (!strcmp(key, "durability")) {
+		*why = "durability is full or process";
+		if (!strcmp(val, "full"))
+			cfg->durability = P11G_DURABLE_FULL;
+		else if (!strcmp(val, "process"))
+			cfg->durability = P11G_DURABLE_PROCESS;
+		else
+			return false;
+		return true;
+	}
+	if (!strcmp(key, "socket_mode")) {
+		char *end;
+		long m = strtol(val, &end, 8);
+		*why = "socket_mode is an octal mode such as 0666";
+		if (*end || m < 0 || m > 0777)
+			return false;
+		cfg->server.socket_mode = (mode_t)m;
+		return true;
+	}
+	static const struct {
+		const char *key;
+		unsigned long long max;
+	} nums[] = {{"max_connections", 100000},
+		    {"max_connections_per_uid", 100000},
+		    {"max_pending_per_user", 1000000}};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(nums); i++) {
+		if (strcmp(key, nums[i].key))
+			continue;
+		*why = "expected a positive number";
+		if (!parse_u(val, nums[i].max, &n) || n == 0)
+			return false;
+		if (i == 0)
+			cfg->server.max_conns = (unsigned)n;
+		else if (i == 1)
+			cfg->server.max_conns_per_uid = (unsigned)n;
+		else
+			cfg->limits.max_pending_per_user = (unsigned)n;
+		return true;
+	}
+	if (!strcmp(key, "idle_timeout") || !strcmp(key, "frame_timeout") ||
+	    !strcmp(key, "default_validity")) {
+		*why = "expected a duration such as 90s, 15m, 24h";
+		if ((d = p11g_duration_parse(val)) <= 0)
+			return false;
+		if (!strcmp(key, "default_validity"))
+			cfg->limits.default_validity = d;
+		else if (d > 86400)
+			return false;
+		else if (!strcmp(key, "idle_timeout"))
+			cfg->server.idle_timeout_ms = (int)(d * 1000);
+		else
+			cfg->server.frame_timeout_ms = (int)(d * 1000);
+		return true;
+	}
+	*why = "unknown setting";
+	return false;
+}
+
+int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p11g_err *err)
+{
+	FILE *f = fopen(path, "re");
+	char line[4096];
+	unsigned lineno = 0;
+
+	if (!f)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		lineno++;
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		char *s = trim(line);
+		if (!*s)
+			continue;
+		char *eq = strchr(s, '=');
+		const char *why;
+		if (!eq) {
+			fclose(f);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: expected key = value",
+					    path, lineno);
+		}
+		*eq = '\0';
+		char *key = trim(s), *val = trim(eq + 1);
+		if (!config_set(cfg, key, val, &why)) {
+			fclose(f);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: %s: %s", path, lineno,
+					    key, why);
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+static void on_changed(void *arg, uint64_t id)
+{
+	struct p11g_daemon *d = arg;
+	if (d->server)
+		p11g_server_wake(d->server, id);
+}
+
+static void on_tick(void *app)
+{
+	struct p11g_daemon *d = app;
+	p11g_err err = {0};
+	if (p11g_ops_expire_due(&d->ops, &err) < 0)
+		p11g_error("expiry sweep failed: %s", err.msg);
+}
+
+static void on_reload(void *app)
+{
+	struct p11g_daemon *d = app;
+	struct p11g_policy *p = NULL;
+	char *msg = NULL;
+	p11g_err err = {0};
+
+	if (p11g_policy_load(d->cfg.policy_dir, &p, &msg) < 0) {
+		p11g_error("policy reload refused, previous policy stays in force: %s",
+			   msg ? msg : "out of memory");
+		free(msg);
+		return;
+	}
+	if (!strcmp(p->digest, d->ops.policy->digest)) {
+		p11g_info("policy unchanged (%s)", p->digest);
+		p11g_policy_free(p);
+		return;
+	}
+	p11g_policy_free(d->ops.policy);
+	d->ops.policy = p;
+	p11g_info("policy reloaded: %zu rules from %zu files", p->n_rules, p->n_files);
+	if (p11g_ops_policy_loaded(&d->ops, d->cfg.policy_dir, &err) < 0)
+		p11g_error("could not audit the policy load: %s", err.msg);
+}
+
+int p11g_daemon_run(const struct p11g_daemon_config *cfg)
+{
+	struct p11g_daemon d = {.cfg = *cfg};
+	struct p11g_store_options so = {.durability = cfg->durability};
+	char *msg = NULL;
+	p11g_err err = {0};
+	int rc = 1;
+
+	p11g_log_ident = "approvald";
+	d.cfg.server.socket_path = cfg->socket_path;
+	d.ops.daemon_uid = geteuid();
+	d.ops.limits = cfg->limits;
+	d.ops.changed = on_changed;
+	d.ops.changed_arg = &d;
+
+	if (p11g_policy_load(cfg->policy_dir, &d.ops.policy, &msg) < 0) {
+		p11g_error("%s", msg ? msg : "cannot load the policy: out of memory");
+		free(msg);
+		return 1;
+	}
+	if (p11g_store_open(cfg->state_dir, &so, &d.ops.store, &err) < 0) {
+		p11g_error("%s", err.msg);
+		goto out;
+	}
+	if (p11g_ops_policy_loaded(&d.ops, cfg->policy_dir, &err) < 0) {
+		p11g_error("%s", err.msg);
+		goto out;
+	}
+	struct p11g_server_ops sops = {
+		.handlers = p11g_handlers,
+		.n_handlers = p11g_n_handlers,
+		.tick = on_tick,
+		.reload = on_reload,
+	};
+	if (p11g_server_new(&d.cfg.server, &sops, &d, &d.server, &err) < 0) {
+		p11g_error("%s", err.msg);
+		goto out;
+	}
+	p11g_info("serving on %s (state %s, policy %s: %zu rules)", cfg->socket_path,
+		  cfg->state_dir, cfg->policy_dir, d.ops.policy->n_rules);
+	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
+	p11g_info("stopped");
+out:
+	if (d.server)
+		p11g_server_free(d.server);
+	if (d.ops.store)
+		p11g_store_close(d.ops.store);
+	p11g_policy_free(d.ops.policy);
+	return rc;
+}

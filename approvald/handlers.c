@@ -1,1 +1,321 @@
-/* placeholder: being written */
+/* The verb table: checks each request's arguments strictly, then hands them to ops. */
+#include <inttypes.h>
+
+#include "approvald/daemon.h"
+#include "p11gate/mech.h"
+#include "p11gate/wire.h"
+
+#define LIST_LIMIT_DEFAULT  100
+#define LIST_LIMIT_MAX	    1000
+#define AUDIT_LIMIT_DEFAULT 1000
+#define AUDIT_LIMIT_MAX	    5000
+#define WAIT_MAX	    86400
+#define REASON_MAX	    1024
+
+/* Every member of req is one of the verb's names (or v/verb). */
+static int check_members(const json_t *req, const char *const *allowed, p11g_err *err)
+{
+	const char *name;
+	json_t *val;
+	json_object_foreach((json_t *)req, name, val)
+	{
+		bool ok = !strcmp(name, "v") || !strcmp(name, "verb");
+		for (size_t i = 0; !ok && allowed[i]; i++)
+			ok = !strcmp(name, allowed[i]);
+		if (!ok)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "unknown argument \"%s\"", name);
+	}
+	return 0;
+}
+
+static int get_id(const json_t *req, const char *name, bool required, uint64_t *ret, p11g_err *err)
+{
+	const json_t *j = json_object_get(req, name);
+	if (!j && !required) {
+		*ret = 0;
+		return 0;
+	}
+	if (!json_is_integer(j) || json_integer_value(j) < (required ? 1 : 0))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"%s\" must be a positive integer", name);
+	*ret = (uint64_t)json_integer_value(j);
+	return 0;
+}
+
+static int get_uint(const json_t *req, const char *name, unsigned dflt, unsigned max,
+		    unsigned *ret, p11g_err *err)
+{
+	const json_t *j = json_object_get(req, name);
+	if (!j) {
+		*ret = dflt;
+		return 0;
+	}
+	if (!json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) > max)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"%s\" must be an integer from 0 to %u",
+				    name, max);
+	*ret = (unsigned)json_integer_value(j);
+	return 0;
+}
+
+static int get_str(const json_t *req, const char *name, bool required, size_t max,
+		   const char **ret, p11g_err *err)
+{
+	const json_t *j = json_object_get(req, name);
+	if (!j && !required) {
+		*ret = NULL;
+		return 0;
+	}
+	if (!json_is_string(j) || json_string_length(j) > max ||
+	    strlen(json_string_value(j)) != json_string_length(j))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+				    "\"%s\" must be a string of at most %zu bytes", name, max);
+	*ret = json_string_value(j);
+	return 0;
+}
+
+static struct p11g_ops *ops_of(void *app)
+{
+	return &((struct p11g_daemon *)app)->ops;
+}
+
+static json_t *wrap_op(json_t *op)
+{
+	return json_pack("{s:o}", "operation", op);
+}
+
+static int h_request(void *app, const struct p11g_ident *caller, const json_t *req,
+		     json_t **ret, p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"keys",	 "valid", "description", "context",
+					      "digests", "for",	  "oci",	 NULL};
+	json_t *op;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 ||
+	    p11g_ops_request(ops_of(app), caller, req, &op, err) < 0)
+		return -1;
+	*ret = json_pack("{s:O, s:O, s:o}", "id", json_object_get(op, "id"), "state",
+			 json_object_get(op, "state"), "operation", op);
+	return 0;
+}
+
+static int h_show(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		  p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"id", NULL};
+	uint64_t id;
+	json_t *op;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	    p11g_ops_show(ops_of(app), caller, id, &op, err) < 0)
+		return -1;
+	*ret = wrap_op(op);
+	return 0;
+}
+
+/* approve, withdraw: id only. */
+static int h_approve(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		     p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"id", NULL};
+	uint64_t id;
+	json_t *op;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	    p11g_ops_approve(ops_of(app), caller, id, &op, err) < 0)
+		return -1;
+	*ret = wrap_op(op);
+	return 0;
+}
+
+static int h_withdraw(void *app, const struct p11g_ident *caller, const json_t *req,
+		      json_t **ret, p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"id", NULL};
+	uint64_t id;
+	json_t *op;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	    p11g_ops_withdraw(ops_of(app), caller, id, &op, err) < 0)
+		return -1;
+	*ret = wrap_op(op);
+	return 0;
+}
+
+static int h_reject(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		    p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"id", "reason", NULL};
+	uint64_t id;
+	const char *reason;
+	json_t *op;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	    get_str(req, "reason", true, REASON_MAX, &reason, err) < 0)
+		return -1;
+	if (!reason[0])
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "a rejection needs a reason");
+	if (p11g_ops_reject(ops_of(app), caller, id, reason, &op, err) < 0)
+		return -1;
+	*ret = wrap_op(op);
+	return 0;
+}
+
+static int h_revoke(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		    p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"id", "reason", NULL};
+	uint64_t id;
+	const char *reason;
+	json_t *op;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	    get_str(req, "reason", false, REASON_MAX, &reason, err) < 0 ||
+	    p11g_ops_revoke(ops_of(app), caller, id, reason, &op, err) < 0)
+		return -1;
+	*ret = wrap_op(op);
+	return 0;
+}
+
+static const char *const states[] = {"pending", "approved", "exhausted", "expired",
+				     "revoked", "rejected", NULL};
+
+static int h_list(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		  p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"all", "state", "limit", "after", NULL};
+	struct p11g_list_args a = {0};
+	const json_t *all = json_object_get(req, "all");
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 ||
+	    get_str(req, "state", false, 16, &a.state, err) < 0 ||
+	    get_uint(req, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &a.limit, err) < 0 ||
+	    get_id(req, "after", false, &a.after, err) < 0)
+		return -1;
+	if (all && !json_is_boolean(all))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"all\" must be true or false");
+	a.all = json_is_true(all);
+	if (a.state) {
+		size_t i;
+		for (i = 0; states[i] && strcmp(states[i], a.state); i++)
+			;
+		if (!states[i])
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "unknown state \"%s\" (pending, approved, exhausted, "
+					    "expired, revoked, rejected)",
+					    a.state);
+	}
+	if (a.limit == 0)
+		a.limit = LIST_LIMIT_DEFAULT;
+	return p11g_ops_list(ops_of(app), caller, &a, ret, err);
+}
+
+static int h_status(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		    p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {NULL};
+	(void)wait;
+	if (check_members(req, allowed, err) < 0)
+		return -1;
+	return p11g_ops_status(ops_of(app), caller, ret, err);
+}
+
+static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		   p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"since", "limit", NULL};
+	uint64_t since;
+	unsigned limit;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "since", false, &since, err) < 0 ||
+	    get_uint(req, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX, &limit, err) < 0)
+		return -1;
+	return p11g_ops_audit(ops_of(app), caller, since, limit ? limit : AUDIT_LIMIT_DEFAULT, ret,
+			      err);
+}
+
+static int h_verify(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		    p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {NULL};
+	(void)wait;
+	if (check_members(req, allowed, err) < 0)
+		return -1;
+	return p11g_ops_verify(ops_of(app), caller, ret, err);
+}
+
+static int h_key(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		 p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"key", NULL};
+	struct p11g_keyid k;
+	(void)caller;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 ||
+	    p11g_keyid_from_json(json_object_get(req, "key"), &k, err) < 0)
+		return -1;
+	*ret = p11g_ops_key_info(ops_of(app), &k);
+	return 0;
+}
+
+static int h_use(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		 p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"key", "mechanism", "digest", "raw", "operation",
+					      NULL};
+	struct p11g_use_args a = {0};
+	const char *mech, *digest;
+	char norm[160];
+	const json_t *raw = json_object_get(req, "raw");
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 ||
+	    p11g_keyid_from_json(json_object_get(req, "key"), &a.key, err) < 0 ||
+	    get_str(req, "mechanism", true, 64, &mech, err) < 0 ||
+	    get_str(req, "digest", false, 150, &digest, err) < 0 ||
+	    get_id(req, "operation", false, &a.operation, err) < 0)
+		return -1;
+	if (raw && !json_is_boolean(raw))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"raw\" must be true or false");
+	a.raw = json_is_true(raw);
+	const struct p11g_mech_info *m = p11g_mech_by_name(mech);
+	if (!m)
+		return p11g_err_set(err, P11G_E_MECHANISM,
+				    "mechanism %s is not a signing mechanism p11gate knows", mech);
+	a.mechanism = m->type;
+	if (digest) {
+		if (!p11g_digest_normalise(digest, norm, sizeof(norm)))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "\"digest\" must be ALG:HEX such as sha256:<64 hex digits>");
+		a.digest = norm;
+	}
+	return p11g_ops_use(ops_of(app), caller, &a, ret, err);
+}
+
+static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+		  p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"id", "timeout", NULL};
+	uint64_t id;
+	unsigned timeout;
+	json_t *op;
+	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	    get_uint(req, "timeout", 60, WAIT_MAX, &timeout, err) < 0 ||
+	    p11g_ops_show(ops_of(app), caller, id, &op, err) < 0)
+		return -1;
+	if (!wait->resumed)
+		wait->deadline_us = p11g_mono_us() + (int64_t)timeout * 1000000;
+	if (!strcmp(json_string_value(json_object_get(op, "state")), "pending") &&
+	    p11g_mono_us() < wait->deadline_us) {
+		json_decref(op);
+		wait->op_id = id;
+		return P11G_HANDLER_WAIT;
+	}
+	*ret = wrap_op(op);
+	return 0;
+}
+
+const struct p11g_handler p11g_handlers[] = {
+	{"request", h_request}, {"list", h_list},	  {"show", h_show},	{"approve", h_approve},
+	{"reject", h_reject},	{"withdraw", h_withdraw}, {"revoke", h_revoke}, {"status", h_status},
+	{"audit", h_audit},	{"verify", h_verify},	  {"key", h_key},	{"use", h_use},
+	{"wait", h_wait},
+};
+const size_t p11g_n_handlers = P11G_ARRAY_SIZE(p11g_handlers);

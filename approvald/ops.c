@@ -1,1 +1,1400 @@
-/* placeholder: being written */
+/* Operation lifecycle: every state change and its audit record in one durable transaction. */
+#include "approvald/ops.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+
+#include "p11gate/mech.h"
+#include "p11gate/wire.h"
+
+#define MAX_KEYS	16
+#define MAX_DIGESTS	64
+#define MAX_USES	1000000
+#define MAX_VALIDITY	(10LL * 365 * 86400)
+#define MAX_TEXT	1024
+#define MAX_CONTEXT	4096
+#define RECENT_ENDED	1024 /* ended operations looked at to explain a refusal */
+
+static void rule_freep(struct p11g_rule **r)
+{
+	p11g_rule_free(*r);
+}
+#define _cleanup_json_	__attribute__((cleanup(json_decrefp)))
+#define _cleanup_rule_	__attribute__((cleanup(rule_freep)))
+
+static const char *state_of(const json_t *op)
+{
+	const char *s = json_string_value(json_object_get(op, "state"));
+	return s ? s : "";
+}
+
+static bool is_active(const char *state)
+{
+	return !strcmp(state, "pending") || !strcmp(state, "approved");
+}
+
+static int64_t int_of(const json_t *obj, const char *name)
+{
+	return (int64_t)json_integer_value(json_object_get(obj, name));
+}
+
+static json_t *actor_json(const struct p11g_ident *id)
+{
+	return json_pack("{s:I, s:s, s:I}", "uid", (json_int_t)id->uid, "user", id->user, "pid",
+			 (json_int_t)id->pid);
+}
+
+static void notify(struct p11g_ops *o, uint64_t id)
+{
+	if (o->changed)
+		o->changed(o->changed_arg, id);
+}
+
+/* ---- digests ------------------------------------------------------------ */
+
+static const struct {
+	const char *alg;
+	size_t len;
+} digest_algs[] = {
+	{"sha1", 20},	  {"sha224", 28},   {"sha256", 32},   {"sha384", 48},
+	{"sha512", 64},	  {"sha3-224", 28}, {"sha3-256", 32}, {"sha3-384", 48},
+	{"sha3-512", 64},
+};
+
+bool p11g_digest_normalise(const char *s, char *out, size_t outsz)
+{
+	const char *colon = strchr(s, ':');
+	if (!colon)
+		return false;
+	size_t alen = (size_t)(colon - s);
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(digest_algs); i++) {
+		if (strlen(digest_algs[i].alg) != alen || strncasecmp(s, digest_algs[i].alg, alen))
+			continue;
+		const char *hex = colon + 1;
+		size_t hlen = strlen(hex);
+		unsigned char bin[64];
+		if (hlen != 2 * digest_algs[i].len || p11g_hex_decode(hex, hlen, bin, sizeof(bin)) < 0)
+			return false;
+		if (alen + 1 + hlen + 1 > outsz)
+			return false;
+		for (size_t k = 0; k < alen; k++)
+			out[k] = (char)tolower((unsigned char)s[k]);
+		out[alen] = ':';
+		p11g_hex_encode(bin, digest_algs[i].len, out + alen + 1);
+		return true;
+	}
+	return false;
+}
+
+/* ---- rules and quorum ---------------------------------------------------- */
+
+/* The rule snapshot an operation keeps for one of its keys. */
+static struct p11g_rule *op_rule(const json_t *op, const char *name, p11g_err *err)
+{
+	struct p11g_rule *r = NULL;
+	const json_t *snap = json_object_get(json_object_get(op, "rules"), name);
+	if (!snap) {
+		p11g_err_set(err, P11G_E_INTERNAL, "operation %" JSON_INTEGER_FORMAT
+			     " has no snapshot of rule %s", json_integer_value(json_object_get(op, "id")),
+			     name);
+		return NULL;
+	}
+	if (p11g_rule_from_json(snap, &r, err) < 0)
+		return NULL;
+	return r;
+}
+
+static int load_idents(const json_t *arr, struct p11g_ident **ret, size_t *ret_n)
+{
+	size_t n = json_array_size(arr), i;
+	struct p11g_ident *v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		if (p11g_ident_from_json(json_array_get(arr, i), &v[i]) < 0)
+			break;
+	if (i < n) {
+		for (size_t k = 0; k < i; k++)
+			p11g_ident_clear(&v[k]);
+		free(v);
+		return -EINVAL;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+static void free_idents(struct p11g_ident *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p11g_ident_clear(&v[i]);
+	free(v);
+}
+
+/*
+ * Whether every rule of the operation is satisfied by its approvals (all or
+ * nothing).  missing gets a sentence for the first rule that is not.
+ */
+static int op_quorum(const json_t *op, bool *ret_met, char *missing, size_t missing_size,
+		     p11g_err *err)
+{
+	struct p11g_ident *apv = NULL, orderer = {0};
+	size_t n_apv = 0;
+	const char *name;
+	json_t *snap;
+	bool met = true;
+	int r = 0;
+
+	if (load_idents(json_object_get(op, "approvals"), &apv, &n_apv) < 0 ||
+	    p11g_ident_from_json(json_object_get(op, "orderer"), &orderer) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "operation record is damaged");
+	if (missing_size)
+		missing[0] = '\0';
+	json_object_foreach(json_object_get(op, "rules"), name, snap)
+	{
+		_cleanup_rule_ struct p11g_rule *rule = NULL;
+		char why[256] = "";
+		if (p11g_rule_from_json(snap, &rule, err) < 0) {
+			r = -1;
+			break;
+		}
+		if (p11g_rule_auto_approves(rule, &orderer))
+			continue;
+		if (!p11g_rule_quorum_met(rule, apv, n_apv, orderer.uid, why, sizeof(why))) {
+			if (met && missing_size)
+				snprintf(missing, missing_size, "rule %s %s", name, why);
+			met = false;
+		}
+	}
+	free_idents(apv, n_apv);
+	p11g_ident_clear(&orderer);
+	if (r == 0)
+		*ret_met = met;
+	return r;
+}
+
+/* Applies fn-like predicates over the operation's rule snapshots. */
+enum rule_pred { PRED_MAY_APPROVE, PRED_IS_ADMIN };
+
+static bool op_any_rule(const json_t *op, const struct p11g_ident *id, enum rule_pred pred)
+{
+	const char *name;
+	json_t *snap;
+	json_object_foreach(json_object_get(op, "rules"), name, snap)
+	{
+		_cleanup_rule_ struct p11g_rule *rule = NULL;
+		if (p11g_rule_from_json(snap, &rule, NULL) < 0)
+			continue;
+		if (pred == PRED_MAY_APPROVE && p11g_rule_may_approve(rule, id))
+			return true;
+		if (pred == PRED_IS_ADMIN && p11g_rule_is_admin(rule, id))
+			return true;
+	}
+	return false;
+}
+
+static bool signer_matches(const json_t *op, const struct p11g_ident *id)
+{
+	struct p11g_principal p;
+	const char *s = json_string_value(json_object_get(op, "signer"));
+	if (!s || p11g_principal_parse(s, &p, NULL) < 0)
+		return false;
+	bool m = p11g_principal_matches(&p, id);
+	p11g_principal_clear(&p);
+	return m;
+}
+
+static bool is_orderer(const json_t *op, const struct p11g_ident *id)
+{
+	return int_of(json_object_get(op, "orderer"), "uid") == (int64_t)id->uid;
+}
+
+bool p11g_ops_visible(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *op)
+{
+	return caller->uid == 0 || caller->uid == o->daemon_uid || is_orderer(op, caller) ||
+	       signer_matches(op, caller) || op_any_rule(op, caller, PRED_MAY_APPROVE) ||
+	       op_any_rule(op, caller, PRED_IS_ADMIN);
+}
+
+static bool has_approved(const json_t *op, uid_t uid)
+{
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(op, "approvals"), i, a)
+	{
+		if (int_of(a, "uid") == (int64_t)uid)
+			return true;
+	}
+	return false;
+}
+
+/* The state a person should see: an active operation past its window is
+ * expired even before the sweep records it. */
+static const char *effective_state(const json_t *op, int64_t now)
+{
+	const char *s = state_of(op);
+	if (is_active(s) && now >= int_of(op, "expires"))
+		return "expired";
+	return s;
+}
+
+/* The public form: no rule snapshots, no group lists; state as seen now,
+ * and for pending operations what they still need. */
+static json_t *op_public(const json_t *op)
+{
+	json_t *pub = json_deep_copy(op), *a;
+	size_t i;
+	int64_t now = p11g_now();
+
+	if (!pub)
+		return NULL;
+	json_t *rules = json_object();
+	const char *name;
+	json_t *snap;
+	json_object_foreach(json_object_get(op, "rules"), name, snap)
+	{
+		json_object_set_new(rules, name, json_pack("{s:O?, s:O?, s:O?}", "quorum",
+							   json_object_get(snap, "quorum"), "max_uses",
+							   json_object_get(snap, "max_uses"),
+							   "bind_digest", json_object_get(snap, "bind_digest")));
+	}
+	json_object_set_new(pub, "rules", rules);
+	json_object_del(json_object_get(pub, "orderer"), "groups");
+	json_array_foreach(json_object_get(pub, "approvals"), i, a) json_object_del(a, "groups");
+	json_object_set_new(pub, "state", json_string(effective_state(op, now)));
+	if (!strcmp(state_of(op), "pending") && now < int_of(op, "expires")) {
+		char missing[300];
+		bool met = false;
+		if (op_quorum(op, &met, missing, sizeof(missing), NULL) == 0 && !met)
+			json_object_set_new(pub, "needs", json_string(missing));
+	}
+	return pub;
+}
+
+/* ---- audit ------------------------------------------------------------- */
+
+/* Appends one audit record: event, actor, operation id and extra members
+ * (stolen).  */
+static int audit(p11g_txn *t, const char *event, const struct p11g_ident *actor, uint64_t id,
+		 json_t *extra, p11g_err *err)
+{
+	_cleanup_json_ json_t *rec = extra ? extra : json_object();
+	json_object_set_new(rec, "event", json_string(event));
+	if (actor)
+		json_object_set_new(rec, "actor", actor_json(actor));
+	if (id)
+		json_object_set_new(rec, "op", json_integer((json_int_t)id));
+	return p11g_txn_audit_append(t, rec, NULL, err);
+}
+
+static const struct p11g_ident *daemon_actor(struct p11g_ops *o, struct p11g_ident *buf)
+{
+	memset(buf, 0, sizeof(*buf));
+	buf->uid = o->daemon_uid;
+	buf->gid = getgid();
+	buf->pid = getpid();
+	snprintf(buf->user, sizeof(buf->user), "approvald");
+	return buf;
+}
+
+static json_t *op_keys_uris(const json_t *op)
+{
+	json_t *uris = json_array(), *k;
+	size_t i;
+	json_array_foreach(json_object_get(op, "keys"), i, k)
+		json_array_append(uris, json_object_get(k, "uri"));
+	return uris;
+}
+
+/* ---- transaction plumbing ----------------------------------------------- */
+
+struct txn_ctx {
+	struct p11g_ops *o;
+	const struct p11g_ident *caller;
+	const json_t *args;
+	uint64_t id;
+	const char *reason;
+	const struct p11g_use_args *use;
+	json_t *result;	  /* replaced on every run of the body */
+	uint64_t changed; /* id to notify after commit */
+	/* use: a refusal is committed (its audit record) and then reported */
+	bool refused;
+	p11g_err refusal;
+	uint64_t refusal_op;
+};
+
+static void ctx_result(struct txn_ctx *c, json_t *result)
+{
+	json_decref(c->result);
+	c->result = result;
+}
+
+static int load_op(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
+{
+	int r = p11g_txn_op_get(t, id, ret, err);
+	if (r == -ENOENT)
+		return p11g_err_set(err, P11G_E_NOT_FOUND, "no operation %" PRIu64, id);
+	return r < 0 ? -1 : 0;
+}
+
+static int finish(struct txn_ctx *c, int r, json_t **ret, p11g_err *err)
+{
+	if (r != 0) {
+		ctx_result(c, NULL);
+		return -1;
+	}
+	if (c->changed)
+		notify(c->o, c->changed);
+	*ret = c->result;
+	return 0;
+}
+
+/* ---- request ----------------------------------------------------------- */
+
+struct count_ctx {
+	uid_t uid;
+	unsigned n;
+};
+
+static int count_pending(uint64_t id, json_t *op, void *arg)
+{
+	struct count_ctx *x = arg;
+	(void)id;
+	if (!strcmp(state_of(op), "pending") && int_of(json_object_get(op, "orderer"), "uid") == (int64_t)x->uid)
+		x->n++;
+	return 0;
+}
+
+static int request_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	struct p11g_ops *o = c->o;
+	const json_t *args = c->args, *keys = json_object_get(args, "keys"), *k;
+	_cleanup_json_ json_t *op_keys = json_array(), *rules = json_object(), *digests = json_array();
+	int64_t now = p11g_now();
+	bool needs_digest = false, auto_all = true;
+	size_t i;
+
+	if (!json_is_array(keys) || json_array_size(keys) == 0 || json_array_size(keys) > MAX_KEYS)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "keys: give 1 to %d keys", MAX_KEYS);
+
+	/* validity */
+	const json_t *jvalid = json_object_get(args, "valid");
+	int64_t valid = o->limits.default_validity;
+	if (jvalid) {
+		if (!json_is_integer(jvalid) || json_integer_value(jvalid) < 1 ||
+		    json_integer_value(jvalid) > MAX_VALIDITY)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "valid: a number of seconds from 1 to %lld",
+					    (long long)MAX_VALIDITY);
+		valid = json_integer_value(jvalid);
+	}
+
+	json_array_foreach(keys, i, k)
+	{
+		const json_t *juri = json_object_get(k, "uri"), *juses = json_object_get(k, "uses");
+		struct p11g_keyid kid;
+		if (!json_is_object(k) || !json_is_string(juri) ||
+		    strlen(json_string_value(juri)) > MAX_TEXT)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "keys[%zu]: needs a \"uri\" string",
+					    i);
+		if (json_object_size(k) > (juses ? 2u : 1u))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "keys[%zu]: only \"uri\" and \"uses\" are allowed", i);
+		if (juses && (!json_is_integer(juses) || json_integer_value(juses) < 1 ||
+			      json_integer_value(juses) > MAX_USES))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "keys[%zu]: \"uses\" must be a number from 1 to %d", i,
+					    MAX_USES);
+		const char *uri = json_string_value(juri);
+		int64_t uses = juses ? json_integer_value(juses) : 1;
+		if (p11g_keyid_from_uri(uri, &kid, err) < 0)
+			return -1;
+		const struct p11g_rule *rule = p11g_policy_match(o->policy, &kid);
+		if (!rule)
+			return p11g_err_set(err, P11G_E_NO_RULE,
+					    "no policy rule covers %s; ask an admin to add one", uri);
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(uri, json_string_value(json_object_get(
+						 json_array_get(op_keys, j), "uri"))))
+				return p11g_err_set(err, P11G_E_BAD_REQUEST,
+						    "key %s is named twice", uri);
+		if (!p11g_rule_may_order(rule, c->caller))
+			return p11g_err_set(err, P11G_E_NOT_ORDERER,
+					    "%s (uid %u) may not order uses of %s (rule %s)",
+					    c->caller->user[0] ? c->caller->user : "this user",
+					    (unsigned)c->caller->uid, uri, rule->name);
+		if (rule->max_uses && (uint64_t)uses > rule->max_uses)
+			return p11g_err_set(err, P11G_E_LIMIT,
+					    "%s: %lld uses asked, rule %s allows at most %llu", uri,
+					    (long long)uses, rule->name,
+					    (unsigned long long)rule->max_uses);
+		if (rule->max_validity && (uint64_t)valid > rule->max_validity) {
+			if (jvalid)
+				return p11g_err_set(
+					err, P11G_E_LIMIT,
+					"validity of %llds asked, rule %s allows at most %llus",
+					(long long)valid, rule->name,
+					(unsigned long long)rule->max_validity);
+			valid = (int64_t)rule->max_validity; /* the default shrinks to fit */
+		}
+		needs_digest |= rule->bind_digest;
+		auto_all &= p11g_rule_auto_approves(rule, c->caller);
+		if (!json_object_get(rules, rule->name))
+			json_object_set_new(rules, rule->name, p11g_rule_to_json(rule));
+		json_array_append_new(op_keys, json_pack("{s:s, s:s, s:I, s:i}", "uri", uri, "rule",
+							 rule->name, "uses", (json_int_t)uses,
+							 "used", 0));
+	}
+
+	/* texts */
+	const json_t *jdesc = json_object_get(args, "description"),
+		     *jctx = json_object_get(args, "context");
+	if ((jdesc && (!json_is_string(jdesc) || strlen(json_string_value(jdesc)) > MAX_TEXT)) ||
+	    (jctx && (!json_is_string(jctx) || strlen(json_string_value(jctx)) > MAX_CONTEXT)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+				    "description (at most %d bytes) and context (at most %d) are strings",
+				    MAX_TEXT, MAX_CONTEXT);
+
+	/* pinned digests */
+	const json_t *jdig = json_object_get(args, "digests"), *d;
+	if (jdig && (!json_is_array(jdig) || json_array_size(jdig) > MAX_DIGESTS))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "digests: an array of at most %d",
+				    MAX_DIGESTS);
+	json_array_foreach(jdig, i, d)
+	{
+		char norm[160];
+		if (!json_is_string(d) || !p11g_digest_normalise(json_string_value(d), norm, sizeof(norm)))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "digests[%zu]: expected ALG:HEX such as sha256:<64 hex digits>",
+					    i);
+		json_array_append_new(digests, json_string(norm));
+	}
+	if (needs_digest && json_array_size(digests) == 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+				    "a rule of these keys binds digests: give the digests to be signed (--digest)");
+
+	/* signer */
+	char *signer = NULL;
+	const json_t *jfor = json_object_get(args, "for");
+	if (jfor) {
+		struct p11g_principal p;
+		if (!json_is_string(jfor) || p11g_principal_parse(json_string_value(jfor), &p, err) < 0)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+					    "for: expected user:NAME, group:NAME or uid:N");
+		signer = p11g_principal_to_string(&p);
+		p11g_principal_clear(&p);
+	} else if (asprintf(&signer, "uid:%u", (unsigned)c->caller->uid) < 0) {
+		signer = NULL;
+	}
+	_cleanup_free_ char *signer_s = signer;
+	if (!signer_s)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+
+	/* OCI: registries named by the rules */
+	const json_t *oci = json_object_get(args, "oci");
+	if (oci) {
+		const char *reg = json_string_value(json_object_get(oci, "registry"));
+		if (!json_is_object(oci) || !reg)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "oci: needs a \"registry\"");
+		const char *name;
+		json_t *snap;
+		json_object_foreach(rules, name, snap)
+		{
+			const json_t *regs = json_object_get(snap, "registries"), *rg;
+			size_t j;
+			bool ok = json_array_size(regs) == 0;
+			json_array_foreach(regs, j, rg) ok |= !strcmp(json_string_value(rg), reg);
+			if (!ok)
+				return p11g_err_set(err, P11G_E_REGISTRY,
+						    "rule %s does not allow signing images for registry %s",
+						    name, reg);
+		}
+	}
+
+	/* a quota per orderer: pending requests are a resource the client controls */
+	struct count_ctx cc = {c->caller->uid, 0};
+	if (p11g_txn_op_foreach(t, true, 0, count_pending, &cc, err) < 0)
+		return -1;
+	if (!auto_all && cc.n >= o->limits.max_pending_per_user)
+		return p11g_err_set(err, P11G_E_LIMIT,
+				    "you have %u pending requests, the most allowed; withdraw or wait",
+				    cc.n);
+
+	uint64_t id;
+	if (p11g_txn_next_id(t, &id, err) < 0)
+		return -1;
+	json_t *orderer = p11g_ident_to_json(c->caller);
+	json_object_set_new(orderer, "pid", json_integer(c->caller->pid));
+	_cleanup_json_ json_t *op = json_pack(
+		"{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:O, s:O, s:O, s:[]}", "id", (json_int_t)id,
+		"state", auto_all ? "approved" : "pending", "orderer", orderer, "signer", signer_s,
+		"created", (json_int_t)now, "expires", (json_int_t)(now + valid), "description",
+		jdesc ? json_string_value(jdesc) : "", "context", jctx ? json_string_value(jctx) : "",
+		"digests", digests, "keys", op_keys, "rules", rules, "approvals");
+	if (!op)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (oci)
+		json_object_set(op, "oci", (json_t *)oci);
+	if (p11g_txn_op_put(t, id, op, err) < 0)
+		return -1;
+	if (audit(t, "created", c->caller, id,
+		  json_pack("{s:o, s:s, s:I, s:O, s:s}", "keys", op_keys_uris(op), "signer", signer_s,
+			    "expires", (json_int_t)(now + valid), "digests", digests, "description",
+			    jdesc ? json_string_value(jdesc) : ""),
+		  err) < 0)
+		return -1;
+	if (auto_all && audit(t, "approved", c->caller, id,
+			      json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
+		return -1;
+	ctx_result(c, op_public(op));
+	c->changed = id;
+	return 0;
+}
+
+int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *args,
+		     json_t **ret_op, p11g_err *err)
+{
+	struct txn_ctx c = {.o = o, .caller = caller, .args = args};
+	return finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
+}
+
+/* ---- decisions ----------------------------------------------------------- */
+
+/* The checks every decision on a pending operation shares. */
+static int check_pending(const json_t *op, uint64_t id, int64_t now, p11g_err *err)
+{
+	const char *s = state_of(op);
+	if (is_active(s) && now >= int_of(op, "expires"))
+		return p11g_err_set(err, P11G_E_EXPIRED, "operation %" PRIu64 " has expired", id);
+	if (strcmp(s, "pending"))
+		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
+				    id, s);
+	return 0;
+}
+
+static int check_approver(struct p11g_ops *o, const json_t *op, const struct p11g_ident *caller,
+			  uint64_t id, p11g_err *err)
+{
+	if (is_orderer(op, caller) || signer_matches(op, caller))
+		return p11g_err_set(err, P11G_E_SELF_APPROVAL,
+				    "you ordered operation %" PRIu64
+				    " or will sign with it: someone else must decide on it",
+				    id);
+	if (!op_any_rule(op, caller, PRED_MAY_APPROVE))
+		return p11g_err_set(err, P11G_E_NOT_APPROVER,
+				    "%s (uid %u) is not an approver for operation %" PRIu64,
+				    caller->user[0] ? caller->user : "this user", (unsigned)caller->uid,
+				    id);
+	(void)o;
+	return 0;
+}
+
+static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	_cleanup_json_ json_t *op = NULL;
+	int64_t now = p11g_now();
+	bool met = false;
+	char missing[300];
+
+	if (load_op(t, c->id, &op, err) < 0)
+		return -1;
+	if (check_approver(c->o, op, c->caller, c->id, err) < 0 || check_pending(op, c->id, now, err) < 0)
+		return -1;
+	if (has_approved(op, c->caller->uid))
+		return p11g_err_set(err, P11G_E_ALREADY_APPROVED,
+				    "you already approved operation %" PRIu64 "; each person counts once",
+				    c->id);
+	json_t *a = p11g_ident_to_json(c->caller);
+	json_object_set_new(a, "time", json_integer(now));
+	json_array_append_new(json_object_get(op, "approvals"), a);
+	if (op_quorum(op, &met, missing, sizeof(missing), err) < 0)
+		return -1;
+	if (met)
+		json_object_set_new(op, "state", json_string("approved"));
+	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
+	    audit(t, "approved", c->caller, c->id,
+		  json_pack("{s:s}", "state", met ? "approved" : "pending"), err) < 0)
+		return -1;
+	ctx_result(c, op_public(op));
+	c->changed = c->id;
+	return 0;
+}
+
+int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		     json_t **ret_op, p11g_err *err)
+{
+	struct txn_ctx c = {.o = o, .caller = caller, .id = id};
+	return finish(&c, p11g_store_write(o->store, approve_body, &c, err), ret_op, err);
+}
+
+static int reject_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	_cleanup_json_ json_t *op = NULL;
+	int64_t now = p11g_now();
+
+	if (load_op(t, c->id, &op, err) < 0)
+		return -1;
+	if (check_approver(c->o, op, c->caller, c->id, err) < 0 || check_pending(op, c->id, now, err) < 0)
+		return -1;
+	json_t *rej = actor_json(c->caller);
+	json_object_set_new(rej, "time", json_integer(now));
+	json_object_set_new(rej, "reason", json_string(c->reason));
+	json_object_set_new(op, "rejection", rej);
+	json_object_set_new(op, "state", json_string("rejected"));
+	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
+	    audit(t, "rejected", c->caller, c->id, json_pack("{s:s}", "reason", c->reason), err) < 0)
+		return -1;
+	ctx_result(c, op_public(op));
+	c->changed = c->id;
+	return 0;
+}
+
+int p11g_ops_reject(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		    const char *reason, json_t **ret_op, p11g_err *err)
+{
+	struct txn_ctx c = {.o = o, .caller = caller, .id = id, .reason = reason};
+	return finish(&c, p11g_store_write(o->store, reject_body, &c, err), ret_op, err);
+}
+
+static int64_t op_uses_made(const json_t *op)
+{
+	int64_t n = 0;
+	size_t i;
+	json_t *k;
+	json_array_foreach(json_object_get(op, "keys"), i, k) n += int_of(k, "used");
+	return n;
+}
+
+static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	_cleanup_json_ json_t *op = NULL;
+	int64_t now = p11g_now();
+	bool met = false;
+	char missing[300];
+
+	if (load_op(t, c->id, &op, err) < 0)
+		return -1;
+	json_t *apv = json_object_get(op, "approvals"), *a;
+	size_t i, at = (size_t)-1;
+	json_array_foreach(apv, i, a) if (int_of(a, "uid") == (int64_t)c->caller->uid) at = i;
+	if (at == (size_t)-1)
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+				    "you have no approval on operation %" PRIu64 " to withdraw", c->id);
+	if (op_uses_made(op) > 0)
+		return p11g_err_set(err, P11G_E_ALREADY_USED,
+				    "operation %" PRIu64
+				    " has been used: an approval cannot be withdrawn after a use (revoke it instead)",
+				    c->id);
+	const char *s = effective_state(op, now);
+	if (!is_active(s))
+		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
+				    c->id, s);
+	json_array_remove(apv, at);
+	if (op_quorum(op, &met, missing, sizeof(missing), err) < 0)
+		return -1;
+	json_object_set_new(op, "state", json_string(met ? "approved" : "pending"));
+	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
+	    audit(t, "withdrawn", c->caller, c->id,
+		  json_pack("{s:s}", "state", met ? "approved" : "pending"), err) < 0)
+		return -1;
+	ctx_result(c, op_public(op));
+	c->changed = c->id;
+	return 0;
+}
+
+int p11g_ops_withdraw(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		      json_t **ret_op, p11g_err *err)
+{
+	struct txn_ctx c = {.o = o, .caller = caller, .id = id};
+	return finish(&c, p11g_store_write(o->store, withdraw_body, &c, err), ret_op, err);
+}
+
+static int revoke_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	_cleanup_json_ json_t *op = NULL;
+	int64_t now = p11g_now();
+
+	if (load_op(t, c->id, &op, err) < 0)
+		return -1;
+	if (!is_orderer(op, c->caller) && !op_any_rule(op, c->caller, PRED_IS_ADMIN))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+				    "only the orderer or an admin of its keys may revoke operation %" PRIu64,
+				    c->id);
+	const char *s = effective_state(op, now);
+	if (!is_active(s))
+		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
+				    c->id, s);
+	json_t *rev = actor_json(c->caller);
+	json_object_set_new(rev, "time", json_integer(now));
+	json_object_set_new(rev, "reason", json_string(c->reason ? c->reason : ""));
+	json_object_set_new(op, "revocation", rev);
+	json_object_set_new(op, "state", json_string("revoked"));
+	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
+	    audit(t, "revoked", c->caller, c->id,
+		  json_pack("{s:s}", "reason", c->reason ? c->reason : ""), err) < 0)
+		return -1;
+	ctx_result(c, op_public(op));
+	c->changed = c->id;
+	return 0;
+}
+
+int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		    const char *reason, json_t **ret_op, p11g_err *err)
+{
+	struct txn_ctx c = {.o = o, .caller = caller, .id = id, .reason = reason};
+	return finish(&c, p11g_store_write(o->store, revoke_body, &c, err), ret_op, err);
+}
+
+/* ---- use --------------------------------------------------------------- */
+
+static bool uri_matches(const char *uri, const struct p11g_keyid *k)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	bool m = u && p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u) == P11_KIT_URI_OK &&
+		 p11g_keyid_matches(k, u);
+	if (u)
+		p11_kit_uri_free(u);
+	return m;
+}
+
+/* Refusal reasons, most telling first: the one a person can act on. */
+enum refusal {
+	REF_NONE,
+	REF_NOT_SIGNER,
+	REF_REVOKED,
+	REF_REJECTED,
+	REF_EXPIRED,
+	REF_EXHAUSTED,
+	REF_PENDING,
+	REF_RAW,
+	REF_MECHANISM,
+	REF_DIGEST,
+};
+
+struct use_scan {
+	const struct p11g_use_args *a;
+	const struct p11g_ident *caller;
+	const struct p11g_mech_info *mech;
+	int64_t now;
+	/* best candidate */
+	uint64_t best_id;
+	int64_t best_expires;
+	size_t best_key;
+	/* best refusal */
+	enum refusal why;
+	uint64_t why_id;
+};
+
+static void note(struct use_scan *s, enum refusal r, uint64_t id)
+{
+	if (r > s->why) {
+		s->why = r;
+		s->why_id = id;
+	}
+}
+
+/* The key entry of op that names the key being used, or -1. */
+static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(op, "keys"), i, e)
+	{
+		if (uri_matches(json_string_value(json_object_get(e, "uri")), k))
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+static int scan_visit(uint64_t id, json_t *op, void *arg)
+{
+	struct use_scan *s = arg;
+	const char *state = state_of(op);
+
+	if (s->a->operation && id != s->a->operation)
+		return 0;
+	ssize_t ki = op_key_index(op, &s->a->key);
+	if (ki < 0)
+		return 0;
+	if (!signer_matches(op, s->caller)) {
+		note(s, REF_NOT_SIGNER, id);
+		return 0;
+	}
+	if (!strcmp(state, "revoked")) {
+		note(s, REF_REVOKED, id);
+		return 0;
+	}
+	if (!strcmp(state, "rejected")) {
+		note(s, REF_REJECTED, id);
+		return 0;
+	}
+	if (!strcmp(state, "expired") || (is_active(state) && s->now >= int_of(op, "expires"))) {
+		note(s, REF_EXPIRED, id);
+		return 0;
+	}
+	json_t *key = json_array_get(json_object_get(op, "keys"), (size_t)ki);
+	if (!strcmp(state, "exhausted") || int_of(key, "used") >= int_of(key, "uses")) {
+		note(s, REF_EXHAUSTED, id);
+		return 0;
+	}
+	if (!strcmp(state, "pending")) {
+		note(s, REF_PENDING, id);
+		return 0;
+	}
+	if (strcmp(state, "approved"))
+		return 0;
+	_cleanup_rule_ struct p11g_rule *rule =
+		op_rule(op, json_string_value(json_object_get(key, "rule")), NULL);
+	if (!rule)
+		return 0;
+	if ((s->mech->family == P11G_MECH_RAW || s->a->raw) && !rule->allow_raw) {
+		note(s, REF_RAW, id);
+		return 0;
+	}
+	if (!p11g_rule_allows_mechanism(rule, s->a->mechanism)) {
+		note(s, REF_MECHANISM, id);
+		return 0;
+	}
+	const json_t *digests = json_object_get(op, "digests");
+	if (json_array_size(digests) > 0 || rule->bind_digest) {
+		bool found = false;
+		size_t i;
+		json_t *d;
+		json_array_foreach(digests, i, d) found |=
+			s->a->digest && !strcmp(json_string_value(d), s->a->digest);
+		if (!found) {
+			note(s, REF_DIGEST, id);
+			return 0;
+		}
+	}
+	/* Spend the operation that ends soonest first. */
+	int64_t exp = int_of(op, "expires");
+	if (!s->best_id || exp < s->best_expires) {
+		s->best_id = id;
+		s->best_expires = exp;
+		s->best_key = (size_t)ki;
+	}
+	return 0;
+}
+
+static const char *refusal_code(enum refusal r)
+{
+	switch (r) {
+	case REF_NOT_SIGNER:
+		return P11G_E_NOT_SIGNER;
+	case REF_REVOKED:
+		return P11G_E_REVOKED;
+	case REF_REJECTED:
+		return P11G_E_REJECTED;
+	case REF_EXPIRED:
+		return P11G_E_EXPIRED;
+	case REF_EXHAUSTED:
+		return P11G_E_EXHAUSTED;
+	case REF_PENDING:
+		return P11G_E_PENDING;
+	case REF_RAW:
+		return P11G_E_RAW;
+	case REF_MECHANISM:
+		return P11G_E_MECHANISM;
+	case REF_DIGEST:
+		return P11G_E_DIGEST_MISMATCH;
+	case REF_NONE:
+		break;
+	}
+	return P11G_E_NO_OPERATION;
+}
+
+static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
+{
+	uint64_t id = s->why_id;
+	const char *code = refusal_code(s->why);
+	switch (s->why) {
+	case REF_NOT_SIGNER:
+		p11g_err_set(err, code, "operation %" PRIu64 " for %s names another signer", id, uri);
+		break;
+	case REF_REVOKED:
+		p11g_err_set(err, code, "operation %" PRIu64 " for %s was revoked; request a new one",
+			     id, uri);
+		break;
+	case REF_REJECTED:
+		p11g_err_set(err, code, "operation %" PRIu64 " for %s was rejected", id, uri);
+		break;
+	case REF_EXPIRED:
+		p11g_err_set(err, code, "operation %" PRIu64 " for %s has expired; request a new one",
+			     id, uri);
+		break;
+	case REF_EXHAUSTED:
+		p11g_err_set(err, code,
+			     "operation %" PRIu64 " has no uses of %s left; request a new one", id,
+			     uri);
+		break;
+	case REF_PENDING:
+		p11g_err_set(err, code,
+			     "operation %" PRIu64
+			     " for %s is waiting for approval (approvald show %" PRIu64 ")",
+			     id, uri, id);
+		break;
+	case REF_RAW:
+		p11g_err_set(err, code, "raw use of %s is not allowed by its rule", uri);
+		break;
+	case REF_MECHANISM:
+		p11g_err_set(err, code, "mechanism %s is not allowed for %s (operation %" PRIu64 ")",
+			     s->mech->name, uri, id);
+		break;
+	case REF_DIGEST:
+		p11g_err_set(err, code,
+			     "digest %s is not one operation %" PRIu64 " pinned for %s",
+			     s->a->digest ? s->a->digest : "(none)", id, uri);
+		break;
+	case REF_NONE:
+		p11g_err_set(err, code,
+			     "no approved operation for %s; request one: approvald request --key '%s'",
+			     uri, uri);
+		break;
+	}
+}
+
+/* The ended operations worth a look when nothing usable was found: the newest. */
+static int scan_recent(p11g_txn *t, struct use_scan *s, p11g_err *err)
+{
+	uint64_t last = 0;
+	if (p11g_txn_last_id(t, &last, err) < 0)
+		return -1;
+	return p11g_txn_op_foreach(t, false, last > RECENT_ENDED ? last - RECENT_ENDED : 0,
+				   scan_visit, s, err);
+}
+
+/* Records a refusal in the same transaction that found it. */
+static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, p11g_err *err)
+{
+	json_t *rec = json_deep_copy(what);
+	json_object_set_new(rec, "reason", json_string(c->refusal.code));
+	json_object_set_new(rec, "message", json_string(c->refusal.msg));
+	if (audit(t, "use_refused", c->caller, c->refusal_op, rec, err) < 0)
+		return -1;
+	c->refused = true;
+	return 0;
+}
+
+static bool implicit_allowed(const struct p11g_rule *rule, const struct use_scan *s)
+{
+	const struct p11g_use_args *a = s->a;
+	/* A pending operation for the key holds its uses until it is decided. */
+	return !s->best_id && s->why != REF_PENDING && p11g_rule_may_order(rule, s->caller) &&
+	       p11g_rule_auto_approves(rule, s->caller) && !rule->bind_digest &&
+	       ((s->mech->family != P11G_MECH_RAW && !a->raw) || rule->allow_raw) &&
+	       p11g_rule_allows_mechanism(rule, a->mechanism);
+}
+
+/* A rule that needs no approvals: a one-use operation created, approved and
+ * consumed at once, every step audited. */
+static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *rule,
+			const char *uri, json_t *what, p11g_err *err)
+{
+	uint64_t id;
+	int64_t now = p11g_now();
+	char signer[32];
+
+	if (p11g_txn_next_id(t, &id, err) < 0)
+		return -1;
+	snprintf(signer, sizeof(signer), "uid:%u", (unsigned)c->caller->uid);
+	json_t *rules = json_object();
+	json_object_set_new(rules, rule->name, p11g_rule_to_json(rule));
+	_cleanup_json_ json_t *op = json_pack(
+		"{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:[], s:[{s:s, s:s, s:i, s:i}], s:o, s:[], s:b}",
+		"id", (json_int_t)id, "state", "exhausted", "orderer", p11g_ident_to_json(c->caller),
+		"signer", signer, "created", (json_int_t)now, "expires", (json_int_t)now,
+		"description", "implicit single use", "context", "", "digests", "keys", "uri", uri,
+		"rule", rule->name, "uses", 1, "used", 1, "rules", rules, "approvals", "implicit", 1);
+	if (!op)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_t *granted = json_deep_copy(what);
+	json_object_set_new(granted, "implicit", json_true());
+	if (p11g_txn_op_put(t, id, op, err) < 0 ||
+	    audit(t, "created", c->caller, id,
+		  json_pack("{s:[s], s:s, s:b}", "keys", uri, "signer", signer, "implicit", 1),
+		  err) < 0 ||
+	    audit(t, "approved", c->caller, id,
+		  json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0 ||
+	    audit(t, "use_granted", c->caller, id, granted, err) < 0)
+		return -1;
+	ctx_result(c, json_pack("{s:I, s:i, s:b}", "operation", (json_int_t)id, "remaining", 0,
+				"implicit", 1));
+	return 0;
+}
+
+static int use_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	struct p11g_ops *o = c->o;
+	const struct p11g_use_args *a = c->use;
+	_cleanup_free_ char *uri = p11g_keyid_to_uri(&a->key);
+	struct use_scan s = {.a = a, .caller = c->caller, .now = p11g_now()};
+
+	c->refused = false;
+	c->refusal_op = 0;
+	if (!uri)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	s.mech = p11g_mech_by_type(a->mechanism);
+	const struct p11g_rule *rule = p11g_policy_match(o->policy, &a->key);
+	if (!rule && o->policy->default_allow) {
+		ctx_result(c, json_pack("{s:b}", "guarded", 0));
+		return 0;
+	}
+	_cleanup_json_ json_t *what =
+		json_pack("{s:s, s:s, s:s}", "key", uri, "mechanism",
+			  s.mech ? s.mech->name : "unknown", "digest", a->digest ? a->digest : "");
+	if (!rule) {
+		p11g_err_set(&c->refusal, P11G_E_DENIED_DEFAULT,
+			     "no policy rule covers %s and the default is deny", uri);
+		return refuse(t, c, what, err);
+	}
+	if (!s.mech) {
+		p11g_err_set(&c->refusal, P11G_E_MECHANISM,
+			     "mechanism 0x%lx is not a signing mechanism p11gate knows",
+			     (unsigned long)a->mechanism);
+		return refuse(t, c, what, err);
+	}
+
+	if (p11g_txn_op_foreach(t, true, 0, scan_visit, &s, err) < 0)
+		return -1;
+	if (implicit_allowed(rule, &s))
+		return use_implicit(t, c, rule, uri, what, err);
+	if (!s.best_id && s.why <= REF_NOT_SIGNER && scan_recent(t, &s, err) < 0)
+		return -1;
+	if (!s.best_id) {
+		refusal_message(&s, uri, &c->refusal);
+		c->refusal_op = s.why_id;
+		return refuse(t, c, what, err);
+	}
+
+	_cleanup_json_ json_t *op = NULL;
+	if (load_op(t, s.best_id, &op, err) < 0)
+		return -1;
+	json_t *key = json_array_get(json_object_get(op, "keys"), s.best_key), *k;
+	int64_t used = int_of(key, "used") + 1, uses = int_of(key, "uses"), left_total = 0;
+	size_t i;
+	json_object_set_new(key, "used", json_integer(used));
+	json_array_foreach(json_object_get(op, "keys"), i, k) left_total +=
+		int_of(k, "uses") - int_of(k, "used");
+	if (left_total == 0)
+		json_object_set_new(op, "state", json_string("exhausted"));
+	if (p11g_txn_op_put(t, s.best_id, op, err) < 0 ||
+	    audit(t, "use_granted", c->caller, s.best_id, json_incref(what), err) < 0)
+		return -1;
+	ctx_result(c, json_pack("{s:I, s:I}", "operation", (json_int_t)s.best_id, "remaining",
+				(json_int_t)(uses - used)));
+	if (left_total == 0)
+		c->changed = s.best_id;
+	return 0;
+}
+
+int p11g_ops_use(struct p11g_ops *o, const struct p11g_ident *caller,
+		 const struct p11g_use_args *args, json_t **ret_result, p11g_err *err)
+{
+	struct txn_ctx c = {.o = o, .caller = caller, .use = args};
+	int r = p11g_store_write(o->store, use_body, &c, err);
+	if (r == 0 && c.refused) {
+		*err = c.refusal;
+		r = -1;
+	}
+	return finish(&c, r, ret_result, err);
+}
+
+json_t *p11g_ops_key_info(struct p11g_ops *o, const struct p11g_keyid *key)
+{
+	const struct p11g_rule *rule = p11g_policy_match(o->policy, key);
+	if (!rule)
+		return json_pack("{s:b, s:b, s:b}", "guarded", !o->policy->default_allow, "allow_raw",
+				 0, "default", 1);
+	json_t *mechs = json_array();
+	for (size_t i = 0; i < rule->n_mechanisms; i++) {
+		const struct p11g_mech_info *m = p11g_mech_by_type(rule->mechanisms[i]);
+		if (m)
+			json_array_append_new(mechs, json_string(m->name));
+	}
+	return json_pack("{s:b, s:s, s:b, s:b, s:o}", "guarded", 1, "rule", rule->name, "allow_raw",
+			 rule->allow_raw, "bind_digest", rule->bind_digest, "mechanisms", mechs);
+}
+
+/* ---- read-only views ------------------------------------------------------ */
+
+struct read_ctx {
+	struct p11g_ops *o;
+	const struct p11g_ident *caller;
+	uint64_t id;
+	const struct p11g_list_args *list;
+	json_t *out;
+	unsigned n;
+	bool more;
+	uint64_t since;
+	unsigned limit;
+};
+
+static int show_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct read_ctx *c = arg;
+	_cleanup_json_ json_t *op = NULL;
+	if (load_op(t, c->id, &op, err) < 0)
+		return -1;
+	if (!p11g_ops_visible(c->o, c->caller, op))
+		return p11g_err_set(err, P11G_E_NOT_FOUND, "no operation %" PRIu64, c->id);
+	c->out = op_public(op);
+	return 0;
+}
+
+int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		  json_t **ret_op, p11g_err *err)
+{
+	struct read_ctx c = {.o = o, .caller = caller, .id = id};
+	if (p11g_store_read(o->store, show_body, &c, err) != 0) {
+		json_decref(c.out);
+		return -1;
+	}
+	*ret_op = c.out;
+	return 0;
+}
+
+static int list_visit(uint64_t id, json_t *op, void *arg)
+{
+	struct read_ctx *c = arg;
+	const struct p11g_list_args *a = c->list;
+	int64_t now = p11g_now();
+	(void)id;
+
+	if (a->all) {
+		if (!p11g_ops_visible(c->o, c->caller, op))
+			return 0;
+		if (a->state && strcmp(a->state, effective_state(op, now)))
+			return 0;
+	} else {
+		/* What waits for the caller's decision. */
+		if (strcmp(effective_state(op, now), a->state ? a->state : "pending"))
+			return 0;
+		if (!a->state || !strcmp(a->state, "pending")) {
+			if (is_orderer(op, c->caller) || signer_matches(op, c->caller) ||
+			    has_approved(op, c->caller->uid) ||
+			    !op_any_rule(op, c->caller, PRED_MAY_APPROVE))
+				return 0;
+		} else if (!p11g_ops_visible(c->o, c->caller, op)) {
+			return 0;
+		}
+	}
+	if (c->n == c->list->limit) {
+		c->more = true;
+		return 1;
+	}
+	json_array_append_new(c->out, op_public(op));
+	c->n++;
+	return 0;
+}
+
+static int list_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct read_ctx *c = arg;
+	const struct p11g_list_args *a = c->list;
+	/* Only pending and approved operations live in the index; the rest need a full walk. */
+	bool active_only = (!a->all && (!a->state || !strcmp(a->state, "pending"))) ||
+			   (a->state && is_active(a->state));
+	return p11g_txn_op_foreach(t, active_only, a->after, list_visit, c, err) < 0 ? -1 : 0;
+}
+
+int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
+		  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err)
+{
+	struct read_ctx c = {.o = o, .caller = caller, .list = args, .out = json_array()};
+	if (p11g_store_read(o->store, list_body, &c, err) != 0) {
+		json_decref(c.out);
+		return -1;
+	}
+	*ret_result = json_pack("{s:o, s:b}", "operations", c.out, "more", c.more);
+	return 0;
+}
+
+struct status_ctx {
+	struct p11g_ops *o;
+	const struct p11g_ident *caller;
+	unsigned pending, approved, for_you;
+};
+
+static int status_visit(uint64_t id, json_t *op, void *arg)
+{
+	struct status_ctx *c = arg;
+	const char *s = effective_state(op, p11g_now());
+	(void)id;
+	if (!strcmp(s, "pending")) {
+		c->pending++;
+		if (!is_orderer(op, c->caller) && !signer_matches(op, c->caller) &&
+		    !has_approved(op, c->caller->uid) && op_any_rule(op, c->caller, PRED_MAY_APPROVE))
+			c->for_you++;
+	} else if (!strcmp(s, "approved")) {
+		c->approved++;
+	}
+	return 0;
+}
+
+static int status_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	return p11g_txn_op_foreach(t, true, 0, status_visit, arg, err) < 0 ? -1 : 0;
+}
+
+int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
+		    p11g_err *err)
+{
+	struct status_ctx c = {.o = o, .caller = caller};
+	uint64_t map = 0, used = 0;
+	if (p11g_store_read(o->store, status_body, &c, err) != 0)
+		return -1;
+	p11g_store_stat(o->store, &map, &used);
+	*ret_result = json_pack(
+		"{s:i, s:i, s:i, s:{s:i, s:i, s:s, s:s}, s:{s:I, s:I}}", "pending", c.pending,
+		"approved", c.approved, "pending_for_you", c.for_you, "policy", "rules",
+		(int)o->policy->n_rules, "files", (int)o->policy->n_files, "digest",
+		o->policy->digest, "default", o->policy->default_allow ? "allow" : "deny", "store",
+		"map_size", (json_int_t)map, "used", (json_int_t)used);
+	return 0;
+}
+
+static bool may_read_audit(struct p11g_ops *o, const struct p11g_ident *caller)
+{
+	if (caller->uid == 0 || caller->uid == o->daemon_uid)
+		return true;
+	for (size_t i = 0; i < o->policy->n_rules; i++)
+		if (p11g_rule_is_admin(&o->policy->rules[i], caller) ||
+		    p11g_rule_may_approve(&o->policy->rules[i], caller))
+			return true;
+	return false;
+}
+
+static int audit_visit(uint64_t seq, json_t *rec, void *arg)
+{
+	struct read_ctx *c = arg;
+	(void)seq;
+	if (c->n == c->limit) {
+		c->more = true;
+		return 1;
+	}
+	json_array_append(c->out, rec);
+	c->n++;
+	return 0;
+}
+
+static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct read_ctx *c = arg;
+	return p11g_txn_audit_foreach(t, c->since, audit_visit, c, err) < 0 ? -1 : 0;
+}
+
+int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
+		   unsigned limit, json_t **ret_result, p11g_err *err)
+{
+	if (!may_read_audit(o, caller))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+				    "the audit log is for root, approvers and admins");
+	struct read_ctx c = {.o = o, .caller = caller, .since = since, .limit = limit,
+			     .out = json_array()};
+	if (p11g_store_read(o->store, audit_body, &c, err) != 0) {
+		json_decref(c.out);
+		return -1;
+	}
+	*ret_result = json_pack("{s:o, s:b}", "records", c.out, "more", c.more);
+	return 0;
+}
+
+struct verify_ctx {
+	uint64_t count;
+};
+
+static int verify_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct verify_ctx *v = arg;
+	return p11g_txn_audit_verify(t, &v->count, err);
+}
+
+int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
+		    p11g_err *err)
+{
+	struct verify_ctx v = {0};
+	if (!may_read_audit(o, caller))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+				    "the audit log is for root, approvers and admins");
+	if (p11g_store_read(o->store, verify_body, &v, err) != 0)
+		return -1;
+	*ret_result = json_pack("{s:I, s:b}", "records", (json_int_t)v.count, "ok", 1);
+	return 0;
+}
+
+/* ---- housekeeping --------------------------------------------------------- */
+
+struct expire_ctx {
+	struct p11g_ops *o;
+	uint64_t ids[256];
+	size_t n;
+};
+
+static int expire_visit(uint64_t id, json_t *op, void *arg)
+{
+	struct expire_ctx *c = arg;
+	if (p11g_now() >= int_of(op, "expires") && c->n < P11G_ARRAY_SIZE(c->ids))
+		c->ids[c->n++] = id;
+	return c->n == P11G_ARRAY_SIZE(c->ids) ? 1 : 0;
+}
+
+static int expire_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct expire_ctx *c = arg;
+	struct p11g_ident me;
+	c->n = 0;
+	if (p11g_txn_op_foreach(t, true, 0, expire_visit, c, err) < 0)
+		return -1;
+	for (size_t i = 0; i < c->n; i++) {
+		_cleanup_json_ json_t *op = NULL;
+		if (load_op(t, c->ids[i], &op, err) < 0)
+			return -1;
+		const char *was = state_of(op);
+		json_t *extra = json_pack("{s:s}", "was", was);
+		json_object_set_new(op, "state", json_string("expired"));
+		if (p11g_txn_op_put(t, c->ids[i], op, err) < 0 ||
+		    audit(t, "expired", daemon_actor(c->o, &me), c->ids[i], extra, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int p11g_ops_expire_due(struct p11g_ops *o, p11g_err *err)
+{
+	struct expire_ctx c = {.o = o};
+	if (p11g_store_write(o->store, expire_body, &c, err) != 0)
+		return -1;
+	for (size_t i = 0; i < c.n; i++)
+		notify(o, c.ids[i]);
+	return (int)c.n;
+}
+
+struct policy_ctx {
+	struct p11g_ops *o;
+	const char *path;
+};
+
+static int policy_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct policy_ctx *c = arg;
+	struct p11g_ident me;
+	return audit(t, "policy_loaded", daemon_actor(c->o, &me), 0,
+		     json_pack("{s:s, s:s, s:i, s:i, s:s}", "path", c->path, "digest",
+			       c->o->policy->digest, "rules", (int)c->o->policy->n_rules, "files",
+			       (int)c->o->policy->n_files, "default",
+			       c->o->policy->default_allow ? "allow" : "deny"),
+		     err);
+}
+
+int p11g_ops_policy_loaded(struct p11g_ops *o, const char *path, p11g_err *err)
+{
+	struct policy_ctx c = {o, path};
+	return p11g_store_write(o->store, policy_body, &c, err) != 0 ? -1 : 0;
+}

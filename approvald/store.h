@@ -53,6 +53,8 @@ void p11g_store_stat(p11g_store *s, uint64_t *ret_map_size, uint64_t *ret_used);
 
 /* Allocates the next id (1, 2, ...), persistent across restarts. */
 int p11g_txn_next_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err);
+/* The highest id allocated so far (0 when none), without allocating. */
+int p11g_txn_last_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err);
 /* Errors: -ENOENT (err untouched) when absent; -1 store_error otherwise.
  * *ret is a new reference. */
 int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);

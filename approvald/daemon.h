@@ -1,0 +1,41 @@
+/* approvald serve: configuration, state (policy, store, server) and the verb table. */
+#ifndef P11GATE_DAEMON_H
+#define P11GATE_DAEMON_H
+
+#include "approvald/ops.h"
+#include "approvald/server.h"
+#include "approvald/store.h"
+
+#define P11G_DEFAULT_STATE_DIR	"/var/lib/approvald"
+#define P11G_DEFAULT_POLICY_DIR "/etc/approvald/policy.d"
+
+struct p11g_daemon_config {
+	char *state_dir;
+	char *socket_path;
+	char *policy_dir;
+	enum p11g_durability durability;
+	struct p11g_server_config server;
+	struct p11g_ops_limits limits;
+};
+
+struct p11g_daemon {
+	struct p11g_daemon_config cfg;
+	struct p11g_ops ops;
+	struct p11g_server *server;
+};
+
+/* Defaults for every setting. */
+void p11g_daemon_config_init(struct p11g_daemon_config *cfg);
+/* Reads `key = value` lines (# comments) over cfg.  Unknown keys and bad
+ * values are errors "FILE:LINE: message". */
+int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p11g_err *err);
+void p11g_daemon_config_clear(struct p11g_daemon_config *cfg);
+
+/* Runs the daemon until SIGTERM/SIGINT.  Returns the process exit code. */
+int p11g_daemon_run(const struct p11g_daemon_config *cfg);
+
+/* The verb table the server dispatches from (handlers.c). */
+extern const struct p11g_handler p11g_handlers[];
+extern const size_t p11g_n_handlers;
+
+#endif

@@ -1,0 +1,97 @@
+/* Operation lifecycle: request, approve, reject, withdraw, revoke, use, expire — the rules of four eyes. */
+#ifndef P11GATE_OPS_H
+#define P11GATE_OPS_H
+
+#include <jansson.h>
+
+#include "approvald/store.h"
+#include "p11gate/common.h"
+#include "p11gate/keyid.h"
+#include "policy/policy.h"
+
+/* Ceilings on what one client may ask for; all configurable. */
+struct p11g_ops_limits {
+	unsigned max_pending_per_user; /* pending operations one orderer may have open; 100 */
+	int64_t default_validity;      /* seconds when a request gives none; 3600 */
+};
+
+struct p11g_ops {
+	p11g_store *store;
+	struct p11g_policy *policy; /* current policy (owned) */
+	uid_t daemon_uid;	    /* may see everything, like root */
+	struct p11g_ops_limits limits;
+	/* Called with an operation id after its state changed (wakes waiters). */
+	void (*changed)(void *arg, uint64_t id);
+	void *changed_arg;
+};
+
+/*
+ * Each verb below runs in one write transaction: the state change and its
+ * audit record commit together (durably) or not at all.  Results are new
+ * references; on error -1 with err set (codes from wire.h).
+ */
+
+/* Request arguments as on the wire (see wire.h "request"); already
+ * type-checked by the caller except the semantic checks done here. */
+int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *args,
+		     json_t **ret_op, p11g_err *err);
+int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		     json_t **ret_op, p11g_err *err);
+int p11g_ops_reject(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		    const char *reason, json_t **ret_op, p11g_err *err);
+int p11g_ops_withdraw(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		      json_t **ret_op, p11g_err *err);
+int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		    const char *reason, json_t **ret_op, p11g_err *err);
+
+struct p11g_use_args {
+	struct p11g_keyid key;
+	CK_MECHANISM_TYPE mechanism;
+	const char *digest; /* "sha256:<hex>" or NULL when the module could not compute one */
+	bool raw;	    /* CKM_RSA_PKCS input that is not a DigestInfo */
+	uint64_t operation; /* 0: choose */
+};
+
+/* Consumes one use durably, or refuses (and audits the refusal). Result:
+ * {"operation": id, "remaining": n} or {"guarded": false} for a key no rule
+ * guards under "default": "allow". */
+int p11g_ops_use(struct p11g_ops *o, const struct p11g_ident *caller,
+		 const struct p11g_use_args *args, json_t **ret_result, p11g_err *err);
+
+/* The module's question: is this key guarded, and how. */
+json_t *p11g_ops_key_info(struct p11g_ops *o, const struct p11g_keyid *key);
+
+/* Read-only views.  show/wait return the public form of an operation. */
+int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
+		  json_t **ret_op, p11g_err *err);
+struct p11g_list_args {
+	bool all;
+	const char *state; /* NULL: any */
+	uint64_t after;
+	unsigned limit;
+};
+int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
+		  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err);
+int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
+		    p11g_err *err);
+int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
+		   unsigned limit, json_t **ret_result, p11g_err *err);
+int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
+		    p11g_err *err);
+
+/* Marks operations whose window closed as expired (audited).  Returns the
+ * number expired, or -1. */
+int p11g_ops_expire_due(struct p11g_ops *o, p11g_err *err);
+
+/* Records a policy load in the audit log (actor: the daemon). */
+int p11g_ops_policy_loaded(struct p11g_ops *o, const char *path, p11g_err *err);
+
+/* "ALG:HEX" with a known hash and the right length, lower-cased into out
+ * (at least 140 bytes); false for anything else. */
+bool p11g_digest_normalise(const char *s, char *out, size_t outsz);
+
+/* Whether caller may see the operation (orderer, signer, approver or admin
+ * of one of its rules, root or the daemon's uid). */
+bool p11g_ops_visible(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *op);
+
+#endif
