@@ -14,6 +14,7 @@
 #define MAX_TEXT	1024
 #define MAX_CONTEXT	4096
 #define RECENT_ENDED	1024 /* ended operations looked at to explain a refusal */
+#define REPLY_BUDGET	(P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
 
 static void rule_freep(struct p11g_rule **r)
 {
@@ -1131,6 +1132,7 @@ struct read_ctx {
 	const struct p11g_list_args *list;
 	json_t *out;
 	unsigned n;
+	size_t bytes; /* encoded size so far: a reply must fit in one frame */
 	bool more;
 	uint64_t since;
 	unsigned limit;
@@ -1185,11 +1187,15 @@ static int list_visit(uint64_t id, json_t *op, void *arg)
 			return 0;
 		}
 	}
-	if (c->n == c->list->limit) {
+	json_t *pub = op_public(op);
+	size_t sz = json_dumpb(pub, NULL, 0, JSON_COMPACT);
+	if (c->n == c->list->limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
+		json_decref(pub);
 		c->more = true;
 		return 1;
 	}
-	json_array_append_new(c->out, op_public(op));
+	json_array_append_new(c->out, pub);
+	c->bytes += sz + 1;
 	c->n++;
 	return 0;
 }
@@ -1275,11 +1281,13 @@ static int audit_visit(uint64_t seq, json_t *rec, void *arg)
 {
 	struct read_ctx *c = arg;
 	(void)seq;
-	if (c->n == c->limit) {
+	size_t sz = json_dumpb(rec, NULL, 0, JSON_COMPACT);
+	if (c->n == c->limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
 		c->more = true;
 		return 1;
 	}
 	json_array_append(c->out, rec);
+	c->bytes += sz + 1;
 	c->n++;
 	return 0;
 }

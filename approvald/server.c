@@ -1,1 +1,894 @@
-/* placeholder: being written */
+/* approvald's socket server: one poll() loop, peer credentials, framing, limits, dispatch. */
+#include "approvald/server.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+#define DEFAULT_SOCKET_MODE 0666
+#define DEFAULT_MAX_CONNS   1024
+#define DEFAULT_MAX_PER_UID 64
+#define DEFAULT_IDLE_MS     60000
+#define DEFAULT_FRAME_MS    10000
+#define HEADER_LEN          4
+#define LISTEN_BACKLOG      128
+#define TICK_US             1000000
+#define ACCEPT_BATCH        64      /* per wakeup, so a connect storm cannot starve readers */
+#define ACCEPT_PAUSE_US     100000  /* after EMFILE & co: the listener would spin otherwise */
+#define LOG_INTERVAL_US     1000000 /* one line per second for floods of the same event */
+
+enum conn_state {
+	CONN_READ_HEADER,
+	CONN_READ_BODY,
+	CONN_PARKED, /* a handler returned P11G_HANDLER_WAIT: nothing is read meanwhile */
+	CONN_WRITE,
+};
+
+struct conn {
+	int fd;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	enum conn_state state;
+	bool dead;
+	/* Whichever applies to the state: idle, frame, write or wait deadline. */
+	int64_t deadline_us;
+
+	unsigned char header[HEADER_LEN];
+	size_t header_got;
+	char *body;
+	size_t body_len, body_got;
+
+	char *out;
+	size_t out_len, out_sent;
+
+	json_t *parked_req;
+	const struct p11g_handler *parked_handler;
+	struct p11g_wait wait;
+	bool woken;
+};
+
+/* Flood-prone warnings (limit hits, accept failures) go out at most once a
+ * second, with a count of what was left out. */
+struct ratelimit {
+	int64_t last_us;
+	unsigned suppressed;
+};
+
+struct p11g_server {
+	char *socket_path;
+	mode_t socket_mode;
+	unsigned max_conns, max_per_uid;
+	int idle_ms, frame_ms;
+	struct p11g_server_ops ops;
+	void *app;
+
+	int listen_fd, signal_fd;
+	bool own_socket;
+	dev_t sock_dev;
+	ino_t sock_ino;
+	sigset_t old_mask;
+	bool mask_saved;
+	struct sigaction old_sigpipe;
+	bool sigpipe_saved;
+
+	struct conn **conns;
+	size_t n_conns, cap_conns;
+	struct pollfd *pfds;
+	struct conn **pconns; /* pfds[i + 2] belongs to pconns[i] */
+	size_t cap_pfds;
+
+	bool stop, any_woken;
+	int64_t next_tick_us, accept_paused_until_us;
+	struct ratelimit rl_limit, rl_accept;
+};
+
+/* json_decrefp comes with jansson (>= 2.11). */
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+
+#define conn_log(level, c, fmt, ...)                                                               \
+	p11g_log(level, "client uid %u pid %d: " fmt, (unsigned)(c)->uid, (int)(c)->pid,           \
+	         ##__VA_ARGS__)
+
+static bool ratelimit_ok(struct ratelimit *rl, int64_t now, unsigned *ret_suppressed)
+{
+	if (rl->last_us && now - rl->last_us < LOG_INTERVAL_US) {
+		rl->suppressed++;
+		return false;
+	}
+	*ret_suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last_us = now;
+	return true;
+}
+
+static const char *suppressed_note(unsigned suppressed, char *buf, size_t size)
+{
+	if (!suppressed)
+		return "";
+	snprintf(buf, size, " (%u more like it in the last second)", suppressed);
+	return buf;
+}
+
+/* ---- the listening socket ---------------------------------------------- */
+
+static int sockaddr_for(const char *path, struct sockaddr_un *sa, p11g_err *err)
+{
+	size_t len = strlen(path);
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (len == 0 || len >= sizeof(sa->sun_path))
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "socket path \"%s\" is empty or longer than %zu bytes", path,
+		                    sizeof(sa->sun_path) - 1);
+	memcpy(sa->sun_path, path, len + 1);
+	return 0;
+}
+
+/* Removes a socket file nobody answers on; refuses a live daemon's socket and
+ * anything that is not a socket (a typo must not delete someone's file). */
+static int clear_stale_socket(const char *path, const struct sockaddr_un *sa, p11g_err *err)
+{
+	struct stat st;
+	_cleanup_close_ int fd = -1;
+
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot inspect %s: %m", path);
+	}
+	if (!S_ISSOCK(st.st_mode))
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "%s exists and is not a socket; refusing to replace it", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a socket: %m");
+	/* Non-blocking: a live daemon with a full backlog answers EAGAIN
+	 * instead of keeping us waiting, and is just as live. */
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 || errno == EAGAIN)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "another approvald is already serving on %s", path);
+	if (errno != ECONNREFUSED)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot probe the socket %s: %m", path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot remove the stale socket %s: %m",
+		                    path);
+	p11g_info("removed the stale socket %s", path);
+	return 0;
+}
+
+static int listen_on(struct p11g_server *s, p11g_err *err)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	mode_t old_umask;
+	int r;
+
+	if (sockaddr_for(s->socket_path, &sa, err) < 0 ||
+	    clear_stale_socket(s->socket_path, &sa, err) < 0)
+		return -1;
+	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (s->listen_fd < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a socket: %m");
+	/* The umask makes bind create the file with the final mode, so there is
+	 * no moment when it is more open than configured; chmod then sets bits
+	 * a umask cannot grant. */
+	old_umask = umask(~s->socket_mode & 0777);
+	r = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old_umask);
+	if (r < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot bind %s: %m", s->socket_path);
+	if (chmod(s->socket_path, s->socket_mode) < 0 || lstat(s->socket_path, &st) < 0) {
+		p11g_err_set(err, P11G_E_INTERNAL, "cannot set the mode of %s: %m", s->socket_path);
+		unlink(s->socket_path);
+		return -1;
+	}
+	s->own_socket = true;
+	s->sock_dev = st.st_dev;
+	s->sock_ino = st.st_ino;
+	if (listen(s->listen_fd, LISTEN_BACKLOG) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot listen on %s: %m",
+		                    s->socket_path);
+	return 0;
+}
+
+static int setup_signals(struct p11g_server *s, p11g_err *err)
+{
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	sigset_t set;
+
+	/* Belt and braces: every send already uses MSG_NOSIGNAL. */
+	if (sigaction(SIGPIPE, &ign, &s->old_sigpipe) == 0)
+		s->sigpipe_saved = true;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	/* Blocked from here on, so a SIGTERM between new and run is not lost
+	 * (and does not kill us with the socket file left behind). */
+	if (sigprocmask(SIG_BLOCK, &set, &s->old_mask) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot block signals: %m");
+	s->mask_saved = true;
+	s->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (s->signal_fd < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a signalfd: %m");
+	return 0;
+}
+
+int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_server_ops *ops,
+                    void *app, struct p11g_server **ret, p11g_err *err)
+{
+	struct p11g_server *s;
+
+	if (!cfg || !ops || !ret)
+		return p11g_err_set(err, P11G_E_INTERNAL, "p11g_server_new: missing argument");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	s->listen_fd = -1;
+	s->signal_fd = -1;
+	s->ops = *ops;
+	s->app = app;
+	s->socket_mode = cfg->socket_mode ? cfg->socket_mode : DEFAULT_SOCKET_MODE;
+	s->max_conns = cfg->max_conns ? cfg->max_conns : DEFAULT_MAX_CONNS;
+	s->max_per_uid = cfg->max_conns_per_uid ? cfg->max_conns_per_uid : DEFAULT_MAX_PER_UID;
+	s->idle_ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
+	s->frame_ms = cfg->frame_timeout_ms > 0 ? cfg->frame_timeout_ms : DEFAULT_FRAME_MS;
+	s->socket_path = strdup(cfg->socket_path ? cfg->socket_path : P11G_DEFAULT_SOCKET);
+	if (!s->socket_path) {
+		p11g_server_free(s);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	if (setup_signals(s, err) < 0 || listen_on(s, err) < 0) {
+		p11g_server_free(s);
+		return -1;
+	}
+	*ret = s;
+	return 0;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static void conn_close(struct conn *c)
+{
+	if (c->dead)
+		return;
+	close(c->fd);
+	c->fd = -1;
+	free(c->body);
+	c->body = NULL;
+	free(c->out);
+	c->out = NULL;
+	json_decref(c->parked_req);
+	c->parked_req = NULL;
+	c->dead = true;
+}
+
+/* Dead connections leave the table here, never while it is being walked. */
+static void sweep_dead(struct p11g_server *s)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < s->n_conns; i++) {
+		if (s->conns[i]->dead)
+			free(s->conns[i]);
+		else
+			s->conns[j++] = s->conns[i];
+	}
+	s->n_conns = j;
+}
+
+static unsigned conns_of_uid(const struct p11g_server *s, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < s->n_conns; i++)
+		if (!s->conns[i]->dead && s->conns[i]->uid == uid)
+			n++;
+	return n;
+}
+
+static void set_idle(struct p11g_server *s, struct conn *c, int64_t now)
+{
+	c->state = CONN_READ_HEADER;
+	c->header_got = 0;
+	c->deadline_us = now + (int64_t)s->idle_ms * 1000;
+}
+
+/* A json string even when a message was cut inside a UTF-8 sequence. */
+static json_t *string_lossy(const char *str)
+{
+	char buf[sizeof(((p11g_err *)0)->msg)];
+	json_t *j = json_string(str);
+	size_t len;
+
+	if (j)
+		return j;
+	len = strnlen(str, sizeof(buf) - 1);
+	memcpy(buf, str, len);
+	for (int cut = 0; cut < 4 && len > 0; cut++) {
+		buf[--len] = '\0';
+		if ((j = json_string(buf)))
+			return j;
+	}
+	return json_string("(message not valid UTF-8)");
+}
+
+static json_t *error_reply(const char *code, const char *message)
+{
+	/* "o" is stolen even when packing fails. */
+	return json_pack("{s:i, s:b, s:{s:s, s:o}}", "v", P11G_WIRE_VERSION, "ok", 0, "error",
+	                 "code", code, "message", string_lossy(message));
+}
+
+/* Steals result. */
+static json_t *ok_reply(json_t *result)
+{
+	return json_pack("{s:i, s:b, s:o}", "v", P11G_WIRE_VERSION, "ok", 1, "result", result);
+}
+
+/* A whole frame (header and payload) in one malloc'd buffer. */
+static char *frame_of(const json_t *rep, size_t *ret_len)
+{
+	_cleanup_free_ char *payload = NULL;
+	size_t len;
+	char *out;
+
+	payload = p11g_wire_encode(rep, &len);
+	if (!payload)
+		return NULL;
+	out = malloc(HEADER_LEN + len);
+	if (!out)
+		return NULL;
+	out[0] = (char)(len >> 24);
+	out[1] = (char)(len >> 16);
+	out[2] = (char)(len >> 8);
+	out[3] = (char)len;
+	memcpy(out + HEADER_LEN, payload, len);
+	*ret_len = HEADER_LEN + len;
+	return out;
+}
+
+static void conn_flush(struct p11g_server *s, struct conn *c, int64_t now)
+{
+	while (c->out_sent < c->out_len) {
+		ssize_t r = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (r >= 0) {
+			c->out_sent += (size_t)r;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		conn_log(P11G_LOG_DEBUG, c, "gone before reading its reply: %m");
+		conn_close(c);
+		return;
+	}
+	free(c->out);
+	c->out = NULL;
+	set_idle(s, c, now);
+}
+
+/* Queues rep (consumed) and starts writing it; the write timeout runs from
+ * here so a client that stops reading cannot hold its buffers forever. */
+static void conn_reply(struct p11g_server *s, struct conn *c, json_t *rep, int64_t now)
+{
+	size_t len = 0;
+	char *out = rep ? frame_of(rep, &len) : NULL;
+
+	json_decref(rep);
+	if (!out) {
+		conn_log(P11G_LOG_ERROR, c, "reply too large for a frame or out of memory");
+		json_t *fallback = error_reply(P11G_E_INTERNAL, "the reply could not be encoded "
+		                                                "(too large or out of memory)");
+		out = fallback ? frame_of(fallback, &len) : NULL;
+		json_decref(fallback);
+		if (!out) {
+			conn_close(c);
+			return;
+		}
+	}
+	c->out = out;
+	c->out_len = len;
+	c->out_sent = 0;
+	c->state = CONN_WRITE;
+	c->deadline_us = now + (int64_t)s->frame_ms * 1000;
+	conn_flush(s, c, now);
+}
+
+static void conn_reply_error(struct p11g_server *s, struct conn *c, const char *code,
+                             const char *message, int64_t now)
+{
+	conn_reply(s, c, error_reply(code, message), now);
+}
+
+/* Runs h for req (first call or resumed) and answers, or parks. */
+static void run_handler(struct p11g_server *s, struct conn *c, const struct p11g_handler *h,
+                        json_t *req, int64_t now)
+{
+	struct p11g_ident caller;
+	p11g_err err = {0};
+	json_t *result = NULL;
+	int rc;
+
+	memset(&caller, 0, sizeof(caller));
+	/* Fresh for every call: group changes apply to the next request. */
+	if (p11g_ident_resolve(c->uid, c->gid, c->pid, &caller) < 0) {
+		conn_log(P11G_LOG_ERROR, c, "cannot resolve the caller's identity");
+		conn_reply_error(s, c, P11G_E_INTERNAL, "approvald could not resolve your identity",
+		                 now);
+		return;
+	}
+	rc = h->fn(s->app, &caller, req, &result, &err, &c->wait);
+	p11g_ident_clear(&caller);
+	now = p11g_mono_us();
+
+	if (rc == 0) {
+		conn_reply(s, c, ok_reply(result ? result : json_object()), now);
+		return;
+	}
+	json_decref(result);
+	if (rc == P11G_HANDLER_WAIT) {
+		/* A handler that keeps waiting past its deadline would never
+		 * answer; that is a bug, and the client gets told. */
+		if (c->wait.resumed && c->wait.deadline_us <= now) {
+			p11g_error("handler for \"%s\" asked to wait past its deadline", h->verb);
+			conn_reply_error(s, c, P11G_E_INTERNAL, "internal error while waiting",
+			                 now);
+			return;
+		}
+		c->parked_req = json_incref(req);
+		c->parked_handler = h;
+		c->woken = false;
+		c->state = CONN_PARKED;
+		c->deadline_us = c->wait.deadline_us;
+		return;
+	}
+	if (rc != -1)
+		p11g_error("handler for \"%s\" returned %d", h->verb, rc);
+	conn_reply_error(s, c, err.code ? err.code : P11G_E_INTERNAL,
+	                 err.msg[0] ? err.msg : "internal error", now);
+}
+
+static const struct p11g_handler *handler_for(const struct p11g_server *s, const char *verb)
+{
+	for (size_t i = 0; i < s->ops.n_handlers; i++)
+		if (s->ops.handlers[i].verb && !strcmp(s->ops.handlers[i].verb, verb))
+			return &s->ops.handlers[i];
+	return NULL;
+}
+
+static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
+{
+	_cleanup_json_ json_t *req = NULL;
+	p11g_err err = {0};
+	const struct p11g_handler *h;
+	const char *verb;
+	json_t *v;
+
+	req = p11g_wire_decode(c->body, c->body_len, &err);
+	free(c->body);
+	c->body = NULL;
+	if (!req) {
+		/* err.msg is our own sentence, never payload bytes. */
+		conn_log(P11G_LOG_WARN, c, "%s; closing the connection", err.msg);
+		conn_close(c);
+		return;
+	}
+	/* From here on the frame was sound: errors are replies, the
+	 * connection stays. */
+	v = json_object_get(req, "v");
+	if (!v) {
+		conn_reply_error(s, c, P11G_E_BAD_REQUEST,
+		                 "the request has no \"v\"; this approvald speaks \"v\": 1", now);
+		return;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) != P11G_WIRE_VERSION) {
+		conn_reply_error(s, c, P11G_E_BAD_REQUEST,
+		                 "unsupported protocol version; this approvald speaks \"v\": 1",
+		                 now);
+		return;
+	}
+	verb = json_string_value(json_object_get(req, "verb"));
+	if (!verb) {
+		conn_reply_error(s, c, P11G_E_BAD_REQUEST, "the request has no \"verb\" string",
+		                 now);
+		return;
+	}
+	h = handler_for(s, verb);
+	if (!h) {
+		p11g_err_set(&err, P11G_E_UNKNOWN_VERB, "unknown verb \"%.64s\"", verb);
+		conn_reply_error(s, c, err.code, err.msg, now);
+		return;
+	}
+	memset(&c->wait, 0, sizeof(c->wait));
+	run_handler(s, c, h, req, now);
+}
+
+static void conn_read(struct p11g_server *s, struct conn *c, int64_t now)
+{
+	for (;;) {
+		ssize_t r;
+
+		if (c->state == CONN_READ_HEADER)
+			r = recv(c->fd, c->header + c->header_got, HEADER_LEN - c->header_got,
+			         MSG_DONTWAIT);
+		else
+			r = recv(c->fd, c->body + c->body_got, c->body_len - c->body_got,
+			         MSG_DONTWAIT);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			conn_log(P11G_LOG_DEBUG, c, "read failed: %m");
+			conn_close(c);
+			return;
+		}
+		if (r == 0) {
+			if (c->state == CONN_READ_HEADER && c->header_got == 0)
+				conn_log(P11G_LOG_DEBUG, c, "disconnected");
+			else
+				conn_log(P11G_LOG_INFO, c, "disconnected in the middle of a frame");
+			conn_close(c);
+			return;
+		}
+		if (c->state == CONN_READ_HEADER) {
+			/* The first byte starts the frame clock: a trickling
+			 * client cannot hold a connection past it. */
+			if (c->header_got == 0)
+				c->deadline_us = now + (int64_t)s->frame_ms * 1000;
+			c->header_got += (size_t)r;
+			if (c->header_got < HEADER_LEN)
+				continue;
+			uint32_t len = (uint32_t)c->header[0] << 24 | (uint32_t)c->header[1] << 16 |
+			               (uint32_t)c->header[2] << 8 | c->header[3];
+			if (len == 0 || len > P11G_FRAME_MAX) {
+				conn_log(P11G_LOG_WARN, c,
+				         "frame length %u outside 1..%u; closing the connection",
+				         len, P11G_FRAME_MAX);
+				conn_close(c);
+				return;
+			}
+			c->body = malloc(len);
+			if (!c->body) {
+				conn_log(P11G_LOG_ERROR, c, "out of memory for a %u-byte frame",
+				         len);
+				conn_close(c);
+				return;
+			}
+			c->body_len = len;
+			c->body_got = 0;
+			c->state = CONN_READ_BODY;
+			continue;
+		}
+		c->body_got += (size_t)r;
+		if (c->body_got == c->body_len) {
+			c->header_got = 0;
+			dispatch(s, c, now);
+			/* One request per wakeup; poll reports pipelined ones. */
+			return;
+		}
+	}
+}
+
+/* A reply to a connection we will not keep: one non-blocking send of a small
+ * frame into an empty socket buffer, then close. */
+static void refuse(struct p11g_server *s, int fd, const struct ucred *uc, const char *message,
+                   int64_t now)
+{
+	_cleanup_json_ json_t *rep = error_reply(P11G_E_LIMIT, message);
+	_cleanup_free_ char *out = NULL;
+	size_t len = 0;
+	unsigned suppressed;
+	char note[64];
+
+	if (rep && (out = frame_of(rep, &len)))
+		(void)send(fd, out, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+	if (ratelimit_ok(&s->rl_limit, now, &suppressed))
+		p11g_warn("client uid %u pid %d: %s; connection refused%s", (unsigned)uc->uid,
+		          (int)uc->pid, message, suppressed_note(suppressed, note, sizeof(note)));
+}
+
+static void accept_clients(struct p11g_server *s, int64_t now)
+{
+	unsigned suppressed;
+	char note[64];
+	p11g_err msg;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			if (ratelimit_ok(&s->rl_accept, now, &suppressed))
+				p11g_warn("accept failed: %m%s",
+				          suppressed_note(suppressed, note, sizeof(note)));
+			/* Out of fds or memory: the listener stays readable, so
+			 * rest it briefly instead of spinning. */
+			s->accept_paused_until_us = now + ACCEPT_PAUSE_US;
+			return;
+		}
+		struct ucred uc;
+		socklen_t uclen = sizeof(uc);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &uclen) < 0 ||
+		    uclen != sizeof(uc)) {
+			p11g_warn("cannot read the credentials of a new connection: %m");
+			close(fd);
+			continue;
+		}
+		if (s->n_conns >= s->max_conns) {
+			p11g_err_set(
+			    &msg, P11G_E_LIMIT,
+			    "approvald is serving its maximum of %u connections; try again "
+			    "later",
+			    s->max_conns);
+			refuse(s, fd, &uc, msg.msg, now);
+			continue;
+		}
+		if (conns_of_uid(s, uc.uid) >= s->max_per_uid) {
+			p11g_err_set(&msg, P11G_E_LIMIT,
+			             "uid %u already has %u connections open to approvald, the "
+			             "limit; close one and retry",
+			             (unsigned)uc.uid, s->max_per_uid);
+			refuse(s, fd, &uc, msg.msg, now);
+			continue;
+		}
+		if (s->n_conns == s->cap_conns) {
+			size_t cap = s->cap_conns ? 2 * s->cap_conns : 16;
+			struct conn **v = reallocarray(s->conns, cap, sizeof(*v));
+			if (!v) {
+				close(fd);
+				return;
+			}
+			s->conns = v;
+			s->cap_conns = cap;
+		}
+		struct conn *c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			return;
+		}
+		c->fd = fd;
+		c->uid = uc.uid;
+		c->gid = uc.gid;
+		c->pid = uc.pid;
+		set_idle(s, c, now);
+		s->conns[s->n_conns++] = c;
+		conn_log(P11G_LOG_DEBUG, c, "connected");
+	}
+}
+
+/* Parked requests whose operation changed or whose deadline came. */
+static void resume_parked(struct p11g_server *s, int64_t now)
+{
+	s->any_woken = false;
+	/* n_conns is read each round but cannot change: handlers do not accept. */
+	for (size_t i = 0; i < s->n_conns; i++) {
+		struct conn *c = s->conns[i];
+		if (c->dead || c->state != CONN_PARKED || (!c->woken && now < c->deadline_us))
+			continue;
+		json_t *req = c->parked_req;
+		c->parked_req = NULL;
+		c->woken = false;
+		c->wait.resumed = true;
+		run_handler(s, c, c->parked_handler, req, now);
+		json_decref(req);
+	}
+}
+
+static void expire(struct p11g_server *s, int64_t now)
+{
+	for (size_t i = 0; i < s->n_conns; i++) {
+		struct conn *c = s->conns[i];
+		if (c->dead || c->state == CONN_PARKED || now < c->deadline_us)
+			continue;
+		if (c->state == CONN_WRITE)
+			conn_log(P11G_LOG_WARN, c,
+			         "did not read its reply within %d ms; closing the connection",
+			         s->frame_ms);
+		else if (c->state == CONN_READ_BODY || c->header_got > 0)
+			conn_log(P11G_LOG_WARN, c,
+			         "did not complete a frame within %d ms; closing the connection",
+			         s->frame_ms);
+		else
+			conn_log(P11G_LOG_DEBUG, c, "idle for %d ms; closing the connection",
+			         s->idle_ms);
+		conn_close(c);
+	}
+}
+
+static void handle_signals(struct p11g_server *s)
+{
+	struct signalfd_siginfo si;
+
+	while (read(s->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			p11g_info("stopping on %s", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+			s->stop = true;
+			break;
+		case SIGHUP:
+			p11g_info("SIGHUP: reloading");
+			if (s->ops.reload)
+				s->ops.reload(s->app);
+			break;
+		}
+	}
+}
+
+static int grow_pfds(struct p11g_server *s, size_t need)
+{
+	if (need <= s->cap_pfds)
+		return 0;
+	size_t cap = need < 64 ? 64 : 2 * need;
+	struct pollfd *p = reallocarray(s->pfds, cap, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	s->pfds = p;
+	struct conn **pc = reallocarray(s->pconns, cap, sizeof(*pc));
+	if (!pc)
+		return -ENOMEM;
+	s->pconns = pc;
+	s->cap_pfds = cap;
+	return 0;
+}
+
+static int poll_timeout_ms(const struct p11g_server *s, int64_t now)
+{
+	int64_t next = s->next_tick_us;
+
+	if (s->any_woken)
+		return 0;
+	for (size_t i = 0; i < s->n_conns; i++)
+		if (s->conns[i]->deadline_us < next)
+			next = s->conns[i]->deadline_us;
+	if (s->accept_paused_until_us > now && s->accept_paused_until_us < next)
+		next = s->accept_paused_until_us;
+	if (next <= now)
+		return 0;
+	/* Rounded up: waking a millisecond early would only spin. */
+	int64_t ms = (next - now + 999) / 1000;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+int p11g_server_run(struct p11g_server *s)
+{
+	s->stop = false;
+	s->next_tick_us = p11g_mono_us() + TICK_US;
+
+	while (!s->stop) {
+		int64_t now = p11g_mono_us();
+		size_t n = 2;
+
+		resume_parked(s, now);
+		sweep_dead(s);
+		if (grow_pfds(s, s->n_conns + 2) < 0) {
+			/* Serve what fits rather than die: retry next round. */
+			p11g_error("out of memory for the poll set");
+			poll(NULL, 0, 10);
+			continue;
+		}
+		s->pfds[0] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
+		s->pfds[1] = (struct pollfd){
+		    .fd = s->accept_paused_until_us > now ? -1 : s->listen_fd,
+		    .events = POLLIN,
+		};
+		for (size_t i = 0; i < s->n_conns; i++) {
+			struct conn *c = s->conns[i];
+			short ev = c->state == CONN_WRITE    ? POLLOUT
+			           : c->state == CONN_PARKED ? 0 /* HUP still reported */
+			                                     : POLLIN;
+			s->pfds[n] = (struct pollfd){.fd = c->fd, .events = ev};
+			s->pconns[n - 2] = c;
+			n++;
+		}
+
+		int r = poll(s->pfds, n, poll_timeout_ms(s, now));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ENOMEM) {
+				poll(NULL, 0, 10);
+				continue;
+			}
+			p11g_error("poll failed: %m");
+			return -1;
+		}
+		now = p11g_mono_us();
+		if (s->pfds[0].revents)
+			handle_signals(s);
+		if (s->pfds[1].revents & POLLIN)
+			accept_clients(s, now);
+		for (size_t i = 2; i < n; i++) {
+			struct conn *c = s->pconns[i - 2];
+			short rev = s->pfds[i].revents;
+			if (!rev || c->dead)
+				continue;
+			switch (c->state) {
+			case CONN_PARKED:
+				if (rev & (POLLHUP | POLLERR)) {
+					conn_log(P11G_LOG_DEBUG, c, "hung up while waiting");
+					conn_close(c);
+				}
+				break;
+			case CONN_WRITE:
+				conn_flush(s, c, now);
+				break;
+			case CONN_READ_HEADER:
+			case CONN_READ_BODY:
+				conn_read(s, c, now);
+				break;
+			}
+		}
+		expire(s, now);
+		if (now >= s->next_tick_us) {
+			if (s->ops.tick)
+				s->ops.tick(s->app);
+			s->next_tick_us = now + TICK_US;
+		}
+	}
+	return 0;
+}
+
+void p11g_server_wake(struct p11g_server *s, uint64_t op_id)
+{
+	/* Only marks: the handlers run from the loop, not inside whatever
+	 * handler changed the operation. */
+	for (size_t i = 0; i < s->n_conns; i++) {
+		struct conn *c = s->conns[i];
+		if (!c->dead && c->state == CONN_PARKED && c->wait.op_id == op_id) {
+			c->woken = true;
+			s->any_woken = true;
+		}
+	}
+}
+
+void p11g_server_free(struct p11g_server *s)
+{
+	struct stat st;
+
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n_conns; i++) {
+		conn_close(s->conns[i]);
+		free(s->conns[i]);
+	}
+	free(s->conns);
+	free(s->pfds);
+	free(s->pconns);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	/* Only our own socket: a newer daemon may have replaced it. */
+	if (s->own_socket && lstat(s->socket_path, &st) == 0 && st.st_dev == s->sock_dev &&
+	    st.st_ino == s->sock_ino)
+		unlink(s->socket_path);
+	if (s->signal_fd >= 0) {
+		/* Drained first: a SIGHUP still pending would kill us (its
+		 * default action) the moment the mask is restored. */
+		struct signalfd_siginfo si;
+		while (read(s->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			;
+		close(s->signal_fd);
+	}
+	if (s->mask_saved)
+		sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
+	if (s->sigpipe_saved)
+		sigaction(SIGPIPE, &s->old_sigpipe, NULL);
+	free(s->socket_path);
+	free(s);
+}
