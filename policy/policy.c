@@ -1,1 +1,1272 @@
-/* placeholder: being written */
+/* Policy files: loading, strict rule checks with file:line:column messages, matching, snapshots. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+
+#include "policy/policy.h"
+#include "policy/pjson.h"
+#include "p11gate/mech.h"
+#include "p11gate/wire.h"
+
+#define RULE_NAME_MAX 64
+#define KEY_URI_MAX   2048
+#define COUNT_MAX     1000 /* approvals and clause counts: a resource limit, not policy */
+#define MAX_USES_MAX  1000000
+#define DURATION_MAX  (10 * 365 * 86400LL)
+#define SNAPSHOT_NAME "<rule snapshot>"
+
+/* ---- messages ------------------------------------------------------------ */
+
+struct perr {
+	char msg[1024];
+};
+
+__attribute__((format(printf, 5, 6))) static int
+fail(struct perr *e, const char *file, unsigned line, unsigned column, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (line)
+		n = snprintf(e->msg, sizeof(e->msg), "%s:%u:%u: ", file, line, column);
+	else
+		n = snprintf(e->msg, sizeof(e->msg), "%s: ", file);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(e->msg))
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(e->msg + n, sizeof(e->msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static const char *errno_text(int e, char *buf, size_t size)
+{
+	/* GNU strerror_r: thread-safe, may return a static string instead of buf. */
+	return strerror_r(e, buf, size);
+}
+
+/* ---- durations ------------------------------------------------------------- */
+
+int64_t p11g_duration_parse(const char *s)
+{
+	int64_t v = 0, unit;
+	size_t i = 0;
+
+	if (!s || s[0] < '0' || s[0] > '9')
+		return -1;
+	for (; s[i] >= '0' && s[i] <= '9'; i++) {
+		v = v * 10 + (s[i] - '0');
+		if (v > DURATION_MAX)
+			return -1;
+	}
+	switch (s[i]) {
+	case 's':
+		unit = 1;
+		break;
+	case 'm':
+		unit = 60;
+		break;
+	case 'h':
+		unit = 3600;
+		break;
+	case 'd':
+		unit = 86400;
+		break;
+	default:
+		return -1;
+	}
+	if (s[i + 1] != '\0' || v == 0 || v > DURATION_MAX / unit)
+		return -1;
+	return v * unit;
+}
+
+/* The shortest exact form: 86400 -> "1d", 90 -> "90s". */
+static void duration_format(uint64_t secs, char *buf, size_t size)
+{
+	if (secs % 86400 == 0)
+		snprintf(buf, size, "%llud", (unsigned long long)(secs / 86400));
+	else if (secs % 3600 == 0)
+		snprintf(buf, size, "%lluh", (unsigned long long)(secs / 3600));
+	else if (secs % 60 == 0)
+		snprintf(buf, size, "%llum", (unsigned long long)(secs / 60));
+	else
+		snprintf(buf, size, "%llus", (unsigned long long)secs);
+}
+
+/* ---- rules: freeing ----------------------------------------------------------- */
+
+static void principals_clear(struct p11g_principals *ps)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		p11g_principal_clear(&ps->v[i]);
+	free(ps->v);
+	ps->v = NULL;
+	ps->n = 0;
+}
+
+static void rule_clear(struct p11g_rule *r)
+{
+	free(r->name);
+	for (size_t i = 0; i < r->n_keys; i++) {
+		if (r->keys)
+			free(r->keys[i]);
+		if (r->key_uris && r->key_uris[i])
+			p11_kit_uri_free(r->key_uris[i]);
+	}
+	free(r->keys);
+	free(r->key_uris);
+	principals_clear(&r->orderers);
+	principals_clear(&r->auto_approve);
+	principals_clear(&r->admins);
+	for (size_t i = 0; i < r->n_quorum; i++)
+		principals_clear(&r->quorum[i].from);
+	free(r->quorum);
+	free(r->mechanisms);
+	for (size_t i = 0; i < r->n_registries; i++)
+		free(r->registries[i]);
+	free(r->registries);
+	free(r->file);
+	memset(r, 0, sizeof(*r));
+}
+
+void p11g_rule_free(struct p11g_rule *r)
+{
+	if (!r)
+		return;
+	rule_clear(r);
+	free(r);
+}
+
+/* ---- rules: parsing ------------------------------------------------------------ */
+
+struct rule_ctx {
+	const char *file;
+	struct perr *err;
+	bool snapshot; /* accept "defined_at", written by p11g_rule_to_json */
+};
+
+static int fail_at_value(struct rule_ctx *c, const struct pjson_value *v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail_at_value(struct rule_ctx *c, const struct pjson_value *v, const char *fmt, ...)
+{
+	char msg[800];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return fail(c->err, c->file, v->line, v->column, "%s", msg);
+}
+
+static int fail_oom(struct rule_ctx *c)
+{
+	return fail(c->err, c->file, 0, 0, "out of memory");
+}
+
+static int expect_type(struct rule_ctx *c, const struct pjson_member *m, enum pjson_type t)
+{
+	if (m->value->type == t)
+		return 0;
+	return fail_at_value(c, m->value, "\"%s\" must be %s, not %s", m->name, pjson_type_name(t),
+	                     pjson_type_name(m->value->type));
+}
+
+static int expect_int(struct rule_ctx *c, const struct pjson_member *m, int64_t lo, int64_t hi,
+                      int64_t *ret)
+{
+	if (expect_type(c, m, PJSON_INT) < 0)
+		return -1;
+	if (m->value->u.i < lo || m->value->u.i > hi)
+		return fail_at_value(c, m->value, "\"%s\" must be between %lld and %lld", m->name,
+		                     (long long)lo, (long long)hi);
+	*ret = m->value->u.i;
+	return 0;
+}
+
+/* An array member whose entries are all strings; non_empty refuses []. */
+static int expect_strings(struct rule_ctx *c, const struct pjson_member *m, bool non_empty)
+{
+	if (expect_type(c, m, PJSON_ARRAY) < 0)
+		return -1;
+	if (non_empty && m->value->u.arr.n == 0)
+		return fail_at_value(c, m->value, "\"%s\" must not be empty", m->name);
+	for (size_t i = 0; i < m->value->u.arr.n; i++) {
+		const struct pjson_value *e = m->value->u.arr.v[i];
+		if (e->type != PJSON_STRING)
+			return fail_at_value(c, e, "entries of \"%s\" must be strings, not %s",
+			                     m->name, pjson_type_name(e->type));
+	}
+	return 0;
+}
+
+static int parse_principals(struct rule_ctx *c, const struct pjson_member *m, bool non_empty,
+                            struct p11g_principals *ret)
+{
+	const struct pjson_value *a = m->value;
+	struct p11g_principals ps = {0};
+
+	if (expect_strings(c, m, non_empty) < 0)
+		return -1;
+	if (a->u.arr.n) {
+		ps.v = calloc(a->u.arr.n, sizeof(*ps.v));
+		if (!ps.v)
+			return fail_oom(c);
+	}
+	for (size_t i = 0; i < a->u.arr.n; i++) {
+		p11g_err e;
+		if (p11g_principal_parse(a->u.arr.v[i]->u.str.s, &ps.v[i], &e) < 0) {
+			principals_clear(&ps);
+			return fail_at_value(c, a->u.arr.v[i], "%s", e.msg);
+		}
+		ps.n = i + 1;
+	}
+	principals_clear(ret);
+	*ret = ps;
+	return 0;
+}
+
+static bool valid_rule_name(const char *s, size_t len)
+{
+	if (len == 0 || len > RULE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* The same path attribute twice is legal for p11-kit (the last one wins),
+ * which hides typos such as object=a;object=b. */
+static bool uri_has_repeated_attribute(const char *uri, char *name, size_t name_size)
+{
+	const char *path = strchr(uri, ':');
+	if (!path)
+		return false;
+	path++;
+	size_t path_len = strcspn(path, "?");
+	for (size_t i = 0; i < path_len;) {
+		size_t seg = strcspn(path + i, ";?");
+		if (seg > path_len - i)
+			seg = path_len - i;
+		size_t nlen = strcspn(path + i, "=;?");
+		if (nlen > seg)
+			nlen = seg;
+		/* Look for the same name in every later segment. */
+		for (size_t j = i + seg + 1; j < path_len;) {
+			size_t seg2 = strcspn(path + j, ";?");
+			if (seg2 > path_len - j)
+				seg2 = path_len - j;
+			size_t nlen2 = strcspn(path + j, "=;?");
+			if (nlen2 > seg2)
+				nlen2 = seg2;
+			if (nlen && nlen == nlen2 && memcmp(path + i, path + j, nlen) == 0) {
+				snprintf(name, name_size, "%.*s", (int)nlen, path + i);
+				return true;
+			}
+			j += seg2 + 1;
+		}
+		i += seg + 1;
+	}
+	return false;
+}
+
+static int parse_key(struct rule_ctx *c, const struct pjson_value *v, P11KitUri **ret)
+{
+	const char *s = v->u.str.s;
+	struct p11g_keyid k;
+	p11g_err e;
+	char name[64];
+
+	if (v->u.str.len > KEY_URI_MAX)
+		return fail_at_value(c, v, "key URI longer than %d bytes", KEY_URI_MAX);
+	if (strchr(s, '?'))
+		return fail_at_value(c, v,
+		                     "bad key URI \"%s\": query attributes (after '?') have no "
+		                     "meaning in a policy",
+		                     s);
+	if (p11g_keyid_from_uri(s, &k, &e) < 0)
+		return fail_at_value(c, v, "%s", e.msg);
+	if (uri_has_repeated_attribute(s, name, sizeof(name)))
+		return fail_at_value(c, v, "bad key URI \"%s\": \"%s\" given twice", s, name);
+	P11KitUri *u = p11_kit_uri_new();
+	if (!u)
+		return fail_oom(c);
+	if (p11_kit_uri_parse(s, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u) != P11_KIT_URI_OK) {
+		p11_kit_uri_free(u);
+		return fail_at_value(c, v, "bad key URI \"%s\"", s);
+	}
+	*ret = u;
+	return 0;
+}
+
+static int parse_keys(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r)
+{
+	const struct pjson_value *a = m->value;
+
+	if (expect_strings(c, m, true) < 0)
+		return -1;
+	r->keys = calloc(a->u.arr.n, sizeof(*r->keys));
+	r->key_uris = calloc(a->u.arr.n, sizeof(*r->key_uris));
+	if (!r->keys || !r->key_uris)
+		return fail_oom(c);
+	r->n_keys = a->u.arr.n;
+	for (size_t i = 0; i < a->u.arr.n; i++) {
+		if (parse_key(c, a->u.arr.v[i], &r->key_uris[i]) < 0)
+			return -1;
+		r->keys[i] = strdup(a->u.arr.v[i]->u.str.s);
+		if (!r->keys[i])
+			return fail_oom(c);
+	}
+	return 0;
+}
+
+static int parse_mechanisms(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r)
+{
+	const struct pjson_value *a = m->value;
+
+	if (expect_strings(c, m, true) < 0)
+		return -1;
+	r->mechanisms = calloc(a->u.arr.n, sizeof(*r->mechanisms));
+	if (!r->mechanisms)
+		return fail_oom(c);
+	for (size_t i = 0; i < a->u.arr.n; i++) {
+		const struct p11g_mech_info *mi = p11g_mech_by_name(a->u.arr.v[i]->u.str.s);
+		if (!mi)
+			return fail_at_value(c, a->u.arr.v[i], "unknown mechanism \"%s\"",
+			                     a->u.arr.v[i]->u.str.s);
+		for (size_t j = 0; j < i; j++)
+			if (r->mechanisms[j] == mi->type)
+				return fail_at_value(c, a->u.arr.v[i], "%s is listed twice",
+				                     mi->name);
+		r->mechanisms[i] = mi->type;
+		r->n_mechanisms = i + 1;
+	}
+	return 0;
+}
+
+static bool valid_dns_name(const char *s, size_t len)
+{
+	size_t label = 0;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch == '.') {
+			if (label == 0 || s[i - 1] == '-')
+				return false;
+			label = 0;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		           (ch >= '0' && ch <= '9') || (ch == '-' && label > 0)) {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label > 0 && s[len - 1] != '-';
+}
+
+/* host, host:port, [ipv6] or [ipv6]:port */
+static bool valid_registry(const char *s)
+{
+	size_t len = strlen(s), host_len;
+	const char *port = NULL;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close == s + 1)
+			return false;
+		for (const char *p = s + 1; p < close; p++)
+			if (p11g_hex_digit(*p) < 0 && *p != ':' && *p != '.')
+				return false;
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1] != '\0')
+			return false;
+	} else {
+		const char *colon = strchr(s, ':');
+		host_len = colon ? (size_t)(colon - s) : len;
+		if (!valid_dns_name(s, host_len))
+			return false;
+		if (colon)
+			port = colon + 1;
+	}
+	if (port) {
+		unsigned long v = 0;
+		size_t n = strlen(port);
+		if (n == 0 || n > 5 || port[0] == '0')
+			return false;
+		for (size_t i = 0; i < n; i++) {
+			if (port[i] < '0' || port[i] > '9')
+				return false;
+			v = v * 10 + (unsigned long)(port[i] - '0');
+		}
+		if (v > 65535)
+			return false;
+	}
+	return true;
+}
+
+static int parse_registries(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r)
+{
+	const struct pjson_value *a = m->value;
+
+	/* Empty would read as "no registry" but behave as "any": refuse it. */
+	if (expect_strings(c, m, true) < 0)
+		return -1;
+	r->registries = calloc(a->u.arr.n, sizeof(*r->registries));
+	if (!r->registries)
+		return fail_oom(c);
+	for (size_t i = 0; i < a->u.arr.n; i++) {
+		if (!valid_registry(a->u.arr.v[i]->u.str.s))
+			return fail_at_value(c, a->u.arr.v[i],
+			                     "bad registry \"%s\": expected host or host:port",
+			                     a->u.arr.v[i]->u.str.s);
+		r->registries[i] = strdup(a->u.arr.v[i]->u.str.s);
+		if (!r->registries[i])
+			return fail_oom(c);
+		r->n_registries = i + 1;
+	}
+	return 0;
+}
+
+static int fail_unknown(struct rule_ctx *c, const struct pjson_member *m, const char *where)
+{
+	return fail(c->err, c->file, m->line, m->column, "unknown member \"%s\" in %s", m->name,
+	            where);
+}
+
+static int parse_clause(struct rule_ctx *c, const struct pjson_value *v, struct p11g_clause *ret)
+{
+	const struct pjson_member *from = NULL, *count = NULL;
+	int64_t n;
+
+	if (v->type != PJSON_OBJECT)
+		return fail_at_value(c, v, "entries of \"quorum\" must be objects, not %s",
+		                     pjson_type_name(v->type));
+	for (size_t i = 0; i < v->u.obj.n; i++) {
+		const struct pjson_member *m = &v->u.obj.v[i];
+		if (strcmp(m->name, "from") == 0)
+			from = m;
+		else if (strcmp(m->name, "count") == 0)
+			count = m;
+		else
+			return fail_unknown(c, m, "quorum clause");
+	}
+	if (!from)
+		return fail_at_value(c, v, "quorum clause is missing \"from\"");
+	if (!count)
+		return fail_at_value(c, v, "quorum clause is missing \"count\"");
+	if (parse_principals(c, from, true, &ret->from) < 0 ||
+	    expect_int(c, count, 1, COUNT_MAX, &n) < 0)
+		return -1;
+	ret->count = (unsigned)n;
+	return 0;
+}
+
+static int parse_quorum(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r)
+{
+	const struct pjson_value *a = m->value;
+
+	if (expect_type(c, m, PJSON_ARRAY) < 0)
+		return -1;
+	if (a->u.arr.n == 0)
+		return fail_at_value(c, a, "\"quorum\" must not be empty");
+	r->quorum = calloc(a->u.arr.n, sizeof(*r->quorum));
+	if (!r->quorum)
+		return fail_oom(c);
+	for (size_t i = 0; i < a->u.arr.n; i++) {
+		r->n_quorum = i + 1;
+		if (parse_clause(c, a->u.arr.v[i], &r->quorum[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int parse_defined_at(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r)
+{
+	const struct pjson_member *file = NULL, *line = NULL, *column = NULL;
+	int64_t l, col;
+
+	if (expect_type(c, m, PJSON_OBJECT) < 0)
+		return -1;
+	for (size_t i = 0; i < m->value->u.obj.n; i++) {
+		const struct pjson_member *f = &m->value->u.obj.v[i];
+		if (strcmp(f->name, "file") == 0)
+			file = f;
+		else if (strcmp(f->name, "line") == 0)
+			line = f;
+		else if (strcmp(f->name, "column") == 0)
+			column = f;
+		else
+			return fail_unknown(c, f, "\"defined_at\"");
+	}
+	if (!file || !line || !column)
+		return fail_at_value(c, m->value, "\"defined_at\" needs file, line and column");
+	if (expect_type(c, file, PJSON_STRING) < 0 || expect_int(c, line, 1, UINT32_MAX, &l) < 0 ||
+	    expect_int(c, column, 1, UINT32_MAX, &col) < 0)
+		return -1;
+	char *f = strdup(file->value->u.str.s);
+	if (!f)
+		return fail_oom(c);
+	free(r->file);
+	r->file = f;
+	r->line = (unsigned)l;
+	r->column = (unsigned)col;
+	return 0;
+}
+
+/* Members seen, for the checks that involve more than one. */
+struct rule_seen {
+	const struct pjson_member *name, *keys, *orderers, *approvers, *approvals, *quorum,
+	    *mechanisms, *allow_raw, *defined_at;
+	int64_t approvals_n;
+};
+
+static int parse_rule_member(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r,
+                             struct rule_seen *seen)
+{
+	const char *n = m->name;
+	int64_t v;
+
+	if (strcmp(n, "name") == 0) {
+		seen->name = m;
+		if (expect_type(c, m, PJSON_STRING) < 0)
+			return -1;
+		if (!valid_rule_name(m->value->u.str.s, m->value->u.str.len))
+			return fail_at_value(c, m->value,
+			                     "bad rule name \"%s\": 1 to %d of A-Z a-z 0-9 . _ -",
+			                     m->value->u.str.s, RULE_NAME_MAX);
+		r->name = strdup(m->value->u.str.s);
+		return r->name ? 0 : fail_oom(c);
+	}
+	if (strcmp(n, "keys") == 0) {
+		seen->keys = m;
+		return parse_keys(c, m, r);
+	}
+	if (strcmp(n, "orderers") == 0) {
+		seen->orderers = m;
+		return parse_principals(c, m, false, &r->orderers);
+	}
+	if (strcmp(n, "approvers") == 0) {
+		struct p11g_principals check = {0};
+		seen->approvers = m;
+		/* Checked here so errors come in document order; made into a
+		 * clause once "approvals" is known. */
+		if (parse_principals(c, m, false, &check) < 0)
+			return -1;
+		principals_clear(&check);
+		return 0;
+	}
+	if (strcmp(n, "approvals") == 0) {
+		seen->approvals = m;
+		return expect_int(c, m, 0, COUNT_MAX, &seen->approvals_n);
+	}
+	if (strcmp(n, "quorum") == 0) {
+		seen->quorum = m;
+		return parse_quorum(c, m, r);
+	}
+	if (strcmp(n, "auto_approve") == 0)
+		return parse_principals(c, m, false, &r->auto_approve);
+	if (strcmp(n, "admins") == 0)
+		return parse_principals(c, m, false, &r->admins);
+	if (strcmp(n, "max_uses") == 0) {
+		if (expect_int(c, m, 1, MAX_USES_MAX, &v) < 0)
+			return -1;
+		r->max_uses = (uint64_t)v;
+		return 0;
+	}
+	if (strcmp(n, "max_validity") == 0) {
+		if (expect_type(c, m, PJSON_STRING) < 0)
+			return -1;
+		v = p11g_duration_parse(m->value->u.str.s);
+		if (v < 0)
+			return fail_at_value(c, m->value,
+			                     "bad duration \"%s\": expected a positive number and "
+			                     "one of s, m, h, d (at most 10 years)",
+			                     m->value->u.str.s);
+		r->max_validity = (uint64_t)v;
+		return 0;
+	}
+	if (strcmp(n, "mechanisms") == 0) {
+		seen->mechanisms = m;
+		return parse_mechanisms(c, m, r);
+	}
+	if (strcmp(n, "allow_raw") == 0) {
+		seen->allow_raw = m;
+		if (expect_type(c, m, PJSON_BOOL) < 0)
+			return -1;
+		r->allow_raw = m->value->u.b;
+		return 0;
+	}
+	if (strcmp(n, "bind_digest") == 0) {
+		if (expect_type(c, m, PJSON_BOOL) < 0)
+			return -1;
+		r->bind_digest = m->value->u.b;
+		return 0;
+	}
+	if (strcmp(n, "registries") == 0)
+		return parse_registries(c, m, r);
+	if (c->snapshot && strcmp(n, "defined_at") == 0) {
+		seen->defined_at = m;
+		return parse_defined_at(c, m, r);
+	}
+	return fail_unknown(c, m, "rule");
+}
+
+static bool before(const struct pjson_member *a, const struct pjson_member *b)
+{
+	return a->line < b->line || (a->line == b->line && a->column < b->column);
+}
+
+/* Fills *r (zeroed by the caller) from one rule object; on error r holds
+ * partial state for rule_clear. */
+static int parse_rule(struct rule_ctx *c, const struct pjson_value *v, struct p11g_rule *r)
+{
+	struct rule_seen seen = {0};
+
+	if (v->type != PJSON_OBJECT)
+		return fail_at_value(c, v, "a rule must be an object, not %s",
+		                     pjson_type_name(v->type));
+	r->file = strdup(c->file);
+	if (!r->file)
+		return fail_oom(c);
+	r->line = v->line;
+	r->column = v->column;
+	for (size_t i = 0; i < v->u.obj.n; i++)
+		if (parse_rule_member(c, &v->u.obj.v[i], r, &seen) < 0)
+			return -1;
+
+	if (!seen.name)
+		return fail_at_value(c, v, "rule is missing \"name\"");
+	if (!seen.keys)
+		return fail_at_value(c, v, "rule \"%s\" is missing \"keys\"", r->name);
+	if (!seen.orderers)
+		return fail_at_value(c, v, "rule \"%s\" is missing \"orderers\"", r->name);
+
+	if (seen.quorum && (seen.approvals || seen.approvers)) {
+		const struct pjson_member *other = seen.approvals ? seen.approvals : seen.approvers;
+		if (seen.approvals && seen.approvers && before(seen.approvers, seen.approvals))
+			other = seen.approvers;
+		const struct pjson_member *later = before(other, seen.quorum) ? seen.quorum : other;
+		return fail(c->err, c->file, later->line, later->column,
+		            "\"quorum\" cannot be combined with \"%s\"", other->name);
+	}
+	if (!seen.quorum && !seen.approvals) {
+		if (seen.approvers)
+			return fail(c->err, c->file, seen.approvers->line, seen.approvers->column,
+			            "\"approvers\" needs \"approvals\" (how many of them must "
+			            "approve)");
+		return fail_at_value(c, v, "rule \"%s\" needs \"approvals\" or \"quorum\"",
+		                     r->name);
+	}
+	if (seen.approvals && seen.approvals_n > 0) {
+		if (!seen.approvers)
+			return fail(c->err, c->file, seen.approvals->line, seen.approvals->column,
+			            "\"approvals\" above 0 needs \"approvers\"");
+		if (seen.approvers->value->u.arr.n == 0)
+			return fail_at_value(c, seen.approvers->value,
+			                     "\"approvers\" must not be empty when \"approvals\" "
+			                     "is above 0");
+		r->quorum = calloc(1, sizeof(*r->quorum));
+		if (!r->quorum)
+			return fail_oom(c);
+		r->n_quorum = 1;
+		r->quorum[0].count = (unsigned)seen.approvals_n;
+		if (parse_principals(c, seen.approvers, true, &r->quorum[0].from) < 0)
+			return -1;
+	}
+	if (seen.mechanisms && !r->allow_raw) {
+		for (size_t i = 0; i < r->n_mechanisms; i++) {
+			const struct p11g_mech_info *mi = p11g_mech_by_type(r->mechanisms[i]);
+			if (mi && mi->family == P11G_MECH_RAW)
+				return fail_at_value(c, seen.mechanisms->value->u.arr.v[i],
+				                     "%s is a raw mechanism and needs "
+				                     "\"allow_raw\": true",
+				                     mi->name);
+		}
+	}
+	return 0;
+}
+
+/* ---- overlap ------------------------------------------------------------------ */
+
+/* Two URIs can match one key unless some attribute both set differs: the
+ * key that carries the union of their attributes matches both. */
+static bool uris_overlap(P11KitUri *a, P11KitUri *b)
+{
+	CK_TOKEN_INFO *ta = p11_kit_uri_get_token_info(a), *tb = p11_kit_uri_get_token_info(b);
+	const struct {
+		const unsigned char *x, *y;
+		size_t len;
+	} fields[] = {
+	    {ta->label, tb->label, sizeof(ta->label)},
+	    {ta->manufacturerID, tb->manufacturerID, sizeof(ta->manufacturerID)},
+	    {ta->model, tb->model, sizeof(ta->model)},
+	    {ta->serialNumber, tb->serialNumber, sizeof(ta->serialNumber)},
+	};
+	static const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_LABEL, CKA_ID};
+
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(fields); i++)
+		if (fields[i].x[0] && fields[i].y[0] &&
+		    memcmp(fields[i].x, fields[i].y, fields[i].len))
+			return false;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(types); i++) {
+		CK_ATTRIBUTE *x = p11_kit_uri_get_attribute(a, types[i]);
+		CK_ATTRIBUTE *y = p11_kit_uri_get_attribute(b, types[i]);
+		if (x && y &&
+		    (x->ulValueLen != y->ulValueLen ||
+		     (x->ulValueLen && memcmp(x->pValue, y->pValue, x->ulValueLen))))
+			return false;
+	}
+	return true;
+}
+
+/* ---- policies ------------------------------------------------------------------ */
+
+struct loader {
+	struct p11g_policy *pol;
+	size_t cap;
+	bool default_seen;
+	char *default_file;
+	EVP_MD_CTX *md;
+	struct perr err;
+};
+
+static int loader_add_rule(struct loader *ld, struct p11g_rule *r)
+{
+	if (ld->pol->n_rules == ld->cap) {
+		size_t ncap = ld->cap ? ld->cap * 2 : 8;
+		struct p11g_rule *v = realloc(ld->pol->rules, ncap * sizeof(*v));
+		if (!v)
+			return -1;
+		ld->pol->rules = v;
+		ld->cap = ncap;
+	}
+	ld->pol->rules[ld->pol->n_rules++] = *r;
+	return 0;
+}
+
+/* Names and overlaps against every rule loaded so far, in any file. */
+static int check_against_loaded(struct loader *ld, struct rule_ctx *c, const struct pjson_value *v,
+                                const struct p11g_rule *r)
+{
+	const struct pjson_member *name = pjson_get(v, "name"), *keys = pjson_get(v, "keys");
+
+	for (size_t i = 0; i < ld->pol->n_rules; i++) {
+		const struct p11g_rule *o = &ld->pol->rules[i];
+		if (strcmp(o->name, r->name) == 0)
+			return fail_at_value(c, name->value,
+			                     "duplicate rule name \"%s\" (first at %s:%u:%u)",
+			                     r->name, o->file, o->line, o->column);
+	}
+	for (size_t k = 0; k < r->n_keys; k++) {
+		for (size_t i = 0; i < ld->pol->n_rules; i++) {
+			const struct p11g_rule *o = &ld->pol->rules[i];
+			for (size_t j = 0; j < o->n_keys; j++) {
+				if (uris_overlap(r->key_uris[k], o->key_uris[j]))
+					return fail_at_value(
+					    c, keys->value->u.arr.v[k],
+					    "key \"%s\" could match the same key as \"%s\" of "
+					    "rule \"%s\" (%s:%u:%u)",
+					    r->keys[k], o->keys[j], o->name, o->file, o->line,
+					    o->column);
+			}
+		}
+	}
+	return 0;
+}
+
+static const char *base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	return s ? s + 1 : path;
+}
+
+/* Every file goes into the digest as name, NUL, 8-byte big-endian length,
+ * content: no two different sets of files hash alike. */
+static int digest_file(struct loader *ld, const char *name, const char *text, size_t len)
+{
+	const char *b = base_name(name);
+	unsigned char n[8];
+	for (int i = 0; i < 8; i++)
+		n[i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	if (EVP_DigestUpdate(ld->md, b, strlen(b) + 1) != 1 ||
+	    EVP_DigestUpdate(ld->md, n, 8) != 1 || EVP_DigestUpdate(ld->md, text, len) != 1)
+		return fail(&ld->err, name, 0, 0, "cannot hash the policy");
+	return 0;
+}
+
+static int load_text(struct loader *ld, const char *name, const char *text, size_t len)
+{
+	struct pjson_value *root = NULL;
+	struct pjson_error perr;
+	struct rule_ctx c = {.file = name, .err = &ld->err};
+	int r = -1;
+
+	if (pjson_parse(text, len, &root, &perr) < 0)
+		return fail(&ld->err, name, perr.line, perr.column, "%s", perr.msg);
+	if (root->type != PJSON_OBJECT) {
+		fail_at_value(&c, root, "a policy file must hold an object, not %s",
+		              pjson_type_name(root->type));
+		goto out;
+	}
+	for (size_t i = 0; i < root->u.obj.n; i++) {
+		const struct pjson_member *m = &root->u.obj.v[i];
+		if (strcmp(m->name, "default") == 0) {
+			bool allow;
+			if (expect_type(&c, m, PJSON_STRING) < 0)
+				goto out;
+			if (strcmp(m->value->u.str.s, "allow") == 0) {
+				allow = true;
+			} else if (strcmp(m->value->u.str.s, "deny") == 0) {
+				allow = false;
+			} else {
+				fail_at_value(
+				    &c, m->value,
+				    "\"default\" must be \"deny\" or \"allow\", not \"%s\"",
+				    m->value->u.str.s);
+				goto out;
+			}
+			if (ld->default_seen && allow != ld->pol->default_allow) {
+				fail_at_value(
+				    &c, m->value, "\"default\" is \"%s\" here but \"%s\" in %s",
+				    allow ? "allow" : "deny",
+				    ld->pol->default_allow ? "allow" : "deny", ld->default_file);
+				goto out;
+			}
+			if (!ld->default_seen) {
+				ld->default_file = strdup(name);
+				if (!ld->default_file) {
+					fail_oom(&c);
+					goto out;
+				}
+			}
+			ld->default_seen = true;
+			ld->pol->default_allow = allow;
+		} else if (strcmp(m->name, "rules") == 0) {
+			if (expect_type(&c, m, PJSON_ARRAY) < 0)
+				goto out;
+			for (size_t k = 0; k < m->value->u.arr.n; k++) {
+				struct p11g_rule rule = {0};
+				const struct pjson_value *rv = m->value->u.arr.v[k];
+				if (parse_rule(&c, rv, &rule) < 0 ||
+				    check_against_loaded(ld, &c, rv, &rule) < 0) {
+					rule_clear(&rule);
+					goto out;
+				}
+				if (loader_add_rule(ld, &rule) < 0) {
+					rule_clear(&rule);
+					fail_oom(&c);
+					goto out;
+				}
+			}
+		} else {
+			fail_unknown(&c, m, "the policy (expected \"default\" or \"rules\")");
+			goto out;
+		}
+	}
+	if (digest_file(ld, name, text, len) < 0)
+		goto out;
+	ld->pol->n_files++;
+	r = 0;
+out:
+	pjson_free(root);
+	return r;
+}
+
+static int loader_init(struct loader *ld)
+{
+	memset(ld, 0, sizeof(*ld));
+	ld->pol = calloc(1, sizeof(*ld->pol));
+	ld->md = EVP_MD_CTX_new();
+	if (!ld->pol || !ld->md || EVP_DigestInit_ex(ld->md, EVP_sha256(), NULL) != 1)
+		return -1;
+	return 0;
+}
+
+static void loader_done(struct loader *ld)
+{
+	p11g_policy_free(ld->pol);
+	EVP_MD_CTX_free(ld->md);
+	free(ld->default_file);
+}
+
+static int loader_finish(struct loader *ld, struct p11g_policy **ret)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (EVP_DigestFinal_ex(ld->md, md, &mdlen) != 1 || mdlen != 32)
+		return -1;
+	p11g_hex_encode(md, mdlen, ld->pol->digest);
+	*ret = ld->pol;
+	ld->pol = NULL;
+	return 0;
+}
+
+static int give_error(struct loader *ld, char **ret_error)
+{
+	if (ret_error) {
+		*ret_error = strdup(ld->err.msg[0] ? ld->err.msg : "out of memory");
+	}
+	loader_done(ld);
+	return -1;
+}
+
+int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
+                      char **ret_error)
+{
+	struct loader ld;
+
+	if (loader_init(&ld) < 0 || load_text(&ld, name, text, len) < 0 ||
+	    loader_finish(&ld, ret) < 0)
+		return give_error(&ld, ret_error);
+	loader_done(&ld);
+	return 0;
+}
+
+/* Reads a whole regular file of at most PJSON_MAX_INPUT bytes. */
+static int read_file(struct loader *ld, const char *path, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	char eb[128];
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return fail(&ld->err, path, 0, 0, "cannot open: %s",
+		            errno_text(errno, eb, sizeof(eb)));
+	if (fstat(fd, &st) < 0)
+		return fail(&ld->err, path, 0, 0, "cannot stat: %s",
+		            errno_text(errno, eb, sizeof(eb)));
+	if (!S_ISREG(st.st_mode))
+		return fail(&ld->err, path, 0, 0, "not a regular file");
+	buf = malloc(PJSON_MAX_INPUT + 1);
+	if (!buf)
+		return fail(&ld->err, path, 0, 0, "out of memory");
+	for (;;) {
+		ssize_t n = read(fd, buf + len, PJSON_MAX_INPUT + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return fail(&ld->err, path, 0, 0, "cannot read: %s",
+			            errno_text(errno, eb, sizeof(eb)));
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > PJSON_MAX_INPUT)
+			return fail(&ld->err, path, 0, 0, "larger than 1 MiB");
+	}
+	*ret = buf;
+	buf = NULL;
+	*ret_len = len;
+	return 0;
+}
+
+static int load_file(struct loader *ld, const char *path)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+
+	if (read_file(ld, path, &text, &len) < 0)
+		return -1;
+	return load_text(ld, path, text, len);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	bool slash = a > 0 && dir[a - 1] != '/';
+	char *s = malloc(a + slash + b + 1);
+	if (!s)
+		return NULL;
+	memcpy(s, dir, a);
+	if (slash)
+		s[a] = '/';
+	memcpy(s + a + slash, name, b + 1);
+	return s;
+}
+
+/* Every regular *.json file (symlinks followed), in strcmp order.  Names
+ * starting with '.' are skipped: editors leave lock and swap files there. */
+static int load_dir(struct loader *ld, const char *dir)
+{
+	DIR *d = opendir(dir);
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	char eb[128];
+	int r = -1;
+
+	if (!d)
+		return fail(&ld->err, dir, 0, 0, "cannot open directory: %s",
+		            errno_text(errno, eb, sizeof(eb)));
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno) {
+				fail(&ld->err, dir, 0, 0, "cannot read directory: %s",
+				     errno_text(errno, eb, sizeof(eb)));
+				goto out;
+			}
+			break;
+		}
+		size_t len = strlen(de->d_name);
+		if (de->d_name[0] == '.' || len <= 5 || strcmp(de->d_name + len - 5, ".json") != 0)
+			continue;
+		char *path = join_path(dir, de->d_name);
+		struct stat st;
+		if (!path) {
+			fail(&ld->err, dir, 0, 0, "out of memory");
+			goto out;
+		}
+		if (stat(path, &st) < 0) {
+			fail(&ld->err, path, 0, 0, "cannot stat: %s",
+			     errno_text(errno, eb, sizeof(eb)));
+			free(path);
+			goto out;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			free(path);
+			continue;
+		}
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **v = realloc(names, ncap * sizeof(*v));
+			if (!v) {
+				free(path);
+				fail(&ld->err, dir, 0, 0, "out of memory");
+				goto out;
+			}
+			names = v;
+			cap = ncap;
+		}
+		names[n++] = path;
+	}
+	/* Same directory prefix on every path, so this orders by file name. */
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names);
+	for (size_t i = 0; i < n; i++)
+		if (load_file(ld, names[i]) < 0)
+			goto out;
+	r = 0;
+out:
+	free_names(names, n);
+	closedir(d);
+	return r;
+}
+
+int p11g_policy_load(const char *path, struct p11g_policy **ret, char **ret_error)
+{
+	struct loader ld;
+	struct stat st;
+	char eb[128];
+
+	if (loader_init(&ld) < 0)
+		return give_error(&ld, ret_error);
+	if (stat(path, &st) < 0) {
+		fail(&ld.err, path, 0, 0, "%s", errno_text(errno, eb, sizeof(eb)));
+		return give_error(&ld, ret_error);
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (load_dir(&ld, path) < 0)
+			return give_error(&ld, ret_error);
+	} else if (S_ISREG(st.st_mode)) {
+		if (load_file(&ld, path) < 0)
+			return give_error(&ld, ret_error);
+	} else {
+		fail(&ld.err, path, 0, 0, "not a regular file or directory");
+		return give_error(&ld, ret_error);
+	}
+	if (loader_finish(&ld, ret) < 0)
+		return give_error(&ld, ret_error);
+	loader_done(&ld);
+	return 0;
+}
+
+void p11g_policy_free(struct p11g_policy *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->n_rules; i++)
+		rule_clear(&p->rules[i]);
+	free(p->rules);
+	free(p);
+}
+
+const struct p11g_rule *p11g_policy_match(const struct p11g_policy *p, const struct p11g_keyid *k)
+{
+	if (!p || !k)
+		return NULL;
+	for (size_t i = 0; i < p->n_rules; i++)
+		for (size_t j = 0; j < p->rules[i].n_keys; j++)
+			if (p11g_keyid_matches(k, p->rules[i].key_uris[j]))
+				return &p->rules[i];
+	return NULL;
+}
+
+const struct p11g_rule *p11g_policy_rule(const struct p11g_policy *p, const char *name)
+{
+	if (!p || !name)
+		return NULL;
+	for (size_t i = 0; i < p->n_rules; i++)
+		if (strcmp(p->rules[i].name, name) == 0)
+			return &p->rules[i];
+	return NULL;
+}
+
+/* ---- snapshots --------------------------------------------------------------- */
+
+static json_t *principals_to_json(const struct p11g_principals *ps)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < ps->n; i++) {
+		char *s = p11g_principal_to_string(&ps->v[i]);
+		json_t *js = s ? json_string(s) : NULL;
+		free(s);
+		if (json_array_append_new(a, js) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static int set_new(json_t *obj, const char *key, json_t *v)
+{
+	return v ? json_object_set_new(obj, key, v) : -1;
+}
+
+json_t *p11g_rule_to_json(const struct p11g_rule *r)
+{
+	json_t *o = json_object(), *a;
+	char buf[32];
+
+	if (!o || !r || !r->name)
+		goto fail;
+	if (set_new(o, "name", json_string(r->name)) < 0)
+		goto fail;
+	if (!(a = json_array()) || set_new(o, "keys", a) < 0)
+		goto fail;
+	for (size_t i = 0; i < r->n_keys; i++)
+		if (json_array_append_new(a, json_string(r->keys[i])) < 0)
+			goto fail;
+	if (set_new(o, "orderers", principals_to_json(&r->orderers)) < 0)
+		goto fail;
+	/* Both policy forms normalise to clauses; a rule that needs nobody says so. */
+	bool needs_someone = false;
+	for (size_t i = 0; i < r->n_quorum; i++)
+		needs_someone |= r->quorum[i].count > 0;
+	if (!needs_someone) {
+		if (set_new(o, "approvals", json_integer(0)) < 0)
+			goto fail;
+	} else {
+		if (!(a = json_array()) || set_new(o, "quorum", a) < 0)
+			goto fail;
+		for (size_t i = 0; i < r->n_quorum; i++) {
+			if (r->quorum[i].count == 0)
+				continue;
+			json_t *cl = json_object();
+			if (json_array_append_new(a, cl) < 0 ||
+			    set_new(cl, "from", principals_to_json(&r->quorum[i].from)) < 0 ||
+			    set_new(cl, "count", json_integer(r->quorum[i].count)) < 0)
+				goto fail;
+		}
+	}
+	if (set_new(o, "auto_approve", principals_to_json(&r->auto_approve)) < 0 ||
+	    set_new(o, "admins", principals_to_json(&r->admins)) < 0)
+		goto fail;
+	if (r->max_uses && set_new(o, "max_uses", json_integer((json_int_t)r->max_uses)) < 0)
+		goto fail;
+	if (r->max_validity) {
+		duration_format(r->max_validity, buf, sizeof(buf));
+		if (set_new(o, "max_validity", json_string(buf)) < 0)
+			goto fail;
+	}
+	if (r->n_mechanisms) {
+		if (!(a = json_array()) || set_new(o, "mechanisms", a) < 0)
+			goto fail;
+		for (size_t i = 0; i < r->n_mechanisms; i++) {
+			const struct p11g_mech_info *mi = p11g_mech_by_type(r->mechanisms[i]);
+			if (!mi || json_array_append_new(a, json_string(mi->name)) < 0)
+				goto fail;
+		}
+	}
+	if (set_new(o, "allow_raw", json_boolean(r->allow_raw)) < 0 ||
+	    set_new(o, "bind_digest", json_boolean(r->bind_digest)) < 0)
+		goto fail;
+	if (r->n_registries) {
+		if (!(a = json_array()) || set_new(o, "registries", a) < 0)
+			goto fail;
+		for (size_t i = 0; i < r->n_registries; i++)
+			if (json_array_append_new(a, json_string(r->registries[i])) < 0)
+				goto fail;
+	}
+	if (r->file && set_new(o, "defined_at",
+	                       json_pack("{s:s, s:I, s:I}", "file", r->file, "line",
+	                                 (json_int_t)r->line, "column", (json_int_t)r->column)) < 0)
+		goto fail;
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+int p11g_rule_from_json(const json_t *obj, struct p11g_rule **ret, p11g_err *err)
+{
+	struct perr pe = {{0}};
+	struct rule_ctx c = {.file = SNAPSHOT_NAME, .err = &pe, .snapshot = true};
+	struct pjson_value *root = NULL;
+	struct pjson_error je;
+	struct p11g_rule *r;
+	char *text;
+
+	if (!json_is_object(obj))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: not an object", SNAPSHOT_NAME);
+	/* Through text and the file parser, so a snapshot passes exactly the
+	 * checks a policy file does (duplicate names included). */
+	text = json_dumps(obj, JSON_INDENT(2));
+	if (!text)
+		return p11g_err_set(err, P11G_E_INTERNAL, "%s: cannot serialise", SNAPSHOT_NAME);
+	if (pjson_parse(text, strlen(text), &root, &je) < 0) {
+		free(text);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u:%u: %s", SNAPSHOT_NAME, je.line,
+		                    je.column, je.msg);
+	}
+	free(text);
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		pjson_free(root);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	if (parse_rule(&c, root, r) < 0) {
+		pjson_free(root);
+		p11g_rule_free(r);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s", pe.msg);
+	}
+	pjson_free(root);
+	*ret = r;
+	return 0;
+}
