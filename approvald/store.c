@@ -1,1 +1,709 @@
-/* placeholder: being written */
+/* The approvald store in LMDB: environment, map growth, operations, active index, audit table. */
+#include "approvald/store_internal.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/stat.h>
+
+#include <lmdb.h>
+
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+#define MIB                 ((uint64_t)1024 * 1024)
+#define DEFAULT_INITIAL_MAP (16 * MIB)
+#define DEFAULT_MAX_MAP     (64 * 1024 * MIB)
+#define SCHEMA_VERSION      1
+#define N_TABLES            4
+
+struct p11g_store {
+	MDB_env *env;
+	MDB_dbi meta, ops, active, audit;
+	char *dir;
+	unsigned int env_flags;
+	uint64_t max_map;
+	unsigned int reads; /* open read snapshots: the map must not move under them */
+	bool writing;
+	bool read_only;
+};
+
+struct p11g_txn {
+	p11g_store *s;
+	MDB_txn *txn;
+	bool write;
+	/* The first LMDB error: LMDB refuses to commit after it, and the write
+	 * loop must see MDB_MAP_FULL even when the body turned it into -1. */
+	int failed;
+};
+
+static void txn_abortp(MDB_txn **txn)
+{
+	if (*txn)
+		mdb_txn_abort(*txn);
+}
+static void cursor_closep(MDB_cursor **c)
+{
+	if (*c)
+		mdb_cursor_close(*c);
+}
+static void store_free(p11g_store *s)
+{
+	if (!s)
+		return;
+	if (s->env)
+		mdb_env_close(s->env);
+	free(s->dir);
+	free(s);
+}
+static void store_freep(p11g_store **s)
+{
+	store_free(*s);
+}
+#define _cleanup_txn_    __attribute__((cleanup(txn_abortp)))
+#define _cleanup_cursor_ __attribute__((cleanup(cursor_closep)))
+#define _cleanup_store_  __attribute__((cleanup(store_freep)))
+#define _cleanup_json_   __attribute__((cleanup(json_decrefp)))
+
+/* Big-endian keys sort in numeric order under LMDB's default memcmp. */
+static void be64_put(uint64_t v, unsigned char b[8])
+{
+	for (int i = 7; i >= 0; i--) {
+		b[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+static uint64_t be64_get(const unsigned char b[8])
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
+}
+
+static void size_text(uint64_t bytes, char *buf, size_t n)
+{
+	if (bytes >= MIB)
+		snprintf(buf, n, "%" PRIu64 " MiB", bytes / MIB);
+	else
+		snprintf(buf, n, "%" PRIu64 " KiB", bytes / 1024);
+}
+
+static bool disk_full(int rc)
+{
+	return rc == ENOSPC || rc == EDQUOT;
+}
+
+/* Every LMDB error leaves the store as a store_error sentence naming the
+ * directory; a full disk gets the one sentence operators grep for. */
+__attribute__((format(printf, 4, 0))) static int vstore_fail(const p11g_store *s, p11g_err *err,
+                                                             int rc, const char *fmt, va_list ap)
+{
+	char what[256];
+	if (disk_full(rc))
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "cannot record: no space left on device in %s", s->dir);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	return p11g_err_set(err, P11G_E_STORE, "store in %s: %s: %s", s->dir, what,
+	                    mdb_strerror(rc));
+}
+
+__attribute__((format(printf, 4, 5))) static int store_fail(const p11g_store *s, p11g_err *err,
+                                                            int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vstore_fail(s, err, rc, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+__attribute__((format(printf, 4, 5))) static int txn_fail(p11g_txn *t, p11g_err *err, int rc,
+                                                          const char *fmt, ...)
+{
+	va_list ap;
+	if (!t->failed)
+		t->failed = rc;
+	va_start(ap, fmt);
+	vstore_fail(t->s, err, rc, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int txn_usable(p11g_txn *t, bool write, p11g_err *err)
+{
+	if (t->failed)
+		return store_fail(t->s, err, t->failed, "transaction already failed");
+	if (write && !t->write)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "store: write in a read-only transaction");
+	return 0;
+}
+
+static json_t *json_from(const MDB_val *v, size_t flags)
+{
+	json_error_t jerr;
+	return json_loadb(v->mv_data, v->mv_size, flags, &jerr);
+}
+
+/* ---- meta ----------------------------------------------------------------- */
+
+/* *ret is NULL when the entry is absent; bad_code is the error code for an
+ * entry that is not JSON. */
+static int meta_get(p11g_txn *t, const char *name, const char *bad_code, json_t **ret,
+                    p11g_err *err)
+{
+	MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name}, v;
+	int rc = mdb_get(t->txn, t->s->meta, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		*ret = NULL;
+		return 0;
+	}
+	if (rc)
+		return txn_fail(t, err, rc, "cannot read meta %s", name);
+	json_t *j = json_from(&v, JSON_DECODE_ANY);
+	if (!j)
+		return p11g_err_set(err, bad_code, "store in %s: meta %s is not valid JSON",
+		                    t->s->dir, name);
+	*ret = j;
+	return 0;
+}
+
+static int meta_put(p11g_txn *t, const char *name, const json_t *value, p11g_err *err)
+{
+	_cleanup_free_ char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (!text)
+		return p11g_err_set(err, P11G_E_INTERNAL, "store: cannot encode meta %s", name);
+	MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
+	MDB_val v = {.mv_size = strlen(text), .mv_data = text};
+	int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
+	if (rc)
+		return txn_fail(t, err, rc, "cannot write meta %s", name);
+	return 0;
+}
+
+/* ---- environment ------------------------------------------------------------ */
+
+/* Returns an LMDB or errno code; s->env is set only on success. */
+static int env_open(p11g_store *s, uint64_t map_size)
+{
+	MDB_env *env = NULL;
+	int fd, flags, rc = mdb_env_create(&env);
+	if (rc)
+		return rc;
+	if ((rc = mdb_env_set_maxdbs(env, N_TABLES)) != 0 ||
+	    (map_size && (rc = mdb_env_set_mapsize(env, (size_t)map_size)) != 0) ||
+	    (rc = mdb_env_open(env, s->dir, s->env_flags, 0600)) != 0) {
+		mdb_env_close(env);
+		return rc;
+	}
+	/* LMDB sets close-on-exec on every descriptor but the data file's, which
+	 * it leaves for callers of mdb_env_get_fd; nothing we exec may hold it. */
+	if (mdb_env_get_fd(env, &fd) == 0 && fd >= 0 && (flags = fcntl(fd, F_GETFD)) >= 0)
+		(void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+	s->env = env;
+	return 0;
+}
+
+/* An existing store keeps the map it grew to (LMDB records it), within the
+ * configured bounds. */
+static int env_fit_map(p11g_store *s, uint64_t initial)
+{
+	MDB_envinfo info;
+	int rc = mdb_env_info(s->env, &info);
+	if (rc)
+		return rc;
+	uint64_t want = info.me_mapsize < initial ? initial : info.me_mapsize;
+	if (want > s->max_map)
+		want = s->max_map;
+	return want == info.me_mapsize ? 0 : mdb_env_set_mapsize(s->env, (size_t)want);
+}
+
+static int tables_open(p11g_store *s, p11g_err *err)
+{
+	struct {
+		const char *name;
+		MDB_dbi *dbi;
+	} tables[N_TABLES] = {
+	    {"meta", &s->meta}, {"ops", &s->ops}, {"active", &s->active}, {"audit", &s->audit}};
+	_cleanup_txn_ MDB_txn *txn = NULL;
+	_cleanup_json_ json_t *schema = NULL;
+	int rc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0, &txn);
+	if (rc)
+		return store_fail(s, err, rc, "cannot begin a transaction");
+	for (size_t i = 0; i < N_TABLES; i++) {
+		rc =
+		    mdb_dbi_open(txn, tables[i].name, s->read_only ? 0 : MDB_CREATE, tables[i].dbi);
+		if (rc == MDB_NOTFOUND)
+			return p11g_err_set(err, P11G_E_STORE,
+			                    "%s is not an approvald store (no %s table)", s->dir,
+			                    tables[i].name);
+		if (rc)
+			return store_fail(s, err, rc, "cannot open the %s table", tables[i].name);
+	}
+
+	struct p11g_txn t = {.s = s, .txn = txn, .write = !s->read_only};
+	if (meta_get(&t, "schema", P11G_E_STORE, &schema, err) < 0)
+		return -1;
+	if (!schema) {
+		if (s->read_only)
+			return p11g_err_set(err, P11G_E_STORE,
+			                    "%s is not an approvald store (no schema version)",
+			                    s->dir);
+		schema = json_integer(SCHEMA_VERSION);
+		if (meta_put(&t, "schema", schema, err) < 0)
+			return -1;
+	} else if (!json_is_integer(schema) || json_integer_value(schema) != SCHEMA_VERSION) {
+		_cleanup_free_ char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY);
+		return p11g_err_set(
+		    err, P11G_E_STORE,
+		    "store in %s has schema version %s; this approvald reads version %d", s->dir,
+		    text ? text : "?", SCHEMA_VERSION);
+	}
+	/* Committing (even a read-only transaction) is what keeps the table
+	 * handles open for later transactions. */
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc)
+		return store_fail(s, err, rc, "cannot record the store's tables");
+	return 0;
+}
+
+int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_store **ret,
+                    p11g_err *err)
+{
+	static const struct p11g_store_options defaults;
+	const struct p11g_store_options *o = opt ? opt : &defaults;
+	_cleanup_store_ p11g_store *s = calloc(1, sizeof(*s));
+	bool fresh = false;
+	int rc;
+
+	if (!s || !(s->dir = strdup(dir)))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory opening the store");
+	s->read_only = o->read_only;
+	s->max_map = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP;
+	uint64_t initial = o->initial_map_size ? o->initial_map_size : DEFAULT_INITIAL_MAP;
+	if (initial > s->max_map)
+		initial = s->max_map;
+	/* NOTLS: read snapshots are not tied to threads, and a read may be
+	 * opened inside another (or inside a write body). */
+	s->env_flags = MDB_NOTLS;
+	if (s->read_only)
+		s->env_flags |= MDB_RDONLY;
+	if (o->durability == P11G_DURABLE_PROCESS)
+		s->env_flags |= MDB_NOSYNC;
+
+	if (!s->read_only) {
+		struct stat st;
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return p11g_err_set(err, P11G_E_STORE,
+			                    "cannot create store directory %s: %s", dir,
+			                    strerror(errno));
+		_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return p11g_err_set(err, P11G_E_STORE, "cannot open store directory %s: %s",
+			                    dir, strerror(errno));
+		if (fstatat(dfd, "data.mdb", &st, 0) < 0) {
+			if (errno != ENOENT)
+				return p11g_err_set(err, P11G_E_STORE,
+				                    "cannot open store in %s: %s", dir,
+				                    strerror(errno));
+			fresh = true;
+		}
+	}
+
+	rc = env_open(s, fresh ? initial : 0);
+	if (rc && s->read_only && (rc == EACCES || rc == EPERM || rc == EROFS)) {
+		/* The lock file cannot be created or opened: a copied store in a
+		 * place we may not write.  Reading without the lock is safe only
+		 * because nothing writes to such a copy. */
+		s->env_flags |= MDB_NOLOCK;
+		rc = env_open(s, 0);
+	}
+	if (rc)
+		return p11g_err_set(err, P11G_E_STORE, "cannot open store in %s: %s", dir,
+		                    mdb_strerror(rc));
+	if (!s->read_only && !fresh && (rc = env_fit_map(s, initial)) != 0)
+		return store_fail(s, err, rc, "cannot size the map");
+	if (tables_open(s, err) < 0)
+		return -1;
+	*ret = s;
+	s = NULL;
+	return 0;
+}
+
+void p11g_store_close(p11g_store *s)
+{
+	store_free(s);
+}
+
+/* After a failed meta-page write LMDB marks the environment unusable; the
+ * file still holds the last good commit, so a fresh environment is fine. */
+static int env_reopen(p11g_store *s, p11g_err *err)
+{
+	MDB_envinfo info;
+	uint64_t map = mdb_env_info(s->env, &info) == 0 ? info.me_mapsize : 0;
+	mdb_env_close(s->env);
+	s->env = NULL;
+	int rc = env_open(s, 0);
+	if (rc)
+		return p11g_err_set(err, P11G_E_STORE, "cannot reopen store in %s: %s", s->dir,
+		                    mdb_strerror(rc));
+	if (!s->read_only && (rc = env_fit_map(s, map)) != 0)
+		return store_fail(s, err, rc, "cannot size the map");
+	p11g_warn("store in %s: reopened after a failed write", s->dir);
+	return tables_open(s, err);
+}
+
+static int txn_begin(p11g_store *s, unsigned int flags, MDB_txn **ret, p11g_err *err)
+{
+	int rc = mdb_txn_begin(s->env, NULL, flags, ret);
+	bool idle = !s->reads && !s->writing;
+	if (rc == MDB_MAP_RESIZED && idle) {
+		/* Another process grew the map: adopt its size. */
+		if ((rc = mdb_env_set_mapsize(s->env, 0)) == 0)
+			rc = mdb_txn_begin(s->env, NULL, flags, ret);
+	} else if (rc == MDB_PANIC && idle) {
+		if (env_reopen(s, err) < 0)
+			return -1;
+		rc = mdb_txn_begin(s->env, NULL, flags, ret);
+	}
+	if (rc)
+		return store_fail(s, err, rc, "cannot begin a transaction");
+	return 0;
+}
+
+static int map_grow(p11g_store *s, p11g_err *err)
+{
+	MDB_envinfo info;
+	char size[32];
+	int rc = mdb_env_info(s->env, &info);
+	if (rc)
+		return store_fail(s, err, rc, "cannot read the map size");
+	uint64_t cur = info.me_mapsize;
+	if (cur >= s->max_map) {
+		size_text(s->max_map, size, sizeof(size));
+		return p11g_err_set(err, P11G_E_STORE, "store is full (map at its maximum %s)",
+		                    size);
+	}
+	if (s->reads)
+		return p11g_err_set(
+		    err, P11G_E_STORE,
+		    "store in %s: map full, and it cannot grow while a read is open", s->dir);
+	uint64_t next = cur > s->max_map / 2 ? s->max_map : cur * 2;
+	if ((rc = mdb_env_set_mapsize(s->env, (size_t)next)) != 0)
+		return store_fail(s, err, rc, "cannot grow the map to %" PRIu64 " bytes", next);
+	size_text(next, size, sizeof(size));
+	p11g_info("store in %s: map grown to %s", s->dir, size);
+	return 0;
+}
+
+int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
+{
+	if (s->read_only)
+		return p11g_err_set(err, P11G_E_STORE, "store in %s is open read-only", s->dir);
+	if (s->writing)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "store: a write transaction is already open");
+	for (;;) {
+		_cleanup_txn_ MDB_txn *txn = NULL;
+		if (txn_begin(s, 0, &txn, err) < 0)
+			return -1;
+		struct p11g_txn t = {.s = s, .txn = txn, .write = true};
+		s->writing = true;
+		int r = fn(&t, arg, err);
+		s->writing = false;
+		if (t.failed == MDB_MAP_FULL) {
+			mdb_txn_abort(txn);
+			txn = NULL;
+			if (map_grow(s, err) < 0)
+				return -1;
+			continue;
+		}
+		if (r != 0)
+			return r;
+		if (t.failed)
+			return store_fail(s, err, t.failed, "cannot record");
+		int rc = mdb_txn_commit(txn);
+		txn = NULL;
+		if (rc == MDB_MAP_FULL) {
+			if (map_grow(s, err) < 0)
+				return -1;
+			continue;
+		}
+		if (rc)
+			return store_fail(s, err, rc, "cannot record");
+		return 0;
+	}
+}
+
+int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
+{
+	_cleanup_txn_ MDB_txn *txn = NULL;
+	if (txn_begin(s, MDB_RDONLY, &txn, err) < 0)
+		return -1;
+	struct p11g_txn t = {.s = s, .txn = txn};
+	s->reads++;
+	int r = fn(&t, arg, err);
+	s->reads--;
+	return r;
+}
+
+void p11g_store_stat(p11g_store *s, uint64_t *ret_map_size, uint64_t *ret_used)
+{
+	MDB_envinfo info = {0};
+	MDB_stat st = {0};
+	if (s && s->env && (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)) {
+		memset(&info, 0, sizeof(info));
+		memset(&st, 0, sizeof(st));
+	}
+	if (ret_map_size)
+		*ret_map_size = info.me_mapsize;
+	if (ret_used)
+		*ret_used = st.ms_psize ? ((uint64_t)info.me_last_pgno + 1) * st.ms_psize : 0;
+}
+
+/* ---- operations ------------------------------------------------------------- */
+
+static int read_next_id(p11g_txn *t, uint64_t *ret, p11g_err *err)
+{
+	_cleanup_json_ json_t *v = NULL;
+	if (meta_get(t, "next_id", P11G_E_STORE, &v, err) < 0)
+		return -1;
+	if (!v) {
+		*ret = 1;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < 1)
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "store in %s: meta next_id is not a positive integer",
+		                    t->s->dir);
+	*ret = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+int p11g_txn_next_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err)
+{
+	uint64_t id;
+	_cleanup_json_ json_t *next = NULL;
+	if (txn_usable(t, true, err) < 0 || read_next_id(t, &id, err) < 0)
+		return -1;
+	if (id >= (uint64_t)INT64_MAX)
+		return p11g_err_set(err, P11G_E_STORE, "store in %s: operation ids exhausted",
+		                    t->s->dir);
+	next = json_integer((json_int_t)(id + 1));
+	if (meta_put(t, "next_id", next, err) < 0)
+		return -1;
+	*ret_id = id;
+	return 0;
+}
+
+int p11g_txn_last_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err)
+{
+	uint64_t id;
+	if (txn_usable(t, false, err) < 0 || read_next_id(t, &id, err) < 0)
+		return -1;
+	*ret_id = id - 1;
+	return 0;
+}
+
+static bool state_active(const json_t *op)
+{
+	const char *state = json_string_value(json_object_get(op, "state"));
+	return state && (!strcmp(state, "pending") || !strcmp(state, "approved"));
+}
+
+int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
+{
+	unsigned char kb[8];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	if (txn_usable(t, false, err) < 0)
+		return -1;
+	be64_put(id, kb);
+	int rc = mdb_get(t->txn, t->s->ops, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc)
+		return txn_fail(t, err, rc, "cannot read operation %" PRIu64, id);
+	json_t *op = json_from(&v, JSON_REJECT_DUPLICATES);
+	if (!json_is_object(op)) {
+		json_decref(op);
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "store in %s: operation %" PRIu64 " is not a JSON object",
+		                    t->s->dir, id);
+	}
+	*ret = op;
+	return 0;
+}
+
+int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err)
+{
+	unsigned char kb[8];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	json_t *state = json_object_get(op, "state");
+	if (txn_usable(t, true, err) < 0)
+		return -1;
+	if (!json_is_object(op) || !json_is_string(state))
+		return p11g_err_set(err, P11G_E_INTERNAL, "operation %" PRIu64 " has no state", id);
+	_cleanup_free_ char *text = json_dumps(op, JSON_COMPACT);
+	_cleanup_free_ char *state_text = json_dumps(state, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (!text || !state_text)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
+
+	be64_put(id, kb);
+	v = (MDB_val){.mv_size = strlen(text), .mv_data = text};
+	int rc = mdb_put(t->txn, t->s->ops, &k, &v, 0);
+	if (rc)
+		return txn_fail(t, err, rc, "cannot write operation %" PRIu64, id);
+	if (state_active(op)) {
+		/* The state is the index value only so that a dump reads well. */
+		v = (MDB_val){.mv_size = strlen(state_text), .mv_data = state_text};
+		rc = mdb_put(t->txn, t->s->active, &k, &v, 0);
+	} else if ((rc = mdb_del(t->txn, t->s->active, &k, NULL)) == MDB_NOTFOUND) {
+		rc = 0;
+	}
+	if (rc)
+		return txn_fail(t, err, rc, "cannot index operation %" PRIu64, id);
+	return 0;
+}
+
+int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
+                        void *arg, p11g_err *err)
+{
+	_cleanup_cursor_ MDB_cursor *cur = NULL;
+	uint64_t next = after + 1;
+	if (txn_usable(t, false, err) < 0)
+		return -1;
+	if (after == UINT64_MAX)
+		return 0;
+	int rc = mdb_cursor_open(t->txn, active_only ? t->s->active : t->s->ops, &cur);
+	if (rc)
+		return txn_fail(t, err, rc, "cannot walk operations");
+	for (;;) {
+		unsigned char kb[8];
+		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+		_cleanup_json_ json_t *op = NULL;
+		/* Seek afresh every time: the visitor may change the tables
+		 * (a state change drops the op from the index we walk). */
+		be64_put(next, kb);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc == MDB_NOTFOUND)
+			return 0;
+		if (rc)
+			return txn_fail(t, err, rc, "cannot walk operations");
+		if (k.mv_size != 8)
+			return p11g_err_set(err, P11G_E_STORE,
+			                    "store in %s: operation key of %zu bytes (not an id)",
+			                    t->s->dir, k.mv_size);
+		uint64_t id = be64_get(k.mv_data);
+		if (active_only) {
+			/* The index is derived: an id whose op is gone or no longer
+			 * active (edited outside approvald) is skipped, not fatal. */
+			int r = p11g_txn_op_get(t, id, &op, err);
+			if (r < 0 && r != -ENOENT)
+				return -1;
+			if (op && !state_active(op)) {
+				json_decref(op);
+				op = NULL;
+			}
+		} else {
+			op = json_from(&v, JSON_REJECT_DUPLICATES);
+			if (!json_is_object(op))
+				return p11g_err_set(err, P11G_E_STORE,
+				                    "store in %s: operation %" PRIu64
+				                    " is not a JSON object",
+				                    t->s->dir, id);
+		}
+		if (op) {
+			int r = fn(id, op, arg);
+			if (r < 0)
+				return r;
+			if (r > 0)
+				return 0;
+		}
+		if (id == UINT64_MAX)
+			return 0;
+		next = id + 1;
+	}
+}
+
+/* ---- audit table (the chain itself is audit.c's) ----------------------------- */
+
+int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *err)
+{
+	struct p11g_audit_head h = {0};
+	_cleanup_json_ json_t *v = NULL;
+	if (txn_usable(t, false, err) < 0 ||
+	    meta_get(t, "audit_head", P11G_E_AUDIT_BROKEN, &v, err) < 0)
+		return -1;
+	if (v) {
+		json_t *seq = json_object_get(v, "seq");
+		const char *hex = json_string_value(json_object_get(v, "hash"));
+		if (!json_is_integer(seq) || json_integer_value(seq) < 1 || !hex ||
+		    strlen(hex) != 2 * P11G_AUDIT_HASH_LEN ||
+		    p11g_hex_decode(hex, strlen(hex), h.hash, sizeof(h.hash)) !=
+		        P11G_AUDIT_HASH_LEN)
+			return p11g_err_set(err, P11G_E_AUDIT_BROKEN,
+			                    "chain head: unreadable in %s", t->s->dir);
+		h.present = true;
+		h.seq = (uint64_t)json_integer_value(seq);
+	}
+	*ret = h;
+	return 0;
+}
+
+int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len,
+                         const unsigned char hash[P11G_AUDIT_HASH_LEN], p11g_err *err)
+{
+	unsigned char kb[8];
+	char hex[2 * P11G_AUDIT_HASH_LEN + 1];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb};
+	MDB_val v = {.mv_size = len, .mv_data = (void *)text};
+	_cleanup_json_ json_t *head = NULL;
+	if (txn_usable(t, true, err) < 0)
+		return -1;
+	be64_put(seq, kb);
+	int rc = mdb_put(t->txn, t->s->audit, &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST)
+		return p11g_err_set(err, P11G_E_AUDIT_BROKEN,
+		                    "record %" PRIu64 ": already exists beyond the chain head",
+		                    seq);
+	if (rc)
+		return txn_fail(t, err, rc, "cannot write audit record %" PRIu64, seq);
+	p11g_hex_encode(hash, P11G_AUDIT_HASH_LEN, hex);
+	head = json_pack("{s:I, s:s}", "seq", (json_int_t)seq, "hash", hex);
+	if (!head)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode the chain head");
+	return meta_put(t, "audit_head", head, err);
+}
+
+int p11g_store_audit_scan(p11g_txn *t, uint64_t since, p11g_store_raw_fn fn, void *arg,
+                          p11g_err *err)
+{
+	_cleanup_cursor_ MDB_cursor *cur = NULL;
+	unsigned char kb[8];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	if (txn_usable(t, false, err) < 0)
+		return -1;
+	if (since == UINT64_MAX)
+		return 0;
+	int rc = mdb_cursor_open(t->txn, t->s->audit, &cur);
+	if (rc)
+		return txn_fail(t, err, rc, "cannot walk the audit log");
+	be64_put(since + 1, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 8)
+			return p11g_err_set(err, P11G_E_AUDIT_BROKEN,
+			                    "audit log: a key of %zu bytes is not a record number",
+			                    k.mv_size);
+		int r = fn(be64_get(k.mv_data), v.mv_data, v.mv_size, arg, err);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			return 0;
+	}
+	if (rc != MDB_NOTFOUND)
+		return txn_fail(t, err, rc, "cannot walk the audit log");
+	return 0;
+}
