@@ -29,6 +29,15 @@ static int usage_error(const char *verb, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+/* getopt stays quiet (opterr = 0); the one error line names the option. */
+static int bad_option(const char *verb, char **argv)
+{
+	const char *opt = optind > 0 ? argv[optind - 1] : "?";
+	if (optopt && optopt != '?')
+		return usage_error(verb, "option '%s' needs a value or is not known", opt);
+	return usage_error(verb, "unknown option '%s'", opt);
+}
+
 static int report(const p11g_err *err)
 {
 	fprintf(stderr, "approvald: %s (%s)\n", err->msg, err->code ? err->code : "error");
@@ -336,7 +345,7 @@ static int cmd_request(int argc, char **argv)
 			fputs(HELP_REQUEST, stdout);
 			return 0;
 		default:
-			return usage_error("request", "bad option");
+			return bad_option("request", argv);
 		}
 	}
 	if (optind < argc)
@@ -400,7 +409,7 @@ static int cmd_list(int argc, char **argv)
 			fputs(HELP_LIST, stdout);
 			return 0;
 		default:
-			return usage_error("list", "bad option");
+			return bad_option("list", argv);
 		}
 	}
 	if (optind < argc)
@@ -480,7 +489,7 @@ static int parse_id_verb(const struct id_verb *v, int argc, char **argv, uint64_
 			fputs(v->help, stdout);
 			return -1;
 		default:
-			return usage_error(v->name, "bad option");
+			return bad_option(v->name, argv);
 		}
 	}
 	if (optind + 1 != argc)
@@ -602,7 +611,7 @@ static int simple_opts(const char *verb, const char *help, int argc, char **argv
 			fputs(help, stdout);
 			return -1;
 		default:
-			return usage_error(verb, "bad option");
+			return bad_option(verb, argv);
 		}
 	}
 	if (optind < argc)
@@ -732,7 +741,7 @@ static int cmd_audit(int argc, char **argv)
 			fputs(HELP_AUDIT, stdout);
 			return 0;
 		default:
-			return usage_error("audit", "bad option");
+			return bad_option("audit", argv);
 		}
 	}
 	if (optind < argc)
@@ -778,9 +787,7 @@ static int cmd_audit(int argc, char **argv)
 	}
 
 	uint64_t since = oc.since;
-	if (!oc.json)
-		printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR", "OP",
-		       "DETAILS");
+	bool header = !oc.json;
 	for (;;) {
 		_cleanup_json_ json_t *res = NULL;
 		int rc = call("audit", json_pack("{s:I}", "since", (json_int_t)since), &res,
@@ -789,6 +796,11 @@ static int cmd_audit(int argc, char **argv)
 			return rc;
 		const json_t *recs = json_object_get(res, "records"), *r;
 		size_t i;
+		if (header) {
+			printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR",
+			       "OP", "DETAILS");
+			header = false;
+		}
 		json_array_foreach(recs, i, r)
 		{
 			if (oc.json)
@@ -877,7 +889,7 @@ static int cmd_serve(int argc, char **argv)
 			fputs(HELP_SERVE, stdout);
 			return 0;
 		default:
-			return usage_error("serve", "bad option");
+			return bad_option("serve", argv);
 		}
 	}
 	if (optind < argc)
@@ -946,6 +958,7 @@ int p11g_cli_main(int argc, char **argv)
 		printf("approvald %s\n", P11GATE_VERSION);
 		return 0;
 	}
+	opterr = 0;
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(verbs); i++)
 		if (!strcmp(argv[1], verbs[i].name))
 			return verbs[i].fn(argc - 1, argv + 1);

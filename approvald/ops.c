@@ -566,7 +566,7 @@ int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const 
 static int check_pending(const json_t *op, uint64_t id, int64_t now, p11g_err *err)
 {
 	const char *s = state_of(op);
-	if (is_active(s) && now >= int_of(op, "expires"))
+	if (!strcmp(s, "expired") || (is_active(s) && now >= int_of(op, "expires")))
 		return p11g_err_set(err, P11G_E_EXPIRED, "operation %" PRIu64 " has expired", id);
 	if (strcmp(s, "pending"))
 		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
@@ -1226,6 +1226,7 @@ struct status_ctx {
 	struct p11g_ops *o;
 	const struct p11g_ident *caller;
 	unsigned pending, approved, for_you;
+	uint64_t total;
 };
 
 static int status_visit(uint64_t id, json_t *op, void *arg)
@@ -1246,6 +1247,9 @@ static int status_visit(uint64_t id, json_t *op, void *arg)
 
 static int status_body(p11g_txn *t, void *arg, p11g_err *err)
 {
+	struct status_ctx *c = arg;
+	if (p11g_txn_last_id(t, &c->total, err) < 0)
+		return -1;
 	return p11g_txn_op_foreach(t, true, 0, status_visit, arg, err) < 0 ? -1 : 0;
 }
 
@@ -1258,11 +1262,12 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
 		return -1;
 	p11g_store_stat(o->store, &map, &used);
 	*ret_result = json_pack(
-		"{s:i, s:i, s:i, s:{s:i, s:i, s:s, s:s}, s:{s:I, s:I}}", "pending", c.pending,
-		"approved", c.approved, "pending_for_you", c.for_you, "policy", "rules",
-		(int)o->policy->n_rules, "files", (int)o->policy->n_files, "digest",
-		o->policy->digest, "default", o->policy->default_allow ? "allow" : "deny", "store",
-		"map_size", (json_int_t)map, "used", (json_int_t)used);
+		"{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}}", "pending",
+		c.pending, "approved", c.approved, "pending_for_you", c.for_you, "total",
+		(json_int_t)c.total, "policy", "rules", (int)o->policy->n_rules, "files",
+		(int)o->policy->n_files, "digest", o->policy->digest, "default",
+		o->policy->default_allow ? "allow" : "deny", "loaded", (json_int_t)o->policy_loaded,
+		"store", "map_size", (json_int_t)map, "used", (json_int_t)used);
 	return 0;
 }
 
@@ -1404,5 +1409,6 @@ static int policy_body(p11g_txn *t, void *arg, p11g_err *err)
 int p11g_ops_policy_loaded(struct p11g_ops *o, const char *path, p11g_err *err)
 {
 	struct policy_ctx c = {o, path};
+	o->policy_loaded = p11g_now();
 	return p11g_store_write(o->store, policy_body, &c, err) != 0 ? -1 : 0;
 }

@@ -18,6 +18,7 @@ struct p11g_ops_limits {
 struct p11g_ops {
 	p11g_store *store;
 	struct p11g_policy *policy; /* current policy (owned) */
+	int64_t policy_loaded;	    /* when it was loaded (seconds) */
 	uid_t daemon_uid;	    /* may see everything, like root */
 	struct p11g_ops_limits limits;
 	/* Called with an operation id after its state changed (wakes waiters). */
