@@ -944,8 +944,8 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 		p11g_err_set(err, code, "raw use of %s is not allowed by its rule", uri);
 		break;
 	case REF_MECHANISM:
-		p11g_err_set(err, code, "mechanism %s is not allowed for %s (operation %" PRIu64 ")",
-			     s->mech->name, uri, id);
+		p11g_err_set(err, code, "mechanism %s is not allowed for %s by its rule",
+			     s->mech->name, uri);
 		break;
 	case REF_DIGEST:
 		p11g_err_set(err, code,
@@ -1062,8 +1062,18 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return refuse(t, c, what, err);
 	}
 
+	/* The current rule's word on raw use stands whatever older operations allowed. */
+	if ((s.mech->family == P11G_MECH_RAW || a->raw) && !rule->allow_raw) {
+		p11g_err_set(&c->refusal, P11G_E_RAW,
+			     "raw use of %s (%s) is not allowed by rule %s", uri, s.mech->name,
+			     rule->name);
+		return refuse(t, c, what, err);
+	}
 	if (p11g_txn_op_foreach(t, true, 0, scan_visit, &s, err) < 0)
 		return -1;
+	if (!s.best_id && p11g_rule_auto_approves(rule, c->caller) &&
+	    !p11g_rule_allows_mechanism(rule, a->mechanism))
+		note(&s, REF_MECHANISM, 0);
 	if (implicit_allowed(rule, &s))
 		return use_implicit(t, c, rule, uri, what, err);
 	if (!s.best_id && s.why <= REF_NOT_SIGNER && scan_recent(t, &s, err) < 0)
