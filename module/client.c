@@ -1,0 +1,308 @@
+/* approvald as the module asks it: "key" (cached a second), "use", on-demand "request"/"wait". */
+#include <inttypes.h>
+
+#include "module/module.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+
+#define CALL_TIMEOUT_MS 15000 /* a use commits durably before the answer */
+#define CACHE_SIZE      64
+
+struct cache_entry {
+	struct p11g_keyid key;
+	bool used;
+	bool guarded;
+	bool allow_raw;
+	int64_t at_us;
+};
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cache_entry cache[CACHE_SIZE];
+
+void p11g_client_init(void)
+{
+	p11g_client_cache_clear();
+}
+
+void p11g_client_reset_after_fork(void)
+{
+	pthread_mutex_init(&cache_lock, NULL);
+	memset(cache, 0, sizeof(cache));
+}
+
+void p11g_client_cache_clear(void)
+{
+	pthread_mutex_lock(&cache_lock);
+	memset(cache, 0, sizeof(cache));
+	pthread_mutex_unlock(&cache_lock);
+}
+
+static bool same_key(const struct p11g_keyid *a, const struct p11g_keyid *b)
+{
+	return !strcmp(a->token_label, b->token_label) &&
+	       !strcmp(a->token_manufacturer, b->token_manufacturer) &&
+	       !strcmp(a->token_model, b->token_model) &&
+	       !strcmp(a->token_serial, b->token_serial) && !strcmp(a->label, b->label) &&
+	       a->id_len == b->id_len && !memcmp(a->id, b->id, a->id_len) &&
+	       a->key_type == b->key_type;
+}
+
+static bool cache_lookup(const struct p11g_keyid *k, struct p11g_key_policy *ret)
+{
+	int64_t now = p11g_mono_us();
+	bool hit = false;
+
+	pthread_mutex_lock(&cache_lock);
+	for (size_t i = 0; i < CACHE_SIZE; i++) {
+		struct cache_entry *e = &cache[i];
+		if (!e->used || now - e->at_us >= P11G_KEY_CACHE_US || !same_key(&e->key, k))
+			continue;
+		ret->guard = e->guarded ? P11G_GUARDED : P11G_UNGUARDED;
+		ret->allow_raw = e->allow_raw;
+		hit = true;
+		break;
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return hit;
+}
+
+static void cache_store(const struct p11g_keyid *k, bool guarded, bool allow_raw)
+{
+	int64_t now = p11g_mono_us();
+	struct cache_entry *slot = NULL;
+
+	pthread_mutex_lock(&cache_lock);
+	/* the key's own entry, else a free or expired one, else the oldest */
+	for (size_t i = 0; i < CACHE_SIZE && !slot; i++)
+		if (cache[i].used && same_key(&cache[i].key, k))
+			slot = &cache[i];
+	for (size_t i = 0; i < CACHE_SIZE && !slot; i++)
+		if (!cache[i].used || now - cache[i].at_us >= P11G_KEY_CACHE_US)
+			slot = &cache[i];
+	if (!slot) {
+		slot = &cache[0];
+		for (size_t i = 1; i < CACHE_SIZE; i++)
+			if (cache[i].at_us < slot->at_us)
+				slot = &cache[i];
+	}
+	slot->key = *k;
+	slot->used = true;
+	slot->guarded = guarded;
+	slot->allow_raw = allow_raw;
+	slot->at_us = now;
+	pthread_mutex_unlock(&cache_lock);
+}
+
+static bool code_is(const p11g_err *e, const char *code)
+{
+	return e->code && !strcmp(e->code, code);
+}
+
+/* One exchange with the configured socket. */
+static int call(json_t *req, json_t **ret, int timeout_ms, p11g_err *err)
+{
+	const char *path = p11g_m.cfg.socket;
+	int r = p11g_wire_call_path(path, req, ret, timeout_ms, err);
+
+	if (r < 0 &&
+	    (code_is(err, P11G_E_UNAVAILABLE) || code_is(err, P11G_E_TIMEOUT) ||
+	     code_is(err, P11G_E_PROTOCOL)) &&
+	    !strstr(err->msg, path)) {
+		/* Name the socket: the reader must know which daemon failed. */
+		char msg[sizeof(err->msg)];
+		memcpy(msg, err->msg, sizeof(msg));
+		p11g_err_set(err, err->code, "approvald at %s: %s", path, msg);
+	}
+	return r;
+}
+
+/* The key's wire form; NULL (err set) for a label or token field that is not
+ * UTF-8, which no policy URI could name either. */
+static json_t *key_json(const struct p11g_keyid *k, p11g_err *err)
+{
+	json_t *j = p11g_keyid_to_json(k);
+	if (!j)
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "the key's label or token fields are not UTF-8 text; p11gate cannot "
+		             "name it to approvald");
+	return j;
+}
+
+void p11g_client_key(const struct p11g_keyid *k, struct p11g_key_policy *ret)
+{
+	_cleanup_json_ json_t *req = NULL, *res = NULL;
+	json_t *guarded, *allow_raw;
+
+	memset(ret, 0, sizeof(*ret));
+	if (cache_lookup(k, ret))
+		return;
+	ret->guard = P11G_GUARD_UNKNOWN;
+	json_t *kj = key_json(k, &ret->err);
+	if (!kj)
+		return;
+	req = json_pack("{s:s, s:o}", "verb", "key", "key", kj);
+	if (!req) {
+		p11g_err_set(&ret->err, P11G_E_INTERNAL, "out of memory");
+		return;
+	}
+	if (call(req, &res, CALL_TIMEOUT_MS, &ret->err) < 0)
+		return;
+	guarded = json_object_get(res, "guarded");
+	allow_raw = json_object_get(res, "allow_raw");
+	if (!json_is_boolean(guarded) || (allow_raw && !json_is_boolean(allow_raw))) {
+		p11g_err_set(&ret->err, P11G_E_PROTOCOL,
+		             "approvald at %s answered \"key\" without a boolean \"guarded\"",
+		             p11g_m.cfg.socket);
+		return;
+	}
+	ret->guard = json_is_true(guarded) ? P11G_GUARDED : P11G_UNGUARDED;
+	ret->allow_raw = json_is_true(allow_raw);
+	cache_store(k, ret->guard == P11G_GUARDED, ret->allow_raw);
+}
+
+static int use(const struct p11g_keyid *k, const char *mech_name, const struct p11g_use_digest *d,
+               uint64_t operation, p11g_err *err)
+{
+	_cleanup_json_ json_t *req = NULL, *res = NULL;
+
+	json_t *kj = key_json(k, err);
+	if (!kj)
+		return -1;
+	req = json_pack("{s:s, s:o, s:s, s:s, s:b}", "verb", "use", "key", kj, "mechanism",
+	                mech_name, "digest", d->text, "raw", d->raw);
+	if (!req || (operation && json_object_set_new(req, "operation",
+	                                              json_integer((json_int_t)operation)) < 0))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (call(req, &res, CALL_TIMEOUT_MS, err) < 0)
+		return -1;
+	p11g_trace("use granted (operation %" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT
+	           " left)",
+	           json_integer_value(json_object_get(res, "operation")),
+	           json_integer_value(json_object_get(res, "remaining")));
+	return 0;
+}
+
+/* Files the on-demand request; its id, or 0 (err set) when approvald said no. */
+static uint64_t request(const struct p11g_keyid *k, const struct p11g_use_digest *d,
+                        const char **ret_state, p11g_err *err)
+{
+	_cleanup_json_ json_t *req = NULL, *res = NULL;
+	_cleanup_free_ char *uri = p11g_keyid_to_uri(k);
+	char desc[256];
+	json_int_t id;
+
+	if (!uri) {
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		return 0;
+	}
+	snprintf(desc, sizeof(desc), "on-demand signature by %s (pid %ld)",
+	         program_invocation_short_name, (long)getpid());
+	req = json_pack("{s:s, s:[{s:s, s:i}], s:s, s:[s]}", "verb", "request", "keys", "uri", uri,
+	                "uses", 1, "description", desc, "digests", d->text);
+	if (!req) {
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		return 0;
+	}
+	if (call(req, &res, CALL_TIMEOUT_MS, err) < 0)
+		return 0;
+	id = json_integer_value(json_object_get(res, "id"));
+	if (id <= 0) {
+		p11g_err_set(err, P11G_E_PROTOCOL, "approvald answered \"request\" without an id");
+		return 0;
+	}
+	/* res dies here: hand back a constant, not its string. */
+	const char *state = json_string_value(json_object_get(res, "state"));
+	*ret_state = state && !strcmp(state, "approved") ? "approved" : "pending";
+	return (uint64_t)id;
+}
+
+/* Waits until the operation is decided or the deadline passes. 0 when
+ * approved; -1 with err saying why not. */
+static int wait_for(uint64_t id, int64_t deadline_us, unsigned wait_s, p11g_err *err)
+{
+	for (;;) {
+		_cleanup_json_ json_t *req = NULL, *res = NULL;
+		int64_t left_us = deadline_us - p11g_mono_us();
+		if (left_us <= 0)
+			return p11g_err_set(err, P11G_E_PENDING,
+			                    "operation %" PRIu64
+			                    " was not approved within %u s; once it is, sign again "
+			                    "(approvald approve %" PRIu64 ")",
+			                    id, wait_s, id);
+		int left_s = (int)((left_us + 999999) / 1000000);
+		req = json_pack("{s:s, s:I, s:i}", "verb", "wait", "id", (json_int_t)id, "timeout",
+		                left_s);
+		if (!req)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		if (call(req, &res, left_s * 1000 + CALL_TIMEOUT_MS, err) < 0)
+			return -1;
+		json_t *op = json_object_get(res, "operation");
+		const char *state = json_string_value(json_object_get(op, "state"));
+		if (!state)
+			return p11g_err_set(err, P11G_E_PROTOCOL,
+			                    "approvald answered \"wait\" without a state");
+		if (!strcmp(state, "approved"))
+			return 0;
+		if (!strcmp(state, "pending"))
+			continue;
+		if (!strcmp(state, "rejected")) {
+			const char *reason = json_string_value(
+			    json_object_get(json_object_get(op, "rejection"), "reason"));
+			return p11g_err_set(err, P11G_E_REJECTED,
+			                    "operation %" PRIu64 " was rejected%s%s", id,
+			                    reason ? ": " : "", reason ? reason : "");
+		}
+		if (!strcmp(state, "expired"))
+			return p11g_err_set(err, P11G_E_EXPIRED,
+			                    "operation %" PRIu64 " expired before it was approved",
+			                    id);
+		if (!strcmp(state, "exhausted"))
+			return p11g_err_set(err, P11G_E_EXHAUSTED,
+			                    "operation %" PRIu64 " was used up by another signer",
+			                    id);
+		if (!strcmp(state, "revoked"))
+			return p11g_err_set(err, P11G_E_REVOKED,
+			                    "operation %" PRIu64 " was revoked", id);
+		return p11g_err_set(err, P11G_E_PROTOCOL, "operation %" PRIu64 " is %s", id, state);
+	}
+}
+
+int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
+                          const struct p11g_use_digest *d, unsigned wait_s, p11g_err *err)
+{
+	p11g_err rerr = {0};
+	const char *state = "pending";
+	uint64_t id;
+	int64_t deadline;
+
+	if (use(k, mech_name, d, 0, err) == 0)
+		return 0;
+	/* approvald names the newest ended operation when there is one
+	 * (exhausted, expired, revoked) and no_operation only when there never
+	 * was one; each means "request a new one".  A pending or rejected
+	 * operation is a person's business, not ours to work around. */
+	if (wait_s == 0 || !(code_is(err, P11G_E_NO_OPERATION) || code_is(err, P11G_E_EXHAUSTED) ||
+	                     code_is(err, P11G_E_EXPIRED) || code_is(err, P11G_E_REVOKED)))
+		return -1;
+	deadline = p11g_mono_us() + (int64_t)wait_s * 1000000;
+	id = request(k, d, &state, &rerr);
+	if (id == 0) {
+		/* The refusal of the use is what the signer can act on; why the
+		 * request failed (not an orderer, say) only in the debug log. */
+		p11g_trace("on-demand request refused (%s): %s", rerr.code, rerr.msg);
+		return -1;
+	}
+	if (strcmp(state, "approved")) {
+		char line[160];
+		snprintf(line, sizeof(line),
+		         "p11gate: waiting up to %u s for approval of operation %" PRIu64
+		         ": approvald approve %" PRIu64 "\n",
+		         wait_s, id, id);
+		fputs(line, stderr);
+		if (wait_for(id, deadline, wait_s, err) < 0)
+			return -1;
+	}
+	return use(k, mech_name, d, id, err);
+}

@@ -1,0 +1,247 @@
+/* The module's configuration: P11GATE_CONF's `key = value` lines and the P11GATE_* overrides. */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "module/module.h"
+#include "p11gate/wire.h"
+
+#define CONF_MAX (64 * 1024) /* a configuration is a few lines */
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Copies [s, s+n) as a C string; false when it does not fit or holds a NUL. */
+static bool set_string(char *dst, size_t dstsize, const char *s, size_t n)
+{
+	if (n >= dstsize || memchr(s, '\0', n))
+		return false;
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	return true;
+}
+
+/* Decimal seconds 0..P11G_WAIT_MAX, digits only (no sign, no spaces). */
+static bool parse_wait(const char *s, size_t n, unsigned *ret)
+{
+	unsigned long v = 0;
+
+	if (n == 0 || n > 6)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v > P11G_WAIT_MAX)
+		return false;
+	*ret = (unsigned)v;
+	return true;
+}
+
+/* bit per setting, for "given twice" */
+enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4 };
+
+static int set_value(struct p11g_config *cfg, const char *key, size_t klen, const char *val,
+                     size_t vlen, unsigned *seen, const char *where, char *err, size_t errsize)
+{
+	unsigned bit;
+
+	if (klen == 6 && !memcmp(key, "module", 6))
+		bit = SEEN_MODULE;
+	else if (klen == 6 && !memcmp(key, "socket", 6))
+		bit = SEEN_SOCKET;
+	else if (klen == 4 && !memcmp(key, "wait", 4))
+		bit = SEEN_WAIT;
+	else {
+		snprintf(err, errsize, "%s: unknown setting \"%.*s\" (known: module, socket, wait)",
+		         where, (int)(klen > 64 ? 64 : klen), key);
+		return -1;
+	}
+	if (*seen & bit) {
+		snprintf(err, errsize, "%s: \"%.*s\" is set twice", where, (int)klen, key);
+		return -1;
+	}
+	*seen |= bit;
+	if (vlen == 0) {
+		snprintf(err, errsize, "%s: \"%.*s\" has no value", where, (int)klen, key);
+		return -1;
+	}
+	switch (bit) {
+	case SEEN_MODULE:
+		if (!set_string(cfg->module, sizeof(cfg->module), val, vlen)) {
+			snprintf(err, errsize, "%s: module path too long", where);
+			return -1;
+		}
+		if (cfg->module[0] != '/') {
+			snprintf(err, errsize,
+			         "%s: module must be an absolute path (module = /usr/lib/.../x.so)",
+			         where);
+			return -1;
+		}
+		break;
+	case SEEN_SOCKET:
+		if (!set_string(cfg->socket, sizeof(cfg->socket), val, vlen)) {
+			snprintf(err, errsize, "%s: socket path longer than %zu bytes", where,
+			         sizeof(cfg->socket) - 1);
+			return -1;
+		}
+		break;
+	case SEEN_WAIT:
+		if (!parse_wait(val, vlen, &cfg->wait)) {
+			snprintf(err, errsize,
+			         "%s: wait must be a number of seconds from 0 to %d, not \"%.*s\"",
+			         where, P11G_WAIT_MAX, (int)(vlen > 32 ? 32 : vlen), val);
+			return -1;
+		}
+		break;
+	}
+	return 0;
+}
+
+int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,
+                      char *err, size_t errsize)
+{
+	unsigned seen = 0, lineno = 0;
+	size_t pos = 0;
+
+	while (pos < len) {
+		const char *line = text + pos, *nl = memchr(line, '\n', len - pos);
+		size_t n = nl ? (size_t)(nl - line) : len - pos;
+		char where[PATH_MAX + 32];
+
+		pos += n + (nl ? 1 : 0);
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%u", name, lineno);
+
+		/* A '#' starts a comment at the start of a line or after blanks, so
+		 * a path may still hold one ("/opt/a#b/x.so"). */
+		for (size_t i = 0; i < n; i++) {
+			if (line[i] == '#' && (i == 0 || is_space(line[i - 1]))) {
+				n = i;
+				break;
+			}
+		}
+		size_t b = 0, e = n;
+		while (b < e && is_space(line[b]))
+			b++;
+		while (e > b && is_space(line[e - 1]))
+			e--;
+		if (b == e)
+			continue;
+		const char *eq = memchr(line + b, '=', e - b);
+		if (!eq) {
+			snprintf(err, errsize, "%s: expected \"key = value\"", where);
+			return -1;
+		}
+		size_t kb = b, ke = (size_t)(eq - line), vb = ke + 1, ve = e;
+		while (ke > kb && is_space(line[ke - 1]))
+			ke--;
+		while (vb < ve && is_space(line[vb]))
+			vb++;
+		if (ke == kb) {
+			snprintf(err, errsize, "%s: expected \"key = value\"", where);
+			return -1;
+		}
+		if (set_value(cfg, line + kb, ke - kb, line + vb, ve - vb, &seen, where, err,
+		              errsize) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Reads a whole small file; 0, -errno, or -EFBIG. */
+static int read_file(const char *path, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	struct stat st;
+	char *buf;
+	size_t got = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (st.st_size > CONF_MAX)
+		return -EFBIG;
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf)
+		return -ENOMEM;
+	while (got < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			free(buf);
+			return -e;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	buf[got] = '\0';
+	*ret = buf;
+	*ret_len = got;
+	return 0;
+}
+
+static int apply_env(struct p11g_config *cfg, const char *var, const char *key, char *err,
+                     size_t errsize)
+{
+	/* secure_getenv: a setuid program must not take its module or socket
+	 * from whoever started it. */
+	const char *v = secure_getenv(var);
+	unsigned seen = 0;
+
+	if (!v)
+		return 0;
+	return set_value(cfg, key, strlen(key), v, strlen(v), &seen, var, err, errsize);
+}
+
+int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize)
+{
+	struct p11g_config cfg = {.wait = 0};
+	const char *path = secure_getenv("P11GATE_CONF");
+	bool explicit_path = path && *path;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	memcpy(cfg.socket, P11G_DEFAULT_SOCKET, sizeof(P11G_DEFAULT_SOCKET));
+	if (!explicit_path)
+		path = P11G_DEFAULT_CONF;
+	r = read_file(path, &text, &len);
+	if (r == -ENOENT && !explicit_path && secure_getenv("P11GATE_MODULE")) {
+		/* Everything can come from the environment. */
+	} else if (r < 0) {
+		char ebuf[128];
+		snprintf(err, errsize, "cannot read configuration %s: %s%s", path,
+		         r == -EFBIG ? "larger than 64 KiB" : strerror_r(-r, ebuf, sizeof(ebuf)),
+		         r == -ENOENT ? " (set P11GATE_CONF to the file, or P11GATE_MODULE)" : "");
+		return -1;
+	} else {
+		if (!set_string(cfg.source, sizeof(cfg.source), path, strlen(path))) {
+			snprintf(err, errsize, "configuration path too long");
+			return -1;
+		}
+		if (p11g_config_parse(path, text, len, &cfg, err, errsize) < 0)
+			return -1;
+	}
+	if (apply_env(&cfg, "P11GATE_MODULE", "module", err, errsize) < 0 ||
+	    apply_env(&cfg, "P11GATE_SOCKET", "socket", err, errsize) < 0 ||
+	    apply_env(&cfg, "P11GATE_WAIT", "wait", err, errsize) < 0)
+		return -1;
+	if (!cfg.module[0]) {
+		snprintf(err, errsize,
+		         "%s: no \"module\" setting: name the real PKCS#11 module "
+		         "(module = /usr/lib/softhsm/libsofthsm2.so) or set P11GATE_MODULE",
+		         cfg.source[0] ? cfg.source : path);
+		return -1;
+	}
+	*ret = cfg;
+	return 0;
+}

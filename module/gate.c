@@ -1,0 +1,766 @@
+/* The hooks: a guarded key signs only once approvald says yes; its other private paths close. */
+#include "module/module.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+#define R (p11g_m.real)
+
+/* ---- key identity ---------------------------------------------------------- */
+
+/* CKA_LABEL or CKA_ID into buf (at most max bytes kept); 0 when absent. */
+static size_t get_bytes_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
+                             unsigned char *buf, size_t max)
+{
+	CK_ATTRIBUTE a = {type, NULL, 0};
+	_cleanup_free_ unsigned char *tmp = NULL;
+
+	if (R.C_GetAttributeValue(h, obj, &a, 1) != CKR_OK || a.ulValueLen == 0 ||
+	    a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 64 * 1024)
+		return 0;
+	tmp = malloc(a.ulValueLen);
+	if (!tmp)
+		return 0;
+	a.pValue = tmp;
+	if (R.C_GetAttributeValue(h, obj, &a, 1) != CKR_OK)
+		return 0;
+	/* Longer than policy can name: the start of it still matches nothing
+	 * shorter, and a guarded prefix stays guarded. */
+	size_t n = a.ulValueLen < max ? a.ulValueLen : max;
+	memcpy(buf, tmp, n);
+	return n;
+}
+
+/*
+ * Whether obj is a private key, and if so its identity and who guards it.
+ * false: not a private key, or its class cannot be read (the real module
+ * will give the caller its own answer for that handle).
+ */
+static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct p11g_keyid *kid,
+                               struct p11g_key_policy *pol, CK_SLOT_ID *ret_slot)
+{
+	CK_OBJECT_CLASS cls = 0;
+	CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
+	CK_ATTRIBUTE ca = {CKA_CLASS, &cls, sizeof(cls)};
+	CK_ATTRIBUTE ka = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+	CK_SESSION_INFO si;
+	CK_TOKEN_INFO ti;
+	size_t n;
+
+	if (R.C_GetAttributeValue(h, obj, &ca, 1) != CKR_OK || ca.ulValueLen != sizeof(cls) ||
+	    cls != CKO_PRIVATE_KEY)
+		return false;
+	memset(kid, 0, sizeof(*kid));
+	memset(pol, 0, sizeof(*pol));
+	if (R.C_GetSessionInfo(h, &si) != CKR_OK || R.C_GetTokenInfo(si.slotID, &ti) != CKR_OK) {
+		/* A private key whose token we cannot name cannot be shown to be
+		 * unguarded. */
+		pol->guard = P11G_GUARD_UNKNOWN;
+		p11g_err_set(&pol->err, P11G_E_INTERNAL, "cannot read the key's token information");
+		kid->key_type = CK_UNAVAILABLE_INFORMATION;
+		*ret_slot = 0;
+		return true;
+	}
+	*ret_slot = si.slotID;
+	p11g_keyid_set_token(kid, &ti);
+	n = get_bytes_attr(h, obj, CKA_LABEL, (unsigned char *)kid->label, P11G_LABEL_MAX);
+	kid->label[n] = '\0';
+	/* A label with a NUL in it ends there for policy as for URIs. */
+	kid->id_len = get_bytes_attr(h, obj, CKA_ID, kid->id, P11G_ID_MAX);
+	if (R.C_GetAttributeValue(h, obj, &ka, 1) != CKR_OK || ka.ulValueLen != sizeof(kt))
+		kt = CK_UNAVAILABLE_INFORMATION;
+	kid->key_type = kt;
+	p11g_client_key(kid, pol);
+	return true;
+}
+
+/* "pkcs11:token=..;object=..;id=%01" for messages, in a caller's buffer. */
+static const char *uri_of(const struct p11g_keyid *k, char *buf, size_t size)
+{
+	char *uri = p11g_keyid_to_uri(k);
+	snprintf(buf, size, "%s", uri ? uri : "pkcs11:(unknown key)");
+	free(uri);
+	return buf;
+}
+
+/* The refusal line of a closed path. */
+static void refuse_path(const char *what, const struct p11g_keyid *k,
+                        const struct p11g_key_policy *pol, const char *why)
+{
+	char uri[1024];
+
+	if (pol->guard == P11G_GUARD_UNKNOWN)
+		p11g_refusal("%s %s refused (%s): %s; p11gate fails closed", what,
+		             uri_of(k, uri, sizeof(uri)),
+		             pol->err.code ? pol->err.code : "unavailable", pol->err.msg);
+	else
+		p11g_refusal("%s %s refused (guarded): %s", what, uri_of(k, uri, sizeof(uri)), why);
+}
+
+/* A session's record, created if the session was opened before we knew of
+ * it (cannot happen through our C_OpenSession, but costs nothing). */
+static struct p11g_session *session_for(CK_SESSION_HANDLE h, CK_SLOT_ID slot)
+{
+	struct p11g_session *s = p11g_session_get(h);
+
+	if (s || p11g_session_add(h, slot) < 0)
+		return s;
+	return p11g_session_get(h);
+}
+
+/*
+ * A private-key transform other than signing (decrypt, unwrap, derive, raw
+ * encrypt or verify-recover with a private key): closed for guarded keys
+ * unless the rule sets allow_raw, and closed when approvald cannot say.
+ * CKR_OK lets the caller forward.
+ */
+static CK_RV gate_transform(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
+{
+	struct p11g_keyid kid;
+	struct p11g_key_policy pol;
+	CK_SLOT_ID slot;
+
+	if (!private_key_policy(h, key, &kid, &pol, &slot) || pol.guard == P11G_UNGUARDED ||
+	    (pol.guard == P11G_GUARDED && pol.allow_raw))
+		return CKR_OK;
+	refuse_path(what, &kid, &pol, "its rule does not set allow_raw");
+	return CKR_KEY_FUNCTION_NOT_PERMITTED;
+}
+
+/* Closed for guarded keys whatever the rule says. */
+static CK_RV gate_always(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                         const char *why)
+{
+	struct p11g_keyid kid;
+	struct p11g_key_policy pol;
+	CK_SLOT_ID slot;
+
+	if (!private_key_policy(h, obj, &kid, &pol, &slot) || pol.guard == P11G_UNGUARDED)
+		return CKR_OK;
+	refuse_path(what, &kid, &pol, why);
+	return CKR_KEY_FUNCTION_NOT_PERMITTED;
+}
+
+/* ---- ending a refused operation ------------------------------------------- */
+
+/*
+ * Ends the real module's active sign operation without a signature, so the
+ * session stays usable after a refusal.  Tried in this order:
+ *
+ *  1. C_SessionCancel(h, CKF_SIGN): PKCS#11 3.0.  SoftHSMv2 2.6.1 is a 2.40
+ *     module (no C_GetInterface, no C_SessionCancel).
+ *  2. C_SignInit(h, NULL_PTR, 0): 3.0 semantics, so only for a 3.x module.
+ *     SoftHSMv2 2.6.1 answers CKR_ARGUMENTS_BAD and keeps the operation
+ *     (the next C_SignInit gets CKR_OPERATION_ACTIVE), and a 2.40 module
+ *     need not even check the pointer.
+ *  3. 2.40: an error from C_Sign/C_SignUpdate other than
+ *     CKR_BUFFER_TOO_SMALL ends the operation.  NULL arguments do not do it
+ *     in SoftHSMv2 (CKR_ARGUMENTS_BAD comes before it looks at the session,
+ *     operation kept), an out-of-sequence call does: C_SignUpdate(h, "", 0)
+ *     on a single-part mechanism (CKM_ECDSA, CKM_RSA_PKCS, CKM_RSA_PKCS_PSS,
+ *     CKM_RSA_X_509) answers CKR_OPERATION_NOT_INITIALIZED and resets; on a
+ *     multi-part one (CKM_SHA256_RSA_PKCS, ..._PSS) it succeeds, and C_Sign
+ *     after an update (asked as a length query, so a module that tolerated
+ *     it would only report a length) answers CKR_OPERATION_NOT_INITIALIZED
+ *     and resets.  Found by trying every variant against SoftHSMv2 2.6.1
+ *     with EC and RSA keys, confirmed by a C_SignInit succeeding afterwards.
+ *
+ * A last zero-length C_SignUpdate answering CKR_OPERATION_NOT_INITIALIZED
+ * says nothing is left.  false when something may still be active: then the
+ * caller keeps the gate's record, so the operation stays gated.
+ */
+static bool end_real_sign(CK_SESSION_HANDLE h)
+{
+	static CK_BYTE none[1];
+	CK_ULONG len = 0;
+	CK_RV rv;
+
+	if (p11g_m.real_3_0 && R.C_SessionCancel(h, CKF_SIGN) == CKR_OK) {
+		p11g_trace("refused sign operation ended with C_SessionCancel");
+		return true;
+	}
+	if (p11g_m.real_3_0 && R.C_SignInit(h, NULL, 0) == CKR_OK) {
+		p11g_trace("refused sign operation ended with C_SignInit(NULL)");
+		return true;
+	}
+	if (R.C_SignUpdate(h, none, 0) == CKR_OK)
+		R.C_Sign(h, none, 0, NULL, &len);
+	rv = R.C_SignUpdate(h, none, 0);
+	if (rv == CKR_OPERATION_NOT_INITIALIZED || rv == CKR_SESSION_HANDLE_INVALID ||
+	    rv == CKR_SESSION_CLOSED) {
+		p11g_trace("refused sign operation ended by an out-of-sequence C_Sign");
+		return true;
+	}
+	p11g_trace("could not end the refused sign operation (0x%lx); it stays gated", rv);
+	return false;
+}
+
+/* After the real module failed a step: per 2.40 the operation is over, but
+ * SoftHSMv2 keeps it for some errors (CKR_ARGUMENTS_BAD), so make sure. */
+static void settle_after_error(struct p11g_session *s, CK_RV rv)
+{
+	if (rv == CKR_OPERATION_NOT_INITIALIZED || end_real_sign(s->handle))
+		p11g_sign_op_clear(&s->sign);
+}
+
+/* ---- signing ---------------------------------------------------------------- */
+
+CK_RV hook_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                      CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	struct p11g_keyid kid;
+	struct p11g_key_policy pol;
+	struct p11g_session *s;
+	const struct p11g_mech_info *mech;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+	char uri[1024];
+
+	if (!pMechanism || !private_key_policy(hSession, hKey, &kid, &pol, &slot) ||
+	    pol.guard == P11G_UNGUARDED) {
+		rv = R.C_SignInit(hSession, pMechanism, hKey);
+		/* 3.0's C_SignInit(NULL) ends the operation; a module that lets a
+		 * new init replace an active one ends it too. */
+		if (rv == CKR_OK && (s = p11g_session_get(hSession))) {
+			p11g_sign_op_clear(&s->sign);
+			p11g_session_put(s);
+		}
+		return rv;
+	}
+	mech = p11g_mech_by_type(pMechanism->mechanism);
+	if (!mech) {
+		p11g_refusal("signing with %s refused (%s): mechanism 0x%lx is not one p11gate can "
+		             "bind to a digest",
+		             uri_of(&kid, uri, sizeof(uri)), P11G_E_MECHANISM,
+		             (unsigned long)pMechanism->mechanism);
+		return CKR_MECHANISM_INVALID;
+	}
+	s = session_for(hSession, slot);
+	if (!s)
+		return CKR_HOST_MEMORY;
+	rv = R.C_SignInit(hSession, pMechanism, hKey);
+	if (rv == CKR_OK) {
+		p11g_sign_op_clear(&s->sign);
+		s->sign.key = kid;
+		s->sign.key_known = pol.guard == P11G_GUARDED;
+		s->sign.mechanism = mech->type;
+		s->sign.mech = mech;
+		if (p11g_digest_init(&s->sign.dctx, mech) < 0) {
+			p11g_refusal("signing with %s refused (%s): no %s in OpenSSL",
+			             uri_of(&kid, uri, sizeof(uri)), P11G_E_INTERNAL,
+			             mech->hash ? mech->hash : "SHA256");
+			if (end_real_sign(hSession))
+				p11g_sign_op_clear(&s->sign);
+			else
+				s->sign.active = true;
+			p11g_session_put(s);
+			return CKR_GENERAL_ERROR;
+		}
+		s->sign.active = true;
+		p11g_trace("C_SignInit: %s %s, %s", uri_of(&kid, uri, sizeof(uri)),
+		           pol.guard == P11G_GUARDED ? "guarded" : "guard unknown", mech->name);
+	}
+	p11g_session_put(s);
+	return rv;
+}
+
+/*
+ * Asks for one use of the session's operation bound to d.  CKR_OK when
+ * granted; otherwise the refusal is printed, the real operation ended and
+ * CKR_FUNCTION_REJECTED returned.
+ */
+static CK_RV authorize(struct p11g_session *s, const struct p11g_use_digest *d)
+{
+	struct p11g_sign_op *op = &s->sign;
+	p11g_err err = {0};
+	char uri[1024];
+
+	if (op->granted && !strcmp(op->granted_digest.text, d->text))
+		return CKR_OK;
+	if (!op->key_known) {
+		/* approvald was not reachable at C_SignInit; it may be now. */
+		struct p11g_key_policy pol;
+		p11g_client_key(&op->key, &pol);
+		if (pol.guard == P11G_UNGUARDED)
+			return CKR_OK;
+		if (pol.guard == P11G_GUARD_UNKNOWN) {
+			err = pol.err;
+			goto refused;
+		}
+		op->key_known = true;
+	}
+	if (p11g_client_authorize(&op->key, op->mech->name, d, p11g_m.cfg.wait, &err) == 0) {
+		op->granted = true;
+		op->granted_digest = *d;
+		return CKR_OK;
+	}
+refused:
+	p11g_refusal("signing with %s refused (%s): %s", uri_of(&op->key, uri, sizeof(uri)),
+	             err.code ? err.code : P11G_E_INTERNAL, err.msg);
+	if (end_real_sign(s->handle))
+		p11g_sign_op_clear(op);
+	return CKR_FUNCTION_REJECTED;
+}
+
+/*
+ * The common tail of C_Sign and C_SignFinal.  real(sig, len) is the real
+ * call; digest computes what the use is bound to.  The length is asked of
+ * the real module first so that a length query or a short buffer consumes
+ * no use and leaves the operation active, as PKCS#11 requires.
+ */
+struct sign_call {
+	CK_SESSION_HANDLE h;
+	CK_BYTE_PTR data; /* C_Sign */
+	CK_ULONG data_len;
+	bool final;
+};
+
+static CK_RV real_sign(const struct sign_call *c, CK_BYTE_PTR sig, CK_ULONG_PTR len)
+{
+	return c->final ? R.C_SignFinal(c->h, sig, len)
+	                : R.C_Sign(c->h, c->data, c->data_len, sig, len);
+}
+
+static CK_RV gated_sign(struct p11g_session *s, const struct sign_call *c, CK_BYTE_PTR pSignature,
+                        CK_ULONG_PTR pulSignatureLen)
+{
+	struct p11g_sign_op *op = &s->sign;
+	struct p11g_use_digest d;
+	CK_ULONG need = 0;
+	CK_RV rv;
+	char uri[1024];
+
+	if (!pulSignatureLen) {
+		rv = real_sign(c, pSignature, pulSignatureLen);
+		if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+			settle_after_error(s, rv);
+		return rv;
+	}
+	rv = real_sign(c, NULL, pSignature ? &need : pulSignatureLen);
+	if (rv != CKR_OK) {
+		if (rv != CKR_BUFFER_TOO_SMALL)
+			settle_after_error(s, rv);
+		return rv;
+	}
+	if (!pSignature)
+		return CKR_OK;
+	if (*pulSignatureLen < need) {
+		*pulSignatureLen = need;
+		return CKR_BUFFER_TOO_SMALL;
+	}
+
+	if (!c->final && op->multipart) {
+		/* C_Sign after C_SignUpdate is a caller error the real module did
+		 * not catch: it might sign more than the data we see. */
+		p11g_refusal("signing with %s refused (%s): C_Sign after C_SignUpdate; finish "
+		             "with C_SignFinal",
+		             uri_of(&op->key, uri, sizeof(uri)), P11G_E_BAD_REQUEST);
+		if (end_real_sign(s->handle))
+			p11g_sign_op_clear(op);
+		return CKR_FUNCTION_REJECTED;
+	}
+	if (c->final) {
+		if (!op->final_done) {
+			if (p11g_digest_final(&op->dctx, &op->final_digest) < 0)
+				return CKR_HOST_MEMORY;
+			op->final_done = true;
+		}
+		d = op->final_digest;
+	} else if (p11g_digest_oneshot(op->mech, c->data, c->data_len, &d) < 0) {
+		return CKR_HOST_MEMORY;
+	}
+
+	if ((rv = authorize(s, &d)) != CKR_OK)
+		return rv;
+	rv = real_sign(c, pSignature, pulSignatureLen);
+	if (rv == CKR_BUFFER_TOO_SMALL)
+		return rv; /* the grant waits for the caller's next try */
+	if (rv == CKR_OK)
+		p11g_sign_op_clear(op);
+	else
+		settle_after_error(s, rv);
+	return rv;
+}
+
+CK_RV hook_C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                  CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
+{
+	P11G_ENTER();
+	struct p11g_session *s = p11g_session_get(hSession);
+	struct sign_call c = {hSession, pData, ulDataLen, false};
+	CK_RV rv;
+
+	if (!s || !s->sign.active) {
+		p11g_session_put(s);
+		return R.C_Sign(hSession, pData, ulDataLen, pSignature, pulSignatureLen);
+	}
+	if (!pData && ulDataLen) {
+		p11g_session_put(s);
+		return CKR_ARGUMENTS_BAD;
+	}
+	rv = gated_sign(s, &c, pSignature, pulSignatureLen);
+	p11g_session_put(s);
+	return rv;
+}
+
+CK_RV hook_C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
+{
+	P11G_ENTER();
+	struct p11g_session *s = p11g_session_get(hSession);
+	CK_RV rv;
+
+	if (!s || !s->sign.active) {
+		p11g_session_put(s);
+		return R.C_SignUpdate(hSession, pPart, ulPartLen);
+	}
+	if (!pPart && ulPartLen) {
+		p11g_session_put(s);
+		return CKR_ARGUMENTS_BAD;
+	}
+	rv = R.C_SignUpdate(hSession, pPart, ulPartLen);
+	if (rv == CKR_OK) {
+		s->sign.multipart = true;
+		if (s->sign.final_done || p11g_digest_update(&s->sign.dctx, pPart, ulPartLen) < 0) {
+			/* The side hash cannot follow: this operation cannot be
+			 * bound to a digest any more. */
+			if (end_real_sign(hSession))
+				p11g_sign_op_clear(&s->sign);
+			rv = CKR_GENERAL_ERROR;
+		}
+	} else {
+		settle_after_error(s, rv);
+	}
+	p11g_session_put(s);
+	return rv;
+}
+
+CK_RV hook_C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
+                       CK_ULONG_PTR pulSignatureLen)
+{
+	P11G_ENTER();
+	struct p11g_session *s = p11g_session_get(hSession);
+	struct sign_call c = {hSession, NULL, 0, true};
+	CK_RV rv;
+
+	if (!s || !s->sign.active) {
+		p11g_session_put(s);
+		return R.C_SignFinal(hSession, pSignature, pulSignatureLen);
+	}
+	rv = gated_sign(s, &c, pSignature, pulSignatureLen);
+	p11g_session_put(s);
+	return rv;
+}
+
+CK_RV hook_C_SignRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                             CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	struct p11g_session *s;
+	CK_RV rv;
+
+	if (pMechanism &&
+	    (rv = gate_always("signing with recovery with", hSession, hKey,
+	                      "recoverable signatures bypass approvals; use C_Sign")) != CKR_OK)
+		return rv;
+	rv = R.C_SignRecoverInit(hSession, pMechanism, hKey);
+	if (rv == CKR_OK && (s = p11g_session_get(hSession))) {
+		s->recover_ok = pMechanism != NULL;
+		p11g_session_put(s);
+	}
+	return rv;
+}
+
+CK_RV hook_C_SignRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                         CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
+{
+	P11G_ENTER();
+	struct p11g_session *s = p11g_session_get(hSession);
+	CK_RV rv;
+
+	/* Only an operation that began at our C_SignRecoverInit; no other way
+	 * in (C_SetOperationState is denied) should exist, but if one did it
+	 * would skip the gate. */
+	if (!s || !s->recover_ok) {
+		p11g_session_put(s);
+		return CKR_OPERATION_NOT_INITIALIZED;
+	}
+	rv = R.C_SignRecover(hSession, pData, ulDataLen, pSignature, pulSignatureLen);
+	if (rv != CKR_BUFFER_TOO_SMALL && !(rv == CKR_OK && !pSignature))
+		s->recover_ok = false;
+	p11g_session_put(s);
+	return rv;
+}
+
+/* Dual-function calls would feed the gated operation behind its digest. */
+static CK_RV refuse_dual(CK_SESSION_HANDLE hSession, const char *name)
+{
+	struct p11g_session *s = p11g_session_get(hSession);
+	bool gated = s && s->sign.active;
+	char uri[1024];
+
+	if (gated)
+		p11g_refusal("%s with %s refused (guarded): a guarded signature takes C_Sign or "
+		             "C_SignUpdate/C_SignFinal",
+		             name, uri_of(&s->sign.key, uri, sizeof(uri)));
+	p11g_session_put(s);
+	return gated ? CKR_FUNCTION_REJECTED : CKR_OK;
+}
+
+CK_RV hook_C_SignEncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                               CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen)
+{
+	P11G_ENTER();
+	CK_RV rv = refuse_dual(hSession, "C_SignEncryptUpdate");
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_SignEncryptUpdate(hSession, pPart, ulPartLen, pEncryptedPart,
+	                             pulEncryptedPartLen);
+}
+
+CK_RV hook_C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
+                                 CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
+                                 CK_ULONG_PTR pulPartLen)
+{
+	P11G_ENTER();
+	CK_RV rv = refuse_dual(hSession, "C_DecryptVerifyUpdate");
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_DecryptVerifyUpdate(hSession, pEncryptedPart, ulEncryptedPartLen, pPart,
+	                               pulPartLen);
+}
+
+/* ---- other private-key paths ------------------------------------------------ */
+
+CK_RV hook_C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                         CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	/* Raw RSA decryption of chosen input is a signature. */
+	if (pMechanism && (rv = gate_transform("decrypting with", hSession, hKey)) != CKR_OK)
+		return rv;
+	return R.C_DecryptInit(hSession, pMechanism, hKey);
+}
+
+CK_RV hook_C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                         CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	/* Encryption takes a public or secret key; a module that accepted a
+	 * private one would compute a raw signature. */
+	if (pMechanism && (rv = gate_transform("encrypting with", hSession, hKey)) != CKR_OK)
+		return rv;
+	return R.C_EncryptInit(hSession, pMechanism, hKey);
+}
+
+CK_RV hook_C_VerifyRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                               CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if (pMechanism && (rv = gate_transform("verify-recovering with", hSession, hKey)) != CKR_OK)
+		return rv;
+	return R.C_VerifyRecoverInit(hSession, pMechanism, hKey);
+}
+
+CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                       CK_OBJECT_HANDLE hUnwrappingKey, CK_BYTE_PTR pWrappedKey,
+                       CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
+                       CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	P11G_ENTER();
+	CK_RV rv = gate_transform("unwrapping with", hSession, hUnwrappingKey);
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen,
+	                     pTemplate, ulAttributeCount, phKey);
+}
+
+CK_RV hook_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                       CK_OBJECT_HANDLE hBaseKey, CK_ATTRIBUTE_PTR pTemplate,
+                       CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	P11G_ENTER();
+	CK_RV rv = gate_transform("deriving from", hSession, hBaseKey);
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey);
+}
+
+CK_RV hook_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                     CK_OBJECT_HANDLE hWrappingKey, CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey,
+                     CK_ULONG_PTR pulWrappedKeyLen)
+{
+	P11G_ENTER();
+	CK_RV rv = gate_always("wrapping (exporting)", hSession, hKey,
+	                       "a guarded key never leaves the token");
+	if (rv == CKR_OK)
+		rv = gate_transform("wrapping with", hSession, hWrappingKey);
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_WrapKey(hSession, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen);
+}
+
+CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
+                               CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
+{
+	P11G_ENTER();
+	CK_RV rv = gate_always("changing attributes of", hSession, hObject,
+	                       "a new label or id would take the key out of its rule");
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_SetAttributeValue(hSession, hObject, pTemplate, ulCount);
+}
+
+CK_RV hook_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
+                        CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+                        CK_OBJECT_HANDLE_PTR phNewObject)
+{
+	P11G_ENTER();
+	CK_RV rv =
+	    gate_always("copying", hSession, hObject, "a copy would be a key outside its rule");
+	if (rv != CKR_OK)
+		return rv;
+	return R.C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject);
+}
+
+/* ---- PKCS#11 3.0 -------------------------------------------------------------- */
+
+CK_RV hook_C_SessionCancel(CK_SESSION_HANDLE hSession, CK_FLAGS flags)
+{
+	P11G_ENTER();
+	struct p11g_session *s;
+	CK_RV rv;
+
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	rv = R.C_SessionCancel(hSession, flags);
+	if (rv == CKR_OK && (s = p11g_session_get(hSession))) {
+		if (flags & CKF_SIGN)
+			p11g_sign_op_clear(&s->sign);
+		if (flags & CKF_SIGN_RECOVER)
+			s->recover_ok = false;
+		if (flags & CKF_MESSAGE_SIGN)
+			s->msgsign_ok = false;
+		p11g_session_put(s);
+	}
+	return rv;
+}
+
+CK_RV hook_C_MessageEncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                                CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pMechanism && (rv = gate_transform("encrypting with", hSession, hKey)) != CKR_OK)
+		return rv;
+	return R.C_MessageEncryptInit(hSession, pMechanism, hKey);
+}
+
+CK_RV hook_C_MessageDecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                                CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pMechanism && (rv = gate_transform("decrypting with", hSession, hKey)) != CKR_OK)
+		return rv;
+	return R.C_MessageDecryptInit(hSession, pMechanism, hKey);
+}
+
+CK_RV hook_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                             CK_OBJECT_HANDLE hKey)
+{
+	P11G_ENTER();
+	struct p11g_keyid kid;
+	struct p11g_key_policy pol;
+	struct p11g_session *s;
+	CK_SLOT_ID slot = 0;
+	CK_RV rv;
+
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pMechanism && private_key_policy(hSession, hKey, &kid, &pol, &slot) &&
+	    pol.guard != P11G_UNGUARDED) {
+		refuse_path("message signing with", &kid, &pol,
+		            "3.0 message signing bypasses approvals; use C_Sign");
+		return CKR_KEY_FUNCTION_NOT_PERMITTED;
+	}
+	rv = R.C_MessageSignInit(hSession, pMechanism, hKey);
+	if (rv == CKR_OK && (s = session_for(hSession, slot))) {
+		s->msgsign_ok = pMechanism != NULL;
+		p11g_session_put(s);
+	}
+	return rv;
+}
+
+/* The message-signing calls run only after our C_MessageSignInit let the
+ * key through. */
+static CK_RV msgsign_allowed(CK_SESSION_HANDLE hSession)
+{
+	struct p11g_session *s = p11g_session_get(hSession);
+	bool ok = s && s->msgsign_ok;
+
+	p11g_session_put(s);
+	return ok ? CKR_OK : CKR_OPERATION_NOT_INITIALIZED;
+}
+
+CK_RV hook_C_SignMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                         CK_ULONG ulParameterLen, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                         CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if ((rv = msgsign_allowed(hSession)) != CKR_OK)
+		return rv;
+	return R.C_SignMessage(hSession, pParameter, ulParameterLen, pData, ulDataLen, pSignature,
+	                       pulSignatureLen);
+}
+
+CK_RV hook_C_SignMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                              CK_ULONG ulParameterLen)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if ((rv = msgsign_allowed(hSession)) != CKR_OK)
+		return rv;
+	return R.C_SignMessageBegin(hSession, pParameter, ulParameterLen);
+}
+
+CK_RV hook_C_SignMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
+                             CK_ULONG ulParameterLen, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
+                             CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if ((rv = msgsign_allowed(hSession)) != CKR_OK)
+		return rv;
+	return R.C_SignMessageNext(hSession, pParameter, ulParameterLen, pData, ulDataLen,
+	                           pSignature, pulSignatureLen);
+}
+
+CK_RV hook_C_MessageSignFinal(CK_SESSION_HANDLE hSession)
+{
+	P11G_ENTER();
+	struct p11g_session *s;
+	CK_RV rv;
+
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	rv = R.C_MessageSignFinal(hSession);
+	if (rv == CKR_OK && (s = p11g_session_get(hSession))) {
+		s->msgsign_ok = false;
+		p11g_session_put(s);
+	}
+	return rv;
+}

@@ -1,0 +1,198 @@
+/* Internal interfaces of p11gate.so: state, hooks, sessions, digests, approvald client, config. */
+#ifndef P11GATE_MODULE_H
+#define P11GATE_MODULE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <sys/un.h>
+
+#include <openssl/evp.h>
+
+#include "module/slots.h"
+#include "p11gate/common.h"
+#include "p11gate/keyid.h"
+#include "p11gate/mech.h"
+
+/* ---- configuration (config.c) -------------------------------------------- */
+
+#define P11G_DEFAULT_CONF "/etc/p11gate/p11gate.conf"
+#define P11G_WAIT_MAX     86400 /* what approvald's "wait" accepts */
+
+struct p11g_config {
+	char module[PATH_MAX];
+	char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	unsigned wait;         /* seconds to wait for an on-demand approval; 0: do not ask */
+	char source[PATH_MAX]; /* the file read, for messages ("" when none) */
+};
+
+/*
+ * Parses `key = value` lines (module, socket, wait; '#' comments).  name is
+ * used in messages.  On error returns -1 and writes "NAME:LINE: reason" into
+ * err; cfg keeps whatever was set before the bad line.
+ */
+int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,
+                      char *err, size_t errsize);
+
+/*
+ * The whole configuration: defaults, then $P11GATE_CONF (or the default
+ * file), then $P11GATE_MODULE, $P11GATE_SOCKET, $P11GATE_WAIT.  The default
+ * file may be missing when $P11GATE_MODULE names the module.  -1 with one
+ * line in err (file and line where there is one).
+ */
+int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize);
+
+/* ---- module state (p11gate.c) -------------------------------------------- */
+
+struct p11g_module {
+	/* The real module's entry points, never NULL: what it lacks (the 3.0
+	 * functions of a 2.x module) answers CKR_FUNCTION_NOT_SUPPORTED. */
+	CK_FUNCTION_LIST_3_0 real;
+	bool real_3_0; /* the real module gave us a 3.x interface */
+	struct p11g_config cfg;
+};
+
+/* Read-only between C_Initialize and C_Finalize; hooks read it between
+ * p11g_enter() and p11g_leave(). */
+extern struct p11g_module p11g_m;
+
+/* CKR_OK and a read lock on the module state, or CKR_CRYPTOKI_NOT_INITIALIZED
+ * (never initialised, finalised, or a forked child that has not called
+ * C_Initialize). */
+CK_RV p11g_enter(void);
+void p11g_leave(void);
+static inline void p11g_leavep(int *entered)
+{
+	if (*entered)
+		p11g_leave();
+}
+/* First statement of a hook: leaves on every return path. */
+#define P11G_ENTER()                                                                               \
+	CK_RV p11g_enter_rv_ = p11g_enter();                                                       \
+	if (p11g_enter_rv_ != CKR_OK)                                                              \
+		return p11g_enter_rv_;                                                             \
+	__attribute__((cleanup(p11g_leavep))) int p11g_entered_ = 1;                               \
+	(void)p11g_entered_
+
+/* Every HOOK slot's implementation. */
+#define P11G_DECLARE_HOOK_HOOK(name, params) CK_RV hook_##name params;
+#define P11G_DECLARE_HOOK_FORWARD(name, params)
+#define P11G_DECLARE_HOOK_DENY(name, params)
+#define P11G_DECLARE_HOOK(name, kind, version, params, args) P11G_DECLARE_HOOK_##kind(name, params)
+P11G_SLOTS(P11G_DECLARE_HOOK)
+
+/* One line on stderr and in syslog (LOG_AUTH): refusals, always. */
+__attribute__((format(printf, 1, 2))) void p11g_refusal(const char *fmt, ...);
+/* One line on stderr: configuration and loading errors. */
+__attribute__((format(printf, 1, 2))) void p11g_complain(const char *fmt, ...);
+/* One line on stderr, only with P11GATE_DEBUG=1.  Never PINs or data. */
+#define p11g_trace(...) p11g_debug(__VA_ARGS__)
+
+/* ---- digests (digest.c) -------------------------------------------------- */
+
+/* What a use is bound to: "sha256:<hex>", and whether approvald must treat
+ * the input as raw (not a digest of known length or DigestInfo). */
+struct p11g_use_digest {
+	char text[8 + 1 + 2 * EVP_MAX_MD_SIZE + 1];
+	bool raw;
+};
+
+/* Bytes of input kept for PREHASHED and RSA_PKCS: enough for any digest or
+ * DigestInfo; longer input is raw anyway. */
+#define P11G_DIGEST_KEEP 128
+
+struct p11g_digest_ctx {
+	const struct p11g_mech_info *mech;
+	EVP_MD_CTX *md; /* HASH_SIGN: the mechanism's hash; else SHA-256 over all input */
+	unsigned char keep[P11G_DIGEST_KEEP];
+	size_t kept;
+	bool overflow; /* more than P11G_DIGEST_KEEP bytes seen */
+};
+
+/* 0, or -1 when OpenSSL lacks the hash (or memory). */
+int p11g_digest_init(struct p11g_digest_ctx *ctx, const struct p11g_mech_info *mech);
+int p11g_digest_update(struct p11g_digest_ctx *ctx, const unsigned char *data, size_t len);
+/* Once per init. */
+int p11g_digest_final(struct p11g_digest_ctx *ctx, struct p11g_use_digest *ret);
+void p11g_digest_free(struct p11g_digest_ctx *ctx);
+/* init + update + final + free. */
+int p11g_digest_oneshot(const struct p11g_mech_info *mech, const unsigned char *data, size_t len,
+                        struct p11g_use_digest *ret);
+/* The hash a DER DigestInfo names ("sha256") and where its hash starts, or
+ * NULL when data is not a DigestInfo of sha1/224/256/384/512. */
+const char *p11g_digestinfo_parse(const unsigned char *data, size_t len, size_t *ret_offset);
+
+/* ---- sessions (sessions.c) ----------------------------------------------- */
+
+/* A guarded (or not yet known) signing operation the real module has active. */
+struct p11g_sign_op {
+	bool active;
+	bool key_known; /* false: approvald was not reachable at C_SignInit */
+	struct p11g_keyid key;
+	CK_MECHANISM_TYPE mechanism;
+	const struct p11g_mech_info *mech;
+	struct p11g_digest_ctx dctx;
+	bool multipart; /* C_SignUpdate was called */
+	bool final_done;
+	struct p11g_use_digest final_digest; /* after C_SignFinal computed it */
+	/* A use approvald granted whose signature the caller has not taken yet
+	 * (the real module said CKR_BUFFER_TOO_SMALL after all). */
+	bool granted;
+	struct p11g_use_digest granted_digest;
+};
+
+struct p11g_session {
+	CK_SESSION_HANDLE handle;
+	CK_SLOT_ID slot;
+	pthread_mutex_t lock; /* held by p11g_session_get() .. p11g_session_put() */
+	unsigned refs;        /* table's reference plus one per get */
+	bool removed;
+	struct p11g_sign_op sign;
+	bool recover_ok; /* C_SignRecoverInit went through the gate */
+	bool msgsign_ok; /* C_MessageSignInit went through the gate */
+	struct p11g_session *next;
+};
+
+void p11g_sessions_init(void);
+/* Drops every session (C_Finalize). */
+void p11g_sessions_clear(void);
+/* In a forked child: forgets everything without touching locks the parent's
+ * threads may have held. */
+void p11g_sessions_reset_after_fork(void);
+/* 0 or -ENOMEM; an existing entry for h is replaced. */
+int p11g_session_add(CK_SESSION_HANDLE h, CK_SLOT_ID slot);
+void p11g_session_remove(CK_SESSION_HANDLE h);
+void p11g_session_remove_slot(CK_SLOT_ID slot);
+/* The session, locked and referenced, or NULL. */
+struct p11g_session *p11g_session_get(CK_SESSION_HANDLE h);
+void p11g_session_put(struct p11g_session *s);
+/* Ends the bookkeeping of a sign operation (frees the digest state). */
+void p11g_sign_op_clear(struct p11g_sign_op *op);
+size_t p11g_sessions_count(void);
+
+/* ---- approvald (client.c) ------------------------------------------------- */
+
+enum p11g_guard { P11G_UNGUARDED, P11G_GUARDED, P11G_GUARD_UNKNOWN };
+
+struct p11g_key_policy {
+	enum p11g_guard guard;
+	bool allow_raw;
+	p11g_err err; /* why UNKNOWN */
+};
+
+#define P11G_KEY_CACHE_US 1000000 /* a policy reload shows within a second */
+
+void p11g_client_init(void);
+void p11g_client_reset_after_fork(void);
+void p11g_client_cache_clear(void);
+/* The "key" verb, cached per key identity for less than a second. */
+void p11g_client_key(const struct p11g_keyid *k, struct p11g_key_policy *ret);
+/*
+ * One use of k: "use", and when refused with no_operation and wait_s > 0 the
+ * on-demand request, the wait and the use of the approved operation.  0 when
+ * granted; -1 with err (code and approvald's sentence) when refused or when
+ * approvald cannot be asked.
+ */
+int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
+                          const struct p11g_use_digest *d, unsigned wait_s, p11g_err *err);
+
+#endif
