@@ -1,0 +1,496 @@
+/* PKCS#11 keys by URI: dlopen a module, find one key, log in, sign in cosign's formats, export the
+ * public key. */
+#include <dlfcn.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+#include <openssl/sha.h>
+
+#include "p11.h"
+#include "sigcrypto.h"
+
+#ifndef OCISIGN_DEFAULT_MODULE
+#define OCISIGN_DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/pkcs11/p11gate.so"
+#endif
+
+#define PIN_MAX 256
+
+struct oci_key {
+	void *dl;
+	CK_FUNCTION_LIST *f;
+	bool initialized;
+	CK_SESSION_HANDLE session;
+	bool have_session;
+	CK_OBJECT_HANDLE obj;
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE type;
+	char uri[2048]; /* for messages, without the query */
+	char module[1024];
+};
+
+const char *oci_ckr_name(unsigned long rv)
+{
+	static const struct {
+		unsigned long rv;
+		const char *name;
+	} names[] = {
+	    {CKR_OK, "CKR_OK"},
+	    {CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"},
+	    {CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED"},
+	    {CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD"},
+	    {CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"},
+	    {CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"},
+	    {CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR"},
+	    {CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED"},
+	    {CKR_FUNCTION_REJECTED, "CKR_FUNCTION_REJECTED"},
+	    {CKR_KEY_FUNCTION_NOT_PERMITTED, "CKR_KEY_FUNCTION_NOT_PERMITTED"},
+	    {CKR_KEY_TYPE_INCONSISTENT, "CKR_KEY_TYPE_INCONSISTENT"},
+	    {CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"},
+	    {CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE"},
+	    {CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT"},
+	    {CKR_PIN_LOCKED, "CKR_PIN_LOCKED"},
+	    {CKR_PIN_LEN_RANGE, "CKR_PIN_LEN_RANGE"},
+	    {CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID"},
+	    {CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT"},
+	    {CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"},
+	    {CKR_USER_ALREADY_LOGGED_IN, "CKR_USER_ALREADY_LOGGED_IN"},
+	    {CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL"},
+	    {CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED"},
+	    {CKR_CRYPTOKI_ALREADY_INITIALIZED, "CKR_CRYPTOKI_ALREADY_INITIALIZED"},
+	    {CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE"},
+	    {CKR_HOST_MEMORY, "CKR_HOST_MEMORY"},
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(names); i++)
+		if (names[i].rv == rv)
+			return names[i].name;
+	return "CKR_0x?";
+}
+
+static int ckr_fail(oci_err *err, const char *what, CK_RV rv)
+{
+	const char *name = oci_ckr_name(rv);
+	if (!strcmp(name, "CKR_0x?"))
+		return oci_fail(err, "%s failed (CKR 0x%lx)", what, (unsigned long)rv);
+	return oci_fail(err, "%s failed (%s)", what, name);
+}
+
+/* Copies the part of a key URI before its query into out. */
+static int uri_without_query(const char *uri, char *out, size_t outlen)
+{
+	size_t n = strcspn(uri, "?");
+	if (n >= outlen)
+		return -1;
+	memcpy(out, uri, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int oci_key_request_uri(const char *uri, char **ret, oci_err *err)
+{
+	char buf[2048];
+	if (strncmp(uri, "pkcs11:", 7) || uri_without_query(uri, buf, sizeof(buf)) < 0)
+		return oci_fail(err,
+		                "bad key URI: expected pkcs11:token=...;object=... (RFC 7512)");
+	*ret = strdup(buf);
+	return *ret ? 0 : oci_fail(err, "out of memory");
+}
+
+static P11KitUri *parse_uri(const char *uri, oci_err *err)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	if (!u) {
+		oci_fail(err, "out of memory");
+		return NULL;
+	}
+	if (strncmp(uri, "pkcs11:", 7)) {
+		oci_fail(err,
+		         "bad key URI \"%.100s\": expected pkcs11:token=...;object=... (RFC 7512)",
+		         uri);
+		goto fail;
+	}
+	int r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE, u);
+	if (r != P11_KIT_URI_OK) {
+		char shown[2048];
+		uri_without_query(uri, shown, sizeof(shown));
+		oci_fail(err, "bad key URI \"%s\": %s", shown, p11_kit_uri_message(r));
+		goto fail;
+	}
+	return u;
+fail:
+	p11_kit_uri_free(u);
+	return NULL;
+}
+
+const char *oci_key_module_path(const struct oci_key_opts *o, oci_err *err)
+{
+	static char path[1024];
+	if (o->module)
+		return o->module;
+	P11KitUri *u = parse_uri(o->uri, err);
+	if (!u)
+		return NULL;
+	const char *mp = p11_kit_uri_get_module_path(u);
+	const char *mn = p11_kit_uri_get_module_name(u);
+	const char *env = getenv("OCISIGN_MODULE");
+	const char *res = OCISIGN_DEFAULT_MODULE;
+	if (mp)
+		res = mp;
+	else if (mn) {
+		oci_fail(err,
+		         "the key URI names module-name=%s; give module-path= or --module instead",
+		         mn);
+		p11_kit_uri_free(u);
+		return NULL;
+	} else if (env && *env)
+		res = env;
+	snprintf(path, sizeof(path), "%s", res);
+	p11_kit_uri_free(u);
+	return path;
+}
+
+/* The PIN: the URI's pin-value, else --pin-file (first line), else $PKCS11_PIN. */
+static int get_pin(const struct oci_key_opts *o, P11KitUri *u, char *pin, size_t pinlen,
+                   bool *ret_have, oci_err *err)
+{
+	const char *pv = p11_kit_uri_get_pin_value(u);
+	const char *env = getenv("PKCS11_PIN");
+	*ret_have = false;
+	if (pv) {
+		if (strlen(pv) >= pinlen)
+			return oci_fail(err, "the URI's pin-value is too long");
+		snprintf(pin, pinlen, "%s", pv);
+		*ret_have = true;
+	} else if (o->pin_file) {
+		struct oci_buf b;
+		if (oci_read_file(o->pin_file, PIN_MAX, &b, "PIN file", err) < 0)
+			return -1;
+		size_t n = strcspn((const char *)b.data, "\r\n");
+		memcpy(pin, b.data, n < pinlen - 1 ? n : pinlen - 1);
+		pin[n < pinlen - 1 ? n : pinlen - 1] = '\0';
+		explicit_bzero(b.data, b.len);
+		oci_buf_free(&b);
+		*ret_have = true;
+	} else if (env) {
+		if (strlen(env) >= pinlen)
+			return oci_fail(err, "PKCS11_PIN is too long");
+		snprintf(pin, pinlen, "%s", env);
+		*ret_have = true;
+	}
+	return 0;
+}
+
+static int find_objects(struct oci_key *k, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                        CK_OBJECT_HANDLE *found, CK_ULONG max, CK_ULONG *ret_count, oci_err *err)
+{
+	CK_RV rv = k->f->C_FindObjectsInit(s, tmpl, n);
+	if (rv != CKR_OK)
+		return ckr_fail(err, "C_FindObjectsInit", rv);
+	rv = k->f->C_FindObjects(s, found, max, ret_count);
+	k->f->C_FindObjectsFinal(s);
+	if (rv != CKR_OK)
+		return ckr_fail(err, "C_FindObjects", rv);
+	return 0;
+}
+
+/* Template of CKA_CLASS plus the URI's CKA_LABEL / CKA_ID. */
+static CK_ULONG key_template(P11KitUri *u, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *t)
+{
+	CK_ULONG n = 0;
+	CK_ATTRIBUTE *a;
+	t[n++] = (CK_ATTRIBUTE){CKA_CLASS, cls, sizeof(*cls)};
+	if ((a = p11_kit_uri_get_attribute(u, CKA_LABEL)))
+		t[n++] = *a;
+	if ((a = p11_kit_uri_get_attribute(u, CKA_ID)))
+		t[n++] = *a;
+	return n;
+}
+
+int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key **ret, oci_err *err)
+{
+	struct oci_key *k = calloc(1, sizeof(*k));
+	P11KitUri *u = NULL;
+	CK_SLOT_ID *slots = NULL;
+	char pin[PIN_MAX];
+	bool have_pin = false;
+	int res = -1;
+	CK_RV rv;
+
+	if (!k)
+		return oci_fail(err, "out of memory");
+	if (!(u = parse_uri(o->uri, err)))
+		goto out;
+	uri_without_query(o->uri, k->uri, sizeof(k->uri));
+	CK_ATTRIBUTE *cattr = p11_kit_uri_get_attribute(u, CKA_CLASS);
+	if (cattr && cattr->ulValueLen == sizeof(CK_OBJECT_CLASS) &&
+	    *(CK_OBJECT_CLASS *)cattr->pValue != CKO_PRIVATE_KEY &&
+	    *(CK_OBJECT_CLASS *)cattr->pValue != CKO_PUBLIC_KEY) {
+		oci_fail(err, "key URI %s: type= must be private (or public for pubkey)", k->uri);
+		goto out;
+	}
+	if (!p11_kit_uri_get_attribute(u, CKA_LABEL) && !p11_kit_uri_get_attribute(u, CKA_ID)) {
+		oci_fail(err, "key URI %s names no key: add object=LABEL or id=%%HEX", k->uri);
+		goto out;
+	}
+	if (get_pin(o, u, pin, sizeof(pin), &have_pin, err) < 0)
+		goto out;
+	const char *mod = oci_key_module_path(o, err);
+	if (!mod)
+		goto out;
+	snprintf(k->module, sizeof(k->module), "%s", mod);
+	k->dl = dlopen(k->module, RTLD_NOW | RTLD_LOCAL);
+	if (!k->dl) {
+		oci_fail(err, "cannot load PKCS#11 module %s: %s", k->module, dlerror());
+		goto out;
+	}
+	CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(k->dl, "C_GetFunctionList");
+	if (!gfl || gfl(&k->f) != CKR_OK || !k->f) {
+		oci_fail(err, "%s is not a PKCS#11 module (no C_GetFunctionList)", k->module);
+		goto out;
+	}
+	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+	rv = k->f->C_Initialize(&args);
+	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		ckr_fail(err, "C_Initialize of the PKCS#11 module", rv);
+		goto out;
+	}
+	k->initialized = rv == CKR_OK;
+
+	CK_ULONG nslots = 0;
+	if ((rv = k->f->C_GetSlotList(CK_TRUE, NULL, &nslots)) != CKR_OK) {
+		ckr_fail(err, "C_GetSlotList", rv);
+		goto out;
+	}
+	slots = calloc(nslots ? nslots : 1, sizeof(*slots));
+	if (!slots || (rv = k->f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
+		ckr_fail(err, "C_GetSlotList", slots ? rv : CKR_HOST_MEMORY);
+		goto out;
+	}
+	CK_SLOT_ID want_slot = p11_kit_uri_get_slot_id(u);
+	unsigned matches = 0, tokens = 0;
+	bool pin_would_help = false;
+	/* The private key for signing; for pubkey the public key, else the private one's
+	 * attributes. */
+	CK_OBJECT_CLASS classes[2] = {for_signing ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY,
+	                              CKO_PRIVATE_KEY};
+	for (int pass = 0; pass < (for_signing ? 1 : 2) && matches == 0; pass++) {
+		for (CK_ULONG i = 0; i < nslots; i++) {
+			CK_TOKEN_INFO ti;
+			CK_SESSION_HANDLE s;
+			if (want_slot != (CK_SLOT_ID)-1 && slots[i] != want_slot)
+				continue;
+			if (k->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+			    !p11_kit_uri_match_token_info(u, &ti))
+				continue;
+			tokens++;
+			rv = k->f->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &s);
+			if (rv != CKR_OK) {
+				ckr_fail(err, "C_OpenSession", rv);
+				goto out;
+			}
+			bool need_login = (ti.flags & CKF_LOGIN_REQUIRED) &&
+			                  (for_signing || classes[pass] == CKO_PRIVATE_KEY);
+			if (need_login && !have_pin) {
+				k->f->C_CloseSession(s);
+				if (!for_signing) {
+					pin_would_help = true; /* the private half needs a login */
+					continue;
+				}
+				char label[33];
+				size_t ll = sizeof(ti.label);
+				while (ll && ti.label[ll - 1] == ' ')
+					ll--;
+				memcpy(label, ti.label, ll);
+				label[ll] = '\0';
+				oci_fail(err,
+				         "token \"%s\" needs a PIN: pin-value= in the key URI, "
+				         "--pin-file FILE or PKCS11_PIN",
+				         label);
+				goto out;
+			}
+			if (need_login) {
+				rv = k->f->C_Login(s, CKU_USER, (CK_UTF8CHAR *)pin, strlen(pin));
+				if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+					k->f->C_CloseSession(s);
+					ckr_fail(err, "logging in to the token", rv);
+					goto out;
+				}
+			}
+			CK_ATTRIBUTE t[3];
+			CK_OBJECT_HANDLE found[2];
+			CK_ULONG nfound = 0;
+			CK_ULONG nt = key_template(u, &classes[pass], t);
+			if (find_objects(k, s, t, nt, found, 2, &nfound, err) < 0) {
+				k->f->C_CloseSession(s);
+				goto out;
+			}
+			matches += (unsigned)nfound;
+			if (nfound == 1 && !k->have_session) {
+				k->session = s;
+				k->have_session = true;
+				k->obj = found[0];
+				k->cls = classes[pass];
+			} else {
+				k->f->C_CloseSession(s);
+			}
+		}
+	}
+	if (tokens == 0) {
+		oci_fail(err, "no token of %s matches %s", k->module, k->uri);
+		goto out;
+	}
+	if (matches == 0) {
+		oci_fail(err, "no %s key matches %s in %s%s", for_signing ? "private" : "public",
+		         k->uri, k->module,
+		         pin_would_help ? " (give the PIN to read it from the private key)" : "");
+		goto out;
+	}
+	if (matches > 1) {
+		oci_fail(err,
+		         "%u keys match %s: narrow the URI with token=, object= or id=", matches,
+		         k->uri);
+		goto out;
+	}
+	CK_ATTRIBUTE ta = {CKA_KEY_TYPE, &k->type, sizeof(k->type)};
+	if ((rv = k->f->C_GetAttributeValue(k->session, k->obj, &ta, 1)) != CKR_OK) {
+		ckr_fail(err, "reading the key type", rv);
+		goto out;
+	}
+	if (k->type != CKK_EC && k->type != CKK_RSA && k->type != CKK_EC_EDWARDS) {
+		oci_fail(err,
+		         "key %s is of type 0x%lx: ocisign signs with EC, RSA and Ed25519 keys",
+		         k->uri, (unsigned long)k->type);
+		goto out;
+	}
+	*ret = k;
+	k = NULL;
+	res = 0;
+out:
+	explicit_bzero(pin, sizeof(pin));
+	free(slots);
+	if (u)
+		p11_kit_uri_free(u);
+	oci_key_close(k);
+	return res;
+}
+
+void oci_key_close(struct oci_key *k)
+{
+	if (!k)
+		return;
+	if (k->have_session)
+		k->f->C_CloseSession(k->session);
+	if (k->initialized)
+		k->f->C_Finalize(NULL);
+	/* Modules often leave threads or atexit handlers behind; unloading them is not safe. */
+	free(k);
+}
+
+int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char **ret,
+                 size_t *ret_len, oci_err *err)
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	CK_MECHANISM mech = {0, NULL, 0};
+	const void *in = data;
+	size_t inlen = len;
+	CK_ULONG siglen = 0;
+	unsigned char *sig = NULL;
+	CK_RV rv;
+
+	if (k->type == CKK_EC) {
+		/* CKM_ECDSA takes the hash: approvald pins the same SHA-256 of the payload. */
+		SHA256(data, len, md);
+		mech.mechanism = CKM_ECDSA;
+		in = md;
+		inlen = sizeof(md);
+	} else if (k->type == CKK_RSA) {
+		mech.mechanism = CKM_SHA256_RSA_PKCS;
+	} else {
+		mech.mechanism = CKM_EDDSA;
+	}
+	if ((rv = k->f->C_SignInit(k->session, &mech, k->obj)) != CKR_OK)
+		return ckr_fail(err, "C_SignInit", rv);
+	rv = k->f->C_Sign(k->session, (CK_BYTE *)in, inlen, NULL, &siglen);
+	if (rv == CKR_OK && (siglen == 0 || siglen > 16384))
+		rv = CKR_GENERAL_ERROR;
+	if (rv == CKR_OK && !(sig = malloc(siglen)))
+		rv = CKR_HOST_MEMORY;
+	if (rv == CKR_OK)
+		rv = k->f->C_Sign(k->session, (CK_BYTE *)in, inlen, sig, &siglen);
+	if (rv != CKR_OK) {
+		free(sig);
+		if (rv == CKR_FUNCTION_REJECTED)
+			return oci_fail(
+			    err,
+			    "the PKCS#11 module refused to sign with %s (CKR_FUNCTION_REJECTED): "
+			    "approval needed; file a request with --request",
+			    k->uri);
+		/* a failed C_Sign ends the operation; nothing to clean up */
+		return ckr_fail(err, "signing (C_Sign)", rv);
+	}
+	if (k->type == CKK_EC) {
+		unsigned char *der;
+		size_t dlen;
+		if (oci_ecdsa_raw_to_der(sig, siglen, &der, &dlen) < 0) {
+			free(sig);
+			return oci_fail(err,
+			                "the token returned a %lu-byte ECDSA signature, not r||s",
+			                (unsigned long)siglen);
+		}
+		free(sig);
+		*ret = der;
+		*ret_len = dlen;
+		return 0;
+	}
+	*ret = sig;
+	*ret_len = siglen;
+	return 0;
+}
+
+/* Reads one attribute into a malloc'd buffer (at most 16 KiB). */
+static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **ret, size_t *ret_len)
+{
+	CK_ATTRIBUTE a = {type, NULL, 0};
+	if (k->f->C_GetAttributeValue(k->session, k->obj, &a, 1) != CKR_OK ||
+	    a.ulValueLen == (CK_ULONG)-1 || a.ulValueLen == 0 || a.ulValueLen > 16384)
+		return -1;
+	if (!(a.pValue = malloc(a.ulValueLen)))
+		return -1;
+	if (k->f->C_GetAttributeValue(k->session, k->obj, &a, 1) != CKR_OK) {
+		free(a.pValue);
+		return -1;
+	}
+	*ret = a.pValue;
+	*ret_len = a.ulValueLen;
+	return 0;
+}
+
+int oci_key_public_pem(struct oci_key *k, char **ret, oci_err *err)
+{
+	unsigned char *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0;
+	EVP_PKEY *pk = NULL;
+	int res = -1;
+
+	if (k->type == CKK_RSA) {
+		if (get_attr(k, CKA_MODULUS, &a, &alen) < 0 ||
+		    get_attr(k, CKA_PUBLIC_EXPONENT, &b, &blen) < 0)
+			oci_fail(err, "cannot read the RSA modulus and exponent of %s", k->uri);
+		else
+			pk = oci_pkey_from_rsa(a, alen, b, blen, err);
+	} else {
+		if (get_attr(k, CKA_EC_PARAMS, &a, &alen) < 0 ||
+		    get_attr(k, CKA_EC_POINT, &b, &blen) < 0)
+			oci_fail(err, "cannot read CKA_EC_PARAMS and CKA_EC_POINT of %s%s", k->uri,
+			         k->cls == CKO_PRIVATE_KEY
+			             ? " (there is no public key object with its id or label)"
+			             : "");
+		else
+			pk = oci_pkey_from_ec(a, alen, b, blen, err);
+	}
+	if (pk)
+		res = oci_pkey_to_pem(pk, ret, err);
+	EVP_PKEY_free(pk);
+	free(a);
+	free(b);
+	return res;
+}

@@ -1,0 +1,42 @@
+/* ocisign's parsed command line, shared by option parsing and the verbs. */
+#ifndef OCISIGN_TOOL_CFG_H
+#define OCISIGN_TOOL_CFG_H
+
+#include "ocisign.h"
+#include "payload.h"
+
+#define OCI_DEFAULT_WAIT 3600 /* seconds sign --request waits for approval */
+
+enum oci_verb { OCI_GENERATE, OCI_SIGN, OCI_ATTACH, OCI_VERIFY, OCI_PUBKEY };
+
+struct oci_config {
+	enum oci_verb verb;
+	const char *verb_name;
+	const char *image;
+	const char *key;      /* sign, pubkey: PKCS#11 URI; verify: PEM file */
+	const char *module;   /* --module */
+	const char *pin_file; /* --pin-file */
+	bool request, recursive;
+	struct oci_annotation *ann;
+	size_t n_ann;
+	const char *payload_file, *signature_file;
+	const char *socket;
+	long wait_s;
+	/* registry */
+	const char *creds;
+	const char *ca_file;
+	bool insecure;
+};
+
+#define OCI_PARAM_RUN (-1)
+
+/* Parses argv after the program name.  Returns OCI_PARAM_RUN to run the
+ * verb, or an exit status (0 after printing help or the version,
+ * OCI_EXIT_USAGE after printing one error line). */
+int oci_getparam(int argc, char **argv, struct oci_config *cfg);
+void oci_config_free(struct oci_config *cfg);
+
+/* The verbs; each returns the exit status. */
+int oci_operate(struct oci_config *cfg);
+
+#endif

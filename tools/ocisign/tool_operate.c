@@ -1,0 +1,473 @@
+/* ocisign's verbs: generate, sign, attach, verify and pubkey, on top of the registry, key and
+ * approval parts. */
+#include <jansson.h>
+
+#include "p11gate/wire.h"
+
+#include "approval.h"
+#include "attach.h"
+#include "p11.h"
+#include "ref.h"
+#include "registry.h"
+#include "sigcrypto.h"
+#include "tool_cfg.h"
+
+#define MAX_CHILDREN 1024 /* manifests of one index that --recursive signs */
+
+static int fail(const oci_err *err)
+{
+	fprintf(stderr, "ocisign: %s\n", err->msg);
+	return OCI_EXIT_FAIL;
+}
+
+static struct oci_reg_opts reg_opts(const struct oci_config *cfg, bool push)
+{
+	return (struct oci_reg_opts){
+	    .creds = cfg->creds, .ca_file = cfg->ca_file, .insecure = cfg->insecure, .push = push};
+}
+
+static bool is_index(const char *mt)
+{
+	return !strcmp(mt, OCI_MT_OCI_INDEX) || !strcmp(mt, OCI_MT_DOCKER_LIST);
+}
+
+/* The manifest digest IMAGE names (asks the registry unless IMAGE has a
+ * digest and want_body is false). */
+static int resolve(struct oci_reg *r, const struct oci_ref *ref, bool want_body,
+                   struct oci_manifest *ret, oci_err *err)
+{
+	if (ref->digest[0] && !want_body) {
+		memset(ret, 0, sizeof(*ret));
+		memcpy(ret->digest, ref->digest, sizeof(ret->digest));
+		return 0;
+	}
+	return oci_reg_get_manifest(r, ref->digest[0] ? ref->digest : oci_ref_reference(ref), false,
+	                            ret, err);
+}
+
+static int write_all(FILE *f, const void *p, size_t n)
+{
+	return fwrite(p, 1, n, f) == n && fflush(f) == 0 ? 0 : -1;
+}
+
+static int do_generate(struct oci_config *cfg)
+{
+	struct oci_ref ref;
+	struct oci_reg *r = NULL;
+	struct oci_manifest m = {0};
+	char name[600], *payload = NULL;
+	size_t plen;
+	oci_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0)
+		return fail(&err);
+	struct oci_reg_opts o = reg_opts(cfg, false);
+	/* cosign does not ask the registry about an image given by digest */
+	if (!ref.digest[0] && oci_reg_open(&ref, &o, &r, &err) < 0)
+		return fail(&err);
+	oci_ref_name(&ref, name, sizeof(name));
+	if (resolve(r, &ref, false, &m, &err) < 0 ||
+	    oci_payload_build(name, m.digest, cfg->ann, cfg->n_ann, &payload, &plen, &err) < 0) {
+		fail(&err);
+		goto out;
+	}
+	if (write_all(stdout, payload, plen) < 0) {
+		fprintf(stderr, "ocisign: cannot write the payload: %s\n", strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	free(payload);
+	oci_manifest_free(&m);
+	oci_reg_close(r);
+	return rc;
+}
+
+/* The digests sign covers: the image, and with --recursive an index's children. */
+static int sign_targets(const struct oci_config *cfg, const struct oci_manifest *m,
+                        char (**ret)[OCI_DIGEST_LEN + 1], size_t *ret_n, oci_err *err)
+{
+	json_t *root = NULL;
+	size_t n = 1, i;
+	json_t *children = NULL, *c;
+
+	if (cfg->recursive && is_index(m->media_type)) {
+		root = json_loadb((const char *)m->body.data, m->body.len, 0, NULL);
+		children = json_object_get(root, "manifests");
+		if (!json_is_array(children)) {
+			json_decref(root);
+			return oci_fail(err, "the index %s has no \"manifests\" list", m->digest);
+		}
+		if (json_array_size(children) > MAX_CHILDREN) {
+			json_decref(root);
+			return oci_fail(err, "the index %s lists %zu manifests, more than %d",
+			                m->digest, json_array_size(children), MAX_CHILDREN);
+		}
+		n += json_array_size(children);
+	}
+	char(*t)[OCI_DIGEST_LEN + 1] = calloc(n, sizeof(*t));
+	if (!t) {
+		json_decref(root);
+		return oci_fail(err, "out of memory");
+	}
+	size_t k = 0;
+	memcpy(t[k++], m->digest, OCI_DIGEST_LEN + 1);
+	json_array_foreach(children, i, c)
+	{
+		const char *d = json_string_value(json_object_get(c, "digest"));
+		if (!d || !oci_digest_valid(d)) {
+			free(t);
+			json_decref(root);
+			return oci_fail(err, "manifest %zu of index %s has no sha256 digest", i,
+			                m->digest);
+		}
+		bool dup = false;
+		for (size_t j = 0; j < k; j++)
+			dup |= !strcmp(t[j], d);
+		if (!dup)
+			memcpy(t[k++], d, OCI_DIGEST_LEN + 1);
+	}
+	json_decref(root);
+	*ret = t;
+	*ret_n = k;
+	return 0;
+}
+
+static int do_sign(struct oci_config *cfg)
+{
+	struct oci_ref ref;
+	struct oci_reg *r = NULL;
+	struct oci_key *key = NULL;
+	struct oci_manifest m = {0};
+	char name[600], (*targets)[OCI_DIGEST_LEN + 1] = NULL;
+	char **payloads = NULL, **pdigests = NULL;
+	size_t *plens = NULL, n = 0;
+	char *req_uri = NULL;
+	oci_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
+	    oci_key_request_uri(cfg->key, &req_uri, &err) < 0)
+		return fail(&err);
+	if (cfg->request) {
+		const char *sock = p11g_wire_socket_path(cfg->socket);
+		/* The module asks the daemon we asked: same socket unless told otherwise. */
+		setenv("P11GATE_SOCKET", sock, 0);
+	}
+	/* Log in first: a wrong URI or PIN must not cost a registry round trip
+	 * or bother approvers. */
+	struct oci_key_opts ko = {
+	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
+	if (oci_key_open(&ko, true, &key, &err) < 0)
+		goto failed;
+	struct oci_reg_opts o = reg_opts(cfg, true);
+	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, true, &m, &err) < 0 ||
+	    sign_targets(cfg, &m, &targets, &n, &err) < 0)
+		goto failed;
+	oci_ref_name(&ref, name, sizeof(name));
+	payloads = calloc(n, sizeof(*payloads));
+	pdigests = calloc(n, sizeof(*pdigests));
+	plens = calloc(n, sizeof(*plens));
+	if (!payloads || !pdigests || !plens) {
+		oci_fail(&err, "out of memory");
+		goto failed;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (oci_payload_build(name, targets[i], cfg->ann, cfg->n_ann, &payloads[i],
+		                      &plens[i], &err) < 0)
+			goto failed;
+		if (!(pdigests[i] = malloc(OCI_DIGEST_LEN + 1))) {
+			oci_fail(&err, "out of memory");
+			goto failed;
+		}
+		oci_sha256_digest(payloads[i], plens[i], pdigests[i]);
+	}
+	if (cfg->request) {
+		char desc[900];
+		if (n > 1)
+			snprintf(desc, sizeof(desc),
+			         "ocisign: sign image %s@%s (%s) and the %zu manifests it lists",
+			         name, m.digest, oci_ref_reference(&ref), n - 1);
+		else
+			snprintf(desc, sizeof(desc), "ocisign: sign image %s@%s (%s)", name,
+			         m.digest, oci_ref_reference(&ref));
+		struct oci_approval a = {
+		    .socket = cfg->socket,
+		    .key_uri = req_uri,
+		    .registry = ref.registry,
+		    .repository = ref.repository,
+		    .reference = oci_ref_reference(&ref),
+		    .digest = m.digest,
+		    .payload_digests = (const char *const *)pdigests,
+		    .n_payloads = n,
+		    .description = desc,
+		    .timeout_s = cfg->wait_s,
+		};
+		if (oci_approval_get(&a, &err) < 0)
+			goto failed;
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char *sig = NULL;
+		size_t slen;
+		char *b64 = NULL, tag[80];
+		bool skipped = false;
+		if (oci_key_sign(key, payloads[i], plens[i], &sig, &slen, &err) < 0)
+			goto failed;
+		b64 = oci_b64_encode(sig, slen);
+		free(sig);
+		if (!b64) {
+			oci_fail(&err, "out of memory");
+			goto failed;
+		}
+		int a = oci_attach(r, targets[i], payloads[i], plens[i], b64, &skipped, &err);
+		free(b64);
+		if (a < 0)
+			goto failed;
+		oci_sig_tag(targets[i], tag);
+		printf("%s:%s\n", name, tag);
+		fflush(stdout);
+		if (skipped)
+			fprintf(stderr, "ocisign: %s@%s already carries this signature\n", name,
+			        targets[i]);
+	}
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	for (size_t i = 0; i < n; i++) {
+		if (payloads)
+			free(payloads[i]);
+		if (pdigests)
+			free(pdigests[i]);
+	}
+	free(payloads);
+	free(pdigests);
+	free(plens);
+	free(targets);
+	free(req_uri);
+	oci_key_close(key);
+	oci_manifest_free(&m);
+	oci_reg_close(r);
+	return rc;
+}
+
+/* Trims trailing white space (a signature file usually ends in a newline). */
+static size_t trimmed(const unsigned char *p, size_t n)
+{
+	while (n && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	return n;
+}
+
+static int do_attach(struct oci_config *cfg)
+{
+	struct oci_ref ref;
+	struct oci_reg *r = NULL;
+	struct oci_manifest m = {0};
+	_cleanup_buf_ struct oci_buf payload = {0};
+	_cleanup_buf_ struct oci_buf sigfile = {0};
+	char pdigest[OCI_DIGEST_LEN + 1], pref[600], name[600], tag[80];
+	unsigned char *raw = NULL;
+	size_t rawlen;
+	bool skipped = false;
+	oci_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
+	    oci_read_file(cfg->payload_file, OCI_BLOB_MAX, &payload, "payload", &err) < 0 ||
+	    oci_read_file(cfg->signature_file, 64 * 1024, &sigfile, "signature", &err) < 0)
+		return fail(&err);
+	size_t slen = trimmed(sigfile.data, sigfile.len);
+	if (slen == 0 || memchr(sigfile.data, '\0', slen) ||
+	    oci_b64_decode((const char *)sigfile.data, slen, &raw, &rawlen) < 0 || rawlen == 0) {
+		free(raw);
+		oci_fail(&err, "%s is not a base64 signature (as cosign attach signature takes it)",
+		         cfg->signature_file);
+		return fail(&err);
+	}
+	free(raw);
+	sigfile.data[slen] = '\0';
+	if (oci_payload_parse(payload.data, payload.len, pdigest, pref, sizeof(pref), &err) < 0) {
+		char why[sizeof(err.msg)];
+		memcpy(why, err.msg, sizeof(why));
+		oci_fail(&err, "%.300s: %.700s", cfg->payload_file, why);
+		return fail(&err);
+	}
+	struct oci_reg_opts o = reg_opts(cfg, true);
+	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, true, &m, &err) < 0)
+		goto failed;
+	if (strcmp(pdigest, m.digest)) {
+		oci_fail(&err, "the payload signs %s but %s is %s", pdigest, cfg->image, m.digest);
+		goto failed;
+	}
+	if (oci_attach(r, m.digest, payload.data, payload.len, (const char *)sigfile.data, &skipped,
+	               &err) < 0)
+		goto failed;
+	oci_ref_name(&ref, name, sizeof(name));
+	oci_sig_tag(m.digest, tag);
+	printf("%s:%s\n", name, tag);
+	if (skipped)
+		fprintf(stderr, "ocisign: %s@%s already carries this signature\n", name, m.digest);
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	oci_manifest_free(&m);
+	oci_reg_close(r);
+	return rc;
+}
+
+/* Checks one layer of the .sig manifest; 0 verified (payload in *ret), -1 with the reason. */
+static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
+                        const char *image_digest, struct oci_buf *ret, oci_err *err)
+{
+	const char *mt = json_string_value(json_object_get(layer, "mediaType"));
+	const char *d = json_string_value(json_object_get(layer, "digest"));
+	const char *sig = json_string_value(
+	    json_object_get(json_object_get(layer, "annotations"), OCI_ANN_SIGNATURE));
+	struct oci_buf payload = {0};
+	unsigned char *raw = NULL;
+	size_t rawlen;
+	char pdigest[OCI_DIGEST_LEN + 1], pref[600];
+
+	if (!mt || strcmp(mt, OCI_MT_SIMPLESIGNING))
+		return oci_fail(err, "not a simple-signing layer");
+	if (!d || !sig)
+		return oci_fail(err, "no digest or no signature annotation");
+	if (oci_b64_decode(sig, strlen(sig), &raw, &rawlen) < 0)
+		return oci_fail(err, "the signature annotation is not base64");
+	if (oci_reg_get_blob(r, d, OCI_BLOB_MAX, &payload, err) < 0) {
+		free(raw);
+		return -1;
+	}
+	int ok = oci_verify(pk, payload.data, payload.len, raw, rawlen);
+	free(raw);
+	if (!ok) {
+		oci_buf_free(&payload);
+		return oci_fail(err, "the signature does not verify with this key");
+	}
+	if (oci_payload_parse(payload.data, payload.len, pdigest, pref, sizeof(pref), err) < 0) {
+		oci_buf_free(&payload);
+		return -1;
+	}
+	if (strcmp(pdigest, image_digest)) {
+		oci_buf_free(&payload);
+		return oci_fail(err, "the payload signs %s, not this image", pdigest);
+	}
+	*ret = payload;
+	return 0;
+}
+
+static int do_verify(struct oci_config *cfg)
+{
+	struct oci_ref ref;
+	struct oci_reg *r = NULL;
+	struct oci_manifest m = {0}, sigm = {0};
+	EVP_PKEY *pk = NULL;
+	json_t *root = NULL, *layer;
+	char name[600], tag[80], first_reason[sizeof(((oci_err *)0)->msg) + 32] = "";
+	size_t i, verified = 0, checked = 0;
+	oci_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0 || !(pk = oci_pkey_load_pem(cfg->key, &err)))
+		return fail(&err);
+	struct oci_reg_opts o = reg_opts(cfg, false);
+	oci_ref_name(&ref, name, sizeof(name));
+	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, false, &m, &err) < 0)
+		goto failed;
+	oci_sig_tag(m.digest, tag);
+	int got = oci_reg_get_manifest(r, tag, true, &sigm, &err);
+	if (got < 0)
+		goto failed;
+	if (got == 1) {
+		oci_fail(&err, "no signatures found for %s@%s (no %s tag)", name, m.digest, tag);
+		goto failed;
+	}
+	root = json_loadb((const char *)sigm.body.data, sigm.body.len, 0, NULL);
+	const json_t *layers = json_object_get(root, "layers");
+	if (!json_is_array(layers)) {
+		oci_fail(&err, "%s:%s is not an image manifest with layers", name, tag);
+		goto failed;
+	}
+	json_array_foreach(layers, i, layer)
+	{
+		struct oci_buf payload = {0};
+		if (i >= OCI_SIG_LAYERS_MAX)
+			break;
+		checked++;
+		if (verify_layer(r, pk, layer, m.digest, &payload, &err) < 0) {
+			if (!first_reason[0])
+				snprintf(first_reason, sizeof(first_reason), "signature %zu: %s",
+				         i + 1, err.msg);
+			continue;
+		}
+		verified++;
+		if (write_all(stdout, payload.data, payload.len) < 0 ||
+		    write_all(stdout, "\n", 1) < 0) {
+			oci_buf_free(&payload);
+			oci_fail(&err, "cannot write to stdout: %s", strerror(errno));
+			goto failed;
+		}
+		oci_buf_free(&payload);
+	}
+	if (verified == 0) {
+		oci_fail(&err, "no signature of %s@%s verifies with %s (%zu checked%s%s)", name,
+		         m.digest, cfg->key, checked, first_reason[0] ? "; " : "", first_reason);
+		goto failed;
+	}
+	fprintf(stderr, "ocisign: %zu of %zu signatures of %s@%s verified with %s\n", verified,
+	        checked, name, m.digest, cfg->key);
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	json_decref(root);
+	EVP_PKEY_free(pk);
+	oci_manifest_free(&sigm);
+	oci_manifest_free(&m);
+	oci_reg_close(r);
+	return rc;
+}
+
+static int do_pubkey(struct oci_config *cfg)
+{
+	struct oci_key *key = NULL;
+	struct oci_key_opts ko = {
+	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
+	char *pem = NULL;
+	oci_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_key_open(&ko, false, &key, &err) < 0 || oci_key_public_pem(key, &pem, &err) < 0) {
+		fail(&err);
+	} else if (write_all(stdout, pem, strlen(pem)) < 0) {
+		fprintf(stderr, "ocisign: cannot write to stdout: %s\n", strerror(errno));
+	} else {
+		rc = 0;
+	}
+	free(pem);
+	oci_key_close(key);
+	return rc;
+}
+
+int oci_operate(struct oci_config *cfg)
+{
+	switch (cfg->verb) {
+	case OCI_GENERATE:
+		return do_generate(cfg);
+	case OCI_SIGN:
+		return do_sign(cfg);
+	case OCI_ATTACH:
+		return do_attach(cfg);
+	case OCI_VERIFY:
+		return do_verify(cfg);
+	case OCI_PUBKEY:
+		return do_pubkey(cfg);
+	}
+	return OCI_EXIT_USAGE;
+}
