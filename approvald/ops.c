@@ -7,21 +7,21 @@
 #include "p11gate/mech.h"
 #include "p11gate/wire.h"
 
-#define MAX_KEYS	16
-#define MAX_DIGESTS	64
-#define MAX_USES	1000000
-#define MAX_VALIDITY	(10LL * 365 * 86400)
-#define MAX_TEXT	1024
-#define MAX_CONTEXT	4096
-#define RECENT_ENDED	1024 /* ended operations looked at to explain a refusal */
-#define REPLY_BUDGET	(P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
+#define MAX_KEYS     16
+#define MAX_DIGESTS  64
+#define MAX_USES     1000000
+#define MAX_VALIDITY (10LL * 365 * 86400)
+#define MAX_TEXT     1024
+#define MAX_CONTEXT  4096
+#define RECENT_ENDED 1024                    /* ended operations looked at to explain a refusal */
+#define REPLY_BUDGET (P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
 
 static void rule_freep(struct p11g_rule **r)
 {
 	p11g_rule_free(*r);
 }
-#define _cleanup_json_	__attribute__((cleanup(json_decrefp)))
-#define _cleanup_rule_	__attribute__((cleanup(rule_freep)))
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+#define _cleanup_rule_ __attribute__((cleanup(rule_freep)))
 
 static const char *state_of(const json_t *op)
 {
@@ -42,7 +42,7 @@ static int64_t int_of(const json_t *obj, const char *name)
 static json_t *actor_json(const struct p11g_ident *id)
 {
 	return json_pack("{s:I, s:s, s:I}", "uid", (json_int_t)id->uid, "user", id->user, "pid",
-			 (json_int_t)id->pid);
+	                 (json_int_t)id->pid);
 }
 
 static void notify(struct p11g_ops *o, uint64_t id)
@@ -57,9 +57,9 @@ static const struct {
 	const char *alg;
 	size_t len;
 } digest_algs[] = {
-	{"sha1", 20},	  {"sha224", 28},   {"sha256", 32},   {"sha384", 48},
-	{"sha512", 64},	  {"sha3-224", 28}, {"sha3-256", 32}, {"sha3-384", 48},
-	{"sha3-512", 64},
+    {"sha1", 20},     {"sha224", 28},   {"sha256", 32},    {"sha384", 48},
+    {"sha512", 64},   {"sha3-224", 28}, {"sha3-256", 32},  {"sha3-384", 48},
+    {"sha3-512", 64}, {"md5", 16},      {"ripemd160", 20},
 };
 
 bool p11g_digest_normalise(const char *s, char *out, size_t outsz)
@@ -74,7 +74,8 @@ bool p11g_digest_normalise(const char *s, char *out, size_t outsz)
 		const char *hex = colon + 1;
 		size_t hlen = strlen(hex);
 		unsigned char bin[64];
-		if (hlen != 2 * digest_algs[i].len || p11g_hex_decode(hex, hlen, bin, sizeof(bin)) < 0)
+		if (hlen != 2 * digest_algs[i].len ||
+		    p11g_hex_decode(hex, hlen, bin, sizeof(bin)) < 0)
 			return false;
 		if (alen + 1 + hlen + 1 > outsz)
 			return false;
@@ -95,9 +96,9 @@ static struct p11g_rule *op_rule(const json_t *op, const char *name, p11g_err *e
 	struct p11g_rule *r = NULL;
 	const json_t *snap = json_object_get(json_object_get(op, "rules"), name);
 	if (!snap) {
-		p11g_err_set(err, P11G_E_INTERNAL, "operation %" JSON_INTEGER_FORMAT
-			     " has no snapshot of rule %s", json_integer_value(json_object_get(op, "id")),
-			     name);
+		p11g_err_set(err, P11G_E_INTERNAL,
+		             "operation %" JSON_INTEGER_FORMAT " has no snapshot of rule %s",
+		             json_integer_value(json_object_get(op, "id")), name);
 		return NULL;
 	}
 	if (p11g_rule_from_json(snap, &r, err) < 0)
@@ -137,7 +138,7 @@ static void free_idents(struct p11g_ident *v, size_t n)
  * nothing).  missing gets a sentence for the first rule that is not.
  */
 static int op_quorum(const json_t *op, bool *ret_met, char *missing, size_t missing_size,
-		     p11g_err *err)
+                     p11g_err *err)
 {
 	struct p11g_ident *apv = NULL, orderer = {0};
 	size_t n_apv = 0;
@@ -254,10 +255,11 @@ static json_t *op_public(const json_t *op)
 	json_t *snap;
 	json_object_foreach(json_object_get(op, "rules"), name, snap)
 	{
-		json_object_set_new(rules, name, json_pack("{s:O?, s:O?, s:O?}", "quorum",
-							   json_object_get(snap, "quorum"), "max_uses",
-							   json_object_get(snap, "max_uses"),
-							   "bind_digest", json_object_get(snap, "bind_digest")));
+		json_object_set_new(rules, name,
+		                    json_pack("{s:O?, s:O?, s:O?}", "quorum",
+		                              json_object_get(snap, "quorum"), "max_uses",
+		                              json_object_get(snap, "max_uses"), "bind_digest",
+		                              json_object_get(snap, "bind_digest")));
 	}
 	json_object_set_new(pub, "rules", rules);
 	json_object_del(json_object_get(pub, "orderer"), "groups");
@@ -277,7 +279,7 @@ static json_t *op_public(const json_t *op)
 /* Appends one audit record: event, actor, operation id and extra members
  * (stolen).  */
 static int audit(p11g_txn *t, const char *event, const struct p11g_ident *actor, uint64_t id,
-		 json_t *extra, p11g_err *err)
+                 json_t *extra, p11g_err *err)
 {
 	_cleanup_json_ json_t *rec = extra ? extra : json_object();
 	json_object_set_new(rec, "event", json_string(event));
@@ -303,7 +305,7 @@ static json_t *op_keys_uris(const json_t *op)
 	json_t *uris = json_array(), *k;
 	size_t i;
 	json_array_foreach(json_object_get(op, "keys"), i, k)
-		json_array_append(uris, json_object_get(k, "uri"));
+	    json_array_append(uris, json_object_get(k, "uri"));
 	return uris;
 }
 
@@ -316,7 +318,7 @@ struct txn_ctx {
 	uint64_t id;
 	const char *reason;
 	const struct p11g_use_args *use;
-	json_t *result;	  /* replaced on every run of the body */
+	json_t *result;   /* replaced on every run of the body */
 	uint64_t changed; /* id to notify after commit */
 	/* use: a refusal is committed (its audit record) and then reported */
 	bool refused;
@@ -361,7 +363,8 @@ static int count_pending(uint64_t id, json_t *op, void *arg)
 {
 	struct count_ctx *x = arg;
 	(void)id;
-	if (!strcmp(state_of(op), "pending") && int_of(json_object_get(op, "orderer"), "uid") == (int64_t)x->uid)
+	if (!strcmp(state_of(op), "pending") &&
+	    int_of(json_object_get(op, "orderer"), "uid") == (int64_t)x->uid)
 		x->n++;
 	return 0;
 }
@@ -371,7 +374,8 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct txn_ctx *c = arg;
 	struct p11g_ops *o = c->o;
 	const json_t *args = c->args, *keys = json_object_get(args, "keys"), *k;
-	_cleanup_json_ json_t *op_keys = json_array(), *rules = json_object(), *digests = json_array();
+	_cleanup_json_ json_t *op_keys = json_array(), *rules = json_object(),
+	                      *digests = json_array();
 	int64_t now = p11g_now();
 	bool needs_digest = false, auto_all = true;
 	size_t i;
@@ -386,8 +390,8 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		if (!json_is_integer(jvalid) || json_integer_value(jvalid) < 1 ||
 		    json_integer_value(jvalid) > MAX_VALIDITY)
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "valid: a number of seconds from 1 to %lld",
-					    (long long)MAX_VALIDITY);
+			                    "valid: a number of seconds from 1 to %lld",
+			                    (long long)MAX_VALIDITY);
 		valid = json_integer_value(jvalid);
 	}
 
@@ -397,16 +401,16 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		struct p11g_keyid kid;
 		if (!json_is_object(k) || !json_is_string(juri) ||
 		    strlen(json_string_value(juri)) > MAX_TEXT)
-			return p11g_err_set(err, P11G_E_BAD_REQUEST, "keys[%zu]: needs a \"uri\" string",
-					    i);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "keys[%zu]: needs a \"uri\" string", i);
 		if (json_object_size(k) > (juses ? 2u : 1u))
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "keys[%zu]: only \"uri\" and \"uses\" are allowed", i);
+			                    "keys[%zu]: only \"uri\" and \"uses\" are allowed", i);
 		if (juses && (!json_is_integer(juses) || json_integer_value(juses) < 1 ||
-			      json_integer_value(juses) > MAX_USES))
+		              json_integer_value(juses) > MAX_USES))
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "keys[%zu]: \"uses\" must be a number from 1 to %d", i,
-					    MAX_USES);
+			                    "keys[%zu]: \"uses\" must be a number from 1 to %d", i,
+			                    MAX_USES);
 		const char *uri = json_string_value(juri);
 		int64_t uses = juses ? json_integer_value(juses) : 1;
 		if (p11g_keyid_from_uri(uri, &kid, err) < 0)
@@ -414,75 +418,79 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		const struct p11g_rule *rule = p11g_policy_match(o->policy, &kid);
 		if (!rule)
 			return p11g_err_set(err, P11G_E_NO_RULE,
-					    "no policy rule covers %s; ask an admin to add one", uri);
+			                    "no policy rule covers %s; ask an admin to add one",
+			                    uri);
 		for (size_t j = 0; j < i; j++)
-			if (!strcmp(uri, json_string_value(json_object_get(
-						 json_array_get(op_keys, j), "uri"))))
+			if (!strcmp(uri, json_string_value(
+			                     json_object_get(json_array_get(op_keys, j), "uri"))))
 				return p11g_err_set(err, P11G_E_BAD_REQUEST,
-						    "key %s is named twice", uri);
+				                    "key %s is named twice", uri);
 		if (!p11g_rule_may_order(rule, c->caller))
 			return p11g_err_set(err, P11G_E_NOT_ORDERER,
-					    "%s (uid %u) may not order uses of %s (rule %s)",
-					    c->caller->user[0] ? c->caller->user : "this user",
-					    (unsigned)c->caller->uid, uri, rule->name);
+			                    "%s (uid %u) may not order uses of %s (rule %s)",
+			                    c->caller->user[0] ? c->caller->user : "this user",
+			                    (unsigned)c->caller->uid, uri, rule->name);
 		if (rule->max_uses && (uint64_t)uses > rule->max_uses)
-			return p11g_err_set(err, P11G_E_LIMIT,
-					    "%s: %lld uses asked, rule %s allows at most %llu", uri,
-					    (long long)uses, rule->name,
-					    (unsigned long long)rule->max_uses);
+			return p11g_err_set(
+			    err, P11G_E_LIMIT, "%s: %lld uses asked, rule %s allows at most %llu",
+			    uri, (long long)uses, rule->name, (unsigned long long)rule->max_uses);
 		if (rule->max_validity && (uint64_t)valid > rule->max_validity) {
 			if (jvalid)
 				return p11g_err_set(
-					err, P11G_E_LIMIT,
-					"validity of %llds asked, rule %s allows at most %llus",
-					(long long)valid, rule->name,
-					(unsigned long long)rule->max_validity);
+				    err, P11G_E_LIMIT,
+				    "validity of %llds asked, rule %s allows at most %llus",
+				    (long long)valid, rule->name,
+				    (unsigned long long)rule->max_validity);
 			valid = (int64_t)rule->max_validity; /* the default shrinks to fit */
 		}
 		needs_digest |= rule->bind_digest;
 		auto_all &= p11g_rule_auto_approves(rule, c->caller);
 		if (!json_object_get(rules, rule->name))
 			json_object_set_new(rules, rule->name, p11g_rule_to_json(rule));
-		json_array_append_new(op_keys, json_pack("{s:s, s:s, s:I, s:i}", "uri", uri, "rule",
-							 rule->name, "uses", (json_int_t)uses,
-							 "used", 0));
+		json_array_append_new(op_keys,
+		                      json_pack("{s:s, s:s, s:I, s:i}", "uri", uri, "rule",
+		                                rule->name, "uses", (json_int_t)uses, "used", 0));
 	}
 
 	/* texts */
 	const json_t *jdesc = json_object_get(args, "description"),
-		     *jctx = json_object_get(args, "context");
+	             *jctx = json_object_get(args, "context");
 	if ((jdesc && (!json_is_string(jdesc) || strlen(json_string_value(jdesc)) > MAX_TEXT)) ||
 	    (jctx && (!json_is_string(jctx) || strlen(json_string_value(jctx)) > MAX_CONTEXT)))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-				    "description (at most %d bytes) and context (at most %d) are strings",
-				    MAX_TEXT, MAX_CONTEXT);
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "description (at most %d bytes) and context (at most %d) are strings", MAX_TEXT,
+		    MAX_CONTEXT);
 
 	/* pinned digests */
 	const json_t *jdig = json_object_get(args, "digests"), *d;
 	if (jdig && (!json_is_array(jdig) || json_array_size(jdig) > MAX_DIGESTS))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "digests: an array of at most %d",
-				    MAX_DIGESTS);
+		                    MAX_DIGESTS);
 	json_array_foreach(jdig, i, d)
 	{
 		char norm[160];
-		if (!json_is_string(d) || !p11g_digest_normalise(json_string_value(d), norm, sizeof(norm)))
-			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "digests[%zu]: expected ALG:HEX such as sha256:<64 hex digits>",
-					    i);
+		if (!json_is_string(d) ||
+		    !p11g_digest_normalise(json_string_value(d), norm, sizeof(norm)))
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "digests[%zu]: expected ALG:HEX such as sha256:<64 hex digits>", i);
 		json_array_append_new(digests, json_string(norm));
 	}
 	if (needs_digest && json_array_size(digests) == 0)
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-				    "a rule of these keys binds digests: give the digests to be signed (--digest)");
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "a rule of these keys binds digests: give the digests to be signed (--digest)");
 
 	/* signer */
 	char *signer = NULL;
 	const json_t *jfor = json_object_get(args, "for");
 	if (jfor) {
 		struct p11g_principal p;
-		if (!json_is_string(jfor) || p11g_principal_parse(json_string_value(jfor), &p, err) < 0)
+		if (!json_is_string(jfor) ||
+		    p11g_principal_parse(json_string_value(jfor), &p, err) < 0)
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "for: expected user:NAME, group:NAME or uid:N");
+			                    "for: expected user:NAME, group:NAME or uid:N");
 		signer = p11g_principal_to_string(&p);
 		p11g_principal_clear(&p);
 	} else if (asprintf(&signer, "uid:%u", (unsigned)c->caller->uid) < 0) {
@@ -507,9 +515,10 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 			bool ok = json_array_size(regs) == 0;
 			json_array_foreach(regs, j, rg) ok |= !strcmp(json_string_value(rg), reg);
 			if (!ok)
-				return p11g_err_set(err, P11G_E_REGISTRY,
-						    "rule %s does not allow signing images for registry %s",
-						    name, reg);
+				return p11g_err_set(
+				    err, P11G_E_REGISTRY,
+				    "rule %s does not allow signing images for registry %s", name,
+				    reg);
 		}
 	}
 
@@ -518,9 +527,9 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (p11g_txn_op_foreach(t, true, 0, count_pending, &cc, err) < 0)
 		return -1;
 	if (!auto_all && cc.n >= o->limits.max_pending_per_user)
-		return p11g_err_set(err, P11G_E_LIMIT,
-				    "you have %u pending requests, the most allowed; withdraw or wait",
-				    cc.n);
+		return p11g_err_set(
+		    err, P11G_E_LIMIT,
+		    "you have %u pending requests, the most allowed; withdraw or wait", cc.n);
 
 	uint64_t id;
 	if (p11g_txn_next_id(t, &id, err) < 0)
@@ -528,11 +537,11 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	json_t *orderer = p11g_ident_to_json(c->caller);
 	json_object_set_new(orderer, "pid", json_integer(c->caller->pid));
 	_cleanup_json_ json_t *op = json_pack(
-		"{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:O, s:O, s:O, s:[]}", "id", (json_int_t)id,
-		"state", auto_all ? "approved" : "pending", "orderer", orderer, "signer", signer_s,
-		"created", (json_int_t)now, "expires", (json_int_t)(now + valid), "description",
-		jdesc ? json_string_value(jdesc) : "", "context", jctx ? json_string_value(jctx) : "",
-		"digests", digests, "keys", op_keys, "rules", rules, "approvals");
+	    "{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:O, s:O, s:O, s:[]}", "id", (json_int_t)id,
+	    "state", auto_all ? "approved" : "pending", "orderer", orderer, "signer", signer_s,
+	    "created", (json_int_t)now, "expires", (json_int_t)(now + valid), "description",
+	    jdesc ? json_string_value(jdesc) : "", "context", jctx ? json_string_value(jctx) : "",
+	    "digests", digests, "keys", op_keys, "rules", rules, "approvals");
 	if (!op)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (oci)
@@ -540,13 +549,14 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (p11g_txn_op_put(t, id, op, err) < 0)
 		return -1;
 	if (audit(t, "created", c->caller, id,
-		  json_pack("{s:o, s:s, s:I, s:O, s:s}", "keys", op_keys_uris(op), "signer", signer_s,
-			    "expires", (json_int_t)(now + valid), "digests", digests, "description",
-			    jdesc ? json_string_value(jdesc) : ""),
-		  err) < 0)
+	          json_pack("{s:o, s:s, s:I, s:O, s:s}", "keys", op_keys_uris(op), "signer",
+	                    signer_s, "expires", (json_int_t)(now + valid), "digests", digests,
+	                    "description", jdesc ? json_string_value(jdesc) : ""),
+	          err) < 0)
 		return -1;
-	if (auto_all && audit(t, "approved", c->caller, id,
-			      json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
+	if (auto_all &&
+	    audit(t, "approved", c->caller, id,
+	          json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
 		return -1;
 	ctx_result(c, op_public(op));
 	c->changed = id;
@@ -554,7 +564,7 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *args,
-		     json_t **ret_op, p11g_err *err)
+                     json_t **ret_op, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .args = args};
 	return finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
@@ -569,24 +579,24 @@ static int check_pending(const json_t *op, uint64_t id, int64_t now, p11g_err *e
 	if (!strcmp(s, "expired") || (is_active(s) && now >= int_of(op, "expires")))
 		return p11g_err_set(err, P11G_E_EXPIRED, "operation %" PRIu64 " has expired", id);
 	if (strcmp(s, "pending"))
-		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
-				    id, s);
+		return p11g_err_set(err, P11G_E_ALREADY_DECIDED,
+		                    "operation %" PRIu64 " is already %s", id, s);
 	return 0;
 }
 
 static int check_approver(struct p11g_ops *o, const json_t *op, const struct p11g_ident *caller,
-			  uint64_t id, p11g_err *err)
+                          uint64_t id, p11g_err *err)
 {
 	if (is_orderer(op, caller) || signer_matches(op, caller))
 		return p11g_err_set(err, P11G_E_SELF_APPROVAL,
-				    "you ordered operation %" PRIu64
-				    " or will sign with it: someone else must decide on it",
-				    id);
+		                    "you ordered operation %" PRIu64
+		                    " or will sign with it: someone else must decide on it",
+		                    id);
 	if (!op_any_rule(op, caller, PRED_MAY_APPROVE))
 		return p11g_err_set(err, P11G_E_NOT_APPROVER,
-				    "%s (uid %u) is not an approver for operation %" PRIu64,
-				    caller->user[0] ? caller->user : "this user", (unsigned)caller->uid,
-				    id);
+		                    "%s (uid %u) is not an approver for operation %" PRIu64,
+		                    caller->user[0] ? caller->user : "this user",
+		                    (unsigned)caller->uid, id);
 	(void)o;
 	return 0;
 }
@@ -601,12 +611,13 @@ static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 
 	if (load_op(t, c->id, &op, err) < 0)
 		return -1;
-	if (check_approver(c->o, op, c->caller, c->id, err) < 0 || check_pending(op, c->id, now, err) < 0)
+	if (check_approver(c->o, op, c->caller, c->id, err) < 0 ||
+	    check_pending(op, c->id, now, err) < 0)
 		return -1;
 	if (has_approved(op, c->caller->uid))
-		return p11g_err_set(err, P11G_E_ALREADY_APPROVED,
-				    "you already approved operation %" PRIu64 "; each person counts once",
-				    c->id);
+		return p11g_err_set(
+		    err, P11G_E_ALREADY_APPROVED,
+		    "you already approved operation %" PRIu64 "; each person counts once", c->id);
 	json_t *a = p11g_ident_to_json(c->caller);
 	json_object_set_new(a, "time", json_integer(now));
 	json_array_append_new(json_object_get(op, "approvals"), a);
@@ -616,7 +627,7 @@ static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 		json_object_set_new(op, "state", json_string("approved"));
 	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
 	    audit(t, "approved", c->caller, c->id,
-		  json_pack("{s:s}", "state", met ? "approved" : "pending"), err) < 0)
+	          json_pack("{s:s}", "state", met ? "approved" : "pending"), err) < 0)
 		return -1;
 	ctx_result(c, op_public(op));
 	c->changed = c->id;
@@ -624,7 +635,7 @@ static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		     json_t **ret_op, p11g_err *err)
+                     json_t **ret_op, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .id = id};
 	return finish(&c, p11g_store_write(o->store, approve_body, &c, err), ret_op, err);
@@ -638,7 +649,8 @@ static int reject_body(p11g_txn *t, void *arg, p11g_err *err)
 
 	if (load_op(t, c->id, &op, err) < 0)
 		return -1;
-	if (check_approver(c->o, op, c->caller, c->id, err) < 0 || check_pending(op, c->id, now, err) < 0)
+	if (check_approver(c->o, op, c->caller, c->id, err) < 0 ||
+	    check_pending(op, c->id, now, err) < 0)
 		return -1;
 	json_t *rej = actor_json(c->caller);
 	json_object_set_new(rej, "time", json_integer(now));
@@ -646,7 +658,8 @@ static int reject_body(p11g_txn *t, void *arg, p11g_err *err)
 	json_object_set_new(op, "rejection", rej);
 	json_object_set_new(op, "state", json_string("rejected"));
 	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
-	    audit(t, "rejected", c->caller, c->id, json_pack("{s:s}", "reason", c->reason), err) < 0)
+	    audit(t, "rejected", c->caller, c->id, json_pack("{s:s}", "reason", c->reason), err) <
+	        0)
 		return -1;
 	ctx_result(c, op_public(op));
 	c->changed = c->id;
@@ -654,7 +667,7 @@ static int reject_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_reject(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		    const char *reason, json_t **ret_op, p11g_err *err)
+                    const char *reason, json_t **ret_op, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .id = id, .reason = reason};
 	return finish(&c, p11g_store_write(o->store, reject_body, &c, err), ret_op, err);
@@ -684,23 +697,25 @@ static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
 	json_array_foreach(apv, i, a) if (int_of(a, "uid") == (int64_t)c->caller->uid) at = i;
 	if (at == (size_t)-1)
 		return p11g_err_set(err, P11G_E_FORBIDDEN,
-				    "you have no approval on operation %" PRIu64 " to withdraw", c->id);
+		                    "you have no approval on operation %" PRIu64 " to withdraw",
+		                    c->id);
 	if (op_uses_made(op) > 0)
 		return p11g_err_set(err, P11G_E_ALREADY_USED,
-				    "operation %" PRIu64
-				    " has been used: an approval cannot be withdrawn after a use (revoke it instead)",
-				    c->id);
+		                    "operation %" PRIu64
+		                    " has been used: an approval cannot be withdrawn after a use "
+		                    "(revoke it instead)",
+		                    c->id);
 	const char *s = effective_state(op, now);
 	if (!is_active(s))
-		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
-				    c->id, s);
+		return p11g_err_set(err, P11G_E_ALREADY_DECIDED,
+		                    "operation %" PRIu64 " is already %s", c->id, s);
 	json_array_remove(apv, at);
 	if (op_quorum(op, &met, missing, sizeof(missing), err) < 0)
 		return -1;
 	json_object_set_new(op, "state", json_string(met ? "approved" : "pending"));
 	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
 	    audit(t, "withdrawn", c->caller, c->id,
-		  json_pack("{s:s}", "state", met ? "approved" : "pending"), err) < 0)
+	          json_pack("{s:s}", "state", met ? "approved" : "pending"), err) < 0)
 		return -1;
 	ctx_result(c, op_public(op));
 	c->changed = c->id;
@@ -708,7 +723,7 @@ static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_withdraw(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		      json_t **ret_op, p11g_err *err)
+                      json_t **ret_op, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .id = id};
 	return finish(&c, p11g_store_write(o->store, withdraw_body, &c, err), ret_op, err);
@@ -723,13 +738,14 @@ static int revoke_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (load_op(t, c->id, &op, err) < 0)
 		return -1;
 	if (!is_orderer(op, c->caller) && !op_any_rule(op, c->caller, PRED_IS_ADMIN))
-		return p11g_err_set(err, P11G_E_FORBIDDEN,
-				    "only the orderer or an admin of its keys may revoke operation %" PRIu64,
-				    c->id);
+		return p11g_err_set(
+		    err, P11G_E_FORBIDDEN,
+		    "only the orderer or an admin of its keys may revoke operation %" PRIu64,
+		    c->id);
 	const char *s = effective_state(op, now);
 	if (!is_active(s))
-		return p11g_err_set(err, P11G_E_ALREADY_DECIDED, "operation %" PRIu64 " is already %s",
-				    c->id, s);
+		return p11g_err_set(err, P11G_E_ALREADY_DECIDED,
+		                    "operation %" PRIu64 " is already %s", c->id, s);
 	json_t *rev = actor_json(c->caller);
 	json_object_set_new(rev, "time", json_integer(now));
 	json_object_set_new(rev, "reason", json_string(c->reason ? c->reason : ""));
@@ -737,7 +753,7 @@ static int revoke_body(p11g_txn *t, void *arg, p11g_err *err)
 	json_object_set_new(op, "state", json_string("revoked"));
 	if (p11g_txn_op_put(t, c->id, op, err) < 0 ||
 	    audit(t, "revoked", c->caller, c->id,
-		  json_pack("{s:s}", "reason", c->reason ? c->reason : ""), err) < 0)
+	          json_pack("{s:s}", "reason", c->reason ? c->reason : ""), err) < 0)
 		return -1;
 	ctx_result(c, op_public(op));
 	c->changed = c->id;
@@ -745,7 +761,7 @@ static int revoke_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		    const char *reason, json_t **ret_op, p11g_err *err)
+                    const char *reason, json_t **ret_op, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .id = id, .reason = reason};
 	return finish(&c, p11g_store_write(o->store, revoke_body, &c, err), ret_op, err);
@@ -756,8 +772,9 @@ int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_
 static bool uri_matches(const char *uri, const struct p11g_keyid *k)
 {
 	P11KitUri *u = p11_kit_uri_new();
-	bool m = u && p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u) == P11_KIT_URI_OK &&
-		 p11g_keyid_matches(k, u);
+	bool m = u &&
+	         p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u) == P11_KIT_URI_OK &&
+	         p11g_keyid_matches(k, u);
 	if (u)
 		p11_kit_uri_free(u);
 	return m;
@@ -850,7 +867,7 @@ static int scan_visit(uint64_t id, json_t *op, void *arg)
 	if (strcmp(state, "approved"))
 		return 0;
 	_cleanup_rule_ struct p11g_rule *rule =
-		op_rule(op, json_string_value(json_object_get(key, "rule")), NULL);
+	    op_rule(op, json_string_value(json_object_get(key, "rule")), NULL);
 	if (!rule)
 		return 0;
 	if ((s->mech->family == P11G_MECH_RAW || s->a->raw) && !rule->allow_raw) {
@@ -867,7 +884,7 @@ static int scan_visit(uint64_t id, json_t *op, void *arg)
 		size_t i;
 		json_t *d;
 		json_array_foreach(digests, i, d) found |=
-			s->a->digest && !strcmp(json_string_value(d), s->a->digest);
+		    s->a->digest && !strcmp(json_string_value(d), s->a->digest);
 		if (!found) {
 			note(s, REF_DIGEST, id);
 			return 0;
@@ -916,46 +933,49 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 	const char *code = refusal_code(s->why);
 	switch (s->why) {
 	case REF_NOT_SIGNER:
-		p11g_err_set(err, code, "operation %" PRIu64 " for %s names another signer", id, uri);
+		p11g_err_set(err, code, "operation %" PRIu64 " for %s names another signer", id,
+		             uri);
 		break;
 	case REF_REVOKED:
-		p11g_err_set(err, code, "operation %" PRIu64 " for %s was revoked; request a new one",
-			     id, uri);
+		p11g_err_set(err, code,
+		             "operation %" PRIu64 " for %s was revoked; request a new one", id,
+		             uri);
 		break;
 	case REF_REJECTED:
 		p11g_err_set(err, code, "operation %" PRIu64 " for %s was rejected", id, uri);
 		break;
 	case REF_EXPIRED:
-		p11g_err_set(err, code, "operation %" PRIu64 " for %s has expired; request a new one",
-			     id, uri);
+		p11g_err_set(err, code,
+		             "operation %" PRIu64 " for %s has expired; request a new one", id,
+		             uri);
 		break;
 	case REF_EXHAUSTED:
 		p11g_err_set(err, code,
-			     "operation %" PRIu64 " has no uses of %s left; request a new one", id,
-			     uri);
+		             "operation %" PRIu64 " has no uses of %s left; request a new one", id,
+		             uri);
 		break;
 	case REF_PENDING:
 		p11g_err_set(err, code,
-			     "operation %" PRIu64
-			     " for %s is waiting for approval (approvald show %" PRIu64 ")",
-			     id, uri, id);
+		             "operation %" PRIu64
+		             " for %s is waiting for approval (approvald show %" PRIu64 ")",
+		             id, uri, id);
 		break;
 	case REF_RAW:
 		p11g_err_set(err, code, "raw use of %s is not allowed by its rule", uri);
 		break;
 	case REF_MECHANISM:
 		p11g_err_set(err, code, "mechanism %s is not allowed for %s by its rule",
-			     s->mech->name, uri);
+		             s->mech->name, uri);
 		break;
 	case REF_DIGEST:
-		p11g_err_set(err, code,
-			     "digest %s is not one operation %" PRIu64 " pinned for %s",
-			     s->a->digest ? s->a->digest : "(none)", id, uri);
+		p11g_err_set(err, code, "digest %s is not one operation %" PRIu64 " pinned for %s",
+		             s->a->digest ? s->a->digest : "(none)", id, uri);
 		break;
 	case REF_NONE:
-		p11g_err_set(err, code,
-			     "no approved operation for %s; request one: approvald request --key '%s'",
-			     uri, uri);
+		p11g_err_set(
+		    err, code,
+		    "no approved operation for %s; request one: approvald request --key '%s'", uri,
+		    uri);
 		break;
 	}
 }
@@ -967,7 +987,7 @@ static int scan_recent(p11g_txn *t, struct use_scan *s, p11g_err *err)
 	if (p11g_txn_last_id(t, &last, err) < 0)
 		return -1;
 	return p11g_txn_op_foreach(t, false, last > RECENT_ENDED ? last - RECENT_ENDED : 0,
-				   scan_visit, s, err);
+	                           scan_visit, s, err);
 }
 
 /* Records a refusal in the same transaction that found it. */
@@ -995,7 +1015,7 @@ static bool implicit_allowed(const struct p11g_rule *rule, const struct use_scan
 /* A rule that needs no approvals: a one-use operation created, approved and
  * consumed at once, every step audited. */
 static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *rule,
-			const char *uri, json_t *what, p11g_err *err)
+                        const char *uri, json_t *what, p11g_err *err)
 {
 	uint64_t id;
 	int64_t now = p11g_now();
@@ -1007,25 +1027,26 @@ static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *
 	json_t *rules = json_object();
 	json_object_set_new(rules, rule->name, p11g_rule_to_json(rule));
 	_cleanup_json_ json_t *op = json_pack(
-		"{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:[], s:[{s:s, s:s, s:i, s:i}], s:o, s:[], s:b}",
-		"id", (json_int_t)id, "state", "exhausted", "orderer", p11g_ident_to_json(c->caller),
-		"signer", signer, "created", (json_int_t)now, "expires", (json_int_t)now,
-		"description", "implicit single use", "context", "", "digests", "keys", "uri", uri,
-		"rule", rule->name, "uses", 1, "used", 1, "rules", rules, "approvals", "implicit", 1);
+	    "{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:[], s:[{s:s, s:s, s:i, s:i}], s:o, s:[], "
+	    "s:b}",
+	    "id", (json_int_t)id, "state", "exhausted", "orderer", p11g_ident_to_json(c->caller),
+	    "signer", signer, "created", (json_int_t)now, "expires", (json_int_t)now, "description",
+	    "implicit single use", "context", "", "digests", "keys", "uri", uri, "rule", rule->name,
+	    "uses", 1, "used", 1, "rules", rules, "approvals", "implicit", 1);
 	if (!op)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	json_t *granted = json_deep_copy(what);
 	json_object_set_new(granted, "implicit", json_true());
 	if (p11g_txn_op_put(t, id, op, err) < 0 ||
 	    audit(t, "created", c->caller, id,
-		  json_pack("{s:[s], s:s, s:b}", "keys", uri, "signer", signer, "implicit", 1),
-		  err) < 0 ||
+	          json_pack("{s:[s], s:s, s:b}", "keys", uri, "signer", signer, "implicit", 1),
+	          err) < 0 ||
 	    audit(t, "approved", c->caller, id,
-		  json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0 ||
+	          json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0 ||
 	    audit(t, "use_granted", c->caller, id, granted, err) < 0)
 		return -1;
 	ctx_result(c, json_pack("{s:I, s:i, s:b}", "operation", (json_int_t)id, "remaining", 0,
-				"implicit", 1));
+	                        "implicit", 1));
 	return 0;
 }
 
@@ -1048,25 +1069,25 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return 0;
 	}
 	_cleanup_json_ json_t *what =
-		json_pack("{s:s, s:s, s:s}", "key", uri, "mechanism",
-			  s.mech ? s.mech->name : "unknown", "digest", a->digest ? a->digest : "");
+	    json_pack("{s:s, s:s, s:s}", "key", uri, "mechanism", s.mech ? s.mech->name : "unknown",
+	              "digest", a->digest ? a->digest : "");
 	if (!rule) {
 		p11g_err_set(&c->refusal, P11G_E_DENIED_DEFAULT,
-			     "no policy rule covers %s and the default is deny", uri);
+		             "no policy rule covers %s and the default is deny", uri);
 		return refuse(t, c, what, err);
 	}
 	if (!s.mech) {
 		p11g_err_set(&c->refusal, P11G_E_MECHANISM,
-			     "mechanism 0x%lx is not a signing mechanism p11gate knows",
-			     (unsigned long)a->mechanism);
+		             "mechanism 0x%lx is not a signing mechanism p11gate knows",
+		             (unsigned long)a->mechanism);
 		return refuse(t, c, what, err);
 	}
 
 	/* The current rule's word on raw use stands whatever older operations allowed. */
 	if ((s.mech->family == P11G_MECH_RAW || a->raw) && !rule->allow_raw) {
 		p11g_err_set(&c->refusal, P11G_E_RAW,
-			     "raw use of %s (%s) is not allowed by rule %s", uri, s.mech->name,
-			     rule->name);
+		             "raw use of %s (%s) is not allowed by rule %s", uri, s.mech->name,
+		             rule->name);
 		return refuse(t, c, what, err);
 	}
 	if (p11g_txn_op_foreach(t, true, 0, scan_visit, &s, err) < 0)
@@ -1092,21 +1113,21 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	size_t i;
 	json_object_set_new(key, "used", json_integer(used));
 	json_array_foreach(json_object_get(op, "keys"), i, k) left_total +=
-		int_of(k, "uses") - int_of(k, "used");
+	    int_of(k, "uses") - int_of(k, "used");
 	if (left_total == 0)
 		json_object_set_new(op, "state", json_string("exhausted"));
 	if (p11g_txn_op_put(t, s.best_id, op, err) < 0 ||
 	    audit(t, "use_granted", c->caller, s.best_id, json_incref(what), err) < 0)
 		return -1;
 	ctx_result(c, json_pack("{s:I, s:I}", "operation", (json_int_t)s.best_id, "remaining",
-				(json_int_t)(uses - used)));
+	                        (json_int_t)(uses - used)));
 	if (left_total == 0)
 		c->changed = s.best_id;
 	return 0;
 }
 
 int p11g_ops_use(struct p11g_ops *o, const struct p11g_ident *caller,
-		 const struct p11g_use_args *args, json_t **ret_result, p11g_err *err)
+                 const struct p11g_use_args *args, json_t **ret_result, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .use = args};
 	int r = p11g_store_write(o->store, use_body, &c, err);
@@ -1121,8 +1142,8 @@ json_t *p11g_ops_key_info(struct p11g_ops *o, const struct p11g_keyid *key)
 {
 	const struct p11g_rule *rule = p11g_policy_match(o->policy, key);
 	if (!rule)
-		return json_pack("{s:b, s:b, s:b}", "guarded", !o->policy->default_allow, "allow_raw",
-				 0, "default", 1);
+		return json_pack("{s:b, s:b, s:b}", "guarded", !o->policy->default_allow,
+		                 "allow_raw", 0, "default", 1);
 	json_t *mechs = json_array();
 	for (size_t i = 0; i < rule->n_mechanisms; i++) {
 		const struct p11g_mech_info *m = p11g_mech_by_type(rule->mechanisms[i]);
@@ -1130,7 +1151,7 @@ json_t *p11g_ops_key_info(struct p11g_ops *o, const struct p11g_keyid *key)
 			json_array_append_new(mechs, json_string(m->name));
 	}
 	return json_pack("{s:b, s:s, s:b, s:b, s:o}", "guarded", 1, "rule", rule->name, "allow_raw",
-			 rule->allow_raw, "bind_digest", rule->bind_digest, "mechanisms", mechs);
+	                 rule->allow_raw, "bind_digest", rule->bind_digest, "mechanisms", mechs);
 }
 
 /* ---- read-only views ------------------------------------------------------ */
@@ -1160,8 +1181,8 @@ static int show_body(p11g_txn *t, void *arg, p11g_err *err)
 	return 0;
 }
 
-int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		  json_t **ret_op, p11g_err *err)
+int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id, json_t **ret_op,
+                  p11g_err *err)
 {
 	struct read_ctx c = {.o = o, .caller = caller, .id = id};
 	if (p11g_store_read(o->store, show_body, &c, err) != 0) {
@@ -1216,12 +1237,12 @@ static int list_body(p11g_txn *t, void *arg, p11g_err *err)
 	const struct p11g_list_args *a = c->list;
 	/* Only pending and approved operations live in the index; the rest need a full walk. */
 	bool active_only = (!a->all && (!a->state || !strcmp(a->state, "pending"))) ||
-			   (a->state && is_active(a->state));
+	                   (a->state && is_active(a->state));
 	return p11g_txn_op_foreach(t, active_only, a->after, list_visit, c, err) < 0 ? -1 : 0;
 }
 
 int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
-		  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err)
+                  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err)
 {
 	struct read_ctx c = {.o = o, .caller = caller, .list = args, .out = json_array()};
 	if (p11g_store_read(o->store, list_body, &c, err) != 0) {
@@ -1247,7 +1268,8 @@ static int status_visit(uint64_t id, json_t *op, void *arg)
 	if (!strcmp(s, "pending")) {
 		c->pending++;
 		if (!is_orderer(op, c->caller) && !signer_matches(op, c->caller) &&
-		    !has_approved(op, c->caller->uid) && op_any_rule(op, c->caller, PRED_MAY_APPROVE))
+		    !has_approved(op, c->caller->uid) &&
+		    op_any_rule(op, c->caller, PRED_MAY_APPROVE))
 			c->for_you++;
 	} else if (!strcmp(s, "approved")) {
 		c->approved++;
@@ -1264,7 +1286,7 @@ static int status_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
-		    p11g_err *err)
+                    p11g_err *err)
 {
 	struct status_ctx c = {.o = o, .caller = caller};
 	uint64_t map = 0, used = 0;
@@ -1272,12 +1294,12 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
 		return -1;
 	p11g_store_stat(o->store, &map, &used);
 	*ret_result = json_pack(
-		"{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}}", "pending",
-		c.pending, "approved", c.approved, "pending_for_you", c.for_you, "total",
-		(json_int_t)c.total, "policy", "rules", (int)o->policy->n_rules, "files",
-		(int)o->policy->n_files, "digest", o->policy->digest, "default",
-		o->policy->default_allow ? "allow" : "deny", "loaded", (json_int_t)o->policy_loaded,
-		"store", "map_size", (json_int_t)map, "used", (json_int_t)used);
+	    "{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}}", "pending", c.pending,
+	    "approved", c.approved, "pending_for_you", c.for_you, "total", (json_int_t)c.total,
+	    "policy", "rules", (int)o->policy->n_rules, "files", (int)o->policy->n_files, "digest",
+	    o->policy->digest, "default", o->policy->default_allow ? "allow" : "deny", "loaded",
+	    (json_int_t)o->policy_loaded, "store", "map_size", (json_int_t)map, "used",
+	    (json_int_t)used);
 	return 0;
 }
 
@@ -1314,13 +1336,13 @@ static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
-		   unsigned limit, json_t **ret_result, p11g_err *err)
+                   unsigned limit, json_t **ret_result, p11g_err *err)
 {
 	if (!may_read_audit(o, caller))
 		return p11g_err_set(err, P11G_E_FORBIDDEN,
-				    "the audit log is for root, approvers and admins");
-	struct read_ctx c = {.o = o, .caller = caller, .since = since, .limit = limit,
-			     .out = json_array()};
+		                    "the audit log is for root, approvers and admins");
+	struct read_ctx c = {
+	    .o = o, .caller = caller, .since = since, .limit = limit, .out = json_array()};
 	if (p11g_store_read(o->store, audit_body, &c, err) != 0) {
 		json_decref(c.out);
 		return -1;
@@ -1340,12 +1362,12 @@ static int verify_body(p11g_txn *t, void *arg, p11g_err *err)
 }
 
 int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
-		    p11g_err *err)
+                    p11g_err *err)
 {
 	struct verify_ctx v = {0};
 	if (!may_read_audit(o, caller))
 		return p11g_err_set(err, P11G_E_FORBIDDEN,
-				    "the audit log is for root, approvers and admins");
+		                    "the audit log is for root, approvers and admins");
 	if (p11g_store_read(o->store, verify_body, &v, err) != 0)
 		return -1;
 	*ret_result = json_pack("{s:I, s:b}", "records", (json_int_t)v.count, "ok", 1);
@@ -1409,11 +1431,11 @@ static int policy_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct policy_ctx *c = arg;
 	struct p11g_ident me;
 	return audit(t, "policy_loaded", daemon_actor(c->o, &me), 0,
-		     json_pack("{s:s, s:s, s:i, s:i, s:s}", "path", c->path, "digest",
-			       c->o->policy->digest, "rules", (int)c->o->policy->n_rules, "files",
-			       (int)c->o->policy->n_files, "default",
-			       c->o->policy->default_allow ? "allow" : "deny"),
-		     err);
+	             json_pack("{s:s, s:s, s:i, s:i, s:s}", "path", c->path, "digest",
+	                       c->o->policy->digest, "rules", (int)c->o->policy->n_rules, "files",
+	                       (int)c->o->policy->n_files, "default",
+	                       c->o->policy->default_allow ? "allow" : "deny"),
+	             err);
 }
 
 int p11g_ops_policy_loaded(struct p11g_ops *o, const char *path, p11g_err *err)

@@ -30,6 +30,9 @@ static const struct p11g_mech_info mechs[] = {
     M(CKM_RSA_X_509, P11G_MECH_RAW, NULL),
     M(CKM_RSA_9796, P11G_MECH_RAW, NULL),
     M(CKM_RSA_PKCS_PSS, P11G_MECH_PREHASHED, NULL),
+    /* Weak hashes, but real signatures: rules that care list their mechanisms. */
+    M(CKM_MD5_RSA_PKCS, P11G_MECH_HASH_SIGN, "MD5"),
+    M(CKM_RIPEMD160_RSA_PKCS, P11G_MECH_HASH_SIGN, "RIPEMD160"),
     M(CKM_SHA1_RSA_PKCS, P11G_MECH_HASH_SIGN, "SHA1"),
     M(CKM_SHA224_RSA_PKCS, P11G_MECH_HASH_SIGN, "SHA224"),
     M(CKM_SHA256_RSA_PKCS, P11G_MECH_HASH_SIGN, "SHA256"),

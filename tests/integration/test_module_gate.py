@@ -1,0 +1,342 @@
+"""p11gate.so in front of SoftHSMv2, driven by real PKCS#11 clients and an exact ctypes client."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import p11g  # noqa: E402
+
+BUILD = os.environ.get("P11GATE_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
+GATE = os.path.join(BUILD, "module", "p11gate.so")
+SOFTHSM = os.environ.get("SOFTHSM_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+PK11 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pk11.py")
+PIN = "1234"
+TOKEN = "p11gt"
+DIGEST = hashlib.sha256(b"release 1.0").digest()  # what a CI job would sign with CKM_ECDSA
+
+
+def sh(args, env, check=True, input=None, timeout=60):
+    r = subprocess.run(args, env=env, capture_output=True, timeout=timeout, input=input)
+    if check and r.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s\n%s" % (args, r.returncode,
+                             r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")))
+    return r
+
+
+class Token:
+    """A SoftHSMv2 token in a temporary directory with an RSA and an EC key."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="p11gt-hsm-")
+        os.chmod(self.dir, 0o755)
+        os.mkdir(os.path.join(self.dir, "tokens"))
+        self.conf = os.path.join(self.dir, "softhsm2.conf")
+        with open(self.conf, "w") as f:
+            f.write("directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n" % self.dir)
+        self.env = dict(os.environ, SOFTHSM2_CONF=self.conf)
+        sh(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--so-pin", "12345678",
+            "--pin", PIN], self.env)
+        for label, kid, kt in (("rsa", "01", "rsa:2048"), ("ec", "02", "EC:prime256v1")):
+            sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin",
+                PIN, "--keypairgen", "--key-type", kt, "--label", label, "--id", kid], self.env)
+        self.pub = {}
+        for label in ("rsa", "ec"):
+            der = os.path.join(self.dir, label + ".der")
+            sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--read-object",
+                "--type", "pubkey", "--label", label, "--output-file", der], self.env)
+            pem = os.path.join(self.dir, label + ".pem")
+            sh(["openssl", "pkey", "-pubin", "-inform", "DER", "-in", der, "-out", pem], self.env)
+            self.pub[label] = pem
+
+    def gate_env(self, daemon):
+        conf = os.path.join(self.dir, "p11gate.conf")
+        with open(conf, "w") as f:
+            f.write("module = %s\nsocket = %s\n" % (SOFTHSM, daemon.sock))
+        return dict(self.env, P11GATE_CONF=conf)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def token(accounts):
+    if not os.path.exists(GATE):
+        pytest.fail("p11gate.so not built at %s" % GATE)
+    t = Token()
+    yield t
+    t.cleanup()
+
+
+def rule(name, keys, approvals=0, **extra):
+    r = {"name": name, "keys": keys, "orderers": ["uid:0"]}
+    if approvals:
+        r.update(approvers=["group:p11gt-approvers"], approvals=approvals)
+    else:
+        r["approvals"] = 0
+    r.update(extra)
+    return r
+
+
+OPEN = {"default": "deny", "rules": [rule("all", ["pkcs11:token=%s" % TOKEN], allow_raw=True)]}
+
+
+def guarded(**extra):
+    return {"default": "deny", "rules": [
+        rule("ec", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2, **extra),
+        rule("rsa", ["pkcs11:token=%s;object=rsa" % TOKEN], approvals=2)]}
+
+
+def pk11(scenario, env, **args):
+    args.setdefault("module", GATE)
+    args.setdefault("token", TOKEN)
+    args.setdefault("pin", PIN)
+    r = subprocess.run(["/usr/bin/python3", PK11, scenario, json.dumps(args)], env=env,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, "pk11 %s failed:\n%s" % (scenario, r.stderr.decode(errors="replace"))
+    out = json.loads(r.stdout)
+    out["stderr"] = r.stderr.decode(errors="replace")
+    return out
+
+
+def uses_of(daemon, op):
+    return daemon.show(op)["keys"][0]["used"]
+
+
+def granted(daemon):
+    return [r for r in daemon.audit() if r["event"] == "use_granted"]
+
+
+# ---- a. real clients see SoftHSMv2 unchanged ----------------------------------------------
+
+def test_pkcs11_tool_test_output_equals_direct(token, start_daemon):
+    d = start_daemon(OPEN)
+    env = token.gate_env(d)
+    args = ["--login", "--pin", PIN, "--token-label", TOKEN, "--test"]
+    direct = sh(["pkcs11-tool", "--module", SOFTHSM] + args, env, check=False)
+    gated = sh(["pkcs11-tool", "--module", GATE] + args, env, check=False)
+    # SoftHSMv2 2.6 fails pkcs11-tool's OAEP-with-label decryption test: the gate must fail it
+    # the same way, after the same output (signatures and key tests before it included)
+    assert b"Signatures" in direct.stdout or b"Signature" in direct.stdout, direct.stdout
+    assert gated.returncode == direct.returncode
+    assert gated.stdout.replace(GATE.encode(), b"M") == direct.stdout.replace(SOFTHSM.encode(), b"M")
+    assert gated.stderr == direct.stderr
+    assert len(granted(d)) > 0, "pkcs11-tool --test signed nothing through the gate"
+
+
+def test_pkcs11_tool_sign_then_openssl_verify(token, start_daemon):
+    d = start_daemon(OPEN)
+    env = token.gate_env(d)
+    data = os.path.join(token.dir, "digest.bin")
+    with open(data, "wb") as f:
+        f.write(DIGEST)
+    sig = os.path.join(token.dir, "sig.der")
+    sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN, "--sign",
+        "--mechanism", "ECDSA", "--id", "02", "--input-file", data, "--output-file", sig,
+        "--signature-format", "openssl"], env)
+    sh(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", token.pub["ec"], "-in", data,
+        "-sigfile", sig], env)
+    g = granted(d)
+    assert len(g) == 1 and g[0]["digest"] == "sha256:" + DIGEST.hex()
+
+
+def openssl_engine_env(token, env):
+    cnf = os.path.join(token.dir, "openssl.cnf")
+    with open(cnf, "w") as f:
+        f.write("openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n"
+                "[pkcs11]\nengine_id = pkcs11\nMODULE_PATH = %s\ninit = 0\n" % GATE)
+    return dict(env, OPENSSL_CONF=cnf)
+
+
+def openssl_sign(token, env, label, out):
+    data = os.path.join(token.dir, "digest.bin")
+    with open(data, "wb") as f:
+        f.write(DIGEST)
+    uri = "pkcs11:token=%s;object=%s;type=private;pin-value=%s" % (TOKEN, label, PIN)
+    r = sh(["openssl", "pkeyutl", "-sign", "-engine", "pkcs11", "-keyform", "engine", "-inkey",
+            uri, "-in", data, "-out", out], openssl_engine_env(token, env), check=False)
+    return r, data
+
+
+def test_openssl_engine_sign_verifies(token, start_daemon):
+    d = start_daemon(OPEN)
+    env = token.gate_env(d)
+    sig = os.path.join(token.dir, "sig")
+    r, data = openssl_sign(token, env, "ec", sig)
+    assert r.returncode == 0, r.stderr
+    sh(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", token.pub["ec"], "-in", data,
+        "-sigfile", sig], env)
+    assert len(granted(d)) == 1
+
+
+def test_p11tool_test_sign(token, start_daemon):
+    d = start_daemon(OPEN)
+    env = dict(token.gate_env(d), GNUTLS_PIN=PIN)
+    r = sh(["p11tool", "--provider", GATE, "--login", "--test-sign",
+            "pkcs11:token=%s;object=ec" % TOKEN], env, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"Signing using ECDSA-SHA256... ok" in r.stderr
+    assert b"Verifying against public key in the token... ok" in r.stderr
+    assert len(granted(d)) >= 1
+
+
+def test_ssh_keygen_lists_same_keys(token, start_daemon):
+    d = start_daemon(OPEN)
+    env = token.gate_env(d)
+    direct = sh(["ssh-keygen", "-D", SOFTHSM], env)
+    gated = sh(["ssh-keygen", "-D", GATE], env)
+    assert gated.stdout == direct.stdout and gated.stdout.count(b"\n") == 2
+
+
+# ---- b. a 2-approver rule -------------------------------------------------------------------
+
+def test_refused_before_approval_then_exactly_n_uses(token, start_daemon):
+    d = start_daemon(guarded())
+    env = token.gate_env(d)
+    # refused before any operation: exact return code, one line naming the reason
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(), then_sign_again=True)
+    first, again = out["results"]
+    assert first["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"] and first["signature"] is None
+    assert again["steps"][0] == ["C_SignInit", "CKR_OK"], "session unusable after a refusal"
+    lines = [ln for ln in out["stderr"].splitlines() if ln.startswith("p11gate:")]
+    assert len(lines) == 2 and all("(no_operation)" in ln for ln in lines), out["stderr"]
+    r = sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN,
+            "--sign", "--mechanism", "ECDSA", "--id", "02", "--input-file", "/dev/null"],
+           env, check=False)
+    assert r.returncode != 0
+    r, _ = openssl_sign(token, env, "ec", os.path.join(token.dir, "x"))
+    assert r.returncode != 0
+
+    op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 3))
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"]
+    assert "(pending)" in out["stderr"]
+    d.approve("alice", op)
+    assert pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())["results"][0]["signature"] is None
+    d.approve("bob", op)
+
+    # length query and a too-small buffer consume nothing
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(), length_query=True,
+               small_buffer=True)
+    assert out["results"][0]["steps"] == [["C_SignInit", "CKR_OK"], ["C_Sign(NULL)", "CKR_OK"],
+                                          ["C_Sign(small)", "CKR_BUFFER_TOO_SMALL"]]
+    assert uses_of(d, op) == 0
+    # three signatures by three clients, then exhausted
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["signature"]
+    sig = os.path.join(token.dir, "sig")
+    r, data = openssl_sign(token, env, "ec", sig)
+    assert r.returncode == 0, r.stderr
+    sh(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", token.pub["ec"], "-in", data,
+        "-sigfile", sig], env)
+    digest_file = os.path.join(token.dir, "d.bin")
+    with open(digest_file, "wb") as f:
+        f.write(DIGEST)
+    sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN, "--sign",
+        "--mechanism", "ECDSA", "--id", "02", "--input-file", digest_file, "--output-file",
+        os.path.join(token.dir, "s3")], env)
+    assert uses_of(d, op) == 3 and d.state_of(op) == "exhausted"
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"]
+    assert "(exhausted)" in out["stderr"]
+    assert len([g for g in granted(d) if g.get("op") == op]) == 3
+
+
+def test_pinned_digest_signs_that_digest_only(token, start_daemon):
+    d = start_daemon(guarded(bind_digest=True))
+    env = token.gate_env(d)
+    op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 2),
+                   digests=["sha256:" + DIGEST.hex()])
+    d.approve("alice", op)
+    d.approve("bob", op)
+    other = hashlib.sha256(b"something else").digest()
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=other.hex())
+    assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"]
+    assert "(digest_mismatch)" in out["stderr"]
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["signature"]
+    assert uses_of(d, op) == 1
+
+
+# ---- c. other paths to a guarded key --------------------------------------------------------
+
+BYPASSES = ["C_DecryptInit CKM_RSA_X_509", "C_DecryptInit CKM_RSA_PKCS", "C_SignRecoverInit",
+            "C_WrapKey", "C_SetAttributeValue CKA_EXTRACTABLE", "C_SetAttributeValue CKA_LABEL",
+            "C_CopyObject"]
+
+
+def test_bypasses_refused_on_guarded_key(token, start_daemon):
+    d = start_daemon(guarded())
+    res = pk11("bypass", token.gate_env(d), label="rsa")["results"]
+    for b in BYPASSES:
+        assert res[b] == "CKR_KEY_FUNCTION_NOT_PERMITTED", (b, res)
+    # the key is still there, under its name
+    res2 = pk11("sign", token.gate_env(d), label="rsa", mech="CKM_SHA256_RSA_PKCS", data="00")
+    assert res2["results"][0]["steps"][0] == ["C_SignInit", "CKR_OK"]
+
+
+def test_unguarded_key_behaves_as_softhsm(token, start_daemon):
+    d = start_daemon({"default": "allow", "rules": [
+        rule("ec-only", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2)]})
+    env = token.gate_env(d)
+    gated = pk11("bypass", env, label="rsa")["results"]
+    # the same calls straight to SoftHSMv2 on a fresh token (they rename and copy the key)
+    fresh = Token()
+    try:
+        direct = pk11("bypass", fresh.env, label="rsa", module=SOFTHSM)["results"]
+    finally:
+        fresh.cleanup()
+    assert gated == direct
+    assert "CKR_KEY_FUNCTION_NOT_PERMITTED" not in [gated[b] for b in BYPASSES[:2]]
+
+
+# ---- d. threads and fork ---------------------------------------------------------------------
+
+def test_16_threads_exactly_100_signatures(token, start_daemon):
+    d = start_daemon(guarded())
+    env = token.gate_env(d)
+    op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 100))
+    d.approve("alice", op)
+    d.approve("bob", op)
+    out = pk11("threads", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(), threads=16,
+               per_thread=8)
+    assert out["ok"] == 100 and out["refused"] == 28 and out["other"] == 0, out
+    assert uses_of(d, op) == 100
+    assert len([g for g in granted(d) if g.get("op") == op]) == 100
+
+
+def test_forked_child_signs_after_reinitialising(token, start_daemon):
+    d = start_daemon(OPEN)
+    out = pk11("fork", token.gate_env(d), label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    c = out["child"]
+    assert c["before_reinit"] == "CKR_CRYPTOKI_NOT_INITIALIZED", out
+    assert c["reinit"] == "CKR_OK" and c["child_sign"] == "CKR_OK" and c["child_signature"], out
+    assert out["parent_sign"] == "CKR_OK" and out["parent_signature"], out
+    assert len(granted(d)) == 2
+
+
+# ---- e. approvald down: fail closed ------------------------------------------------------------
+
+def test_daemon_down_fails_closed(token, start_daemon):
+    d = start_daemon(OPEN)
+    env = token.gate_env(d)
+    good = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())["results"][0]
+    assert good["signature"]
+    assert d.stop() == 0
+    out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["signature"] is None
+    assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"]
+    assert "not reachable" in out["stderr"] and d.sock in out["stderr"], out["stderr"]
+    r = sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--list-objects"], env)
+    assert b"label:      ec" in r.stdout and b"label:      rsa" in r.stdout
+    v = pk11("verify", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(),
+             signature=good["signature"])
+    assert v == {"C_VerifyInit": "CKR_OK", "C_Verify": "CKR_OK", "stderr": v["stderr"]}
