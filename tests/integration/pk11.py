@@ -25,6 +25,13 @@ C_DigestEncryptUpdate C_DecryptDigestUpdate C_SignEncryptUpdate C_DecryptVerifyU
 C_GenerateKey C_GenerateKeyPair C_WrapKey C_UnwrapKey C_DeriveKey C_SeedRandom
 C_GenerateRandom C_GetFunctionStatus C_CancelFunction C_WaitForSlotEvent""".split()
 
+NAMES_3_0 = NAMES + """C_GetInterfaceList C_GetInterface C_LoginUser C_SessionCancel
+C_MessageEncryptInit C_EncryptMessage C_EncryptMessageBegin C_EncryptMessageNext
+C_MessageEncryptFinal C_MessageDecryptInit C_DecryptMessage C_DecryptMessageBegin
+C_DecryptMessageNext C_MessageDecryptFinal C_MessageSignInit C_SignMessage C_SignMessageBegin
+C_SignMessageNext C_MessageSignFinal C_MessageVerifyInit C_VerifyMessage C_VerifyMessageBegin
+C_VerifyMessageNext C_MessageVerifyFinal""".split()
+
 RV = {0x0: "CKR_OK", 0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED",
       0x7: "CKR_ARGUMENTS_BAD", 0x54: "CKR_FUNCTION_NOT_SUPPORTED",
       0x63: "CKR_KEY_TYPE_INCONSISTENT", 0x68: "CKR_KEY_FUNCTION_NOT_PERMITTED",
@@ -66,13 +73,33 @@ class FunctionList(C.Structure):
     _fields_ = [("version", C.c_ubyte * 2)] + [(n, C.c_void_p) for n in NAMES]
 
 
+class FunctionList30(C.Structure):
+    _fields_ = [("version", C.c_ubyte * 2)] + [(n, C.c_void_p) for n in NAMES_3_0]
+
+
+class Interface(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("functions", C.c_void_p), ("flags", CK_ULONG)]
+
+
 def rvname(rv):
     return RV.get(rv, "0x%x" % rv)
 
 
 class Module:
-    def __init__(self, path):
+    def __init__(self, path, v3=False):
         self.dll = C.CDLL(path)
+        if v3:
+            # the PKCS#11 3.0 way in: C_GetInterface("PKCS 11", 3.0)
+            gi = self.dll.C_GetInterface
+            gi.restype = CK_ULONG
+            ver = (C.c_ubyte * 2)(3, 0)
+            ip = C.POINTER(Interface)()
+            rv = gi(C.c_char_p(b"PKCS 11"), C.byref(ver), C.byref(ip), CK_ULONG(0))
+            assert rv == 0, rvname(rv)
+            self.interface_name = ip.contents.name.decode()
+            self.fl_addr = ip.contents.functions
+            self.fl = FunctionList30.from_address(self.fl_addr)
+            return
         get = self.dll.C_GetFunctionList
         get.restype = CK_ULONG
         pp = C.POINTER(FunctionList)()
@@ -295,6 +322,54 @@ def scenario_verify(a):
                      C.create_string_buffer(sig), CK_ULONG(len(sig)))
     m.C_Finalize(None)
     return {"C_VerifyInit": rvname(rv1), "C_Verify": rvname(rv2)}
+
+
+def pointers(path):
+    """Every function-list pointer a module hands out, by every entry point."""
+    dll = C.CDLL(path)
+    out = set()
+    gfl = dll.C_GetFunctionList
+    gfl.restype = CK_ULONG
+    p = C.c_void_p()
+    if gfl(C.byref(p)) == 0:
+        out.add(p.value)
+    if hasattr(dll, "C_GetInterfaceList"):
+        gil = dll.C_GetInterfaceList
+        gil.restype = CK_ULONG
+        n = CK_ULONG(0)
+        gil(None, C.byref(n))
+        arr = (Interface * n.value)()
+        if gil(arr, C.byref(n)) == 0:
+            out.update(i.functions for i in arr)
+        gi = dll.C_GetInterface
+        gi.restype = CK_ULONG
+        for ver in (None, (3, 0), (2, 40)):
+            ip = C.POINTER(Interface)()
+            v = (C.c_ubyte * 2)(*ver) if ver else None
+            if gi(None, C.byref(v) if v else None, C.byref(ip), CK_ULONG(0)) == 0:
+                out.add(ip.contents.functions)
+    return out
+
+
+def scenario_mock3(a):
+    """Message signing and interfaces through a 3.0 module."""
+    m = Module(a["module"], v3=True)
+    res = {"interface": m.interface_name, "version": list(m.fl.version),
+           "init": rvname(m.init())}
+    h = m.open("mock")
+    key = m.find(h, CKO_PRIVATE_KEY, "mk")
+    mech = Mech(MECH["CKM_ECDSA"], None, 0)
+    res["C_MessageSignInit"] = rvname(m.C_MessageSignInit(h, C.byref(mech), key))
+    steps, sig = m.sign(h, key, "CKM_ECDSA", b"\x11" * 32)
+    res["sign"] = steps
+    m.C_Finalize(None)
+    if a.get("real"):
+        gate = pointers(a["module"])
+        real = pointers(a["real"])
+        res["gate_pointers"] = len(gate)
+        res["real_pointers"] = len(real)
+        res["leaked"] = sorted(gate & real)
+    return res
 
 
 def main():

@@ -340,3 +340,29 @@ def test_daemon_down_fails_closed(token, start_daemon):
     v = pk11("verify", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(),
              signature=good["signature"])
     assert v == {"C_VerifyInit": "CKR_OK", "C_Verify": "CKR_OK", "stderr": v["stderr"]}
+
+
+# ---- a PKCS#11 3.0 module behind the gate ------------------------------------------------------
+
+MOCK3 = os.path.join(BUILD, "tests", "mock", "mock3.so")
+
+
+def test_mock3_message_sign_gated_and_lists_never_leak(accounts, start_daemon, tmp_path):
+    d = start_daemon({"default": "deny", "rules": [
+        rule("mock", ["pkcs11:token=mock;object=mk"], approvals=2)]})
+    log = tmp_path / "calls.log"
+    conf = tmp_path / "p11gate.conf"
+    conf.write_text("module = %s\nsocket = %s\n" % (MOCK3, d.sock))
+    env = dict(os.environ, P11GATE_CONF=str(conf), GATEMOCK_LOG=str(log))
+    direct = pk11("mock3", env, module=MOCK3)
+    assert direct["C_MessageSignInit"] == "CKR_OK" and direct["sign"][-1] == ["C_Sign", "CKR_OK"]
+    log.write_text("")
+    gated = pk11("mock3", env, module=GATE, real=MOCK3)
+    assert gated["interface"] == "PKCS 11" and gated["version"] == [3, 0]
+    assert gated["C_MessageSignInit"] == "CKR_KEY_FUNCTION_NOT_PERMITTED", gated
+    assert gated["sign"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"], gated
+    calls = log.read_text().split()
+    assert "C_MessageSignInit" not in calls and "C_Sign" not in calls, calls
+    assert "C_SignInit" in calls  # the real module was reached, just not for a signature
+    assert gated["gate_pointers"] >= 2 and gated["real_pointers"] >= 2
+    assert gated["leaked"] == [], "p11gate.so handed out the real module's function list"
