@@ -23,6 +23,43 @@ TOKEN = "p11gt"
 DIGEST = hashlib.sha256(b"release 1.0").digest()  # what a CI job would sign with CKM_ECDSA
 
 
+def sanitizer_env():
+    """A sanitized p11gate.so (the ASan build) can only be loaded by an uninstrumented host
+    program (pkcs11-tool, openssl, python) with the ASan runtime loaded first.  Leak checks
+    are off for those hosts: SoftHSMv2 and the hosts leak on their own; the module's own
+    leaks are valgrind's job."""
+    try:
+        with open(GATE, "rb") as f:
+            if b"__asan_init" not in f.read():
+                return {}
+    except OSError:
+        return {}
+    lib = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                         text=True).stdout.strip()
+    return {"LD_PRELOAD": lib, "ASAN_OPTIONS": "detect_leaks=0:verify_asan_link_order=0",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+
+
+SANITIZER_ENV = None
+
+
+def host_env(env):
+    global SANITIZER_ENV
+    if SANITIZER_ENV is None:
+        SANITIZER_ENV = sanitizer_env()
+    return dict(env, **SANITIZER_ENV)
+
+
+def sanitized():
+    return bool(host_env({}))
+
+
+# Foreign clients (pkcs11-tool, openssl, p11tool, ssh-keygen) have sanitizer findings of their
+# own (pkcs11-tool --read-object: a use-after-free inside libcrypto's EC code), so with a
+# sanitized module they run in the normal build only; the ctypes client runs in both.
+foreign = pytest.mark.skipif("sanitized()", reason="foreign clients run in the normal build")
+
+
 def sh(args, env, check=True, input=None, timeout=60):
     r = subprocess.run(args, env=env, capture_output=True, timeout=timeout, input=input)
     if check and r.returncode != 0:
@@ -99,7 +136,7 @@ def pk11(scenario, env, **args):
     args.setdefault("module", GATE)
     args.setdefault("token", TOKEN)
     args.setdefault("pin", PIN)
-    r = subprocess.run(["/usr/bin/python3", PK11, scenario, json.dumps(args)], env=env,
+    r = subprocess.run(["/usr/bin/python3", PK11, scenario, json.dumps(args)], env=host_env(env),
                        capture_output=True, timeout=120)
     assert r.returncode == 0, "pk11 %s failed:\n%s" % (scenario, r.stderr.decode(errors="replace"))
     out = json.loads(r.stdout)
@@ -117,6 +154,7 @@ def granted(daemon):
 
 # ---- a. real clients see SoftHSMv2 unchanged ----------------------------------------------
 
+@foreign
 def test_pkcs11_tool_test_output_equals_direct(token, start_daemon):
     d = start_daemon(OPEN)
     env = token.gate_env(d)
@@ -132,6 +170,7 @@ def test_pkcs11_tool_test_output_equals_direct(token, start_daemon):
     assert len(granted(d)) > 0, "pkcs11-tool --test signed nothing through the gate"
 
 
+@foreign
 def test_pkcs11_tool_sign_then_openssl_verify(token, start_daemon):
     d = start_daemon(OPEN)
     env = token.gate_env(d)
@@ -166,6 +205,7 @@ def openssl_sign(token, env, label, out):
     return r, data
 
 
+@foreign
 def test_openssl_engine_sign_verifies(token, start_daemon):
     d = start_daemon(OPEN)
     env = token.gate_env(d)
@@ -177,6 +217,7 @@ def test_openssl_engine_sign_verifies(token, start_daemon):
     assert len(granted(d)) == 1
 
 
+@foreign
 def test_p11tool_test_sign(token, start_daemon):
     d = start_daemon(OPEN)
     env = dict(token.gate_env(d), GNUTLS_PIN=PIN)
@@ -188,6 +229,7 @@ def test_p11tool_test_sign(token, start_daemon):
     assert len(granted(d)) >= 1
 
 
+@foreign
 def test_ssh_keygen_lists_same_keys(token, start_daemon):
     d = start_daemon(OPEN)
     env = token.gate_env(d)
@@ -208,12 +250,13 @@ def test_refused_before_approval_then_exactly_n_uses(token, start_daemon):
     assert again["steps"][0] == ["C_SignInit", "CKR_OK"], "session unusable after a refusal"
     lines = [ln for ln in out["stderr"].splitlines() if ln.startswith("p11gate:")]
     assert len(lines) == 2 and all("(no_operation)" in ln for ln in lines), out["stderr"]
-    r = sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN,
-            "--sign", "--mechanism", "ECDSA", "--id", "02", "--input-file", "/dev/null"],
-           env, check=False)
-    assert r.returncode != 0
-    r, _ = openssl_sign(token, env, "ec", os.path.join(token.dir, "x"))
-    assert r.returncode != 0
+    if not sanitized():
+        r = sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN,
+                "--sign", "--mechanism", "ECDSA", "--id", "02", "--input-file", "/dev/null"],
+               env, check=False)
+        assert r.returncode != 0 and b"p11gate: " in r.stderr
+        r, _ = openssl_sign(token, env, "ec", os.path.join(token.dir, "x"))
+        assert r.returncode != 0 and b"p11gate: " in r.stderr
 
     op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 3))
     out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
@@ -232,17 +275,21 @@ def test_refused_before_approval_then_exactly_n_uses(token, start_daemon):
     # three signatures by three clients, then exhausted
     out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
     assert out["results"][0]["signature"]
-    sig = os.path.join(token.dir, "sig")
-    r, data = openssl_sign(token, env, "ec", sig)
-    assert r.returncode == 0, r.stderr
-    sh(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", token.pub["ec"], "-in", data,
-        "-sigfile", sig], env)
-    digest_file = os.path.join(token.dir, "d.bin")
-    with open(digest_file, "wb") as f:
-        f.write(DIGEST)
-    sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN, "--sign",
-        "--mechanism", "ECDSA", "--id", "02", "--input-file", digest_file, "--output-file",
-        os.path.join(token.dir, "s3")], env)
+    if sanitized():
+        out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(), count=2)
+        assert all(r["signature"] for r in out["results"])
+    else:
+        sig = os.path.join(token.dir, "sig")
+        r, data = openssl_sign(token, env, "ec", sig)
+        assert r.returncode == 0, r.stderr
+        sh(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", token.pub["ec"], "-in", data,
+            "-sigfile", sig], env)
+        digest_file = os.path.join(token.dir, "d.bin")
+        with open(digest_file, "wb") as f:
+            f.write(DIGEST)
+        sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--login", "--pin", PIN,
+            "--sign", "--mechanism", "ECDSA", "--id", "02", "--input-file", digest_file,
+            "--output-file", os.path.join(token.dir, "s3")], env)
     assert uses_of(d, op) == 3 and d.state_of(op) == "exhausted"
     out = pk11("sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
     assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"]
@@ -335,8 +382,9 @@ def test_daemon_down_fails_closed(token, start_daemon):
     assert out["results"][0]["signature"] is None
     assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"]
     assert "not reachable" in out["stderr"] and d.sock in out["stderr"], out["stderr"]
-    r = sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--list-objects"], env)
-    assert b"label:      ec" in r.stdout and b"label:      rsa" in r.stdout
+    if not sanitized():
+        r = sh(["pkcs11-tool", "--module", GATE, "--token-label", TOKEN, "--list-objects"], env)
+        assert b"label:      ec" in r.stdout and b"label:      rsa" in r.stdout
     v = pk11("verify", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex(),
              signature=good["signature"])
     assert v == {"C_VerifyInit": "CKR_OK", "C_Verify": "CKR_OK", "stderr": v["stderr"]}
