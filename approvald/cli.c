@@ -8,16 +8,17 @@
 #include "approvald/daemon.h"
 #include "p11gate/wire.h"
 
-#define EXIT_REFUSED	 1
-#define EXIT_USAGE	 2
+#define EXIT_REFUSED     1
+#define EXIT_USAGE       2
 #define EXIT_UNREACHABLE 3
-#define CALL_TIMEOUT_MS	 30000
+#define CALL_TIMEOUT_MS  30000
 
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
 static const char *socket_opt;
 
-static int usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *verb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static int usage_error(const char *verb, const char *fmt, ...)
 {
 	va_list ap;
@@ -168,18 +169,19 @@ static void print_op(FILE *f, const json_t *op)
 		fprintf(f, "  context:     %s\n", str(op, "context"));
 	const json_t *oci = json_object_get(op, "oci");
 	if (oci)
-		fprintf(f, "  image:       %s/%s@%s\n", str(oci, "registry"), str(oci, "repository"),
-			str(oci, "digest"));
+		fprintf(f, "  image:       %s/%s@%s\n", str(oci, "registry"),
+		        str(oci, "repository"), str(oci, "digest"));
 	fprintf(f, "  keys:\n");
 	json_array_foreach(json_object_get(op, "keys"), i, k)
-		fprintf(f, "    %s  (rule %s, used %lld of %lld)\n", str(k, "uri"), str(k, "rule"),
-			(long long)num(k, "used"), (long long)num(k, "uses"));
+	    fprintf(f, "    %s  (rule %s, used %lld of %lld)\n", str(k, "uri"), str(k, "rule"),
+	            (long long)num(k, "used"), (long long)num(k, "uses"));
 	if (json_array_size(json_object_get(op, "digests"))) {
 		fprintf(f, "  pinned digests:\n");
 		json_array_foreach(json_object_get(op, "digests"), i, d)
-			fprintf(f, "    %s\n", json_string_value(d));
+		    fprintf(f, "    %s\n", json_string_value(d));
 	}
-	fprintf(f, "  approvals:  %s\n", json_array_size(json_object_get(op, "approvals")) ? "" : " none");
+	fprintf(f, "  approvals:  %s\n",
+	        json_array_size(json_object_get(op, "approvals")) ? "" : " none");
 	json_array_foreach(json_object_get(op, "approvals"), i, a)
 	{
 		fmt_who(a, who, sizeof(who));
@@ -194,7 +196,7 @@ static void print_op(FILE *f, const json_t *op)
 		fmt_who(e, who, sizeof(who));
 		fmt_time(num(e, "time"), t1, sizeof(t1));
 		fprintf(f, "  %s: by %s at %s: %s\n", i ? "revoked" : "rejected", who, t1,
-			str(e, "reason"));
+		        str(e, "reason"));
 	}
 }
 
@@ -203,7 +205,7 @@ static void print_op_table(FILE *f, const json_t *ops)
 	size_t i, j;
 	const json_t *op, *k;
 	fprintf(f, "%-6s %-9s %-16s %-40s %-10s %s\n", "ID", "STATE", "ORDERER", "KEYS (used/uses)",
-		"EXPIRES", "DESCRIPTION");
+	        "EXPIRES", "DESCRIPTION");
 	json_array_foreach(ops, i, op)
 	{
 		char keys[256] = "", rel[32], who[64];
@@ -211,8 +213,8 @@ static void print_op_table(FILE *f, const json_t *ops)
 		json_array_foreach(json_object_get(op, "keys"), j, k)
 		{
 			int n = snprintf(keys + off, sizeof(keys) - off, "%s%s (%lld/%lld)",
-					 j ? ", " : "", str(k, "uri"), (long long)num(k, "used"),
-					 (long long)num(k, "uses"));
+			                 j ? ", " : "", str(k, "uri"), (long long)num(k, "used"),
+			                 (long long)num(k, "uses"));
 			if (n < 0 || (size_t)n >= sizeof(keys) - off)
 				break;
 			off += (size_t)n;
@@ -223,7 +225,7 @@ static void print_op_table(FILE *f, const json_t *ops)
 			snprintf(who, sizeof(who), "uid %lld", (long long)num(o, "uid"));
 		fmt_rel(num(op, "expires"), rel, sizeof(rel));
 		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s\n", (long long)num(op, "id"),
-			str(op, "state"), who, keys, rel, str(op, "description"));
+		        str(op, "state"), who, keys, rel, str(op, "description"));
 	}
 }
 
@@ -231,7 +233,7 @@ static void print_op_table(FILE *f, const json_t *ops)
 
 #define HELP_REQUEST                                                                               \
 	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
-	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"     \
+	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"      \
 	"                         [--digest sha256:HEX]... [--for PRINCIPAL] [--wait[=SECONDS]]\n" \
 	"                         [--json]\n"                                                      \
 	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
@@ -246,9 +248,10 @@ static int wait_decision(uint64_t id, long seconds)
 		int64_t left = (deadline - p11g_mono_us()) / 1000000;
 		if (left < 0)
 			left = 0;
-		int rc = call("wait", json_pack("{s:I, s:I}", "id", (json_int_t)id, "timeout",
-					       (json_int_t)(left > 3600 ? 3600 : left)),
-			      &res, -1);
+		int rc = call("wait",
+		              json_pack("{s:I, s:I}", "id", (json_int_t)id, "timeout",
+		                        (json_int_t)(left > 3600 ? 3600 : left)),
+		              &res, -1);
 		if (rc)
 			return rc;
 		const char *state = str(json_object_get(res, "operation"), "state");
@@ -258,13 +261,14 @@ static int wait_decision(uint64_t id, long seconds)
 		}
 		if (strcmp(state, "pending")) {
 			fprintf(stderr, "approvald: operation %" PRIu64 " is %s (%s)\n", id, state,
-				state);
+			        state);
 			return EXIT_REFUSED;
 		}
 		if (p11g_mono_us() >= deadline) {
 			fprintf(stderr,
-				"approvald: operation %" PRIu64 " is still pending after %lds (%s)\n",
-				id, seconds, P11G_E_TIMEOUT);
+			        "approvald: operation %" PRIu64
+			        " is still pending after %lds (%s)\n",
+			        id, seconds, P11G_E_TIMEOUT);
 			return EXIT_REFUSED;
 		}
 	}
@@ -273,12 +277,12 @@ static int wait_decision(uint64_t id, long seconds)
 static int cmd_request(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"key", required_argument, 0, 'k'},	    {"uses", required_argument, 0, 'u'},
-		{"valid", required_argument, 0, 'v'},	    {"description", required_argument, 0, 'd'},
-		{"context", required_argument, 0, 'c'},	    {"digest", required_argument, 0, 'g'},
-		{"for", required_argument, 0, 'f'},	    {"wait", optional_argument, 0, 'w'},
-		{"json", no_argument, 0, 'j'},		    {"socket", required_argument, 0, 'S'},
-		{"help", no_argument, 0, 'h'},		    {0, 0, 0, 0}};
+	    {"key", required_argument, 0, 'k'},     {"uses", required_argument, 0, 'u'},
+	    {"valid", required_argument, 0, 'v'},   {"description", required_argument, 0, 'd'},
+	    {"context", required_argument, 0, 'c'}, {"digest", required_argument, 0, 'g'},
+	    {"for", required_argument, 0, 'f'},     {"wait", optional_argument, 0, 'w'},
+	    {"json", no_argument, 0, 'j'},          {"socket", required_argument, 0, 'S'},
+	    {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 	_cleanup_json_ json_t *req = json_object(), *keys = json_array(), *digests = json_array();
 	bool json = false, wait = false, uses_given = false;
 	long wait_s = 3600;
@@ -300,16 +304,18 @@ static int cmd_request(int argc, char **argv)
 			errno = 0;
 			n = strtoull(optarg, &end, 10);
 			if (errno || *end || !*optarg || *optarg == '-' || n == 0 || n > 1000000)
-				return usage_error("request", "--uses takes a number from 1 to 1000000");
+				return usage_error("request",
+				                   "--uses takes a number from 1 to 1000000");
 			json_object_set_new(json_array_get(keys, json_array_size(keys) - 1), "uses",
-					    json_integer((json_int_t)n));
+			                    json_integer((json_int_t)n));
 			uses_given = true;
 			break;
 		case 'v': {
 			int64_t d = p11g_duration_parse(optarg);
 			if (d <= 0)
-				return usage_error("request",
-						   "--valid takes a duration such as 90s, 15m, 24h, 7d");
+				return usage_error(
+				    "request",
+				    "--valid takes a duration such as 90s, 15m, 24h, 7d");
 			json_object_set_new(req, "valid", json_integer(d));
 			break;
 		}
@@ -332,7 +338,7 @@ static int cmd_request(int argc, char **argv)
 				wait_s = strtol(optarg, &end, 10);
 				if (errno || *end || !*optarg || wait_s < 0 || wait_s > 86400)
 					return usage_error("request",
-							   "--wait takes seconds from 0 to 86400");
+					                   "--wait takes seconds from 0 to 86400");
 			}
 			break;
 		case 'j':
@@ -376,18 +382,16 @@ static int cmd_request(int argc, char **argv)
 
 #define HELP_LIST                                                                                  \
 	"Usage: approvald list [--all] [--state STATE] [--json]\n"                                 \
-	"Without --all: the operations waiting for your decision.  With --all: every\n"           \
+	"Without --all: the operations waiting for your decision.  With --all: every\n"            \
 	"operation you may see.  STATE: pending, approved, exhausted, expired, revoked,\n"         \
 	"rejected.\n"
 
 static int cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = {{"all", no_argument, 0, 'a'},
-					     {"state", required_argument, 0, 's'},
-					     {"json", no_argument, 0, 'j'},
-					     {"socket", required_argument, 0, 'S'},
-					     {"help", no_argument, 0, 'h'},
-					     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"all", no_argument, 0, 'a'},  {"state", required_argument, 0, 's'},
+	    {"json", no_argument, 0, 'j'}, {"socket", required_argument, 0, 'S'},
+	    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 	bool all = false, json = false;
 	const char *state = NULL;
 	int c;
@@ -421,7 +425,7 @@ static int cmd_list(int argc, char **argv)
 	for (;;) {
 		_cleanup_json_ json_t *res = NULL;
 		json_t *args = json_pack("{s:b, s:I, s:i}", "all", all, "after", (json_int_t)after,
-					 "limit", 1000);
+		                         "limit", 1000);
 		if (state)
 			json_object_set_new(args, "state", json_string(state));
 		int rc = call("list", args, &res, CALL_TIMEOUT_MS);
@@ -454,14 +458,12 @@ struct id_verb {
 };
 
 static int parse_id_verb(const struct id_verb *v, int argc, char **argv, uint64_t *id,
-			 const char **reason, bool *yes, bool *json)
+                         const char **reason, bool *yes, bool *json)
 {
-	static const struct option opts[] = {{"reason", required_argument, 0, 'r'},
-					     {"yes", no_argument, 0, 'y'},
-					     {"json", no_argument, 0, 'j'},
-					     {"socket", required_argument, 0, 'S'},
-					     {"help", no_argument, 0, 'h'},
-					     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"reason", required_argument, 0, 'r'}, {"yes", no_argument, 0, 'y'},
+	    {"json", no_argument, 0, 'j'},         {"socket", required_argument, 0, 'S'},
+	    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
 	int c;
 	*reason = NULL;
 	*yes = *json = false;
@@ -469,7 +471,8 @@ static int parse_id_verb(const struct id_verb *v, int argc, char **argv, uint64_
 		switch (c) {
 		case 'r':
 			if (!v->reason)
-				return usage_error(v->name, "--reason does not go with %s", v->name);
+				return usage_error(v->name, "--reason does not go with %s",
+				                   v->name);
 			*reason = optarg;
 			break;
 		case 'y':
@@ -496,29 +499,36 @@ static int parse_id_verb(const struct id_verb *v, int argc, char **argv, uint64_
 		return usage_error(v->name, "give exactly one operation ID");
 	if (!parse_id(argv[optind], id))
 		return usage_error(v->name, "'%s' is not an operation ID (a positive number)",
-				   argv[optind]);
+		                   argv[optind]);
 	if (v->reason_required && (!*reason || !**reason))
 		return usage_error(v->name, "%s needs --reason TEXT", v->name);
 	return 0;
 }
 
-static const struct id_verb v_show = {"show", "Usage: approvald show ID [--json]\n", false, false,
-				      false, true};
+static const struct id_verb v_show = {
+    "show", "Usage: approvald show ID [--json]\n", false, false, false, true};
 static const struct id_verb v_approve = {
-	"approve",
-	"Usage: approvald approve ID [--yes]\nShows the operation and asks for confirmation "
-	"unless --yes.\n",
-	false, false, true, false};
-static const struct id_verb v_reject = {"reject", "Usage: approvald reject ID --reason TEXT\n",
-					true, true, false, false};
+    "approve",
+    "Usage: approvald approve ID [--yes]\nShows the operation and asks for confirmation "
+    "unless --yes.\n",
+    false,
+    false,
+    true,
+    false};
+static const struct id_verb v_reject = {
+    "reject", "Usage: approvald reject ID --reason TEXT\n", true, true, false, false};
 static const struct id_verb v_withdraw = {
-	"withdraw", "Usage: approvald withdraw ID\nTakes back your approval (before any use).\n",
-	false, false, false, false};
+    "withdraw", "Usage: approvald withdraw ID\nTakes back your approval (before any use).\n",
+    false,      false,
+    false,      false};
 static const struct id_verb v_revoke = {
-	"revoke",
-	"Usage: approvald revoke ID [--reason TEXT]\nEnds an operation (its orderer or an admin "
-	"of its keys).\n",
-	true, false, false, false};
+    "revoke",
+    "Usage: approvald revoke ID [--reason TEXT]\nEnds an operation (its orderer or an admin "
+    "of its keys).\n",
+    true,
+    false,
+    false,
+    false};
 
 static int id_verb_run(const struct id_verb *v, int argc, char **argv)
 {
@@ -531,15 +541,16 @@ static int id_verb_run(const struct id_verb *v, int argc, char **argv)
 
 	if (v == &v_approve && !yes) {
 		_cleanup_json_ json_t *shown = NULL;
-		int rc = call("show", json_pack("{s:I}", "id", (json_int_t)id), &shown,
-			      CALL_TIMEOUT_MS);
+		int rc =
+		    call("show", json_pack("{s:I}", "id", (json_int_t)id), &shown, CALL_TIMEOUT_MS);
 		if (rc)
 			return rc;
 		print_op(stdout, json_object_get(shown, "operation"));
 		FILE *tty = fopen("/dev/tty", "re");
 		if (!tty) {
-			fprintf(stderr, "approvald: no terminal to confirm on; pass --yes to approve "
-					"without asking\n");
+			fprintf(stderr,
+			        "approvald: no terminal to confirm on; pass --yes to approve "
+			        "without asking\n");
 			return EXIT_USAGE;
 		}
 		char line[16] = "";
@@ -567,7 +578,8 @@ static int id_verb_run(const struct id_verb *v, int argc, char **argv)
 		print_op(stdout, op);
 	else
 		printf("operation %" PRIu64 " is %s%s%s%s\n", id, str(op, "state"),
-		       *str(op, "needs") ? " (" : "", str(op, "needs"), *str(op, "needs") ? ")" : "");
+		       *str(op, "needs") ? " (" : "", str(op, "needs"),
+		       *str(op, "needs") ? ")" : "");
 	return 0;
 }
 
@@ -595,9 +607,9 @@ static int cmd_revoke(int argc, char **argv)
 static int simple_opts(const char *verb, const char *help, int argc, char **argv, bool *json)
 {
 	static const struct option opts[] = {{"json", no_argument, 0, 'j'},
-					     {"socket", required_argument, 0, 'S'},
-					     {"help", no_argument, 0, 'h'},
-					     {0, 0, 0, 0}};
+	                                     {"socket", required_argument, 0, 'S'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -660,7 +672,7 @@ static void print_audit_row(const json_t *r)
 		if (!*v)
 			continue;
 		int n = snprintf(detail + off, sizeof(detail) - off, "%s%s=%s", off ? " " : "",
-				 parts[i], v);
+		                 parts[i], v);
 		if (n < 0 || (size_t)n >= sizeof(detail) - off)
 			break;
 		off += (size_t)n;
@@ -703,18 +715,18 @@ static int offline_verify(p11g_txn *t, void *arg, p11g_err *err)
 #define HELP_AUDIT                                                                                 \
 	"Usage: approvald audit [--json] [--since SEQ] [--verify] [--state-dir DIR]\n"             \
 	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
-	"hash chain.  --state-dir reads a store directory directly instead of asking the\n"       \
+	"hash chain.  --state-dir reads a store directory directly instead of asking the\n"        \
 	"daemon (for copies and backups).\n"
 
 static int cmd_audit(int argc, char **argv)
 {
 	static const struct option opts[] = {{"json", no_argument, 0, 'j'},
-					     {"verify", no_argument, 0, 'V'},
-					     {"since", required_argument, 0, 's'},
-					     {"state-dir", required_argument, 0, 'D'},
-					     {"socket", required_argument, 0, 'S'},
-					     {"help", no_argument, 0, 'h'},
-					     {0, 0, 0, 0}};
+	                                     {"verify", no_argument, 0, 'V'},
+	                                     {"since", required_argument, 0, 's'},
+	                                     {"state-dir", required_argument, 0, 'D'},
+	                                     {"socket", required_argument, 0, 'S'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
 	struct offline_ctx oc = {0};
 	bool verify = false;
 	const char *dir = NULL;
@@ -758,7 +770,7 @@ static int cmd_audit(int argc, char **argv)
 		if (r != 0) {
 			if (verify)
 				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
-					err.code ? err.code : "error");
+				        err.code ? err.code : "error");
 			else
 				report(&err);
 			return EXIT_REFUSED;
@@ -777,7 +789,7 @@ static int cmd_audit(int argc, char **argv)
 		if (r < 0) {
 			if (err.code && !strcmp(err.code, P11G_E_AUDIT_BROKEN)) {
 				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
-					err.code);
+				        err.code);
 				return EXIT_REFUSED;
 			}
 			return report(&err);
@@ -791,7 +803,7 @@ static int cmd_audit(int argc, char **argv)
 	for (;;) {
 		_cleanup_json_ json_t *res = NULL;
 		int rc = call("audit", json_pack("{s:I}", "since", (json_int_t)since), &res,
-			      CALL_TIMEOUT_MS);
+		              CALL_TIMEOUT_MS);
 		if (rc)
 			return rc;
 		const json_t *recs = json_object_get(res, "records"), *r;
@@ -853,21 +865,19 @@ static int cmd_policy(int argc, char **argv)
 #define HELP_SERVE                                                                                 \
 	"Usage: approvald serve [--config FILE] [--state-dir DIR] [--socket PATH]\n"               \
 	"                       [--policy-dir DIR]\n"                                              \
-	"Runs the daemon in the foreground until SIGTERM; SIGHUP reloads the policy.\n"           \
+	"Runs the daemon in the foreground until SIGTERM; SIGHUP reloads the policy.\n"            \
 	"Defaults: state " P11G_DEFAULT_STATE_DIR ", socket " P11G_DEFAULT_SOCKET ",\n"            \
-	"policy " P11G_DEFAULT_POLICY_DIR ".  The config file holds key = value lines:\n"         \
-	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                \
-	"max_connections, max_connections_per_uid, max_pending_per_user, idle_timeout,\n"         \
+	"policy " P11G_DEFAULT_POLICY_DIR ".  The config file holds key = value lines:\n"          \
+	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                 \
+	"max_connections, max_connections_per_uid, max_pending_per_user, idle_timeout,\n"          \
 	"frame_timeout, default_validity.\n"
 
 static int cmd_serve(int argc, char **argv)
 {
-	static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-					     {"state-dir", required_argument, 0, 'D'},
-					     {"socket", required_argument, 0, 'S'},
-					     {"policy-dir", required_argument, 0, 'P'},
-					     {"help", no_argument, 0, 'h'},
-					     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"config", required_argument, 0, 'c'}, {"state-dir", required_argument, 0, 'D'},
+	    {"socket", required_argument, 0, 'S'}, {"policy-dir", required_argument, 0, 'P'},
+	    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
 	struct p11g_daemon_config cfg;
 	const char *config = NULL, *state = NULL, *sock = NULL, *pol = NULL;
 	int c;
@@ -920,17 +930,17 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *summary;
 } verbs[] = {
-	{"serve", cmd_serve, "run the daemon"},
-	{"request", cmd_request, "order uses of keys"},
-	{"list", cmd_list, "operations waiting for you (--all: every one you may see)"},
-	{"show", cmd_show, "one operation in full"},
-	{"approve", cmd_approve, "approve an operation"},
-	{"reject", cmd_reject, "reject an operation"},
-	{"withdraw", cmd_withdraw, "take back your approval before any use"},
-	{"revoke", cmd_revoke, "end an operation"},
-	{"status", cmd_status, "counts and policy"},
-	{"audit", cmd_audit, "the audit log; --verify checks its hash chain"},
-	{"policy", cmd_policy, "policy check [DIR|FILE]: validate policy files"},
+    {"serve", cmd_serve, "run the daemon"},
+    {"request", cmd_request, "order uses of keys"},
+    {"list", cmd_list, "operations waiting for you (--all: every one you may see)"},
+    {"show", cmd_show, "one operation in full"},
+    {"approve", cmd_approve, "approve an operation"},
+    {"reject", cmd_reject, "reject an operation"},
+    {"withdraw", cmd_withdraw, "take back your approval before any use"},
+    {"revoke", cmd_revoke, "end an operation"},
+    {"status", cmd_status, "counts and policy"},
+    {"audit", cmd_audit, "the audit log; --verify checks its hash chain"},
+    {"policy", cmd_policy, "policy check [DIR|FILE]: validate policy files"},
 };
 
 static void usage(FILE *f)
@@ -938,10 +948,11 @@ static void usage(FILE *f)
 	fprintf(f, "Usage: approvald VERB [OPTIONS]\n\nHuman approval for HSM signing keys.\n\n");
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(verbs); i++)
 		fprintf(f, "  %-9s %s\n", verbs[i].name, verbs[i].summary);
-	fprintf(f, "\nEvery client verb takes --socket PATH (or APPROVALD_SOCKET; default %s).\n"
-		   "Run 'approvald VERB --help' for a verb's options.  Exit status: 0 done,\n"
-		   "1 refused, 2 usage error, 3 daemon not reachable.\n",
-		P11G_DEFAULT_SOCKET);
+	fprintf(f,
+	        "\nEvery client verb takes --socket PATH (or APPROVALD_SOCKET; default %s).\n"
+	        "Run 'approvald VERB --help' for a verb's options.  Exit status: 0 done,\n"
+	        "1 refused, 2 usage error, 3 daemon not reachable.\n",
+	        P11G_DEFAULT_SOCKET);
 }
 
 int p11g_cli_main(int argc, char **argv)

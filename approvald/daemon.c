@@ -65,7 +65,7 @@ static char *trim(char *s)
 
 /* One setting; false with a message for an unknown key or a bad value. */
 static bool config_set(struct p11g_daemon_config *cfg, const char *key, const char *val,
-		       const char **why)
+                       const char **why)
 {
 	unsigned long long n;
 	int64_t d;
@@ -99,8 +99,8 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		const char *key;
 		unsigned long long max;
 	} nums[] = {{"max_connections", 100000},
-		    {"max_connections_per_uid", 100000},
-		    {"max_pending_per_user", 1000000}};
+	            {"max_connections_per_uid", 100000},
+	            {"max_pending_per_user", 1000000}};
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(nums); i++) {
 		if (strcmp(key, nums[i].key))
 			continue;
@@ -155,14 +155,14 @@ int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p1
 		if (!eq) {
 			fclose(f);
 			return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: expected key = value",
-					    path, lineno);
+			                    path, lineno);
 		}
 		*eq = '\0';
 		char *key = trim(s), *val = trim(eq + 1);
 		if (!config_set(cfg, key, val, &why)) {
 			fclose(f);
 			return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: %s: %s", path, lineno,
-					    key, why);
+			                    key, why);
 		}
 	}
 	fclose(f);
@@ -195,7 +195,7 @@ static void on_reload(void *app)
 
 	if (p11g_policy_load(d->cfg.policy_dir, &p, &msg) < 0) {
 		p11g_error("policy reload refused, previous policy stays in force: %s",
-			   msg ? msg : "out of memory");
+		           msg ? msg : "out of memory");
 		free(msg);
 		return;
 	}
@@ -240,17 +240,17 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 		goto out;
 	}
 	struct p11g_server_ops sops = {
-		.handlers = p11g_handlers,
-		.n_handlers = p11g_n_handlers,
-		.tick = on_tick,
-		.reload = on_reload,
+	    .handlers = p11g_handlers,
+	    .n_handlers = p11g_n_handlers,
+	    .tick = on_tick,
+	    .reload = on_reload,
 	};
 	if (p11g_server_new(&d.cfg.server, &sops, &d, &d.server, &err) < 0) {
 		p11g_error("%s", err.msg);
 		goto out;
 	}
 	p11g_info("serving on %s (state %s, policy %s: %zu rules)", cfg->socket_path,
-		  cfg->state_dir, cfg->policy_dir, d.ops.policy->n_rules);
+	          cfg->state_dir, cfg->policy_dir, d.ops.policy->n_rules);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
 	p11g_info("stopped");
 out:

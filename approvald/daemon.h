@@ -6,7 +6,7 @@
 #include "approvald/server.h"
 #include "approvald/store.h"
 
-#define P11G_DEFAULT_STATE_DIR	"/var/lib/approvald"
+#define P11G_DEFAULT_STATE_DIR  "/var/lib/approvald"
 #define P11G_DEFAULT_POLICY_DIR "/etc/approvald/policy.d"
 
 struct p11g_daemon_config {

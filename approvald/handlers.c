@@ -6,11 +6,11 @@
 #include "p11gate/wire.h"
 
 #define LIST_LIMIT_DEFAULT  100
-#define LIST_LIMIT_MAX	    1000
+#define LIST_LIMIT_MAX      1000
 #define AUDIT_LIMIT_DEFAULT 1000
-#define AUDIT_LIMIT_MAX	    5000
-#define WAIT_MAX	    86400
-#define REASON_MAX	    1024
+#define AUDIT_LIMIT_MAX     5000
+#define WAIT_MAX            86400
+#define REASON_MAX          1024
 
 /* Every member of req is one of the verb's names (or v/verb). */
 static int check_members(const json_t *req, const char *const *allowed, p11g_err *err)
@@ -23,7 +23,8 @@ static int check_members(const json_t *req, const char *const *allowed, p11g_err
 		for (size_t i = 0; !ok && allowed[i]; i++)
 			ok = !strcmp(name, allowed[i]);
 		if (!ok)
-			return p11g_err_set(err, P11G_E_BAD_REQUEST, "unknown argument \"%s\"", name);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "unknown argument \"%s\"",
+			                    name);
 	}
 	return 0;
 }
@@ -36,13 +37,14 @@ static int get_id(const json_t *req, const char *name, bool required, uint64_t *
 		return 0;
 	}
 	if (!json_is_integer(j) || json_integer_value(j) < (required ? 1 : 0))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"%s\" must be a positive integer", name);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"%s\" must be a positive integer",
+		                    name);
 	*ret = (uint64_t)json_integer_value(j);
 	return 0;
 }
 
-static int get_uint(const json_t *req, const char *name, unsigned dflt, unsigned max,
-		    unsigned *ret, p11g_err *err)
+static int get_uint(const json_t *req, const char *name, unsigned dflt, unsigned max, unsigned *ret,
+                    p11g_err *err)
 {
 	const json_t *j = json_object_get(req, name);
 	if (!j) {
@@ -50,14 +52,14 @@ static int get_uint(const json_t *req, const char *name, unsigned dflt, unsigned
 		return 0;
 	}
 	if (!json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) > max)
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"%s\" must be an integer from 0 to %u",
-				    name, max);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "\"%s\" must be an integer from 0 to %u", name, max);
 	*ret = (unsigned)json_integer_value(j);
 	return 0;
 }
 
-static int get_str(const json_t *req, const char *name, bool required, size_t max,
-		   const char **ret, p11g_err *err)
+static int get_str(const json_t *req, const char *name, bool required, size_t max, const char **ret,
+                   p11g_err *err)
 {
 	const json_t *j = json_object_get(req, name);
 	if (!j && !required) {
@@ -67,7 +69,7 @@ static int get_str(const json_t *req, const char *name, bool required, size_t ma
 	if (!json_is_string(j) || json_string_length(j) > max ||
 	    strlen(json_string_value(j)) != json_string_length(j))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-				    "\"%s\" must be a string of at most %zu bytes", name, max);
+		                    "\"%s\" must be a string of at most %zu bytes", name, max);
 	*ret = json_string_value(j);
 	return 0;
 }
@@ -82,23 +84,23 @@ static json_t *wrap_op(json_t *op)
 	return json_pack("{s:o}", "operation", op);
 }
 
-static int h_request(void *app, const struct p11g_ident *caller, const json_t *req,
-		     json_t **ret, p11g_err *err, struct p11g_wait *wait)
+static int h_request(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+                     p11g_err *err, struct p11g_wait *wait)
 {
-	static const char *const allowed[] = {"keys",	 "valid", "description", "context",
-					      "digests", "for",	  "oci",	 NULL};
+	static const char *const allowed[] = {"keys",    "valid", "description", "context",
+	                                      "digests", "for",   "oci",         NULL};
 	json_t *op;
 	(void)wait;
 	if (check_members(req, allowed, err) < 0 ||
 	    p11g_ops_request(ops_of(app), caller, req, &op, err) < 0)
 		return -1;
 	*ret = json_pack("{s:O, s:O, s:o}", "id", json_object_get(op, "id"), "state",
-			 json_object_get(op, "state"), "operation", op);
+	                 json_object_get(op, "state"), "operation", op);
 	return 0;
 }
 
 static int h_show(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		  p11g_err *err, struct p11g_wait *wait)
+                  p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"id", NULL};
 	uint64_t id;
@@ -113,7 +115,7 @@ static int h_show(void *app, const struct p11g_ident *caller, const json_t *req,
 
 /* approve, withdraw: id only. */
 static int h_approve(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		     p11g_err *err, struct p11g_wait *wait)
+                     p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"id", NULL};
 	uint64_t id;
@@ -126,8 +128,8 @@ static int h_approve(void *app, const struct p11g_ident *caller, const json_t *r
 	return 0;
 }
 
-static int h_withdraw(void *app, const struct p11g_ident *caller, const json_t *req,
-		      json_t **ret, p11g_err *err, struct p11g_wait *wait)
+static int h_withdraw(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
+                      p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"id", NULL};
 	uint64_t id;
@@ -141,7 +143,7 @@ static int h_withdraw(void *app, const struct p11g_ident *caller, const json_t *
 }
 
 static int h_reject(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		    p11g_err *err, struct p11g_wait *wait)
+                    p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"id", "reason", NULL};
 	uint64_t id;
@@ -160,7 +162,7 @@ static int h_reject(void *app, const struct p11g_ident *caller, const json_t *re
 }
 
 static int h_revoke(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		    p11g_err *err, struct p11g_wait *wait)
+                    p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"id", "reason", NULL};
 	uint64_t id;
@@ -176,10 +178,10 @@ static int h_revoke(void *app, const struct p11g_ident *caller, const json_t *re
 }
 
 static const char *const states[] = {"pending", "approved", "exhausted", "expired",
-				     "revoked", "rejected", NULL};
+                                     "revoked", "rejected", NULL};
 
 static int h_list(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		  p11g_err *err, struct p11g_wait *wait)
+                  p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"all", "state", "limit", "after", NULL};
 	struct p11g_list_args a = {0};
@@ -199,9 +201,9 @@ static int h_list(void *app, const struct p11g_ident *caller, const json_t *req,
 			;
 		if (!states[i])
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "unknown state \"%s\" (pending, approved, exhausted, "
-					    "expired, revoked, rejected)",
-					    a.state);
+			                    "unknown state \"%s\" (pending, approved, exhausted, "
+			                    "expired, revoked, rejected)",
+			                    a.state);
 	}
 	if (a.limit == 0)
 		a.limit = LIST_LIMIT_DEFAULT;
@@ -209,7 +211,7 @@ static int h_list(void *app, const struct p11g_ident *caller, const json_t *req,
 }
 
 static int h_status(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		    p11g_err *err, struct p11g_wait *wait)
+                    p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {NULL};
 	(void)wait;
@@ -219,7 +221,7 @@ static int h_status(void *app, const struct p11g_ident *caller, const json_t *re
 }
 
 static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		   p11g_err *err, struct p11g_wait *wait)
+                   p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"since", "limit", NULL};
 	uint64_t since;
@@ -229,11 +231,11 @@ static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req
 	    get_uint(req, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX, &limit, err) < 0)
 		return -1;
 	return p11g_ops_audit(ops_of(app), caller, since, limit ? limit : AUDIT_LIMIT_DEFAULT, ret,
-			      err);
+	                      err);
 }
 
 static int h_verify(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		    p11g_err *err, struct p11g_wait *wait)
+                    p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {NULL};
 	(void)wait;
@@ -243,7 +245,7 @@ static int h_verify(void *app, const struct p11g_ident *caller, const json_t *re
 }
 
 static int h_key(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		 p11g_err *err, struct p11g_wait *wait)
+                 p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"key", NULL};
 	struct p11g_keyid k;
@@ -257,10 +259,10 @@ static int h_key(void *app, const struct p11g_ident *caller, const json_t *req, 
 }
 
 static int h_use(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		 p11g_err *err, struct p11g_wait *wait)
+                 p11g_err *err, struct p11g_wait *wait)
 {
-	static const char *const allowed[] = {"key", "mechanism", "digest", "raw", "operation",
-					      NULL};
+	static const char *const allowed[] = {"key", "mechanism", "digest",
+	                                      "raw", "operation", NULL};
 	struct p11g_use_args a = {0};
 	const char *mech, *digest;
 	char norm[160];
@@ -278,19 +280,20 @@ static int h_use(void *app, const struct p11g_ident *caller, const json_t *req, 
 	const struct p11g_mech_info *m = p11g_mech_by_name(mech);
 	if (!m)
 		return p11g_err_set(err, P11G_E_MECHANISM,
-				    "mechanism %s is not a signing mechanism p11gate knows", mech);
+		                    "mechanism %s is not a signing mechanism p11gate knows", mech);
 	a.mechanism = m->type;
 	if (digest) {
 		if (!p11g_digest_normalise(digest, norm, sizeof(norm)))
-			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-					    "\"digest\" must be ALG:HEX such as sha256:<64 hex digits>");
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "\"digest\" must be ALG:HEX such as sha256:<64 hex digits>");
 		a.digest = norm;
 	}
 	return p11g_ops_use(ops_of(app), caller, &a, ret, err);
 }
 
 static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-		  p11g_err *err, struct p11g_wait *wait)
+                  p11g_err *err, struct p11g_wait *wait)
 {
 	static const char *const allowed[] = {"id", "timeout", NULL};
 	uint64_t id;
@@ -313,9 +316,9 @@ static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req,
 }
 
 const struct p11g_handler p11g_handlers[] = {
-	{"request", h_request}, {"list", h_list},	  {"show", h_show},	{"approve", h_approve},
-	{"reject", h_reject},	{"withdraw", h_withdraw}, {"revoke", h_revoke}, {"status", h_status},
-	{"audit", h_audit},	{"verify", h_verify},	  {"key", h_key},	{"use", h_use},
-	{"wait", h_wait},
+    {"request", h_request}, {"list", h_list},         {"show", h_show},     {"approve", h_approve},
+    {"reject", h_reject},   {"withdraw", h_withdraw}, {"revoke", h_revoke}, {"status", h_status},
+    {"audit", h_audit},     {"verify", h_verify},     {"key", h_key},       {"use", h_use},
+    {"wait", h_wait},
 };
 const size_t p11g_n_handlers = P11G_ARRAY_SIZE(p11g_handlers);

@@ -1,4 +1,5 @@
-/* Operation lifecycle: request, approve, reject, withdraw, revoke, use, expire — the rules of four eyes. */
+/* Operation lifecycle: request, approve, reject, withdraw, revoke, use, expire — the rules of four
+ * eyes. */
 #ifndef P11GATE_OPS_H
 #define P11GATE_OPS_H
 
@@ -18,8 +19,8 @@ struct p11g_ops_limits {
 struct p11g_ops {
 	p11g_store *store;
 	struct p11g_policy *policy; /* current policy (owned) */
-	int64_t policy_loaded;	    /* when it was loaded (seconds) */
-	uid_t daemon_uid;	    /* may see everything, like root */
+	int64_t policy_loaded;      /* when it was loaded (seconds) */
+	uid_t daemon_uid;           /* may see everything, like root */
 	struct p11g_ops_limits limits;
 	/* Called with an operation id after its state changed (wakes waiters). */
 	void (*changed)(void *arg, uint64_t id);
@@ -35,21 +36,21 @@ struct p11g_ops {
 /* Request arguments as on the wire (see wire.h "request"); already
  * type-checked by the caller except the semantic checks done here. */
 int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *args,
-		     json_t **ret_op, p11g_err *err);
+                     json_t **ret_op, p11g_err *err);
 int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		     json_t **ret_op, p11g_err *err);
+                     json_t **ret_op, p11g_err *err);
 int p11g_ops_reject(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		    const char *reason, json_t **ret_op, p11g_err *err);
+                    const char *reason, json_t **ret_op, p11g_err *err);
 int p11g_ops_withdraw(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		      json_t **ret_op, p11g_err *err);
+                      json_t **ret_op, p11g_err *err);
 int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		    const char *reason, json_t **ret_op, p11g_err *err);
+                    const char *reason, json_t **ret_op, p11g_err *err);
 
 struct p11g_use_args {
 	struct p11g_keyid key;
 	CK_MECHANISM_TYPE mechanism;
 	const char *digest; /* "sha256:<hex>" or NULL when the module could not compute one */
-	bool raw;	    /* CKM_RSA_PKCS input that is not a DigestInfo */
+	bool raw;           /* CKM_RSA_PKCS input that is not a DigestInfo */
 	uint64_t operation; /* 0: choose */
 };
 
@@ -57,14 +58,14 @@ struct p11g_use_args {
  * {"operation": id, "remaining": n} or {"guarded": false} for a key no rule
  * guards under "default": "allow". */
 int p11g_ops_use(struct p11g_ops *o, const struct p11g_ident *caller,
-		 const struct p11g_use_args *args, json_t **ret_result, p11g_err *err);
+                 const struct p11g_use_args *args, json_t **ret_result, p11g_err *err);
 
 /* The module's question: is this key guarded, and how. */
 json_t *p11g_ops_key_info(struct p11g_ops *o, const struct p11g_keyid *key);
 
 /* Read-only views.  show/wait return the public form of an operation. */
-int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
-		  json_t **ret_op, p11g_err *err);
+int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id, json_t **ret_op,
+                  p11g_err *err);
 struct p11g_list_args {
 	bool all;
 	const char *state; /* NULL: any */
@@ -72,13 +73,13 @@ struct p11g_list_args {
 	unsigned limit;
 };
 int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
-		  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err);
+                  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err);
 int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
-		    p11g_err *err);
+                    p11g_err *err);
 int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
-		   unsigned limit, json_t **ret_result, p11g_err *err);
+                   unsigned limit, json_t **ret_result, p11g_err *err);
 int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
-		    p11g_err *err);
+                    p11g_err *err);
 
 /* Marks operations whose window closed as expired (audited).  Returns the
  * number expired, or -1. */

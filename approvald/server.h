@@ -10,11 +10,11 @@
 
 struct p11g_server_config {
 	const char *socket_path;
-	mode_t socket_mode;	    /* 0666 */
-	unsigned max_conns;	    /* all peers; default 1024 */
+	mode_t socket_mode;         /* 0666 */
+	unsigned max_conns;         /* all peers; default 1024 */
 	unsigned max_conns_per_uid; /* default 64 */
-	int idle_timeout_ms;	    /* no request started within this: close; default 60000 */
-	int frame_timeout_ms;	    /* a started frame must complete within this; default 10000 */
+	int idle_timeout_ms;        /* no request started within this: close; default 60000 */
+	int frame_timeout_ms;       /* a started frame must complete within this; default 10000 */
 };
 
 /* A parked request (the wait verb): filled by a handler that returns
@@ -36,7 +36,7 @@ struct p11g_wait {
  * P11G_HANDLER_WAIT with *wait filled.
  */
 typedef int (*p11g_handler_fn)(void *app, const struct p11g_ident *caller, const json_t *req,
-			       json_t **ret_result, p11g_err *err, struct p11g_wait *wait);
+                               json_t **ret_result, p11g_err *err, struct p11g_wait *wait);
 
 struct p11g_handler {
 	const char *verb;
@@ -55,7 +55,7 @@ struct p11g_server;
 /* Binds and listens (removing a stale socket file, refusing to start if a
  * live daemon answers on it).  Errors: -1 with err naming the path. */
 int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_server_ops *ops,
-		    void *app, struct p11g_server **ret, p11g_err *err);
+                    void *app, struct p11g_server **ret, p11g_err *err);
 /* Serves until SIGTERM or SIGINT; 0 on a clean stop. */
 int p11g_server_run(struct p11g_server *s);
 /* Re-runs the handlers parked on op_id (after a state change). */

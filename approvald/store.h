@@ -1,4 +1,5 @@
-/* The approvald store: operations and the hash-chained audit log in LMDB (the only user of lmdb.h). */
+/* The approvald store: operations and the hash-chained audit log in LMDB (the only user of lmdb.h).
+ */
 #ifndef P11GATE_STORE_H
 #define P11GATE_STORE_H
 
@@ -17,8 +18,8 @@ enum p11g_durability {
 struct p11g_store_options {
 	enum p11g_durability durability;
 	uint64_t initial_map_size; /* bytes; 0: 16 MiB */
-	uint64_t max_map_size;	   /* bytes; 0: 64 GiB */
-	bool read_only;		   /* open an existing store without writing (offline audit) */
+	uint64_t max_map_size;     /* bytes; 0: 64 GiB */
+	bool read_only;            /* open an existing store without writing (offline audit) */
 };
 
 /*
@@ -26,7 +27,7 @@ struct p11g_store_options {
  * Errors: -1 with err store_error naming the directory and the reason.
  */
 int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_store **ret,
-		    p11g_err *err);
+                    p11g_err *err);
 void p11g_store_close(p11g_store *s);
 
 /*
@@ -68,7 +69,7 @@ int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err);
  * value is returned).  op is borrowed for the call. */
 typedef int (*p11g_op_visit_fn)(uint64_t id, json_t *op, void *arg);
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
-			void *arg, p11g_err *err);
+                        void *arg, p11g_err *err);
 
 /* ---- audit: append-only, hash-chained ----------------------------------- */
 
@@ -86,7 +87,7 @@ int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p
 /* Visits records with seq > since in order; visitor as for operations. */
 typedef int (*p11g_audit_visit_fn)(uint64_t seq, json_t *record, void *arg);
 int p11g_txn_audit_foreach(p11g_txn *t, uint64_t since, p11g_audit_visit_fn fn, void *arg,
-			   p11g_err *err);
+                           p11g_err *err);
 
 /*
  * Walks the whole chain.  0 with *ret_count when intact; otherwise -1 with

@@ -18,8 +18,8 @@ struct p11g_ident {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	char user[64];	    /* "" when the uid has no passwd entry */
-	char **groups;	    /* names of every group the user is in (primary included) */
+	char user[64]; /* "" when the uid has no passwd entry */
+	char **groups; /* names of every group the user is in (primary included) */
 	size_t n_groups;
 };
 
@@ -70,8 +70,8 @@ struct p11g_rule {
 	 * several.  No clause (or all counts 0) means approved on creation. */
 	struct p11g_clause *quorum;
 	size_t n_quorum;
-	uint64_t max_uses;     /* 0: no ceiling */
-	uint64_t max_validity; /* seconds; 0: no ceiling */
+	uint64_t max_uses;             /* 0: no ceiling */
+	uint64_t max_validity;         /* seconds; 0: no ceiling */
 	CK_MECHANISM_TYPE *mechanisms; /* n 0: any non-raw mechanism */
 	size_t n_mechanisms;
 	bool allow_raw;
@@ -105,7 +105,7 @@ struct p11g_policy {
 int p11g_policy_load(const char *path, struct p11g_policy **ret, char **ret_error);
 /* The same over a buffer; name is used in messages. */
 int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
-		      char **ret_error);
+                      char **ret_error);
 void p11g_policy_free(struct p11g_policy *p);
 
 /* The rule whose keys match k, or NULL. */
@@ -142,6 +142,6 @@ bool p11g_rule_allows_mechanism(const struct p11g_rule *r, CK_MECHANISM_TYPE mec
  * approval from group:release-approvers".
  */
 bool p11g_rule_quorum_met(const struct p11g_rule *r, const struct p11g_ident *approvers,
-			  size_t n_approvers, uid_t orderer, char *missing, size_t missing_size);
+                          size_t n_approvers, uid_t orderer, char *missing, size_t missing_size);
 
 #endif

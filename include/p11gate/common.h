@@ -44,7 +44,7 @@ typedef struct p11g_err {
 } p11g_err;
 
 __attribute__((format(printf, 3, 4))) static inline int p11g_err_set(p11g_err *e, const char *code,
-								      const char *fmt, ...)
+                                                                     const char *fmt, ...)
 {
 	if (e) {
 		va_list ap;
@@ -95,7 +95,7 @@ static inline int p11g_hex_digit(char c)
 /* Decodes hexlen digits into out; the count of bytes, or -1 on a bad digit,
  * an odd length or more than outmax bytes. */
 static inline ssize_t p11g_hex_decode(const char *hex, size_t hexlen, unsigned char *out,
-				      size_t outmax)
+                                      size_t outmax)
 {
 	if (hexlen % 2 || hexlen / 2 > outmax)
 		return -1;

@@ -1,4 +1,5 @@
-/* Key identity: what names a private key on a token, as the module sees it and as policy matches it. */
+/* Key identity: what names a private key on a token, as the module sees it and as policy matches
+ * it. */
 #ifndef P11GATE_KEYID_H
 #define P11GATE_KEYID_H
 
@@ -42,7 +43,8 @@ bool p11g_keyid_matches(const struct p11g_keyid *k, P11KitUri *uri);
 /* Canonical URI for messages: pkcs11:token=..;object=..;id=.. (malloc'd). */
 char *p11g_keyid_to_uri(const struct p11g_keyid *k);
 
-/* JSON form used on the wire: {token:{label,manufacturer,model,serial}, label, id:hex, key_type?}. */
+/* JSON form used on the wire: {token:{label,manufacturer,model,serial}, label, id:hex, key_type?}.
+ */
 json_t *p11g_keyid_to_json(const struct p11g_keyid *k);
 /* Strict: unknown members, wrong types or over-long strings are bad_request. */
 int p11g_keyid_from_json(const json_t *obj, struct p11g_keyid *ret, p11g_err *err);

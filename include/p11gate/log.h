@@ -14,11 +14,11 @@ extern const char *p11g_log_ident;
 
 /* Writes "IDENT: message\n" to stderr.  Never pass PINs or data bytes. */
 __attribute__((format(printf, 2, 3))) void p11g_log(enum p11g_log_level level, const char *fmt,
-						    ...);
+                                                    ...);
 
 #define p11g_error(...) p11g_log(P11G_LOG_ERROR, __VA_ARGS__)
-#define p11g_warn(...)	p11g_log(P11G_LOG_WARN, __VA_ARGS__)
-#define p11g_info(...)	p11g_log(P11G_LOG_INFO, __VA_ARGS__)
+#define p11g_warn(...)  p11g_log(P11G_LOG_WARN, __VA_ARGS__)
+#define p11g_info(...)  p11g_log(P11G_LOG_INFO, __VA_ARGS__)
 #define p11g_debug(...) p11g_log(P11G_LOG_DEBUG, __VA_ARGS__)
 
 #endif

@@ -1,4 +1,5 @@
-/* Signing mechanisms: names as in pkcs11t.h, and the family that says which digest a use is bound to. */
+/* Signing mechanisms: names as in pkcs11t.h, and the family that says which digest a use is bound
+ * to. */
 #ifndef P11GATE_MECH_H
 #define P11GATE_MECH_H
 
@@ -9,7 +10,7 @@ enum p11g_mech_family {
 	P11G_MECH_PREHASHED, /* CKM_ECDSA, CKM_RSA_PKCS_PSS, CKM_DSA: digest = the input bytes */
 	P11G_MECH_RSA_PKCS,  /* digest = the hash inside the DigestInfo; raw otherwise */
 	P11G_MECH_EDDSA,     /* digest = SHA-256 of the message */
-	P11G_MECH_RAW,	     /* CKM_RSA_X_509 and other raw private-key transforms */
+	P11G_MECH_RAW,       /* CKM_RSA_X_509 and other raw private-key transforms */
 };
 
 struct p11g_mech_info {
