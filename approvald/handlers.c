@@ -99,83 +99,65 @@ static int h_request(void *app, const struct p11g_ident *caller, const json_t *r
 	return 0;
 }
 
-static int h_show(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-                  p11g_err *err, struct p11g_wait *wait)
-{
-	static const char *const allowed[] = {"id", NULL};
-	uint64_t id;
-	json_t *op;
-	(void)wait;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
-	    p11g_ops_show(ops_of(app), caller, id, &op, err) < 0)
-		return -1;
-	*ret = wrap_op(op);
-	return 0;
-}
+/*
+ * The verbs that name one operation: show, approve, withdraw (id only), reject (id and a
+ * reason), revoke (id, optional reason).  One argument check, one dispatch.
+ */
+enum id_verb { V_SHOW, V_APPROVE, V_WITHDRAW, V_REJECT, V_REVOKE };
 
-/* approve, withdraw: id only. */
-static int h_approve(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-                     p11g_err *err, struct p11g_wait *wait)
+static int id_verb(enum id_verb v, void *app, const struct p11g_ident *caller, const json_t *req,
+                   json_t **ret, p11g_err *err)
 {
-	static const char *const allowed[] = {"id", NULL};
+	static const char *const id_only[] = {"id", NULL}, *const with_reason[] = {"id", "reason",
+	                                                                           NULL};
+	bool reason_ok = v == V_REJECT || v == V_REVOKE;
+	struct p11g_ops *o = ops_of(app);
+	const char *reason = NULL;
 	uint64_t id;
 	json_t *op;
-	(void)wait;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
-	    p11g_ops_approve(ops_of(app), caller, id, &op, err) < 0)
-		return -1;
-	*ret = wrap_op(op);
-	return 0;
-}
+	int r;
 
-static int h_withdraw(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-                      p11g_err *err, struct p11g_wait *wait)
-{
-	static const char *const allowed[] = {"id", NULL};
-	uint64_t id;
-	json_t *op;
-	(void)wait;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
-	    p11g_ops_withdraw(ops_of(app), caller, id, &op, err) < 0)
+	if (check_members(req, reason_ok ? with_reason : id_only, err) < 0 ||
+	    get_id(req, "id", true, &id, err) < 0 ||
+	    (reason_ok && get_str(req, "reason", v == V_REJECT, REASON_MAX, &reason, err) < 0))
 		return -1;
-	*ret = wrap_op(op);
-	return 0;
-}
-
-static int h_reject(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-                    p11g_err *err, struct p11g_wait *wait)
-{
-	static const char *const allowed[] = {"id", "reason", NULL};
-	uint64_t id;
-	const char *reason;
-	json_t *op;
-	(void)wait;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
-	    get_str(req, "reason", true, REASON_MAX, &reason, err) < 0)
-		return -1;
-	if (!reason[0])
+	if (v == V_REJECT && !reason[0])
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "a rejection needs a reason");
-	if (p11g_ops_reject(ops_of(app), caller, id, reason, &op, err) < 0)
+	switch (v) {
+	case V_SHOW:
+		r = p11g_ops_show(o, caller, id, &op, err);
+		break;
+	case V_APPROVE:
+		r = p11g_ops_approve(o, caller, id, &op, err);
+		break;
+	case V_WITHDRAW:
+		r = p11g_ops_withdraw(o, caller, id, &op, err);
+		break;
+	case V_REJECT:
+		r = p11g_ops_reject(o, caller, id, reason, &op, err);
+		break;
+	default:
+		r = p11g_ops_revoke(o, caller, id, reason, &op, err);
+		break;
+	}
+	if (r < 0)
 		return -1;
 	*ret = wrap_op(op);
 	return 0;
 }
 
-static int h_revoke(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
-                    p11g_err *err, struct p11g_wait *wait)
-{
-	static const char *const allowed[] = {"id", "reason", NULL};
-	uint64_t id;
-	const char *reason;
-	json_t *op;
-	(void)wait;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
-	    get_str(req, "reason", false, REASON_MAX, &reason, err) < 0 ||
-	    p11g_ops_revoke(ops_of(app), caller, id, reason, &op, err) < 0)
-		return -1;
-	*ret = wrap_op(op);
-	return 0;
-}
+#define ID_VERB(name, v)                                                                           \
+	static int h_##name(void *app, const struct p11g_ident *caller, const json_t *req,         \
+	                    json_t **ret, p11g_err *err, struct p11g_wait *wait)                   \
+	{                                                                                          \
+		(void)wait;                                                                        \
+		return id_verb(v, app, caller, req, ret, err);                                     \
+	}
+ID_VERB(show, V_SHOW)
+ID_VERB(approve, V_APPROVE)
+ID_VERB(withdraw, V_WITHDRAW)
+ID_VERB(reject, V_REJECT)
+ID_VERB(revoke, V_REVOKE)
 
 static const char *const states[] = {"pending", "approved", "exhausted", "expired",
                                      "revoked", "rejected", NULL};
