@@ -28,8 +28,8 @@ def start_daemon(accounts):
     Each is stopped with SIGTERM at teardown and must exit 0 within 5 s."""
     started = []
 
-    def start(policy=None, files=None):
-        d = p11g.Daemon(policy=policy, files=files)
+    def start(policy=None, files=None, config=None):
+        d = p11g.Daemon(policy=policy, files=files, config=config)
         started.append(d)
         d.start()
         return d

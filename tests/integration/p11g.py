@@ -450,7 +450,8 @@ def default_policy():
 class Daemon:
     """approvald serve in a temporary directory, run as root."""
 
-    def __init__(self, policy=None, files=None):
+    def __init__(self, policy=None, files=None, config=None):
+        """config: extra `key = value` lines for approvald's --config file (str or dict)."""
         self.dir = tempfile.mkdtemp(prefix="p11gt-")
         os.chmod(self.dir, 0o755)
         self.state = os.path.join(self.dir, "state")
@@ -463,6 +464,13 @@ class Daemon:
             files = {"10-test.json": policy if policy is not None else default_policy()}
         for name, content in files.items():
             self.write_policy(name, content)
+        self.config = None
+        if config:
+            if isinstance(config, dict):
+                config = "".join("%s = %s\n" % kv for kv in config.items())
+            self.config = os.path.join(self.dir, "approvald.conf")
+            with open(self.config, "w") as f:
+                f.write(config)
         self.proc = None
         self.ready = False     # start() succeeded
         self.stopped = False   # stop() was called (by a test or the fixture)
@@ -481,9 +489,14 @@ class Daemon:
     def start(self, timeout=10.0):
         self.ready = self.stopped = False
         with open(self.log, "ab") as log:
+            # P11GATE_APPROVALD_WRAPPER: a command prefix such as "valgrind --error-exitcode=99"
+            wrapper = os.environ.get("P11GATE_APPROVALD_WRAPPER", "").split()
+            args = wrapper + [APPROVALD, "serve", "--state-dir", self.state, "--socket",
+                              self.sock, "--policy-dir", self.policy_dir]
+            if self.config:
+                args += ["--config", self.config]
             self.proc = subprocess.Popen(
-                [APPROVALD, "serve", "--state-dir", self.state, "--socket", self.sock,
-                 "--policy-dir", self.policy_dir],
+                args,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=dict(CLEAN_ENV))
         deadline = time.monotonic() + timeout
         last = None
