@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <fcntl.h>
 
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -18,6 +20,7 @@
 #define DEFAULT_IDLE_MS     60000
 #define DEFAULT_FRAME_MS    10000
 #define HEADER_LEN          4
+#define FIXED_FDS           3 /* signalfd, the socket, the second socket */
 #define LISTEN_BACKLOG      128
 #define TICK_US             1000000
 #define ACCEPT_BATCH        64      /* per wakeup, so a connect storm cannot starve readers */
@@ -36,6 +39,7 @@ struct conn {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
+	bool adopted; /* p11g_server_adopt: identity given, no idle timeout */
 	enum conn_state state;
 	bool dead;
 	/* Whichever applies to the state: idle, frame, write or wait deadline. */
@@ -53,6 +57,13 @@ struct conn {
 	const struct p11g_handler *parked_handler;
 	struct p11g_wait wait;
 	bool woken;
+};
+
+struct listener {
+	int fd;
+	bool own; /* we created the file (and remove it) */
+	dev_t dev;
+	ino_t ino;
 };
 
 /* Flood-prone warnings (limit hits, accept failures) go out at most once a
@@ -82,8 +93,14 @@ struct p11g_server {
 	struct conn **conns;
 	size_t n_conns, cap_conns;
 	struct pollfd *pfds;
-	struct conn **pconns; /* pfds[i + 2] belongs to pconns[i] */
+	struct conn **pconns; /* pfds[i + FIXED_FDS] belongs to pconns[i] */
 	size_t cap_pfds;
+
+	/* The second socket (p11g_server_listen_extra): its connections are
+	 * handed to extra_fn, never read here. */
+	struct listener extra;
+	char *extra_path;
+	p11g_accept_fn extra_fn;
 
 	bool stop, any_woken;
 	int64_t next_tick_us, accept_paused_until_us;
@@ -165,39 +182,64 @@ static int clear_stale_socket(const char *path, const struct sockaddr_un *sa, p1
 	return 0;
 }
 
-static int listen_on(struct p11g_server *s, p11g_err *err)
+/* Binds and listens on path with the given mode; fills *l. */
+static int listen_path(const char *path, mode_t mode, struct listener *l, p11g_err *err)
 {
 	struct sockaddr_un sa;
 	struct stat st;
 	mode_t old_umask;
 	int r;
 
-	if (sockaddr_for(s->socket_path, &sa, err) < 0 ||
-	    clear_stale_socket(s->socket_path, &sa, err) < 0)
+	if (sockaddr_for(path, &sa, err) < 0 || clear_stale_socket(path, &sa, err) < 0)
 		return -1;
-	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s->listen_fd < 0)
+	l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (l->fd < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a socket: %m");
 	/* The umask makes bind create the file with the final mode, so there is
 	 * no moment when it is more open than configured; chmod then sets bits
 	 * a umask cannot grant. */
-	old_umask = umask(~s->socket_mode & 0777);
-	r = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+	old_umask = umask(~mode & 0777);
+	r = bind(l->fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old_umask);
 	if (r < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot bind %s: %m", s->socket_path);
-	if (chmod(s->socket_path, s->socket_mode) < 0 || lstat(s->socket_path, &st) < 0) {
-		p11g_err_set(err, P11G_E_INTERNAL, "cannot set the mode of %s: %m", s->socket_path);
-		unlink(s->socket_path);
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot bind %s: %m", path);
+	if (chmod(path, mode) < 0 || lstat(path, &st) < 0) {
+		p11g_err_set(err, P11G_E_INTERNAL, "cannot set the mode of %s: %m", path);
+		unlink(path);
 		return -1;
 	}
-	s->own_socket = true;
-	s->sock_dev = st.st_dev;
-	s->sock_ino = st.st_ino;
-	if (listen(s->listen_fd, LISTEN_BACKLOG) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot listen on %s: %m",
-		                    s->socket_path);
+	l->own = true;
+	l->dev = st.st_dev;
+	l->ino = st.st_ino;
+	if (listen(l->fd, LISTEN_BACKLOG) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot listen on %s: %m", path);
 	return 0;
+}
+
+static int listen_on(struct p11g_server *s, p11g_err *err)
+{
+	struct listener l = {.fd = -1};
+	int r = listen_path(s->socket_path, s->socket_mode, &l, err);
+
+	s->listen_fd = l.fd;
+	s->own_socket = l.own;
+	s->sock_dev = l.dev;
+	s->sock_ino = l.ino;
+	return r;
+}
+
+/* Closes a listener and removes its file, if it is still ours (a newer
+ * daemon may have replaced it). */
+static void listener_close(struct listener *l, const char *path)
+{
+	struct stat st;
+
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	if (l->own && path && lstat(path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
+		unlink(path);
+	l->own = false;
 }
 
 static int setup_signals(struct p11g_server *s, p11g_err *err)
@@ -212,6 +254,7 @@ static int setup_signals(struct p11g_server *s, p11g_err *err)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
 	/* Blocked from here on, so a SIGTERM between new and run is not lost
 	 * (and does not kill us with the socket file left behind). */
 	if (sigprocmask(SIG_BLOCK, &set, &s->old_mask) < 0)
@@ -235,6 +278,7 @@ int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_serv
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	s->listen_fd = -1;
 	s->signal_fd = -1;
+	s->extra.fd = -1;
 	s->ops = *ops;
 	s->app = app;
 	s->socket_mode = cfg->socket_mode ? cfg->socket_mode : DEFAULT_SOCKET_MODE;
@@ -300,7 +344,7 @@ static void set_idle(struct p11g_server *s, struct conn *c, int64_t now)
 {
 	c->state = CONN_READ_HEADER;
 	c->header_got = 0;
-	c->deadline_us = now + (int64_t)s->idle_ms * 1000;
+	c->deadline_us = c->adopted ? INT64_MAX : now + (int64_t)s->idle_ms * 1000;
 }
 
 /* A json string even when a message was cut inside a UTF-8 sequence. */
@@ -601,75 +645,158 @@ static void refuse(struct p11g_server *s, int fd, const struct ucred *uc, const 
 		          (int)uc->pid, message, suppressed_note(suppressed, note, sizeof(note)));
 }
 
-static void accept_clients(struct p11g_server *s, int64_t now)
+/* 0, or -1 with the limit's sentence in msg (P11G_E_LIMIT) or an internal error. */
+static int check_limits(const struct p11g_server *s, uid_t uid, p11g_err *msg)
+{
+	if (s->n_conns >= s->max_conns)
+		return p11g_err_set(msg, P11G_E_LIMIT,
+		                    "approvald is serving its maximum of %u connections; try again "
+		                    "later",
+		                    s->max_conns);
+	if (conns_of_uid(s, uid) >= s->max_per_uid)
+		return p11g_err_set(msg, P11G_E_LIMIT,
+		                    "uid %u already has %u connections open to approvald, the "
+		                    "limit; close one and retry",
+		                    (unsigned)uid, s->max_per_uid);
+	return 0;
+}
+
+/* Takes fd into the table (closing it on failure). */
+static int add_conn(struct p11g_server *s, int fd, const struct ucred *uc, bool adopted,
+                    int64_t now, p11g_err *err)
+{
+	if (s->n_conns == s->cap_conns) {
+		size_t cap = s->cap_conns ? 2 * s->cap_conns : 16;
+		struct conn **v = reallocarray(s->conns, cap, sizeof(*v));
+		if (!v) {
+			close(fd);
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		}
+		s->conns = v;
+		s->cap_conns = cap;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	c->fd = fd;
+	c->uid = uc->uid;
+	c->gid = uc->gid;
+	c->pid = uc->pid;
+	c->adopted = adopted;
+	set_idle(s, c, now);
+	s->conns[s->n_conns++] = c;
+	conn_log(P11G_LOG_DEBUG, c, "connected%s", adopted ? " (through the PKCS#11 socket)" : "");
+	return 0;
+}
+
+int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer, p11g_err *err)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (check_limits(s, peer->uid, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		close(fd);
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot set up a connection: %m");
+	}
+	return add_conn(s, fd, peer, true, p11g_mono_us(), err);
+}
+
+/* accept4 on a listener; -1 when there is nothing (more) to take. */
+static int accept_one(struct p11g_server *s, int lfd, struct ucred *uc, int64_t now)
 {
 	unsigned suppressed;
 	char note[64];
-	p11g_err msg;
 
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
+				return -1;
 			if (ratelimit_ok(&s->rl_accept, now, &suppressed))
 				p11g_warn("accept failed: %m%s",
 				          suppressed_note(suppressed, note, sizeof(note)));
 			/* Out of fds or memory: the listener stays readable, so
 			 * rest it briefly instead of spinning. */
 			s->accept_paused_until_us = now + ACCEPT_PAUSE_US;
-			return;
+			return -1;
 		}
-		struct ucred uc;
-		socklen_t uclen = sizeof(uc);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &uclen) < 0 ||
-		    uclen != sizeof(uc)) {
+		socklen_t uclen = sizeof(*uc);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, uc, &uclen) < 0 ||
+		    uclen != sizeof(*uc)) {
 			p11g_warn("cannot read the credentials of a new connection: %m");
 			close(fd);
 			continue;
 		}
-		if (s->n_conns >= s->max_conns) {
-			p11g_err_set(
-			    &msg, P11G_E_LIMIT,
-			    "approvald is serving its maximum of %u connections; try again "
-			    "later",
-			    s->max_conns);
-			refuse(s, fd, &uc, msg.msg, now);
-			continue;
-		}
-		if (conns_of_uid(s, uc.uid) >= s->max_per_uid) {
-			p11g_err_set(&msg, P11G_E_LIMIT,
-			             "uid %u already has %u connections open to approvald, the "
-			             "limit; close one and retry",
-			             (unsigned)uc.uid, s->max_per_uid);
-			refuse(s, fd, &uc, msg.msg, now);
-			continue;
-		}
-		if (s->n_conns == s->cap_conns) {
-			size_t cap = s->cap_conns ? 2 * s->cap_conns : 16;
-			struct conn **v = reallocarray(s->conns, cap, sizeof(*v));
-			if (!v) {
-				close(fd);
-				return;
-			}
-			s->conns = v;
-			s->cap_conns = cap;
-		}
-		struct conn *c = calloc(1, sizeof(*c));
-		if (!c) {
-			close(fd);
-			return;
-		}
-		c->fd = fd;
-		c->uid = uc.uid;
-		c->gid = uc.gid;
-		c->pid = uc.pid;
-		set_idle(s, c, now);
-		s->conns[s->n_conns++] = c;
-		conn_log(P11G_LOG_DEBUG, c, "connected");
+		return fd;
 	}
+}
+
+static void accept_clients(struct p11g_server *s, int64_t now)
+{
+	p11g_err msg;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct ucred uc;
+		int fd = accept_one(s, s->listen_fd, &uc, now);
+		if (fd < 0)
+			return;
+		if (check_limits(s, uc.uid, &msg) < 0) {
+			refuse(s, fd, &uc, msg.msg, now);
+			continue;
+		}
+		if (add_conn(s, fd, &uc, false, now, &msg) < 0)
+			return;
+	}
+}
+
+static void accept_extra(struct p11g_server *s, int64_t now)
+{
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct ucred uc;
+		int fd = accept_one(s, s->extra.fd, &uc, now);
+		if (fd < 0)
+			return;
+		s->extra_fn(s->app, fd, &uc);
+	}
+}
+
+int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mode,
+                             p11g_accept_fn fn, p11g_err *err)
+{
+	if (s->extra_path)
+		return p11g_err_set(err, P11G_E_INTERNAL, "a second socket is already set up");
+	if (!(s->extra_path = strdup(path)))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	s->extra_fn = fn;
+	if (listen_path(path, mode, &s->extra, err) < 0) {
+		listener_close(&s->extra, s->extra_path);
+		return -1;
+	}
+	return 0;
+}
+
+void p11g_server_close_in_child(struct p11g_server *s)
+{
+	/* Nothing is freed or unlinked: the parent still owns all of it. */
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->extra.fd >= 0)
+		close(s->extra.fd);
+	if (s->signal_fd >= 0)
+		close(s->signal_fd);
+	for (size_t i = 0; i < s->n_conns; i++)
+		if (!s->conns[i]->dead)
+			close(s->conns[i]->fd);
+	if (s->mask_saved)
+		sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
 }
 
 /* Parked requests whose operation changed or whose deadline came. */
@@ -722,6 +849,16 @@ static void handle_signals(struct p11g_server *s)
 			p11g_info("stopping on %s", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
 			s->stop = true;
 			break;
+		case SIGCHLD:
+			for (;;) {
+				int status;
+				pid_t pid = waitpid(-1, &status, WNOHANG);
+				if (pid <= 0)
+					break;
+				if (s->ops.child_exited)
+					s->ops.child_exited(s->app, pid, status);
+			}
+			break;
 		case SIGHUP:
 			p11g_info("SIGHUP: reloading");
 			if (s->ops.reload)
@@ -773,11 +910,11 @@ int p11g_server_run(struct p11g_server *s)
 
 	while (!s->stop) {
 		int64_t now = p11g_mono_us();
-		size_t n = 2;
+		size_t n = FIXED_FDS;
 
 		resume_parked(s, now);
 		sweep_dead(s);
-		if (grow_pfds(s, s->n_conns + 2) < 0) {
+		if (grow_pfds(s, s->n_conns + FIXED_FDS) < 0) {
 			/* Serve what fits rather than die: retry next round. */
 			p11g_error("out of memory for the poll set");
 			poll(NULL, 0, 10);
@@ -788,13 +925,17 @@ int p11g_server_run(struct p11g_server *s)
 		    .fd = s->accept_paused_until_us > now ? -1 : s->listen_fd,
 		    .events = POLLIN,
 		};
+		s->pfds[2] = (struct pollfd){
+		    .fd = s->accept_paused_until_us > now ? -1 : s->extra.fd,
+		    .events = POLLIN,
+		};
 		for (size_t i = 0; i < s->n_conns; i++) {
 			struct conn *c = s->conns[i];
 			short ev = c->state == CONN_WRITE    ? POLLOUT
 			           : c->state == CONN_PARKED ? 0 /* HUP still reported */
 			                                     : POLLIN;
 			s->pfds[n] = (struct pollfd){.fd = c->fd, .events = ev};
-			s->pconns[n - 2] = c;
+			s->pconns[n - FIXED_FDS] = c;
 			n++;
 		}
 
@@ -814,8 +955,10 @@ int p11g_server_run(struct p11g_server *s)
 			handle_signals(s);
 		if (s->pfds[1].revents & POLLIN)
 			accept_clients(s, now);
-		for (size_t i = 2; i < n; i++) {
-			struct conn *c = s->pconns[i - 2];
+		if (s->pfds[2].revents & POLLIN)
+			accept_extra(s, now);
+		for (size_t i = FIXED_FDS; i < n; i++) {
+			struct conn *c = s->pconns[i - FIXED_FDS];
 			short rev = s->pfds[i].revents;
 			if (!rev || c->dead)
 				continue;
@@ -871,6 +1014,8 @@ void p11g_server_free(struct p11g_server *s)
 	free(s->conns);
 	free(s->pfds);
 	free(s->pconns);
+	listener_close(&s->extra, s->extra_path);
+	free(s->extra_path);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	/* Only our own socket: a newer daemon may have replaced it. */

@@ -48,7 +48,14 @@ struct p11g_server_ops {
 	size_t n_handlers;
 	void (*tick)(void *app);   /* about once a second (expiry sweeps) */
 	void (*reload)(void *app); /* on SIGHUP */
+	/* A child process ended (reaped on SIGCHLD); NULL: reaped silently. */
+	void (*child_exited)(void *app, pid_t pid, int status);
 };
+
+struct ucred;
+/* A connection on the second socket: fd (non-blocking, close-on-exec) and
+ * its peer's credentials now belong to the callee. */
+typedef void (*p11g_accept_fn)(void *app, int fd, const struct ucred *peer);
 
 struct p11g_server;
 
@@ -56,6 +63,18 @@ struct p11g_server;
  * live daemon answers on it).  Errors: -1 with err naming the path. */
 int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_server_ops *ops,
                     void *app, struct p11g_server **ret, p11g_err *err);
+/* A second listening socket whose connections go to fn (approvald's
+ * PKCS#11 socket).  Removed by p11g_server_free. */
+int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mode,
+                             p11g_accept_fn fn, p11g_err *err);
+/* Serves fd as a connection of peer (identity given, not read from fd: the
+ * other end is a process approvald started for that peer).  Counts against
+ * the connection limits; no idle timeout.  On error fd is closed and err
+ * says why (P11G_E_LIMIT for a limit). */
+int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer, p11g_err *err);
+/* In a child after fork: closes every descriptor the server holds (sockets,
+ * connections, signalfd) without removing files, restores the signal mask. */
+void p11g_server_close_in_child(struct p11g_server *s);
 /* Serves until SIGTERM or SIGINT; 0 on a clean stop. */
 int p11g_server_run(struct p11g_server *s);
 /* Re-runs the handlers parked on op_id (after a state change). */
