@@ -20,6 +20,7 @@ void p11g_daemon_config_init(struct p11g_daemon_config *cfg)
 	cfg->server.frame_timeout_ms = 10000;
 	cfg->limits.max_pending_per_user = 100;
 	cfg->limits.default_validity = 3600;
+	cfg->host.socket_mode = 0666;
 }
 
 void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
@@ -27,6 +28,7 @@ void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
 	free(cfg->state_dir);
 	free(cfg->socket_path);
 	free(cfg->policy_dir);
+	p11g_host_config_clear(&cfg->host);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -86,13 +88,43 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 			return false;
 		return true;
 	}
-	if (!strcmp(key, "socket_mode")) {
+	if (!strcmp(key, "socket_mode") || !strcmp(key, "pkcs11_socket_mode")) {
 		char *end;
 		long m = strtol(val, &end, 8);
-		*why = "socket_mode is an octal mode such as 0666";
-		if (*end || m < 0 || m > 0777)
+		*why = "expected an octal mode such as 0666";
+		if (!*val || *end || m < 0 || m > 0777)
 			return false;
-		cfg->server.socket_mode = (mode_t)m;
+		if (key[0] == 's')
+			cfg->server.socket_mode = (mode_t)m;
+		else
+			cfg->host.socket_mode = (mode_t)m;
+		return true;
+	}
+	if (!strcmp(key, "pkcs11_socket"))
+		return set_string(&cfg->host.socket, val) == 0;
+	if (!strcmp(key, "pkcs11_module"))
+		return set_string(&cfg->host.module, val) == 0;
+	if (!strcmp(key, "pin_file"))
+		return set_string(&cfg->host.pin_file, val) == 0;
+	if (!strcmp(key, "pkcs11_token")) {
+		*why = "a token label is at most 32 bytes";
+		return strlen(val) <= 32 && set_string(&cfg->host.token, val) == 0;
+	}
+	if (!strcmp(key, "pkcs11_wait")) {
+		*why = "expected seconds, 0 to 86400";
+		if (!parse_u(val, 86400, &n))
+			return false;
+		cfg->host.wait = (unsigned)n;
+		return true;
+	}
+	if (!strcmp(key, "pkcs11_env")) {
+		const char *eq = strchr(val, '=');
+		*why = "expected NAME=VALUE (at most 16 of them)";
+		if (!eq || eq == val || cfg->host.n_env == P11G_HOST_ENV_MAX)
+			return false;
+		if (!(cfg->host.env[cfg->host.n_env] = strdup(val)))
+			return false;
+		cfg->host.n_env++;
 		return true;
 	}
 	static const struct {
@@ -186,6 +218,12 @@ static void on_tick(void *app)
 		p11g_error("expiry sweep failed: %s", err.msg);
 }
 
+static void on_child_exited(void *app, pid_t pid, int status)
+{
+	(void)app;
+	p11g_host_child_exited(pid, status);
+}
+
 static void on_reload(void *app)
 {
 	struct p11g_daemon *d = app;
@@ -239,18 +277,30 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 		p11g_error("%s", err.msg);
 		goto out;
 	}
+	if (cfg->host.socket && p11g_host_prepare(&d.cfg.host, &err) < 0) {
+		p11g_error("%s", err.msg);
+		goto out;
+	}
 	struct p11g_server_ops sops = {
 	    .handlers = p11g_handlers,
 	    .n_handlers = p11g_n_handlers,
 	    .tick = on_tick,
 	    .reload = on_reload,
+	    .child_exited = on_child_exited,
 	};
 	if (p11g_server_new(&d.cfg.server, &sops, &d, &d.server, &err) < 0) {
 		p11g_error("%s", err.msg);
 		goto out;
 	}
+	if (cfg->host.socket && p11g_host_listen(&d.cfg.host, d.server, &err) < 0) {
+		p11g_error("%s", err.msg);
+		goto out;
+	}
 	p11g_info("serving on %s (state %s, policy %s: %zu rules)", cfg->socket_path,
 	          cfg->state_dir, cfg->policy_dir, d.ops.policy->n_rules);
+	if (cfg->host.socket)
+		p11g_info("serving PKCS#11 (%s, logged in with %s) on %s", cfg->host.module,
+		          cfg->host.pin_file, cfg->host.socket);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
 	p11g_info("stopped");
 out:

@@ -2,6 +2,7 @@
 #ifndef P11GATE_DAEMON_H
 #define P11GATE_DAEMON_H
 
+#include "approvald/host.h"
 #include "approvald/ops.h"
 #include "approvald/server.h"
 #include "approvald/store.h"
@@ -16,6 +17,7 @@ struct p11g_daemon_config {
 	enum p11g_durability durability;
 	struct p11g_server_config server;
 	struct p11g_ops_limits limits;
+	struct p11g_host_config host; /* the PKCS#11 socket (host.c) */
 };
 
 struct p11g_daemon {

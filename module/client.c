@@ -100,11 +100,19 @@ static bool code_is(const p11g_err *e, const char *code)
 	return e->code && !strcmp(e->code, code);
 }
 
-/* One exchange with the configured socket. */
+/* One exchange with the configured socket (hosted: on approvald's connection). */
 static int call(json_t *req, json_t **ret, int timeout_ms, p11g_err *err)
 {
 	const char *path = p11g_m.cfg.socket;
-	int r = p11g_wire_call_path(path, req, ret, timeout_ms, err);
+	int r;
+
+	if (p11g_m.host.on) {
+		pthread_mutex_lock(&p11g_m.host.fd_lock);
+		r = p11g_wire_call(p11g_m.host.fd, req, ret, timeout_ms, err);
+		pthread_mutex_unlock(&p11g_m.host.fd_lock);
+	} else {
+		r = p11g_wire_call_path(path, req, ret, timeout_ms, err);
+	}
 
 	if (r < 0 &&
 	    (code_is(err, P11G_E_UNAVAILABLE) || code_is(err, P11G_E_TIMEOUT) ||

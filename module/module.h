@@ -41,6 +41,35 @@ int p11g_config_parse(const char *name, const char *text, size_t len, struct p11
  */
 int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize);
 
+/* ---- hosted by approvald (host.c) ------------------------------------------ */
+
+struct p11g_host {
+	bool on;                /* set by p11g_gate_host() before C_Initialize */
+	int fd;                 /* approvald's connection for this client */
+	pthread_mutex_t fd_lock; /* one exchange at a time on fd */
+	unsigned char pin[256];
+	size_t pin_len;
+	char token[33]; /* "": every token */
+	uid_t uid;      /* the client, for messages */
+	pid_t pid;
+	pthread_mutex_t lock; /* the login table */
+	struct {
+		CK_SLOT_ID slot;
+		CK_SESSION_HANDLE session;
+	} login[16];
+	size_t n_login;
+};
+
+/* After the real C_Initialize: one logged-in session per token (or the
+ * named one).  CKR_OK, or the failing code after one line on stderr. */
+CK_RV p11g_host_login_all(void);
+/* C_Finalize: the sessions went with the module. */
+void p11g_host_forget(void);
+/* A session approvald keeps for the login: not the client's to close. */
+bool p11g_host_is_login_session(CK_SESSION_HANDLE s);
+/* After C_CloseAllSessions(slot) logged the token out: log in again. */
+void p11g_host_relogin(CK_SLOT_ID slot);
+
 /* ---- module state (p11gate.c) -------------------------------------------- */
 
 struct p11g_module {
@@ -49,7 +78,11 @@ struct p11g_module {
 	CK_FUNCTION_LIST_3_0 real;
 	bool real_3_0; /* the real module gave us a 3.x interface */
 	struct p11g_config cfg;
+	struct p11g_host host;
 };
+
+extern CK_FUNCTION_LIST p11g_list_2_40;
+extern CK_FUNCTION_LIST_3_0 p11g_list_3_0;
 
 /* Read-only between C_Initialize and C_Finalize; hooks read it between
  * p11g_enter() and p11g_leave(). */

@@ -68,6 +68,14 @@ void p11g_refusal(const char *fmt, ...)
 	for (char *p = line; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = ' ';
+	if (p11g_m.host.on) {
+		/* In approvald: stderr is its log; name the client it serves. */
+		fprintf(stderr, "p11gate: %s (PKCS#11 client uid %u pid %ld)\n", line,
+		        (unsigned)p11g_m.host.uid, (long)p11g_m.host.pid);
+		syslog(LOG_AUTH | LOG_WARNING, "p11gate: %s (PKCS#11 client uid %u pid %ld)", line,
+		       (unsigned)p11g_m.host.uid, (long)p11g_m.host.pid);
+		return;
+	}
 	fprintf(stderr, "p11gate: %s\n", line);
 	syslog(LOG_AUTH | LOG_WARNING, "p11gate: %s (%s, pid %ld)", line,
 	       program_invocation_short_name, (long)getpid());
@@ -267,7 +275,8 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 	}
 	set_debug();
 	if (!forked) {
-		if (p11g_config_load(&p11g_m.cfg, err, sizeof(err)) < 0) {
+		/* Hosted by approvald: p11g_gate_host() set the configuration. */
+		if (!p11g_m.host.on && p11g_config_load(&p11g_m.cfg, err, sizeof(err)) < 0) {
 			p11g_complain("%s", err);
 			rv = CKR_GENERAL_ERROR;
 			goto out;
@@ -285,6 +294,12 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 			rv = CKR_OK;
 		if (rv != CKR_OK) {
 			unload_real();
+			goto out;
+		}
+		if (p11g_m.host.on && (rv = p11g_host_login_all()) != CKR_OK) {
+			p11g_m.real.C_Finalize(NULL);
+			unload_real();
+			rv = CKR_GENERAL_ERROR;
 			goto out;
 		}
 	} else {
@@ -334,6 +349,7 @@ CK_RV hook_C_Finalize(CK_VOID_PTR pReserved)
 		rv = p11g_m.real.C_Finalize(NULL);
 	p11g_sessions_clear();
 	p11g_client_cache_clear();
+	p11g_host_forget();
 	unload_real();
 	atomic_store(&initialized, false);
 	pthread_rwlock_unlock(&lock);
@@ -423,6 +439,8 @@ CK_RV hook_C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplica
 CK_RV hook_C_CloseSession(CK_SESSION_HANDLE hSession)
 {
 	P11G_ENTER();
+	if (p11g_host_is_login_session(hSession))
+		return CKR_SESSION_HANDLE_INVALID;
 	CK_RV rv = p11g_m.real.C_CloseSession(hSession);
 	if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED)
 		p11g_session_remove(hSession);
@@ -433,8 +451,11 @@ CK_RV hook_C_CloseAllSessions(CK_SLOT_ID slotID)
 {
 	P11G_ENTER();
 	CK_RV rv = p11g_m.real.C_CloseAllSessions(slotID);
-	if (rv == CKR_OK)
+	if (rv == CKR_OK) {
 		p11g_session_remove_slot(slotID);
+		if (p11g_m.host.on)
+			p11g_host_relogin(slotID);
+	}
 	return rv;
 }
 

@@ -1,0 +1,233 @@
+/* approvald as the HSM's only user: PKCS#11 over p11-kit's RPC, one gated process per client. */
+#include "approvald/host.h"
+
+#include <fcntl.h>
+/* p11_kit_remote_serve_module is stable in practice: p11-kit server and
+ * p11-kit remote are built on it. */
+#define P11_KIT_FUTURE_UNSTABLE_API 1
+#include <p11-kit/remote.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "approvald/server.h"
+#include "module/gate_host.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+/*
+ * Why a process per client: the client's sessions, operations and login
+ * state live and die with its connection (a client killed mid-operation
+ * takes nothing of anyone else's with it), the real module is loaded fresh
+ * after fork (SoftHSMv2 does not survive a fork of an initialised module),
+ * and a module crash takes one client down, not approvald.  The process
+ * never touches the store: every decision is a request on a socketpair
+ * approvald serves as a connection of the client's uid and pid, read from
+ * SO_PEERCRED on the PKCS#11 socket, so the client cannot claim anyone
+ * else's identity.
+ */
+
+static struct {
+	const struct p11g_host_config *cfg;
+	struct p11g_server *server;
+	unsigned char pin[P11G_HOST_PIN_MAX];
+	size_t pin_len;
+	pid_t parent;
+} host;
+
+void p11g_host_config_clear(struct p11g_host_config *cfg)
+{
+	free(cfg->socket);
+	free(cfg->module);
+	free(cfg->pin_file);
+	free(cfg->token);
+	for (size_t i = 0; i < cfg->n_env; i++)
+		free(cfg->env[i]);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+static int read_pin(const char *path, p11g_err *err)
+{
+	struct stat st;
+	ssize_t n;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: %m", path);
+	if (fstat(fd, &st) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: %m", path);
+	if (!S_ISREG(st.st_mode))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s is not a regular file",
+		                    path);
+	/* Like ssh with a private key: a PIN others can read is no secret. */
+	if (st.st_uid != geteuid() || (st.st_mode & 077))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "pin_file %s must belong to approvald's user (uid %u) and be "
+		                    "readable by it alone (chmod 0600); it is uid %u mode %04o",
+		                    path, (unsigned)geteuid(), (unsigned)st.st_uid,
+		                    (unsigned)(st.st_mode & 07777));
+	n = read(fd, host.pin, sizeof(host.pin));
+	if (n < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: %m", path);
+	if ((size_t)n == sizeof(host.pin))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: longer than %zu bytes",
+		                    path, sizeof(host.pin) - 1);
+	while (n > 0 && (host.pin[n - 1] == '\n' || host.pin[n - 1] == '\r'))
+		n--;
+	if (n == 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s is empty", path);
+	host.pin_len = (size_t)n;
+	return 0;
+}
+
+static CK_FUNCTION_LIST_3_0 *gate_for(int approvald_fd, const struct ucred *peer)
+{
+	const struct p11g_host_config *cfg = host.cfg;
+	struct p11g_gate_host_config g = {
+	    .module = cfg->module,
+	    .approvald_fd = approvald_fd,
+	    .socket = cfg->socket,
+	    .pin = host.pin,
+	    .pin_len = host.pin_len,
+	    .token = cfg->token,
+	    .wait = cfg->wait,
+	    .uid = peer ? peer->uid : geteuid(),
+	    .pid = peer ? peer->pid : getpid(),
+	};
+	return p11g_gate_host(&g);
+}
+
+int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
+{
+	int status;
+	pid_t pid;
+
+	host.cfg = cfg;
+	host.parent = getpid();
+	if (!cfg->module || !cfg->pin_file)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "pkcs11_socket needs pkcs11_module and pin_file");
+	if (cfg->module[0] != '/')
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "pkcs11_module must be an absolute path: %s", cfg->module);
+	if (read_pin(cfg->pin_file, err) < 0)
+		return -1;
+	for (size_t i = 0; i < cfg->n_env; i++)
+		if (putenv(cfg->env[i]) != 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	/* A log-in in a throw-away child: a wrong PIN, module or token stops
+	 * approvald now, not each client later.  The daemon never loads the
+	 * module itself. */
+	pid = fork();
+	if (pid < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "fork: %m");
+	if (pid == 0) {
+		CK_FUNCTION_LIST_3_0 *l = gate_for(-1, NULL);
+		CK_RV rv = l->C_Initialize(NULL);
+		if (rv == CKR_OK)
+			l->C_Finalize(NULL);
+		_exit(rv == CKR_OK ? 0 : 1);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return p11g_err_set(err, P11G_E_INTERNAL, "waitpid: %m");
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "cannot serve PKCS#11: loading %s and logging in with %s failed "
+		    "(the line above says why)",
+		    cfg->module, cfg->pin_file);
+	return 0;
+}
+
+/* Keeps only keep[0..1] open above stderr. */
+static void close_others(int a, int b)
+{
+	int lo = a < b ? a : b, hi = a < b ? b : a;
+
+	if (lo > 3)
+		close_range(3, (unsigned)lo - 1, 0);
+	if (hi > lo + 1)
+		close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+	close_range((unsigned)hi + 1, ~0U, 0);
+}
+
+static void serve_child(int client_fd, int link_fd, const struct ucred *peer)
+{
+	int fl;
+
+	/* approvald gone: so is its gate (the client sees the connection
+	 * drop instead of a gate that can only refuse). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != host.parent)
+		_exit(1);
+	p11g_server_close_in_child(host.server);
+	close_others(client_fd, link_fd);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	fl = fcntl(client_fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(client_fd, F_SETFL, fl & ~O_NONBLOCK);
+	CK_FUNCTION_LIST_3_0 *l = gate_for(link_fd, peer);
+	/* p11-kit calls C_Initialize and C_Finalize as the client does. */
+	p11_kit_remote_serve_module((CK_FUNCTION_LIST *)l, client_fd, client_fd);
+	/* A client that died or forgot C_Finalize: end the module's state
+	 * tidily (CKR_CRYPTOKI_NOT_INITIALIZED otherwise, harmless). */
+	l->C_Finalize(NULL);
+	_exit(0);
+}
+
+static void on_accept(void *app, int fd, const struct ucred *peer)
+{
+	int sp[2];
+	pid_t pid;
+	p11g_err err = {0};
+
+	(void)app;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		p11g_warn("PKCS#11 client uid %u pid %d: socketpair: %m; connection closed",
+		          (unsigned)peer->uid, (int)peer->pid);
+		close(fd);
+		return;
+	}
+	/* Limits first: the client's gate counts as one of its connections. */
+	if (p11g_server_adopt(host.server, sp[0], peer, &err) < 0) {
+		p11g_warn("PKCS#11 client uid %u pid %d: %s; connection closed",
+		          (unsigned)peer->uid, (int)peer->pid, err.msg);
+		close(sp[1]);
+		close(fd);
+		return;
+	}
+	pid = fork();
+	if (pid == 0)
+		serve_child(fd, sp[1], peer);
+	if (pid < 0)
+		p11g_warn("PKCS#11 client uid %u pid %d: fork: %m; connection closed",
+		          (unsigned)peer->uid, (int)peer->pid);
+	else
+		p11g_debug("PKCS#11 client uid %u pid %d: served by process %d",
+		           (unsigned)peer->uid, (int)peer->pid, (int)pid);
+	/* The adopted end closes when the child's end does. */
+	close(sp[1]);
+	close(fd);
+}
+
+int p11g_host_listen(const struct p11g_host_config *cfg, struct p11g_server *server, p11g_err *err)
+{
+	host.cfg = cfg;
+	host.server = server;
+	return p11g_server_listen_extra(server, cfg->socket, cfg->socket_mode, on_accept, err);
+}
+
+void p11g_host_child_exited(pid_t pid, int status)
+{
+	if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
+		p11g_warn("PKCS#11 client process %d died of signal %d", (int)pid,
+		          WTERMSIG(status));
+	else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+		p11g_warn("PKCS#11 client process %d exited %d", (int)pid, WEXITSTATUS(status));
+	else
+		p11g_debug("PKCS#11 client process %d ended", (int)pid);
+}

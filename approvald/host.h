@@ -1,0 +1,35 @@
+/* approvald hosting the real PKCS#11 module: its PIN, its socket, one process per client. */
+#ifndef P11GATE_HOST_H
+#define P11GATE_HOST_H
+
+#include <sys/types.h>
+
+#include "p11gate/common.h"
+
+#define P11G_HOST_ENV_MAX 16
+
+struct p11g_host_config {
+	char *socket; /* the PKCS#11 socket; NULL: not hosting */
+	mode_t socket_mode;
+	char *module;   /* the real PKCS#11 module */
+	char *pin_file; /* the user PIN, readable only by approvald's user */
+	char *token;    /* log in to this token label only; NULL: every initialised token */
+	unsigned wait;  /* on-demand approval wait for PKCS#11 clients, seconds */
+	char *env[P11G_HOST_ENV_MAX]; /* NAME=VALUE set for the module (SOFTHSM2_CONF=...) */
+	size_t n_env;
+};
+
+struct p11g_server;
+
+/* Reads the PIN file (refusing one other users could read), sets the
+ * environment and logs in once in a child process to prove the
+ * configuration.  -1 with err saying what is wrong. */
+int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err);
+/* Listens on the PKCS#11 socket: each connection gets a process that serves
+ * the gated module to it, its decisions bound to the client's SO_PEERCRED. */
+int p11g_host_listen(const struct p11g_host_config *cfg, struct p11g_server *server, p11g_err *err);
+/* SIGCHLD: a client's process ended. */
+void p11g_host_child_exited(pid_t pid, int status);
+void p11g_host_config_clear(struct p11g_host_config *cfg);
+
+#endif

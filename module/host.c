@@ -1,0 +1,289 @@
+/* The gate hosted by approvald: approvald holds the PIN and the login, the client holds neither. */
+#include "module/gate_host.h"
+#include "module/module.h"
+
+/*
+ * In this mode the process serves one client over p11-kit's RPC, and the
+ * token's login belongs to approvald: one session per token opened here
+ * stays logged in for the life of the process (PKCS#11 logs a token out
+ * when its last session closes).  The client's C_Login(CKU_USER) answers
+ * CKR_OK without a PIN, C_Logout answers CKR_OK and changes nothing, so
+ * tools written for a PIN-protected token work unchanged.
+ */
+
+CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg)
+{
+	struct p11g_host *h = &p11g_m.host;
+
+	memset(&p11g_m.cfg, 0, sizeof(p11g_m.cfg));
+	snprintf(p11g_m.cfg.module, sizeof(p11g_m.cfg.module), "%s", cfg->module);
+	snprintf(p11g_m.cfg.socket, sizeof(p11g_m.cfg.socket), "%s",
+	         cfg->socket ? cfg->socket : "");
+	snprintf(p11g_m.cfg.source, sizeof(p11g_m.cfg.source), "approvald's configuration");
+	p11g_m.cfg.wait = cfg->wait;
+	memset(h, 0, sizeof(*h));
+	h->on = true;
+	h->fd = cfg->approvald_fd;
+	pthread_mutex_init(&h->fd_lock, NULL);
+	pthread_mutex_init(&h->lock, NULL);
+	h->pin_len = cfg->pin_len < sizeof(h->pin) ? cfg->pin_len : sizeof(h->pin);
+	memcpy(h->pin, cfg->pin, h->pin_len);
+	snprintf(h->token, sizeof(h->token), "%s", cfg->token ? cfg->token : "");
+	h->uid = cfg->uid;
+	h->pid = cfg->pid;
+	return &p11g_list_3_0;
+}
+
+/* A token label as a C string (blank-padded, not terminated, in CK_TOKEN_INFO). */
+static void label_of(const CK_TOKEN_INFO *ti, char out[33])
+{
+	size_t n = sizeof(ti->label);
+
+	memcpy(out, ti->label, n);
+	while (n > 0 && out[n - 1] == ' ')
+		n--;
+	out[n] = '\0';
+}
+
+/* Opens the login session of slot and logs in.  Caller holds h->lock. */
+static CK_RV login_slot(CK_SLOT_ID slot)
+{
+	struct p11g_host *h = &p11g_m.host;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+
+	if (h->n_login == P11G_ARRAY_SIZE(h->login))
+		return CKR_HOST_MEMORY;
+	rv = p11g_m.real.C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
+	if (rv != CKR_OK)
+		return rv;
+	rv = p11g_m.real.C_Login(s, CKU_USER, h->pin, h->pin_len);
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		p11g_m.real.C_CloseSession(s);
+		return rv;
+	}
+	h->login[h->n_login].slot = slot;
+	h->login[h->n_login].session = s;
+	h->n_login++;
+	return CKR_OK;
+}
+
+CK_RV p11g_host_login_all(void)
+{
+	struct p11g_host *h = &p11g_m.host;
+	CK_SLOT_ID slots[P11G_ARRAY_SIZE(h->login)];
+	CK_ULONG n = P11G_ARRAY_SIZE(slots);
+	CK_RV rv;
+	size_t done = 0;
+
+	rv = p11g_m.real.C_GetSlotList(CK_TRUE, slots, &n);
+	if (rv != CKR_OK) {
+		p11g_complain("cannot list the slots of %s: 0x%lx", p11g_m.cfg.module, rv);
+		return rv;
+	}
+	pthread_mutex_lock(&h->lock);
+	for (CK_ULONG i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+		char label[33];
+		if (p11g_m.real.C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue;
+		label_of(&ti, label);
+		if (h->token[0] && strcmp(h->token, label))
+			continue;
+		if (!(ti.flags & CKF_USER_PIN_INITIALIZED))
+			continue;
+		rv = login_slot(slots[i]);
+		if (rv != CKR_OK) {
+			p11g_complain("cannot log in to the token \"%s\" of %s: 0x%lx%s", label,
+			              p11g_m.cfg.module, rv,
+			              rv == CKR_PIN_INCORRECT ? " (the PIN file holds a wrong PIN)"
+			                                      : "");
+			pthread_mutex_unlock(&h->lock);
+			return rv;
+		}
+		done++;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (done == 0) {
+		if (h->token[0])
+			p11g_complain("no initialised token labelled \"%s\" in %s", h->token,
+			              p11g_m.cfg.module);
+		else
+			p11g_complain("no initialised token in %s", p11g_m.cfg.module);
+		return CKR_TOKEN_NOT_PRESENT;
+	}
+	return CKR_OK;
+}
+
+void p11g_host_forget(void)
+{
+	struct p11g_host *h = &p11g_m.host;
+
+	pthread_mutex_lock(&h->lock);
+	h->n_login = 0;
+	pthread_mutex_unlock(&h->lock);
+}
+
+bool p11g_host_is_login_session(CK_SESSION_HANDLE s)
+{
+	struct p11g_host *h = &p11g_m.host;
+	bool found = false;
+
+	if (!h->on)
+		return false;
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n_login && !found; i++)
+		found = h->login[i].session == s;
+	pthread_mutex_unlock(&h->lock);
+	return found;
+}
+
+/* Whether approvald logged in to the token of this slot. */
+static bool slot_logged_in(CK_SLOT_ID slot)
+{
+	struct p11g_host *h = &p11g_m.host;
+	bool found = false;
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n_login && !found; i++)
+		found = h->login[i].slot == slot;
+	pthread_mutex_unlock(&h->lock);
+	return found;
+}
+
+void p11g_host_relogin(CK_SLOT_ID slot)
+{
+	struct p11g_host *h = &p11g_m.host;
+	size_t j = 0;
+	bool had = false;
+	CK_RV rv;
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n_login; i++) {
+		if (h->login[i].slot == slot)
+			had = true;
+		else
+			h->login[j++] = h->login[i];
+	}
+	h->n_login = j;
+	if (had && (rv = login_slot(slot)) != CKR_OK)
+		p11g_complain("cannot log in again to slot %lu after C_CloseAllSessions: 0x%lx",
+		              slot, rv);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- the hooks: forwarders unless hosted ------------------------------------ */
+
+static CK_RV session_slot(CK_SESSION_HANDLE s, CK_SLOT_ID *ret)
+{
+	CK_SESSION_INFO si;
+	CK_RV rv = p11g_m.real.C_GetSessionInfo(s, &si);
+
+	if (rv == CKR_OK)
+		*ret = si.slotID;
+	return rv;
+}
+
+static CK_RV host_login(CK_SESSION_HANDLE s, CK_USER_TYPE type, const char *fn)
+{
+	CK_SLOT_ID slot;
+	CK_RV rv;
+
+	if ((rv = session_slot(s, &slot)) != CKR_OK)
+		return rv;
+	switch (type) {
+	case CKU_USER:
+		if (slot_logged_in(slot))
+			return CKR_OK;
+		p11g_refusal("%s refused: approvald holds no PIN for the token in slot %lu", fn,
+		             slot);
+		return CKR_FUNCTION_REJECTED;
+	case CKU_CONTEXT_SPECIFIC:
+		if (!slot_logged_in(slot))
+			return CKR_USER_NOT_LOGGED_IN;
+		/* A key with CKA_ALWAYS_AUTHENTICATE after C_SignInit: the gate
+		 * already decided, approvald gives its PIN. */
+		return p11g_m.real.C_Login(s, CKU_CONTEXT_SPECIFIC, p11g_m.host.pin,
+		                           p11g_m.host.pin_len);
+	default:
+		p11g_refusal("%s refused: security-officer login is not served on approvald's "
+		             "PKCS#11 socket",
+		             fn);
+		return CKR_FUNCTION_REJECTED;
+	}
+}
+
+CK_RV hook_C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
+                   CK_ULONG ulPinLen)
+{
+	P11G_ENTER();
+	if (!p11g_m.host.on)
+		return p11g_m.real.C_Login(hSession, userType, pPin, ulPinLen);
+	return host_login(hSession, userType, "C_Login");
+}
+
+CK_RV hook_C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
+                       CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pUsername, CK_ULONG ulUsernameLen)
+{
+	P11G_ENTER();
+	if (!p11g_m.host.on)
+		return p11g_m.real.C_LoginUser(hSession, userType, pPin, ulPinLen, pUsername,
+		                               ulUsernameLen);
+	return host_login(hSession, userType, "C_LoginUser");
+}
+
+CK_RV hook_C_Logout(CK_SESSION_HANDLE hSession)
+{
+	P11G_ENTER();
+	if (!p11g_m.host.on)
+		return p11g_m.real.C_Logout(hSession);
+	/* The login is approvald's; the session must exist all the same. */
+	CK_SLOT_ID slot;
+	return session_slot(hSession, &slot);
+}
+
+CK_RV hook_C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
+{
+	P11G_ENTER();
+	CK_RV rv = p11g_m.real.C_GetTokenInfo(slotID, pInfo);
+	if (rv == CKR_OK && p11g_m.host.on && slot_logged_in(slotID)) {
+		/* No PIN to ask for: clients that log in anyway pass a NULL PIN. */
+		pInfo->flags &= ~(CK_FLAGS)CKF_LOGIN_REQUIRED;
+		pInfo->flags |= CKF_PROTECTED_AUTHENTICATION_PATH;
+	}
+	return rv;
+}
+
+#define HOST_REFUSE(fn)                                                                            \
+	do {                                                                                       \
+		p11g_refusal("%s refused: token administration is not served on approvald's "      \
+		             "PKCS#11 socket",                                                     \
+		             fn);                                                                  \
+		return CKR_FUNCTION_REJECTED;                                                      \
+	} while (0)
+
+CK_RV hook_C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen,
+                       CK_UTF8CHAR_PTR pLabel)
+{
+	P11G_ENTER();
+	if (p11g_m.host.on)
+		HOST_REFUSE("C_InitToken");
+	return p11g_m.real.C_InitToken(slotID, pPin, ulPinLen, pLabel);
+}
+
+CK_RV hook_C_InitPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
+{
+	P11G_ENTER();
+	if (p11g_m.host.on)
+		HOST_REFUSE("C_InitPIN");
+	return p11g_m.real.C_InitPIN(hSession, pPin, ulPinLen);
+}
+
+CK_RV hook_C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen,
+                    CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen)
+{
+	P11G_ENTER();
+	if (p11g_m.host.on)
+		HOST_REFUSE("C_SetPIN");
+	return p11g_m.real.C_SetPIN(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen);
+}
