@@ -41,7 +41,7 @@ static bool parse_wait(const char *s, size_t n, unsigned *ret)
 }
 
 /* bit per setting, for "given twice" */
-enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4 };
+enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4, SEEN_REMOTE = 8 };
 
 static int set_value(struct p11g_config *cfg, const char *key, size_t klen, const char *val,
                      size_t vlen, unsigned *seen, const char *where, char *err, size_t errsize)
@@ -54,8 +54,11 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 		bit = SEEN_SOCKET;
 	else if (klen == 4 && !memcmp(key, "wait", 4))
 		bit = SEEN_WAIT;
+	else if (klen == 6 && !memcmp(key, "remote", 6))
+		bit = SEEN_REMOTE;
 	else {
-		snprintf(err, errsize, "%s: unknown setting \"%.*s\" (known: module, socket, wait)",
+		snprintf(err, errsize,
+		         "%s: unknown setting \"%.*s\" (known: module, socket, wait, remote)",
 		         where, (int)(klen > 64 ? 64 : klen), key);
 		return -1;
 	}
@@ -85,6 +88,16 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 		if (!set_string(cfg->socket, sizeof(cfg->socket), val, vlen)) {
 			snprintf(err, errsize, "%s: socket path longer than %zu bytes", where,
 			         sizeof(cfg->socket) - 1);
+			return -1;
+		}
+		break;
+	case SEEN_REMOTE:
+		if (!set_string(cfg->remote, sizeof(cfg->remote), val, vlen) ||
+		    strncmp(cfg->remote, "unix:path=/", 11)) {
+			snprintf(err, errsize,
+			         "%s: remote is approvald's PKCS#11 socket as "
+			         "unix:path=/absolute/path",
+			         where);
 			return -1;
 		}
 		break;
@@ -235,7 +248,14 @@ int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize)
 	    apply_env(&cfg, "P11GATE_SOCKET", "socket", err, errsize) < 0 ||
 	    apply_env(&cfg, "P11GATE_WAIT", "wait", err, errsize) < 0)
 		return -1;
-	if (!cfg.module[0]) {
+	if (cfg.remote[0] && cfg.module[0]) {
+		snprintf(err, errsize,
+		         "%s: \"remote\" and \"module\" exclude each other: with remote, approvald "
+		         "holds the module",
+		         cfg.source[0] ? cfg.source : path);
+		return -1;
+	}
+	if (!cfg.module[0] && !cfg.remote[0]) {
 		snprintf(err, errsize,
 		         "%s: no \"module\" setting: name the real PKCS#11 module "
 		         "(module = /usr/lib/softhsm/libsofthsm2.so) or set P11GATE_MODULE",

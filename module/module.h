@@ -22,11 +22,12 @@ struct p11g_config {
 	char module[PATH_MAX];
 	char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	unsigned wait;         /* seconds to wait for an on-demand approval; 0: do not ask */
+	char remote[PATH_MAX]; /* "unix:path=...": approvald serves the module, we forward */
 	char source[PATH_MAX]; /* the file read, for messages ("" when none) */
 };
 
 /*
- * Parses `key = value` lines (module, socket, wait; '#' comments).  name is
+ * Parses `key = value` lines (module, socket, wait, remote; '#' comments).  name is
  * used in messages.  On error returns -1 and writes "NAME:LINE: reason" into
  * err; cfg keeps whatever was set before the bad line.
  */
@@ -44,8 +45,8 @@ int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize);
 /* ---- hosted by approvald (host.c) ------------------------------------------ */
 
 struct p11g_host {
-	bool on;                /* set by p11g_gate_host() before C_Initialize */
-	int fd;                 /* approvald's connection for this client */
+	bool on;                 /* set by p11g_gate_host() before C_Initialize */
+	int fd;                  /* approvald's connection for this client */
 	pthread_mutex_t fd_lock; /* one exchange at a time on fd */
 	unsigned char pin[256];
 	size_t pin_len;

@@ -281,6 +281,14 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 			rv = CKR_GENERAL_ERROR;
 			goto out;
 		}
+		if (p11g_m.cfg.remote[0]) {
+			/* remote_probe failed (and said why), or the configuration
+			 * changed after it: fail closed rather than guess. */
+			p11g_complain("remote = %s: approvald's PKCS#11 socket could not be used",
+			              p11g_m.cfg.remote);
+			rv = CKR_GENERAL_ERROR;
+			goto out;
+		}
 		if ((rv = load_real(p11g_m.cfg.module)) != CKR_OK)
 			goto out;
 		p11g_sessions_init();
@@ -356,11 +364,62 @@ CK_RV hook_C_Finalize(CK_VOID_PTR pReserved)
 	return rv;
 }
 
+/* ---- remote: approvald serves the module and gates it --------------------- */
+
+/*
+ * With `remote = unix:path=...` this module is a name for p11-kit-client.so
+ * talking to approvald's PKCS#11 socket: the function lists handed out are
+ * p11-kit-client's own, so no call passes through code of ours.  The gate
+ * runs in approvald (approvald/host.c).  p11-kit-client takes its server from
+ * $P11_KIT_SERVER_ADDRESS when its C_GetFunctionList runs; that variable is
+ * set here, once, for this process.
+ */
+static pthread_once_t remote_once = PTHREAD_ONCE_INIT;
+static CK_FUNCTION_LIST_PTR remote_list;
+static CK_INTERFACE remote_iface = {(CK_UTF8CHAR_PTR) "PKCS 11", NULL, 0};
+
+static void remote_probe(void)
+{
+	struct p11g_config cfg;
+	char err[PATH_MAX + 512];
+	CK_C_GetFunctionList gfl;
+	void *dl;
+
+	/* A bad configuration is C_Initialize's to report. */
+	if (p11g_config_load(&cfg, err, sizeof(err)) < 0 || !cfg.remote[0])
+		return;
+	if (setenv("P11_KIT_SERVER_ADDRESS", cfg.remote, 1) < 0)
+		return;
+	dl = dlopen(P11G_P11KIT_CLIENT, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		p11g_complain("remote = %s needs %s: %s", cfg.remote, P11G_P11KIT_CLIENT,
+		              dlerror());
+		return;
+	}
+	gfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
+	if (!gfl || gfl(&remote_list) != CKR_OK || !remote_list) {
+		p11g_complain("%s gave no function list for %s", P11G_P11KIT_CLIENT, cfg.remote);
+		remote_list = NULL;
+		return;
+	}
+	remote_iface.pFunctionList = remote_list;
+}
+
+static CK_FUNCTION_LIST_PTR remote(void)
+{
+	pthread_once(&remote_once, remote_probe);
+	return remote_list;
+}
+
 CK_RV hook_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)
 {
 	pthread_once(&atfork_once, register_atfork);
 	if (!ppFunctionList)
 		return CKR_ARGUMENTS_BAD;
+	if (remote()) {
+		*ppFunctionList = remote_list;
+		return CKR_OK;
+	}
 	*ppFunctionList = &p11g_list_2_40;
 	return CKR_OK;
 }
@@ -370,6 +429,16 @@ CK_RV hook_C_GetInterfaceList(CK_INTERFACE_PTR pInterfacesList, CK_ULONG_PTR pul
 	pthread_once(&atfork_once, register_atfork);
 	if (!pulCount)
 		return CKR_ARGUMENTS_BAD;
+	if (remote()) {
+		if (pInterfacesList && *pulCount < 1) {
+			*pulCount = 1;
+			return CKR_BUFFER_TOO_SMALL;
+		}
+		if (pInterfacesList)
+			pInterfacesList[0] = remote_iface;
+		*pulCount = 1;
+		return CKR_OK;
+	}
 	if (!pInterfacesList) {
 		*pulCount = P11G_ARRAY_SIZE(interfaces);
 		return CKR_OK;
@@ -389,6 +458,15 @@ CK_RV hook_C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersio
 	pthread_once(&atfork_once, register_atfork);
 	if (!ppInterface)
 		return CKR_ARGUMENTS_BAD;
+	if (remote()) {
+		const CK_VERSION *v = &remote_list->version;
+		if ((pInterfaceName && strcmp((const char *)pInterfaceName, "PKCS 11")) ||
+		    (pVersion && (pVersion->major != v->major || pVersion->minor != v->minor)) ||
+		    flags)
+			return CKR_ARGUMENTS_BAD;
+		*ppInterface = &remote_iface;
+		return CKR_OK;
+	}
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(interfaces); i++) {
 		CK_INTERFACE *it = &interfaces[i];
 		const CK_VERSION *v = it->pFunctionList;

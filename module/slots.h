@@ -46,21 +46,20 @@
 	  (CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PTR pulCount),                \
 	  (tokenPresent, pSlotList, pulCount))                                                     \
 	X(C_GetSlotInfo, FORWARD, 2, (CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo), (slotID, pInfo)) \
-	X(C_GetTokenInfo, HOOK, 2, (CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo),                \
-	  (slotID, pInfo))                                                                         \
+	X(C_GetTokenInfo, HOOK, 2, (CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo), (slotID, pInfo))  \
 	X(C_GetMechanismList, FORWARD, 2,                                                          \
 	  (CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList, CK_ULONG_PTR pulCount),        \
 	  (slotID, pMechanismList, pulCount))                                                      \
 	X(C_GetMechanismInfo, FORWARD, 2,                                                          \
 	  (CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR pInfo),                \
 	  (slotID, type, pInfo))                                                                   \
-	X(C_InitToken, HOOK, 2,                                                                 \
+	X(C_InitToken, HOOK, 2,                                                                    \
 	  (CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pLabel),    \
 	  (slotID, pPin, ulPinLen, pLabel))                                                        \
-	X(C_InitPIN, HOOK, 2,                                                                   \
+	X(C_InitPIN, HOOK, 2,                                                                      \
 	  (CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen),                   \
 	  (hSession, pPin, ulPinLen))                                                              \
-	X(C_SetPIN, HOOK, 2,                                                                    \
+	X(C_SetPIN, HOOK, 2,                                                                       \
 	  (CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen,                 \
 	   CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen),                                            \
 	  (hSession, pOldPin, ulOldLen, pNewPin, ulNewLen))                                        \
@@ -80,11 +79,11 @@
 	  (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperationState, CK_ULONG ulOperationStateLen,  \
 	   CK_OBJECT_HANDLE hEncryptionKey, CK_OBJECT_HANDLE hAuthenticationKey),                  \
 	  (hSession, pOperationState, ulOperationStateLen, hEncryptionKey, hAuthenticationKey))    \
-	X(C_Login, HOOK, 2,                                                                     \
+	X(C_Login, HOOK, 2,                                                                        \
 	  (CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,                \
 	   CK_ULONG ulPinLen),                                                                     \
 	  (hSession, userType, pPin, ulPinLen))                                                    \
-	X(C_Logout, HOOK, 2, (CK_SESSION_HANDLE hSession), (hSession))                          \
+	X(C_Logout, HOOK, 2, (CK_SESSION_HANDLE hSession), (hSession))                             \
 	X(C_CreateObject, FORWARD, 2,                                                              \
 	  (CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,               \
 	   CK_OBJECT_HANDLE_PTR phObject),                                                         \
@@ -255,7 +254,7 @@
 	  (CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,                                \
 	   CK_INTERFACE_PTR_PTR ppInterface, CK_FLAGS flags),                                      \
 	  (pInterfaceName, pVersion, ppInterface, flags))                                          \
-	X(C_LoginUser, HOOK, 3,                                                                 \
+	X(C_LoginUser, HOOK, 3,                                                                    \
 	  (CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,                \
 	   CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pUsername, CK_ULONG ulUsernameLen),                  \
 	  (hSession, userType, pPin, ulPinLen, pUsername, ulUsernameLen))                          \
