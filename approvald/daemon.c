@@ -21,6 +21,7 @@ void p11g_daemon_config_init(struct p11g_daemon_config *cfg)
 	cfg->limits.max_pending_per_user = 100;
 	cfg->limits.default_validity = 3600;
 	cfg->host.socket_mode = 0666;
+	cfg->host.message_max = 16 * 1024 * 1024;
 }
 
 void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
@@ -115,6 +116,13 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		if (!parse_u(val, 86400, &n))
 			return false;
 		cfg->host.wait = (unsigned)n;
+		return true;
+	}
+	if (!strcmp(key, "pkcs11_message_max")) {
+		*why = "expected bytes, 4096 to 1073741824";
+		if (!parse_u(val, 1073741824, &n) || n < 4096)
+			return false;
+		cfg->host.message_max = (size_t)n;
 		return true;
 	}
 	if (!strcmp(key, "pkcs11_env")) {
@@ -292,6 +300,7 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 		p11g_error("%s", err.msg);
 		goto out;
 	}
+	d.cfg.host.frame_ms = d.cfg.server.frame_timeout_ms;
 	if (cfg->host.socket && p11g_host_listen(&d.cfg.host, d.server, &err) < 0) {
 		p11g_error("%s", err.msg);
 		goto out;

@@ -11,10 +11,12 @@
 struct p11g_host_config {
 	char *socket; /* the PKCS#11 socket; NULL: not hosting */
 	mode_t socket_mode;
-	char *module;   /* the real PKCS#11 module */
-	char *pin_file; /* the user PIN, readable only by approvald's user */
-	char *token;    /* log in to this token label only; NULL: every initialised token */
-	unsigned wait;  /* on-demand approval wait for PKCS#11 clients, seconds */
+	char *module;       /* the real PKCS#11 module */
+	char *pin_file;     /* the user PIN, readable only by approvald's user */
+	char *token;        /* log in to this token label only; NULL: every initialised token */
+	unsigned wait;      /* on-demand approval wait for PKCS#11 clients, seconds */
+	size_t message_max; /* largest RPC message body a client may send (16 MiB) */
+	int frame_ms;       /* a message begun must arrive within (frame_timeout) */
 	char *env[P11G_HOST_ENV_MAX]; /* NAME=VALUE set for the module (SOFTHSM2_CONF=...) */
 	size_t n_env;
 };
