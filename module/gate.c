@@ -31,6 +31,88 @@ static size_t get_bytes_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRI
 }
 
 /*
+ * Key identities of token objects by (slot, handle), kept a second.  Reading
+ * them costs the real module five calls per C_SignInit (SoftHSMv2's
+ * C_GetTokenInfo alone is most of the unguarded path's overhead).  Only token
+ * objects: a handle then names one object until C_DestroyObject (which
+ * forgets it here) or another process deletes it (the handle becomes
+ * invalid; a new object gets a new handle).  A relabelled key is forgotten
+ * at C_SetAttributeValue; C_InitToken, C_Finalize and fork forget all.
+ */
+#define ID_CACHE_SIZE 64
+#define ID_CACHE_US   1000000
+
+struct id_entry {
+	bool used;
+	CK_SLOT_ID slot;
+	CK_OBJECT_HANDLE obj;
+	int64_t at_us;
+	struct p11g_keyid kid;
+};
+
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct id_entry id_cache[ID_CACHE_SIZE];
+
+static bool id_cache_lookup(CK_SLOT_ID slot, CK_OBJECT_HANDLE obj, struct p11g_keyid *ret)
+{
+	int64_t now = p11g_mono_us();
+	bool hit = false;
+
+	pthread_mutex_lock(&id_lock);
+	for (size_t i = 0; i < ID_CACHE_SIZE && !hit; i++) {
+		struct id_entry *e = &id_cache[i];
+		if (e->used && e->slot == slot && e->obj == obj && now - e->at_us < ID_CACHE_US) {
+			*ret = e->kid;
+			hit = true;
+		}
+	}
+	pthread_mutex_unlock(&id_lock);
+	return hit;
+}
+
+static void id_cache_store(CK_SLOT_ID slot, CK_OBJECT_HANDLE obj, const struct p11g_keyid *kid)
+{
+	struct id_entry *slot_e = NULL;
+
+	pthread_mutex_lock(&id_lock);
+	for (size_t i = 0; i < ID_CACHE_SIZE && !slot_e; i++)
+		if (id_cache[i].used && id_cache[i].slot == slot && id_cache[i].obj == obj)
+			slot_e = &id_cache[i];
+	for (size_t i = 0; i < ID_CACHE_SIZE && !slot_e; i++)
+		if (!id_cache[i].used)
+			slot_e = &id_cache[i];
+	if (!slot_e) {
+		slot_e = &id_cache[0];
+		for (size_t i = 1; i < ID_CACHE_SIZE; i++)
+			if (id_cache[i].at_us < slot_e->at_us)
+				slot_e = &id_cache[i];
+	}
+	*slot_e = (struct id_entry){
+	    .used = true, .slot = slot, .obj = obj, .at_us = p11g_mono_us(), .kid = *kid};
+	pthread_mutex_unlock(&id_lock);
+}
+
+/* Forgets obj (any slot), or everything when obj is CK_INVALID_HANDLE. */
+static void id_cache_forget(CK_OBJECT_HANDLE obj)
+{
+	pthread_mutex_lock(&id_lock);
+	for (size_t i = 0; i < ID_CACHE_SIZE; i++)
+		if (obj == CK_INVALID_HANDLE || id_cache[i].obj == obj)
+			id_cache[i].used = false;
+	pthread_mutex_unlock(&id_lock);
+}
+
+void p11g_gate_cache_clear(bool after_fork)
+{
+	if (after_fork) {
+		pthread_mutex_init(&id_lock, NULL);
+		memset(id_cache, 0, sizeof(id_cache));
+		return;
+	}
+	id_cache_forget(CK_INVALID_HANDLE);
+}
+
+/*
  * Whether obj is a private key, and if so its identity and who guards it.
  * false: not a private key, or its class cannot be read (the real module
  * will give the caller its own answer for that handle).
@@ -40,18 +122,32 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 {
 	CK_OBJECT_CLASS cls = 0;
 	CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
-	CK_ATTRIBUTE ca = {CKA_CLASS, &cls, sizeof(cls)};
+	CK_BBOOL on_token = CK_FALSE;
+	CK_ATTRIBUTE ca[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                     {CKA_TOKEN, &on_token, sizeof(on_token)}};
 	CK_ATTRIBUTE ka = {CKA_KEY_TYPE, &kt, sizeof(kt)};
 	CK_SESSION_INFO si;
 	CK_TOKEN_INFO ti;
+	bool have_si;
 	size_t n;
 
-	if (R.C_GetAttributeValue(h, obj, &ca, 1) != CKR_OK || ca.ulValueLen != sizeof(cls) ||
-	    cls != CKO_PRIVATE_KEY)
+	memset(pol, 0, sizeof(*pol));
+	have_si = R.C_GetSessionInfo(h, &si) == CKR_OK;
+	if (have_si && id_cache_lookup(si.slotID, obj, kid)) {
+		*ret_slot = si.slotID;
+		p11g_client_key(kid, pol);
+		return true;
+	}
+	/* CKA_TOKEN may be unreadable on some modules: then not cached. */
+	if (R.C_GetAttributeValue(h, obj, ca, 2) != CKR_OK) {
+		on_token = CK_FALSE;
+		if (R.C_GetAttributeValue(h, obj, ca, 1) != CKR_OK)
+			return false;
+	}
+	if (ca[0].ulValueLen != sizeof(cls) || cls != CKO_PRIVATE_KEY)
 		return false;
 	memset(kid, 0, sizeof(*kid));
-	memset(pol, 0, sizeof(*pol));
-	if (R.C_GetSessionInfo(h, &si) != CKR_OK || R.C_GetTokenInfo(si.slotID, &ti) != CKR_OK) {
+	if (!have_si || R.C_GetTokenInfo(si.slotID, &ti) != CKR_OK) {
 		/* A private key whose token we cannot name cannot be shown to be
 		 * unguarded. */
 		pol->guard = P11G_GUARD_UNKNOWN;
@@ -69,6 +165,8 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	if (R.C_GetAttributeValue(h, obj, &ka, 1) != CKR_OK || ka.ulValueLen != sizeof(kt))
 		kt = CK_UNAVAILABLE_INFORMATION;
 	kid->key_type = kt;
+	if (on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token))
+		id_cache_store(si.slotID, obj, kid);
 	p11g_client_key(kid, pol);
 	return true;
 }
@@ -610,7 +708,17 @@ CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
 	                       "a new label or id would take the key out of its rule");
 	if (rv != CKR_OK)
 		return rv;
-	return R.C_SetAttributeValue(hSession, hObject, pTemplate, ulCount);
+	rv = R.C_SetAttributeValue(hSession, hObject, pTemplate, ulCount);
+	id_cache_forget(hObject);
+	return rv;
+}
+
+CK_RV hook_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
+{
+	P11G_ENTER();
+	CK_RV rv = R.C_DestroyObject(hSession, hObject);
+	id_cache_forget(hObject);
+	return rv;
 }
 
 CK_RV hook_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,

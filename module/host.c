@@ -268,6 +268,7 @@ CK_RV hook_C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLe
 	P11G_ENTER();
 	if (p11g_m.host.on)
 		HOST_REFUSE("C_InitToken");
+	p11g_gate_cache_clear(false);
 	return p11g_m.real.C_InitToken(slotID, pPin, ulPinLen, pLabel);
 }
 

@@ -121,6 +121,12 @@ __attribute__((format(printf, 1, 2))) void p11g_complain(const char *fmt, ...);
 /* One line on stderr, only with P11GATE_DEBUG=1.  Never PINs or data. */
 #define p11g_trace(...) p11g_debug(__VA_ARGS__)
 
+/* ---- the gate (gate.c) ---------------------------------------------------- */
+
+/* Forgets the key identities cached per (slot, handle); after_fork: without
+ * touching the lock a parent thread may have held. */
+void p11g_gate_cache_clear(bool after_fork);
+
 /* ---- digests (digest.c) -------------------------------------------------- */
 
 /* What a use is bound to: "sha256:<hex>", and whether approvald must treat

@@ -267,6 +267,7 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 		pthread_rwlock_init(&lock, NULL);
 		p11g_sessions_reset_after_fork();
 		p11g_client_reset_after_fork();
+		p11g_gate_cache_clear(true);
 	}
 	pthread_rwlock_wrlock(&lock);
 	if (atomic_load(&initialized) && !forked) {
@@ -357,6 +358,7 @@ CK_RV hook_C_Finalize(CK_VOID_PTR pReserved)
 		rv = p11g_m.real.C_Finalize(NULL);
 	p11g_sessions_clear();
 	p11g_client_cache_clear();
+	p11g_gate_cache_clear(false);
 	p11g_host_forget();
 	unload_real();
 	atomic_store(&initialized, false);

@@ -33,6 +33,7 @@
  *     data behind the gate's back.
  *   C_SessionCancel, C_WaitForSlotEvent: the session's sign state, and a call
  *     that may block for ever must not hold up C_Finalize.
+ *   C_DestroyObject: forgets the key identity cached for the handle.
  *   C_GetTokenInfo, C_InitToken, C_InitPIN, C_SetPIN, C_Login, C_LoginUser,
  *     C_Logout: forwarded, except when approvald hosts the gate (host.c):
  *     approvald holds the PIN and the login, the client never needs either.
@@ -92,7 +93,7 @@
 	  (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,       \
 	   CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phNewObject),                                    \
 	  (hSession, hObject, pTemplate, ulCount, phNewObject))                                    \
-	X(C_DestroyObject, FORWARD, 2, (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject),     \
+	X(C_DestroyObject, HOOK, 2, (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject),        \
 	  (hSession, hObject))                                                                     \
 	X(C_GetObjectSize, FORWARD, 2,                                                             \
 	  (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pulSize),            \
