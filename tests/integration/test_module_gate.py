@@ -9,7 +9,6 @@ Every test taking the `token` fixture runs in both deployments:
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -230,17 +229,18 @@ def granted(daemon):
 
 # ---- a. real clients see SoftHSMv2 unchanged ----------------------------------------------
 
-def key_order_free(out):
-    """pkcs11-tool --test output as a sorted list of lines without key numbers."""
-    norm = re.sub(rb"testing key \d+ \((\w+)\)( with \d+ mechanisms?)?", rb"testing key (\1)", out)
-    return sorted(norm.splitlines())
-
-
 def test_pkcs11_tool_test_output_equals_direct(token, start_daemon):
     foreign(token)
     d = token.start(start_daemon, OPEN)
     env = token.gate_env(d)
     args = ["--login", "--pin", PIN, "--token-label", TOKEN, "--test"]
+    if token.mode != "local":
+        # SoftHSMv2 lists objects in the order of its allocations, which differs between
+        # approvald's process and p11-kit server's, and pkcs11-tool's tests depend on the
+        # order of the keys: one key pair (the RSA one, which it signs with) makes it the same
+        for t in ("privkey", "pubkey"):
+            sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin",
+                PIN, "--delete-object", "--type", t, "--label", "ec"], token.env)
     if token.mode == "local":
         direct = sh(["pkcs11-tool", "--module", SOFTHSM] + args, token.env, check=False)
     else:
@@ -254,13 +254,8 @@ def test_pkcs11_tool_test_output_equals_direct(token, start_daemon):
     # the same way, after the same output (signatures and key tests before it included)
     assert b"Signatures" in direct.stdout or b"Signature" in direct.stdout, direct.stdout
     assert gated.returncode == direct.returncode
-    if token.mode == "local":
-        assert (gated.stdout.replace(GATE.encode(), b"M") ==
-                direct.stdout.replace(SOFTHSM.encode(), b"M"))
-    else:
-        # SoftHSMv2 lists objects in the order of its allocations, which differs between
-        # approvald's process and p11-kit server's: the same results, keys in any order
-        assert key_order_free(gated.stdout) == key_order_free(direct.stdout)
+    assert (gated.stdout.replace(token.module.encode(), b"M") ==
+            direct.stdout.replace(SOFTHSM.encode(), b"M").replace(P11KIT_CLIENT.encode(), b"M"))
     assert gated.stderr == direct.stderr
     assert len(granted(d)) > 0, "pkcs11-tool --test signed nothing through the gate"
 
