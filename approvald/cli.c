@@ -870,7 +870,13 @@ static int cmd_policy(int argc, char **argv)
 	"policy " P11G_DEFAULT_POLICY_DIR ".  The config file holds key = value lines:\n"          \
 	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                 \
 	"max_connections, max_connections_per_uid, max_pending_per_user, idle_timeout,\n"          \
-	"frame_timeout, default_validity.\n"
+	"frame_timeout, default_validity.\n"                                                       \
+	"Serving PKCS#11 (the isolated deployment: approvald alone holds the token and\n"          \
+	"its PIN; clients load p11-kit-client.so with P11_KIT_SERVER_ADDRESS=unix:path=...):\n"    \
+	"pkcs11_socket (enables it), pkcs11_module, pin_file (mode 0600, approvald's user),\n"     \
+	"pkcs11_token (a label; default every initialised token), pkcs11_socket_mode,\n"           \
+	"pkcs11_wait (seconds), pkcs11_message_max (bytes), pkcs11_env (NAME=VALUE for the\n"      \
+	"module, repeatable).\n"
 
 static int cmd_serve(int argc, char **argv)
 {
