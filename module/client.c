@@ -1,5 +1,6 @@
 /* approvald as the module asks it: "key" (cached a second), "use", on-demand "request"/"wait". */
 #include <inttypes.h>
+#include <poll.h>
 
 #include "module/module.h"
 #include "p11gate/log.h"
@@ -21,6 +22,58 @@ struct cache_entry {
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cache_entry cache[CACHE_SIZE];
 
+/*
+ * Connections to approvald kept for the next call (a connect costs as much
+ * as the rest of an unguarded exchange).  At most POOL_MAX idle ones; more
+ * concurrent calls connect for themselves and hand the connection back if
+ * there is room.  A kept connection is used only while nothing is pending
+ * on it: approvald closes idle connections (idle_timeout), and a closed one
+ * shows as readable, so a request is never sent into a connection that is
+ * already gone (and never sent twice: a failure after sending is reported,
+ * not retried).
+ */
+#define POOL_MAX 4
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static int pool[POOL_MAX];
+static size_t pool_n;
+
+static int pool_take(void)
+{
+	int fd = -1;
+
+	pthread_mutex_lock(&pool_lock);
+	while (fd < 0 && pool_n > 0) {
+		struct pollfd p = {.fd = pool[--pool_n], .events = POLLIN};
+		if (poll(&p, 1, 0) == 0)
+			fd = p.fd;
+		else
+			close(p.fd);
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return fd;
+}
+
+static void pool_give(int fd)
+{
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n < POOL_MAX) {
+		pool[pool_n++] = fd;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	if (fd >= 0)
+		close(fd);
+}
+
+static void pool_close_all(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	while (pool_n > 0)
+		close(pool[--pool_n]);
+	pthread_mutex_unlock(&pool_lock);
+}
+
 void p11g_client_init(void)
 {
 	p11g_client_cache_clear();
@@ -30,6 +83,11 @@ void p11g_client_reset_after_fork(void)
 {
 	pthread_mutex_init(&cache_lock, NULL);
 	memset(cache, 0, sizeof(cache));
+	/* The parent's connections are the parent's: a reply to its request
+	 * must not be read here.  Closing our copies leaves them open there. */
+	pthread_mutex_init(&pool_lock, NULL);
+	while (pool_n > 0)
+		close(pool[--pool_n]);
 }
 
 void p11g_client_cache_clear(void)
@@ -37,6 +95,7 @@ void p11g_client_cache_clear(void)
 	pthread_mutex_lock(&cache_lock);
 	memset(cache, 0, sizeof(cache));
 	pthread_mutex_unlock(&cache_lock);
+	pool_close_all();
 }
 
 static bool same_key(const struct p11g_keyid *a, const struct p11g_keyid *b)
@@ -111,7 +170,21 @@ static int call(json_t *req, json_t **ret, int timeout_ms, p11g_err *err)
 		r = p11g_wire_call(p11g_m.host.fd, req, ret, timeout_ms, err);
 		pthread_mutex_unlock(&p11g_m.host.fd_lock);
 	} else {
-		r = p11g_wire_call_path(path, req, ret, timeout_ms, err);
+		int fd = pool_take();
+		if (fd < 0)
+			fd = p11g_wire_connect(path, err);
+		if (fd < 0) {
+			r = -1;
+		} else {
+			r = p11g_wire_call(fd, req, ret, timeout_ms, err);
+			/* approvald answered (yes or no): the stream is in step. */
+			if (r == 0 ||
+			    !(code_is(err, P11G_E_UNAVAILABLE) || code_is(err, P11G_E_TIMEOUT) ||
+			      code_is(err, P11G_E_PROTOCOL)))
+				pool_give(fd);
+			else
+				close(fd);
+		}
 	}
 
 	if (r < 0 &&
