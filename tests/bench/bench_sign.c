@@ -107,15 +107,16 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	if (argc != 9) {
-		fprintf(
-		    stderr,
-		    "usage: bench_sign MODULE TOKEN PIN LABEL ecdsa|rsa THREADS SECONDS NAME\n");
+		fprintf(stderr, "usage: bench_sign MODULE TOKEN PIN LABEL ecdsa|rsa|eddsa THREADS "
+		                "SECONDS NAME\n");
 		return 2;
 	}
 	token = argv[2];
 	pin = argv[3];
 	label = argv[4];
-	mech = !strcmp(argv[5], "rsa") ? CKM_SHA256_RSA_PKCS : CKM_ECDSA;
+	mech = !strcmp(argv[5], "rsa")     ? CKM_SHA256_RSA_PKCS
+	       : !strcmp(argv[5], "eddsa") ? 0x1057 /* CKM_EDDSA, not in p11-kit 0.24's headers */
+	                                   : CKM_ECDSA;
 	int threads = atoi(argv[6]);
 	seconds = strtod(argv[7], NULL);
 	void *dl = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
