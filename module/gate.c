@@ -716,6 +716,19 @@ CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
 CK_RV hook_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 {
 	P11G_ENTER();
+	struct p11g_keyid kid;
+	struct p11g_key_policy pol;
+	CK_SLOT_ID slot;
+
+	/* Deleting a guarded key is not a signature, but with approvald
+	 * holding the token (where every client may connect) it would be
+	 * anyone's to do: administer guarded keys through the real module. */
+	if (private_key_policy(hSession, hObject, &kid, &pol, &slot) &&
+	    pol.guard != P11G_UNGUARDED) {
+		refuse_path("destroying", &kid, &pol,
+		            "a guarded key is deleted through the real module, not through the gate");
+		return CKR_ACTION_PROHIBITED;
+	}
 	CK_RV rv = R.C_DestroyObject(hSession, hObject);
 	id_cache_forget(hObject);
 	return rv;

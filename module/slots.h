@@ -33,7 +33,8 @@
  *     data behind the gate's back.
  *   C_SessionCancel, C_WaitForSlotEvent: the session's sign state, and a call
  *     that may block for ever must not hold up C_Finalize.
- *   C_DestroyObject: forgets the key identity cached for the handle.
+ *   C_DestroyObject: refused for a guarded key (CKR_ACTION_PROHIBITED); forgets
+ *     the key identity cached for the handle.
  *   C_GetTokenInfo, C_InitToken, C_InitPIN, C_SetPIN, C_Login, C_LoginUser,
  *     C_Logout: forwarded, except when approvald hosts the gate (host.c):
  *     approvald holds the PIN and the login, the client never needs either.

@@ -41,7 +41,7 @@ RV = {0x0: "CKR_OK", 0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED",
       0x150: "CKR_BUFFER_TOO_SMALL", 0x190: "CKR_CRYPTOKI_NOT_INITIALIZED",
       0x191: "CKR_CRYPTOKI_ALREADY_INITIALIZED", 0x10: "CKR_ATTRIBUTE_READ_ONLY",
       0x200: "CKR_FUNCTION_REJECTED", 0x21: "CKR_DATA_LEN_RANGE", 0x60: "CKR_KEY_HANDLE_INVALID",
-      0x13: "CKR_ATTRIBUTE_VALUE_INVALID", 0x12: "CKR_ATTRIBUTE_TYPE_INVALID",
+      0x13: "CKR_ATTRIBUTE_VALUE_INVALID", 0x1B: "CKR_ACTION_PROHIBITED", 0x12: "CKR_ATTRIBUTE_TYPE_INVALID",
       0xD1: "CKR_TEMPLATE_INCONSISTENT", 0xD0: "CKR_TEMPLATE_INCOMPLETE"}
 
 MECH = {"CKM_RSA_PKCS": 0x1, "CKM_RSA_X_509": 0x3, "CKM_SHA256_RSA_PKCS": 0x40,
@@ -244,6 +244,8 @@ def scenario_bypass(a):
     tok = (Attr * 1)(Attr(CKA_TOKEN, C.cast(C.byref(false), C.c_void_p), 1))
     copy = CK_ULONG(0)
     res["C_CopyObject"] = rvname(m.C_CopyObject(h, key, tok, CK_ULONG(1), C.byref(copy)))
+    if a.get("destroy"):
+        res["C_DestroyObject"] = rvname(m.C_DestroyObject(h, key))
     m.C_Finalize(None)
     return {"results": res}
 

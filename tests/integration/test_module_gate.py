@@ -423,9 +423,12 @@ BYPASSES = ["C_DecryptInit CKM_RSA_X_509", "C_DecryptInit CKM_RSA_PKCS", "C_Sign
 def test_bypasses_refused_on_guarded_key(token, start_daemon):
     d = token.start(start_daemon, guarded())
     wrap = "CKM_AES_KEY_WRAP_PAD" if token.mode == "local" else "CKM_AES_ECB"
-    res = token.pk11("bypass", token.gate_env(d), label="rsa", wrap_mech=wrap)["results"]
+    res = token.pk11("bypass", token.gate_env(d), label="rsa", wrap_mech=wrap,
+                     destroy=True)["results"]
     for b in BYPASSES:
         assert res[b] == "CKR_KEY_FUNCTION_NOT_PERMITTED", (b, res)
+    # deleting it is no signature, but not the gate's clients' to do either
+    assert res["C_DestroyObject"] == "CKR_ACTION_PROHIBITED", res
     # the key is still there, under its name
     res2 = token.pk11("sign", token.gate_env(d), label="rsa", mech="CKM_SHA256_RSA_PKCS",
                       data="00")
