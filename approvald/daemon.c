@@ -226,6 +226,25 @@ static void on_tick(void *app)
 		p11g_error("expiry sweep failed: %s", err.msg);
 }
 
+/* Group commit: the writes of one poll round (uses of many signers, say)
+ * share one durable commit; their replies wait for it (server.c). */
+static void on_round_begin(void *app)
+{
+	struct p11g_daemon *d = app;
+	p11g_store_batch_begin(d->ops.store);
+}
+
+static int on_round_end(void *app, p11g_err *err)
+{
+	struct p11g_daemon *d = app;
+	if (p11g_store_batch_end(d->ops.store, err) < 0) {
+		p11g_error("%s; the requests of this round were answered with this error",
+		           err->msg);
+		return -1;
+	}
+	return 0;
+}
+
 static void on_child_exited(void *app, pid_t pid, int status)
 {
 	(void)app;
@@ -295,6 +314,8 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 	    .tick = on_tick,
 	    .reload = on_reload,
 	    .child_exited = on_child_exited,
+	    .round_begin = on_round_begin,
+	    .round_end = on_round_end,
 	};
 	if (p11g_server_new(&d.cfg.server, &sops, &d, &d.server, &err) < 0) {
 		p11g_error("%s", err.msg);

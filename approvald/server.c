@@ -39,7 +39,8 @@ struct conn {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	bool adopted; /* p11g_server_adopt: identity given, no idle timeout */
+	bool adopted;  /* p11g_server_adopt: identity given, no idle timeout */
+	bool deferred; /* a reply made in this round, sent once the round's commit is done */
 	enum conn_state state;
 	bool dead;
 	/* Whichever applies to the state: idle, frame, write or wait deadline. */
@@ -103,6 +104,7 @@ struct p11g_server {
 	p11g_accept_fn extra_fn;
 
 	bool stop, any_woken;
+	bool in_round; /* between ops.round_begin and ops.round_end */
 	int64_t next_tick_us, accept_paused_until_us;
 	struct ratelimit rl_limit, rl_accept;
 };
@@ -447,6 +449,11 @@ static void conn_reply(struct p11g_server *s, struct conn *c, json_t *rep, int64
 	c->out_sent = 0;
 	c->state = CONN_WRITE;
 	c->deadline_us = now + (int64_t)s->frame_ms * 1000;
+	if (s->in_round) {
+		/* Not before the round's writes are durable. */
+		c->deferred = true;
+		return;
+	}
 	conn_flush(s, c, now);
 }
 
@@ -454,6 +461,33 @@ static void conn_reply_error(struct p11g_server *s, struct conn *c, const char *
                              const char *message, int64_t now)
 {
 	conn_reply(s, c, error_reply(code, message), now);
+}
+
+/* Ends a round: commits its writes, then sends its replies (or, when the
+ * commit failed, an error in place of each). */
+static void round_end(struct p11g_server *s)
+{
+	p11g_err err = {0};
+	int64_t now;
+	int r;
+
+	s->in_round = false;
+	r = s->ops.round_end ? s->ops.round_end(s->app, &err) : 0;
+	now = p11g_mono_us();
+	for (size_t i = 0; i < s->n_conns; i++) {
+		struct conn *c = s->conns[i];
+		if (c->dead || !c->deferred)
+			continue;
+		c->deferred = false;
+		if (r < 0) {
+			free(c->out);
+			c->out = NULL;
+			conn_reply_error(s, c, err.code ? err.code : P11G_E_STORE,
+			                 err.msg[0] ? err.msg : "could not record", now);
+			continue;
+		}
+		conn_flush(s, c, now);
+	}
 }
 
 /* Runs h for req (first call or resumed) and answers, or parks. */
@@ -957,6 +991,9 @@ int p11g_server_run(struct p11g_server *s)
 			accept_clients(s, now);
 		if (s->pfds[2].revents & POLLIN)
 			accept_extra(s, now);
+		if (s->ops.round_begin)
+			s->ops.round_begin(s->app);
+		s->in_round = true;
 		for (size_t i = FIXED_FDS; i < n; i++) {
 			struct conn *c = s->pconns[i - FIXED_FDS];
 			short rev = s->pfds[i].revents;
@@ -978,6 +1015,7 @@ int p11g_server_run(struct p11g_server *s)
 				break;
 			}
 		}
+		round_end(s);
 		expire(s, now);
 		if (now >= s->next_tick_us) {
 			if (s->ops.tick)

@@ -48,6 +48,11 @@ struct p11g_server_ops {
 	size_t n_handlers;
 	void (*tick)(void *app);   /* about once a second (expiry sweeps) */
 	void (*reload)(void *app); /* on SIGHUP */
+	/* Around the requests of one poll round (group commit): replies made
+	 * in between are sent only after round_end returned 0; when it fails
+	 * each becomes a store_error reply with its message.  Both optional. */
+	void (*round_begin)(void *app);
+	int (*round_end)(void *app, p11g_err *err);
 	/* A child process ended (reaped on SIGCHLD); NULL: reaped silently. */
 	void (*child_exited)(void *app, pid_t pid, int status);
 };

@@ -25,6 +25,11 @@ struct p11g_store {
 	unsigned int reads; /* open read snapshots: the map must not move under them */
 	bool writing;
 	bool read_only;
+	/* Group commit (p11g_store_batch_begin): writes go into nested
+	 * transactions of `batch`, which one commit makes durable at the end. */
+	bool batching;
+	MDB_txn *batch;
+	int batch_failed; /* an intermediate commit failed: the batch reports it */
 };
 
 struct p11g_txn {
@@ -50,6 +55,8 @@ static void store_free(p11g_store *s)
 {
 	if (!s)
 		return;
+	if (s->batch)
+		mdb_txn_abort(s->batch);
 	if (s->env)
 		mdb_env_close(s->env);
 	free(s->dir);
@@ -398,6 +405,114 @@ static int map_grow(p11g_store *s, p11g_err *err)
 	return 0;
 }
 
+/* Commits the batch so far (before the map grows, or at the end).  A commit
+ * can itself need pages (LMDB's free list): MDB_MAP_FULL there loses the
+ * batch, which is why batches start with headroom. */
+static int batch_commit(p11g_store *s, p11g_err *err)
+{
+	int rc;
+
+	if (!s->batch)
+		return 0;
+	rc = mdb_txn_commit(s->batch);
+	s->batch = NULL;
+	if (rc) {
+		s->batch_failed = rc;
+		store_fail(s, err, rc, "cannot record");
+		if (rc == MDB_MAP_FULL) {
+			p11g_err grow = {0};
+			if (map_grow(s, &grow) < 0)
+				p11g_warn("%s", grow.msg);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+/* Before a batch opens (no transaction may be open while the map moves):
+ * free space of at least half the map and BATCH_HEADROOM, as far as the
+ * maximum allows, so that a batch does not run into the map's end. */
+#define BATCH_HEADROOM (8u << 20)
+
+static int batch_headroom(p11g_store *s, p11g_err *err)
+{
+	for (;;) {
+		uint64_t map, used;
+		p11g_store_stat(s, &map, &used);
+		uint64_t want = map / 2 > BATCH_HEADROOM ? map / 2 : BATCH_HEADROOM;
+		if (map >= s->max_map || map - used >= want || s->reads)
+			return 0;
+		if (map_grow(s, err) < 0)
+			return -1;
+	}
+}
+
+/* p11g_store_write inside a batch: fn in a nested transaction, so its
+ * failure or refusal undoes only its own writes. */
+static int batch_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
+{
+	for (;;) {
+		_cleanup_txn_ MDB_txn *txn = NULL;
+		if (!s->batch &&
+		    (batch_headroom(s, err) < 0 || txn_begin(s, 0, &s->batch, err) < 0))
+			return -1;
+		int rc = mdb_txn_begin(s->env, s->batch, 0, &txn);
+		if (rc)
+			return store_fail(s, err, rc, "cannot begin a transaction");
+		struct p11g_txn t = {.s = s, .txn = txn, .write = true};
+		s->writing = true;
+		int r = fn(&t, arg, err);
+		s->writing = false;
+		if (t.failed == MDB_MAP_FULL) {
+			/* What the batch holds so far is committed; the map grows
+			 * and this body runs again in a new batch. */
+			mdb_txn_abort(txn);
+			txn = NULL;
+			if (batch_commit(s, err) < 0 || map_grow(s, err) < 0)
+				return -1;
+			continue;
+		}
+		if (r != 0)
+			return r;
+		if (t.failed)
+			return store_fail(s, err, t.failed, "cannot record");
+		rc = mdb_txn_commit(txn);
+		txn = NULL;
+		if (rc == MDB_MAP_FULL) {
+			if (batch_commit(s, err) < 0 || map_grow(s, err) < 0)
+				return -1;
+			continue;
+		}
+		if (rc)
+			return store_fail(s, err, rc, "cannot record");
+		return 0;
+	}
+}
+
+void p11g_store_batch_begin(p11g_store *s)
+{
+	if (!s->read_only) {
+		s->batching = true;
+		s->batch_failed = 0;
+	}
+}
+
+int p11g_store_batch_end(p11g_store *s, p11g_err *err)
+{
+	int failed;
+
+	if (!s->batching)
+		return 0;
+	s->batching = false;
+	if (batch_commit(s, err) < 0)
+		return -1;
+	failed = s->batch_failed;
+	s->batch_failed = 0;
+	if (failed)
+		return store_fail(s, err, failed, "cannot record");
+	return 0;
+}
+
 int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 {
 	if (s->read_only)
@@ -405,6 +520,8 @@ int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 	if (s->writing)
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "store: a write transaction is already open");
+	if (s->batching)
+		return batch_write(s, fn, arg, err);
 	for (;;) {
 		_cleanup_txn_ MDB_txn *txn = NULL;
 		if (txn_begin(s, 0, &txn, err) < 0)

@@ -44,6 +44,19 @@ typedef int (*p11g_txn_fn)(p11g_txn *txn, void *arg, p11g_err *err);
  * as fn set it), or -1 with err store_error when the commit fails (disk
  * full, I/O error, map at its maximum): nothing of fn's was recorded. */
 int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err);
+/*
+ * Group commit.  Between p11g_store_batch_begin and p11g_store_batch_end,
+ * each p11g_store_write runs in a nested transaction of one batch
+ * transaction (so a failing body still undoes only itself) and returns
+ * without anything durable; p11g_store_batch_end commits the batch with one
+ * sync and returns -1 (store_error) when that, or an intermediate commit
+ * the map's growth forced, failed.  Callers must not let anything depend on
+ * a batched write (a signature, a reply) before p11g_store_batch_end said 0.
+ * Reads see the last commit, not the open batch.
+ */
+void p11g_store_batch_begin(p11g_store *s);
+int p11g_store_batch_end(p11g_store *s, p11g_err *err);
+
 /* Runs fn in a read-only snapshot. */
 int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err);
 

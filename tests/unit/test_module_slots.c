@@ -391,37 +391,51 @@ static json_t *fake_answer(json_t *req)
 	return rep;
 }
 
+/* One connection: the module keeps connections for later calls, so each is
+ * served by its own thread, as approvald serves them all at once. */
+static void *fake_conn(void *arg)
+{
+	int c = (int)(intptr_t)arg;
+	for (;;) {
+		char *buf = NULL, *out;
+		size_t len = 0, olen;
+		json_t *req, *rep;
+		if (p11g_wire_recv(c, &buf, &len, 30000) < 0)
+			break;
+		req = p11g_wire_decode(buf, len, NULL);
+		free(buf);
+		if (!req)
+			break;
+		rep = fake_answer(req);
+		json_decref(req);
+		out = p11g_wire_encode(rep, &olen);
+		json_decref(rep);
+		if (!out || p11g_wire_send(c, out, olen) < 0) {
+			free(out);
+			break;
+		}
+		free(out);
+	}
+	close(c);
+	return NULL;
+}
+
 static void *fake_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
+		pthread_t t;
 		int c = accept4(fk.listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (c < 0) {
 			if (errno == EINTR)
 				continue;
 			return NULL; /* shut down */
 		}
-		for (;;) {
-			char *buf = NULL, *out;
-			size_t len = 0, olen;
-			json_t *req, *rep;
-			if (p11g_wire_recv(c, &buf, &len, 5000) < 0)
-				break;
-			req = p11g_wire_decode(buf, len, NULL);
-			free(buf);
-			if (!req)
-				break;
-			rep = fake_answer(req);
-			json_decref(req);
-			out = p11g_wire_encode(rep, &olen);
-			json_decref(rep);
-			if (!out || p11g_wire_send(c, out, olen) < 0) {
-				free(out);
-				break;
-			}
-			free(out);
+		if (pthread_create(&t, NULL, fake_conn, (void *)(intptr_t)c) != 0) {
+			close(c);
+			continue;
 		}
-		close(c);
+		pthread_detach(t);
 	}
 }
 

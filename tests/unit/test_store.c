@@ -1089,6 +1089,106 @@ static void test_disk_full_meta(void **state)
 	check_disk_full(((struct fx *)*state)->dir, P11G_DURABLE_FULL, FAIL_META);
 }
 
+/* ---- group commit ------------------------------------------------------------------------ */
+
+/* Writes in a batch: a refusing body undoes only itself, nothing is visible
+ * (or on disk) before the end, everything is after it, the chain holds. */
+static void test_batch_commits_together(void **state)
+{
+	struct fx *f = *state;
+	struct p11g_store_options o = {.durability = P11G_DURABLE_FULL};
+	p11g_err err = {0};
+	p11g_store *s = open_store(f->dir, &o);
+
+	p11g_store_batch_begin(s);
+	for (int i = 0; i < 10; i++) {
+		struct put_args a = {.n = 3, .audit = true};
+		assert_int_equal(write_ops(s, &a, &err), 0);
+		if (i == 4) {
+			struct put_args no = {.n = 2, .audit = true, .ret = 7};
+			assert_int_equal(write_ops(s, &no, &err), 7);
+			assert_int_equal(p11g_store_write(s, failing_body, NULL, &err), -1);
+			assert_string_equal(err.code, P11G_E_FORBIDDEN);
+		}
+	}
+	/* a read sees the last commit, not the open batch */
+	assert_int_equal(count_ops(s).ops, 0);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(p11g_store_batch_end(s, &err), 0);
+	struct count c = count_ops(s);
+	assert_int_equal(c.ops, 30);
+	assert_int_equal(c.last_id, 30); /* the refused bodies took no ids */
+	assert_intact(s, 30);
+	/* outside a batch, writes commit on their own again */
+	struct put_args a = {.n = 1, .audit = true};
+	assert_int_equal(write_ops(s, &a, &err), 0);
+	assert_int_equal(count_ops(s).ops, 31);
+	p11g_store_close(s);
+
+	s = open_store(f->dir, &o);
+	assert_int_equal(count_ops(s).ops, 31);
+	assert_intact(s, 31);
+	p11g_store_close(s);
+}
+
+/* A batch in a small map: the map grows before the batch opens (a commit
+ * at the map's very end can fail for LMDB's own pages), nothing is lost or
+ * recorded twice. */
+static void test_batch_map_growth(void **state)
+{
+	struct fx *f = *state;
+	struct p11g_store_options o = {.durability = P11G_DURABLE_PROCESS,
+	                               .initial_map_size = 64 * 1024};
+	p11g_err err = {0};
+	p11g_store *s = open_store(f->dir, &o);
+
+	p11g_store_batch_begin(s);
+	for (int i = 0; i < 100; i++) {
+		struct put_args a = {.n = 10, .pad = 300, .audit = true};
+		assert_int_equal(write_ops(s, &a, &err), 0);
+	}
+	assert_int_equal(p11g_store_batch_end(s, &err), 0);
+	uint64_t map, used;
+	p11g_store_stat(s, &map, &used);
+	assert_true(map >= 8u << 20 && used < map);
+	struct count c = count_ops(s);
+	assert_int_equal(c.ops, 1000);
+	assert_int_equal(c.last_id, 1000);
+	assert_intact(s, 1000);
+	p11g_store_close(s);
+}
+
+/* The batch's commit fails (disk full): the end says so, none of the
+ * batch's writes exist, and the next batch records once there is space. */
+static void test_batch_commit_fails(void **state)
+{
+	struct fx *f = *state;
+	struct p11g_store_options o = {.durability = P11G_DURABLE_FULL};
+	p11g_err err = {0};
+	p11g_store *s = open_store(f->dir, &o);
+	struct put_args first = {.n = 1, .audit = true};
+
+	assert_int_equal(write_ops(s, &first, &err), 0);
+	p11g_store_batch_begin(s);
+	for (int i = 0; i < 5; i++) {
+		struct put_args a = {.n = 2, .audit = true};
+		assert_int_equal(write_ops(s, &a, &err), 0);
+	}
+	fail_writes = FAIL_ALL;
+	assert_int_equal(p11g_store_batch_end(s, &err), -1);
+	fail_writes = FAIL_NONE;
+	assert_string_equal(err.code, P11G_E_STORE);
+	assert_int_equal(count_ops(s).ops, 1);
+	assert_intact(s, 1);
+	p11g_store_batch_begin(s);
+	struct put_args a = {.n = 2, .audit = true};
+	assert_int_equal(write_ops(s, &a, &err), 0);
+	assert_int_equal(p11g_store_batch_end(s, &err), 0);
+	assert_int_equal(count_ops(s).ops, 3);
+	assert_intact(s, 3);
+	p11g_store_close(s);
+}
+
 /* ---- external tools -------------------------------------------------------------------- */
 
 static void test_values_are_json(void **state)
@@ -1158,6 +1258,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_disk_full_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_meta, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_values_are_json, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_commits_together, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_map_growth, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_commit_fails, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
