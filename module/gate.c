@@ -114,8 +114,9 @@ void p11g_gate_cache_clear(bool after_fork)
 
 /*
  * Whether obj is a private key, and if so its identity and who guards it.
- * false: not a private key, or its class cannot be read (the real module
- * will give the caller its own answer for that handle).
+ * false: not a private key (pol->class_rv CKR_OK), or its class cannot be
+ * read (pol->class_rv says why, and the caller answers that: an object we
+ * cannot classify is never passed on as if it were no key).
  */
 static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct p11g_keyid *kid,
                                struct p11g_key_policy *pol, CK_SLOT_ID *ret_slot)
@@ -141,10 +142,17 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	/* CKA_TOKEN may be unreadable on some modules: then not cached. */
 	if (R.C_GetAttributeValue(h, obj, ca, 2) != CKR_OK) {
 		on_token = CK_FALSE;
-		if (R.C_GetAttributeValue(h, obj, ca, 1) != CKR_OK)
+		CK_RV rv = R.C_GetAttributeValue(h, obj, ca, 1);
+		if (rv != CKR_OK) {
+			pol->class_rv = rv;
 			return false;
+		}
 	}
-	if (ca[0].ulValueLen != sizeof(cls) || cls != CKO_PRIVATE_KEY)
+	if (ca[0].ulValueLen != sizeof(cls)) {
+		pol->class_rv = CKR_FUNCTION_FAILED;
+		return false;
+	}
+	if (cls != CKO_PRIVATE_KEY)
 		return false;
 	memset(kid, 0, sizeof(*kid));
 	if (!have_si || R.C_GetTokenInfo(si.slotID, &ti) != CKR_OK) {
@@ -211,14 +219,22 @@ static struct p11g_session *session_for(CK_SESSION_HANDLE h, CK_SLOT_ID slot)
  * unless the rule sets allow_raw, and closed when approvald cannot say.
  * CKR_OK lets the caller forward.
  */
+/* What a key-taking function answers for a handle whose class could not be
+ * read: the key's error code for a handle that names nothing. */
+static CK_RV key_rv(CK_RV rv)
+{
+	return rv == CKR_OBJECT_HANDLE_INVALID ? CKR_KEY_HANDLE_INVALID : rv;
+}
+
 static CK_RV gate_transform(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
 {
 	struct p11g_keyid kid;
 	struct p11g_key_policy pol;
 	CK_SLOT_ID slot;
 
-	if (!private_key_policy(h, key, &kid, &pol, &slot) || pol.guard == P11G_UNGUARDED ||
-	    (pol.guard == P11G_GUARDED && pol.allow_raw))
+	if (!private_key_policy(h, key, &kid, &pol, &slot))
+		return key_rv(pol.class_rv);
+	if (pol.guard == P11G_UNGUARDED || (pol.guard == P11G_GUARDED && pol.allow_raw))
 		return CKR_OK;
 	refuse_path(what, &kid, &pol, "its rule does not set allow_raw");
 	return CKR_KEY_FUNCTION_NOT_PERMITTED;
@@ -232,7 +248,9 @@ static CK_RV gate_always(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE
 	struct p11g_key_policy pol;
 	CK_SLOT_ID slot;
 
-	if (!private_key_policy(h, obj, &kid, &pol, &slot) || pol.guard == P11G_UNGUARDED)
+	if (!private_key_policy(h, obj, &kid, &pol, &slot))
+		return pol.class_rv;
+	if (pol.guard == P11G_UNGUARDED)
 		return CKR_OK;
 	refuse_path(what, &kid, &pol, why);
 	return CKR_KEY_FUNCTION_NOT_PERMITTED;
@@ -314,8 +332,10 @@ CK_RV hook_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 	CK_RV rv;
 	char uri[1024];
 
-	if (!pMechanism || !private_key_policy(hSession, hKey, &kid, &pol, &slot) ||
-	    pol.guard == P11G_UNGUARDED) {
+	bool is_private = pMechanism && private_key_policy(hSession, hKey, &kid, &pol, &slot);
+	if (pMechanism && !is_private && pol.class_rv != CKR_OK)
+		return key_rv(pol.class_rv);
+	if (!is_private || pol.guard == P11G_UNGUARDED) {
 		rv = R.C_SignInit(hSession, pMechanism, hKey);
 		/* 3.0's C_SignInit(NULL) ends the operation; a module that lets a
 		 * new init replace an active one ends it too. */
@@ -691,8 +711,8 @@ CK_RV hook_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                      CK_ULONG_PTR pulWrappedKeyLen)
 {
 	P11G_ENTER();
-	CK_RV rv = gate_always("wrapping (exporting)", hSession, hKey,
-	                       "a guarded key never leaves the token");
+	CK_RV rv = key_rv(gate_always("wrapping (exporting)", hSession, hKey,
+	                              "a guarded key never leaves the token"));
 	if (rv == CKR_OK)
 		rv = gate_transform("wrapping with", hSession, hWrappingKey);
 	if (rv != CKR_OK)
@@ -723,10 +743,13 @@ CK_RV hook_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 	/* Deleting a guarded key is not a signature, but with approvald
 	 * holding the token (where every client may connect) it would be
 	 * anyone's to do: administer guarded keys through the real module. */
-	if (private_key_policy(hSession, hObject, &kid, &pol, &slot) &&
-	    pol.guard != P11G_UNGUARDED) {
-		refuse_path("destroying", &kid, &pol,
-		            "a guarded key is deleted through the real module, not through the gate");
+	bool is_private = private_key_policy(hSession, hObject, &kid, &pol, &slot);
+	if (!is_private && pol.class_rv != CKR_OK)
+		return pol.class_rv;
+	if (is_private && pol.guard != P11G_UNGUARDED) {
+		refuse_path(
+		    "destroying", &kid, &pol,
+		    "a guarded key is deleted through the real module, not through the gate");
 		return CKR_ACTION_PROHIBITED;
 	}
 	CK_RV rv = R.C_DestroyObject(hSession, hObject);
@@ -805,8 +828,10 @@ CK_RV hook_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 
 	if (!p11g_m.real_3_0)
 		return CKR_FUNCTION_NOT_SUPPORTED;
-	if (pMechanism && private_key_policy(hSession, hKey, &kid, &pol, &slot) &&
-	    pol.guard != P11G_UNGUARDED) {
+	bool is_private = pMechanism && private_key_policy(hSession, hKey, &kid, &pol, &slot);
+	if (pMechanism && !is_private && pol.class_rv != CKR_OK)
+		return key_rv(pol.class_rv);
+	if (is_private && pol.guard != P11G_UNGUARDED) {
 		refuse_path("message signing with", &kid, &pol,
 		            "3.0 message signing bypasses approvals; use C_Sign");
 		return CKR_KEY_FUNCTION_NOT_PERMITTED;

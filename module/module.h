@@ -216,7 +216,8 @@ enum p11g_guard { P11G_UNGUARDED, P11G_GUARDED, P11G_GUARD_UNKNOWN };
 struct p11g_key_policy {
 	enum p11g_guard guard;
 	bool allow_raw;
-	p11g_err err; /* why UNKNOWN */
+	p11g_err err;   /* why UNKNOWN */
+	CK_RV class_rv; /* gate.c: the object's class could not be read (fail closed) */
 };
 
 #define P11G_KEY_CACHE_US 1000000 /* a policy reload shows within a second */

@@ -539,3 +539,21 @@ def test_mock3_message_sign_gated_and_lists_never_leak(accounts, start_daemon, t
     assert "C_SignInit" in calls  # the real module was reached, just not for a signature
     assert gated["gate_pointers"] >= 2 and gated["real_pointers"] >= 2
     assert gated["leaked"] == [], "p11gate.so handed out the real module's function list"
+
+
+def test_unreadable_class_fails_closed(accounts, start_daemon, tmp_path):
+    """A key whose CKA_CLASS the module will not give is not taken for "no private key":
+    the gate answers the module's error and never starts the signature."""
+    d = start_daemon({"default": "allow", "rules": []})
+    log = tmp_path / "calls.log"
+    conf = tmp_path / "p11gate.conf"
+    conf.write_text("module = %s\nsocket = %s\n" % (MOCK3, d.sock))
+    env = dict(os.environ, P11GATE_CONF=str(conf), GATEMOCK_LOG=str(log), GATEMOCK_CLASS_FAILS="1")
+    direct = pk11("sign", env, module=MOCK3, token="mock", label="mk", mech="CKM_ECDSA",
+                  data="11" * 32, pin=None)
+    assert direct["results"][0]["signature"], direct  # the mock signs when asked directly
+    log.write_text("")
+    gated = pk11("sign", env, module=GATE, token="mock", label="mk", mech="CKM_ECDSA",
+                 data="11" * 32, pin=None)
+    assert gated["results"][0]["steps"] == [["C_SignInit", "0x30"]], gated  # CKR_DEVICE_ERROR
+    assert "C_SignInit" not in log.read_text().split()

@@ -154,6 +154,12 @@ static CK_RV m_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATT
 		CK_RV r;
 		switch (t[i].type) {
 		case CKA_CLASS:
+			/* GATEMOCK_CLASS_FAILS: the private key's class cannot be
+			 * read, while signing with it works. */
+			if (o == PRIV && getenv("GATEMOCK_CLASS_FAILS")) {
+				r = CKR_DEVICE_ERROR;
+				break;
+			}
 			r = set(&t[i], &cls, sizeof(cls));
 			break;
 		case CKA_KEY_TYPE:
