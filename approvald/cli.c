@@ -870,7 +870,7 @@ static int cmd_policy(int argc, char **argv)
 	"policy " P11G_DEFAULT_POLICY_DIR ".  The config file holds key = value lines:\n"          \
 	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                 \
 	"max_connections, max_connections_per_uid, max_pending_per_user, idle_timeout,\n"          \
-	"frame_timeout, default_validity.\n"                                                       \
+	"frame_timeout, default_validity, max_map_size.\n"                                         \
 	"Serving PKCS#11 (the isolated deployment: approvald alone holds the token and\n"          \
 	"its PIN; clients load p11-kit-client.so with P11_KIT_SERVER_ADDRESS=unix:path=...):\n"    \
 	"pkcs11_socket (enables it), pkcs11_module, pin_file (mode 0600, approvald's user),\n"     \

@@ -118,6 +118,14 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		cfg->host.wait = (unsigned)n;
 		return true;
 	}
+	if (!strcmp(key, "max_map_size")) {
+		/* the store's ceiling: at it, new records are refused (store_error) */
+		*why = "expected bytes, at least 1048576";
+		if (!parse_u(val, 1ULL << 46, &n) || n < (1 << 20))
+			return false;
+		cfg->max_map_size = n;
+		return true;
+	}
 	if (!strcmp(key, "pkcs11_message_max")) {
 		*why = "expected bytes, 4096 to 1073741824";
 		if (!parse_u(val, 1073741824, &n) || n < 4096)
@@ -279,7 +287,8 @@ static void on_reload(void *app)
 int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 {
 	struct p11g_daemon d = {.cfg = *cfg};
-	struct p11g_store_options so = {.durability = cfg->durability};
+	struct p11g_store_options so = {.durability = cfg->durability,
+	                                .max_map_size = cfg->max_map_size};
 	char *msg = NULL;
 	p11g_err err = {0};
 	int rc = 1;

@@ -15,6 +15,7 @@ struct p11g_daemon_config {
 	char *socket_path;
 	char *policy_dir;
 	enum p11g_durability durability;
+	uint64_t max_map_size; /* bytes the store may grow to; 0: the store's default (64 GiB) */
 	struct p11g_server_config server;
 	struct p11g_ops_limits limits;
 	struct p11g_host_config host; /* the PKCS#11 socket (host.c) */

@@ -29,7 +29,8 @@ struct p11g_store {
 	 * transactions of `batch`, which one commit makes durable at the end. */
 	bool batching;
 	MDB_txn *batch;
-	int batch_failed; /* an intermediate commit failed: the batch reports it */
+	int batch_failed;   /* an intermediate commit failed: the batch reports it */
+	p11g_err batch_err; /* and why */
 };
 
 struct p11g_txn {
@@ -419,11 +420,10 @@ static int batch_commit(p11g_store *s, p11g_err *err)
 	if (rc) {
 		s->batch_failed = rc;
 		store_fail(s, err, rc, "cannot record");
-		if (rc == MDB_MAP_FULL) {
-			p11g_err grow = {0};
-			if (map_grow(s, &grow) < 0)
-				p11g_warn("%s", grow.msg);
-		}
+		/* At the map's maximum, say so (and otherwise grow it now). */
+		if (rc == MDB_MAP_FULL)
+			map_grow(s, err);
+		s->batch_err = *err;
 		return -1;
 	}
 	return 0;
@@ -508,8 +508,10 @@ int p11g_store_batch_end(p11g_store *s, p11g_err *err)
 		return -1;
 	failed = s->batch_failed;
 	s->batch_failed = 0;
-	if (failed)
-		return store_fail(s, err, failed, "cannot record");
+	if (failed) {
+		*err = s->batch_err;
+		return -1;
+	}
 	return 0;
 }
 

@@ -205,6 +205,34 @@ def test_full_disk_refuses_then_recovers(token, start_daemon, small_fs, tmp_path
     assert d.stop() == 0
 
 
+def test_full_map_refuses_then_recovers_with_a_larger_map(token, start_daemon, tmp_path):
+    d = start_daemon(guarded_policy(), config={"max_pending_per_user": "100000",
+                                               "max_map_size": str(1 << 20)})
+    op = approved(d, 100000)
+    refused = None
+    for i in range(400):
+        r = d.cli("request", "--key", EC, "--uses", "1", "--description", "x" * 1000,
+                  "--context", "y" * 4000)
+        if r.rc != 0:
+            refused = r
+            break
+    assert refused is not None and refused.code == "store_error", refused
+    assert "map at its maximum" in refused.err, refused
+    log = str(tmp_path / "sigs")
+    total = finish(start_signers(token, d, 1, 2, 50, log, "map"))
+    assert total["other"] == 0 and total["refused"] > 0, total
+    assert {s["digest"] for s in signatures(log)} <= set(granted_digests(d, op))
+    # a larger ceiling (and a restart) and it records again
+    assert d.stop() == 0
+    with open(d.config, "a") as f:
+        f.write("max_map_size = %d\n" % (64 << 20))
+    d.start()
+    out = finish(start_signers(token, d, 1, 1, 3, log, "bigger"))
+    assert out == {"ok": 3, "refused": 0, "other": 0}, out
+    assert d.cli("audit", "--verify").rc == 0
+    assert len(granted_digests(d, op)) == uses_of(d, op) == len(signatures(log))
+
+
 # ---- reload under load -----------------------------------------------------------------------
 
 def test_sighup_under_load_neither_drops_nor_doubles(token, start_daemon, tmp_path):
