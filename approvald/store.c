@@ -447,48 +447,6 @@ static int batch_headroom(p11g_store *s, p11g_err *err)
 	}
 }
 
-/* p11g_store_write inside a batch: fn in a nested transaction, so its
- * failure or refusal undoes only its own writes. */
-static int batch_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
-{
-	for (;;) {
-		_cleanup_txn_ MDB_txn *txn = NULL;
-		if (!s->batch &&
-		    (batch_headroom(s, err) < 0 || txn_begin(s, 0, &s->batch, err) < 0))
-			return -1;
-		int rc = mdb_txn_begin(s->env, s->batch, 0, &txn);
-		if (rc)
-			return store_fail(s, err, rc, "cannot begin a transaction");
-		struct p11g_txn t = {.s = s, .txn = txn, .write = true};
-		s->writing = true;
-		int r = fn(&t, arg, err);
-		s->writing = false;
-		if (t.failed == MDB_MAP_FULL) {
-			/* What the batch holds so far is committed; the map grows
-			 * and this body runs again in a new batch. */
-			mdb_txn_abort(txn);
-			txn = NULL;
-			if (batch_commit(s, err) < 0 || map_grow(s, err) < 0)
-				return -1;
-			continue;
-		}
-		if (r != 0)
-			return r;
-		if (t.failed)
-			return store_fail(s, err, t.failed, "cannot record");
-		rc = mdb_txn_commit(txn);
-		txn = NULL;
-		if (rc == MDB_MAP_FULL) {
-			if (batch_commit(s, err) < 0 || map_grow(s, err) < 0)
-				return -1;
-			continue;
-		}
-		if (rc)
-			return store_fail(s, err, rc, "cannot record");
-		return 0;
-	}
-}
-
 void p11g_store_batch_begin(p11g_store *s)
 {
 	if (!s->read_only) {
@@ -522,37 +480,44 @@ int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 	if (s->writing)
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "store: a write transaction is already open");
-	if (s->batching)
-		return batch_write(s, fn, arg, err);
 	for (;;) {
 		_cleanup_txn_ MDB_txn *txn = NULL;
-		if (txn_begin(s, 0, &txn, err) < 0)
+		int rc;
+		if (s->batching) {
+			/* A nested transaction of the batch: a failing or refusing
+			 * body undoes only its own writes. */
+			if (!s->batch &&
+			    (batch_headroom(s, err) < 0 || txn_begin(s, 0, &s->batch, err) < 0))
+				return -1;
+			if ((rc = mdb_txn_begin(s->env, s->batch, 0, &txn)) != 0)
+				return store_fail(s, err, rc, "cannot begin a transaction");
+		} else if (txn_begin(s, 0, &txn, err) < 0) {
 			return -1;
+		}
 		struct p11g_txn t = {.s = s, .txn = txn, .write = true};
 		s->writing = true;
 		int r = fn(&t, arg, err);
 		s->writing = false;
-		if (t.failed == MDB_MAP_FULL) {
+		if (t.failed != MDB_MAP_FULL) {
+			if (r != 0)
+				return r;
+			if (t.failed)
+				return store_fail(s, err, t.failed, "cannot record");
+			rc = mdb_txn_commit(txn);
+			txn = NULL;
+			if (rc == 0)
+				return 0;
+			if (rc != MDB_MAP_FULL)
+				return store_fail(s, err, rc, "cannot record");
+		}
+		/* The map is full: what a batch holds so far is committed, the
+		 * map grows, and the body runs again. */
+		if (txn) {
 			mdb_txn_abort(txn);
 			txn = NULL;
-			if (map_grow(s, err) < 0)
-				return -1;
-			continue;
 		}
-		if (r != 0)
-			return r;
-		if (t.failed)
-			return store_fail(s, err, t.failed, "cannot record");
-		int rc = mdb_txn_commit(txn);
-		txn = NULL;
-		if (rc == MDB_MAP_FULL) {
-			if (map_grow(s, err) < 0)
-				return -1;
-			continue;
-		}
-		if (rc)
-			return store_fail(s, err, rc, "cannot record");
-		return 0;
+		if ((s->batching && batch_commit(s, err) < 0) || map_grow(s, err) < 0)
+			return -1;
 	}
 }
 

@@ -168,6 +168,16 @@ def fill(path):
     return filler
 
 
+def request_until_refused(d):
+    """Files 5 KiB requests until approvald refuses one; that refusal."""
+    for i in range(400):
+        r = d.cli("request", "--key", EC, "--uses", "1", "--description", "x" * 1000,
+                  "--context", "y" * 4000)
+        if r.rc != 0:
+            return r
+    raise AssertionError("the store never ran out of space")
+
+
 def test_full_disk_refuses_then_recovers(token, start_daemon, small_fs, tmp_path):
     d = start_daemon(guarded_policy(), config={"max_pending_per_user": "100000"})
     # the store moves to the small file system
@@ -180,14 +190,7 @@ def test_full_disk_refuses_then_recovers(token, start_daemon, small_fs, tmp_path
     env = token.gate_env(d)
     filler = fill(small_fs)
     # requests with long descriptions until the store needs pages the disk does not have
-    refused = None
-    for i in range(400):
-        r = d.cli("request", "--key", EC, "--uses", "1", "--description", "x" * 1000,
-                  "--context", "y" * 4000)
-        if r.rc != 0:
-            refused = r
-            break
-    assert refused is not None, "the store never ran out of space"
+    refused = request_until_refused(d)
     assert refused.code == "store_error", refused
     # signing: whatever is signed is recorded; once nothing can be written, nothing is signed
     log = str(tmp_path / "sigs")
@@ -209,14 +212,8 @@ def test_full_map_refuses_then_recovers_with_a_larger_map(token, start_daemon, t
     d = start_daemon(guarded_policy(), config={"max_pending_per_user": "100000",
                                                "max_map_size": str(1 << 20)})
     op = approved(d, 100000)
-    refused = None
-    for i in range(400):
-        r = d.cli("request", "--key", EC, "--uses", "1", "--description", "x" * 1000,
-                  "--context", "y" * 4000)
-        if r.rc != 0:
-            refused = r
-            break
-    assert refused is not None and refused.code == "store_error", refused
+    refused = request_until_refused(d)
+    assert refused.code == "store_error", refused
     assert "map at its maximum" in refused.err, refused
     log = str(tmp_path / "sigs")
     total = finish(start_signers(token, d, 1, 2, 50, log, "map"))
