@@ -138,6 +138,29 @@ static void test_parse_roundtrip_and_refusals(void **state)
 		assert_int_equal(oci_payload_parse((const unsigned char *)bad[i], strlen(bad[i]),
 		                                   digest, ref, sizeof(ref), &err),
 		                 -1);
+
+	/* A reference one byte too long for the buffer is refused, not cut (the fuzzer found
+	 * a cut inside a UTF-8 sequence); one that just fits comes back whole. */
+	char name[sizeof(ref) + 1];
+	memset(name, 'a', sizeof(name) - 1);
+	memcpy(name, "r.example/", 10);
+	for (size_t n = sizeof(ref) - 1; n <= sizeof(ref); n++) {
+		name[n] = '\0';
+		p = build(name, NULL, 0);
+		memset(ref, 'x', sizeof(ref));
+		int r = oci_payload_parse((unsigned char *)p, strlen(p), digest, ref, sizeof(ref),
+		                          &err);
+		if (n < sizeof(ref)) {
+			assert_int_equal(r, 0);
+			assert_string_equal(ref, name);
+		} else {
+			assert_int_equal(r, -1);
+			assert_non_null(
+			    strstr(err.msg, "docker-reference is longer than 299 bytes"));
+		}
+		free(p);
+		name[n] = 'a';
+	}
 }
 
 /* The hand-written vectors of tests/vectors/generate.txt, rebuilt from their

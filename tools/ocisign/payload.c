@@ -202,6 +202,10 @@ int oci_payload_parse(const unsigned char *p, size_t len, char digest[OCI_DIGEST
 		r = oci_fail(err, "payload has no sha256 docker-manifest-digest");
 	else if (!ref)
 		r = oci_fail(err, "payload has no docker-reference");
+	else if (strlen(ref) >= ref_len)
+		/* Cut, it could name another image (or end inside a UTF-8 sequence). */
+		r = oci_fail(err, "payload's docker-reference is longer than %zu bytes",
+		             ref_len - 1);
 	if (r == 0) {
 		memcpy(digest, dig, OCI_DIGEST_LEN + 1);
 		snprintf(ret_ref, ref_len, "%s", ref);

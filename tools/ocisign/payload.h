@@ -33,7 +33,8 @@ int oci_payload_build(const char *docker_reference, const char *digest,
 int oci_json_go_string(struct oci_buf *b, const char *s, size_t len);
 
 /* Reads a payload: its type must be cosign's; returns the
- * docker-manifest-digest and the docker-reference. */
+ * docker-manifest-digest and the docker-reference (refused, not cut, when it
+ * does not fit ref_len with its NUL). */
 int oci_payload_parse(const unsigned char *p, size_t len, char digest[OCI_DIGEST_LEN + 1],
                       char *ret_ref, size_t ref_len, oci_err *err);
 
