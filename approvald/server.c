@@ -20,6 +20,7 @@
 #define DEFAULT_IDLE_MS     60000
 #define DEFAULT_FRAME_MS    10000
 #define HEADER_LEN          4
+#define ROUND_IDENTS        8 /* distinct (uid, gid) whose lookup a round shares */
 #define FIXED_FDS           3 /* signalfd, the socket, the second socket */
 #define LISTEN_BACKLOG      128
 #define TICK_US             1000000
@@ -105,6 +106,9 @@ struct p11g_server {
 
 	bool stop, any_woken;
 	bool in_round; /* between ops.round_begin and ops.round_end */
+	/* The identities resolved in this round, by (uid, gid): see caller_of. */
+	struct p11g_ident round_ids[ROUND_IDENTS];
+	size_t n_round_ids;
 	int64_t next_tick_us, accept_paused_until_us;
 	struct ratelimit rl_limit, rl_accept;
 };
@@ -463,6 +467,13 @@ static void conn_reply_error(struct p11g_server *s, struct conn *c, const char *
 	conn_reply(s, c, error_reply(code, message), now);
 }
 
+static void round_ids_clear(struct p11g_server *s)
+{
+	for (size_t i = 0; i < s->n_round_ids; i++)
+		p11g_ident_clear(&s->round_ids[i]);
+	s->n_round_ids = 0;
+}
+
 /* Ends a round: commits its writes, then sends its replies (or, when the
  * commit failed, an error in place of each). */
 static void round_end(struct p11g_server *s)
@@ -472,6 +483,7 @@ static void round_end(struct p11g_server *s)
 	int r;
 
 	s->in_round = false;
+	round_ids_clear(s);
 	r = s->ops.round_end ? s->ops.round_end(s->app, &err) : 0;
 	now = p11g_mono_us();
 	for (size_t i = 0; i < s->n_conns; i++) {
@@ -490,25 +502,56 @@ static void round_end(struct p11g_server *s)
 	}
 }
 
+/*
+ * The caller of c's request: user name and groups from the databases now.  The
+ * requests read in one poll round are decided at one instant and committed in one
+ * transaction, so they share the lookup of their (uid, gid); a group change applies
+ * from the next round.  Outside a round (a parked request resumed) every call looks
+ * up afresh.  *ret_owned is true when the caller must clear *ret.  0 or -ENOMEM.
+ */
+static int caller_of(struct p11g_server *s, const struct conn *c, struct p11g_ident *ret,
+                     bool *ret_owned)
+{
+	for (size_t i = 0; s->in_round && i < s->n_round_ids; i++) {
+		const struct p11g_ident *id = &s->round_ids[i];
+		if (id->uid == c->uid && id->gid == c->gid) {
+			*ret = *id; /* shares the group names, which the round owns */
+			ret->pid = c->pid;
+			*ret_owned = false;
+			return 0;
+		}
+	}
+	int r = p11g_ident_resolve(c->uid, c->gid, c->pid, ret);
+	if (r < 0)
+		return r;
+	*ret_owned = true;
+	if (s->in_round && s->n_round_ids < ROUND_IDENTS) {
+		s->round_ids[s->n_round_ids++] = *ret;
+		*ret_owned = false;
+	}
+	return 0;
+}
+
 /* Runs h for req (first call or resumed) and answers, or parks. */
 static void run_handler(struct p11g_server *s, struct conn *c, const struct p11g_handler *h,
                         json_t *req, int64_t now)
 {
 	struct p11g_ident caller;
+	bool owned = false;
 	p11g_err err = {0};
 	json_t *result = NULL;
 	int rc;
 
 	memset(&caller, 0, sizeof(caller));
-	/* Fresh for every call: group changes apply to the next request. */
-	if (p11g_ident_resolve(c->uid, c->gid, c->pid, &caller) < 0) {
+	if (caller_of(s, c, &caller, &owned) < 0) {
 		conn_log(P11G_LOG_ERROR, c, "cannot resolve the caller's identity");
 		conn_reply_error(s, c, P11G_E_INTERNAL, "approvald could not resolve your identity",
 		                 now);
 		return;
 	}
 	rc = h->fn(s->app, &caller, req, &result, &err, &c->wait);
-	p11g_ident_clear(&caller);
+	if (owned)
+		p11g_ident_clear(&caller);
 	now = p11g_mono_us();
 
 	if (rc == 0) {
@@ -1052,6 +1095,7 @@ void p11g_server_free(struct p11g_server *s)
 	free(s->conns);
 	free(s->pfds);
 	free(s->pconns);
+	round_ids_clear(s);
 	listener_close(&s->extra, s->extra_path);
 	free(s->extra_path);
 	if (s->listen_fd >= 0)

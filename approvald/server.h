@@ -30,8 +30,9 @@ struct p11g_wait {
 #define P11G_HANDLER_WAIT 1
 
 /*
- * A verb handler.  caller is resolved fresh for this request (SO_PEERCRED
- * uid/gid/pid of the connection, groups from the group database now).
+ * A verb handler.  caller is resolved for this request (SO_PEERCRED
+ * uid/gid/pid of the connection, groups from the group database now; the
+ * requests of one poll round share one lookup per uid and gid).
  * Returns 0 with *ret_result (a new object), -1 with err set, or
  * P11G_HANDLER_WAIT with *wait filled.
  */

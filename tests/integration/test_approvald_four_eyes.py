@@ -1,9 +1,12 @@
 """Four eyes: who may approve, each person counts once, group membership is
 read at the time of the action, quorum clauses, auto-approval, rejection."""
 
+import os
+import pwd
 import re
 
-from p11g import U, epoch, expect_fail, expect_ok, group_add, group_remove
+from p11g import (U, assert_refused, assert_reply_ok, epoch, expect_fail, expect_ok, group_add,
+                  group_remove)
 
 PROD = "pkcs11:token=prod;object=%s"
 
@@ -78,6 +81,38 @@ def test_removed_group_member_can_no_longer_approve(daemon):
     # restored: carol counts again
     assert op in daemon.list_ids(user="carol")
     daemon.approve("carol", op)
+    assert daemon.state_of(op) == "approved"
+
+
+def test_group_change_applies_on_a_kept_connection(daemon):
+    """A connection held open (p11gate.so keeps a pool of them) sees a group change at its
+    next request: approvald shares one lookup among the requests of one event-loop round only."""
+    op = daemon.request("orderer", PROD % "fe-kept")
+    daemon.approve("alice", op)
+    carol = pwd.getpwnam(U("carol"))
+    # SO_PEERCRED records the effective ids at connect()
+    os.setegid(carol.pw_gid)
+    os.seteuid(carol.pw_uid)
+    try:
+        c = daemon.conn()
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+    def pending_ids():
+        res = assert_reply_ok(c.call({"verb": "list"}))
+        return [o["id"] for o in res["operations"]]
+
+    with c:
+        assert op in pending_ids()
+        group_remove("carol", "approvers")
+        try:
+            assert op not in pending_ids()
+            assert_refused(c.call({"verb": "approve", "id": op}), "not_approver")
+        finally:
+            group_add("carol", "approvers")
+        assert op in pending_ids()
+        assert_reply_ok(c.call({"verb": "approve", "id": op}))
     assert daemon.state_of(op) == "approved"
 
 
