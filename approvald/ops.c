@@ -803,10 +803,16 @@ struct use_scan {
 	uint64_t best_id;
 	int64_t best_expires;
 	size_t best_key;
+	json_t *best_op; /* as read in this transaction: spent without reading it again */
 	/* best refusal */
 	enum refusal why;
 	uint64_t why_id;
 };
+
+static void scan_done(struct use_scan *s)
+{
+	json_decref(s->best_op);
+}
 
 static void note(struct use_scan *s, enum refusal r, uint64_t id)
 {
@@ -896,6 +902,8 @@ static int scan_visit(uint64_t id, json_t *op, void *arg)
 		s->best_id = id;
 		s->best_expires = exp;
 		s->best_key = (size_t)ki;
+		json_decref(s->best_op);
+		s->best_op = json_incref(op);
 	}
 	return 0;
 }
@@ -1056,7 +1064,8 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct p11g_ops *o = c->o;
 	const struct p11g_use_args *a = c->use;
 	_cleanup_free_ char *uri = p11g_keyid_to_uri(&a->key);
-	struct use_scan s = {.a = a, .caller = c->caller, .now = p11g_now()};
+	struct use_scan s
+	    __attribute__((cleanup(scan_done))) = {.a = a, .caller = c->caller, .now = p11g_now()};
 
 	c->refused = false;
 	c->refusal_op = 0;
@@ -1105,9 +1114,7 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return refuse(t, c, what, err);
 	}
 
-	_cleanup_json_ json_t *op = NULL;
-	if (load_op(t, s.best_id, &op, err) < 0)
-		return -1;
+	json_t *op = s.best_op;
 	json_t *key = json_array_get(json_object_get(op, "keys"), s.best_key), *k;
 	int64_t used = int_of(key, "used") + 1, uses = int_of(key, "uses"), left_total = 0;
 	size_t i;
