@@ -19,7 +19,7 @@ struct cache_entry {
 	int64_t at_us;
 };
 
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t cache_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct cache_entry cache[CACHE_SIZE];
 
 /*
@@ -81,7 +81,7 @@ void p11g_client_init(void)
 
 void p11g_client_reset_after_fork(void)
 {
-	pthread_mutex_init(&cache_lock, NULL);
+	pthread_rwlock_init(&cache_lock, NULL);
 	memset(cache, 0, sizeof(cache));
 	/* The parent's connections are the parent's: a reply to its request
 	 * must not be read here.  Closing our copies leaves them open there. */
@@ -92,9 +92,9 @@ void p11g_client_reset_after_fork(void)
 
 void p11g_client_cache_clear(void)
 {
-	pthread_mutex_lock(&cache_lock);
+	pthread_rwlock_wrlock(&cache_lock);
 	memset(cache, 0, sizeof(cache));
-	pthread_mutex_unlock(&cache_lock);
+	pthread_rwlock_unlock(&cache_lock);
 	pool_close_all();
 }
 
@@ -113,7 +113,7 @@ static bool cache_lookup(const struct p11g_keyid *k, struct p11g_key_policy *ret
 	int64_t now = p11g_mono_us();
 	bool hit = false;
 
-	pthread_mutex_lock(&cache_lock);
+	pthread_rwlock_rdlock(&cache_lock);
 	for (size_t i = 0; i < CACHE_SIZE; i++) {
 		struct cache_entry *e = &cache[i];
 		if (!e->used || now - e->at_us >= P11G_KEY_CACHE_US || !same_key(&e->key, k))
@@ -123,7 +123,7 @@ static bool cache_lookup(const struct p11g_keyid *k, struct p11g_key_policy *ret
 		hit = true;
 		break;
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_rwlock_unlock(&cache_lock);
 	return hit;
 }
 
@@ -132,7 +132,7 @@ static void cache_store(const struct p11g_keyid *k, bool guarded, bool allow_raw
 	int64_t now = p11g_mono_us();
 	struct cache_entry *slot = NULL;
 
-	pthread_mutex_lock(&cache_lock);
+	pthread_rwlock_wrlock(&cache_lock);
 	/* the key's own entry, else a free or expired one, else the oldest */
 	for (size_t i = 0; i < CACHE_SIZE && !slot; i++)
 		if (cache[i].used && same_key(&cache[i].key, k))
@@ -151,7 +151,7 @@ static void cache_store(const struct p11g_keyid *k, bool guarded, bool allow_raw
 	slot->guarded = guarded;
 	slot->allow_raw = allow_raw;
 	slot->at_us = now;
-	pthread_mutex_unlock(&cache_lock);
+	pthread_rwlock_unlock(&cache_lock);
 }
 
 static bool code_is(const p11g_err *e, const char *code)

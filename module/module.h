@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/un.h>
 
 #include <openssl/evp.h>
@@ -184,7 +185,7 @@ struct p11g_session {
 	CK_SESSION_HANDLE handle;
 	CK_SLOT_ID slot;
 	pthread_mutex_t lock; /* held by p11g_session_get() .. p11g_session_put() */
-	unsigned refs;        /* table's reference plus one per get */
+	atomic_uint refs;     /* table's reference plus one per get */
 	bool removed;
 	struct p11g_sign_op sign;
 	bool recover_ok; /* C_SignRecoverInit went through the gate */

@@ -4,12 +4,15 @@
 #define BUCKETS 256
 
 /*
- * The table lock only guards the buckets and the reference counts; each
- * session has its own lock for its gate state, held across calls into the
- * real module and approvald.  Order: a session lock may be taken with the
- * table lock free, never the other way round.
+ * The table lock guards the buckets: lookups share it, changes take it
+ * alone.  Reference counts are atomic: a linked session holds the table's
+ * reference, so a count reaches zero only after the session was unlinked,
+ * and whoever drops the last reference frees it.  Each session has its own
+ * lock for its gate state, held across calls into the real module and
+ * approvald.  Order: a session lock may be taken with the table lock free,
+ * never the other way round.
  */
-static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t table_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct p11g_session *buckets[BUCKETS];
 static size_t n_sessions;
 
@@ -42,17 +45,17 @@ static void unlink_session(struct p11g_session **pp)
 	s->next = NULL;
 	s->removed = true;
 	n_sessions--;
-	if (--s->refs == 0)
+	if (atomic_fetch_sub(&s->refs, 1) == 1)
 		session_free(s);
 }
 
 void p11g_sessions_clear(void)
 {
-	pthread_mutex_lock(&table_lock);
+	pthread_rwlock_wrlock(&table_lock);
 	for (size_t i = 0; i < BUCKETS; i++)
 		while (buckets[i])
 			unlink_session(&buckets[i]);
-	pthread_mutex_unlock(&table_lock);
+	pthread_rwlock_unlock(&table_lock);
 }
 
 void p11g_sessions_init(void)
@@ -64,7 +67,7 @@ void p11g_sessions_reset_after_fork(void)
 {
 	/* Only this thread runs in the child; a lock some parent thread held
 	 * would never be released, so both kinds are made anew. */
-	pthread_mutex_init(&table_lock, NULL);
+	pthread_rwlock_init(&table_lock, NULL);
 	for (size_t i = 0; i < BUCKETS; i++) {
 		struct p11g_session *s = buckets[i];
 		while (s) {
@@ -89,9 +92,9 @@ int p11g_session_add(CK_SESSION_HANDLE h, CK_SLOT_ID slot)
 		return -ENOMEM;
 	s->handle = h;
 	s->slot = slot;
-	s->refs = 1;
+	atomic_init(&s->refs, 1);
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_lock(&table_lock);
+	pthread_rwlock_wrlock(&table_lock);
 	/* The real module may hand out a handle again once it was closed
 	 * behind our back (C_CloseAllSessions on another list, a token
 	 * removal): the new session starts clean. */
@@ -104,25 +107,25 @@ int p11g_session_add(CK_SESSION_HANDLE h, CK_SLOT_ID slot)
 	s->next = buckets[b];
 	buckets[b] = s;
 	n_sessions++;
-	pthread_mutex_unlock(&table_lock);
+	pthread_rwlock_unlock(&table_lock);
 	return 0;
 }
 
 void p11g_session_remove(CK_SESSION_HANDLE h)
 {
-	pthread_mutex_lock(&table_lock);
+	pthread_rwlock_wrlock(&table_lock);
 	for (struct p11g_session **pp = &buckets[bucket_of(h)]; *pp; pp = &(*pp)->next) {
 		if ((*pp)->handle == h) {
 			unlink_session(pp);
 			break;
 		}
 	}
-	pthread_mutex_unlock(&table_lock);
+	pthread_rwlock_unlock(&table_lock);
 }
 
 void p11g_session_remove_slot(CK_SLOT_ID slot)
 {
-	pthread_mutex_lock(&table_lock);
+	pthread_rwlock_wrlock(&table_lock);
 	for (size_t i = 0; i < BUCKETS; i++) {
 		struct p11g_session **pp = &buckets[i];
 		while (*pp) {
@@ -132,20 +135,20 @@ void p11g_session_remove_slot(CK_SLOT_ID slot)
 				pp = &(*pp)->next;
 		}
 	}
-	pthread_mutex_unlock(&table_lock);
+	pthread_rwlock_unlock(&table_lock);
 }
 
 struct p11g_session *p11g_session_get(CK_SESSION_HANDLE h)
 {
 	struct p11g_session *s;
 
-	pthread_mutex_lock(&table_lock);
+	pthread_rwlock_rdlock(&table_lock);
 	for (s = buckets[bucket_of(h)]; s; s = s->next)
 		if (s->handle == h)
 			break;
 	if (s)
-		s->refs++;
-	pthread_mutex_unlock(&table_lock);
+		atomic_fetch_add(&s->refs, 1);
+	pthread_rwlock_unlock(&table_lock);
 	if (s)
 		pthread_mutex_lock(&s->lock);
 	return s;
@@ -156,18 +159,16 @@ void p11g_session_put(struct p11g_session *s)
 	if (!s)
 		return;
 	pthread_mutex_unlock(&s->lock);
-	pthread_mutex_lock(&table_lock);
-	if (--s->refs == 0)
+	if (atomic_fetch_sub(&s->refs, 1) == 1)
 		session_free(s);
-	pthread_mutex_unlock(&table_lock);
 }
 
 size_t p11g_sessions_count(void)
 {
 	size_t n;
 
-	pthread_mutex_lock(&table_lock);
+	pthread_rwlock_rdlock(&table_lock);
 	n = n_sessions;
-	pthread_mutex_unlock(&table_lock);
+	pthread_rwlock_unlock(&table_lock);
 	return n;
 }
