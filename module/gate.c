@@ -136,15 +136,8 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	/* The slot as recorded at C_OpenSession: SoftHSMv2's C_GetSessionInfo takes a lock
 	 * its signing threads contend for (-15% at 4 signers).  A handle we do not know
 	 * is asked of the module. */
-	struct p11g_session *sess = p11g_session_get(h);
-	if (sess) {
-		memset(&si, 0, sizeof(si));
-		si.slotID = sess->slot;
-		have_si = true;
-		p11g_session_put(sess);
-	} else {
-		have_si = R.C_GetSessionInfo(h, &si) == CKR_OK;
-	}
+	memset(&si, 0, sizeof(si));
+	have_si = p11g_session_slot(h, &si.slotID) || R.C_GetSessionInfo(h, &si) == CKR_OK;
 	if (have_si && id_cache_lookup(si.slotID, obj, kid)) {
 		*ret_slot = si.slotID;
 		p11g_client_key(kid, pol);

@@ -206,6 +206,9 @@ void p11g_session_remove_slot(CK_SLOT_ID slot);
 /* The session, locked and referenced, or NULL. */
 struct p11g_session *p11g_session_get(CK_SESSION_HANDLE h);
 void p11g_session_put(struct p11g_session *s);
+/* The slot h was opened on, without waiting for the session's lock; false
+ * when p11gate does not know h. */
+bool p11g_session_slot(CK_SESSION_HANDLE h, CK_SLOT_ID *ret);
 /* Ends the bookkeeping of a sign operation (frees the digest state). */
 void p11g_sign_op_clear(struct p11g_sign_op *op);
 size_t p11g_sessions_count(void);

@@ -154,6 +154,21 @@ struct p11g_session *p11g_session_get(CK_SESSION_HANDLE h)
 	return s;
 }
 
+bool p11g_session_slot(CK_SESSION_HANDLE h, CK_SLOT_ID *ret)
+{
+	bool found = false;
+
+	pthread_rwlock_rdlock(&table_lock);
+	for (struct p11g_session *s = buckets[bucket_of(h)]; s && !found; s = s->next) {
+		if (s->handle == h) {
+			*ret = s->slot;
+			found = true;
+		}
+	}
+	pthread_rwlock_unlock(&table_lock);
+	return found;
+}
+
 void p11g_session_put(struct p11g_session *s)
 {
 	if (!s)
