@@ -5,13 +5,10 @@
 #include <time.h>
 
 #include "approvald/cli.h"
-#include "approvald/daemon.h"
+#include "approvald/local.h"
 #include "p11gate/wire.h"
 
-#define EXIT_REFUSED     1
-#define EXIT_USAGE       2
-#define EXIT_UNREACHABLE 3
-#define CALL_TIMEOUT_MS  30000
+#define CALL_TIMEOUT_MS 30000
 
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
@@ -700,18 +697,6 @@ static int offline_visit(uint64_t seq, json_t *rec, void *arg)
 	return 0;
 }
 
-static int offline_list(p11g_txn *t, void *arg, p11g_err *err)
-{
-	struct offline_ctx *c = arg;
-	return p11g_txn_audit_foreach(t, c->since, offline_visit, c, err) < 0 ? -1 : 0;
-}
-
-static int offline_verify(p11g_txn *t, void *arg, p11g_err *err)
-{
-	struct offline_ctx *c = arg;
-	return p11g_txn_audit_verify(t, &c->count, err);
-}
-
 #define HELP_AUDIT                                                                                 \
 	"Usage: approvald audit [--json] [--since SEQ] [--verify] [--state-dir DIR]\n"             \
 	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
@@ -760,14 +745,9 @@ static int cmd_audit(int argc, char **argv)
 		return usage_error("audit", "unexpected argument '%s'", argv[optind]);
 
 	if (dir) {
-		struct p11g_store_options so = {.read_only = true};
-		p11g_store *s = NULL;
 		p11g_err err = {0};
-		if (p11g_store_open(dir, &so, &s, &err) < 0)
-			return report(&err);
-		int r = p11g_store_read(s, verify ? offline_verify : offline_list, &oc, &err);
-		p11g_store_close(s);
-		if (r != 0) {
+		if (p11g_local_audit(dir, verify, oc.since, offline_visit, &oc, &oc.count, &err) <
+		    0) {
 			if (verify)
 				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
 				        err.code ? err.code : "error");
@@ -846,18 +826,7 @@ static int cmd_policy(int argc, char **argv)
 		      stdout);
 		return 0;
 	}
-	const char *path = argc == 3 ? argv[2] : P11G_DEFAULT_POLICY_DIR;
-	struct p11g_policy *p = NULL;
-	char *msg = NULL;
-	if (p11g_policy_load(path, &p, &msg) < 0) {
-		fprintf(stderr, "%s\n", msg ? msg : "out of memory");
-		free(msg);
-		return EXIT_REFUSED;
-	}
-	printf("%s: OK: %zu rules in %zu files, default %s\n", path, p->n_rules, p->n_files,
-	       p->default_allow ? "allow" : "deny");
-	p11g_policy_free(p);
-	return 0;
+	return p11g_local_policy_check(argc == 3 ? argv[2] : P11G_DEFAULT_POLICY_DIR);
 }
 
 /* ---- serve ---------------------------------------------------------------- */
@@ -884,7 +853,6 @@ static int cmd_serve(int argc, char **argv)
 	    {"config", required_argument, 0, 'c'}, {"state-dir", required_argument, 0, 'D'},
 	    {"socket", required_argument, 0, 'S'}, {"policy-dir", required_argument, 0, 'P'},
 	    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-	struct p11g_daemon_config cfg;
 	const char *config = NULL, *state = NULL, *sock = NULL, *pol = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -910,23 +878,7 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage_error("serve", "unexpected argument '%s'", argv[optind]);
-	p11g_daemon_config_init(&cfg);
-	p11g_err err = {0};
-	if (config && p11g_daemon_config_load(config, &cfg, &err) < 0) {
-		fprintf(stderr, "approvald: %s\n", err.msg);
-		p11g_daemon_config_clear(&cfg);
-		return EXIT_USAGE;
-	}
-	/* Command-line options win over the file. */
-	if ((state && (free(cfg.state_dir), !(cfg.state_dir = strdup(state)))) ||
-	    (sock && (free(cfg.socket_path), !(cfg.socket_path = strdup(sock)))) ||
-	    (pol && (free(cfg.policy_dir), !(cfg.policy_dir = strdup(pol))))) {
-		p11g_daemon_config_clear(&cfg);
-		return EXIT_REFUSED;
-	}
-	int rc = p11g_daemon_run(&cfg);
-	p11g_daemon_config_clear(&cfg);
-	return rc;
+	return p11g_local_serve(config, state, sock, pol);
 }
 
 /* ---- the table ------------------------------------------------------------ */
@@ -963,6 +915,7 @@ static void usage(FILE *f)
 
 int p11g_cli_main(int argc, char **argv)
 {
+	p11g_local_init(argc, argv);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -3,12 +3,10 @@
 #define P11GATE_DAEMON_H
 
 #include "approvald/host.h"
+#include "approvald/local.h"
 #include "approvald/ops.h"
 #include "approvald/server.h"
 #include "approvald/store.h"
-
-#define P11G_DEFAULT_STATE_DIR  "/var/lib/approvald"
-#define P11G_DEFAULT_POLICY_DIR "/etc/approvald/policy.d"
 
 struct p11g_daemon_config {
 	char *state_dir;

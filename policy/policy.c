@@ -14,7 +14,6 @@
 #define KEY_URI_MAX   2048
 #define COUNT_MAX     1000 /* approvals and clause counts: a resource limit, not policy */
 #define MAX_USES_MAX  1000000
-#define DURATION_MAX  (10 * 365 * 86400LL)
 #define SNAPSHOT_NAME "<rule snapshot>"
 
 /* ---- messages ------------------------------------------------------------ */
@@ -47,41 +46,6 @@ static const char *errno_text(int e, char *buf, size_t size)
 {
 	/* GNU strerror_r: thread-safe, may return a static string instead of buf. */
 	return strerror_r(e, buf, size);
-}
-
-/* ---- durations ------------------------------------------------------------- */
-
-int64_t p11g_duration_parse(const char *s)
-{
-	int64_t v = 0, unit;
-	size_t i = 0;
-
-	if (!s || s[0] < '0' || s[0] > '9')
-		return -1;
-	for (; s[i] >= '0' && s[i] <= '9'; i++) {
-		v = v * 10 + (s[i] - '0');
-		if (v > DURATION_MAX)
-			return -1;
-	}
-	switch (s[i]) {
-	case 's':
-		unit = 1;
-		break;
-	case 'm':
-		unit = 60;
-		break;
-	case 'h':
-		unit = 3600;
-		break;
-	case 'd':
-		unit = 86400;
-		break;
-	default:
-		return -1;
-	}
-	if (s[i + 1] != '\0' || v == 0 || v > DURATION_MAX / unit)
-		return -1;
-	return v * unit;
 }
 
 /* The shortest exact form: 86400 -> "1d", 90 -> "90s". */

@@ -119,10 +119,6 @@ json_t *p11g_rule_to_json(const struct p11g_rule *r);
 int p11g_rule_from_json(const json_t *obj, struct p11g_rule **ret, p11g_err *err);
 void p11g_rule_free(struct p11g_rule *r);
 
-/* "90s", "15m", "24h", "7d" (a positive integer and one unit) -> seconds.
- * -1 on anything else, including overflow past 10 years. */
-int64_t p11g_duration_parse(const char *s);
-
 /* ---- decisions ---------------------------------------------------------- */
 
 bool p11g_rule_may_order(const struct p11g_rule *r, const struct p11g_ident *id);

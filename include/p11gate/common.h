@@ -117,4 +117,8 @@ static inline void p11g_freezero(void *p, size_t len)
 	}
 }
 
+/* "90s", "15m", "24h", "7d" (a positive integer and one unit) -> seconds.
+ * -1 on anything else, including overflow past 10 years.  (policy/duration.c) */
+int64_t p11g_duration_parse(const char *s);
+
 #endif

@@ -214,3 +214,40 @@ def test_usage_errors_exit_2(daemon, args):
 def test_serve_help():
     r = approvald("serve", "--help")
     assert r.rc == 0 and "--state-dir" in (r.out + r.err), r
+
+
+def test_client_binary_links_jansson_and_libc_only():
+    """The client verbs start without libcrypto, p11-kit or LMDB (3 of `show`'s 5 ms): those
+    are approvald-local's, which the local verbs re-execute."""
+    r = p11g.run(["readelf", "-d", p11g.APPROVALD])
+    assert r.rc == 0, r
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", r.out))
+    assert needed, r.out
+    sanitizers = {n for n in needed if n.startswith(("libasan", "libubsan", "libm.", "libgcc_s",
+                                                      "libstdc++", "libdl.", "libpthread."))}
+    assert needed - sanitizers == {"libjansson.so.4", "libc.so.6"}, needed
+    r = p11g.run(["readelf", "-d", os.path.join(os.path.dirname(p11g.APPROVALD),
+                                               "approvald-local")])
+    assert "liblmdb" in r.out and "libcrypto" in r.out, r.out
+
+
+@pytest.mark.parametrize("args", [["serve", "--state-dir", "STATE"],
+                                  ["policy", "check", "/nonexistent"],
+                                  ["audit", "--state-dir", "STATE", "--verify"]],
+                         ids=["serve", "policy-check", "audit-state-dir"])
+def test_local_verbs_without_approvald_local(args):
+    """A client binary without approvald-local beside it (nor installed) says so, exit 1."""
+    with tempfile.TemporaryDirectory() as d:
+        lone = os.path.join(d, "approvald")
+        with open(p11g.APPROVALD, "rb") as src, open(lone, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(lone, 0o755)
+        state = os.path.join(d, "state")
+        r = p11g.run([lone] + [state if a == "STATE" else a for a in args])
+        assert r.rc == 1, r
+        assert len(r.err_lines) == 1 and "approvald-local" in r.err, r
+        assert re.match(r"^approvald: cannot run /\S+/approvald-local: ", r.err_lines[0]), r
+        assert not os.path.exists(state), "nothing may be created"
+        # the client verbs still work without it
+        r = p11g.run([lone, "--help"])
+        assert r.rc == 0 and "request" in r.out, r
