@@ -4,7 +4,11 @@
  * which cost a client verb like `approvald show` about 3 ms of loading, so
  * they live in a second binary, approvald-local: the approvald binary (client
  * verbs, jansson only) re-executes it with the same arguments for these verbs
- * (local_exec.c); approvald-local links local.c and runs them.
+ * (local_exec.c); approvald-local links local.c and runs them.  In the
+ * approvald binary the functions below do not return unless approvald-local
+ * cannot be run: then the serve and policy check ones return 1 after one
+ * error line, and p11g_local_audit exits 1 (it must not return -1, which
+ * would read as a broken chain).
  */
 #ifndef P11GATE_LOCAL_H
 #define P11GATE_LOCAL_H
