@@ -347,6 +347,7 @@ out:
 		p11g_server_free(d.server);
 	if (d.ops.store)
 		p11g_store_close(d.ops.store);
+	p11g_ops_clear(&d.ops);
 	p11g_policy_free(d.ops.policy);
 	return rc;
 }

@@ -15,6 +15,7 @@
 #define MAX_CONTEXT  4096
 #define RECENT_ENDED 1024                    /* ended operations looked at to explain a refusal */
 #define REPLY_BUDGET (P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
+#define RULE_CACHE   16                      /* parsed rule snapshots kept for uses */
 
 static void rule_freep(struct p11g_rule **r)
 {
@@ -90,8 +91,35 @@ bool p11g_digest_normalise(const char *s, char *out, size_t outsz)
 
 /* ---- rules and quorum ---------------------------------------------------- */
 
-/* The rule snapshot an operation keeps for one of its keys. */
-static struct p11g_rule *op_rule(const json_t *op, const char *name, p11g_err *err)
+/* Snapshots parsed before, by their canonical text: every use looks at the
+ * rule of each operation for its key, and parsing one costs more than
+ * printing it. */
+struct p11g_rule_cache {
+	struct {
+		char *text;
+		struct p11g_rule *rule;
+	} e[RULE_CACHE];
+	size_t next; /* the slot the next miss takes */
+};
+
+void p11g_ops_clear(struct p11g_ops *o)
+{
+	struct p11g_rule_cache *rc = o->rule_cache;
+	if (!rc)
+		return;
+	for (size_t i = 0; i < RULE_CACHE; i++) {
+		free(rc->e[i].text);
+		p11g_rule_free(rc->e[i].rule);
+	}
+	free(rc);
+	o->rule_cache = NULL;
+}
+
+/* The rule snapshot an operation keeps for one of its keys, parsed as
+ * p11g_rule_from_json does.  Borrowed from o's cache: valid until the next
+ * call, which may evict it. */
+static const struct p11g_rule *op_rule(struct p11g_ops *o, const json_t *op, const char *name,
+                                       p11g_err *err)
 {
 	struct p11g_rule *r = NULL;
 	const json_t *snap = json_object_get(json_object_get(op, "rules"), name);
@@ -101,8 +129,32 @@ static struct p11g_rule *op_rule(const json_t *op, const char *name, p11g_err *e
 		             json_integer_value(json_object_get(op, "id")), name);
 		return NULL;
 	}
-	if (p11g_rule_from_json(snap, &r, err) < 0)
+	if (!o->rule_cache && !(o->rule_cache = calloc(1, sizeof(*o->rule_cache)))) {
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		return NULL;
+	}
+	struct p11g_rule_cache *rc = o->rule_cache;
+	char *text = json_dumps(snap, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!text) {
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < RULE_CACHE; i++) {
+		if (rc->e[i].text && !strcmp(rc->e[i].text, text)) {
+			free(text);
+			return rc->e[i].rule;
+		}
+	}
+	if (p11g_rule_from_json(snap, &r, err) < 0) {
+		free(text);
+		return NULL;
+	}
+	size_t i = rc->next;
+	rc->next = (i + 1) % RULE_CACHE;
+	free(rc->e[i].text);
+	p11g_rule_free(rc->e[i].rule);
+	rc->e[i].text = text;
+	rc->e[i].rule = r;
 	return r;
 }
 
@@ -795,6 +847,7 @@ enum refusal {
 };
 
 struct use_scan {
+	struct p11g_ops *o;
 	const struct p11g_use_args *a;
 	const struct p11g_ident *caller;
 	const struct p11g_mech_info *mech;
@@ -872,8 +925,8 @@ static int scan_visit(uint64_t id, json_t *op, void *arg)
 	}
 	if (strcmp(state, "approved"))
 		return 0;
-	_cleanup_rule_ struct p11g_rule *rule =
-	    op_rule(op, json_string_value(json_object_get(key, "rule")), NULL);
+	const struct p11g_rule *rule =
+	    op_rule(s->o, op, json_string_value(json_object_get(key, "rule")), NULL);
 	if (!rule)
 		return 0;
 	if ((s->mech->family == P11G_MECH_RAW || s->a->raw) && !rule->allow_raw) {
@@ -1064,8 +1117,8 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct p11g_ops *o = c->o;
 	const struct p11g_use_args *a = c->use;
 	_cleanup_free_ char *uri = p11g_keyid_to_uri(&a->key);
-	struct use_scan s
-	    __attribute__((cleanup(scan_done))) = {.a = a, .caller = c->caller, .now = p11g_now()};
+	struct use_scan s __attribute__((cleanup(scan_done))) = {
+	    .o = o, .a = a, .caller = c->caller, .now = p11g_now()};
 
 	c->refused = false;
 	c->refusal_op = 0;

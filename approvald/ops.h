@@ -25,7 +25,12 @@ struct p11g_ops {
 	/* Called with an operation id after its state changed (wakes waiters). */
 	void (*changed)(void *arg, uint64_t id);
 	void *changed_arg;
+	/* Rule snapshots parsed by recent uses (see op_rule); p11g_ops_clear frees them. */
+	struct p11g_rule_cache *rule_cache;
 };
+
+/* Frees what the verbs below keep between calls (not store or policy). */
+void p11g_ops_clear(struct p11g_ops *o);
 
 /*
  * Each verb below runs in one write transaction: the state change and its

@@ -100,6 +100,7 @@ int main(int argc, char **argv)
 	uint64_t map, used;
 	p11g_store_stat(o.store, &map, &used);
 	p11g_store_close(o.store);
+	p11g_ops_clear(&o);
 	p11g_policy_free(o.policy);
 
 	char path[4096];

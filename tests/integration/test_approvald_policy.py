@@ -270,3 +270,34 @@ def test_reload_keeps_the_rule_an_operation_was_approved_under(start_daemon):
     assert d.use_ok("orderer", "prod", "keep")["remaining"] == 1
     assert d.use_ok("orderer", "prod", "keep")["remaining"] == 0
     d.use_refused("orderer", "prod", "keep", "exhausted")
+
+
+def test_each_operation_is_judged_by_its_own_rule_snapshot_use_after_use(start_daemon):
+    """approvald keeps parsed rule snapshots between uses: two operations on one key, ordered
+    under two versions of a rule that allow different mechanisms, must each keep answering by
+    their own version however the uses alternate."""
+    d = start_daemon()
+    pol = p11g.default_policy()
+    prod = pol["rules"][0]
+    prod["mechanisms"] = ["CKM_ECDSA"]
+    d.write_policy("10-test.json", pol)
+    n0 = policy_loaded_count(d)
+    d.hup()
+    assert wait_for(lambda: policy_loaded_count(d) == n0 + 1, 2, 0.1), d.stderr()
+    old = d.request("orderer", ("pkcs11:token=prod;object=snap", 3))
+    d.approve("alice", old)
+    d.approve("bob", old)
+    prod["mechanisms"] = ["CKM_ECDSA_SHA256"]
+    d.write_policy("10-test.json", pol)
+    d.hup()
+    assert wait_for(lambda: policy_loaded_count(d) == n0 + 2, 2, 0.1), d.stderr()
+    new = d.request("orderer", ("pkcs11:token=prod;object=snap", 3))
+    d.approve("alice", new)
+    d.approve("bob", new)
+    for left in (2, 1, 0):
+        r = d.use_ok("orderer", "prod", "snap", mechanism="CKM_ECDSA")
+        assert (r["operation"], r["remaining"]) == (old, left), r
+        r = d.use_ok("orderer", "prod", "snap", mechanism="CKM_ECDSA_SHA256")
+        assert (r["operation"], r["remaining"]) == (new, left), r
+    d.use_refused("orderer", "prod", "snap", "exhausted", mechanism="CKM_ECDSA")
+    d.use_refused("orderer", "prod", "snap", "exhausted", mechanism="CKM_ECDSA_SHA256")
