@@ -108,8 +108,9 @@ def test_kill_9_under_load_loses_nothing(token, start_daemon, tmp_path):
     d = start_daemon(guarded_policy(), config=LOAD_CONFIG)
     op = approved(d, 3000)
     log = str(tmp_path / "sigs")
-    # 16 signers, 250 attempts each, paced to outlast the five kills below
-    ps = start_signers(token, d, 4, 4, 250, log, "crash", pause=0.01)
+    # 16 signers, 250 attempts each, paced to outlast the five kills below whatever a use
+    # costs: at least 10 s each, the kills at most 5.5 s plus five restarts
+    ps = start_signers(token, d, 4, 4, 250, log, "crash", pause=0.04)
     rnd = random.Random(7)
     under_load = []
     try:
