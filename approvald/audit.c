@@ -16,22 +16,29 @@ static void md_ctx_freep(EVP_MD_CTX **c)
 #define _cleanup_md_   __attribute__((cleanup(md_ctx_freep)))
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
+static int hash_text(EVP_MD_CTX *md, const char *canon,
+                     const unsigned char prev[P11G_AUDIT_HASH_LEN],
+                     unsigned char out[P11G_AUDIT_HASH_LEN])
+{
+	unsigned int len = 0;
+	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(md, prev, P11G_AUDIT_HASH_LEN) != 1 ||
+	    EVP_DigestUpdate(md, canon, strlen(canon)) != 1 ||
+	    EVP_DigestFinal_ex(md, out, &len) != 1 || len != P11G_AUDIT_HASH_LEN)
+		return -1;
+	return 0;
+}
+
 /* hash = SHA-256(prev || canonical JSON of rec without "hash"); canonical
  * is jansson's compact, key-sorted form, which any reader can reproduce. */
 static int record_hash(EVP_MD_CTX *md, json_t *rec, const unsigned char prev[P11G_AUDIT_HASH_LEN],
                        unsigned char out[P11G_AUDIT_HASH_LEN])
 {
 	_cleanup_json_ json_t *body = json_copy(rec);
-	unsigned int len = 0;
 	if (!body || (json_object_get(body, "hash") && json_object_del(body, "hash") < 0))
 		return -1;
 	_cleanup_free_ char *canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-	if (!canon || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(md, prev, P11G_AUDIT_HASH_LEN) != 1 ||
-	    EVP_DigestUpdate(md, canon, strlen(canon)) != 1 ||
-	    EVP_DigestFinal_ex(md, out, &len) != 1 || len != P11G_AUDIT_HASH_LEN)
-		return -1;
-	return 0;
+	return canon ? hash_text(md, canon, prev, out) : -1;
 }
 
 int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p11g_err *err)
@@ -50,7 +57,8 @@ int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p
 		return p11g_err_set(err, P11G_E_STORE, "audit log: record numbers exhausted");
 	uint64_t seq = head.seq + 1;
 
-	_cleanup_json_ json_t *rec = json_deep_copy(event);
+	/* Only top-level members are added or dropped: a shallow copy will do. */
+	_cleanup_json_ json_t *rec = json_copy((json_t *)event);
 	if (!md || !rec)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory writing an audit record");
 	p11g_hex_encode(head.hash, sizeof(head.hash), hex);
@@ -59,16 +67,23 @@ int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p
 	if (!json_object_get(rec, "time"))
 		json_object_set_new(rec, "time", json_integer((json_int_t)p11g_now()));
 	if (json_object_set_new(rec, "seq", json_integer((json_int_t)seq)) < 0 ||
-	    json_object_set_new(rec, "prev", json_string(hex)) < 0 ||
-	    record_hash(md, rec, head.hash, hash) < 0)
+	    json_object_set_new(rec, "prev", json_string(hex)) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash audit record %" PRIu64, seq);
+	/* The record as stored is its canonical text with "hash" added last:
+	 * one encoding, and what was hashed reads off the stored text. */
+	_cleanup_free_ char *canon = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!canon || hash_text(md, canon, head.hash, hash) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash audit record %" PRIu64, seq);
 	p11g_hex_encode(hash, sizeof(hash), hex);
-	if (json_object_set_new(rec, "hash", json_string(hex)) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash audit record %" PRIu64, seq);
-	_cleanup_free_ char *text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
-	if (!text)
+	size_t clen = strlen(canon);
+	_cleanup_free_ char *text = NULL;
+	/* canon is an object with members (event, seq, ...): it ends in '}'. */
+	if (clen < 2 || canon[clen - 1] != '}' ||
+	    asprintf(&text, "%.*s,\"hash\":\"%s\"}", (int)(clen - 1), canon, hex) < 0) {
+		text = NULL;
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode audit record %" PRIu64,
 		                    seq);
+	}
 	if (p11g_store_audit_put(t, seq, text, strlen(text), hash, err) < 0)
 		return -1;
 	if (ret_seq)

@@ -98,6 +98,7 @@ struct p11g_rule_cache {
 	struct {
 		char *text;
 		struct p11g_rule *rule;
+		json_t *snap; /* the snapshot object last found to hold text, kept */
 	} e[RULE_CACHE];
 	size_t next; /* the slot the next miss takes */
 };
@@ -110,6 +111,7 @@ void p11g_ops_clear(struct p11g_ops *o)
 	for (size_t i = 0; i < RULE_CACHE; i++) {
 		free(rc->e[i].text);
 		p11g_rule_free(rc->e[i].rule);
+		json_decref(rc->e[i].snap);
 	}
 	free(rc);
 	o->rule_cache = NULL;
@@ -117,12 +119,15 @@ void p11g_ops_clear(struct p11g_ops *o)
 
 /* The rule snapshot an operation keeps for one of its keys, parsed as
  * p11g_rule_from_json does.  Borrowed from o's cache: valid until the next
- * call, which may evict it. */
+ * call, which may evict it.  op comes from a walk of the store, so it is not
+ * changed while anyone holds it (p11g_op_visit_fn), and snapshots are never
+ * changed once written: the object a snapshot was last seen as answers
+ * without printing it again. */
 static const struct p11g_rule *op_rule(struct p11g_ops *o, const json_t *op, const char *name,
                                        p11g_err *err)
 {
 	struct p11g_rule *r = NULL;
-	const json_t *snap = json_object_get(json_object_get(op, "rules"), name);
+	json_t *snap = json_object_get(json_object_get(op, "rules"), name);
 	if (!snap) {
 		p11g_err_set(err, P11G_E_INTERNAL,
 		             "operation %" JSON_INTEGER_FORMAT " has no snapshot of rule %s",
@@ -134,6 +139,9 @@ static const struct p11g_rule *op_rule(struct p11g_ops *o, const json_t *op, con
 		return NULL;
 	}
 	struct p11g_rule_cache *rc = o->rule_cache;
+	for (size_t i = 0; i < RULE_CACHE; i++)
+		if (rc->e[i].snap == snap)
+			return rc->e[i].rule;
 	char *text = json_dumps(snap, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!text) {
 		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
@@ -142,6 +150,8 @@ static const struct p11g_rule *op_rule(struct p11g_ops *o, const json_t *op, con
 	for (size_t i = 0; i < RULE_CACHE; i++) {
 		if (rc->e[i].text && !strcmp(rc->e[i].text, text)) {
 			free(text);
+			json_decref(rc->e[i].snap);
+			rc->e[i].snap = json_incref(snap);
 			return rc->e[i].rule;
 		}
 	}
@@ -153,8 +163,10 @@ static const struct p11g_rule *op_rule(struct p11g_ops *o, const json_t *op, con
 	rc->next = (i + 1) % RULE_CACHE;
 	free(rc->e[i].text);
 	p11g_rule_free(rc->e[i].rule);
+	json_decref(rc->e[i].snap);
 	rc->e[i].text = text;
 	rc->e[i].rule = r;
+	rc->e[i].snap = json_incref(snap);
 	return r;
 }
 
@@ -411,7 +423,7 @@ struct count_ctx {
 	unsigned n;
 };
 
-static int count_pending(uint64_t id, json_t *op, void *arg)
+static int count_pending(uint64_t id, const json_t *op, void *arg)
 {
 	struct count_ctx *x = arg;
 	(void)id;
@@ -856,7 +868,7 @@ struct use_scan {
 	uint64_t best_id;
 	int64_t best_expires;
 	size_t best_key;
-	json_t *best_op; /* as read in this transaction: spent without reading it again */
+	json_t *best_op; /* as read in this transaction (read only, the store may share it) */
 	/* best refusal */
 	enum refusal why;
 	uint64_t why_id;
@@ -888,7 +900,7 @@ static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k)
 	return -1;
 }
 
-static int scan_visit(uint64_t id, json_t *op, void *arg)
+static int scan_visit(uint64_t id, const json_t *op, void *arg)
 {
 	struct use_scan *s = arg;
 	const char *state = state_of(op);
@@ -956,7 +968,7 @@ static int scan_visit(uint64_t id, json_t *op, void *arg)
 		s->best_expires = exp;
 		s->best_key = (size_t)ki;
 		json_decref(s->best_op);
-		s->best_op = json_incref(op);
+		s->best_op = json_incref((json_t *)op); /* kept unchanged: it may be shared */
 	}
 	return 0;
 }
@@ -1167,16 +1179,24 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return refuse(t, c, what, err);
 	}
 
-	json_t *op = s.best_op;
-	json_t *key = json_array_get(json_object_get(op, "keys"), s.best_key), *k;
+	/* What was read may be the store's shared copy: the spent operation is a
+	 * new object that shares what the use does not change. */
+	_cleanup_json_ json_t *op = json_copy(s.best_op);
+	json_t *keys = json_copy(json_object_get(s.best_op, "keys")), *k;
+	/* Both _set_new calls take their value even when they fail. */
+	if (json_object_set_new(op, "keys", keys) < 0 ||
+	    json_array_set_new(keys, s.best_key, json_copy(json_array_get(keys, s.best_key))) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_t *key = json_array_get(keys, s.best_key);
 	int64_t used = int_of(key, "used") + 1, uses = int_of(key, "uses"), left_total = 0;
 	size_t i;
-	json_object_set_new(key, "used", json_integer(used));
-	json_array_foreach(json_object_get(op, "keys"), i, k) left_total +=
-	    int_of(k, "uses") - int_of(k, "used");
-	if (left_total == 0)
-		json_object_set_new(op, "state", json_string("exhausted"));
-	if (p11g_txn_op_put(t, s.best_id, op, err) < 0 ||
+	/* A use that is not counted must not be granted. */
+	if (json_object_set_new(key, "used", json_integer(used)) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_array_foreach(keys, i, k) left_total += int_of(k, "uses") - int_of(k, "used");
+	if (left_total == 0 && json_object_set_new(op, "state", json_string("exhausted")) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (p11g_txn_op_put_shared(t, s.best_id, op, err) < 0 ||
 	    audit(t, "use_granted", c->caller, s.best_id, json_incref(what), err) < 0)
 		return -1;
 	ctx_result(c, json_pack("{s:I, s:I}", "operation", (json_int_t)s.best_id, "remaining",
@@ -1253,7 +1273,7 @@ int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t 
 	return 0;
 }
 
-static int list_visit(uint64_t id, json_t *op, void *arg)
+static int list_visit(uint64_t id, const json_t *op, void *arg)
 {
 	struct read_ctx *c = arg;
 	const struct p11g_list_args *a = c->list;
@@ -1320,7 +1340,7 @@ struct status_ctx {
 	uint64_t total;
 };
 
-static int status_visit(uint64_t id, json_t *op, void *arg)
+static int status_visit(uint64_t id, const json_t *op, void *arg)
 {
 	struct status_ctx *c = arg;
 	const char *s = effective_state(op, p11g_now());
@@ -1442,7 +1462,7 @@ struct expire_ctx {
 	size_t n;
 };
 
-static int expire_visit(uint64_t id, json_t *op, void *arg)
+static int expire_visit(uint64_t id, const json_t *op, void *arg)
 {
 	struct expire_ctx *c = arg;
 	if (p11g_now() >= int_of(op, "expires") && c->n < P11G_ARRAY_SIZE(c->ids))

@@ -15,6 +15,7 @@
 #define DEFAULT_MAX_MAP     (64 * 1024 * MIB)
 #define SCHEMA_VERSION      1
 #define N_TABLES            4
+#define OP_CACHE            256 /* parsed operations kept, by id modulo this */
 
 struct p11g_store {
 	MDB_env *env;
@@ -31,6 +32,20 @@ struct p11g_store {
 	MDB_txn *batch;
 	int batch_failed;   /* an intermediate commit failed: the batch reports it */
 	p11g_err batch_err; /* and why */
+	/* Parsed operations as last read or written, each with the exact bytes
+	 * it was parsed from or encoded to: a read whose bytes are the same
+	 * takes the parsed one (see op_cached).  Whatever the transactions did
+	 * (nested ones aborted, a batch undone), the bytes in the store decide. */
+	struct op_cached {
+		uint64_t id;
+		char *text;
+		size_t len;
+		json_t *op; /* never changed once here */
+	} op_cache[OP_CACHE];
+	/* The audit chain head as last read or written, by its exact bytes. */
+	char head_text[128];
+	size_t head_len; /* 0: none kept */
+	struct p11g_audit_head head;
 };
 
 struct p11g_txn {
@@ -52,10 +67,20 @@ static void cursor_closep(MDB_cursor **c)
 	if (*c)
 		mdb_cursor_close(*c);
 }
+/* Takes text and op (a reference), both or neither NULL. */
+static void op_cached_set(struct op_cached *e, uint64_t id, char *text, size_t len, json_t *op)
+{
+	free(e->text);
+	json_decref(e->op);
+	*e = (struct op_cached){.id = id, .text = text, .len = len, .op = op};
+}
+
 static void store_free(p11g_store *s)
 {
 	if (!s)
 		return;
+	for (size_t i = 0; i < OP_CACHE; i++)
+		op_cached_set(&s->op_cache[i], 0, NULL, 0, NULL);
 	if (s->batch)
 		mdb_txn_abort(s->batch);
 	if (s->env)
@@ -597,7 +622,10 @@ static bool state_active(const json_t *op)
 	return state && (!strcmp(state, "pending") || !strcmp(state, "approved"));
 }
 
-int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
+/* The operation stored under id, parsed.  shared: *ret may be (and on a miss
+ * becomes) the cache's, a reference to an object nobody may change;
+ * otherwise it is the caller's own. */
+static int op_read(p11g_txn *t, uint64_t id, bool shared, json_t **ret, p11g_err *err)
 {
 	unsigned char kb[8];
 	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
@@ -609,6 +637,22 @@ int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
 		return -ENOENT;
 	if (rc)
 		return txn_fail(t, err, rc, "cannot read operation %" PRIu64, id);
+
+	struct op_cached *e = &t->s->op_cache[id % OP_CACHE];
+	if (e->op && e->id == id && e->len == v.mv_size && !memcmp(e->text, v.mv_data, v.mv_size)) {
+#ifdef P11G_CHECK_CACHES
+		/* The sanitizer build proves the cache returns what a parse would. */
+		_cleanup_json_ json_t *fresh = json_from(&v, JSON_REJECT_DUPLICATES);
+		if (!json_equal(fresh, e->op)) {
+			p11g_error("operation %" PRIu64 ": cached copy differs from the store", id);
+			abort();
+		}
+#endif
+		*ret = shared ? json_incref(e->op) : json_deep_copy(e->op);
+		return *ret ? 0
+		            : p11g_err_set(err, P11G_E_INTERNAL,
+		                           "out of memory reading operation %" PRIu64, id);
+	}
 	json_t *op = json_from(&v, JSON_REJECT_DUPLICATES);
 	if (!json_is_object(op)) {
 		json_decref(op);
@@ -616,11 +660,22 @@ int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
 		                    "store in %s: operation %" PRIu64 " is not a JSON object",
 		                    t->s->dir, id);
 	}
+	char *text = shared ? malloc(v.mv_size) : NULL;
+	if (text) {
+		memcpy(text, v.mv_data, v.mv_size);
+		op_cached_set(e, id, text, v.mv_size, json_incref(op));
+	}
 	*ret = op;
 	return 0;
 }
 
-int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err)
+int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
+{
+	return op_read(t, id, false, ret, err);
+}
+
+/* keep: op becomes the cache's parsed copy of what was written. */
+static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *err)
 {
 	unsigned char kb[8];
 	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
@@ -648,7 +703,23 @@ int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err)
 	}
 	if (rc)
 		return txn_fail(t, err, rc, "cannot index operation %" PRIu64, id);
+	if (keep) {
+		size_t len = strlen(text);
+		op_cached_set(&t->s->op_cache[id % OP_CACHE], id, text, len, json_incref(op));
+		text = NULL; /* the cache's now */
+	}
 	return 0;
+}
+
+int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err)
+{
+	/* Not kept: the caller may go on changing op. */
+	return op_write(t, id, (json_t *)op, false, err);
+}
+
+int p11g_txn_op_put_shared(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err)
+{
+	return op_write(t, id, op, true, err);
 }
 
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
@@ -666,7 +737,7 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 	for (;;) {
 		unsigned char kb[8];
 		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
-		_cleanup_json_ json_t *op = NULL;
+		_cleanup_json_ json_t *op = NULL; /* shared: read only */
 		/* Seek afresh every time: the visitor may change the tables
 		 * (a state change drops the op from the index we walk). */
 		be64_put(next, kb);
@@ -683,7 +754,7 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 		if (active_only) {
 			/* The index is derived: an id whose op is gone or no longer
 			 * active (edited outside approvald) is skipped, not fatal. */
-			int r = p11g_txn_op_get(t, id, &op, err);
+			int r = op_read(t, id, true, &op, err);
 			if (r < 0 && r != -ENOENT)
 				return -1;
 			if (op && !state_active(op)) {
@@ -713,25 +784,57 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 
 /* ---- audit table (the chain itself is audit.c's) ----------------------------- */
 
+static void head_keep(p11g_store *s, const void *text, size_t len, const struct p11g_audit_head *h)
+{
+	s->head_len = 0;
+	if (len > 0 && len <= sizeof(s->head_text)) {
+		memcpy(s->head_text, text, len);
+		s->head_len = len;
+		s->head = *h;
+	}
+}
+
 int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *err)
 {
+	static const char name[] = "audit_head";
 	struct p11g_audit_head h = {0};
-	_cleanup_json_ json_t *v = NULL;
-	if (txn_usable(t, false, err) < 0 ||
-	    meta_get(t, "audit_head", P11G_E_AUDIT_BROKEN, &v, err) < 0)
+	MDB_val k = {.mv_size = sizeof(name) - 1, .mv_data = (void *)name}, v;
+	if (txn_usable(t, false, err) < 0)
 		return -1;
-	if (v) {
-		json_t *seq = json_object_get(v, "seq");
-		const char *hex = json_string_value(json_object_get(v, "hash"));
-		if (!json_is_integer(seq) || json_integer_value(seq) < 1 || !hex ||
-		    strlen(hex) != 2 * P11G_AUDIT_HASH_LEN ||
-		    p11g_hex_decode(hex, strlen(hex), h.hash, sizeof(h.hash)) !=
-		        P11G_AUDIT_HASH_LEN)
-			return p11g_err_set(err, P11G_E_AUDIT_BROKEN,
-			                    "chain head: unreadable in %s", t->s->dir);
-		h.present = true;
-		h.seq = (uint64_t)json_integer_value(seq);
+	int rc = mdb_get(t->txn, t->s->meta, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		*ret = h;
+		return 0;
 	}
+	if (rc)
+		return txn_fail(t, err, rc, "cannot read meta %s", name);
+	bool kept = t->s->head_len && v.mv_size == t->s->head_len &&
+	            !memcmp(v.mv_data, t->s->head_text, v.mv_size);
+#ifndef P11G_CHECK_CACHES
+	if (kept) {
+		*ret = t->s->head;
+		return 0;
+	}
+#endif
+	_cleanup_json_ json_t *j = json_from(&v, JSON_DECODE_ANY);
+	json_t *seq = json_object_get(j, "seq");
+	const char *hex = json_string_value(json_object_get(j, "hash"));
+	if (!json_is_integer(seq) || json_integer_value(seq) < 1 || !hex ||
+	    strlen(hex) != 2 * P11G_AUDIT_HASH_LEN ||
+	    p11g_hex_decode(hex, strlen(hex), h.hash, sizeof(h.hash)) != P11G_AUDIT_HASH_LEN)
+		return p11g_err_set(err, P11G_E_AUDIT_BROKEN, "chain head: unreadable in %s",
+		                    t->s->dir);
+	h.present = true;
+	h.seq = (uint64_t)json_integer_value(seq);
+#ifdef P11G_CHECK_CACHES
+	/* The sanitizer build reads the head every time and checks the kept one. */
+	if (kept && (h.seq != t->s->head.seq || !t->s->head.present ||
+	             memcmp(h.hash, t->s->head.hash, sizeof(h.hash)) != 0)) {
+		p11g_error("audit chain head: kept copy differs from the store");
+		abort();
+	}
+#endif
+	head_keep(t->s, v.mv_data, v.mv_size, &h);
 	*ret = h;
 	return 0;
 }
@@ -739,11 +842,11 @@ int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *er
 int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len,
                          const unsigned char hash[P11G_AUDIT_HASH_LEN], p11g_err *err)
 {
+	static const char name[] = "audit_head";
 	unsigned char kb[8];
-	char hex[2 * P11G_AUDIT_HASH_LEN + 1];
+	char hex[2 * P11G_AUDIT_HASH_LEN + 1], head[128];
 	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb};
 	MDB_val v = {.mv_size = len, .mv_data = (void *)text};
-	_cleanup_json_ json_t *head = NULL;
 	if (txn_usable(t, true, err) < 0)
 		return -1;
 	be64_put(seq, kb);
@@ -755,10 +858,18 @@ int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len
 	if (rc)
 		return txn_fail(t, err, rc, "cannot write audit record %" PRIu64, seq);
 	p11g_hex_encode(hash, P11G_AUDIT_HASH_LEN, hex);
-	head = json_pack("{s:I, s:s}", "seq", (json_int_t)seq, "hash", hex);
-	if (!head)
+	/* The JSON object {"seq": seq, "hash": hex}, printed directly. */
+	int n = snprintf(head, sizeof(head), "{\"seq\":%" PRIu64 ",\"hash\":\"%s\"}", seq, hex);
+	if (n < 0 || (size_t)n >= sizeof(head))
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode the chain head");
-	return meta_put(t, "audit_head", head, err);
+	k = (MDB_val){.mv_size = sizeof(name) - 1, .mv_data = (void *)name};
+	v = (MDB_val){.mv_size = (size_t)n, .mv_data = head};
+	if ((rc = mdb_put(t->txn, t->s->meta, &k, &v, 0)))
+		return txn_fail(t, err, rc, "cannot write meta %s", name);
+	struct p11g_audit_head h = {.present = true, .seq = seq};
+	memcpy(h.hash, hash, sizeof(h.hash));
+	head_keep(t->s, head, (size_t)n, &h);
+	return 0;
 }
 
 int p11g_store_audit_scan(p11g_txn *t, uint64_t since, p11g_store_raw_fn fn, void *arg,

@@ -75,12 +75,18 @@ int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);
 /* Stores op (must have a "state" string).  Keeps the active index: the op is
  * in it while its state is "pending" or "approved". */
 int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err);
+/* The same, and op is kept as the parsed form of what was written, for the
+ * walks below: neither the caller nor anyone else may change op afterwards
+ * (the caller may still read it while it holds its reference). */
+int p11g_txn_op_put_shared(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err);
 
 /* Visits operations in ascending id order, starting after `after` (0: from
  * the first).  active_only: only pending/approved ones (through the index).
  * The visitor returns 0 to go on, 1 to stop, a negative value to abort (that
- * value is returned).  op is borrowed for the call. */
-typedef int (*p11g_op_visit_fn)(uint64_t id, json_t *op, void *arg);
+ * value is returned).  op is borrowed for the call and may be shared with
+ * the store's cache of parsed operations: read it, copy it (json_deep_copy)
+ * to change it, or take a reference to keep it unchanged. */
+typedef int (*p11g_op_visit_fn)(uint64_t id, const json_t *op, void *arg);
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
                         void *arg, p11g_err *err);
 
@@ -92,8 +98,10 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
  * "prev" (hex hash of the previous record, 64 zeros for the first) and
  * "hash" = sha256(prev || canonical JSON of the record without "hash"),
  * canonical meaning compact with sorted keys (json_dumps JSON_COMPACT |
- * JSON_SORT_KEYS).  The chain head (last seq and hash) is kept in the meta
- * table so that deleting the newest records is also detected.
+ * JSON_SORT_KEYS).  The record is stored as that canonical text with
+ * ,"hash":"..." added before its closing brace.  The chain head (last seq
+ * and hash) is kept in the meta table so that deleting the newest records is
+ * also detected.
  */
 int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p11g_err *err);
 

@@ -208,7 +208,7 @@ struct collect {
 	const char *new_state;
 };
 
-static int collect_visit(uint64_t id, json_t *op, void *arg)
+static int collect_visit(uint64_t id, const json_t *op, void *arg)
 {
 	struct collect *c = arg;
 	assert_int_equal(json_integer_value(json_object_get(op, "id")), (json_int_t)id);
@@ -218,8 +218,10 @@ static int collect_visit(uint64_t id, json_t *op, void *arg)
 	c->ids[c->n++] = id;
 	if (c->txn) {
 		p11g_err err = {0};
-		json_object_set_new(op, "state", json_string(c->new_state));
-		assert_int_equal(p11g_txn_op_put(c->txn, id, op, &err), 0);
+		json_t *mine = json_deep_copy(op); /* op may be shared: read only */
+		json_object_set_new(mine, "state", json_string(c->new_state));
+		assert_int_equal(p11g_txn_op_put(c->txn, id, mine, &err), 0);
+		json_decref(mine);
 	}
 	return c->stop_after && c->n == c->stop_after ? 1 : 0;
 }
@@ -251,7 +253,7 @@ struct count {
 	uint64_t ops, last_id;
 };
 
-static int count_visit(uint64_t id, json_t *op, void *arg)
+static int count_visit(uint64_t id, const json_t *op, void *arg)
 {
 	((struct count *)arg)->ops++;
 	return 0;
@@ -608,6 +610,145 @@ static void test_body_abort(void **state)
 	assert_int_equal(write_ops(s, &a, &err), 0);
 	assert_int_equal(count_ops(s).last_id, 5);
 	assert_intact(s, 5);
+	p11g_store_close(s);
+}
+
+/* ---- the parsed-operation cache ------------------------------------------------ */
+
+/* Walks the active index and keeps a reference to operation 1 as handed out. */
+struct seen {
+	json_t *op;
+	int64_t used;
+};
+
+static int seen_visit(uint64_t id, const json_t *op, void *arg)
+{
+	struct seen *x = arg;
+	if (id == 1) {
+		json_decref(x->op);
+		x->op = json_incref((json_t *)op);
+		x->used = json_integer_value(json_object_get(op, "used"));
+	}
+	return 0;
+}
+
+static int seen_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	return p11g_txn_op_foreach(t, true, 0, seen_visit, arg, err);
+}
+
+static struct seen seen_now(p11g_store *s)
+{
+	struct seen x = {.used = -1};
+	p11g_err err = {0};
+	assert_int_equal(p11g_store_read(s, seen_body, &x, &err), 0);
+	return x;
+}
+
+static int64_t used_now(p11g_store *s)
+{
+	struct seen x = seen_now(s);
+	json_decref(x.op);
+	return x.used;
+}
+
+/* Spends one use of operation 1 the way a use does (read in a walk, a new
+ * object written and shared), then returns ret (non-zero: the write is undone). */
+struct spend {
+	int ret;
+	bool shared;
+};
+
+static int spend_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct spend *a = arg;
+	struct seen x = {.used = -1};
+	if (seen_body(t, &x, err) < 0)
+		return -1;
+	json_t *op = json_copy(x.op);
+	json_object_set_new(op, "used", json_integer(x.used + 1));
+	json_decref(x.op);
+	int r = a->shared ? p11g_txn_op_put_shared(t, 1, op, err) : p11g_txn_op_put(t, 1, op, err);
+	json_decref(op);
+	if (r < 0)
+		return -1;
+	return a->ret ? p11g_err_set(err, P11G_E_FORBIDDEN, "undone") : 0;
+}
+
+static int put_used_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	json_t *op =
+	    json_pack("{s:i, s:s, s:I}", "id", 1, "state", "approved", "used", *(json_int_t *)arg);
+	int r = p11g_txn_op_put(t, 1, op, err);
+	json_decref(op);
+	return r;
+}
+
+/* Reads of operations come from parsed copies kept by the exact bytes they
+ * stand for: whatever was undone or written another way, a read sees the
+ * store, and what a walk hands out is never changed under its holder. */
+static void test_op_cache_follows_the_store(void **state)
+{
+	struct fx *f = *state;
+	struct p11g_store_options o = {.durability = P11G_DURABLE_FULL};
+	p11g_err err = {0};
+	p11g_store *s = open_store(f->dir, &o);
+	json_int_t used = 0;
+
+	assert_int_equal(p11g_store_write(s, put_used_body, &used, &err), 0);
+	struct seen a = seen_now(s), b = seen_now(s);
+	assert_int_equal(a.used, 0);
+	/* kept: the second walk hands out the first one's object */
+	assert_ptr_equal(a.op, b.op);
+	json_decref(b.op);
+
+	/* spent and committed: the walk sees the new count, the old object is untouched */
+	struct spend sp = {.shared = true};
+	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), 0);
+	b = seen_now(s);
+	assert_int_equal(b.used, 1);
+	assert_int_equal(json_integer_value(json_object_get(a.op, "used")), 0);
+	json_decref(a.op);
+	json_decref(b.op);
+
+	/* spent and undone: the cache holds the undone write, the store does not */
+	sp.ret = 1;
+	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), -1);
+	assert_int_equal(used_now(s), 1);
+
+	/* the same inside a batch: one nested write undone, one kept */
+	p11g_store_batch_begin(s);
+	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), -1);
+	sp.ret = 0;
+	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), 0);
+	sp.ret = 1;
+	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), -1);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(p11g_store_batch_end(s, &err), 0);
+	b = seen_now(s);
+	assert_int_equal(b.used, 2);
+	json_decref(b.op);
+
+	/* plain puts leave the cache behind: the bytes still decide */
+	used = 1;
+	assert_int_equal(p11g_store_write(s, put_used_body, &used, &err), 0);
+	assert_int_equal(used_now(s), 1);
+	sp = (struct spend){.shared = false};
+	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), 0);
+	assert_int_equal(used_now(s), 2);
+
+	/* op_get hands out the caller's own copy */
+	json_t *in = json_integer(1), *op = in;
+	assert_int_equal(p11g_store_read(s, get_body, &op, &err), 0);
+	json_decref(in);
+	json_object_set_new(op, "used", json_integer(99));
+	json_decref(op);
+	assert_int_equal(used_now(s), 2);
+
+	/* and after a reopen the store's bytes are all there is */
+	p11g_store_close(s);
+	s = open_store(f->dir, &o);
+	assert_int_equal(used_now(s), 2);
 	p11g_store_close(s);
 }
 
@@ -1243,6 +1384,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_op_put_needs_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_next_id_persists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_abort, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_op_cache_follows_the_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_chain_intact, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_altered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_altered_rehashed, setup, teardown),
