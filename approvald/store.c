@@ -16,6 +16,7 @@
 #define SCHEMA_VERSION      1
 #define N_TABLES            4
 #define OP_CACHE            256 /* parsed operations kept, by id modulo this */
+#define RULES_TEXTS         8   /* printed "rules" members of kept operations */
 
 struct p11g_store {
 	MDB_env *env;
@@ -42,6 +43,14 @@ struct p11g_store {
 		size_t len;
 		json_t *op; /* never changed once here */
 	} op_cache[OP_CACHE];
+	/* The "rules" member (rule snapshots) of operations written to be
+	 * kept, printed: such objects are never changed, and a use rewrites the
+	 * operation with the same one. */
+	struct {
+		json_t *rules;
+		char *text;
+	} rules_text[RULES_TEXTS];
+	size_t rules_next;
 	/* The audit chain head as last read or written, by its exact bytes. */
 	char head_text[128];
 	size_t head_len; /* 0: none kept */
@@ -81,6 +90,10 @@ static void store_free(p11g_store *s)
 		return;
 	for (size_t i = 0; i < OP_CACHE; i++)
 		op_cached_set(&s->op_cache[i], 0, NULL, 0, NULL);
+	for (size_t i = 0; i < RULES_TEXTS; i++) {
+		json_decref(s->rules_text[i].rules);
+		free(s->rules_text[i].text);
+	}
 	if (s->batch)
 		mdb_txn_abort(s->batch);
 	if (s->env)
@@ -674,6 +687,51 @@ int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
 	return op_read(t, id, false, ret, err);
 }
 
+/* The compact JSON text of op.  shared: op is never changed (see
+ * p11g_txn_op_put_shared), so its "rules" member is printed once per object
+ * and the text has it last. */
+static char *op_text(p11g_store *s, json_t *op, bool shared)
+{
+	json_t *rules = json_object_get(op, "rules");
+	if (!shared || !json_is_object(rules))
+		return json_dumps(op, JSON_COMPACT);
+	const char *rt = NULL;
+	for (size_t i = 0; i < RULES_TEXTS && !rt; i++)
+		if (s->rules_text[i].rules == rules)
+			rt = s->rules_text[i].text;
+	if (!rt) {
+		char *text = json_dumps(rules, JSON_COMPACT);
+		if (!text)
+			return NULL;
+		size_t i = s->rules_next;
+		s->rules_next = (i + 1) % RULES_TEXTS;
+		json_decref(s->rules_text[i].rules);
+		free(s->rules_text[i].text);
+		s->rules_text[i].rules = json_incref(rules);
+		s->rules_text[i].text = text;
+		rt = text;
+	}
+	_cleanup_json_ json_t *rest = json_copy(op);
+	if (!rest || json_object_del(rest, "rules") < 0)
+		return NULL;
+	_cleanup_free_ char *head = json_dumps(rest, JSON_COMPACT);
+	char *text = NULL;
+	/* rest still has "state": it ends in '}' after at least one member */
+	size_t n = head ? strlen(head) : 0;
+	if (n < 2 || head[n - 1] != '}' ||
+	    asprintf(&text, "%.*s,\"rules\":%s}", (int)(n - 1), head, rt) < 0)
+		return NULL;
+#ifdef P11G_CHECK_CACHES
+	json_error_t jerr;
+	_cleanup_json_ json_t *back = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_equal(back, op)) {
+		p11g_error("operation text with kept rules differs from the operation: %s", text);
+		abort();
+	}
+#endif
+	return text;
+}
+
 /* keep: op becomes the cache's parsed copy of what was written. */
 static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *err)
 {
@@ -684,7 +742,7 @@ static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *e
 		return -1;
 	if (!json_is_object(op) || !json_is_string(state))
 		return p11g_err_set(err, P11G_E_INTERNAL, "operation %" PRIu64 " has no state", id);
-	_cleanup_free_ char *text = json_dumps(op, JSON_COMPACT);
+	_cleanup_free_ char *text = op_text(t->s, op, keep);
 	_cleanup_free_ char *state_text = json_dumps(state, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (!text || !state_text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
@@ -695,9 +753,18 @@ static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *e
 	if (rc)
 		return txn_fail(t, err, rc, "cannot write operation %" PRIu64, id);
 	if (state_active(op)) {
-		/* The state is the index value only so that a dump reads well. */
-		v = (MDB_val){.mv_size = strlen(state_text), .mv_data = state_text};
-		rc = mdb_put(t->txn, t->s->active, &k, &v, 0);
+		/* The state is the index value only so that a dump reads well.
+		 * An entry that already says so is left alone: a put would still
+		 * copy its page into the commit (a use rewrites the op, seldom
+		 * its state). */
+		size_t n = strlen(state_text);
+		MDB_val cur;
+		rc = mdb_get(t->txn, t->s->active, &k, &cur);
+		if (rc == 0 && cur.mv_size == n && !memcmp(cur.mv_data, state_text, n))
+			rc = 0;
+		else if (rc == 0 || rc == MDB_NOTFOUND)
+			rc = mdb_put(t->txn, t->s->active, &k,
+			             &(MDB_val){.mv_size = n, .mv_data = state_text}, 0);
 	} else if ((rc = mdb_del(t->txn, t->s->active, &k, NULL)) == MDB_NOTFOUND) {
 		rc = 0;
 	}

@@ -648,6 +648,10 @@ static struct seen seen_now(p11g_store *s)
 static int64_t used_now(p11g_store *s)
 {
 	struct seen x = seen_now(s);
+	/* the rule snapshots come back whole, however the text was put together */
+	json_t *want = json_pack("{s:{s:s, s:i}}", "r", "name", "r", "approvals", 2);
+	assert_true(json_equal(json_object_get(x.op, "rules"), want));
+	json_decref(want);
 	json_decref(x.op);
 	return x.used;
 }
@@ -678,7 +682,8 @@ static int spend_body(p11g_txn *t, void *arg, p11g_err *err)
 static int put_used_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	json_t *op =
-	    json_pack("{s:i, s:s, s:I}", "id", 1, "state", "approved", "used", *(json_int_t *)arg);
+	    json_pack("{s:i, s:s, s:I, s:{s:{s:s, s:i}}}", "id", 1, "state", "approved", "used",
+	              *(json_int_t *)arg, "rules", "r", "name", "r", "approvals", 2);
 	int r = p11g_txn_op_put(t, 1, op, err);
 	json_decref(op);
 	return r;
