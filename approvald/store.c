@@ -35,7 +35,7 @@ struct p11g_store {
 	p11g_err batch_err; /* and why */
 	/* Parsed operations as last read or written, each with the exact bytes
 	 * it was parsed from or encoded to: a read whose bytes are the same
-	 * takes the parsed one (see op_cached).  Whatever the transactions did
+	 * takes the parsed one (see op_read).  Whatever the transactions did
 	 * (nested ones aborted, a batch undone), the bytes in the store decide. */
 	struct op_cached {
 		uint64_t id;
