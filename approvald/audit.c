@@ -74,16 +74,13 @@ int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p
 	_cleanup_free_ char *canon = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!canon || hash_text(md, canon, head.hash, hash) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash audit record %" PRIu64, seq);
+	char quoted[HEX_LEN + 3];
 	p11g_hex_encode(hash, sizeof(hash), hex);
-	size_t clen = strlen(canon);
-	_cleanup_free_ char *text = NULL;
-	/* canon is an object with members (event, seq, ...): it ends in '}'. */
-	if (clen < 2 || canon[clen - 1] != '}' ||
-	    asprintf(&text, "%.*s,\"hash\":\"%s\"}", (int)(clen - 1), canon, hex) < 0) {
-		text = NULL;
+	snprintf(quoted, sizeof(quoted), "\"%s\"", hex);
+	_cleanup_free_ char *text = p11g_json_text_add(canon, "hash", quoted);
+	if (!text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode audit record %" PRIu64,
 		                    seq);
-	}
 	if (p11g_store_audit_put(t, seq, text, strlen(text), hash, err) < 0)
 		return -1;
 	if (ret_seq)

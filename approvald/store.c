@@ -194,19 +194,42 @@ static json_t *json_from(const MDB_val *v, size_t flags)
 
 /* ---- meta ----------------------------------------------------------------- */
 
+/* The meta entry's bytes (in the map, valid for the transaction); -ENOENT
+ * (err untouched) when absent. */
+static int meta_get_raw(p11g_txn *t, const char *name, MDB_val *ret, p11g_err *err)
+{
+	MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
+	int rc = mdb_get(t->txn, t->s->meta, &k, ret);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc)
+		return txn_fail(t, err, rc, "cannot read meta %s", name);
+	return 0;
+}
+
+static int meta_put_raw(p11g_txn *t, const char *name, const char *text, size_t len, p11g_err *err)
+{
+	MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
+	MDB_val v = {.mv_size = len, .mv_data = (void *)text};
+	int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
+	if (rc)
+		return txn_fail(t, err, rc, "cannot write meta %s", name);
+	return 0;
+}
+
 /* *ret is NULL when the entry is absent; bad_code is the error code for an
  * entry that is not JSON. */
 static int meta_get(p11g_txn *t, const char *name, const char *bad_code, json_t **ret,
                     p11g_err *err)
 {
-	MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name}, v;
-	int rc = mdb_get(t->txn, t->s->meta, &k, &v);
-	if (rc == MDB_NOTFOUND) {
+	MDB_val v;
+	int r = meta_get_raw(t, name, &v, err);
+	if (r == -ENOENT) {
 		*ret = NULL;
 		return 0;
 	}
-	if (rc)
-		return txn_fail(t, err, rc, "cannot read meta %s", name);
+	if (r < 0)
+		return -1;
 	json_t *j = json_from(&v, JSON_DECODE_ANY);
 	if (!j)
 		return p11g_err_set(err, bad_code, "store in %s: meta %s is not valid JSON",
@@ -220,12 +243,18 @@ static int meta_put(p11g_txn *t, const char *name, const json_t *value, p11g_err
 	_cleanup_free_ char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (!text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "store: cannot encode meta %s", name);
-	MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
-	MDB_val v = {.mv_size = strlen(text), .mv_data = text};
-	int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
-	if (rc)
-		return txn_fail(t, err, rc, "cannot write meta %s", name);
-	return 0;
+	return meta_put_raw(t, name, text, strlen(text), err);
+}
+
+/* See store_internal.h. */
+char *p11g_json_text_add(const char *obj, const char *name, const char *value)
+{
+	char *out = NULL;
+	size_t n = obj ? strlen(obj) : 0;
+	if (n < 3 || obj[n - 1] != '}' ||
+	    asprintf(&out, "%.*s,\"%s\":%s}", (int)(n - 1), obj, name, value) < 0)
+		return NULL;
+	return out;
 }
 
 /* ---- environment ------------------------------------------------------------ */
@@ -714,12 +743,9 @@ static char *op_text(p11g_store *s, json_t *op, bool shared)
 	_cleanup_json_ json_t *rest = json_copy(op);
 	if (!rest || json_object_del(rest, "rules") < 0)
 		return NULL;
-	_cleanup_free_ char *head = json_dumps(rest, JSON_COMPACT);
-	char *text = NULL;
-	/* rest still has "state": it ends in '}' after at least one member */
-	size_t n = head ? strlen(head) : 0;
-	if (n < 2 || head[n - 1] != '}' ||
-	    asprintf(&text, "%.*s,\"rules\":%s}", (int)(n - 1), head, rt) < 0)
+	_cleanup_free_ char *head = json_dumps(rest, JSON_COMPACT); /* still has "state" */
+	char *text = p11g_json_text_add(head, "rules", rt);
+	if (!text)
 		return NULL;
 #ifdef P11G_CHECK_CACHES
 	json_error_t jerr;
@@ -760,9 +786,8 @@ static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *e
 		size_t n = strlen(state_text);
 		MDB_val cur;
 		rc = mdb_get(t->txn, t->s->active, &k, &cur);
-		if (rc == 0 && cur.mv_size == n && !memcmp(cur.mv_data, state_text, n))
-			rc = 0;
-		else if (rc == 0 || rc == MDB_NOTFOUND)
+		if (rc == MDB_NOTFOUND ||
+		    (rc == 0 && (cur.mv_size != n || memcmp(cur.mv_data, state_text, n))))
 			rc = mdb_put(t->txn, t->s->active, &k,
 			             &(MDB_val){.mv_size = n, .mv_data = state_text}, 0);
 	} else if ((rc = mdb_del(t->txn, t->s->active, &k, NULL)) == MDB_NOTFOUND) {
@@ -863,18 +888,17 @@ static void head_keep(p11g_store *s, const void *text, size_t len, const struct 
 
 int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *err)
 {
-	static const char name[] = "audit_head";
 	struct p11g_audit_head h = {0};
-	MDB_val k = {.mv_size = sizeof(name) - 1, .mv_data = (void *)name}, v;
+	MDB_val v;
 	if (txn_usable(t, false, err) < 0)
 		return -1;
-	int rc = mdb_get(t->txn, t->s->meta, &k, &v);
-	if (rc == MDB_NOTFOUND) {
+	int r = meta_get_raw(t, "audit_head", &v, err);
+	if (r == -ENOENT) {
 		*ret = h;
 		return 0;
 	}
-	if (rc)
-		return txn_fail(t, err, rc, "cannot read meta %s", name);
+	if (r < 0)
+		return -1;
 	bool kept = t->s->head_len && v.mv_size == t->s->head_len &&
 	            !memcmp(v.mv_data, t->s->head_text, v.mv_size);
 #ifndef P11G_CHECK_CACHES
@@ -909,9 +933,8 @@ int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *er
 int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len,
                          const unsigned char hash[P11G_AUDIT_HASH_LEN], p11g_err *err)
 {
-	static const char name[] = "audit_head";
 	unsigned char kb[8];
-	char hex[2 * P11G_AUDIT_HASH_LEN + 1], head[128];
+	char hex[2 * P11G_AUDIT_HASH_LEN + 1], head[sizeof(t->s->head_text)];
 	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb};
 	MDB_val v = {.mv_size = len, .mv_data = (void *)text};
 	if (txn_usable(t, true, err) < 0)
@@ -929,10 +952,8 @@ int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len
 	int n = snprintf(head, sizeof(head), "{\"seq\":%" PRIu64 ",\"hash\":\"%s\"}", seq, hex);
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode the chain head");
-	k = (MDB_val){.mv_size = sizeof(name) - 1, .mv_data = (void *)name};
-	v = (MDB_val){.mv_size = (size_t)n, .mv_data = head};
-	if ((rc = mdb_put(t->txn, t->s->meta, &k, &v, 0)))
-		return txn_fail(t, err, rc, "cannot write meta %s", name);
+	if (meta_put_raw(t, "audit_head", head, (size_t)n, err) < 0)
+		return -1;
 	struct p11g_audit_head h = {.present = true, .seq = seq};
 	memcpy(h.hash, hash, sizeof(h.hash));
 	head_keep(t->s, head, (size_t)n, &h);

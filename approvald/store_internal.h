@@ -25,6 +25,11 @@ int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *er
 int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len,
                          const unsigned char hash[P11G_AUDIT_HASH_LEN], p11g_err *err);
 
+/* obj, the compact text of a JSON object with at least one member, with
+ * "name":value added last (value already JSON text); malloc'd, NULL when obj
+ * is not such a text or memory ran out. */
+char *p11g_json_text_add(const char *obj, const char *name, const char *value);
+
 /* A raw record: text is not NUL-terminated and is valid only for the call.
  * Returns 0 to go on, 1 to stop, a negative value to abort (err set by it). */
 typedef int (*p11g_store_raw_fn)(uint64_t seq, const char *text, size_t len, void *arg,
