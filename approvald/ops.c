@@ -5,6 +5,7 @@
 #include <inttypes.h>
 
 #include "p11gate/mech.h"
+#include "p11gate/log.h"
 #include "p11gate/wire.h"
 
 #define MAX_KEYS     16
@@ -856,6 +857,7 @@ enum refusal {
 	REF_RAW,
 	REF_MECHANISM,
 	REF_DIGEST,
+	REF_DAMAGED, /* its rule snapshot cannot be read back */
 };
 
 struct use_scan {
@@ -872,6 +874,7 @@ struct use_scan {
 	/* best refusal */
 	enum refusal why;
 	uint64_t why_id;
+	p11g_err damaged; /* why, for REF_DAMAGED */
 };
 
 static void scan_done(struct use_scan *s)
@@ -937,10 +940,18 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 	}
 	if (strcmp(state, "approved"))
 		return 0;
+	p11g_err rerr = {0};
 	const struct p11g_rule *rule =
-	    op_rule(s->o, op, json_string_value(json_object_get(key, "rule")), NULL);
-	if (!rule)
+	    op_rule(s->o, op, json_string_value(json_object_get(key, "rule")), &rerr);
+	if (!rule) {
+		/* Never used, and never silently: the admin must hear of it even
+		 * when another operation answers this use. */
+		p11g_error("operation %" PRIu64 " cannot be used: %s", id, rerr.msg);
+		if (s->why < REF_DAMAGED)
+			s->damaged = rerr;
+		note(s, REF_DAMAGED, id);
 		return 0;
+	}
 	if ((s->mech->family == P11G_MECH_RAW || s->a->raw) && !rule->allow_raw) {
 		note(s, REF_RAW, id);
 		return 0;
@@ -994,6 +1005,8 @@ static const char *refusal_code(enum refusal r)
 		return P11G_E_MECHANISM;
 	case REF_DIGEST:
 		return P11G_E_DIGEST_MISMATCH;
+	case REF_DAMAGED:
+		return P11G_E_INTERNAL;
 	case REF_NONE:
 		break;
 	}
@@ -1043,6 +1056,12 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 	case REF_DIGEST:
 		p11g_err_set(err, code, "digest %s is not one operation %" PRIu64 " pinned for %s",
 		             s->a->digest ? s->a->digest : "(none)", id, uri);
+		break;
+	case REF_DAMAGED:
+		p11g_err_set(err, code,
+		             "operation %" PRIu64
+		             " for %s cannot be used: %s (see approvald's log)",
+		             id, uri, s->damaged.msg);
 		break;
 	case REF_NONE:
 		p11g_err_set(

@@ -301,3 +301,44 @@ def test_each_operation_is_judged_by_its_own_rule_snapshot_use_after_use(start_d
         assert (r["operation"], r["remaining"]) == (new, left), r
     d.use_refused("orderer", "prod", "snap", "exhausted", mechanism="CKM_ECDSA")
     d.use_refused("orderer", "prod", "snap", "exhausted", mechanism="CKM_ECDSA_SHA256")
+
+
+def test_an_operation_whose_rule_snapshot_is_damaged_signs_nothing_and_says_so(start_daemon):
+    """An approved operation whose stored rule snapshot no longer reads back (an offline
+    edit, a damaged store) is never spent: a use refuses with internal naming the operation,
+    approvald's log says why each time, and an intact operation for the same key still
+    answers (the damaged one does not hide it, and is named in the log all the same)."""
+    import lmdb
+    import struct
+    d = start_daemon()
+    bad = d.request("orderer", ("pkcs11:token=prod;object=broken", 2))
+    d.approve("alice", bad)
+    d.approve("bob", bad)
+    assert d.stop() == 0
+    env = lmdb.open(d.state, max_dbs=8, map_size=1 << 30)
+    try:
+        db = env.open_db(b"ops", create=False)
+        with env.begin(write=True, db=db) as txn:
+            op = json.loads(txn.get(struct.pack(">Q", bad)))
+            assert op["id"] == bad and op["state"] == "approved", op
+            name = op["keys"][0]["rule"]
+            assert name in op["rules"], op
+            op["rules"][name]["approvals"] = "two"  # not a count: the snapshot cannot load
+            txn.put(struct.pack(">Q", bad), json.dumps(op).encode())
+    finally:
+        env.close()
+    d.start()
+    log_at = len(d.stderr())
+    err = d.use_refused("orderer", "prod", "broken", "internal")
+    assert "operation %d " % bad in err["message"] and "cannot be used" in err["message"], err
+    assert "operation %d cannot be used" % bad in d.stderr()[log_at:], d.stderr()
+    good = d.request("orderer", ("pkcs11:token=prod;object=broken", 1))
+    d.approve("alice", good)
+    d.approve("bob", good)
+    log_at = len(d.stderr())
+    r = d.use_ok("orderer", "prod", "broken")
+    assert (r["operation"], r["remaining"]) == (good, 0), r
+    assert "operation %d cannot be used" % bad in d.stderr()[log_at:], d.stderr()
+    d.use_refused("orderer", "prod", "broken", "internal")
+    shown = d.show(bad)
+    assert shown["state"] == "approved" and shown["keys"][0]["used"] == 0, shown
