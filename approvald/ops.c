@@ -874,7 +874,7 @@ struct use_scan {
 	/* best refusal */
 	enum refusal why;
 	uint64_t why_id;
-	p11g_err damaged; /* why, for REF_DAMAGED */
+	p11g_err damaged; /* why, for REF_DAMAGED (op_rule fills it) */
 };
 
 static void scan_done(struct use_scan *s)
@@ -940,16 +940,15 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 	}
 	if (strcmp(state, "approved"))
 		return 0;
-	p11g_err rerr = {0};
 	const struct p11g_rule *rule =
-	    op_rule(s->o, op, json_string_value(json_object_get(key, "rule")), &rerr);
+	    op_rule(s->o, op, json_string_value(json_object_get(key, "rule")), &s->damaged);
 	if (!rule) {
 		/* Never used, and never silently: the admin must hear of it even
-		 * when another operation answers this use. */
-		p11g_error("operation %" PRIu64 " cannot be used: %s", id, rerr.msg);
-		if (s->why < REF_DAMAGED)
-			s->damaged = rerr;
-		note(s, REF_DAMAGED, id);
+		 * when another operation answers this use.  The highest refusal:
+		 * the last such operation is the one named, with its reason. */
+		p11g_error("operation %" PRIu64 " cannot be used: %s", id, s->damaged.msg);
+		s->why = REF_DAMAGED;
+		s->why_id = id;
 		return 0;
 	}
 	if ((s->mech->family == P11G_MECH_RAW || s->a->raw) && !rule->allow_raw) {

@@ -6,9 +6,11 @@ import json
 import os
 import re
 import shutil
+import struct
 import tempfile
 import time
 
+import lmdb
 import pytest
 
 import p11g
@@ -308,8 +310,6 @@ def test_an_operation_whose_rule_snapshot_is_damaged_signs_nothing_and_says_so(s
     edit, a damaged store) is never spent: a use refuses with internal naming the operation,
     approvald's log says why each time, and an intact operation for the same key still
     answers (the damaged one does not hide it, and is named in the log all the same)."""
-    import lmdb
-    import struct
     d = start_daemon()
     bad = d.request("orderer", ("pkcs11:token=prod;object=broken", 2))
     d.approve("alice", bad)
