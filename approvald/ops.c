@@ -1163,6 +1163,10 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	_cleanup_json_ json_t *what =
 	    json_pack("{s:s, s:s, s:s}", "key", uri, "mechanism", s.mech ? s.mech->name : "unknown",
 	              "digest", a->digest ? a->digest : "");
+	/* Which key object signed: two keys under one name never leave the same record. */
+	if (what && a->key.fingerprint[0] &&
+	    json_object_set_new(what, "key_fingerprint", json_string(a->key.fingerprint)) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (!rule) {
 		p11g_err_set(&c->refusal, P11G_E_DENIED_DEFAULT,
 		             "no policy rule covers %s and the default is deny", uri);

@@ -266,6 +266,11 @@ json_t *p11g_keyid_to_json(const struct p11g_keyid *k)
 	obj = json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:s}", "token", "label", k->token_label,
 	                "manufacturer", k->token_manufacturer, "model", k->token_model, "serial",
 	                k->token_serial, "label", k->label, "id", hex);
+	if (obj && k->fingerprint[0] &&
+	    json_object_set_new(obj, "fingerprint", json_string(k->fingerprint)) < 0) {
+		json_decref(obj);
+		return NULL;
+	}
 	if (!obj || k->key_type == CK_UNAVAILABLE_INFORMATION)
 		return obj;
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(key_types); i++) {
@@ -321,10 +326,10 @@ static int only_members(const json_t *obj, const char *const *names, size_t n, c
 
 int p11g_keyid_from_json(const json_t *obj, struct p11g_keyid *ret, p11g_err *err)
 {
-	static const char *const top[] = {"token", "label", "id", "key_type"};
+	static const char *const top[] = {"token", "label", "id", "key_type", "fingerprint"};
 	static const char *const tok[] = {"label", "manufacturer", "model", "serial"};
 	struct p11g_keyid k = {.key_type = CK_UNAVAILABLE_INFORMATION};
-	const json_t *token, *id, *kt;
+	const json_t *token, *id, *kt, *fp;
 	ssize_t n;
 
 	if (!json_is_object(obj))
@@ -350,6 +355,17 @@ int p11g_keyid_from_json(const json_t *obj, struct p11g_keyid *ret, p11g_err *er
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "key: \"id\" must be hex of at most %d bytes", P11G_ID_MAX);
 	k.id_len = (size_t)n;
+	fp = json_object_get(obj, "fingerprint");
+	if (fp) {
+		const char *v = json_string_value(fp);
+		bool ok = v && json_string_length(fp) == 64;
+		for (size_t i = 0; ok && i < 64; i++)
+			ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f');
+		if (!ok)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "key: \"fingerprint\" must be 64 lowercase hex digits");
+		memcpy(k.fingerprint, v, 65);
+	}
 	kt = json_object_get(obj, "key_type");
 	if (kt) {
 		size_t i;

@@ -26,6 +26,10 @@ struct p11g_keyid {
 	unsigned char id[P11G_ID_MAX];
 	size_t id_len;
 	CK_KEY_TYPE key_type; /* CKK_*, or CK_UNAVAILABLE_INFORMATION */
+	/* SHA-256 of the key's SubjectPublicKeyInfo, lowercase hex; "" when not known
+	 * (request URIs).  Audit records of uses carry it, so records of two different
+	 * keys under one name never look the same. */
+	char fingerprint[65];
 };
 
 /* Builds the identity a request URI names (token and object attributes the
@@ -43,7 +47,8 @@ bool p11g_keyid_matches(const struct p11g_keyid *k, P11KitUri *uri);
 /* Canonical URI for messages: pkcs11:token=..;object=..;id=.. (malloc'd). */
 char *p11g_keyid_to_uri(const struct p11g_keyid *k);
 
-/* JSON form used on the wire: {token:{label,manufacturer,model,serial}, label, id:hex, key_type?}.
+/* JSON form used on the wire: {token:{label,manufacturer,model,serial}, label, id:hex, key_type?,
+ * fingerprint?}.
  */
 json_t *p11g_keyid_to_json(const struct p11g_keyid *k);
 /* Strict: unknown members, wrong types or over-long strings are bad_request. */
