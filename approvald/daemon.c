@@ -66,6 +66,46 @@ static char *trim(char *s)
 	return s;
 }
 
+/* pkcs11_object_admins: principals separated by blanks or commas, added to
+ * those of earlier lines.  false with why naming a bad one. */
+static bool object_admins_add(struct p11g_principals *ps, const char *val, const char **why)
+{
+	static char msg[sizeof(((p11g_err *)0)->msg)];
+	bool any = false;
+
+	*why = "expected principals such as user:NAME group:NAME uid:N";
+	for (const char *p = val; *p;) {
+		size_t n = strcspn(p, " \t,");
+		if (n == 0) {
+			p++;
+			continue;
+		}
+		_cleanup_free_ char *tok = strndup(p, n);
+		struct p11g_principal pr;
+		p11g_err err = {0};
+		p += n;
+		if (!tok) {
+			*why = "out of memory";
+			return false;
+		}
+		if (p11g_principal_parse(tok, &pr, &err) < 0) {
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			*why = msg;
+			return false;
+		}
+		struct p11g_principal *v = realloc(ps->v, (ps->n + 1) * sizeof(*v));
+		if (!v) {
+			p11g_principal_clear(&pr);
+			*why = "out of memory";
+			return false;
+		}
+		ps->v = v;
+		ps->v[ps->n++] = pr;
+		any = true;
+	}
+	return any;
+}
+
 /* One setting; false with a message for an unknown key or a bad value. */
 static bool config_set(struct p11g_daemon_config *cfg, const char *key, const char *val,
                        const char **why)
@@ -133,6 +173,8 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		cfg->host.message_max = (size_t)n;
 		return true;
 	}
+	if (!strcmp(key, "pkcs11_object_admins"))
+		return object_admins_add(&cfg->host.object_admins, val, why);
 	if (!strcmp(key, "pkcs11_env")) {
 		const char *eq = strchr(val, '=');
 		*why = "expected NAME=VALUE (at most 16 of them)";

@@ -34,13 +34,27 @@
 static struct {
 	const struct p11g_host_config *cfg;
 	struct p11g_server *server;
-	unsigned char pin[P11G_HOST_PIN_MAX];
+	/* P11G_HOST_PIN_MAX bytes of a page of their own (p11g_secret_alloc):
+	 * approvald keeps the PIN for the client processes it forks, each of
+	 * which wipes its copy of this page once its gate holds the PIN. */
+	unsigned char *pin;
 	size_t pin_len;
 	pid_t parent;
 } host;
 
+static void pin_wipe(void)
+{
+	p11g_secret_free(host.pin, P11G_HOST_PIN_MAX);
+	host.pin = NULL;
+	host.pin_len = 0;
+}
+
 void p11g_host_config_clear(struct p11g_host_config *cfg)
 {
+	pin_wipe();
+	for (size_t i = 0; i < cfg->object_admins.n; i++)
+		p11g_principal_clear(&cfg->object_admins.v[i]);
+	free(cfg->object_admins.v);
 	free(cfg->socket);
 	free(cfg->module);
 	free(cfg->pin_file);
@@ -50,6 +64,7 @@ void p11g_host_config_clear(struct p11g_host_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
+/* Reads the PIN straight into its page: no other buffer ever holds it. */
 static int read_pin(const char *path, p11g_err *err)
 {
 	struct stat st;
@@ -70,21 +85,34 @@ static int read_pin(const char *path, p11g_err *err)
 		                    "readable by it alone (chmod 0600); it is uid %u mode %04o",
 		                    path, (unsigned)geteuid(), (unsigned)st.st_uid,
 		                    (unsigned)(st.st_mode & 07777));
-	n = read(fd, host.pin, sizeof(host.pin));
-	if (n < 0)
+	pin_wipe();
+	host.pin = p11g_secret_alloc(P11G_HOST_PIN_MAX);
+	if (!host.pin)
+		return p11g_err_set(err, P11G_E_INTERNAL, "pin_file %s: no memory for it: %m",
+		                    path);
+	n = read(fd, host.pin, P11G_HOST_PIN_MAX);
+	if (n < 0) {
+		int e = errno;
+		pin_wipe();
+		errno = e;
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: %m", path);
-	if ((size_t)n == sizeof(host.pin))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: longer than %zu bytes",
-		                    path, sizeof(host.pin) - 1);
+	}
+	if ((size_t)n == P11G_HOST_PIN_MAX) {
+		pin_wipe();
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s: longer than %d bytes",
+		                    path, P11G_HOST_PIN_MAX - 1);
+	}
 	while (n > 0 && (host.pin[n - 1] == '\n' || host.pin[n - 1] == '\r'))
-		n--;
-	if (n == 0)
+		host.pin[--n] = '\0';
+	if (n == 0) {
+		pin_wipe();
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "pin_file %s is empty", path);
+	}
 	host.pin_len = (size_t)n;
 	return 0;
 }
 
-static CK_FUNCTION_LIST_3_0 *gate_for(int approvald_fd, const struct ucred *peer)
+static CK_FUNCTION_LIST_3_0 *gate_for(int approvald_fd, const struct ucred *peer, bool object_admin)
 {
 	const struct p11g_host_config *cfg = host.cfg;
 	struct p11g_gate_host_config g = {
@@ -97,8 +125,13 @@ static CK_FUNCTION_LIST_3_0 *gate_for(int approvald_fd, const struct ucred *peer
 	    .wait = cfg->wait,
 	    .uid = peer ? peer->uid : geteuid(),
 	    .pid = peer ? peer->pid : getpid(),
+	    .object_admin = object_admin,
 	};
-	return p11g_gate_host(&g);
+	CK_FUNCTION_LIST_3_0 *l = p11g_gate_host(&g);
+	/* The gate has its own copy now: this process's copy of approvald's
+	 * page goes (approvald's stays). */
+	pin_wipe();
+	return l;
 }
 
 int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
@@ -108,6 +141,10 @@ int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 
 	host.cfg = cfg;
 	host.parent = getpid();
+	/* approvald holds the PIN for as long as it runs: no core file of it,
+	 * no ptrace by another process of its uid.  Its children inherit this. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "prctl(PR_SET_DUMPABLE): %m");
 	if (!cfg->module || !cfg->pin_file)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "pkcs11_socket needs pkcs11_module and pin_file");
@@ -126,10 +163,11 @@ int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 	if (pid < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "fork: %m");
 	if (pid == 0) {
-		CK_FUNCTION_LIST_3_0 *l = gate_for(-1, NULL);
+		CK_FUNCTION_LIST_3_0 *l = gate_for(-1, NULL, false);
 		CK_RV rv = l->C_Initialize(NULL);
 		if (rv == CKR_OK)
 			l->C_Finalize(NULL);
+		p11g_gate_host_wipe();
 		_exit(rv == CKR_OK ? 0 : 1);
 	}
 	while (waitpid(pid, &status, 0) < 0)
@@ -291,7 +329,7 @@ end:
 	return NULL;
 }
 
-static void serve_child(int client_fd, int link_fd, const struct ucred *peer)
+static void serve_child(int client_fd, int link_fd, const struct ucred *peer, bool object_admin)
 {
 	int fl, pp[2];
 	pthread_t relay_thread;
@@ -324,13 +362,30 @@ static void serve_child(int client_fd, int link_fd, const struct ucred *peer)
 		          (unsigned)peer->uid, (int)peer->pid);
 		_exit(1);
 	}
-	CK_FUNCTION_LIST_3_0 *l = gate_for(link_fd, peer);
+	CK_FUNCTION_LIST_3_0 *l = gate_for(link_fd, peer, object_admin);
 	/* p11-kit calls C_Initialize and C_Finalize as the client does. */
 	p11_kit_remote_serve_module((CK_FUNCTION_LIST *)l, pp[0], client_fd);
 	/* A client that died or forgot C_Finalize: end the module's state
 	 * tidily (CKR_CRYPTOKI_NOT_INITIALIZED otherwise, harmless). */
 	l->C_Finalize(NULL);
+	p11g_gate_host_wipe();
 	_exit(0);
+}
+
+/* Whether the client is in pkcs11_object_admins.  -1 when its identity
+ * cannot be resolved (out of memory). */
+static int object_admin_of(const struct ucred *peer, bool *ret)
+{
+	struct p11g_ident id;
+
+	*ret = false;
+	if (host.cfg->object_admins.n == 0)
+		return 0;
+	if (p11g_ident_resolve(peer->uid, peer->gid, peer->pid, &id) < 0)
+		return -1;
+	*ret = p11g_principals_match(&host.cfg->object_admins, &id);
+	p11g_ident_clear(&id);
+	return 0;
 }
 
 static void on_accept(void *app, int fd, const struct ucred *peer)
@@ -338,8 +393,18 @@ static void on_accept(void *app, int fd, const struct ucred *peer)
 	int sp[2];
 	pid_t pid;
 	p11g_err err = {0};
+	bool object_admin;
 
 	(void)app;
+	/* Decided here, from the client's uid and its groups now: the client's
+	 * process cannot change it, and a failed look-up grants nothing. */
+	if (object_admin_of(peer, &object_admin) < 0) {
+		p11g_warn("PKCS#11 client uid %u pid %d: cannot resolve its identity; connection "
+		          "closed",
+		          (unsigned)peer->uid, (int)peer->pid);
+		close(fd);
+		return;
+	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
 		p11g_warn("PKCS#11 client uid %u pid %d: socketpair: %m; connection closed",
 		          (unsigned)peer->uid, (int)peer->pid);
@@ -356,7 +421,7 @@ static void on_accept(void *app, int fd, const struct ucred *peer)
 	}
 	pid = fork();
 	if (pid == 0)
-		serve_child(fd, sp[1], peer);
+		serve_child(fd, sp[1], peer, object_admin);
 	if (pid < 0)
 		p11g_warn("PKCS#11 client uid %u pid %d: fork: %m; connection closed",
 		          (unsigned)peer->uid, (int)peer->pid);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include "p11gate/common.h"
+#include "policy/policy.h"
 
 #define P11G_HOST_ENV_MAX 16
 
@@ -19,11 +20,15 @@ struct p11g_host_config {
 	int frame_ms;       /* a message begun must arrive within (frame_timeout) */
 	char *env[P11G_HOST_ENV_MAX]; /* NAME=VALUE set for the module (SOFTHSM2_CONF=...) */
 	size_t n_env;
+	/* who may create, change and destroy token objects through the socket
+	 * (pkcs11_object_admins); nobody when empty */
+	struct p11g_principals object_admins;
 };
 
 struct p11g_server;
 
-/* Reads the PIN file (refusing one other users could read), sets the
+/* Makes this process non-dumpable, reads the PIN file (refusing one other
+ * users could read) into memory kept out of core dumps, sets the
  * environment and logs in once in a child process to prove the
  * configuration.  -1 with err saying what is wrong. */
 int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err);
@@ -32,6 +37,7 @@ int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err);
 int p11g_host_listen(const struct p11g_host_config *cfg, struct p11g_server *server, p11g_err *err);
 /* SIGCHLD: a client's process ended. */
 void p11g_host_child_exited(pid_t pid, int status);
+/* Frees cfg; also wipes the PIN p11g_host_prepare read. */
 void p11g_host_config_clear(struct p11g_host_config *cfg);
 
 #endif

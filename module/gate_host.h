@@ -2,6 +2,7 @@
 #ifndef P11GATE_MODULE_GATE_HOST_H
 #define P11GATE_MODULE_GATE_HOST_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "p11gate/pkcs11_3.h"
@@ -18,6 +19,8 @@ struct p11g_gate_host_config {
 	unsigned wait;     /* seconds to wait for an on-demand approval; 0: do not ask */
 	uid_t uid;         /* the client, for messages */
 	pid_t pid;
+	bool object_admin; /* the client may create, change and destroy token objects
+	                      (approvald's pkcs11_object_admins) */
 };
 
 /*
@@ -30,5 +33,33 @@ struct p11g_gate_host_config {
  * logins are refused.
  */
 CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg);
+
+/*
+ * Whether fn may create, change or destroy an object for this client.  In
+ * p11gate.so, or hosted for a client in pkcs11_object_admins: CKR_OK.
+ * Hosted for any other client, the call is refused when it would make or
+ * touch a token object: tmpl (n entries, may be NULL) sets CKA_TOKEN to
+ * true, or obj (CK_INVALID_HANDLE: none) is a token object.  Session
+ * objects stay the client's own.  A refusal prints one line and returns
+ * CKR_ACTION_PROHIBITED; an obj whose CKA_TOKEN cannot be read is refused
+ * the same way, except that a handle the module does not know answers its
+ * own code (CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, ...).
+ * Call it between P11G_ENTER() and the real call.
+ */
+CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                              CK_ATTRIBUTE_PTR tmpl, CK_ULONG n);
+
+/* Ends the PIN this process holds for approvald (wiped, unmapped); the gate
+ * can log in no more.  For a process about to end. */
+void p11g_gate_host_wipe(void);
+
+/*
+ * Memory for a secret: size bytes in pages mapped for it alone, left out of
+ * core dumps (MADV_DONTDUMP) and locked in memory where the limit allows;
+ * NULL when no mapping can be had.  p11g_secret_free, given the same size,
+ * wipes (explicit_bzero) and unmaps it; NULL is ignored.
+ */
+void *p11g_secret_alloc(size_t size);
+void p11g_secret_free(void *p, size_t size);
 
 #endif

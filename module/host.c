@@ -1,4 +1,7 @@
 /* The gate hosted by approvald: approvald holds the PIN and the login, the client holds neither. */
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
 #include "module/gate_host.h"
 #include "module/module.h"
 
@@ -11,10 +14,59 @@
  * tools written for a PIN-protected token work unchanged.
  */
 
+/* What this process holds for approvald besides struct p11g_host: the PIN
+ * in a page of its own, and whether the client may manage token objects. */
+static struct {
+	unsigned char *pin; /* P11G_HOST_PIN_MAX bytes from p11g_secret_alloc() */
+	size_t pin_len;
+	bool object_admin;
+} hosted;
+
+static size_t page_round(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (size + page - 1) / page * page;
+}
+
+void *p11g_secret_alloc(size_t size)
+{
+	size = page_round(size);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Out of core dumps; the advice covers this mapping and nothing else.
+	 * A kernel without it still gets a non-dumpable process. */
+	(void)madvise(p, size, MADV_DONTDUMP);
+	/* Out of swap where RLIMIT_MEMLOCK allows (a page, usually). */
+	(void)mlock(p, size);
+	return p;
+}
+
+void p11g_secret_free(void *p, size_t size)
+{
+	if (!p)
+		return;
+	size = page_round(size);
+	explicit_bzero(p, size);
+	munlock(p, size);
+	munmap(p, size);
+}
+
+void p11g_gate_host_wipe(void)
+{
+	p11g_secret_free(hosted.pin, P11G_HOST_PIN_MAX);
+	hosted.pin = NULL;
+	hosted.pin_len = 0;
+}
+
 CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg)
 {
 	struct p11g_host *h = &p11g_m.host;
 
+	/* Whoever can read this process's memory has the PIN: not other
+	 * processes of its uid (ptrace), not a core file. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	memset(&p11g_m.cfg, 0, sizeof(p11g_m.cfg));
 	snprintf(p11g_m.cfg.module, sizeof(p11g_m.cfg.module), "%s", cfg->module);
 	snprintf(p11g_m.cfg.socket, sizeof(p11g_m.cfg.socket), "%s",
@@ -26,8 +78,15 @@ CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg)
 	h->fd = cfg->approvald_fd;
 	pthread_mutex_init(&h->fd_lock, NULL);
 	pthread_mutex_init(&h->lock, NULL);
-	h->pin_len = cfg->pin_len < sizeof(h->pin) ? cfg->pin_len : sizeof(h->pin);
-	memcpy(h->pin, cfg->pin, h->pin_len);
+	p11g_gate_host_wipe();
+	hosted.pin = p11g_secret_alloc(P11G_HOST_PIN_MAX);
+	if (hosted.pin) {
+		hosted.pin_len =
+		    cfg->pin_len < P11G_HOST_PIN_MAX ? cfg->pin_len : P11G_HOST_PIN_MAX;
+		memcpy(hosted.pin, cfg->pin, hosted.pin_len);
+	}
+	/* No page for the PIN: the log-in fails (an empty PIN), and says so. */
+	hosted.object_admin = cfg->object_admin;
 	snprintf(h->token, sizeof(h->token), "%s", cfg->token ? cfg->token : "");
 	h->uid = cfg->uid;
 	h->pid = cfg->pid;
@@ -57,7 +116,7 @@ static CK_RV login_slot(CK_SLOT_ID slot)
 	rv = p11g_m.real.C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
 	if (rv != CKR_OK)
 		return rv;
-	rv = p11g_m.real.C_Login(s, CKU_USER, h->pin, h->pin_len);
+	rv = p11g_m.real.C_Login(s, CKU_USER, hosted.pin, hosted.pin_len);
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 		p11g_m.real.C_CloseSession(s);
 		return rv;
@@ -203,8 +262,7 @@ static CK_RV host_login(CK_SESSION_HANDLE s, CK_USER_TYPE type, const char *fn)
 			return CKR_USER_NOT_LOGGED_IN;
 		/* A key with CKA_ALWAYS_AUTHENTICATE after C_SignInit: the gate
 		 * already decided, approvald gives its PIN. */
-		return p11g_m.real.C_Login(s, CKU_CONTEXT_SPECIFIC, p11g_m.host.pin,
-		                           p11g_m.host.pin_len);
+		return p11g_m.real.C_Login(s, CKU_CONTEXT_SPECIFIC, hosted.pin, hosted.pin_len);
 	default:
 		p11g_refusal("%s refused: security-officer login is not served on approvald's "
 		             "PKCS#11 socket",
@@ -287,4 +345,110 @@ CK_RV hook_C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULON
 	if (p11g_m.host.on)
 		HOST_REFUSE("C_SetPIN");
 	return p11g_m.real.C_SetPIN(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen);
+}
+
+/* ---- token objects: approvald's pkcs11_object_admins ------------------------- */
+
+/*
+ * Hosted, every client of the socket shares the token: one that could
+ * destroy a guarded key's public key and create its own under the same
+ * label and id would have verifiers trust its key, and a decoy private key
+ * named like a guarded one would sign under the real key's operation.  So
+ * token objects are managed by the principals approvald names, and each
+ * client keeps its own session objects.
+ */
+
+/* CKA_TOKEN of a template: true when it asks for a token object (or says it
+ * in a way we cannot read: the module would refuse that anyway). */
+static bool template_wants_token(const CK_ATTRIBUTE *tmpl, CK_ULONG n)
+{
+	for (CK_ULONG i = 0; tmpl && i < n; i++) {
+		if (tmpl[i].type != CKA_TOKEN)
+			continue;
+		if (!tmpl[i].pValue || tmpl[i].ulValueLen != sizeof(CK_BBOOL) ||
+		    *(const CK_BBOOL *)tmpl[i].pValue != CK_FALSE)
+			return true;
+	}
+	return false;
+}
+
+static CK_RV refuse_object(const char *fn, const char *what)
+{
+	p11g_refusal("%s refused: %s; on approvald's PKCS#11 socket only principals in "
+	             "pkcs11_object_admins manage token objects (session objects stay allowed)",
+	             fn, what);
+	return CKR_ACTION_PROHIBITED;
+}
+
+CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                              CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
+{
+	if (!p11g_m.host.on || hosted.object_admin)
+		return CKR_OK;
+	if (template_wants_token(tmpl, n))
+		return refuse_object(fn, "the template makes a token object (CKA_TOKEN true)");
+	if (obj == CK_INVALID_HANDLE)
+		return CKR_OK;
+	CK_BBOOL on_token = CK_TRUE;
+	CK_ATTRIBUTE a = {CKA_TOKEN, &on_token, sizeof(on_token)};
+	CK_RV rv = p11g_m.real.C_GetAttributeValue(h, obj, &a, 1);
+	if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_SESSION_HANDLE_INVALID ||
+	    rv == CKR_SESSION_CLOSED || rv == CKR_CRYPTOKI_NOT_INITIALIZED)
+		return rv;
+	if (rv != CKR_OK || a.ulValueLen != sizeof(on_token)) {
+		char why[96];
+		snprintf(why, sizeof(why),
+		         "whether object %lu is a token object cannot be read (0x%lx)", obj,
+		         rv != CKR_OK ? rv : (CK_RV)CKR_ATTRIBUTE_VALUE_INVALID);
+		return refuse_object(fn, why);
+	}
+	if (on_token != CK_FALSE) {
+		char why[64];
+		snprintf(why, sizeof(why), "object %lu is a token object", obj);
+		return refuse_object(fn, why);
+	}
+	return CKR_OK;
+}
+
+CK_RV hook_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+                          CK_OBJECT_HANDLE_PTR phObject)
+{
+	P11G_ENTER();
+	CK_RV rv = p11g_object_admin_check("C_CreateObject", hSession, CK_INVALID_HANDLE, pTemplate,
+	                                   ulCount);
+	if (rv != CKR_OK)
+		return rv;
+	return p11g_m.real.C_CreateObject(hSession, pTemplate, ulCount, phObject);
+}
+
+CK_RV hook_C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                         CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	P11G_ENTER();
+	CK_RV rv = p11g_object_admin_check("C_GenerateKey", hSession, CK_INVALID_HANDLE, pTemplate,
+	                                   ulCount);
+	if (rv != CKR_OK)
+		return rv;
+	return p11g_m.real.C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey);
+}
+
+CK_RV hook_C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                             CK_ATTRIBUTE_PTR pPublicKeyTemplate,
+                             CK_ULONG ulPublicKeyAttributeCount,
+                             CK_ATTRIBUTE_PTR pPrivateKeyTemplate,
+                             CK_ULONG ulPrivateKeyAttributeCount, CK_OBJECT_HANDLE_PTR phPublicKey,
+                             CK_OBJECT_HANDLE_PTR phPrivateKey)
+{
+	P11G_ENTER();
+	CK_RV rv;
+	if ((rv = p11g_object_admin_check("C_GenerateKeyPair", hSession, CK_INVALID_HANDLE,
+	                                  pPublicKeyTemplate, ulPublicKeyAttributeCount)) !=
+	        CKR_OK ||
+	    (rv = p11g_object_admin_check("C_GenerateKeyPair", hSession, CK_INVALID_HANDLE,
+	                                  pPrivateKeyTemplate, ulPrivateKeyAttributeCount)) !=
+	        CKR_OK)
+		return rv;
+	return p11g_m.real.C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate,
+	                                     ulPublicKeyAttributeCount, pPrivateKeyTemplate,
+	                                     ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey);
 }

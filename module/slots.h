@@ -38,6 +38,10 @@
  *   C_GetTokenInfo, C_InitToken, C_InitPIN, C_SetPIN, C_Login, C_LoginUser,
  *     C_Logout: forwarded, except when approvald hosts the gate (host.c):
  *     approvald holds the PIN and the login, the client never needs either.
+ *   C_CreateObject, C_GenerateKey, C_GenerateKeyPair: forwarded, except when
+ *     approvald hosts the gate (host.c): a token object is made only for a
+ *     client in pkcs11_object_admins (a decoy key or public key under a
+ *     guarded key's label and id).
  */
 #define P11G_SLOTS(X)                                                                              \
 	X(C_Initialize, HOOK, 2, (CK_VOID_PTR pInitArgs), (pInitArgs))                             \
@@ -86,7 +90,7 @@
 	   CK_ULONG ulPinLen),                                                                     \
 	  (hSession, userType, pPin, ulPinLen))                                                    \
 	X(C_Logout, HOOK, 2, (CK_SESSION_HANDLE hSession), (hSession))                             \
-	X(C_CreateObject, FORWARD, 2,                                                              \
+	X(C_CreateObject, HOOK, 2,                                                                 \
 	  (CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,               \
 	   CK_OBJECT_HANDLE_PTR phObject),                                                         \
 	  (hSession, pTemplate, ulCount, phObject))                                                \
@@ -214,11 +218,11 @@
 	  (CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,    \
 	   CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),                                            \
 	  (hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen))                       \
-	X(C_GenerateKey, FORWARD, 2,                                                               \
+	X(C_GenerateKey, HOOK, 2,                                                                  \
 	  (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,    \
 	   CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey),                                          \
 	  (hSession, pMechanism, pTemplate, ulCount, phKey))                                       \
-	X(C_GenerateKeyPair, FORWARD, 2,                                                           \
+	X(C_GenerateKeyPair, HOOK, 2,                                                              \
 	  (CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,                                \
 	   CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,                \
 	   CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount,              \
