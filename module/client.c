@@ -1,7 +1,9 @@
 /* approvald as the module asks it: "key" (cached a second), "use", on-demand "request"/"wait". */
 #include <inttypes.h>
 #include <poll.h>
+#include <sys/socket.h>
 
+#include "module/gate_host.h"
 #include "module/module.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -159,6 +161,43 @@ static bool code_is(const p11g_err *e, const char *code)
 	return e->code && !strcmp(e->code, code);
 }
 
+/*
+ * Whoever listens on the socket path answers for approvald: a socket left
+ * by a stopped daemon in a directory others can write, or a path in the
+ * configuration that another user could bind first, would let that user
+ * answer "granted".  A new connection is believed only when the process that
+ * listens on it runs as root or as approvald_user; otherwise it is treated
+ * as approvald not being reachable (guarded keys cannot sign).  0, or -1
+ * with err (unavailable) naming the uid found.
+ */
+static int check_peer(int fd, const char *path, p11g_err *err)
+{
+	struct ucred peer;
+	socklen_t len = sizeof(peer);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 || len != sizeof(peer))
+		return p11g_err_set(err, P11G_E_UNAVAILABLE,
+		                    "approvald at %s: cannot read who serves the socket (%s); "
+		                    "p11gate believes no answer from it",
+		                    path, strerror(errno));
+	if (peer.uid == 0 ||
+	    (p11g_config_approvald_user.set && peer.uid == p11g_config_approvald_user.uid))
+		return 0;
+	if (p11g_config_approvald_user.set)
+		return p11g_err_set(err, P11G_E_UNAVAILABLE,
+		                    "approvald at %s: the socket is served by uid %u (pid %ld), "
+		                    "neither root nor approvald_user (uid %u); p11gate believes no "
+		                    "answer from it",
+		                    path, (unsigned)peer.uid, (long)peer.pid,
+		                    (unsigned)p11g_config_approvald_user.uid);
+	return p11g_err_set(err, P11G_E_UNAVAILABLE,
+	                    "approvald at %s: the socket is served by uid %u (pid %ld), not root; "
+	                    "p11gate believes no answer from it (approvald_user in %s names "
+	                    "approvald's user)",
+	                    path, (unsigned)peer.uid, (long)peer.pid,
+	                    p11g_m.cfg.source[0] ? p11g_m.cfg.source : "p11gate.conf");
+}
+
 /* One exchange with the configured socket (hosted: on approvald's connection). */
 static int call(json_t *req, json_t **ret, int timeout_ms, p11g_err *err)
 {
@@ -171,8 +210,11 @@ static int call(json_t *req, json_t **ret, int timeout_ms, p11g_err *err)
 		pthread_mutex_unlock(&p11g_m.host.fd_lock);
 	} else {
 		int fd = pool_take();
-		if (fd < 0)
-			fd = p11g_wire_connect(path, err);
+		if (fd < 0 && (fd = p11g_wire_connect(path, err)) >= 0 &&
+		    check_peer(fd, path, err) < 0) {
+			close(fd);
+			fd = -1;
+		}
 		if (fd < 0) {
 			r = -1;
 		} else {

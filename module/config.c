@@ -1,7 +1,9 @@
 /* The module's configuration: P11GATE_CONF's `key = value` lines and the P11GATE_* overrides. */
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 
+#include "module/gate_host.h"
 #include "module/module.h"
 #include "p11gate/wire.h"
 
@@ -40,8 +42,38 @@ static bool parse_wait(const char *s, size_t n, unsigned *ret)
 	return true;
 }
 
+struct p11g_approvald_user p11g_config_approvald_user;
+
+/* approvald_user: a user name (looked up now) or a uid, digits only. */
+static bool parse_user(const char *s, size_t n, uid_t *ret, char *why, size_t whysize)
+{
+	char name[256], buf[4096];
+	struct passwd pw, *found = NULL;
+	unsigned long long v = 0;
+	size_t i;
+
+	for (i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+		v = v * 10 + (unsigned long long)(s[i] - '0');
+	if (i == n && n <= 10 && v < (uid_t)-1) {
+		*ret = (uid_t)v;
+		return true;
+	}
+	if (!set_string(name, sizeof(name), s, n)) {
+		snprintf(why, whysize, "approvald_user is a user name or a uid");
+		return false;
+	}
+	int e = getpwnam_r(name, &pw, buf, sizeof(buf), &found);
+	if (e != 0 || !found) {
+		snprintf(why, whysize, "approvald_user \"%s\": no such user%s%s", name,
+		         e ? ": " : "", e ? strerror(e) : "");
+		return false;
+	}
+	*ret = pw.pw_uid;
+	return true;
+}
+
 /* bit per setting, for "given twice" */
-enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4, SEEN_REMOTE = 8 };
+enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4, SEEN_REMOTE = 8, SEEN_USER = 16 };
 
 static int set_value(struct p11g_config *cfg, const char *key, size_t klen, const char *val,
                      size_t vlen, unsigned *seen, const char *where, char *err, size_t errsize)
@@ -56,9 +88,12 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 		bit = SEEN_WAIT;
 	else if (klen == 6 && !memcmp(key, "remote", 6))
 		bit = SEEN_REMOTE;
+	else if (klen == 14 && !memcmp(key, "approvald_user", 14))
+		bit = SEEN_USER;
 	else {
 		snprintf(err, errsize,
-		         "%s: unknown setting \"%.*s\" (known: module, socket, wait, remote)",
+		         "%s: unknown setting \"%.*s\" (known: module, socket, wait, remote, "
+		         "approvald_user)",
 		         where, (int)(klen > 64 ? 64 : klen), key);
 		return -1;
 	}
@@ -101,6 +136,17 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 			return -1;
 		}
 		break;
+	case SEEN_USER: {
+		char why[400];
+		uid_t uid;
+		if (!parse_user(val, vlen, &uid, why, sizeof(why))) {
+			snprintf(err, errsize, "%s: %s", where, why);
+			return -1;
+		}
+		p11g_config_approvald_user.set = true;
+		p11g_config_approvald_user.uid = uid;
+		break;
+	}
 	case SEEN_WAIT:
 		if (!parse_wait(val, vlen, &cfg->wait)) {
 			snprintf(err, errsize,
@@ -225,6 +271,7 @@ int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize)
 	int r;
 
 	memcpy(cfg.socket, P11G_DEFAULT_SOCKET, sizeof(P11G_DEFAULT_SOCKET));
+	p11g_config_approvald_user.set = false;
 	if (!explicit_path)
 		path = P11G_DEFAULT_CONF;
 	r = read_file(path, &text, &len);

@@ -49,6 +49,19 @@ CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg);
 CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
                               CK_ATTRIBUTE_PTR tmpl, CK_ULONG n);
 
+/*
+ * p11gate.conf's approvald_user (config.c): besides root, the uid whose
+ * socket p11gate.so believes (SO_PEERCRED of each connection, client.c).
+ * What the last p11g_config_parse read, p11g_config_load starting unset;
+ * kept here beside struct p11g_config (module/module.h), which does not
+ * hold it.  Not used hosted: approvald hands the gate its connection.
+ */
+struct p11g_approvald_user {
+	bool set;
+	uid_t uid;
+};
+extern struct p11g_approvald_user p11g_config_approvald_user;
+
 /* Ends the PIN this process holds for approvald (wiped, unmapped); the gate
  * can log in no more.  For a process about to end. */
 void p11g_gate_host_wipe(void);

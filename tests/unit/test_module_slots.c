@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "module/gate_host.h"
 #include "module/module.h"
 #include "p11gate/wire.h"
 
@@ -73,6 +74,17 @@ static void test_signing_family_gated(void **state)
 		assert_non_null(s);
 		if (s->kind == P11G_SLOT_FORWARD)
 			fail_msg("%s reaches a private key but forwards", s->name);
+	}
+	/* Hosted, token objects are pkcs11_object_admins' (p11g_object_admin_check). */
+	static const char *const object_paths[] = {
+	    "C_CreateObject",  "C_GenerateKey",       "C_GenerateKeyPair", "C_CopyObject",
+	    "C_DestroyObject", "C_SetAttributeValue", "C_UnwrapKey",       "C_DeriveKey",
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(object_paths); i++) {
+		const struct p11g_slot_info *s = slot(object_paths[i]);
+		assert_non_null(s);
+		if (s->kind != P11G_SLOT_HOOK)
+			fail_msg("%s makes or changes objects but is not a hook", s->name);
 	}
 }
 
@@ -225,6 +237,19 @@ static void test_config_parse(void **state)
 			fail_msg("for %s got \"%s\"", bad[i].text, err);
 		assert_null(strchr(err, '\n'));
 	}
+	/* approvald_user: a uid or a user name, looked up at once */
+	assert_int_equal(parse("module = /a.so\napprovald_user = 4242\n", &cfg, err, sizeof(err)),
+	                 0);
+	assert_true(p11g_config_approvald_user.set);
+	assert_int_equal(p11g_config_approvald_user.uid, 4242);
+	assert_int_equal(parse("approvald_user = root\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(p11g_config_approvald_user.uid, 0);
+	assert_int_equal(parse("approvald_user = p11gt-no-such-user\n", &cfg, err, sizeof(err)),
+	                 -1);
+	assert_string_equal(err,
+	                    "test.conf:1: approvald_user \"p11gt-no-such-user\": no such user");
+	assert_int_equal(parse("approvald_user = 4294967295\n", &cfg, err, sizeof(err)), -1);
+
 	char longsock[200];
 	memset(longsock, 'a', sizeof(longsock));
 	memcpy(longsock, "socket = /", 10);
@@ -265,7 +290,9 @@ static void test_config_load_and_env(void **state)
 	write_file(path, "module = /file/module.so\nwait = 5\n");
 	setenv("P11GATE_CONF", path, 1);
 	unsetenv("P11GATE_MODULE");
+	p11g_config_approvald_user.set = true; /* what an earlier file said */
 	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), 0);
+	assert_false(p11g_config_approvald_user.set);
 	assert_string_equal(cfg.module, "/file/module.so");
 	assert_string_equal(cfg.socket, P11G_DEFAULT_SOCKET);
 	assert_int_equal(cfg.wait, 5);
@@ -680,8 +707,10 @@ static int group_setup(void **state)
 	setenv("SOFTHSM2_CONF", path, 1);
 	snprintf(fk.path, sizeof(fk.path), "%s/a.sock", tmpdir);
 	snprintf(path, sizeof(path), "%s/p11gate.conf", tmpdir);
-	snprintf(conf, sizeof(conf), "module = %s\nsocket = %s\nwait = 0\n", SOFTHSM_MODULE,
-	         fk.path);
+	/* The fake approvald below listens as this process: believed only as
+	 * root or as approvald_user. */
+	snprintf(conf, sizeof(conf), "module = %s\nsocket = %s\nwait = 0\napprovald_user = %u\n",
+	         SOFTHSM_MODULE, fk.path, (unsigned)geteuid());
 	write_file(path, conf);
 	setenv("P11GATE_CONF", path, 1);
 	unsetenv("P11GATE_MODULE");
