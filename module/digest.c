@@ -182,3 +182,178 @@ int p11g_digest_oneshot(const struct p11g_mech_info *mech, const unsigned char *
 	p11g_digest_free(&ctx);
 	return r;
 }
+
+/* ---- public-key fingerprints ------------------------------------------------ */
+
+/* A DER buffer that fails once and stays failed (the caller checks at the end). */
+struct der {
+	unsigned char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void der_put(struct der *d, const void *src, size_t n)
+{
+	if (d->failed)
+		return;
+	if (d->len + n > d->cap) {
+		size_t cap = (d->len + n) * 2 + 64;
+		unsigned char *p = realloc(d->p, cap);
+		if (!p) {
+			d->failed = true;
+			return;
+		}
+		d->p = p;
+		d->cap = cap;
+	}
+	memcpy(d->p + d->len, src, n);
+	d->len += n;
+}
+
+/* Tag and length, then the n bytes of content (DER definite length). */
+static void der_tlv(struct der *d, unsigned char tag, const void *content, size_t n)
+{
+	unsigned char h[6] = {tag};
+	size_t hl = 1;
+
+	if (n < 0x80) {
+		h[hl++] = (unsigned char)n;
+	} else {
+		unsigned char len[4];
+		size_t ln = 0;
+		for (size_t v = n; v; v >>= 8)
+			len[ln++] = (unsigned char)(v & 0xff);
+		if (ln > 4) {
+			d->failed = true;
+			return;
+		}
+		h[hl++] = (unsigned char)(0x80 | ln);
+		while (ln)
+			h[hl++] = len[--ln];
+	}
+	der_put(d, h, hl);
+	der_put(d, content, n);
+}
+
+/* An unsigned big-endian integer as a DER INTEGER (leading zeros dropped, a 0x00 added
+ * before a set top bit). */
+static void der_uint(struct der *d, const unsigned char *v, size_t n)
+{
+	struct der t = {0};
+	while (n > 1 && v[0] == 0)
+		v++, n--;
+	if (n == 0 || (v[0] & 0x80))
+		der_put(&t, "\0", 1);
+	der_put(&t, v, n);
+	if (t.failed)
+		d->failed = true;
+	else
+		der_tlv(d, 0x02, t.p, t.len);
+	free(t.p);
+}
+
+/* The bytes inside a DER OCTET STRING (CKA_EC_POINT), or the input as it is when it is
+ * not one (some modules give the raw point). */
+static void unwrap_octets(const unsigned char **v, size_t *n)
+{
+	const unsigned char *p = *v;
+	size_t len, hl;
+
+	if (*n < 2 || p[0] != 0x04)
+		return;
+	if (p[1] < 0x80) {
+		len = p[1];
+		hl = 2;
+	} else if (p[1] == 0x81 && *n >= 3) {
+		len = p[2];
+		hl = 3;
+	} else if (p[1] == 0x82 && *n >= 4) {
+		len = (size_t)p[2] << 8 | p[3];
+		hl = 4;
+	} else {
+		return;
+	}
+	if (hl + len != *n)
+		return;
+	*v = p + hl;
+	*n = len;
+}
+
+int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65])
+{
+	static const unsigned char rsa_alg[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
+	                                        0x0d, 0x01, 0x01, 0x01, 0x05, 0x00};
+	static const unsigned char ec_oid[] = {0x06, 0x07, 0x2a, 0x86, 0x48,
+	                                       0xce, 0x3d, 0x02, 0x01};
+	static const unsigned char ed25519_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+	static const unsigned char ed448_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x71};
+	/* PrintableString "edwards25519" / "edwards448" (PKCS#11 3.0 curve names) */
+	static const unsigned char ed25519_name[] = "\x13\x0c"
+	                                            "edwards25519";
+	static const unsigned char ed448_name[] = "\x13\x0a"
+	                                          "edwards448";
+	struct der alg = {0}, key = {0}, bits = {0}, spki = {0}, out = {0};
+	unsigned char md[32];
+	int r = -1;
+
+	if (k->spki_len) {
+		der_put(&out, k->spki, k->spki_len);
+	} else if (k->modulus_len && k->exponent_len) {
+		der_tlv(&alg, 0x30, rsa_alg, sizeof(rsa_alg));
+		der_uint(&key, k->modulus, k->modulus_len);
+		der_uint(&key, k->exponent, k->exponent_len);
+		struct der seq = {0};
+		der_tlv(&seq, 0x30, key.p, key.len);
+		der_put(&bits, "\0", 1);
+		der_put(&bits, seq.p, seq.len);
+		if (seq.failed || key.failed)
+			bits.failed = true;
+		free(seq.p);
+	} else if (k->params_len && k->point_len) {
+		const unsigned char *pt = k->point;
+		size_t ptn = k->point_len;
+		unwrap_octets(&pt, &ptn);
+		if ((k->params_len == sizeof(ed25519_oid) &&
+		     !memcmp(k->params, ed25519_oid, sizeof(ed25519_oid))) ||
+		    (k->params_len == sizeof(ed25519_name) - 1 &&
+		     !memcmp(k->params, ed25519_name, k->params_len))) {
+			der_tlv(&alg, 0x30, ed25519_oid, sizeof(ed25519_oid));
+		} else if ((k->params_len == sizeof(ed448_oid) &&
+		            !memcmp(k->params, ed448_oid, sizeof(ed448_oid))) ||
+		           (k->params_len == sizeof(ed448_name) - 1 &&
+		            !memcmp(k->params, ed448_name, k->params_len))) {
+			der_tlv(&alg, 0x30, ed448_oid, sizeof(ed448_oid));
+		} else {
+			struct der a = {0};
+			der_put(&a, ec_oid, sizeof(ec_oid));
+			der_put(&a, k->params, k->params_len);
+			if (a.failed)
+				alg.failed = true;
+			else
+				der_tlv(&alg, 0x30, a.p, a.len);
+			free(a.p);
+		}
+		der_put(&bits, "\0", 1);
+		der_put(&bits, pt, ptn);
+	} else {
+		return -ENOENT;
+	}
+	if (!k->spki_len) {
+		der_put(&spki, alg.p, alg.len);
+		der_tlv(&spki, 0x03, bits.p, bits.len);
+		if (alg.failed || bits.failed || spki.failed)
+			goto out;
+		der_tlv(&out, 0x30, spki.p, spki.len);
+	}
+	if (out.failed || !EVP_Digest(out.p, out.len, md, NULL, EVP_sha256(), NULL))
+		goto out;
+	p11g_hex_encode(md, sizeof(md), ret);
+	r = 0;
+out:
+	free(alg.p);
+	free(key.p);
+	free(bits.p);
+	free(spki.p);
+	free(out.p);
+	return r < 0 ? -ENOMEM : 0;
+}

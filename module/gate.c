@@ -7,27 +7,202 @@
 
 /* ---- key identity ---------------------------------------------------------- */
 
-/* CKA_LABEL or CKA_ID into buf (at most max bytes kept); 0 when absent. */
-static size_t get_bytes_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
-                             unsigned char *buf, size_t max)
+/*
+ * One attribute's bytes (malloc'd; NULL with length 0 when empty or when the object has
+ * no such attribute, CKR_ATTRIBUTE_TYPE_INVALID).  Any other answer is the module's
+ * error: a failed read is never an absent value.  sensitive_ok: CKR_ATTRIBUTE_SENSITIVE
+ * is a lasting answer ("not readable"), taken as absent.
+ */
+static CK_RV read_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
+                       bool sensitive_ok, unsigned char **ret, size_t *ret_len)
 {
 	CK_ATTRIBUTE a = {type, NULL, 0};
-	_cleanup_free_ unsigned char *tmp = NULL;
+	unsigned char *buf;
+	CK_RV rv;
 
-	if (R.C_GetAttributeValue(h, obj, &a, 1) != CKR_OK || a.ulValueLen == 0 ||
-	    a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 64 * 1024)
-		return 0;
-	tmp = malloc(a.ulValueLen);
-	if (!tmp)
-		return 0;
-	a.pValue = tmp;
-	if (R.C_GetAttributeValue(h, obj, &a, 1) != CKR_OK)
-		return 0;
-	/* Longer than policy can name: the start of it still matches nothing
-	 * shorter, and a guarded prefix stays guarded. */
-	size_t n = a.ulValueLen < max ? a.ulValueLen : max;
-	memcpy(buf, tmp, n);
-	return n;
+	*ret = NULL;
+	*ret_len = 0;
+	rv = R.C_GetAttributeValue(h, obj, &a, 1);
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID || (sensitive_ok && rv == CKR_ATTRIBUTE_SENSITIVE))
+		return CKR_OK;
+	if (rv != CKR_OK)
+		return rv;
+	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 64 * 1024)
+		return CKR_FUNCTION_FAILED;
+	if (a.ulValueLen == 0)
+		return CKR_OK;
+	buf = malloc(a.ulValueLen);
+	if (!buf)
+		return CKR_HOST_MEMORY;
+	a.pValue = buf;
+	rv = R.C_GetAttributeValue(h, obj, &a, 1);
+	if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+		free(buf);
+		return rv != CKR_OK ? rv : CKR_FUNCTION_FAILED;
+	}
+	*ret = buf;
+	*ret_len = a.ulValueLen;
+	return CKR_OK;
+}
+
+/*
+ * The objects of class cls on the session's token that carry exactly this label and id:
+ * whether obj is one of them, another one (CK_INVALID_HANDLE when none) and how many.
+ * Searching the session's own token is what shows that a handle belongs to it (SoftHSMv2's
+ * handles are global across tokens).  A session busy with the caller's own search is not
+ * disturbed: the search then runs in a session of our own on the same slot.
+ */
+struct same_name {
+	bool has_obj;
+	CK_OBJECT_HANDLE other;
+	size_t count;
+};
+
+static CK_RV find_same_name(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDLE obj,
+                            CK_OBJECT_CLASS cls, const unsigned char *label, size_t label_len,
+                            const unsigned char *id, size_t id_len, struct same_name *ret)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_LABEL, (void *)label, label_len},
+	                    {CKA_ID, (void *)id, id_len}};
+	CK_SESSION_HANDLE fs = h, own = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE found[32];
+	CK_ULONG n;
+	CK_RV rv;
+
+	memset(ret, 0, sizeof(*ret));
+	ret->other = CK_INVALID_HANDLE;
+	rv = R.C_FindObjectsInit(fs, t, P11G_ARRAY_SIZE(t));
+	if (rv == CKR_OPERATION_ACTIVE) {
+		rv = R.C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &own);
+		if (rv != CKR_OK)
+			return rv;
+		fs = own;
+		rv = R.C_FindObjectsInit(fs, t, P11G_ARRAY_SIZE(t));
+	}
+	if (rv == CKR_OK) {
+		do {
+			rv = R.C_FindObjects(fs, found, P11G_ARRAY_SIZE(found), &n);
+			for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++) {
+				ret->count++;
+				if (found[i] == obj)
+					ret->has_obj = true;
+				else if (ret->other == CK_INVALID_HANDLE)
+					ret->other = found[i];
+			}
+		} while (rv == CKR_OK && n > 0 && ret->count < 100000);
+		CK_RV frv = R.C_FindObjectsFinal(fs);
+		if (rv == CKR_OK)
+			rv = frv;
+	}
+	if (own != CK_INVALID_HANDLE)
+		R.C_CloseSession(own);
+	return rv;
+}
+
+/* The fingerprint of obj's public key from its own attributes, or "" when they do not hold
+ * it (SoftHSMv2's EC private keys keep no point). */
+static CK_RV object_fingerprint(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, char ret[65])
+{
+	_cleanup_free_ unsigned char *spki = NULL, *mod = NULL, *exp = NULL, *params = NULL,
+	                             *point = NULL;
+	struct p11g_pubkey_parts k = {0};
+	CK_RV rv;
+
+	ret[0] = '\0';
+	if ((rv = read_attr(h, obj, CKA_PUBLIC_KEY_INFO, true, &spki, &k.spki_len)) != CKR_OK ||
+	    (rv = read_attr(h, obj, CKA_MODULUS, true, &mod, &k.modulus_len)) != CKR_OK ||
+	    (rv = read_attr(h, obj, CKA_PUBLIC_EXPONENT, true, &exp, &k.exponent_len)) != CKR_OK ||
+	    (rv = read_attr(h, obj, CKA_EC_PARAMS, true, &params, &k.params_len)) != CKR_OK ||
+	    (rv = read_attr(h, obj, CKA_EC_POINT, true, &point, &k.point_len)) != CKR_OK)
+		return rv;
+	k.spki = spki;
+	k.modulus = mod;
+	k.exponent = exp;
+	k.params = params;
+	k.point = point;
+	int r = p11g_spki_fingerprint(&k, ret);
+	if (r == -ENOMEM)
+		return CKR_HOST_MEMORY;
+	if (r < 0)
+		ret[0] = '\0';
+	return CKR_OK;
+}
+
+/*
+ * Reads everything that names the private key obj of the session's token, into kid (token,
+ * label, id, key type, fingerprint) and twin (another private key of that token with the
+ * same label and id, or CK_INVALID_HANDLE).  Any failed read fails the whole identity: a
+ * key is judged by all of its name or not at all.  CKR_OBJECT_HANDLE_INVALID when obj is
+ * no object of the session's token.
+ */
+static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDLE obj,
+                           struct p11g_keyid *kid, CK_OBJECT_HANDLE *twin, const char **what)
+{
+	_cleanup_free_ unsigned char *label = NULL, *id = NULL;
+	size_t label_len, id_len;
+	CK_KEY_TYPE kt = 0;
+	CK_ATTRIBUTE ka = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+	CK_TOKEN_INFO ti;
+	struct same_name priv, pub;
+	CK_RV rv;
+
+	memset(kid, 0, sizeof(*kid));
+	*twin = CK_INVALID_HANDLE;
+	*what = "C_GetTokenInfo";
+	if ((rv = R.C_GetTokenInfo(slot, &ti)) != CKR_OK)
+		return rv;
+	p11g_keyid_set_token(kid, &ti);
+	*what = "CKA_LABEL";
+	if ((rv = read_attr(h, obj, CKA_LABEL, false, &label, &label_len)) != CKR_OK)
+		return rv;
+	*what = "CKA_ID";
+	if ((rv = read_attr(h, obj, CKA_ID, false, &id, &id_len)) != CKR_OK)
+		return rv;
+	*what = "CKA_KEY_TYPE";
+	if ((rv = R.C_GetAttributeValue(h, obj, &ka, 1)) != CKR_OK)
+		return rv;
+	if (ka.ulValueLen != sizeof(kt))
+		return CKR_FUNCTION_FAILED;
+	/* Longer than policy can name: the start of it still matches nothing shorter, and a
+	 * guarded prefix stays guarded.  A label with a NUL in it ends there for policy as
+	 * for URIs. */
+	memcpy(kid->label, label ? (char *)label : "",
+	       label_len < P11G_LABEL_MAX ? label_len : P11G_LABEL_MAX);
+	kid->label[strnlen(kid->label, P11G_LABEL_MAX)] = '\0';
+	kid->id_len = id_len < P11G_ID_MAX ? id_len : P11G_ID_MAX;
+	if (id)
+		memcpy(kid->id, id, kid->id_len);
+	kid->key_type = kt;
+	*what = "a search of the session's token";
+	if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, label, label_len, id, id_len,
+	                         &priv)) != CKR_OK)
+		return rv;
+	if (!priv.has_obj)
+		return CKR_OBJECT_HANDLE_INVALID;
+	*twin = priv.other;
+	*what = "the key's public key";
+	if ((rv = object_fingerprint(h, obj, kid->fingerprint)) != CKR_OK)
+		return rv;
+	if (!kid->fingerprint[0]) {
+		/* The public key object of the same name, when there is exactly one. */
+		if ((rv = find_same_name(h, slot, CK_INVALID_HANDLE, CKO_PUBLIC_KEY, label,
+		                         label_len, id, id_len, &pub)) != CKR_OK)
+			return rv;
+		if (pub.count == 1 &&
+		    (rv = object_fingerprint(h, pub.other, kid->fingerprint)) != CKR_OK)
+			return rv;
+	}
+	return CKR_OK;
+}
+
+/* "pkcs11:token=..;object=..;id=%01" for messages, in a caller's buffer. */
+static const char *uri_of(const struct p11g_keyid *k, char *buf, size_t size)
+{
+	char *uri = p11g_keyid_to_uri(k);
+	snprintf(buf, size, "%s", uri ? uri : "pkcs11:(unknown key)");
+	free(uri);
+	return buf;
 }
 
 /*
@@ -114,30 +289,31 @@ void p11g_gate_cache_clear(bool after_fork)
 
 /*
  * Whether obj is a private key, and if so its identity and who guards it.
- * false: not a private key (pol->class_rv CKR_OK), or its class cannot be
- * read (pol->class_rv says why, and the caller answers that: an object we
- * cannot classify is never passed on as if it were no key).
+ * false: not a private key (pol->class_rv CKR_OK), or it cannot be judged (pol->class_rv
+ * says why, and the caller answers that): its class or any part of its identity could not
+ * be read, it is no object of the session's token, or it is guarded and another private
+ * key of its token carries the same name.  An object we cannot judge is never passed on as
+ * if it were no key, nor judged by part of its name.
  */
 static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct p11g_keyid *kid,
                                struct p11g_key_policy *pol, CK_SLOT_ID *ret_slot)
 {
 	CK_OBJECT_CLASS cls = 0;
-	CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
 	CK_BBOOL on_token = CK_FALSE;
 	CK_ATTRIBUTE ca[] = {{CKA_CLASS, &cls, sizeof(cls)},
 	                     {CKA_TOKEN, &on_token, sizeof(on_token)}};
-	CK_ATTRIBUTE ka = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+	CK_OBJECT_HANDLE twin;
 	CK_SESSION_INFO si;
-	CK_TOKEN_INFO ti;
-	bool have_si;
-	size_t n;
+	const char *what;
+	char uri[1024];
+	CK_RV rv;
 
 	memset(pol, 0, sizeof(*pol));
 	/* The slot as recorded at C_OpenSession: SoftHSMv2's C_GetSessionInfo takes a lock
 	 * its signing threads contend for (-15% at 4 signers).  A handle we do not know
 	 * is asked of the module. */
 	memset(&si, 0, sizeof(si));
-	have_si = p11g_session_slot(h, &si.slotID) || R.C_GetSessionInfo(h, &si) == CKR_OK;
+	bool have_si = p11g_session_slot(h, &si.slotID);
 	if (have_si && id_cache_lookup(si.slotID, obj, kid)) {
 		*ret_slot = si.slotID;
 		p11g_client_key(kid, pol);
@@ -146,7 +322,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	/* CKA_TOKEN may be unreadable on some modules: then not cached. */
 	if (R.C_GetAttributeValue(h, obj, ca, 2) != CKR_OK) {
 		on_token = CK_FALSE;
-		CK_RV rv = R.C_GetAttributeValue(h, obj, ca, 1);
+		rv = R.C_GetAttributeValue(h, obj, ca, 1);
 		if (rv != CKR_OK) {
 			pol->class_rv = rv;
 			return false;
@@ -158,38 +334,40 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	}
 	if (cls != CKO_PRIVATE_KEY)
 		return false;
-	memset(kid, 0, sizeof(*kid));
-	if (!have_si || R.C_GetTokenInfo(si.slotID, &ti) != CKR_OK) {
-		/* A private key whose token we cannot name cannot be shown to be
-		 * unguarded. */
-		pol->guard = P11G_GUARD_UNKNOWN;
-		p11g_err_set(&pol->err, P11G_E_INTERNAL, "cannot read the key's token information");
-		kid->key_type = CK_UNAVAILABLE_INFORMATION;
-		*ret_slot = 0;
-		return true;
+	if (!have_si && (rv = R.C_GetSessionInfo(h, &si)) != CKR_OK) {
+		pol->class_rv = rv;
+		return false;
 	}
 	*ret_slot = si.slotID;
-	p11g_keyid_set_token(kid, &ti);
-	n = get_bytes_attr(h, obj, CKA_LABEL, (unsigned char *)kid->label, P11G_LABEL_MAX);
-	kid->label[n] = '\0';
-	/* A label with a NUL in it ends there for policy as for URIs. */
-	kid->id_len = get_bytes_attr(h, obj, CKA_ID, kid->id, P11G_ID_MAX);
-	if (R.C_GetAttributeValue(h, obj, &ka, 1) != CKR_OK || ka.ulValueLen != sizeof(kt))
-		kt = CK_UNAVAILABLE_INFORMATION;
-	kid->key_type = kt;
-	if (on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token))
-		id_cache_store(si.slotID, obj, kid);
+	rv = read_identity(h, si.slotID, obj, kid, &twin, &what);
+	if (rv == CKR_OBJECT_HANDLE_INVALID) {
+		p11g_refusal("private key handle %lu refused: it is no object of the token in slot "
+		             "%lu, the session's",
+		             (unsigned long)obj, (unsigned long)si.slotID);
+		pol->class_rv = rv;
+		return false;
+	}
+	if (rv != CKR_OK) {
+		p11g_refusal("private key handle %lu refused: reading %s failed (0x%lx), and a key "
+		             "is judged by all of its name or not at all; p11gate fails closed",
+		             (unsigned long)obj, what, (unsigned long)rv);
+		pol->class_rv = rv;
+		return false;
+	}
 	p11g_client_key(kid, pol);
+	if (twin != CK_INVALID_HANDLE && pol->guard != P11G_UNGUARDED) {
+		p11g_refusal("%s refused: two private keys of the token carry this name (handles "
+		             "%lu and %lu); p11gate uses neither until one is removed or renamed "
+		             "through the real module",
+		             uri_of(kid, uri, sizeof(uri)), (unsigned long)obj,
+		             (unsigned long)twin);
+		pol->class_rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
+		return false;
+	}
+	if (on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token) &&
+	    twin == CK_INVALID_HANDLE)
+		id_cache_store(si.slotID, obj, kid);
 	return true;
-}
-
-/* "pkcs11:token=..;object=..;id=%01" for messages, in a caller's buffer. */
-static const char *uri_of(const struct p11g_keyid *k, char *buf, size_t size)
-{
-	char *uri = p11g_keyid_to_uri(k);
-	snprintf(buf, size, "%s", uri ? uri : "pkcs11:(unknown key)");
-	free(uri);
-	return buf;
 }
 
 /* The refusal line of a closed path. */
@@ -217,12 +395,6 @@ static struct p11g_session *session_for(CK_SESSION_HANDLE h, CK_SLOT_ID slot)
 	return p11g_session_get(h);
 }
 
-/*
- * A private-key transform other than signing (decrypt, unwrap, derive, raw
- * encrypt or verify-recover with a private key): closed for guarded keys
- * unless the rule sets allow_raw, and closed when approvald cannot say.
- * CKR_OK lets the caller forward.
- */
 /* What a key-taking function answers for a handle whose class could not be
  * read: the key's error code for a handle that names nothing. */
 static CK_RV key_rv(CK_RV rv)
@@ -230,21 +402,8 @@ static CK_RV key_rv(CK_RV rv)
 	return rv == CKR_OBJECT_HANDLE_INVALID ? CKR_KEY_HANDLE_INVALID : rv;
 }
 
-static CK_RV gate_transform(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
-{
-	struct p11g_keyid kid;
-	struct p11g_key_policy pol;
-	CK_SLOT_ID slot;
-
-	if (!private_key_policy(h, key, &kid, &pol, &slot))
-		return key_rv(pol.class_rv);
-	if (pol.guard == P11G_UNGUARDED || (pol.guard == P11G_GUARDED && pol.allow_raw))
-		return CKR_OK;
-	refuse_path(what, &kid, &pol, "its rule does not set allow_raw");
-	return CKR_KEY_FUNCTION_NOT_PERMITTED;
-}
-
-/* Closed for guarded keys whatever the rule says. */
+/* Closed for guarded keys whatever the rule says, and closed when approvald cannot say.
+ * CKR_OK lets the caller forward. */
 static CK_RV gate_always(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
                          const char *why)
 {
@@ -258,6 +417,20 @@ static CK_RV gate_always(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE
 		return CKR_OK;
 	refuse_path(what, &kid, &pol, why);
 	return CKR_KEY_FUNCTION_NOT_PERMITTED;
+}
+
+/*
+ * A private-key operation other than C_Sign/C_SignFinal (decrypt, unwrap, derive, raw
+ * encrypt or verify-recover with a private key).  A raw RSA private-key operation *is* a
+ * signature whatever function it comes through, and a padding-checked decryption leaks
+ * one (Bleichenbacher), so none of them is open for a guarded key: allow_raw lets raw
+ * mechanisms through C_Sign, one approved use each, never around it.
+ */
+static CK_RV gate_transform(const char *what, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
+{
+	return key_rv(gate_always(what, h, key,
+	                          "a private-key operation on a guarded key is signed only through "
+	                          "C_Sign or C_SignFinal, one approved use each"));
 }
 
 /* ---- ending a refused operation ------------------------------------------- */

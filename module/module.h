@@ -162,6 +162,17 @@ int p11g_digest_oneshot(const struct p11g_mech_info *mech, const unsigned char *
  * NULL when data is not a DigestInfo of sha1/224/256/384/512. */
 const char *p11g_digestinfo_parse(const unsigned char *data, size_t len, size_t *ret_offset);
 
+/* A public key as a token holds it: a SubjectPublicKeyInfo (CKA_PUBLIC_KEY_INFO), or RSA's
+ * modulus and exponent, or EC/EdDSA parameters (CKA_EC_PARAMS) and point (CKA_EC_POINT).
+ * Lengths 0 where absent. */
+struct p11g_pubkey_parts {
+	const unsigned char *spki, *modulus, *exponent, *params, *point;
+	size_t spki_len, modulus_len, exponent_len, params_len, point_len;
+};
+/* SHA-256 of the key's DER SubjectPublicKeyInfo, lowercase hex, into ret.  -ENOENT when the
+ * parts do not make a key, -ENOMEM. */
+int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65]);
+
 /* ---- sessions (sessions.c) ----------------------------------------------- */
 
 /* A guarded (or not yet known) signing operation the real module has active. */

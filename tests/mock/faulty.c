@@ -1,0 +1,169 @@
+/* A fault-injecting PKCS#11 module: forwards to a real one and fails the calls a test names. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+/*
+ * Environment:
+ *   P11G_FAULT_MODULE  the real module (required)
+ *   P11G_FAULT         comma-separated faults, each failing once with CKR_DEVICE_ERROR:
+ *                        C_GetTokenInfo          the next C_GetTokenInfo
+ *                        CKA_LABEL, CKA_ID, CKA_KEY_TYPE, CKA_EC_PARAMS
+ *                                                the next C_GetAttributeValue asking for it
+ *                        C_FindObjectsInit       the next one
+ *                      "NAME%P" instead fails each such call with probability P percent,
+ *                      for as long as the process lives.
+ *   P11G_FAULT_ARM     "find" (default): faults arm after the process's first
+ *                      C_FindObjectsFinal, so the client's own lookup of its key goes
+ *                      through and the gate's reads at C_SignInit meet the fault;
+ *                      "now": armed from the start.
+ *   P11G_FAULT_LOG     file: one line per fault injected ("NAME pid").
+ */
+
+#define EXPORT __attribute__((visibility("default")))
+
+struct fault {
+	char name[32];
+	CK_ATTRIBUTE_TYPE attr; /* for attribute faults; -1 otherwise */
+	int percent;            /* 0: once */
+	bool spent;
+};
+
+static CK_FUNCTION_LIST_PTR real;
+static CK_FUNCTION_LIST list;
+static struct fault faults[16];
+static size_t nfaults;
+static bool armed;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned seed;
+
+static const struct {
+	const char *name;
+	CK_ATTRIBUTE_TYPE type;
+} attrs[] = {{"CKA_LABEL", CKA_LABEL},
+             {"CKA_ID", CKA_ID},
+             {"CKA_KEY_TYPE", CKA_KEY_TYPE},
+             {"CKA_EC_PARAMS", CKA_EC_PARAMS},
+             {"CKA_CLASS", CKA_CLASS}};
+
+static void parse(void)
+{
+	const char *spec = getenv("P11G_FAULT");
+	const char *arm = getenv("P11G_FAULT_ARM");
+	char buf[512], *save = NULL;
+
+	armed = arm && !strcmp(arm, "now");
+	seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+	if (!spec)
+		return;
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (char *t = strtok_r(buf, ",", &save); t && nfaults < 16;
+	     t = strtok_r(NULL, ",", &save)) {
+		struct fault *f = &faults[nfaults++];
+		char *pct = strchr(t, '%');
+		if (pct) {
+			*pct = '\0';
+			f->percent = atoi(pct + 1);
+		}
+		snprintf(f->name, sizeof(f->name), "%s", t);
+		f->attr = (CK_ATTRIBUTE_TYPE)-1;
+		for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
+			if (!strcmp(t, attrs[i].name))
+				f->attr = attrs[i].type;
+	}
+}
+
+static void logfault(const char *name)
+{
+	const char *path = getenv("P11G_FAULT_LOG");
+	FILE *f;
+	if (!path || !(f = fopen(path, "ae")))
+		return;
+	fprintf(f, "%s %d\n", name, (int)getpid());
+	fclose(f);
+}
+
+/* Whether this call fails: a fault named name (or asking for attribute attr) is due. */
+static bool due(const char *name, CK_ATTRIBUTE_TYPE attr)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; armed && i < nfaults && !hit; i++) {
+		struct fault *f = &faults[i];
+		bool match = name ? !strcmp(f->name, name) : f->attr == attr;
+		if (!match || (f->spent && !f->percent))
+			continue;
+		if (f->percent ? (int)(rand_r(&seed) % 100) < f->percent : true) {
+			f->spent = true;
+			hit = true;
+			logfault(f->name);
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return hit;
+}
+
+static CK_RV f_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+	if (due("C_GetTokenInfo", 0))
+		return CKR_DEVICE_ERROR;
+	return real->C_GetTokenInfo(slot, info);
+}
+
+static CK_RV f_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
+                                 CK_ULONG n)
+{
+	for (CK_ULONG i = 0; t && i < n; i++)
+		if (due(NULL, t[i].type))
+			return CKR_DEVICE_ERROR;
+	return real->C_GetAttributeValue(h, o, t, n);
+}
+
+static CK_RV f_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
+{
+	if (due("C_FindObjectsInit", 0))
+		return CKR_DEVICE_ERROR;
+	return real->C_FindObjectsInit(h, t, n);
+}
+
+static CK_RV f_FindObjectsFinal(CK_SESSION_HANDLE h)
+{
+	CK_RV rv = real->C_FindObjectsFinal(h);
+	pthread_mutex_lock(&lock);
+	armed = true;
+	pthread_mutex_unlock(&lock);
+	return rv;
+}
+
+EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ret)
+{
+	const char *path = getenv("P11G_FAULT_MODULE");
+	CK_C_GetFunctionList get;
+	void *dl;
+
+	if (!ret)
+		return CKR_ARGUMENTS_BAD;
+	if (!real) {
+		if (!path || !(dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) ||
+		    !(get = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) ||
+		    get(&real) != CKR_OK)
+			return CKR_GENERAL_ERROR;
+		list = *real;
+		list.C_GetFunctionList = C_GetFunctionList;
+		list.C_GetTokenInfo = f_GetTokenInfo;
+		list.C_GetAttributeValue = f_GetAttributeValue;
+		list.C_FindObjectsInit = f_FindObjectsInit;
+		list.C_FindObjectsFinal = f_FindObjectsFinal;
+		parse();
+	}
+	*ret = &list;
+	return CKR_OK;
+}
