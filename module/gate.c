@@ -1,4 +1,5 @@
 /* The hooks: a guarded key signs only once approvald says yes; its other private paths close. */
+#include "module/gate_host.h"
 #include "module/module.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -46,8 +47,9 @@ static CK_RV read_attr(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_T
 }
 
 /*
- * The objects of class cls on the session's token that carry exactly this label and id:
- * whether obj is one of them, another one (CK_INVALID_HANDLE when none) and how many.
+ * The objects of class cls on the session's token that carry this label and this id (either
+ * left out of the search when NULL): whether obj is one of them, another one
+ * (CK_INVALID_HANDLE when none) and how many.
  * Searching the session's own token is what shows that a handle belongs to it (SoftHSMv2's
  * handles are global across tokens).  A session busy with the caller's own search is not
  * disturbed: the search then runs in a session of our own on the same slot.
@@ -62,23 +64,26 @@ static CK_RV find_same_name(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HAND
                             CK_OBJECT_CLASS cls, const unsigned char *label, size_t label_len,
                             const unsigned char *id, size_t id_len, struct same_name *ret)
 {
-	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
-	                    {CKA_LABEL, (void *)label, label_len},
-	                    {CKA_ID, (void *)id, id_len}};
+	CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}};
+	CK_ULONG nt = 1;
 	CK_SESSION_HANDLE fs = h, own = CK_INVALID_HANDLE;
 	CK_OBJECT_HANDLE found[32];
 	CK_ULONG n;
 	CK_RV rv;
 
+	if (label)
+		t[nt++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, label_len};
+	if (id)
+		t[nt++] = (CK_ATTRIBUTE){CKA_ID, (void *)id, id_len};
 	memset(ret, 0, sizeof(*ret));
 	ret->other = CK_INVALID_HANDLE;
-	rv = R.C_FindObjectsInit(fs, t, P11G_ARRAY_SIZE(t));
+	rv = R.C_FindObjectsInit(fs, t, nt);
 	if (rv == CKR_OPERATION_ACTIVE) {
 		rv = R.C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &own);
 		if (rv != CKR_OK)
 			return rv;
 		fs = own;
-		rv = R.C_FindObjectsInit(fs, t, P11G_ARRAY_SIZE(t));
+		rv = R.C_FindObjectsInit(fs, t, nt);
 	}
 	if (rv == CKR_OK) {
 		do {
@@ -132,9 +137,9 @@ static CK_RV object_fingerprint(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, char 
 /*
  * Reads everything that names the private key obj of the session's token, into kid (token,
  * label, id, key type, fingerprint) and twin (another private key of that token with the
- * same label and id, or CK_INVALID_HANDLE).  Any failed read fails the whole identity: a
- * key is judged by all of its name or not at all.  CKR_OBJECT_HANDLE_INVALID when obj is
- * no object of the session's token.
+ * same non-empty label or the same non-empty id, or CK_INVALID_HANDLE).  Any failed read fails the
+ * whole identity: a key is judged by all of its name or not at all.  CKR_OBJECT_HANDLE_INVALID when
+ * obj is no object of the session's token.
  */
 static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDLE obj,
                            struct p11g_keyid *kid, CK_OBJECT_HANDLE *twin, const char **what)
@@ -174,20 +179,31 @@ static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDL
 	if (id)
 		memcpy(kid->id, id, kid->id_len);
 	kid->key_type = kt;
+	/* A search by its label finds it if it is an object of this token.  Another private key
+	 * carrying its label or its id would answer to the URIs that name this one: a twin. */
+	static const unsigned char none[1];
 	*what = "a search of the session's token";
-	if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, label, label_len, id, id_len,
-	                         &priv)) != CKR_OK)
+	if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, label ? label : none, label_len,
+	                         NULL, 0, &priv)) != CKR_OK)
 		return rv;
 	if (!priv.has_obj)
 		return CKR_OBJECT_HANDLE_INVALID;
-	*twin = priv.other;
+	if (label_len)
+		*twin = priv.other;
+	if (id_len && *twin == CK_INVALID_HANDLE) {
+		if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, NULL, 0, id, id_len,
+		                         &priv)) != CKR_OK)
+			return rv;
+		*twin = priv.other;
+	}
 	*what = "the key's public key";
 	if ((rv = object_fingerprint(h, obj, kid->fingerprint)) != CKR_OK)
 		return rv;
 	if (!kid->fingerprint[0]) {
 		/* The public key object of the same name, when there is exactly one. */
-		if ((rv = find_same_name(h, slot, CK_INVALID_HANDLE, CKO_PUBLIC_KEY, label,
-		                         label_len, id, id_len, &pub)) != CKR_OK)
+		if ((rv = find_same_name(h, slot, CK_INVALID_HANDLE, CKO_PUBLIC_KEY,
+		                         label ? label : none, label_len, id ? id : none, id_len,
+		                         &pub)) != CKR_OK)
 			return rv;
 		if (pub.count == 1 &&
 		    (rv = object_fingerprint(h, pub.other, kid->fingerprint)) != CKR_OK)
@@ -356,11 +372,11 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	}
 	p11g_client_key(kid, pol);
 	if (twin != CK_INVALID_HANDLE && pol->guard != P11G_UNGUARDED) {
-		p11g_refusal("%s refused: two private keys of the token carry this name (handles "
-		             "%lu and %lu); p11gate uses neither until one is removed or renamed "
-		             "through the real module",
-		             uri_of(kid, uri, sizeof(uri)), (unsigned long)obj,
-		             (unsigned long)twin);
+		p11g_refusal(
+		    "%s refused: two private keys of the token answer to its name (handles "
+		    "%lu and %lu share its label or its id); p11gate uses neither until one "
+		    "is removed or renamed through the real module",
+		    uri_of(kid, uri, sizeof(uri)), (unsigned long)obj, (unsigned long)twin);
 		pol->class_rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
 		return false;
 	}
@@ -866,6 +882,9 @@ CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 {
 	P11G_ENTER();
 	CK_RV rv = gate_transform("unwrapping with", hSession, hUnwrappingKey);
+	if (rv == CKR_OK)
+		rv = p11g_object_admin_check("C_UnwrapKey", hSession, CK_INVALID_HANDLE, pTemplate,
+		                             ulAttributeCount);
 	if (rv != CKR_OK)
 		return rv;
 	return R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen,
@@ -878,6 +897,9 @@ CK_RV hook_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 {
 	P11G_ENTER();
 	CK_RV rv = gate_transform("deriving from", hSession, hBaseKey);
+	if (rv == CKR_OK)
+		rv = p11g_object_admin_check("C_DeriveKey", hSession, CK_INVALID_HANDLE, pTemplate,
+		                             ulAttributeCount);
 	if (rv != CKR_OK)
 		return rv;
 	return R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey);
@@ -903,6 +925,9 @@ CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
 	P11G_ENTER();
 	CK_RV rv = gate_always("changing attributes of", hSession, hObject,
 	                       "a new label or id would take the key out of its rule");
+	if (rv == CKR_OK)
+		rv = p11g_object_admin_check("C_SetAttributeValue", hSession, hObject, pTemplate,
+		                             ulCount);
 	if (rv != CKR_OK)
 		return rv;
 	rv = R.C_SetAttributeValue(hSession, hObject, pTemplate, ulCount);
@@ -916,7 +941,10 @@ CK_RV hook_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 	struct p11g_keyid kid;
 	struct p11g_key_policy pol;
 	CK_SLOT_ID slot;
+	CK_RV rv = p11g_object_admin_check("C_DestroyObject", hSession, hObject, NULL, 0);
 
+	if (rv != CKR_OK)
+		return rv;
 	/* Deleting a guarded key is not a signature, but with approvald
 	 * holding the token (where every client may connect) it would be
 	 * anyone's to do: administer guarded keys through the real module. */
@@ -929,7 +957,7 @@ CK_RV hook_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 		    "a guarded key is deleted through the real module, not through the gate");
 		return CKR_ACTION_PROHIBITED;
 	}
-	CK_RV rv = R.C_DestroyObject(hSession, hObject);
+	rv = R.C_DestroyObject(hSession, hObject);
 	id_cache_forget(hObject);
 	return rv;
 }
@@ -941,6 +969,8 @@ CK_RV hook_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 	P11G_ENTER();
 	CK_RV rv =
 	    gate_always("copying", hSession, hObject, "a copy would be a key outside its rule");
+	if (rv == CKR_OK)
+		rv = p11g_object_admin_check("C_CopyObject", hSession, hObject, pTemplate, ulCount);
 	if (rv != CKR_OK)
 		return rv;
 	return R.C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject);

@@ -446,8 +446,11 @@ def test_bypasses_refused_on_guarded_key(token, start_daemon):
 
 
 def test_unguarded_key_behaves_as_softhsm(token, start_daemon):
+    # isolated: the client (root) manages token objects only as one of pkcs11_object_admins
+    # (test_sec_daemon.py has the refusals for everyone else)
+    admins = {} if token.mode == "local" else {"pkcs11_object_admins": "uid:0"}
     d = token.start(start_daemon, {"default": "allow", "rules": [
-        rule("ec-only", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2)]})
+        rule("ec-only", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2)]}, **admins)
     env = token.gate_env(d)
     wrap = "CKM_AES_KEY_WRAP_PAD" if token.mode == "local" else "CKM_AES_ECB"
     gated = token.pk11("bypass", env, label="rsa", wrap_mech=wrap)["results"]

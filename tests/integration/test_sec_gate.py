@@ -253,13 +253,15 @@ for label, mech, data in (("ec", "CKM_ECDSA", bytes.fromhex(a["digest"])),
         assert recs[label]["key_fingerprint"] == hashlib.sha256(spki(token, label)).hexdigest()
 
 
+@pytest.mark.parametrize("decoy", [("ec", "02"), ("ec", "0a"), ("ec-2", "02")])
 def test_two_private_keys_under_one_guarded_name_sign_with_neither(token, start_daemon,
-                                                                    accounts):
+                                                                    accounts, decoy):
     """A decoy generated with the guarded key's label and id was charged to the real
-    operation with records identical to the real key's."""
+    operation with records identical to the real key's.  A key sharing only the label, or
+    only the id, answers to URIs that name the guarded key by that alone: a twin too."""
     # the decoy, made through the real module (what a client with token access could do)
     sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin", PIN,
-        "--keypairgen", "--key-type", "EC:prime256v1", "--label", "ec", "--id", "02"],
+        "--keypairgen", "--key-type", "EC:prime256v1", "--label", decoy[0], "--id", decoy[1]],
        token.env)
     d = token.start(start_daemon, guarded())
     op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 5))
@@ -268,13 +270,15 @@ def test_two_private_keys_under_one_guarded_name_sign_with_neither(token, start_
     body = r'''
 h = m.open(a["token"], a["pin"])
 out["keys"] = [sign(h, k, "CKM_ECDSA", bytes.fromhex(a["digest"]))
-               for k in find_all(h, pk11.CKO_PRIVATE_KEY, "ec")]
+               for k in find_all(h, pk11.CKO_PRIVATE_KEY, "ec") +
+                        find_all(h, pk11.CKO_PRIVATE_KEY, "ec-2")]
 '''
     out = client(token, token.gate_env(d), body, token=TOKEN, pin=PIN, digest=DIGEST.hex())
     assert len(out["keys"]) == 2
     for r in out["keys"]:
         assert r == {"init": "CKR_KEY_FUNCTION_NOT_PERMITTED"}, out
-    lines = [ln for ln in token.refusals(out["stderr"]) if "two private keys" in ln]
+    lines = [ln for ln in token.refusals(out["stderr"])
+             if "two private keys" in ln and "share its label or its id" in ln]
     assert lines, token.refusals(out["stderr"])
     assert d.show(op)["keys"][0]["used"] == 0
 
