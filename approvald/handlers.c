@@ -2,6 +2,7 @@
 #include <inttypes.h>
 
 #include "approvald/daemon.h"
+#include "approvald/textsafe.h"
 #include "p11gate/mech.h"
 #include "p11gate/wire.h"
 
@@ -27,6 +28,87 @@ static int check_members(const json_t *req, const char *const *allowed, p11g_err
 			                    name);
 	}
 	return 0;
+}
+
+/*
+ * Text a person will read enters through the client verbs (description, context, key URIs,
+ * reasons, ...): no string of such a request, member names included, may hold a character
+ * textsafe.h refuses, whatever member it is in, so that nothing stored or echoed back can
+ * drive an approver's terminal.  The module's verbs (key, use) are not checked: the key
+ * labels they carry come from the token, are never stored raw (audit records name keys by
+ * percent-encoded URI) and are escaped on output instead.
+ */
+#define TEXT_PATH_MAX 200
+
+static int text_refused(const char *path, bool name, uint32_t cp, p11g_err *err)
+{
+	if (cp & P11G_TEXT_NOT_UTF8)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s\"%s\" holds %s (0x%02X)",
+		                    name ? "the member name " : "", path, p11g_text_kind(cp),
+		                    (unsigned)(cp & 0xff));
+	return p11g_err_set(err, P11G_E_BAD_REQUEST,
+	                    "%s\"%s\" holds U+%04X, %s, which text for people may not hold",
+	                    name ? "the member name " : "", path, (unsigned)cp, p11g_text_kind(cp));
+}
+
+/* Appends the escaped name (object member) or [index] to path, which holds len bytes. */
+static size_t path_append(char *path, size_t len, const char *name, size_t name_len, size_t index)
+{
+	if (len >= TEXT_PATH_MAX - 1)
+		return len;
+	if (!name)
+		snprintf(path + len, TEXT_PATH_MAX - len, "[%zu]", index);
+	else {
+		if (len)
+			path[len++] = '.';
+		p11g_text_escape(path + len, TEXT_PATH_MAX - len, name, name_len);
+	}
+	return strlen(path);
+}
+
+static int check_text_at(const json_t *j, char *path, size_t len, p11g_err *err)
+{
+	const char *name;
+	size_t name_len, i;
+	json_t *v;
+	uint32_t cp;
+
+	switch (json_typeof(j)) {
+	case JSON_STRING:
+		if (p11g_text_find(json_string_value(j), json_string_length(j), &cp) >= 0)
+			return text_refused(path, false, cp, err);
+		return 0;
+	case JSON_OBJECT:
+		json_object_keylen_foreach((json_t *)j, name, name_len, v)
+		{
+			size_t l = path_append(path, len, name, name_len, 0);
+			if (p11g_text_find(name, name_len, &cp) >= 0)
+				return text_refused(path, true, cp, err);
+			if (check_text_at(v, path, l, err) < 0)
+				return -1;
+			path[len] = '\0';
+		}
+		return 0;
+	case JSON_ARRAY:
+		json_array_foreach(j, i, v)
+		{
+			path_append(path, len, NULL, 0, i);
+			if (check_text_at(v, path, strlen(path), err) < 0)
+				return -1;
+			path[len] = '\0';
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Every string of req (a client verb's request) and every member name holds text a person
+ * may see; a refused character is bad_request naming the member, escaped. */
+static int check_text(const json_t *req, p11g_err *err)
+{
+	char path[TEXT_PATH_MAX] = "";
+	return check_text_at(req, path, 0, err);
 }
 
 static int get_id(const json_t *req, const char *name, bool required, uint64_t *ret, p11g_err *err)
@@ -91,7 +173,7 @@ static int h_request(void *app, const struct p11g_ident *caller, const json_t *r
 	                                      "digests", "for",   "oci",         NULL};
 	json_t *op;
 	(void)wait;
-	if (check_members(req, allowed, err) < 0 ||
+	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
 	    p11g_ops_request(ops_of(app), caller, req, &op, err) < 0)
 		return -1;
 	*ret = json_pack("{s:O, s:O, s:o}", "id", json_object_get(op, "id"), "state",
@@ -117,7 +199,8 @@ static int id_verb(enum id_verb v, void *app, const struct p11g_ident *caller, c
 	json_t *op;
 	int r;
 
-	if (check_members(req, reason_ok ? with_reason : id_only, err) < 0 ||
+	if (check_text(req, err) < 0 ||
+	    check_members(req, reason_ok ? with_reason : id_only, err) < 0 ||
 	    get_id(req, "id", true, &id, err) < 0 ||
 	    (reason_ok && get_str(req, "reason", v == V_REJECT, REASON_MAX, &reason, err) < 0))
 		return -1;
@@ -169,7 +252,7 @@ static int h_list(void *app, const struct p11g_ident *caller, const json_t *req,
 	struct p11g_list_args a = {0};
 	const json_t *all = json_object_get(req, "all");
 	(void)wait;
-	if (check_members(req, allowed, err) < 0 ||
+	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
 	    get_str(req, "state", false, 16, &a.state, err) < 0 ||
 	    get_uint(req, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &a.limit, err) < 0 ||
 	    get_id(req, "after", false, &a.after, err) < 0)
@@ -197,7 +280,7 @@ static int h_status(void *app, const struct p11g_ident *caller, const json_t *re
 {
 	static const char *const allowed[] = {NULL};
 	(void)wait;
-	if (check_members(req, allowed, err) < 0)
+	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0)
 		return -1;
 	return p11g_ops_status(ops_of(app), caller, ret, err);
 }
@@ -209,7 +292,8 @@ static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req
 	uint64_t since;
 	unsigned limit;
 	(void)wait;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "since", false, &since, err) < 0 ||
+	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
+	    get_id(req, "since", false, &since, err) < 0 ||
 	    get_uint(req, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX, &limit, err) < 0)
 		return -1;
 	return p11g_ops_audit(ops_of(app), caller, since, limit ? limit : AUDIT_LIMIT_DEFAULT, ret,
@@ -221,7 +305,7 @@ static int h_verify(void *app, const struct p11g_ident *caller, const json_t *re
 {
 	static const char *const allowed[] = {NULL};
 	(void)wait;
-	if (check_members(req, allowed, err) < 0)
+	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0)
 		return -1;
 	return p11g_ops_verify(ops_of(app), caller, ret, err);
 }
@@ -281,7 +365,8 @@ static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req,
 	uint64_t id;
 	unsigned timeout;
 	json_t *op;
-	if (check_members(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
+	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
+	    get_id(req, "id", true, &id, err) < 0 ||
 	    get_uint(req, "timeout", 60, WAIT_MAX, &timeout, err) < 0 ||
 	    p11g_ops_show(ops_of(app), caller, id, &op, err) < 0)
 		return -1;
