@@ -6,6 +6,7 @@
 
 #include "approvald/cli.h"
 #include "approvald/local.h"
+#include "approvald/textsafe.h"
 #include "p11gate/wire.h"
 
 #define CALL_TIMEOUT_MS 30000
@@ -36,9 +37,26 @@ static int bad_option(const char *verb, char **argv)
 	return usage_error(verb, "unknown option '%s'", opt);
 }
 
+/*
+ * Every text from the daemon, its store or a token is shown through these: stores and
+ * tokens may hold what requests may no longer carry (textsafe.h), and a person's terminal
+ * must show it, not obey it.
+ */
+static json_t *shown(const json_t *j)
+{
+	json_t *e = j ? p11g_text_escape_json(j) : json_object();
+	if (!e)
+		fputs("approvald: out of memory\n", stderr);
+	return e;
+}
+
 static int report(const p11g_err *err)
 {
-	fprintf(stderr, "approvald: %s (%s)\n", err->msg, err->code ? err->code : "error");
+	char msg[4 * sizeof(err->msg)], code[64];
+	p11g_text_escape(msg, sizeof(msg), err->msg, strnlen(err->msg, sizeof(err->msg)));
+	p11g_text_escape(code, sizeof(code), err->code ? err->code : "error",
+	                 err->code ? strlen(err->code) : 5);
+	fprintf(stderr, "approvald: %s (%s)\n", msg, code);
 	if (err->code && !strcmp(err->code, P11G_E_UNAVAILABLE))
 		return EXIT_UNREACHABLE;
 	return EXIT_REFUSED;
@@ -68,13 +86,15 @@ static bool parse_id(const char *s, uint64_t *ret)
 	return true;
 }
 
+/* jansson escapes C0 controls; DEL, C1 and bidirectional formatting are escaped here. */
 static void print_json(const json_t *j, size_t flags)
 {
-	char *s = json_dumps(j, flags | JSON_ENCODE_ANY);
-	if (s) {
-		puts(s);
-		free(s);
-	}
+	_cleanup_free_ char *s = json_dumps(j, flags | JSON_ENCODE_ANY);
+	_cleanup_free_ char *safe = s ? p11g_text_json_safe(s) : NULL;
+	if (safe)
+		puts(safe);
+	else
+		fputs("approvald: out of memory\n", stderr);
 }
 
 /* ---- formatting --------------------------------------------------------- */
@@ -143,12 +163,16 @@ static void pager_close(FILE *f)
 		pclose(f);
 }
 
-static void print_op(FILE *f, const json_t *op)
+/* -1 (nothing printed) when out of memory. */
+static int print_op(FILE *f, const json_t *raw)
 {
 	char who[128], t1[40], t2[40];
 	const json_t *k, *a, *d;
 	size_t i;
+	_cleanup_json_ json_t *op = shown(raw);
 
+	if (!op)
+		return -1;
 	fprintf(f, "operation %lld: %s", (long long)num(op, "id"), str(op, "state"));
 	if (*str(op, "needs"))
 		fprintf(f, " (%s)", str(op, "needs"));
@@ -195,12 +219,14 @@ static void print_op(FILE *f, const json_t *op)
 		fprintf(f, "  %s: by %s at %s: %s\n", i ? "revoked" : "rejected", who, t1,
 		        str(e, "reason"));
 	}
+	return 0;
 }
 
-static void print_op_table(FILE *f, const json_t *ops)
+static void print_op_table(FILE *f, const json_t *raw)
 {
 	size_t i, j;
 	const json_t *op, *k;
+	_cleanup_json_ json_t *ops = shown(raw);
 	fprintf(f, "%-6s %-9s %-16s %-40s %-10s %s\n", "ID", "STATE", "ORDERER", "KEYS (used/uses)",
 	        "EXPIRES", "DESCRIPTION");
 	json_array_foreach(ops, i, op)
@@ -251,7 +277,8 @@ static int wait_decision(uint64_t id, long seconds)
 		              &res, -1);
 		if (rc)
 			return rc;
-		const char *state = str(json_object_get(res, "operation"), "state");
+		_cleanup_json_ json_t *op = shown(json_object_get(res, "operation"));
+		const char *state = str(op, "state");
 		if (!strcmp(state, "approved")) {
 			fprintf(stderr, "approvald: operation %" PRIu64 " approved\n", id);
 			return 0;
@@ -368,8 +395,10 @@ static int cmd_request(int argc, char **argv)
 	else
 		printf("%" PRIu64 "\n", id);
 	fflush(stdout);
-	if (!json && isatty(STDERR_FILENO))
-		fprintf(stderr, "approvald: operation %" PRIu64 " is %s\n", id, str(res, "state"));
+	if (!json && isatty(STDERR_FILENO)) {
+		_cleanup_json_ json_t *e = shown(res);
+		fprintf(stderr, "approvald: operation %" PRIu64 " is %s\n", id, str(e, "state"));
+	}
 	bool pending = !strcmp(str(res, "state"), "pending");
 	json_decref(res);
 	if (wait && pending)
@@ -537,12 +566,13 @@ static int id_verb_run(const struct id_verb *v, int argc, char **argv)
 		return r < 0 ? 0 : r;
 
 	if (v == &v_approve && !yes) {
-		_cleanup_json_ json_t *shown = NULL;
+		_cleanup_json_ json_t *cur = NULL;
 		int rc =
-		    call("show", json_pack("{s:I}", "id", (json_int_t)id), &shown, CALL_TIMEOUT_MS);
+		    call("show", json_pack("{s:I}", "id", (json_int_t)id), &cur, CALL_TIMEOUT_MS);
 		if (rc)
 			return rc;
-		print_op(stdout, json_object_get(shown, "operation"));
+		if (print_op(stdout, json_object_get(cur, "operation")) < 0)
+			return EXIT_REFUSED;
 		FILE *tty = fopen("/dev/tty", "re");
 		if (!tty) {
 			fprintf(stderr,
@@ -569,14 +599,16 @@ static int id_verb_run(const struct id_verb *v, int argc, char **argv)
 	if (rc)
 		return rc;
 	const json_t *op = json_object_get(res, "operation");
-	if (json)
+	if (json) {
 		print_json(op, JSON_INDENT(2));
-	else if (v == &v_show)
-		print_op(stdout, op);
-	else
-		printf("operation %" PRIu64 " is %s%s%s%s\n", id, str(op, "state"),
-		       *str(op, "needs") ? " (" : "", str(op, "needs"),
-		       *str(op, "needs") ? ")" : "");
+	} else if (v == &v_show) {
+		if (print_op(stdout, op) < 0)
+			return EXIT_REFUSED;
+	} else {
+		_cleanup_json_ json_t *e = shown(op);
+		printf("operation %" PRIu64 " is %s%s%s%s\n", id, str(e, "state"),
+		       *str(e, "needs") ? " (" : "", str(e, "needs"), *str(e, "needs") ? ")" : "");
+	}
 	return 0;
 }
 
@@ -634,14 +666,17 @@ static int cmd_status(int argc, char **argv)
 	int r = simple_opts("status", "Usage: approvald status [--json]\n", argc, argv, &json);
 	if (r)
 		return r < 0 ? 0 : r;
-	_cleanup_json_ json_t *res = NULL;
-	int rc = call("status", NULL, &res, CALL_TIMEOUT_MS);
+	_cleanup_json_ json_t *raw = NULL;
+	int rc = call("status", NULL, &raw, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
 	if (json) {
-		print_json(res, JSON_INDENT(2));
+		print_json(raw, JSON_INDENT(2));
 		return 0;
 	}
+	_cleanup_json_ json_t *res = shown(raw);
+	if (!res)
+		return EXIT_REFUSED;
 	const json_t *pol = json_object_get(res, "policy");
 	printf("pending:          %lld (%lld waiting for you)\n", (long long)num(res, "pending"),
 	       (long long)num(res, "pending_for_you"));
@@ -654,9 +689,12 @@ static int cmd_status(int argc, char **argv)
 
 /* ---- audit ---------------------------------------------------------------- */
 
-static void print_audit_row(const json_t *r)
+static void print_audit_row(const json_t *raw)
 {
 	char t[40], who[96] = "";
+	_cleanup_json_ json_t *r = shown(raw);
+	if (!r)
+		return;
 	const json_t *actor = json_object_get(r, "actor");
 	fmt_time(num(r, "time"), t, sizeof(t));
 	if (actor)

@@ -1,6 +1,15 @@
 /* The local verbs in approvald-local: the daemon, policy check, the offline audit (local.h). */
 #include "approvald/cli.h"
 #include "approvald/daemon.h"
+#include "approvald/textsafe.h"
+
+/* A message that may quote a file's text (a config line, a policy's strings): escaped, so a
+ * file under review cannot drive the terminal of whoever checks it. */
+static void print_message(const char *prefix, const char *msg)
+{
+	_cleanup_free_ char *e = msg ? p11g_text_escaped(msg, strlen(msg)) : NULL;
+	fprintf(stderr, "%s%s\n", prefix, e ? e : "out of memory");
+}
 
 void p11g_local_init(int argc, char **argv)
 {
@@ -16,7 +25,7 @@ int p11g_local_serve(const char *config, const char *state_dir, const char *sock
 
 	p11g_daemon_config_init(&cfg);
 	if (config && p11g_daemon_config_load(config, &cfg, &err) < 0) {
-		fprintf(stderr, "approvald: %s\n", err.msg);
+		print_message("approvald: ", err.msg);
 		p11g_daemon_config_clear(&cfg);
 		return EXIT_USAGE;
 	}
@@ -37,7 +46,7 @@ int p11g_local_policy_check(const char *path)
 	struct p11g_policy *p = NULL;
 	char *msg = NULL;
 	if (p11g_policy_load(path, &p, &msg) < 0) {
-		fprintf(stderr, "%s\n", msg ? msg : "out of memory");
+		print_message("", msg);
 		free(msg);
 		return EXIT_REFUSED;
 	}
