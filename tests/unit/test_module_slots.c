@@ -1055,21 +1055,30 @@ static void test_closed_paths(void **state)
 	assert_int_equal(fake_count(&fk.n_use), 0);
 	assert_int_equal(f->C_CloseSession(s), CKR_OK);
 
-	/* allow_raw opens decryption, never export or relabelling */
+	/* allow_raw opens no private-key transform of a guarded key (a raw RSA
+	 * decryption is a signature), nor export or relabelling */
 	fake_set(false, true, true, USE_GRANT, NULL);
 	s = open_session();
 	assert_int_equal(f->C_EncryptInit(s, &pkcs, k.r_pub), CKR_OK);
 	assert_int_equal(f->C_Encrypt(s, in, sizeof(in), ct, &ctlen), CKR_OK);
+	capture_begin();
+	assert_int_equal(f->C_DecryptInit(s, &pkcs, k.r_priv), CKR_KEY_FUNCTION_NOT_PERMITTED);
+	assert_int_equal(f->C_SetAttributeValue(s, k.r_priv, &lab, 1),
+	                 CKR_KEY_FUNCTION_NOT_PERMITTED);
+	capture_end(err, sizeof(err));
+	assert_int_equal(count_lines(err), 2);
+	assert_int_equal(fake_count(&fk.n_use), 0);
+	/* an unguarded key's attributes are its owner's business */
+	assert_int_equal(f->C_SetAttributeValue(s, k.k_priv, &labk, 1), CKR_OK);
+	assert_int_equal(f->C_CloseSession(s), CKR_OK);
+
+	/* and an unguarded key decrypts */
+	fake_set(false, false, false, USE_GRANT, NULL);
+	s = open_session();
 	assert_int_equal(f->C_DecryptInit(s, &pkcs, k.r_priv), CKR_OK);
 	assert_int_equal(f->C_Decrypt(s, ct, ctlen, pt, &ptlen), CKR_OK);
 	assert_int_equal(ptlen, sizeof(in));
 	assert_memory_equal(pt, in, sizeof(in));
-	capture_begin();
-	assert_int_equal(f->C_SetAttributeValue(s, k.r_priv, &lab, 1),
-	                 CKR_KEY_FUNCTION_NOT_PERMITTED);
-	capture_end(err, sizeof(err));
-	/* an unguarded key's attributes are its owner's business */
-	assert_int_equal(f->C_SetAttributeValue(s, k.k_priv, &labk, 1), CKR_OK);
 	assert_int_equal(f->C_CloseSession(s), CKR_OK);
 }
 
