@@ -50,13 +50,20 @@ static json_t *shown(const json_t *j)
 	return e;
 }
 
-static int report(const p11g_err *err)
+/* The one error line, "approvald: WHAT MESSAGE (CODE)", escaped (an escape is at most four
+ * times the byte it shows). */
+static void print_error(const char *what, const p11g_err *err)
 {
 	char msg[4 * sizeof(err->msg)], code[64];
+	const char *c = err->code ? err->code : "error";
 	p11g_text_escape(msg, sizeof(msg), err->msg, strnlen(err->msg, sizeof(err->msg)));
-	p11g_text_escape(code, sizeof(code), err->code ? err->code : "error",
-	                 err->code ? strlen(err->code) : 5);
-	fprintf(stderr, "approvald: %s (%s)\n", msg, code);
+	p11g_text_escape(code, sizeof(code), c, strlen(c));
+	fprintf(stderr, "approvald: %s%s (%s)\n", what, msg, code);
+}
+
+static int report(const p11g_err *err)
+{
+	print_error("", err);
 	if (err->code && !strcmp(err->code, P11G_E_UNAVAILABLE))
 		return EXIT_UNREACHABLE;
 	return EXIT_REFUSED;
@@ -787,8 +794,7 @@ static int cmd_audit(int argc, char **argv)
 		if (p11g_local_audit(dir, verify, oc.since, offline_visit, &oc, &oc.count, &err) <
 		    0) {
 			if (verify)
-				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
-				        err.code ? err.code : "error");
+				print_error("audit chain broken: ", &err);
 			else
 				report(&err);
 			return EXIT_REFUSED;
@@ -806,8 +812,7 @@ static int cmd_audit(int argc, char **argv)
 		json_decref(req);
 		if (r < 0) {
 			if (err.code && !strcmp(err.code, P11G_E_AUDIT_BROKEN)) {
-				fprintf(stderr, "approvald: audit chain broken: %s (%s)\n", err.msg,
-				        err.code);
+				print_error("audit chain broken: ", &err);
 				return EXIT_REFUSED;
 			}
 			return report(&err);

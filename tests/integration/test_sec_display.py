@@ -516,6 +516,18 @@ def test_error_messages_from_the_daemon_are_escaped(accounts):
                                      "(approved) (forbidden)\n"), p
     finally:
         fake.close()
+    fake = FakeDaemon({"ok": False, "error": {
+        "code": "audit_broken", "message": "record 3\r\x1b[2Kaudit chain intact\x1b[8m"}})
+    try:
+        p = subprocess.run([p11g.APPROVALD, "audit", "--verify", "--socket", fake.sock],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10,
+                           env=dict(p11g.CLEAN_ENV, **TERM_ENV))
+        assert p.returncode == 1, p
+        assert_clean_bytes(p.stderr, "the error line")
+        assert p.stderr.decode() == ("approvald: audit chain broken: record 3\\r\\x1b[2Kaudit "
+                                     "chain intact\\x1b[8m (audit_broken)\n"), p
+    finally:
+        fake.close()
 
 
 def test_status_from_the_daemon_is_escaped(accounts):
