@@ -362,3 +362,36 @@ def test_many_processes_with_failing_reads_sign_no_more_than_approved(token, sta
     granted = [r for r in d.audit() if r["event"] == "use_granted"]
     assert signed <= 5, signed
     assert signed == len(granted) == d.show(op)["keys"][0]["used"], (signed, granted)
+
+
+def test_signing_during_the_clients_own_search_leaves_the_search_alone(token, start_daemon,
+                                                                         accounts):
+    """The gate's search of the token (that the key is the session token's and has no twin)
+    runs beside a search the client has open in the same session, not in place of it, and
+    the answer is SoftHSMv2's own (one operation at a time in a session)."""
+    d = token.start(start_daemon, {"default": "deny", "rules": [
+        rule("all", ["pkcs11:token=%s" % TOKEN], approvals=0)]})
+    body = r'''
+h = m.open(a["token"], a["pin"])
+key = find_all(h, pk11.CKO_PRIVATE_KEY, "ec")[0]
+c = CK_ULONG(pk11.CKO_PRIVATE_KEY)
+t = (Attr * 1)(Attr(pk11.CKA_CLASS, C.cast(C.byref(c), C.c_void_p), C.sizeof(c)))
+out["find_init"] = rvname(m.C_FindObjectsInit(h, t, CK_ULONG(1)))
+objs, n = (CK_ULONG * 1)(), CK_ULONG(0)
+out["first"] = rvname(m.C_FindObjects(h, objs, CK_ULONG(1), C.byref(n)))
+got = [objs[0]] if n.value else []
+out["r"] = sign(h, key, "CKM_ECDSA", bytes.fromhex(a["digest"]))
+while True:
+    rv = m.C_FindObjects(h, objs, CK_ULONG(1), C.byref(n))
+    if rv or not n.value:
+        break
+    got.append(objs[0])
+out["rest"] = rvname(rv)
+out["final"] = rvname(m.C_FindObjectsFinal(h))
+out["found"] = len(got)
+'''
+    out = client(token, token.gate_env(d), body, token=TOKEN, pin=PIN, digest=DIGEST.hex())
+    assert out["find_init"] == out["first"] == out["rest"] == out["final"] == "CKR_OK", out
+    assert out["r"] == {"init": "CKR_OPERATION_ACTIVE"}, out
+    assert out["found"] == 2, out  # the rsa and the ec private key
+    assert token.refusals(out["stderr"]) == []
