@@ -447,6 +447,13 @@ def test_audit_through_a_terminal(start_daemon, term):
     for args in (["audit"], ["show", op]):
         out, _ = raw_out(d, *args)
         assert_clean_bytes(out, " ".join(map(str, args)))
+    # the offline audit of a store directory (approvald-local) alike
+    p = subprocess.run([p11g.APPROVALD, "audit", "--state-dir", d.state], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10, env=dict(p11g.CLEAN_ENV, **TERM_ENV))
+    assert p.returncode == 0, p
+    assert_clean_bytes(p.stdout, "audit --state-dir")
+    assert ("reason=\\r\\x1b[2K\\x1b[1A\\r\\x1b[2K\\x1b[1A\\r\\x1b[2K" + fake.rstrip()
+            + "\\u202e\n").encode() in p.stdout, p
 
 
 def test_json_output_escapes_c1_and_bidi(start_daemon):
