@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import p11g  # noqa: E402
 from test_module_gate import (DIGEST, P11KIT_CLIENT, PIN, SOFTHSM, TOKEN, Token,  # noqa: E402
-                              guarded, sh)
+                              guarded, sanitized, sh)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -165,9 +165,13 @@ class UserDaemon(p11g.Daemon):
         return self
 
 
+SCAN_MAX = 1 << 30  # a sanitizer's shadow and allocator reserve terabytes
+
+
 def regions_with(pid, needle):
     """[(mapping line, VmFlags)] of every mapping of pid whose bytes hold needle (read as root
-    through /proc/PID/mem)."""
+    through /proc/PID/mem), and the mappings too large to read (only a sanitized build has
+    any: its shadow memory and allocator regions)."""
     maps = []
     with open("/proc/%d/smaps" % pid) as f:
         cur = None
@@ -179,19 +183,26 @@ def regions_with(pid, needle):
                 maps.append(cur)
             elif line.startswith("VmFlags:"):
                 cur[4] = line.split(":", 1)[1].strip()
-    found = []
+    found, too_large = [], []
+    chunk = 1 << 24
     with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
         for desc, lo, hi, perms, flags in maps:
             if not perms.startswith("r") or "[vvar]" in desc or "[vsyscall]" in desc:
                 continue
-            try:
-                mem.seek(lo)
-                data = mem.read(hi - lo)
-            except OSError:
+            if hi - lo > SCAN_MAX:
+                too_large.append(desc)
                 continue
-            if needle in data:
-                found.append((desc, flags.split()))
-    return found
+            # chunks that overlap by the needle's length, so none straddles unseen
+            for at in range(lo, hi, chunk):
+                try:
+                    mem.seek(at)
+                    data = mem.read(min(chunk + len(needle), hi - at))
+                except OSError:
+                    break
+                if needle in data:
+                    found.append((desc, flags.split()))
+                    break
+    return found, too_large
 
 
 def host_children(d):
@@ -252,8 +263,9 @@ def test_pin_held_only_in_dontdump_pages_of_non_dumpable_processes(accounts):
         for pid, what in ((d.proc.pid, "approvald"), (kids[0], "its client process")):
             with open("/proc/%d/status" % pid) as f:
                 assert "\nUid:\t%d\t" % uid in f.read(), what
-            hits = regions_with(pid, pin.encode())
+            hits, unread = regions_with(pid, pin.encode())
             assert hits, "%s holds no PIN (it must, to log in): the scan is broken" % what
+            assert sanitized() or not unread, "%s: mappings too large to scan: %s" % (what, unread)
             for desc, flags in hits:
                 if "dd" not in flags:
                     problems.append("%s holds the PIN in a mapping core dumps include: %s (%s)"
