@@ -168,7 +168,8 @@ static bool code_is(const p11g_err *e, const char *code)
  * answer "granted".  A new connection is believed only when the process that
  * listens on it runs as root or as approvald_user; otherwise it is treated
  * as approvald not being reachable (guarded keys cannot sign).  0, or -1
- * with err (unavailable) naming the uid found.
+ * with err (unavailable) naming the uid found.  Hosted, approvald hands the
+ * gate its end of a socket pair: there is nobody else to check.
  */
 static int check_peer(int fd, const char *path, p11g_err *err)
 {
