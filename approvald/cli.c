@@ -888,7 +888,9 @@ static int cmd_policy(int argc, char **argv)
 	"pkcs11_socket (enables it), pkcs11_module, pin_file (mode 0600, approvald's user),\n"     \
 	"pkcs11_token (a label; default every initialised token), pkcs11_socket_mode,\n"           \
 	"pkcs11_wait (seconds), pkcs11_message_max (bytes), pkcs11_env (NAME=VALUE for the\n"      \
-	"module, repeatable).\n"
+	"module, repeatable), pkcs11_object_admins (principals user:NAME group:NAME uid:N,\n"      \
+	"blank- or comma-separated, repeatable: who may create, change and destroy token\n"        \
+	"objects through the PKCS#11 socket; nobody by default).\n"
 
 static int cmd_serve(int argc, char **argv)
 {
