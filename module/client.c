@@ -321,8 +321,14 @@ static uint64_t request(const struct p11g_keyid *k, const struct p11g_use_digest
 		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		return 0;
 	}
-	snprintf(desc, sizeof(desc), "on-demand signature by %s (pid %ld)",
-	         program_invocation_short_name, (long)getpid());
+	/* The program's name as printable ASCII: approvald refuses text with control
+	 * characters, and jansson text that is not UTF-8. */
+	char prog[64];
+	size_t pn = 0;
+	for (const char *c = program_invocation_short_name; *c && pn < sizeof(prog) - 1; c++)
+		prog[pn++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
+	prog[pn] = '\0';
+	snprintf(desc, sizeof(desc), "on-demand signature by %s (pid %ld)", prog, (long)getpid());
 	req = json_pack("{s:s, s:[{s:s, s:i}], s:s, s:[s]}", "verb", "request", "keys", "uri", uri,
 	                "uses", 1, "description", desc, "digests", d->text);
 	if (!req) {

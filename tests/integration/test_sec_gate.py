@@ -395,3 +395,37 @@ out["found"] = len(got)
     assert out["r"] == {"init": "CKR_OPERATION_ACTIVE"}, out
     assert out["found"] == 2, out  # the rsa and the ec private key
     assert token.refusals(out["stderr"]) == []
+
+
+def test_on_demand_request_from_a_program_with_control_characters_in_its_name(start_daemon,
+                                                                              accounts):
+    """The on-demand request's description names the program (p11gate.so's `wait`): its name
+    goes as printable ASCII, or approvald (which refuses control characters in text) would
+    refuse the request."""
+    token = Token("local")
+    try:
+        d = token.start(start_daemon, guarded())
+        env = token.gate_env(d)
+        with open(env["P11GATE_CONF"], "a") as f:
+            f.write("wait = 60\n")
+        prog = os.path.join(token.dir, "sign\x1b[2Jer\u202e")
+        os.symlink("/usr/bin/python3", prog)
+        code = CLIENT % {"here": HERE, "body": ONE_SIGN}
+        p = subprocess.Popen([prog, "-c", code,
+                              json.dumps({"module": token.module, "token": TOKEN, "pin": PIN,
+                                          "digest": DIGEST.hex()})],
+                             env=host_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), p.poll()
+            op = d.list_ids("--all")[0]
+            desc = d.show(op)["description"]
+            assert desc.startswith("on-demand signature by sign?[2Jer?"), desc
+            d.approve("alice", op)
+            d.approve("bob", op)
+            so, se = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert json.loads(so)["r"]["sign"] == "CKR_OK", (so, se)
+    finally:
+        token.cleanup()
