@@ -434,6 +434,49 @@ static int count_pending(uint64_t id, const json_t *op, void *arg)
 	return 0;
 }
 
+/* The parsed key URIs of one request. */
+struct key_uris {
+	P11KitUri *v[MAX_KEYS];
+	size_t n;
+};
+
+static void key_uris_clear(struct key_uris *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		p11_kit_uri_free(k->v[i]);
+}
+
+/* The rule a request's key URI falls under: the one rule that could govern a
+ * key it names (p11g_policy_overlapping).  Under two, approvals for one would
+ * let keys of the other sign. */
+static int judge_key(const struct p11g_policy *pol, P11KitUri *pat, const char *uri,
+                     const struct p11g_rule **ret, p11g_err *err)
+{
+	const struct p11g_rule *r[3];
+	size_t n = p11g_policy_overlapping(pol, pat, r, P11G_ARRAY_SIZE(r));
+	char names[P11G_ARRAY_SIZE(r) * 72 + 16];
+	size_t len = 0;
+
+	if (n == 0)
+		return p11g_err_set(err, P11G_E_NO_RULE,
+		                    "no policy rule covers %s; ask an admin to add one", uri);
+	if (n == 1) {
+		*ret = r[0];
+		return 0;
+	}
+	names[0] = '\0';
+	for (size_t i = 0; i < n && i < P11G_ARRAY_SIZE(r); i++)
+		len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s",
+		                        i == 0       ? ""
+		                        : i + 1 == n ? " and "
+		                                     : ", ",
+		                        r[i]->name);
+	return p11g_err_set(err, P11G_E_BAD_REQUEST,
+	                    "key %s could name keys of rules %s%s: name keys of one rule only "
+	                    "(object= and id= name one key)",
+	                    uri, names, n > P11G_ARRAY_SIZE(r) ? " and more" : "");
+}
+
 static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;
@@ -441,6 +484,7 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	const json_t *args = c->args, *keys = json_object_get(args, "keys"), *k;
 	_cleanup_json_ json_t *op_keys = json_array(), *rules = json_object(),
 	                      *digests = json_array();
+	struct key_uris pats __attribute__((cleanup(key_uris_clear))) = {.n = 0};
 	int64_t now = p11g_now();
 	bool needs_digest = false, auto_all = true;
 	size_t i;
@@ -463,7 +507,6 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	json_array_foreach(keys, i, k)
 	{
 		const json_t *juri = json_object_get(k, "uri"), *juses = json_object_get(k, "uses");
-		struct p11g_keyid kid;
 		if (!json_is_object(k) || !json_is_string(juri) ||
 		    strlen(json_string_value(juri)) > MAX_TEXT)
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
@@ -476,15 +519,18 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
 			                    "keys[%zu]: \"uses\" must be a number from 1 to %d", i,
 			                    MAX_USES);
-		const char *uri = json_string_value(juri);
 		int64_t uses = juses ? json_integer_value(juses) : 1;
-		if (p11g_keyid_from_uri(uri, &kid, err) < 0)
+		P11KitUri *pat;
+		if (p11g_keyuri_parse(json_string_value(juri), &pat, err) < 0)
 			return -1;
-		const struct p11g_rule *rule = p11g_policy_match(o->policy, &kid);
-		if (!rule)
-			return p11g_err_set(err, P11G_E_NO_RULE,
-			                    "no policy rule covers %s; ask an admin to add one",
-			                    uri);
+		pats.v[pats.n++] = pat;
+		/* What is stored and shown: the pattern judged, without a query (pin-value). */
+		_cleanup_free_ char *uri = p11g_keyuri_format(pat);
+		if (!uri)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		const struct p11g_rule *rule = NULL;
+		if (judge_key(o->policy, pat, uri, &rule, err) < 0)
+			return -1;
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(uri, json_string_value(
 			                     json_object_get(json_array_get(op_keys, j), "uri"))))
@@ -848,6 +894,7 @@ static bool uri_matches(const char *uri, const struct p11g_keyid *k)
 /* Refusal reasons, most telling first: the one a person can act on. */
 enum refusal {
 	REF_NONE,
+	REF_OTHER_RULE, /* its entry for the key was judged under another rule */
 	REF_NOT_SIGNER,
 	REF_REVOKED,
 	REF_REJECTED,
@@ -865,6 +912,7 @@ struct use_scan {
 	const struct p11g_use_args *a;
 	const struct p11g_ident *caller;
 	const struct p11g_mech_info *mech;
+	const struct p11g_rule *rule; /* the policy's rule for the key, now */
 	int64_t now;
 	/* best candidate */
 	uint64_t best_id;
@@ -874,7 +922,8 @@ struct use_scan {
 	/* best refusal */
 	enum refusal why;
 	uint64_t why_id;
-	p11g_err damaged; /* why, for REF_DAMAGED (op_rule fills it) */
+	char why_rule[65]; /* for REF_OTHER_RULE: the rule the operation's entry was judged under */
+	p11g_err damaged;  /* why, for REF_DAMAGED (op_rule fills it) */
 };
 
 static void scan_done(struct use_scan *s)
@@ -890,15 +939,34 @@ static void note(struct use_scan *s, enum refusal r, uint64_t id)
 	}
 }
 
-/* The key entry of op that names the key being used, or -1. */
-static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k)
+/* An operation whose entry for the key was judged under another rule, or
+ * under an older version of the key's rule that did not cover the key. */
+static void note_other_rule(struct use_scan *s, uint64_t id, const char *rule)
+{
+	if (s->why < REF_OTHER_RULE) {
+		note(s, REF_OTHER_RULE, id);
+		snprintf(s->why_rule, sizeof(s->why_rule), "%s", rule ? rule : "");
+	}
+}
+
+/* The key entry of op that names the key being used, judged under rule (the
+ * one that governs the key now), or -1; then *ret_other is the rule of an
+ * entry that names the key under another rule, or NULL. */
+static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k, const char *rule,
+                            const char **ret_other)
 {
 	size_t i;
 	json_t *e;
+
+	*ret_other = NULL;
 	json_array_foreach(json_object_get(op, "keys"), i, e)
 	{
-		if (uri_matches(json_string_value(json_object_get(e, "uri")), k))
+		const char *r = json_string_value(json_object_get(e, "rule"));
+		if (!uri_matches(json_string_value(json_object_get(e, "uri")), k))
+			continue;
+		if (r && !strcmp(r, rule))
 			return (ssize_t)i;
+		*ret_other = r;
 	}
 	return -1;
 }
@@ -910,9 +978,13 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 
 	if (s->a->operation && id != s->a->operation)
 		return 0;
-	ssize_t ki = op_key_index(op, &s->a->key);
-	if (ki < 0)
+	const char *other;
+	ssize_t ki = op_key_index(op, &s->a->key, s->rule->name, &other);
+	if (ki < 0) {
+		if (other)
+			note_other_rule(s, id, other);
 		return 0;
+	}
 	if (!signer_matches(op, s->caller)) {
 		note(s, REF_NOT_SIGNER, id);
 		return 0;
@@ -951,6 +1023,12 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 		s->why_id = id;
 		return 0;
 	}
+	/* The rule as it was approved must cover the key too: its keys may have
+	 * grown since, and approvers judged the operation by those it had. */
+	if (!p11g_rule_covers(rule, &s->a->key)) {
+		note_other_rule(s, id, rule->name);
+		return 0;
+	}
 	if ((s->mech->family == P11G_MECH_RAW || s->a->raw) && !rule->allow_raw) {
 		note(s, REF_RAW, id);
 		return 0;
@@ -986,6 +1064,8 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 static const char *refusal_code(enum refusal r)
 {
 	switch (r) {
+	case REF_OTHER_RULE:
+		return P11G_E_NO_OPERATION;
 	case REF_NOT_SIGNER:
 		return P11G_E_NOT_SIGNER;
 	case REF_REVOKED:
@@ -1017,6 +1097,21 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 	uint64_t id = s->why_id;
 	const char *code = refusal_code(s->why);
 	switch (s->why) {
+	case REF_OTHER_RULE:
+		if (!strcmp(s->why_rule, s->rule->name))
+			p11g_err_set(
+			    err, code,
+			    "operation %" PRIu64 " was approved under an earlier version of "
+			    "rule %s, which did not cover %s; request one: approvald request "
+			    "--key '%s'",
+			    id, s->why_rule, uri, uri);
+		else
+			p11g_err_set(err, code,
+			             "operation %" PRIu64
+			             " was approved under rule %s, but rule %s "
+			             "governs %s; request one: approvald request --key '%s'",
+			             id, s->why_rule, s->rule->name, uri, uri);
+		break;
 	case REF_NOT_SIGNER:
 		p11g_err_set(err, code, "operation %" PRIu64 " for %s names another signer", id,
 		             uri);
@@ -1172,6 +1267,7 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		             "no policy rule covers %s and the default is deny", uri);
 		return refuse(t, c, what, err);
 	}
+	s.rule = rule;
 	if (!s.mech) {
 		p11g_err_set(&c->refusal, P11G_E_MECHANISM,
 		             "mechanism 0x%lx is not a signing mechanism p11gate knows",

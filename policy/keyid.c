@@ -33,15 +33,6 @@ void p11g_keyid_set_token(struct p11g_keyid *k, const CK_TOKEN_INFO *info)
 	           sizeof(info->serialNumber));
 }
 
-/* p11-kit marks a token field the URI does not set with a leading NUL. */
-static void uri_token_field(char *dst, size_t dstsize, const unsigned char *src, size_t srclen)
-{
-	if (src[0] == '\0')
-		dst[0] = '\0';
-	else
-		trim_field(dst, dstsize, src, srclen);
-}
-
 /* Our own words, so messages do not change with the p11-kit version. */
 static const char *uri_reason(int r)
 {
@@ -59,83 +50,166 @@ static const char *uri_reason(int r)
 	}
 }
 
-int p11g_keyid_from_uri(const char *uri, struct p11g_keyid *ret, p11g_err *err)
+int p11g_keyuri_parse(const char *uri, P11KitUri **ret, p11g_err *err)
 {
-	struct p11g_keyid k = {.key_type = CK_UNAVAILABLE_INFORMATION};
+	char path[P11G_KEY_URI_MAX + 1];
 	P11KitUri *u;
 	CK_ATTRIBUTE *a;
 	int r;
 
 	if (!uri)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "missing key URI");
+	/* The query (pin-value=...) is never parsed, kept or quoted. */
+	size_t len = strcspn(uri, "?");
 	/* The whole text goes in messages; keep it bounded. */
-	if (strlen(uri) > 2048)
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "key URI longer than 2048 bytes");
+	if (len > P11G_KEY_URI_MAX)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "key URI longer than %d bytes",
+		                    P11G_KEY_URI_MAX);
+	memcpy(path, uri, len);
+	path[len] = '\0';
 	/* p11-kit decodes %00 into the value; a C-string identity cannot hold it. */
-	if (strstr(uri, "%00"))
+	if (strstr(path, "%00"))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "bad key URI \"%s\": %%00 in a value",
-		                    uri);
+		                    path);
 	/* p11-kit silently drops whitespace, so "object=my key" would name "mykey". */
-	if (strpbrk(uri, " \t\r\n\v\f"))
+	if (strpbrk(path, " \t\r\n\v\f"))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-		                    "bad key URI \"%s\": write spaces as %%20", uri);
+		                    "bad key URI \"%s\": write spaces as %%20", path);
 	u = p11_kit_uri_new();
 	if (!u)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u);
+	r = p11_kit_uri_parse(path, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u);
 	if (r != P11_KIT_URI_OK) {
-		p11g_err_set(err, P11G_E_BAD_REQUEST, "bad key URI \"%s\": %s", uri, uri_reason(r));
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "bad key URI \"%s\": %s", path,
+		             uri_reason(r));
 		goto fail;
 	}
 	if (p11_kit_uri_any_unrecognized(u)) {
 		p11g_err_set(err, P11G_E_BAD_REQUEST,
 		             "bad key URI \"%s\": an attribute is unknown, too long, or does not "
 		             "name a key on a token",
-		             uri);
+		             path);
 		goto fail;
 	}
 	a = p11_kit_uri_get_attribute(u, CKA_CLASS);
 	if (a && (a->ulValueLen != sizeof(CK_OBJECT_CLASS) || !a->pValue ||
 	          *(CK_OBJECT_CLASS *)a->pValue != CKO_PRIVATE_KEY)) {
 		p11g_err_set(err, P11G_E_BAD_REQUEST,
-		             "bad key URI \"%s\": type must be \"private\" (a private key)", uri);
+		             "bad key URI \"%s\": type must be \"private\" (a private key)", path);
 		goto fail;
 	}
-	CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
-	uri_token_field(k.token_label, sizeof(k.token_label), ti->label, sizeof(ti->label));
-	uri_token_field(k.token_manufacturer, sizeof(k.token_manufacturer), ti->manufacturerID,
-	                sizeof(ti->manufacturerID));
-	uri_token_field(k.token_model, sizeof(k.token_model), ti->model, sizeof(ti->model));
-	uri_token_field(k.token_serial, sizeof(k.token_serial), ti->serialNumber,
-	                sizeof(ti->serialNumber));
+	/* Longer than a key identity keeps: it could never match. */
 	a = p11_kit_uri_get_attribute(u, CKA_LABEL);
-	if (a && a->ulValueLen > 0) {
-		if (a->ulValueLen > P11G_LABEL_MAX) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST,
-			             "bad key URI \"%s\": object label longer than %d bytes", uri,
-			             P11G_LABEL_MAX);
-			goto fail;
-		}
-		memcpy(k.label, a->pValue, a->ulValueLen);
-		k.label[a->ulValueLen] = '\0';
+	if (a && a->ulValueLen > P11G_LABEL_MAX) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "bad key URI \"%s\": object label longer than %d bytes", path,
+		             P11G_LABEL_MAX);
+		goto fail;
 	}
 	a = p11_kit_uri_get_attribute(u, CKA_ID);
-	if (a && a->ulValueLen > 0) {
-		if (a->ulValueLen > P11G_ID_MAX) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST,
-			             "bad key URI \"%s\": id longer than %d bytes", uri,
-			             P11G_ID_MAX);
-			goto fail;
-		}
-		memcpy(k.id, a->pValue, a->ulValueLen);
-		k.id_len = a->ulValueLen;
+	if (a && a->ulValueLen > P11G_ID_MAX) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "bad key URI \"%s\": id longer than %d bytes",
+		             path, P11G_ID_MAX);
+		goto fail;
 	}
-	p11_kit_uri_free(u);
-	*ret = k;
+	*ret = u;
 	return 0;
 fail:
 	p11_kit_uri_free(u);
 	return -1;
+}
+
+/* The attributes a key URI can set, in the order p11gate writes them. */
+enum { A_TOKEN, A_MANUFACTURER, A_MODEL, A_SERIAL, A_OBJECT, A_ID, N_ATTRS };
+static const char *const attr_names[N_ATTRS] = {"token",  "manufacturer", "model",
+                                                "serial", "object",       "id"};
+
+/* A pattern's values in a key identity, and which of them it sets. */
+static void uri_fields(P11KitUri *u, struct p11g_keyid *k, bool set[N_ATTRS])
+{
+	CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
+	CK_ATTRIBUTE *label = p11_kit_uri_get_attribute(u, CKA_LABEL);
+	CK_ATTRIBUTE *id = p11_kit_uri_get_attribute(u, CKA_ID);
+
+	memset(k, 0, sizeof(*k));
+	k->key_type = CK_UNAVAILABLE_INFORMATION;
+	/* p11-kit marks a token field the URI does not set with a leading NUL. */
+	set[A_TOKEN] = ti->label[0] != '\0';
+	set[A_MANUFACTURER] = ti->manufacturerID[0] != '\0';
+	set[A_MODEL] = ti->model[0] != '\0';
+	set[A_SERIAL] = ti->serialNumber[0] != '\0';
+	if (set[A_TOKEN])
+		trim_field(k->token_label, sizeof(k->token_label), ti->label, sizeof(ti->label));
+	if (set[A_MANUFACTURER])
+		trim_field(k->token_manufacturer, sizeof(k->token_manufacturer), ti->manufacturerID,
+		           sizeof(ti->manufacturerID));
+	if (set[A_MODEL])
+		trim_field(k->token_model, sizeof(k->token_model), ti->model, sizeof(ti->model));
+	if (set[A_SERIAL])
+		trim_field(k->token_serial, sizeof(k->token_serial), ti->serialNumber,
+		           sizeof(ti->serialNumber));
+	/* p11g_keyuri_parse refused values longer than these. */
+	set[A_OBJECT] = label != NULL;
+	if (label && label->ulValueLen <= P11G_LABEL_MAX) {
+		memcpy(k->label, label->pValue, label->ulValueLen);
+		k->label[label->ulValueLen] = '\0';
+	}
+	set[A_ID] = id != NULL;
+	if (id && id->ulValueLen <= P11G_ID_MAX) {
+		memcpy(k->id, id->pValue, id->ulValueLen);
+		k->id_len = id->ulValueLen;
+	}
+}
+
+int p11g_keyid_from_uri(const char *uri, struct p11g_keyid *ret, p11g_err *err)
+{
+	struct p11g_keyid k;
+	bool set[N_ATTRS];
+	P11KitUri *u;
+
+	if (p11g_keyuri_parse(uri, &u, err) < 0)
+		return -1;
+	uri_fields(u, &k, set);
+	p11_kit_uri_free(u);
+	for (size_t i = 0; i < N_ATTRS; i++)
+		if (!set[i])
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "bad key URI \"%.*s\": it names no single key (no \"%s\")",
+			    (int)strcspn(uri, "?"), uri, attr_names[i]);
+	*ret = k;
+	return 0;
+}
+
+/* Two URIs can match one key unless some attribute both set differs: the
+ * key that carries the union of their attributes matches both. */
+bool p11g_keyuri_overlap(P11KitUri *a, P11KitUri *b)
+{
+	CK_TOKEN_INFO *ta = p11_kit_uri_get_token_info(a), *tb = p11_kit_uri_get_token_info(b);
+	const struct {
+		const unsigned char *x, *y;
+		size_t len;
+	} fields[] = {
+	    {ta->label, tb->label, sizeof(ta->label)},
+	    {ta->manufacturerID, tb->manufacturerID, sizeof(ta->manufacturerID)},
+	    {ta->model, tb->model, sizeof(ta->model)},
+	    {ta->serialNumber, tb->serialNumber, sizeof(ta->serialNumber)},
+	};
+	static const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_LABEL, CKA_ID};
+
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(fields); i++)
+		if (fields[i].x[0] && fields[i].y[0] &&
+		    memcmp(fields[i].x, fields[i].y, fields[i].len))
+			return false;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(types); i++) {
+		CK_ATTRIBUTE *x = p11_kit_uri_get_attribute(a, types[i]);
+		CK_ATTRIBUTE *y = p11_kit_uri_get_attribute(b, types[i]);
+		if (x && y &&
+		    (x->ulValueLen != y->ulValueLen ||
+		     (x->ulValueLen && memcmp(x->pValue, y->pValue, x->ulValueLen))))
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -208,34 +282,44 @@ static int uri_append(char **s, size_t *len, size_t *cap, const char *attr, cons
 	return 0;
 }
 
-char *p11g_keyid_to_uri(const struct p11g_keyid *k)
+/* The attributes of k that set[] marks, percent-encoded, in attr_names order. */
+static char *format_uri(const struct p11g_keyid *k, const bool set[N_ATTRS])
 {
-	const struct {
-		const char *attr;
-		const char *value;
-	} fields[] = {
-	    {"token", k->token_label}, {"manufacturer", k->token_manufacturer},
-	    {"model", k->token_model}, {"serial", k->token_serial},
-	    {"object", k->label},
-	};
+	const char *const text[] = {k->token_label, k->token_manufacturer, k->token_model,
+	                            k->token_serial, k->label};
 	size_t cap = 64, len = strlen("pkcs11:");
 	char *s = malloc(cap);
 	if (!s)
 		return NULL;
 	memcpy(s, "pkcs11:", len + 1);
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(fields); i++) {
-		if (fields[i].value[0] && uri_append(&s, &len, &cap, fields[i].attr,
-		                                     (const unsigned char *)fields[i].value,
-		                                     strlen(fields[i].value), false) < 0)
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(text); i++) {
+		if (set[i] &&
+		    uri_append(&s, &len, &cap, attr_names[i], (const unsigned char *)text[i],
+		               strlen(text[i]), false) < 0)
 			goto fail;
 	}
-	if (k->id_len > 0 && uri_append(&s, &len, &cap, "id", k->id,
-	                                k->id_len <= P11G_ID_MAX ? k->id_len : 0, true) < 0)
+	if (set[A_ID] && uri_append(&s, &len, &cap, attr_names[A_ID], k->id,
+	                            k->id_len <= P11G_ID_MAX ? k->id_len : 0, true) < 0)
 		goto fail;
 	return s;
 fail:
 	free(s);
 	return NULL;
+}
+
+char *p11g_keyuri_format(P11KitUri *u)
+{
+	struct p11g_keyid k;
+	bool set[N_ATTRS];
+
+	uri_fields(u, &k, set);
+	return format_uri(&k, set);
+}
+
+char *p11g_keyid_to_uri(const struct p11g_keyid *k)
+{
+	static const bool all[N_ATTRS] = {true, true, true, true, true, true};
+	return format_uri(k, all);
 }
 
 /* ---- JSON ---------------------------------------------------------------- */

@@ -11,7 +11,6 @@
 #include "p11gate/wire.h"
 
 #define RULE_NAME_MAX 64
-#define KEY_URI_MAX   2048
 #define COUNT_MAX     1000 /* approvals and clause counts: a resource limit, not policy */
 #define MAX_USES_MAX  1000000
 #define SNAPSHOT_NAME "<rule snapshot>"
@@ -243,29 +242,20 @@ static bool uri_has_repeated_attribute(const char *uri, char *name, size_t name_
 static int parse_key(struct rule_ctx *c, const struct pjson_value *v, P11KitUri **ret)
 {
 	const char *s = v->u.str.s;
-	struct p11g_keyid k;
 	p11g_err e;
 	char name[64];
 
-	if (v->u.str.len > KEY_URI_MAX)
-		return fail_at_value(c, v, "key URI longer than %d bytes", KEY_URI_MAX);
+	if (v->u.str.len > P11G_KEY_URI_MAX)
+		return fail_at_value(c, v, "key URI longer than %d bytes", P11G_KEY_URI_MAX);
 	if (strchr(s, '?'))
 		return fail_at_value(c, v,
 		                     "bad key URI \"%s\": query attributes (after '?') have no "
 		                     "meaning in a policy",
 		                     s);
-	if (p11g_keyid_from_uri(s, &k, &e) < 0)
+	if (p11g_keyuri_parse(s, ret, &e) < 0)
 		return fail_at_value(c, v, "%s", e.msg);
 	if (uri_has_repeated_attribute(s, name, sizeof(name)))
 		return fail_at_value(c, v, "bad key URI \"%s\": \"%s\" given twice", s, name);
-	P11KitUri *u = p11_kit_uri_new();
-	if (!u)
-		return fail_oom(c);
-	if (p11_kit_uri_parse(s, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u) != P11_KIT_URI_OK) {
-		p11_kit_uri_free(u);
-		return fail_at_value(c, v, "bad key URI \"%s\"", s);
-	}
-	*ret = u;
 	return 0;
 }
 
@@ -659,39 +649,6 @@ static int parse_rule(struct rule_ctx *c, const struct pjson_value *v, struct p1
 	return 0;
 }
 
-/* ---- overlap ------------------------------------------------------------------ */
-
-/* Two URIs can match one key unless some attribute both set differs: the
- * key that carries the union of their attributes matches both. */
-static bool uris_overlap(P11KitUri *a, P11KitUri *b)
-{
-	CK_TOKEN_INFO *ta = p11_kit_uri_get_token_info(a), *tb = p11_kit_uri_get_token_info(b);
-	const struct {
-		const unsigned char *x, *y;
-		size_t len;
-	} fields[] = {
-	    {ta->label, tb->label, sizeof(ta->label)},
-	    {ta->manufacturerID, tb->manufacturerID, sizeof(ta->manufacturerID)},
-	    {ta->model, tb->model, sizeof(ta->model)},
-	    {ta->serialNumber, tb->serialNumber, sizeof(ta->serialNumber)},
-	};
-	static const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS, CKA_LABEL, CKA_ID};
-
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(fields); i++)
-		if (fields[i].x[0] && fields[i].y[0] &&
-		    memcmp(fields[i].x, fields[i].y, fields[i].len))
-			return false;
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(types); i++) {
-		CK_ATTRIBUTE *x = p11_kit_uri_get_attribute(a, types[i]);
-		CK_ATTRIBUTE *y = p11_kit_uri_get_attribute(b, types[i]);
-		if (x && y &&
-		    (x->ulValueLen != y->ulValueLen ||
-		     (x->ulValueLen && memcmp(x->pValue, y->pValue, x->ulValueLen))))
-			return false;
-	}
-	return true;
-}
-
 /* ---- policies ------------------------------------------------------------------ */
 
 struct loader {
@@ -734,7 +691,7 @@ static int check_against_loaded(struct loader *ld, struct rule_ctx *c, const str
 		for (size_t i = 0; i < ld->pol->n_rules; i++) {
 			const struct p11g_rule *o = &ld->pol->rules[i];
 			for (size_t j = 0; j < o->n_keys; j++) {
-				if (uris_overlap(r->key_uris[k], o->key_uris[j]))
+				if (p11g_keyuri_overlap(r->key_uris[k], o->key_uris[j]))
 					return fail_at_value(
 					    c, keys->value->u.arr.v[k],
 					    "key \"%s\" could match the same key as \"%s\" of "
@@ -1080,15 +1037,40 @@ void p11g_policy_free(struct p11g_policy *p)
 	free(p);
 }
 
+bool p11g_rule_covers(const struct p11g_rule *r, const struct p11g_keyid *k)
+{
+	for (size_t i = 0; i < r->n_keys; i++)
+		if (p11g_keyid_matches(k, r->key_uris[i]))
+			return true;
+	return false;
+}
+
 const struct p11g_rule *p11g_policy_match(const struct p11g_policy *p, const struct p11g_keyid *k)
 {
 	if (!p || !k)
 		return NULL;
 	for (size_t i = 0; i < p->n_rules; i++)
-		for (size_t j = 0; j < p->rules[i].n_keys; j++)
-			if (p11g_keyid_matches(k, p->rules[i].key_uris[j]))
-				return &p->rules[i];
+		if (p11g_rule_covers(&p->rules[i], k))
+			return &p->rules[i];
 	return NULL;
+}
+
+size_t p11g_policy_overlapping(const struct p11g_policy *p, P11KitUri *u,
+                               const struct p11g_rule **ret, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < p->n_rules; i++) {
+		const struct p11g_rule *r = &p->rules[i];
+		for (size_t j = 0; j < r->n_keys; j++) {
+			if (p11g_keyuri_overlap(u, r->key_uris[j])) {
+				if (n < max)
+					ret[n] = r;
+				n++;
+				break;
+			}
+		}
+	}
+	return n;
 }
 
 const struct p11g_rule *p11g_policy_rule(const struct p11g_policy *p, const char *name)

@@ -108,8 +108,20 @@ int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11
                       char **ret_error);
 void p11g_policy_free(struct p11g_policy *p);
 
-/* The rule whose keys match k, or NULL. */
+/* Whether one of r's key URIs matches k. */
+bool p11g_rule_covers(const struct p11g_rule *r, const struct p11g_keyid *k);
+/* The rule whose keys match k, or NULL.  A policy never has two rules that
+ * could match one key (p11g_policy_load refuses it), so this is the only one. */
 const struct p11g_rule *p11g_policy_match(const struct p11g_policy *p, const struct p11g_keyid *k);
+/*
+ * The rules that could govern a key the URI pattern u matches: those with a
+ * key URI u overlaps (p11g_keyuri_overlap), in policy order.  Fills at most
+ * max of them into ret and returns how many there are.  A request for u is
+ * judged under a rule only when it is the one: then every key u matches and
+ * any rule matches is matched by that rule, as p11g_policy_match finds at use.
+ */
+size_t p11g_policy_overlapping(const struct p11g_policy *p, P11KitUri *u,
+                               const struct p11g_rule **ret, size_t max);
 /* The rule by name, or NULL. */
 const struct p11g_rule *p11g_policy_rule(const struct p11g_policy *p, const char *name);
 

@@ -9,13 +9,17 @@
 
 #include "p11gate/common.h"
 
-#define P11G_LABEL_MAX 255 /* bytes of CKA_LABEL kept */
-#define P11G_ID_MAX    128 /* bytes of CKA_ID kept */
+#define P11G_LABEL_MAX   255  /* bytes of CKA_LABEL kept */
+#define P11G_ID_MAX      128  /* bytes of CKA_ID kept */
+#define P11G_KEY_URI_MAX 2048 /* bytes of a key URI before its query */
 
 /*
- * Token fields are the CK_TOKEN_INFO strings with their space padding
- * removed; label and id are the key's CKA_LABEL and CKA_ID.  An empty string
- * or id_len 0 means "absent".
+ * One key, as it is: token fields are the CK_TOKEN_INFO strings with their
+ * space padding removed; label and id are the key's CKA_LABEL and CKA_ID.
+ * Every field has a value: an empty string or id_len 0 is the empty value (a
+ * key without CKA_LABEL or CKA_ID has that too), which "object=" or "id="
+ * match and "object=fw" does not.  A URI that leaves an attribute out is no
+ * key but a pattern (p11g_keyuri_parse).
  */
 struct p11g_keyid {
 	char token_label[33];
@@ -32,9 +36,38 @@ struct p11g_keyid {
 	char fingerprint[65];
 };
 
-/* Builds the identity a request URI names (token and object attributes the
- * URI sets; the rest stays absent).  Errors: bad_request for a string that is
- * not a pkcs11: URI, has unrecognised attributes, or names a non-key type. */
+/*
+ * Key URIs (RFC 7512) are patterns: a key matches when every attribute the
+ * URI sets equals the key's.  An attribute the URI leaves out matches any
+ * value; one it sets to nothing ("object=", "id=", "serial=") matches only
+ * the empty value.  The two are never the same (p11-kit keeps them apart:
+ * p11_kit_uri_get_attribute gives NULL for an absent attribute, and a token
+ * field a URI does not set starts with NUL).
+ */
+
+/* Parses the part of a key URI before its query: query attributes (pin-value,
+ * module-path, ...) are dropped unread, and messages quote the URI without
+ * them.  *ret is the parsed pattern (p11_kit_uri_free).  Errors: bad_request
+ * for a string that is not a pkcs11: URI, is longer than 2048 bytes, holds %00
+ * or unencoded whitespace, has unrecognised attributes, names a type other
+ * than a private key, or a label or id longer than a key identity keeps. */
+int p11g_keyuri_parse(const char *uri, P11KitUri **ret, p11g_err *err);
+
+/* True when some key could match both: every attribute set in both has equal
+ * values (an attribute set in one only constrains nothing in the other). */
+bool p11g_keyuri_overlap(P11KitUri *a, P11KitUri *b);
+
+/* The pattern as text: the attributes it sets, in a fixed order (token,
+ * manufacturer, model, serial, object, id; empty ones as "object="), never a
+ * query, and no type (key URIs name private keys only).  p11g_keyuri_parse of
+ * it gives the same pattern.  malloc'd; NULL when out of memory. */
+char *p11g_keyuri_format(P11KitUri *u);
+
+/* The key a URI names completely: it must set every attribute a key has
+ * (token, manufacturer, model, serial, object and id; p11g_keyid_to_uri writes
+ * them all).  Errors: those of p11g_keyuri_parse, and bad_request for a URI
+ * that leaves one out, since that names keys with any value there, not one
+ * key. */
 int p11g_keyid_from_uri(const char *uri, struct p11g_keyid *ret, p11g_err *err);
 
 /* Fills the token fields from a CK_TOKEN_INFO (trims the padding). */
@@ -44,7 +77,9 @@ void p11g_keyid_set_token(struct p11g_keyid *k, const CK_TOKEN_INFO *info);
  * functions over the key's token info and CKA_LABEL/CKA_ID/CKA_CLASS). */
 bool p11g_keyid_matches(const struct p11g_keyid *k, P11KitUri *uri);
 
-/* Canonical URI for messages: pkcs11:token=..;object=..;id=.. (malloc'd). */
+/* The URI that names exactly this key: every attribute written, empty ones as
+ * "object=" or "id=" (leaving one out would name keys with any value there).
+ * For messages and for requests filed on a key's behalf (malloc'd). */
 char *p11g_keyid_to_uri(const struct p11g_keyid *k);
 
 /* JSON form used on the wire: {token:{label,manufacturer,model,serial}, label, id:hex, key_type?,

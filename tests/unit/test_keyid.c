@@ -1,4 +1,5 @@
-/* Unit tests for key identity (URIs, p11-kit matching, JSON) and the mechanism table. */
+/* Unit tests for key identity and key URI patterns (p11-kit matching, overlap, JSON) and the
+ * mechanism table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -135,26 +136,28 @@ static void test_set_token(void **state)
 	assert_int_equal(strlen(k.token_label), 32);
 }
 
-static void test_from_uri(void **state)
+static P11KitUri *parse_ok(const char *s)
 {
-	struct p11g_keyid k;
+	P11KitUri *u = NULL;
+	p11g_err err = {0};
+	if (p11g_keyuri_parse(s, &u, &err) != 0)
+		fail_msg("%s: %s", s, err.msg);
+	return u;
+}
+
+static void test_uri_parse(void **state)
+{
+	P11KitUri *u;
 	p11g_err err = {0};
 
-	assert_int_equal(
-	    p11g_keyid_from_uri("pkcs11:token=prod;object=fw%20signing;id=%0a%ff", &k, &err), 0);
-	assert_string_equal(k.token_label, "prod");
-	assert_string_equal(k.token_manufacturer, "");
-	assert_string_equal(k.token_model, "");
-	assert_string_equal(k.token_serial, "");
-	assert_string_equal(k.label, "fw signing");
-	assert_int_equal(k.id_len, 2);
-	assert_memory_equal(k.id, "\x0a\xff", 2);
-	assert_true(k.key_type == CK_UNAVAILABLE_INFORMATION);
-
-	/* Request URIs copied from cosign carry a query; it is ignored. */
-	assert_int_equal(
-	    p11g_keyid_from_uri("pkcs11:object=a?module-path=/x.so&pin-value=1", &k, &err), 0);
-	assert_string_equal(k.label, "a");
+	/* Request URIs copied from cosign carry a query: never parsed, kept or quoted. */
+	u = parse_ok("pkcs11:object=a?module-path=/x.so&pin-value=1234");
+	assert_null(p11_kit_uri_get_pin_value(u));
+	assert_null(p11_kit_uri_get_module_path(u));
+	p11_kit_uri_free(u);
+	/* Not even a query p11-kit would refuse. */
+	u = parse_ok("pkcs11:object=a?pin-value=%zz");
+	p11_kit_uri_free(u);
 
 	static const struct {
 		const char *uri, *msg;
@@ -169,24 +172,153 @@ static void test_from_uri(void **state)
 	    {"pkcs11:object=my key", "bad key URI \"pkcs11:object=my key\": write spaces as %20"},
 	    {"pkcs11:object=a%00b", "bad key URI \"pkcs11:object=a%00b\": %00 in a value"},
 	    {"pkcs11:object=a%zz", NULL},
+	    /* the query stays out of the message */
+	    {"pkcs11:object=a%zz?pin-value=1234", "bad key URI \"pkcs11:object=a%zz\": bad "
+	                                          "percent-encoding"},
 	};
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(bad); i++) {
 		err.code = NULL;
-		if (p11g_keyid_from_uri(bad[i].uri, &k, &err) != -1)
+		u = NULL;
+		if (p11g_keyuri_parse(bad[i].uri, &u, &err) != -1)
 			fail_msg("accepted %s", bad[i].uri);
+		assert_null(u);
 		assert_string_equal(err.code, P11G_E_BAD_REQUEST);
 		char prefix[128];
-		snprintf(prefix, sizeof(prefix), "bad key URI \"%s\": ", bad[i].uri);
+		snprintf(prefix, sizeof(prefix),
+		         "bad key URI \"%.*s\": ", (int)strcspn(bad[i].uri, "?"), bad[i].uri);
 		assert_true(strncmp(err.msg, prefix, strlen(prefix)) == 0);
 		if (bad[i].msg)
 			assert_string_equal(err.msg, bad[i].msg);
+		assert_null(strstr(err.msg, "pin-value"));
 	}
 
 	/* Labels longer than a keyid keeps can never match, so they are refused. */
 	char long_uri[400] = "pkcs11:object=";
 	memset(long_uri + strlen(long_uri), 'a', 256);
-	assert_int_equal(p11g_keyid_from_uri(long_uri, &k, &err), -1);
+	assert_int_equal(p11g_keyuri_parse(long_uri, &u, &err), -1);
 	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+	/* A long query is not part of the URI's length. */
+	char long_query[4000] = "pkcs11:object=a?pin-value=";
+	memset(long_query + strlen(long_query), '1', 3000);
+	u = parse_ok(long_query);
+	p11_kit_uri_free(u);
+}
+
+/* What a pattern is written as: what it sets, absent and empty apart, no query. */
+static void test_uri_format(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"pkcs11:", "pkcs11:"},
+	    {"pkcs11:token=prod", "pkcs11:token=prod"},
+	    {"pkcs11:token=prod;object=", "pkcs11:token=prod;object="},
+	    {"pkcs11:id=", "pkcs11:id="},
+	    {"pkcs11:serial=;token=", "pkcs11:token=;serial="},
+	    {"pkcs11:object=a;token=prod;type=private?pin-value=1234",
+	     "pkcs11:token=prod;object=a"},
+	    {"pkcs11:object=%66w-rsa;id=%01%ab", "pkcs11:object=fw-rsa;id=%01%AB"},
+	    {"pkcs11:model=v%202;manufacturer=ACME", "pkcs11:manufacturer=ACME;model=v%202"},
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(cases); i++) {
+		P11KitUri *u = parse_ok(cases[i].in);
+		char *s = p11g_keyuri_format(u);
+		assert_non_null(s);
+		if (strcmp(s, cases[i].out))
+			fail_msg("%s: got %s, wanted %s", cases[i].in, s, cases[i].out);
+		/* and it is the same pattern again */
+		P11KitUri *back = parse_ok(s);
+		char *s2 = p11g_keyuri_format(back);
+		assert_string_equal(s2, s);
+		free(s2);
+		p11_kit_uri_free(back);
+		free(s);
+		p11_kit_uri_free(u);
+	}
+}
+
+/* Could one key match both?  Only where no attribute set in both differs; an
+ * absent attribute is never the empty one. */
+static void test_uri_overlap(void **state)
+{
+	static const struct {
+		const char *a, *b;
+		bool overlap;
+	} cases[] = {
+	    {"pkcs11:token=prod", "pkcs11:token=prod;object=", true},
+	    {"pkcs11:token=prod", "pkcs11:token=prod;object=fw-rsa", true},
+	    {"pkcs11:token=prod;object=", "pkcs11:token=prod;object=fw-rsa", false},
+	    {"pkcs11:token=prod;object=", "pkcs11:token=prod;object=", true},
+	    {"pkcs11:object=fw", "pkcs11:id=%01", true},
+	    {"pkcs11:object=fw;id=%01", "pkcs11:object=fw;id=%02", false},
+	    {"pkcs11:id=", "pkcs11:id=%01", false},
+	    {"pkcs11:", "pkcs11:id=", true},
+	    {"pkcs11:token=prod", "pkcs11:token=dev", false},
+	    {"pkcs11:token=", "pkcs11:token=prod", false},
+	    {"pkcs11:token=", "pkcs11:object=a", true},
+	    {"pkcs11:serial=1", "pkcs11:serial=2;object=a", false},
+	    {"pkcs11:manufacturer=ACME", "pkcs11:model=x", true},
+	    {"pkcs11:object=a;type=private", "pkcs11:object=a", true},
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(cases); i++) {
+		P11KitUri *a = parse_ok(cases[i].a), *b = parse_ok(cases[i].b);
+		if (p11g_keyuri_overlap(a, b) != cases[i].overlap ||
+		    p11g_keyuri_overlap(b, a) != cases[i].overlap)
+			fail_msg("%s and %s: wanted overlap %d", cases[i].a, cases[i].b,
+			         cases[i].overlap);
+		p11_kit_uri_free(a);
+		p11_kit_uri_free(b);
+	}
+
+	/* Where patterns overlap, a key matches both; where they do not, none does. */
+	struct p11g_keyid keys[] = {key("prod", "", "", 0), key("prod", "fw-rsa", "\x01", 1),
+	                            key("prod", "fw", "\x02", 1), key("dev", "", "\x01", 1)};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(cases); i++) {
+		P11KitUri *a = parse_ok(cases[i].a), *b = parse_ok(cases[i].b);
+		for (size_t j = 0; j < P11G_ARRAY_SIZE(keys); j++)
+			if (!cases[i].overlap && p11g_keyid_matches(&keys[j], a) &&
+			    p11g_keyid_matches(&keys[j], b))
+				fail_msg("key %zu matches %s and %s", j, cases[i].a, cases[i].b);
+		p11_kit_uri_free(a);
+		p11_kit_uri_free(b);
+	}
+}
+
+/* A key identity comes only from a URI that names every attribute. */
+static void test_keyid_from_uri(void **state)
+{
+	struct p11g_keyid k;
+	p11g_err err = {0};
+
+	assert_int_equal(p11g_keyid_from_uri("pkcs11:token=prod;manufacturer=;model=;serial=;"
+	                                     "object=fw%20signing;id=%0a%ff",
+	                                     &k, &err),
+	                 0);
+	assert_string_equal(k.token_label, "prod");
+	assert_string_equal(k.token_manufacturer, "");
+	assert_string_equal(k.label, "fw signing");
+	assert_int_equal(k.id_len, 2);
+	assert_memory_equal(k.id, "\x0a\xff", 2);
+	assert_true(k.key_type == CK_UNAVAILABLE_INFORMATION);
+
+	static const struct {
+		const char *uri, *missing;
+	} partial[] = {
+	    {"pkcs11:token=prod;object=fw", "manufacturer"},
+	    {"pkcs11:token=t;manufacturer=m;model=x;serial=s;id=%01", "object"},
+	    {"pkcs11:token=t;manufacturer=m;model=x;serial=s;object=", "id"},
+	    {"pkcs11:manufacturer=m;model=x;serial=s;object=;id=", "token"},
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(partial); i++) {
+		char want[256];
+		if (p11g_keyid_from_uri(partial[i].uri, &k, &err) != -1)
+			fail_msg("accepted %s", partial[i].uri);
+		assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+		snprintf(want, sizeof(want),
+		         "bad key URI \"%s\": it names no single key (no \"%s\")", partial[i].uri,
+		         partial[i].missing);
+		assert_string_equal(err.msg, want);
+	}
 }
 
 static void test_to_uri_round_trip(void **state)
@@ -213,9 +345,23 @@ static void test_to_uri_round_trip(void **state)
 	assert_int_equal(back.id_len, 1);
 	free(s);
 
+	/* An unlabelled key without an id: its URI says so, and names no labelled key. */
+	struct p11g_keyid bare = key("t", "", "", 0), labelled = key("t", "l", "", 0);
+	s = p11g_keyid_to_uri(&bare);
+	assert_string_equal(s, "pkcs11:token=t;manufacturer=SoftHSM%20project;model=SoftHSM%20v2;"
+	                       "serial=0123456789abcdef;object=;id=");
+	u = uri_new(s);
+	assert_true(p11g_keyid_matches(&bare, u));
+	assert_false(p11g_keyid_matches(&labelled, u));
+	p11_kit_uri_free(u);
+	assert_int_equal(p11g_keyid_from_uri(s, &back, &err), 0);
+	assert_string_equal(back.label, "");
+	assert_int_equal(back.id_len, 0);
+	free(s);
+
 	struct p11g_keyid empty = {.key_type = CK_UNAVAILABLE_INFORMATION};
 	s = p11g_keyid_to_uri(&empty);
-	assert_string_equal(s, "pkcs11:");
+	assert_string_equal(s, "pkcs11:token=;manufacturer=;model=;serial=;object=;id=");
 	free(s);
 }
 
@@ -362,7 +508,10 @@ int main(void)
 	    cmocka_unit_test(test_match_id_absent),
 	    cmocka_unit_test(test_match_token),
 	    cmocka_unit_test(test_set_token),
-	    cmocka_unit_test(test_from_uri),
+	    cmocka_unit_test(test_uri_parse),
+	    cmocka_unit_test(test_uri_format),
+	    cmocka_unit_test(test_uri_overlap),
+	    cmocka_unit_test(test_keyid_from_uri),
 	    cmocka_unit_test(test_to_uri_round_trip),
 	    cmocka_unit_test(test_json_round_trip),
 	    cmocka_unit_test(test_json_strict),

@@ -108,6 +108,10 @@ static const struct {
     {"overlap-same-file.json",
      "overlap-same-file.json:4:48: key \"pkcs11:object=fw;id=%01\" could match the same key "
      "as \"pkcs11:token=prod;object=fw\" of rule \"a\" (overlap-same-file.json:3:5)"},
+    /* no object= is any label, the empty one included */
+    {"overlap-absent-empty.json",
+     "overlap-absent-empty.json:4:31: key \"pkcs11:token=prod\" could match the same key as "
+     "\"pkcs11:token=prod;object=\" of rule \"unlabelled\" (overlap-absent-empty.json:3:5)"},
 };
 
 static int enter_dir(const char *dir)
@@ -329,6 +333,137 @@ static void test_match(void **state)
 		if (cases[i].rule && (!r || strcmp(r->name, cases[i].rule) != 0))
 			fail_msg("%s/%s: wanted %s", cases[i].token, cases[i].label, cases[i].rule);
 	}
+	p11g_policy_free(p);
+}
+
+/* The policy of finding 2 in issue 16: keys without a label under one rule, a named key under
+ * another.  object= is the empty label and nothing else. */
+static const char empty_label_policy[] =
+    "{\"rules\": ["
+    "{\"name\": \"unlabelled\", \"keys\": [\"pkcs11:token=prod;object=\"], \"orderers\": [], "
+    "\"approvals\": 0},"
+    "{\"name\": \"fw\", \"keys\": [\"pkcs11:token=prod;object=fw-rsa\"], \"orderers\": [], "
+    "\"approvals\": 0},"
+    "{\"name\": \"dev\", \"keys\": [\"pkcs11:token=dev\"], \"orderers\": [], \"approvals\": 0}"
+    "]}";
+
+static void test_empty_label_rule(void **state)
+{
+	struct p11g_policy *p = NULL;
+	char *err = NULL;
+
+	if (p11g_policy_parse("p.json", empty_label_policy, strlen(empty_label_policy), &p, &err))
+		fail_msg("%s", err);
+	static const struct {
+		const char *token, *label, *rule;
+	} cases[] = {
+	    {"prod", "", "unlabelled"}, {"prod", "fw-rsa", "fw"}, {"prod", "other", NULL},
+	    {"dev", "", "dev"},         {"dev", "fw-rsa", "dev"},
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(cases); i++) {
+		struct p11g_keyid k = mkkey(cases[i].token, cases[i].label, "\x01", 1);
+		const struct p11g_rule *r = p11g_policy_match(p, &k);
+		if (cases[i].rule ? !r || strcmp(r->name, cases[i].rule) : r != NULL)
+			fail_msg("%s/%s: got %s", cases[i].token, cases[i].label,
+			         r ? r->name : "none");
+	}
+
+	/* Request patterns and the rules that could govern a key they name. */
+	static const struct {
+		const char *uri;
+		size_t n;
+		const char *first, *second;
+	} req[] = {
+	    {"pkcs11:token=prod", 2, "unlabelled", "fw"},
+	    {"pkcs11:", 3, "unlabelled", "fw"},
+	    {"pkcs11:object=", 2, "unlabelled", "dev"},
+	    {"pkcs11:token=prod;object=", 1, "unlabelled", NULL},
+	    {"pkcs11:token=prod;object=fw-rsa;id=%01", 1, "fw", NULL},
+	    {"pkcs11:token=prod;id=%01", 2, "unlabelled", "fw"},
+	    {"pkcs11:token=prod;object=other", 0, NULL, NULL},
+	    {"pkcs11:token=dev", 1, "dev", NULL},
+	};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(req); i++) {
+		P11KitUri *u = NULL;
+		const struct p11g_rule *r[1] = {NULL};
+		p11g_err e;
+		assert_int_equal(p11g_keyuri_parse(req[i].uri, &u, &e), 0);
+		/* at most max filled, all counted */
+		size_t n = p11g_policy_overlapping(p, u, r, 1);
+		if (n != req[i].n)
+			fail_msg("%s: %zu rules, wanted %zu", req[i].uri, n, req[i].n);
+		if (req[i].first && strcmp(r[0]->name, req[i].first))
+			fail_msg("%s: first %s, wanted %s", req[i].uri, r[0]->name, req[i].first);
+		const struct p11g_rule *two[2];
+		if (req[i].second && (p11g_policy_overlapping(p, u, two, 2) < 2 ||
+		                      strcmp(two[1]->name, req[i].second)))
+			fail_msg("%s: second rule, wanted %s", req[i].uri, req[i].second);
+		p11_kit_uri_free(u);
+	}
+	p11g_policy_free(p);
+}
+
+/*
+ * What a request is judged under and what a use finds agree: when a pattern
+ * could name keys of one rule only, every key it matches has that rule or none.
+ * Over every pattern and key built from a few attribute values.
+ */
+static void test_request_judging_agrees_with_match(void **state)
+{
+	static const char *const tokens[] = {NULL, "prod", "dev"};
+	static const char *const labels[] = {NULL, "", "fw-rsa", "other"};
+	static const char *const ids[] = {NULL, "", "%01"};
+	struct p11g_policy *p = NULL;
+	char *err = NULL;
+	size_t judged = 0;
+
+	if (p11g_policy_parse("p.json", empty_label_policy, strlen(empty_label_policy), &p, &err))
+		fail_msg("%s", err);
+	for (size_t t = 0; t < P11G_ARRAY_SIZE(tokens); t++)
+		for (size_t l = 0; l < P11G_ARRAY_SIZE(labels); l++)
+			for (size_t d = 0; d < P11G_ARRAY_SIZE(ids); d++) {
+				char uri[128] = "pkcs11:";
+				size_t len = strlen(uri);
+				if (tokens[t])
+					len += (size_t)snprintf(uri + len, sizeof(uri) - len,
+					                        "token=%s;", tokens[t]);
+				if (labels[l])
+					len += (size_t)snprintf(uri + len, sizeof(uri) - len,
+					                        "object=%s;", labels[l]);
+				if (ids[d])
+					len += (size_t)snprintf(uri + len, sizeof(uri) - len,
+					                        "id=%s;", ids[d]);
+				if (uri[len - 1] == ';')
+					uri[len - 1] = '\0';
+				P11KitUri *u = NULL;
+				const struct p11g_rule *one[1];
+				p11g_err e;
+				assert_int_equal(p11g_keyuri_parse(uri, &u, &e), 0);
+				if (p11g_policy_overlapping(p, u, one, 1) != 1) {
+					p11_kit_uri_free(u);
+					continue;
+				}
+				judged++;
+				for (size_t kt = 1; kt < P11G_ARRAY_SIZE(tokens); kt++)
+					for (size_t kl = 1; kl < P11G_ARRAY_SIZE(labels); kl++)
+						for (size_t kd = 1; kd < P11G_ARRAY_SIZE(ids);
+						     kd++) {
+							struct p11g_keyid k =
+							    mkkey(tokens[kt], labels[kl],
+							          kd == 2 ? "\x01" : "", kd == 2);
+							const struct p11g_rule *r =
+							    p11g_policy_match(p, &k);
+							if (p11g_keyid_matches(&k, u) && r &&
+							    r != one[0])
+								fail_msg(
+								    "%s judged under %s, but key "
+								    "%s/%s is %s's",
+								    uri, one[0]->name, tokens[kt],
+								    labels[kl], r->name);
+						}
+				p11_kit_uri_free(u);
+			}
+	assert_true(judged > 5);
 	p11g_policy_free(p);
 }
 
@@ -828,6 +963,8 @@ int main(void)
 	    cmocka_unit_test(test_empty_dir),
 	    cmocka_unit_test(test_examples_load),
 	    cmocka_unit_test(test_match),
+	    cmocka_unit_test(test_empty_label_rule),
+	    cmocka_unit_test(test_request_judging_agrees_with_match),
 	    cmocka_unit_test(test_default_allow),
 	    cmocka_unit_test(test_digest),
 	    cmocka_unit_test(test_rule_round_trip),

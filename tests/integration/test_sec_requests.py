@@ -1,0 +1,239 @@
+"""Security of requests (issue 16): a request URI is a pattern judged under exactly one rule,
+an operation's key entry only ever spends for keys of the rule it was approved under, and a
+URI's query (pin-value) is never kept or shown.
+
+The attack of finding 2: with a rule for unlabelled keys (`object=`, no approvals) and a rule
+for a named key needing two approvers, `request --key pkcs11:token=T` was approved at once (the
+missing label read as an empty one) and then let the named key sign (the URI matched it).
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import p11g  # noqa: E402
+from p11g import ORDERERS, APPROVERS, expect_fail, expect_ok, wait_for  # noqa: E402
+from test_module_gate import (DIGEST, GATE, PIN, SOFTHSM, TOKEN, Token, granted,  # noqa: E402
+                              sh, uses_of)
+
+
+def rule(name, keys, approvals=0, **extra):
+    r = {"name": name, "keys": keys, "orderers": ORDERERS + ["uid:0"]}
+    if approvals:
+        r.update(approvers=APPROVERS, approvals=approvals)
+    else:
+        r["approvals"] = 0
+    r.update(extra)
+    return r
+
+
+def attack_policy(token):
+    """Finding 2's policy: unlabelled keys under a rule without approvals, named keys under
+    rules that need two approvers."""
+    return {"default": "deny", "rules": [
+        rule("unlabelled", ["pkcs11:token=%s;object=" % token]),
+        rule("fw", ["pkcs11:token=%s;object=fw-rsa" % token], approvals=2, max_uses=10)]}
+
+
+def policy_loads(d):
+    return sum(1 for r in d.audit() if r.get("event") == "policy_loaded")
+
+
+def reload(d, pol):
+    n0 = policy_loads(d)
+    d.write_policy("10-test.json", pol)
+    d.hup()
+    assert wait_for(lambda: policy_loads(d) == n0 + 1, 3, 0.05), d.stderr()
+
+
+def error_message(r):
+    line = r.err_lines[-1]
+    m = p11g.ERROR_LINE.match(line.strip())
+    assert m, r
+    return m.group(1)
+
+
+# ---- finding 2: a request URI is no wildcard -------------------------------------------------
+
+def test_request_that_could_name_keys_of_two_rules_is_refused_naming_them(start_daemon):
+    d = start_daemon(attack_policy("T"))
+    for uri in ("pkcs11:token=T", "pkcs11:token=T;id=%01", "pkcs11:token=T;type=private"):
+        r = expect_fail(d.cli("request", "--key", uri, user="orderer"), "bad_request")
+        msg = error_message(r)
+        assert "rules unlabelled and fw" in msg, r
+    # nothing was created, nothing was approved
+    assert not any(rec["event"] in ("created", "approved") for rec in d.audit())
+    # and through the wire, the same
+    rep = d.call({"verb": "request", "keys": [{"uri": "pkcs11:token=T", "uses": 1}]},
+                 user="orderer")
+    err = p11g.assert_refused(rep, "bad_request")
+    assert "unlabelled" in err["message"] and "fw" in err["message"], err
+
+
+def test_empty_label_names_unlabelled_keys_only(start_daemon):
+    d = start_daemon(attack_policy("T"))
+    # object= is "the label is empty": judged under the unlabelled rule alone, approved at once
+    op = d.request("orderer", ("pkcs11:token=T;object=", 5))
+    o = d.show(op)
+    assert o["state"] == "approved"
+    assert [(k["uri"], k["rule"]) for k in o["keys"]] == [("pkcs11:token=T;object=", "unlabelled")]
+    # the named key cannot sign with it, by any route: choosing, or naming the operation
+    r = d.use_refused("orderer", "T", "fw-rsa", "no_operation")
+    assert "no approved operation" in r["message"], r
+    d.use_refused("orderer", "T", "fw-rsa", "no_operation", operation=op)
+    # an unlabelled key can
+    assert d.use_ok("orderer", "T", "", id_hex="07")["operation"] == op
+    assert d.show(op)["keys"][0]["used"] == 1
+    assert not [g for g in d.audit() if g["event"] == "use_granted" and "fw-rsa" in g["key"]]
+    # the named key signs only through an operation its own rule approved
+    fw = d.request("orderer", ("pkcs11:token=T;object=fw-rsa", 1))
+    d.approve("alice", fw)
+    d.use_refused("orderer", "T", "fw-rsa", "pending")
+    d.approve("bob", fw)
+    assert d.use_ok("orderer", "T", "fw-rsa")["operation"] == fw
+
+
+def test_operation_never_spends_for_a_key_of_another_rule_after_a_reload(start_daemon):
+    """An entry is bound to the rule it was approved under: after a policy change moves some of
+    the keys its URI names to another rule, those keys do not sign with it."""
+    d = start_daemon({"default": "deny", "rules": [
+        rule("all", ["pkcs11:token=R"], approvals=1)]})
+    op = d.request("orderer", ("pkcs11:token=R", 5))
+    d.approve("alice", op)
+    assert d.use_ok("orderer", "R", "a")["operation"] == op
+    assert d.use_ok("orderer", "R", "b")["operation"] == op
+    reload(d, {"default": "deny", "rules": [
+        rule("all", ["pkcs11:token=R;object=a"], approvals=1),
+        rule("fw", ["pkcs11:token=R;object=b"], approvals=2)]})
+    r = d.use_refused("orderer", "R", "b", "no_operation")
+    assert "operation %d was approved under rule all, but rule fw governs" % op in \
+        r["message"], r
+    d.use_refused("orderer", "R", "b", "no_operation", operation=op)
+    # a key the rule still governs does
+    assert d.use_ok("orderer", "R", "a")["operation"] == op
+    # a key no rule governs now is denied by default, not spent from the operation
+    d.use_refused("orderer", "R", "c", "denied_by_default")
+    assert d.show(op)["keys"][0]["used"] == 3
+
+
+def test_operation_never_spends_for_keys_its_rule_did_not_cover_when_approved(start_daemon):
+    """A request judged under a rule for one key of a token (the only rule it could fall under)
+    does not let other keys sign when that rule later grows to the whole token."""
+    d = start_daemon({"default": "deny", "rules": [
+        rule("r", ["pkcs11:token=G;object=a"], approvals=1)]})
+    op = d.request("orderer", ("pkcs11:token=G", 3))
+    d.approve("alice", op)
+    d.use_refused("orderer", "G", "b", "denied_by_default")
+    reload(d, {"default": "deny", "rules": [rule("r", ["pkcs11:token=G"], approvals=1)]})
+    r = d.use_refused("orderer", "G", "b", "no_operation")
+    assert "earlier version of rule r" in r["message"], r
+    assert d.use_ok("orderer", "G", "a")["operation"] == op
+
+
+# ---- finding 2 with real signatures --------------------------------------------------------
+
+@pytest.fixture(params=["local", "isolated"])
+def token(accounts, request):
+    if not os.path.exists(GATE):
+        pytest.fail("p11gate.so not built at %s" % GATE)
+    t = Token(request.param)
+    # a third key, without a label: what the `object=` rule is for
+    sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin", PIN,
+        "--keypairgen", "--key-type", "EC:prime256v1", "--id", "03"], t.env)
+    yield t
+    t.cleanup()
+
+
+def test_attack_with_real_keys(token, start_daemon):
+    d = token.start(start_daemon, {"default": "deny", "rules": [
+        rule("unlabelled", ["pkcs11:token=%s;object=" % TOKEN]),
+        rule("fw", ["pkcs11:token=%s;object=rsa" % TOKEN], approvals=2),
+        rule("ec", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2)]})
+    env = token.gate_env(d)
+    r = expect_fail(d.cli("request", "--key", "pkcs11:token=%s" % TOKEN), "bad_request")
+    assert "rules unlabelled, fw and ec" in error_message(r), r
+
+    op = d.request("root", ("pkcs11:token=%s;object=" % TOKEN, 3))
+    assert d.state_of(op) == "approved"
+    # the RSA key, whose rule needs two approvers, does not sign
+    out = token.pk11("sign", env, label="rsa", mech="CKM_SHA256_RSA_PKCS", data="00")
+    assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"], out
+    assert out["results"][0]["signature"] is None
+    assert "(no_operation)" in token.refusals(out["stderr"])[-1]
+    # the unlabelled key signs, from the operation
+    out = token.pk11("sign", env, label="", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["signature"], out
+    assert uses_of(d, op) == 1
+    g = granted(d)
+    assert len(g) == 1 and g[0]["op"] == op and "object=;" in g[0]["key"], g
+    assert not [x for x in g if "object=rsa" in x["key"]]
+
+
+def test_on_demand_request_names_an_unlabelled_key_exactly(token, start_daemon):
+    """The module files a request for the key being used with the URI that names that key
+    (object= for no label): judged under the key's own rule, beside a rule for a named key on
+    the same token."""
+    if token.mode != "local":
+        pytest.skip("on-demand requests are set in the local deployment's p11gate.conf")
+    d = token.start(start_daemon, {"default": "deny", "rules": [
+        rule("unlabelled", ["pkcs11:token=%s;object=" % TOKEN], approvals=1),
+        rule("fw", ["pkcs11:token=%s;object=rsa" % TOKEN], approvals=2)]})
+    env = token.gate_env(d)
+    with open(env["P11GATE_CONF"], "a") as f:
+        f.write("wait = 1\n")
+    out = token.pk11("sign", env, label="", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert out["results"][0]["steps"][-1] == ["C_Sign", "CKR_FUNCTION_REJECTED"], out
+    ops = d.list("--all")
+    assert len(ops) == 1, (ops, out["stderr"])
+    [k] = ops[0]["keys"]
+    assert k["rule"] == "unlabelled" and k["uri"].endswith(";object=;id=%03"), k
+    assert k["uri"].startswith("pkcs11:token=%s;manufacturer=" % TOKEN), k
+
+
+PROD = "pkcs11:token=prod;object=%s"
+
+
+# ---- finding 6: a URI's query is never kept or shown ------------------------------------------
+
+SECRET = "s3cretPIN-p11gt"
+
+def test_query_is_dropped_before_storing_and_showing(daemon):
+    op = daemon.request("orderer", (PROD % "pq" + "?pin-value=" + SECRET, 2),
+                        ("pkcs11:token=dev;object=pq?module-path=/x-mod.so&pin-value=" + SECRET,
+                         1))
+    o = daemon.show(op)
+    assert [k["uri"] for k in o["keys"]] == [PROD % "pq", "pkcs11:token=dev;object=pq"]
+    daemon.approve("alice", op)
+    daemon.approve("bob", op)
+    daemon.use_ok("orderer", "prod", "pq")
+    outputs = [
+        expect_ok(daemon.cli("show", op, "--json")).out,
+        expect_ok(daemon.cli("show", op)).out,
+        expect_ok(daemon.cli("list", "--all", "--json")).out,
+        expect_ok(daemon.cli("list", "--all")).out,
+        expect_ok(daemon.cli("audit", "--json")).out,
+        expect_ok(daemon.cli("audit")).out,
+        json.dumps(p11g.assert_reply_ok(daemon.call({"verb": "show", "id": op}))),
+    ]
+    for text in outputs:
+        assert "object=pq" in text, text
+        for secret in ("pin-value", SECRET, "module-path", "x-mod.so"):
+            assert secret not in text, (secret, text)
+
+
+def test_query_is_not_quoted_in_refusals(daemon):
+    for uri, code, user in (("pkcs11:token=nowhere;object=x", "no_rule", "orderer"),
+                            ("pkcs11:token=prod;object=a%zz", "bad_request", "orderer"),
+                            ("pkcs11:object=q", "bad_request", "orderer"),  # every rule
+                            ("pkcs11:token=prod;object=q", "not_orderer", "mallory"),
+                            ("pkcs11:token=prod;object=q", "limit_exceeded", "orderer")):
+        extra = ["--uses", "11"] if code == "limit_exceeded" else []
+        r = expect_fail(daemon.cli("request", "--key", uri + "?pin-value=" + SECRET, *extra,
+                                   user=user), code)
+        assert "pin-value" not in r.err and SECRET not in r.err, r
+    assert SECRET not in json.dumps(daemon.audit())
