@@ -531,11 +531,17 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		const struct p11g_rule *rule = NULL;
 		if (judge_key(o->policy, pat, uri, &rule, err) < 0)
 			return -1;
-		for (size_t j = 0; j < i; j++)
-			if (!strcmp(uri, json_string_value(
-			                     json_object_get(json_array_get(op_keys, j), "uri"))))
-				return p11g_err_set(err, P11G_E_BAD_REQUEST,
-				                    "key %s is named twice", uri);
+		/* One count per key: two entries that could name one key would add up
+		 * to a number nobody was shown, past the rule's max_uses. */
+		for (size_t j = 0; j + 1 < pats.n; j++) {
+			if (!p11g_keyuri_overlap(pats.v[j], pat))
+				continue;
+			const json_t *prev = json_object_get(json_array_get(op_keys, j), "uri");
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "key %s could name the same key as %s: "
+			                    "name each key once, with all its uses",
+			                    uri, json_string_value(prev));
+		}
 		if (!p11g_rule_may_order(rule, c->caller))
 			return p11g_err_set(err, P11G_E_NOT_ORDERER,
 			                    "%s (uid %u) may not order uses of %s (rule %s)",
@@ -949,12 +955,16 @@ static void note_other_rule(struct use_scan *s, uint64_t id, const char *rule)
 	}
 }
 
-/* The key entry of op that names the key being used, judged under rule (the
- * one that governs the key now), or -1; then *ret_other is the rule of an
- * entry that names the key under another rule, or NULL. */
+/*
+ * The key entry of op this use may spend: its URI names the key and it was
+ * judged under rule, the one that governs the key now (the first with uses
+ * left, if several).  -1 when none; then *ret_other is the rule of an entry
+ * whose URI names the key under another rule, or NULL.
+ */
 static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k, const char *rule,
                             const char **ret_other)
 {
+	ssize_t found = -1;
 	size_t i;
 	json_t *e;
 
@@ -964,11 +974,16 @@ static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k, const 
 		const char *r = json_string_value(json_object_get(e, "rule"));
 		if (!uri_matches(json_string_value(json_object_get(e, "uri")), k))
 			continue;
-		if (r && !strcmp(r, rule))
+		if (!r || strcmp(r, rule)) {
+			*ret_other = r;
+			continue;
+		}
+		if (int_of(e, "used") < int_of(e, "uses"))
 			return (ssize_t)i;
-		*ret_other = r;
+		if (found < 0)
+			found = (ssize_t)i;
 	}
-	return -1;
+	return found;
 }
 
 static int scan_visit(uint64_t id, const json_t *op, void *arg)

@@ -1,17 +1,18 @@
 """Security of requests (issue 16): a request URI is a pattern judged under exactly one rule,
-an operation's key entry only ever spends for keys of the rule it was approved under, and a
-URI's query (pin-value) is never kept or shown.
+an operation's key entry only ever spends for keys of the rule it was approved under, a key is
+named once per request, and a URI's query (pin-value) is never kept or shown.
 
 The attack of finding 2: with a rule for unlabelled keys (`object=`, no approvals) and a rule
 for a named key needing two approvers, `request --key pkcs11:token=T` was approved at once (the
 missing label read as an empty one) and then let the named key sign (the URI matched it).
 """
 
-import hashlib
 import json
 import os
+import struct
 import sys
 
+import lmdb
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -195,7 +196,74 @@ def test_on_demand_request_names_an_unlabelled_key_exactly(token, start_daemon):
     assert k["uri"].startswith("pkcs11:token=%s;manufacturer=" % TOKEN), k
 
 
+# ---- finding 11: a key is named once per request ---------------------------------------------
+
 PROD = "pkcs11:token=prod;object=%s"
+
+
+@pytest.mark.parametrize("second", [
+    "pkcs11:token=prod;object=dup",          # the same text
+    "pkcs11:object=dup;token=prod",          # the same key, spelled otherwise
+    "pkcs11:token=prod;object=dup;id=%01",   # a narrower name of a key it names
+    "pkcs11:token=prod;id=%01",              # could be the same key
+])
+def test_key_named_twice_is_refused(daemon, second):
+    r = expect_fail(daemon.cli("request", "--key", PROD % "dup", "--uses", "10",
+                               "--key", second, "--uses", "10", user="orderer"), "bad_request")
+    assert "could name the same key as pkcs11:token=prod;object=dup" in error_message(r), r
+    assert not any(rec["event"] == "created" for rec in daemon.audit())
+
+
+def test_one_count_per_key_up_to_max_uses(daemon):
+    # prod allows 10 uses: 20 in one entry is over it, and there is no second entry to add
+    expect_fail(daemon.cli("request", "--key", PROD % "many", "--uses", "20", user="orderer"),
+                "limit_exceeded")
+    op = daemon.request("orderer", (PROD % "k1", 2), (PROD % "k2", 1))
+    o = daemon.show(op)
+    assert [(k["uri"], k["uses"], k["used"]) for k in o["keys"]] == \
+        [(PROD % "k1", 2, 0), (PROD % "k2", 1, 0)]
+    daemon.approve("alice", op)
+    daemon.approve("bob", op)
+    # what was shown is what is enforced
+    assert daemon.use_ok("orderer", "prod", "k1")["remaining"] == 1
+    assert daemon.use_ok("orderer", "prod", "k1")["remaining"] == 0
+    daemon.use_refused("orderer", "prod", "k1", "exhausted")
+    assert daemon.use_ok("orderer", "prod", "k2")["remaining"] == 0
+    daemon.use_refused("orderer", "prod", "k2", "exhausted")
+    assert [(k["uses"], k["used"]) for k in daemon.show(op)["keys"]] == [(2, 2), (1, 1)]
+
+
+def edit_op(d, op_id, fn):
+    """With the daemon stopped, edits operation op_id as stored (an operation written by an
+    approvald before the check), then starts it again."""
+    assert d.stop() == 0
+    env = lmdb.open(d.state, max_dbs=8, map_size=1 << 30)
+    try:
+        ops = env.open_db(b"ops", create=False)
+        with env.begin(write=True) as txn:
+            key = struct.pack(">Q", op_id)
+            op = json.loads(txn.get(key, db=ops))
+            fn(op)
+            txn.put(key, json.dumps(op).encode(), db=ops)
+    finally:
+        env.close()
+    d.start()
+
+
+def test_an_older_operation_naming_a_key_twice_grants_what_it_shows(start_daemon):
+    d = start_daemon()
+    op = d.request("orderer", (PROD % "old", 2))
+    edit_op(d, op, lambda o: o["keys"].append(dict(o["keys"][0],
+                                                   uri="pkcs11:object=old;token=prod")))
+    d.approve("alice", op)
+    d.approve("bob", op)
+    assert [(k["uses"], k["used"]) for k in d.show(op)["keys"]] == [(2, 0), (2, 0)]
+    for left in (1, 0, 1, 0):
+        assert d.use_ok("orderer", "prod", "old") == {"operation": op, "remaining": left}
+    d.use_refused("orderer", "prod", "old", "exhausted")
+    o = d.show(op)
+    assert [(k["uses"], k["used"]) for k in o["keys"]] == [(2, 2), (2, 2)]
+    assert o["state"] == "exhausted"
 
 
 # ---- finding 6: a URI's query is never kept or shown ------------------------------------------
