@@ -387,6 +387,9 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 out:
 	if (d.server)
 		p11g_server_free(d.server);
+	/* The refusals counted in the last minute are written, not dropped. */
+	if (d.ops.store && p11g_ops_flush_refusals(&d.ops, true, &err) < 0)
+		p11g_error("writing the counts of refused uses failed: %s", err.msg);
 	if (d.ops.store)
 		p11g_store_close(d.ops.store);
 	p11g_ops_clear(&d.ops);

@@ -1,5 +1,6 @@
 /* Operation lifecycle: every state change and its audit record in one durable transaction. */
 #include "approvald/ops.h"
+#include "approvald/refusals.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -107,6 +108,8 @@ struct p11g_rule_cache {
 void p11g_ops_clear(struct p11g_ops *o)
 {
 	struct p11g_rule_cache *rc = o->rule_cache;
+	p11g_refusals_free(o->refusals);
+	o->refusals = NULL;
 	if (!rc)
 		return;
 	for (size_t i = 0; i < RULE_CACHE; i++) {
@@ -930,6 +933,7 @@ struct use_scan {
 	uint64_t why_id;
 	char why_rule[65]; /* for REF_OTHER_RULE: the rule the operation's entry was judged under */
 	p11g_err damaged;  /* why, for REF_DAMAGED (op_rule fills it) */
+	bool signer_seen;  /* the caller signs for an operation of the key */
 };
 
 static void scan_done(struct use_scan *s)
@@ -1004,6 +1008,7 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 		note(s, REF_NOT_SIGNER, id);
 		return 0;
 	}
+	s->signer_seen = true;
 	if (!strcmp(state, "revoked")) {
 		note(s, REF_REVOKED, id);
 		return 0;
@@ -1191,9 +1196,35 @@ static int scan_recent(p11g_txn *t, struct use_scan *s, p11g_err *err)
 	                           scan_visit, s, err);
 }
 
-/* Records a refusal in the same transaction that found it. */
-static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, p11g_err *err)
+/*
+ * Whether the caller has a part in the key's rule: it may order, approve or administer, or
+ * it signs for one of the key's operations (s->signer_seen, from the walk).  Root and
+ * approvald's own uid always do.  Refusals of callers without one are written in bounded
+ * number (refusals.h), and cost no walk of ended operations.
+ */
+static bool has_role(const struct p11g_ops *o, const struct p11g_rule *rule,
+                     const struct p11g_ident *caller, bool signer_seen)
 {
+	return caller->uid == 0 || caller->uid == o->daemon_uid || signer_seen ||
+	       (rule && (p11g_rule_may_order(rule, caller) || p11g_rule_may_approve(rule, caller) ||
+	                 p11g_rule_is_admin(rule, caller)));
+}
+
+/* Records a refusal in the same transaction that found it, or counts it into the record of
+ * its kind that the sweep writes when its minute is over (refusals.h). */
+static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, bool role, p11g_err *err)
+{
+	struct p11g_ops *o = c->o;
+	const char *key = json_string_value(json_object_get(what, "key"));
+
+	if (!o->refusals)
+		o->refusals = p11g_refusals_new();
+	if (o->refusals && key &&
+	    p11g_refusals_note(o->refusals, c->caller->uid, c->caller->gid, key, c->refusal.code,
+	                       role, p11g_now()) == P11G_REFUSAL_COUNTED) {
+		c->refused = true;
+		return 0;
+	}
 	json_t *rec = json_deep_copy(what);
 	json_object_set_new(rec, "reason", json_string(c->refusal.code));
 	json_object_set_new(rec, "message", json_string(c->refusal.msg));
@@ -1280,14 +1311,14 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (!rule) {
 		p11g_err_set(&c->refusal, P11G_E_DENIED_DEFAULT,
 		             "no policy rule covers %s and the default is deny", uri);
-		return refuse(t, c, what, err);
+		return refuse(t, c, what, has_role(o, NULL, c->caller, false), err);
 	}
 	s.rule = rule;
 	if (!s.mech) {
 		p11g_err_set(&c->refusal, P11G_E_MECHANISM,
 		             "mechanism 0x%lx is not a signing mechanism p11gate knows",
 		             (unsigned long)a->mechanism);
-		return refuse(t, c, what, err);
+		return refuse(t, c, what, has_role(o, rule, c->caller, false), err);
 	}
 
 	/* The current rule's word on raw use stands whatever older operations allowed. */
@@ -1295,7 +1326,7 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		p11g_err_set(&c->refusal, P11G_E_RAW,
 		             "raw use of %s (%s) is not allowed by rule %s", uri, s.mech->name,
 		             rule->name);
-		return refuse(t, c, what, err);
+		return refuse(t, c, what, has_role(o, rule, c->caller, false), err);
 	}
 	if (p11g_txn_op_foreach(t, true, 0, scan_visit, &s, err) < 0)
 		return -1;
@@ -1304,12 +1335,15 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		note(&s, REF_MECHANISM, 0);
 	if (implicit_allowed(rule, &s))
 		return use_implicit(t, c, rule, uri, what, err);
-	if (!s.best_id && s.why <= REF_NOT_SIGNER && scan_recent(t, &s, err) < 0)
+	bool role = has_role(o, rule, c->caller, s.signer_seen);
+	/* The ended operations explain a refusal to those who had a part in them; walking
+	 * them for anyone else would let any uid make every refusal cost a thousand reads. */
+	if (!s.best_id && s.why <= REF_NOT_SIGNER && role && scan_recent(t, &s, err) < 0)
 		return -1;
 	if (!s.best_id) {
 		refusal_message(&s, uri, &c->refusal);
 		c->refusal_op = s.why_id;
-		return refuse(t, c, what, err);
+		return refuse(t, c, what, role, err);
 	}
 
 	/* What was read may be the store's shared copy: the spent operation is a
@@ -1631,7 +1665,56 @@ int p11g_ops_expire_due(struct p11g_ops *o, p11g_err *err)
 		return -1;
 	for (size_t i = 0; i < c.n; i++)
 		notify(o, c.ids[i]);
+	if (p11g_ops_flush_refusals(o, false, err) < 0)
+		return -1;
 	return (int)c.n;
+}
+
+struct flush_ctx {
+	p11g_txn *t;
+	p11g_err *err;
+};
+
+/* One aggregate record: the refusals counted after the first of their kind was written. */
+static int flush_one(void *arg, const struct p11g_refusal_agg *a)
+{
+	struct flush_ctx *c = arg;
+	struct p11g_ident who = {0};
+	bool overflow = a->uid == (uid_t)-1;
+	int r;
+
+	if (!overflow && p11g_ident_resolve(a->uid, a->gid, 0, &who) < 0)
+		return p11g_err_set(c->err, P11G_E_INTERNAL, "out of memory");
+	json_t *rec = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "key", a->key, "reason",
+	                        a->reason, "count", (json_int_t)a->count, "first",
+	                        (json_int_t)a->first, "last", (json_int_t)a->last, "aggregated", 1);
+	if (rec && overflow)
+		json_object_set_new(rec, "uids",
+		                    json_string("many (the table of refusals was full)"));
+	r = rec ? audit(c->t, "use_refused", overflow ? NULL : &who, 0, rec, c->err)
+	        : p11g_err_set(c->err, P11G_E_INTERNAL, "out of memory");
+	p11g_ident_clear(&who);
+	return r;
+}
+
+struct flush_all_ctx {
+	struct p11g_ops *o;
+	bool all;
+};
+
+static int flush_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct flush_all_ctx *c = arg;
+	struct flush_ctx f = {t, err};
+	return p11g_refusals_flush(c->o->refusals, p11g_now(), c->all, flush_one, &f);
+}
+
+int p11g_ops_flush_refusals(struct p11g_ops *o, bool all, p11g_err *err)
+{
+	struct flush_all_ctx c = {o, all};
+	if (!o->refusals || !p11g_refusals_due(o->refusals, p11g_now(), all))
+		return 0;
+	return p11g_store_write(o->store, flush_body, &c, err) != 0 ? -1 : 0;
 }
 
 struct policy_ctx {

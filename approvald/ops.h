@@ -27,10 +27,17 @@ struct p11g_ops {
 	void *changed_arg;
 	/* Rule snapshots parsed by recent uses (see op_rule); p11g_ops_clear frees them. */
 	struct p11g_rule_cache *rule_cache;
+	/* Refused uses counted for their aggregate records (refusals.h); created at the first. */
+	struct p11g_refusals *refusals;
 };
 
-/* Frees what the verbs below keep between calls (not store or policy). */
+/* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and
+ * not yet written are lost: p11g_ops_flush_refusals first. */
 void p11g_ops_clear(struct p11g_ops *o);
+
+/* Writes the aggregate records of refused uses (refusals.h) whose minute is over, or all of
+ * them (at shutdown).  0, or -1 with err when the store refused the write. */
+int p11g_ops_flush_refusals(struct p11g_ops *o, bool all, p11g_err *err);
 
 /*
  * Each verb below runs in one write transaction: the state change and its

@@ -72,6 +72,15 @@ void p11g_refusals_free(struct p11g_refusals *r)
 	free(r);
 }
 
+bool p11g_refusals_due(const struct p11g_refusals *r, int64_t now, bool all)
+{
+	for (size_t i = 0; i < BUCKETS; i++)
+		for (const struct pair *p = r->pairs[i]; p; p = p->next)
+			if (all || now - p->start >= P11G_REFUSALS_INTERVAL)
+				return true;
+	return false;
+}
+
 size_t p11g_refusals_size(const struct p11g_refusals *r)
 {
 	return r->n_pairs;

@@ -67,6 +67,10 @@ enum p11g_refusal_verdict p11g_refusals_note(struct p11g_refusals *r, uid_t uid,
 int p11g_refusals_flush(struct p11g_refusals *r, int64_t now, bool all,
                         int (*fn)(void *arg, const struct p11g_refusal_agg *a), void *arg);
 
+/* Whether a flush at now would have something to do (a pair whose minute is over; any pair
+ * when all). */
+bool p11g_refusals_due(const struct p11g_refusals *r, int64_t now, bool all);
+
 /* Pairs held (for tests and the benchmark). */
 size_t p11g_refusals_size(const struct p11g_refusals *r);
 

@@ -43,6 +43,9 @@ static void no_role_first_written_rest_counted(void **state)
 		    p11g_refusals_note(r, 1000, 1000, "pkcs11:k", "no_rule", false, 100 + i / 20),
 		    P11G_REFUSAL_COUNTED);
 	/* before the interval ends nothing is flushed */
+	assert_false(p11g_refusals_due(r, 159, false));
+	assert_true(p11g_refusals_due(r, 159, true));
+	assert_true(p11g_refusals_due(r, 160, false));
 	assert_int_equal(p11g_refusals_flush(r, 159, false, collect, &s), 0);
 	assert_int_equal(s.n, 0);
 	assert_int_equal(p11g_refusals_flush(r, 160, false, collect, &s), 0);
