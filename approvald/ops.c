@@ -5,6 +5,9 @@
 #include <ctype.h>
 #include <inttypes.h>
 
+#include <openssl/evp.h>
+
+#include "approvald/textsafe.h"
 #include "p11gate/mech.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -18,6 +21,8 @@
 #define RECENT_ENDED 1024                    /* ended operations looked at to explain a refusal */
 #define REPLY_BUDGET (P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
 #define RULE_CACHE   16                      /* parsed rule snapshots kept for uses */
+#define MAX_PAYLOAD  16384                   /* bytes of one cosign payload */
+#define MAX_REFNAME  512                     /* bytes of a payload's docker-reference */
 
 static void rule_freep(struct p11g_rule **r)
 {
@@ -420,6 +425,292 @@ static int finish(struct txn_ctx *c, int r, json_t **ret, p11g_err *err)
 	return 0;
 }
 
+/* ---- OCI payloads --------------------------------------------------------- */
+
+/* Strict base64 (RFC 4648, padded, no whitespace, zero pad bits): the bytes
+ * decoded into out, or -1. */
+static ssize_t b64_decode(const char *s, size_t len, unsigned char *out, size_t max)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t n = 0;
+
+	if (len == 0 || len % 4)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		uint32_t w = 0;
+		size_t pad = 0;
+		for (size_t j = 0; j < 4; j++) {
+			const char *at = s[i + j] ? strchr(alphabet, s[i + j]) : NULL;
+			if (s[i + j] == '=' && i + 4 == len && j >= 2)
+				pad++;
+			else if (pad || !at)
+				return -1;
+			w = w << 6 | (at && !pad ? (uint32_t)(at - alphabet) : 0);
+		}
+		if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)) || n + 3 - pad > max)
+			return -1;
+		for (size_t j = 0; j < 3 - pad; j++)
+			out[n++] = (unsigned char)(w >> (16 - 8 * j));
+	}
+	return (ssize_t)n;
+}
+
+/* An object with exactly these members (NULL-terminated). */
+static bool members_are(const json_t *o, const char *const *names)
+{
+	size_t n = 0;
+	if (!json_is_object(o))
+		return false;
+	for (; names[n]; n++)
+		if (!json_object_get(o, names[n]))
+			return false;
+	return json_object_size(o) == n;
+}
+
+/* A name as the docker-reference of a cosign payload: host[:port]/repository,
+ * in the characters image names use (which leaves nothing for a screen). */
+static bool image_ref_valid(const char *s, size_t len)
+{
+	size_t host = strcspn(s, "/");
+	if (len == 0 || len > MAX_REFNAME || strlen(s) != len || host == 0 || host + 1 >= len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-:/", s[i]))
+			return false;
+	return true;
+}
+
+static bool manifest_digest_valid(const char *s)
+{
+	if (strlen(s) != 71 || strncmp(s, "sha256:", 7))
+		return false;
+	for (size_t i = 7; i < 71; i++)
+		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+			return false;
+	return true;
+}
+
+/* Annotations as cosign writes them: null, or an object of strings, none
+ * holding what a screen would act on. */
+static bool annotations_valid(const json_t *o)
+{
+	const char *k;
+	json_t *v;
+	uint32_t cp;
+	if (json_is_null(o))
+		return true;
+	if (!json_is_object(o))
+		return false;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		if (!json_is_string(v) || p11g_text_find(k, strlen(k), &cp) >= 0 ||
+		    strlen(json_string_value(v)) != json_string_length(v) ||
+		    p11g_text_find(json_string_value(v), json_string_length(v), &cp) >= 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * payloads[i] of a request: the base64 of one cosign simple-signing payload,
+ * {"critical": {"identity": {"docker-reference"}, "image":
+ * {"docker-manifest-digest"}, "type": "cosign container image signature"},
+ * "optional": null or annotations}, with nothing else in it.  The image
+ * approvers see: {reference, digest, payload_digest: sha256 of the bytes,
+ * annotations?}.
+ */
+static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
+{
+	static const char *const top[] = {"critical", "optional", NULL},
+	                         *const crit_m[] = {"identity", "image", "type", NULL},
+	                         *const ident_m[] = {"docker-reference", NULL},
+	                         *const image_m[] = {"docker-manifest-digest", NULL};
+	unsigned char buf[MAX_PAYLOAD], md[32];
+	char hex[2 * sizeof(md) + 1], pdigest[8 + sizeof(hex)];
+	json_error_t je;
+	ssize_t n;
+
+	if (!json_is_string(jp) ||
+	    (n = b64_decode(json_string_value(jp), json_string_length(jp), buf, sizeof(buf))) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: expected the base64 of a payload of at most %d "
+		                    "bytes",
+		                    i, MAX_PAYLOAD);
+	_cleanup_json_ json_t *root =
+	    json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "payloads[%zu]: not JSON: %s", i,
+		                    je.text);
+	const json_t *crit = json_object_get(root, "critical");
+	const json_t *ref = json_object_get(json_object_get(crit, "identity"), "docker-reference");
+	const json_t *dig =
+	    json_object_get(json_object_get(crit, "image"), "docker-manifest-digest");
+	const json_t *opt = json_object_get(root, "optional");
+	if (!members_are(root, top) || !members_are(crit, crit_m) ||
+	    !members_are(json_object_get(crit, "identity"), ident_m) ||
+	    !members_are(json_object_get(crit, "image"), image_m) ||
+	    !json_is_string(json_object_get(crit, "type")) ||
+	    strcmp(json_string_value(json_object_get(crit, "type")),
+	           "cosign container image signature"))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: not a cosign container image signature payload "
+		                    "(critical: identity, image, type; optional)",
+		                    i);
+	if (!json_is_string(ref) ||
+	    !image_ref_valid(json_string_value(ref), json_string_length(ref)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-reference must be registry/repository",
+		                    i);
+	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
+		                    "lowercase hex digits>",
+		                    i);
+	if (!annotations_valid(opt))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: optional must be null or an object of plain "
+		                    "strings",
+		                    i);
+	if (!EVP_Digest(buf, (size_t)n, md, NULL, EVP_sha256(), NULL))
+		return p11g_err_set(err, P11G_E_INTERNAL, "sha256 failed");
+	p11g_hex_encode(md, sizeof(md), hex);
+	snprintf(pdigest, sizeof(pdigest), "sha256:%s", hex);
+	*ret = json_pack("{s:O, s:O, s:s}", "reference", ref, "digest", dig, "payload_digest",
+	                 pdigest);
+	if (*ret && json_object_size(opt) &&
+	    json_object_set(*ret, "annotations", (json_t *)opt) < 0) {
+		json_decref(*ret);
+		*ret = NULL;
+	}
+	return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+}
+
+/* Whether r signs images of ref (registry/repository): yes when it names no
+ * registries. */
+static bool registry_allowed(const struct p11g_rule *r, const char *ref)
+{
+	size_t host = strcspn(ref, "/");
+	if (r->n_registries == 0)
+		return true;
+	for (size_t i = 0; i < r->n_registries; i++)
+		if (strlen(r->registries[i]) == host && !memcmp(r->registries[i], ref, host))
+			return true;
+	return false;
+}
+
+static bool in_strings(const json_t *arr, const char *s)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(arr, i, v) if (!strcmp(json_string_value(v), s)) return true;
+	return false;
+}
+
+/* Whether the requester's "oci" names one of the images: it is shown to
+ * approvers, so it says nothing the payloads do not (but the tag). */
+static bool oci_matches(const json_t *oci, const json_t *images)
+{
+	static const char *const with_tag[] = {"registry", "repository", "digest", "reference",
+	                                       NULL},
+	                         *const no_tag[] = {"registry", "repository", "digest", NULL};
+	const char *reg = json_string_value(json_object_get(oci, "registry")),
+	           *repo = json_string_value(json_object_get(oci, "repository")),
+	           *dig = json_string_value(json_object_get(oci, "digest")),
+	           *tag = json_string_value(json_object_get(oci, "reference"));
+	const json_t *img;
+	size_t i;
+
+	if (!members_are(oci, tag ? with_tag : no_tag) || !reg || !repo || !dig)
+		return false;
+	/* The tag or digest the requester named the image by: shown, not checked,
+	 * so a plain one. */
+	if (tag && (!tag[0] || strlen(tag) > 128 ||
+	            tag[strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                            "abcdefghijklmnopqrstuvwxyz"
+	                            "0123456789_.-:")]))
+		return false;
+	json_array_foreach(images, i, img)
+	{
+		const char *ref = json_string_value(json_object_get(img, "reference"));
+		size_t host = strcspn(ref, "/");
+		if (strlen(reg) == host && !strncmp(ref, reg, host) &&
+		    !strcmp(ref + host + 1, repo) &&
+		    !strcmp(json_string_value(json_object_get(img, "digest")), dig))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The images of a request (NULL without "payloads"), read from the payloads
+ * themselves: a rule with registries signs nothing else, so one of those
+ * needs them, and each payload's registry must be one every such rule of the
+ * request names.  Their sha256 are the operation's digests; a digest the
+ * request names must be one of them.  "oci", what the requester says the
+ * image is, must be one of them too.
+ */
+static int request_images(const json_t *args, const struct p11g_rule *const *rules, size_t n_rules,
+                          json_t *digests, json_t **ret, p11g_err *err)
+{
+	const json_t *jp = json_object_get(args, "payloads"), *oci = json_object_get(args, "oci");
+	_cleanup_json_ json_t *images = json_array(), *pinned = json_array();
+	size_t i;
+	json_t *v;
+
+	*ret = NULL;
+	if (!jp) {
+		for (i = 0; i < n_rules; i++)
+			if (rules[i]->n_registries)
+				return p11g_err_set(
+				    err, P11G_E_BAD_REQUEST,
+				    "rule %s signs only image payloads approvald reads: give them "
+				    "in \"payloads\" (ocisign sign --request does)",
+				    rules[i]->name);
+		if (oci)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "oci: give the payloads of the image in \"payloads\"");
+		return 0;
+	}
+	if (!json_is_array(jp) || json_array_size(jp) == 0 || json_array_size(jp) > MAX_DIGESTS)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads: an array of 1 to %d base64 strings", MAX_DIGESTS);
+	if (!images || !pinned)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_array_foreach(jp, i, v)
+	{
+		json_t *img;
+		if (read_payload(v, i, &img, err) < 0)
+			return -1;
+		json_array_append_new(images, img);
+		const char *ref = json_string_value(json_object_get(img, "reference"));
+		for (size_t j = 0; j < n_rules; j++)
+			if (!registry_allowed(rules[j], ref))
+				return p11g_err_set(
+				    err, P11G_E_REGISTRY,
+				    "rule %s does not allow signing images for registry %.*s",
+				    rules[j]->name, (int)strcspn(ref, "/"), ref);
+		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
+		if (!in_strings(pinned, pd))
+			json_array_append_new(pinned, json_string(pd));
+	}
+	json_array_foreach(digests, i, v)
+	{
+		if (!in_strings(pinned, json_string_value(v)))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "digests[%zu]: %s is not the sha256 of a payload given",
+			                    i, json_string_value(v));
+	}
+	if (oci && !oci_matches(oci, images))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "oci: {registry, repository, digest, reference?} must name an "
+		                    "image of the payloads");
+	if (json_array_clear(digests) < 0 || json_array_extend(digests, pinned) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	*ret = json_incref(images);
+	return 0;
+}
+
 /* ---- request ----------------------------------------------------------- */
 
 struct count_ctx {
@@ -488,6 +779,7 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	_cleanup_json_ json_t *op_keys = json_array(), *rules = json_object(),
 	                      *digests = json_array();
 	struct key_uris pats __attribute__((cleanup(key_uris_clear))) = {.n = 0};
+	const struct p11g_rule *judged[MAX_KEYS];
 	int64_t now = p11g_now();
 	bool needs_digest = false, auto_all = true;
 	size_t i;
@@ -563,6 +855,7 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 				    (unsigned long long)rule->max_validity);
 			valid = (int64_t)rule->max_validity; /* the default shrinks to fit */
 		}
+		judged[i] = rule;
 		needs_digest |= rule->bind_digest;
 		auto_all &= p11g_rule_auto_approves(rule, c->caller);
 		if (!json_object_get(rules, rule->name))
@@ -597,6 +890,10 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 			    "digests[%zu]: expected ALG:HEX such as sha256:<64 hex digits>", i);
 		json_array_append_new(digests, json_string(norm));
 	}
+	/* OCI: the images, from their payloads */
+	_cleanup_json_ json_t *images = NULL;
+	if (request_images(args, judged, json_array_size(keys), digests, &images, err) < 0)
+		return -1;
 	if (needs_digest && json_array_size(digests) == 0)
 		return p11g_err_set(
 		    err, P11G_E_BAD_REQUEST,
@@ -620,28 +917,6 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (!signer_s)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 
-	/* OCI: registries named by the rules */
-	const json_t *oci = json_object_get(args, "oci");
-	if (oci) {
-		const char *reg = json_string_value(json_object_get(oci, "registry"));
-		if (!json_is_object(oci) || !reg)
-			return p11g_err_set(err, P11G_E_BAD_REQUEST, "oci: needs a \"registry\"");
-		const char *name;
-		json_t *snap;
-		json_object_foreach(rules, name, snap)
-		{
-			const json_t *regs = json_object_get(snap, "registries"), *rg;
-			size_t j;
-			bool ok = json_array_size(regs) == 0;
-			json_array_foreach(regs, j, rg) ok |= !strcmp(json_string_value(rg), reg);
-			if (!ok)
-				return p11g_err_set(
-				    err, P11G_E_REGISTRY,
-				    "rule %s does not allow signing images for registry %s", name,
-				    reg);
-		}
-	}
-
 	/* a quota per orderer: pending requests are a resource the client controls */
 	struct count_ctx cc = {c->caller->uid, 0};
 	if (p11g_txn_op_foreach(t, true, 0, count_pending, &cc, err) < 0)
@@ -664,14 +939,16 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	    "digests", digests, "keys", op_keys, "rules", rules, "approvals");
 	if (!op)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (oci)
-		json_object_set(op, "oci", (json_t *)oci);
+	const json_t *oci = json_object_get(args, "oci");
+	if ((oci && json_object_set(op, "oci", (json_t *)oci) < 0) ||
+	    (images && json_object_set(op, "images", images) < 0))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (p11g_txn_op_put(t, id, op, err) < 0)
 		return -1;
 	if (audit(t, "created", c->caller, id,
-	          json_pack("{s:o, s:s, s:I, s:O, s:s}", "keys", op_keys_uris(op), "signer",
+	          json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*}", "keys", op_keys_uris(op), "signer",
 	                    signer_s, "expires", (json_int_t)(now + valid), "digests", digests,
-	                    "description", jdesc ? json_string_value(jdesc) : ""),
+	                    "description", jdesc ? json_string_value(jdesc) : "", "images", images),
 	          err) < 0)
 		return -1;
 	if (auto_all &&
@@ -913,6 +1190,7 @@ enum refusal {
 	REF_RAW,
 	REF_MECHANISM,
 	REF_DIGEST,
+	REF_IMAGE, /* a rule with registries, and no payload of one of its images with the digest */
 	REF_DAMAGED, /* its rule snapshot cannot be read back */
 };
 
@@ -988,6 +1266,24 @@ static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k, const 
 			found = (ssize_t)i;
 	}
 	return found;
+}
+
+/* A rule with registries signs only the payloads approvald read for the
+ * operation (its images), of images in a registry the rule names. */
+static bool image_signs(const json_t *op, const struct p11g_rule *r, const char *digest)
+{
+	size_t i;
+	json_t *img;
+	if (r->n_registries == 0)
+		return true;
+	json_array_foreach(json_object_get(op, "images"), i, img)
+	{
+		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
+		const char *ref = json_string_value(json_object_get(img, "reference"));
+		if (digest && pd && ref && !strcmp(pd, digest) && registry_allowed(r, ref))
+			return true;
+	}
+	return false;
 }
 
 static int scan_visit(uint64_t id, const json_t *op, void *arg)
@@ -1069,6 +1365,11 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 			return 0;
 		}
 	}
+	/* The rule as approved and the rule now: either may name registries. */
+	if (!image_signs(op, rule, s->a->digest) || !image_signs(op, s->rule, s->a->digest)) {
+		note(s, REF_IMAGE, id);
+		return 0;
+	}
 	/* Spend the operation that ends soonest first. */
 	int64_t exp = int_of(op, "expires");
 	if (!s->best_id || exp < s->best_expires) {
@@ -1104,6 +1405,8 @@ static const char *refusal_code(enum refusal r)
 		return P11G_E_MECHANISM;
 	case REF_DIGEST:
 		return P11G_E_DIGEST_MISMATCH;
+	case REF_IMAGE:
+		return P11G_E_REGISTRY;
 	case REF_DAMAGED:
 		return P11G_E_INTERNAL;
 	case REF_NONE:
@@ -1170,6 +1473,13 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 	case REF_DIGEST:
 		p11g_err_set(err, code, "digest %s is not one operation %" PRIu64 " pinned for %s",
 		             s->a->digest ? s->a->digest : "(none)", id, uri);
+		break;
+	case REF_IMAGE:
+		p11g_err_set(err, code,
+		             "operation %" PRIu64 " holds no payload with digest %s of an image in "
+		             "a registry the rule of %s names (such a rule signs only payloads "
+		             "approvald read: ocisign sign --request)",
+		             id, s->a->digest ? s->a->digest : "(none)", uri);
 		break;
 	case REF_DAMAGED:
 		p11g_err_set(err, code,
@@ -1240,6 +1550,7 @@ static bool implicit_allowed(const struct p11g_rule *rule, const struct use_scan
 	/* A pending operation for the key holds its uses until it is decided. */
 	return !s->best_id && s->why != REF_PENDING && p11g_rule_may_order(rule, s->caller) &&
 	       p11g_rule_auto_approves(rule, s->caller) && !rule->bind_digest &&
+	       rule->n_registries == 0 &&
 	       ((s->mech->family != P11G_MECH_RAW && !a->raw) || rule->allow_raw) &&
 	       p11g_rule_allows_mechanism(rule, a->mechanism);
 }

@@ -34,9 +34,15 @@
  * Verbs (arguments; result)
  * -----
  * request   keys:[{uri, uses}] (1..16), valid: seconds, description, context?,
- *           digests?: ["sha256:<hex>"...], for?: principal, oci?: {registry,
- *           repository, reference, digest}
+ *           digests?: ["sha256:<hex>"...], for?: principal, payloads?: [base64
+ *           of a cosign simple-signing payload...] (1..64), oci?: {registry,
+ *           repository, reference?, digest} (an image of the payloads)
  *           ; {id, state}
+ *           A key URI is a pattern: it must not name keys of two rules, nor
+ *           two entries one key; its query is dropped.  With payloads, the
+ *           operation's digests are their sha256 (digests given must be among
+ *           them); a key whose rule names registries needs them, each for an
+ *           image in one of those registries, and signs only them.
  * list      all?: bool, state?: string, limit?, after?: id
  *           ; {operations: [op...], more: bool}
  *           (default: pending operations the caller may approve)
@@ -60,7 +66,8 @@
  *     {id, state, orderer: {uid, user}, signer: principal, created, expires,
  *      description, context, digests: [...], keys: [{uri, rule, uses, used}],
  *      approvals: [{uid, user, time}], rejection?: {uid, user, time, reason},
- *      revocation?: {uid, user, time, reason}, needs: "sentence", oci?: {...}}
+ *      revocation?: {uid, user, time, reason}, needs: "sentence", oci?: {...},
+ *      images?: [{reference, digest, payload_digest, annotations?}]}
  *
  * A keyid object (see keyid.h): {token: {label, manufacturer, model, serial},
  *      label, id: "<hex>", key_type?: "CKK_*"}

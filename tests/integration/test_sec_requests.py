@@ -1,12 +1,15 @@
 """Security of requests (issue 16): a request URI is a pattern judged under exactly one rule,
 an operation's key entry only ever spends for keys of the rule it was approved under, a key is
-named once per request, and a URI's query (pin-value) is never kept or shown.
+named once per request, a URI's query (pin-value) is never kept or shown, and a rule with
+registries signs only the payloads approvald read itself.
 
 The attack of finding 2: with a rule for unlabelled keys (`object=`, no approvals) and a rule
 for a named key needing two approvers, `request --key pkcs11:token=T` was approved at once (the
 missing label read as an empty one) and then let the named key sign (the URI matched it).
 """
 
+import base64
+import hashlib
 import json
 import os
 import struct
@@ -17,7 +20,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import ocireg  # noqa: E402
 import p11g  # noqa: E402
+import test_ocisign_sign as ocisign_test  # noqa: E402
 from p11g import ORDERERS, APPROVERS, expect_fail, expect_ok, wait_for  # noqa: E402
 from test_module_gate import (DIGEST, GATE, PIN, SOFTHSM, TOKEN, Token, granted,  # noqa: E402
                               sh, uses_of)
@@ -305,3 +310,219 @@ def test_query_is_not_quoted_in_refusals(daemon):
                                    user=user), code)
         assert "pin-value" not in r.err and SECRET not in r.err, r
     assert SECRET not in json.dumps(daemon.audit())
+
+
+# ---- finding 7: a rule with registries signs only payloads approvald read ----------------------
+
+OCI_KEY = "pkcs11:token=oci;object=img"
+IMAGE_DIGEST = "sha256:" + "ab" * 32
+
+
+def oci_policy(registries=("ghcr.io",)):
+    return {"default": "deny", "rules": [
+        rule("images", [OCI_KEY], approvals=1, registries=list(registries)),
+        rule("auto-images", ["pkcs11:token=oci;object=auto"], registries=list(registries)),
+        rule("plain", ["pkcs11:token=plain"])]}
+
+
+def payload(ref="ghcr.io/org/app", digest=IMAGE_DIGEST, optional=None, **critical):
+    crit = {"identity": {"docker-reference": ref}, "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature"}
+    crit.update(critical)
+    return json.dumps({"critical": crit, "optional": optional},
+                      separators=(",", ":")).encode()
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oci_request(d, payloads=None, key=OCI_KEY, uses=1, **extra):
+    req = {"verb": "request", "keys": [{"uri": key, "uses": uses}], "description": "image"}
+    if payloads is not None:
+        req["payloads"] = [p if isinstance(p, str) else b64(p) for p in payloads]
+    req.update(extra)
+    return d.call(req, user="orderer")
+
+
+def test_registries_rule_refuses_a_request_without_payloads(start_daemon):
+    d = start_daemon(oci_policy())
+    p = payload()
+    # what ocisign sent before: digests and a description of the image, no payload
+    for extra in ({}, {"digests": [sha(p)]},
+                  {"digests": [sha(p)], "oci": {"registry": "ghcr.io", "repository": "org/app",
+                                                "reference": "v1", "digest": IMAGE_DIGEST}}):
+        err = p11g.assert_refused(oci_request(d, **extra), "bad_request")
+        assert "rule images signs only image payloads approvald reads" in err["message"], err
+    # a key without registries needs none, and a description without its payloads is refused
+    p11g.assert_reply_ok(oci_request(d, key="pkcs11:token=plain;object=x"))
+    err = p11g.assert_refused(oci_request(d, key="pkcs11:token=plain;object=y", oci={
+        "registry": "ghcr.io", "repository": "org/app", "digest": IMAGE_DIGEST}), "bad_request")
+    assert "payloads" in err["message"]
+    assert [r["event"] for r in d.audit() if r["event"] == "created"] == ["created"]
+
+
+@pytest.mark.parametrize("ref", ["evil.io/x", "ghcr.io.evil.io/org/app", "ghcr.io:443/org/app",
+                                 "GHCR.io/org/app"])
+def test_payload_for_another_registry_is_refused(start_daemon, ref):
+    d = start_daemon(oci_policy())
+    p = payload(ref=ref)
+    host = ref.split("/")[0]
+    for extra in ({}, {"oci": {"registry": "ghcr.io", "repository": "org/app",
+                               "digest": IMAGE_DIGEST}}):
+        err = p11g.assert_refused(oci_request(d, [p], digests=[sha(p)], **extra),
+                                  "registry_not_allowed")
+        assert err["message"] == ("rule images does not allow signing images for registry %s"
+                                  % host), err
+    # one good payload does not carry a bad one
+    err = p11g.assert_refused(oci_request(d, [payload(), p], uses=2), "registry_not_allowed")
+    assert not any(r["event"] == "created" for r in d.audit())
+
+
+def test_payload_digest_is_pinned_and_nothing_else_signs(start_daemon):
+    d = start_daemon(oci_policy())
+    p, other = payload(), payload(digest="sha256:" + "cd" * 32)
+    # the digests come from the payloads: one the request names besides them is refused
+    err = p11g.assert_refused(oci_request(d, [p], digests=[sha(p), sha(other)]), "bad_request")
+    assert "is not the sha256 of a payload given" in err["message"], err
+    # so is a description of another image
+    for oci in ({"registry": "ghcr.io", "repository": "org/app", "digest": "sha256:" + "cd" * 32},
+                {"registry": "ghcr.io", "repository": "org/other", "digest": IMAGE_DIGEST},
+                {"registry": "docker.io", "repository": "org/app", "digest": IMAGE_DIGEST},
+                {"registry": "ghcr.io", "repository": "org/app", "digest": IMAGE_DIGEST,
+                 "reference": "v1\u001b[2K"},
+                {"registry": "ghcr.io", "repository": "org/app", "digest": IMAGE_DIGEST,
+                 "extra": 1}):
+        p11g.assert_refused(oci_request(d, [p], oci=oci), "bad_request")
+
+    res = p11g.assert_reply_ok(oci_request(d, [p, p], uses=2, oci={
+        "registry": "ghcr.io", "repository": "org/app", "reference": "v1",
+        "digest": IMAGE_DIGEST}))
+    op = res["id"]
+    o = d.show(op)
+    assert o["digests"] == [sha(p)]
+    assert o["images"] == [{"reference": "ghcr.io/org/app", "digest": IMAGE_DIGEST,
+                            "payload_digest": sha(p)}] * 2
+    created = [r for r in d.audit() if r["event"] == "created"]
+    assert created[-1]["images"] == o["images"] and created[-1]["digests"] == [sha(p)]
+    d.approve("alice", op)
+    # the digest of another payload, or any other, does not sign
+    d.use_refused("orderer", "oci", "img", "digest_mismatch", dig=sha(other))
+    d.use_refused("orderer", "oci", "img", "digest_mismatch", dig=p11g.digest("x"))
+    assert d.use_ok("orderer", "oci", "img", dig=sha(p)) == {"operation": op, "remaining": 1}
+
+
+BAD_PAYLOADS = {
+    "not base64": "!!!!",
+    "base64 with a newline": b64(payload())[:8] + "\n" + b64(payload())[8:],
+    "unpadded base64": next(b64(p).rstrip("=") for p in (
+        payload(ref="ghcr.io/org/" + "a" * n) for n in (1, 2, 3)) if len(p) % 3),
+    "not JSON": b64(b"{\"critical\":"),
+    "duplicate member": b64(payload()[:-1] + b",\"optional\":null}"),
+    "another type": payload(type="cosign container image signature v2"),
+    "more in critical": payload(extra="x"),
+    "no optional": b64(json.dumps({"critical": json.loads(payload())["critical"]}).encode()),
+    "a reference without a registry": payload(ref="app"),
+    "a reference with a tag": payload(ref="ghcr.io/org/app@sha256:" + "ab" * 32),
+    "an upper-case digest": payload(digest="sha256:" + "AB" * 32),
+    "a short digest": payload(digest="sha256:abcd"),
+    "an escape in an annotation": payload(optional={"note": "ok\u001b[2K"}),
+    "an annotation that is no string": payload(optional={"n": 1}),
+    "too big": b64(payload(optional={"pad": "x" * 20000})),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PAYLOADS))
+def test_malformed_payload_is_refused(start_daemon, name):
+    d = start_daemon(oci_policy())
+    err = p11g.assert_refused(oci_request(d, [BAD_PAYLOADS[name]]), "bad_request")
+    # (a newline is refused before, as text no request may hold)
+    assert err["message"].startswith(("payloads[0]: ", '"payloads[0]" holds')), err
+    assert not any(r["event"] == "created" for r in d.audit())
+
+
+def test_annotations_are_shown(start_daemon):
+    d = start_daemon(oci_policy())
+    p = payload(optional={"build": "1234", "git": "abc"})
+    op = p11g.assert_reply_ok(oci_request(d, [p]))["id"]
+    assert d.show(op)["images"][0]["annotations"] == {"build": "1234", "git": "abc"}
+
+
+def test_no_implicit_use_for_a_registries_rule(start_daemon):
+    d = start_daemon(oci_policy())
+    p = payload()
+    # no approvals needed, but still no signature without the payload it is for
+    d.use_refused("orderer", "oci", "auto", "no_operation", dig=sha(p))
+    op = p11g.assert_reply_ok(oci_request(d, [p], key="pkcs11:token=oci;object=auto"))["id"]
+    assert d.state_of(op) == "approved"
+    d.use_refused("orderer", "oci", "auto", "digest_mismatch", dig=p11g.digest("y"))
+    assert d.use_ok("orderer", "oci", "auto", dig=sha(p))["operation"] == op
+
+
+def test_operation_without_payloads_does_not_sign_for_a_registries_rule(start_daemon):
+    """An operation approved before its rule named registries, or stored by an approvald before
+    the check with requester-chosen digests, signs nothing for such a rule."""
+    d = start_daemon({"default": "deny", "rules": [rule("images", [OCI_KEY], approvals=1)]})
+    dig = p11g.digest("claimed")
+    op = d.request("orderer", (OCI_KEY, 2), digests=[dig])
+    d.approve("alice", op)
+    assert d.use_ok("orderer", "oci", "img", dig=dig)["operation"] == op
+    reload(d, oci_policy())
+    r = d.use_refused("orderer", "oci", "img", "registry_not_allowed", dig=dig)
+    assert "holds no payload with digest %s" % dig in r["message"], r
+
+    # stored as before: the snapshot names registries, the operation has no images
+    p = payload()
+    op2 = p11g.assert_reply_ok(oci_request(d, [p], uses=2))["id"]
+    d.approve("alice", op2)
+    edit_op(d, op2, lambda o: o.pop("images"))
+    d.use_refused("orderer", "oci", "img", "registry_not_allowed", dig=sha(p))
+    # or images of a registry the rule names no longer
+    op3 = p11g.assert_reply_ok(oci_request(d, [p], uses=2))["id"]
+    d.approve("alice", op3)
+    reload(d, oci_policy(registries=["quay.io"]))
+    d.use_refused("orderer", "oci", "img", "registry_not_allowed", dig=sha(p))
+
+
+@pytest.fixture
+def oci_registry():
+    r = ocireg.Registry(auth="htpasswd").start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def oci_token(accounts):
+    t = ocireg.SoftToken(owner="orderer")
+    yield t
+    t.cleanup()
+
+
+def test_ocisign_request_sends_the_payload_it_signs(start_daemon, oci_registry, oci_token):
+    """ocisign sign --request: approvald reads the very payload ocisign then signs; approvers see
+    the image from it."""
+    client = oci_registry.client()
+    digest = client.push_image(ocisign_test.REPO, tag="v1")
+    image = "%s/%s:v1" % (oci_registry.host, ocisign_test.REPO)
+    d = start_daemon(ocisign_test.policy([oci_registry.host]))
+    p, op = ocisign_test.start_request(oci_token, d, "ec", image)
+    try:
+        o = d.show(op)
+        payload = ocisign_test.generate(oci_registry, image)
+        assert o["images"] == [{"reference": "%s/%s" % (oci_registry.host, ocisign_test.REPO),
+                                "digest": digest, "payload_digest": sha(payload)}]
+        assert o["digests"] == [sha(payload)]
+        d.approve("alice", op)
+        rc, out, err = ocisign_test.finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc == 0, (out, err)
+    sigs = client.signatures(ocisign_test.REPO, digest)
+    assert len(sigs) == 1 and sigs[0][0] == payload
+    assert d.state_of(op) == "exhausted"

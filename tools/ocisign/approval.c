@@ -20,14 +20,25 @@ int oci_approval_get(const struct oci_approval *a, oci_err *err)
 	p11g_err e = {0};
 	json_t *res = NULL;
 
-	json_t *digests = json_array();
-	for (size_t i = 0; i < a->n_payloads; i++)
+	json_t *digests = json_array(), *payloads = json_array();
+	for (size_t i = 0; i < a->n_payloads; i++) {
+		char *b64 =
+		    oci_b64_encode((const unsigned char *)a->payloads[i], a->payload_lens[i]);
 		json_array_append_new(digests, json_string(a->payload_digests[i]));
-	json_t *req =
-	    json_pack("{s:s, s:[{s:s, s:I}], s:s, s:o, s:{s:s, s:s, s:s, s:s}}", "verb", "request",
-	              "keys", "uri", a->key_uri, "uses", (json_int_t)a->n_payloads, "description",
-	              a->description, "digests", digests, "oci", "registry", a->registry,
-	              "repository", a->repository, "reference", a->reference, "digest", a->digest);
+		json_array_append_new(payloads, b64 ? json_string(b64) : NULL);
+		free(b64);
+	}
+	json_t *req = NULL;
+	if (json_array_size(payloads) == a->n_payloads)
+		req = json_pack("{s:s, s:[{s:s, s:I}], s:s, s:o, s:O, s:{s:s, s:s, s:s, s:s}}",
+		                "verb", "request", "keys", "uri", a->key_uri, "uses",
+		                (json_int_t)a->n_payloads, "description", a->description, "digests",
+		                digests, "payloads", payloads, "oci", "registry", a->registry,
+		                "repository", a->repository, "reference", a->reference, "digest",
+		                a->digest);
+	else
+		json_decref(digests);
+	json_decref(payloads);
 	if (!req)
 		return oci_fail(err, "out of memory");
 	int r = p11g_wire_call_path(path, req, &res, CALL_TIMEOUT_MS, &e);

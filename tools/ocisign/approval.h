@@ -11,13 +11,17 @@ struct oci_approval {
 	const char *repository;
 	const char *reference;
 	const char *digest;
-	const char *const *payload_digests; /* "sha256:<hex>" of each payload to sign */
+	const char *const *payloads; /* each payload to sign, payload_lens[i] bytes */
+	const size_t *payload_lens;
+	const char *const *payload_digests; /* "sha256:<hex>" of each payload */
 	size_t n_payloads;                  /* also the number of uses asked for */
 	const char *description;
 	long timeout_s; /* how long to wait for the decision */
 };
 
-/* Files the request (one use per payload, every payload digest pinned),
+/* Files the request (one use per payload, every payload digest pinned, the
+ * payloads themselves for approvald to read: a rule with registries signs
+ * nothing else),
  * prints its id on stderr, and waits until approvers decide.  0 when
  * approved; -1 when refused (approvald's message and code, e.g.
  * registry_not_allowed), rejected, expired, revoked, unreachable or still

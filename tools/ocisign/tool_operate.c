@@ -199,6 +199,8 @@ static int do_sign(struct oci_config *cfg)
 		    .repository = ref.repository,
 		    .reference = oci_ref_reference(&ref),
 		    .digest = m.digest,
+		    .payloads = (const char *const *)payloads,
+		    .payload_lens = plens,
 		    .payload_digests = (const char *const *)pdigests,
 		    .n_payloads = n,
 		    .description = desc,
