@@ -195,10 +195,20 @@ static int print_op(FILE *f, const json_t *raw)
 	fprintf(f, "  description: %s\n", str(op, "description"));
 	if (*str(op, "context"))
 		fprintf(f, "  context:     %s\n", str(op, "context"));
+	/* The images approvald read from the payloads themselves; the requester's own "oci"
+	 * words only where there are none (an operation from before payloads were read). */
+	const json_t *images = json_object_get(op, "images"), *img;
+	json_array_foreach(images, i, img)
+	{
+		fprintf(f, "  image:       %s@%s\n", str(img, "reference"), str(img, "digest"));
+		fprintf(f, "    payload:   %s\n", str(img, "payload_digest"));
+	}
 	const json_t *oci = json_object_get(op, "oci");
-	if (oci)
-		fprintf(f, "  image:       %s/%s@%s\n", str(oci, "registry"),
-		        str(oci, "repository"), str(oci, "digest"));
+	if (oci && !json_array_size(images))
+		fprintf(
+		    f,
+		    "  image:       %s/%s@%s  (as the requester says; not read from a payload)\n",
+		    str(oci, "registry"), str(oci, "repository"), str(oci, "digest"));
 	fprintf(f, "  keys:\n");
 	json_array_foreach(json_object_get(op, "keys"), i, k)
 	    fprintf(f, "    %s  (rule %s, used %lld of %lld)\n", str(k, "uri"), str(k, "rule"),

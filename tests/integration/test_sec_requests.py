@@ -409,6 +409,12 @@ def test_payload_digest_is_pinned_and_nothing_else_signs(start_daemon):
                             "payload_digest": sha(p)}] * 2
     created = [r for r in d.audit() if r["event"] == "created"]
     assert created[-1]["images"] == o["images"] and created[-1]["digests"] == [sha(p)]
+    # a person sees the image approvald read from the payload, not the requester's words
+    shown = d.cli("show", str(op))
+    assert shown.rc == 0, shown
+    assert "  image:       ghcr.io/org/app@%s\n    payload:   %s\n" % (IMAGE_DIGEST, sha(p)) \
+        in shown.out, shown.out
+    assert "as the requester says" not in shown.out
     d.approve("alice", op)
     # the digest of another payload, or any other, does not sign
     d.use_refused("orderer", "oci", "img", "digest_mismatch", dig=sha(other))
