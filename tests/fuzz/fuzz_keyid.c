@@ -1,4 +1,4 @@
-/* libFuzzer target: key identity from PKCS#11 URIs, matching, and the canonical URI back. */
+/* libFuzzer target: key URIs as patterns and as key identities, matching, and the text back. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -16,6 +16,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(uri, data, size);
 	uri[size] = '\0';
+	/* Any URI as a pattern: its text form parses to the same pattern (formatted alike),
+	 * never holds a query, and overlaps itself. */
+	P11KitUri *pat = NULL, *pat2 = NULL;
+	if (p11g_keyuri_parse(uri, &pat, &err) == 0) {
+		char *text = p11g_keyuri_format(pat);
+		if (text) {
+			if (strchr(text, '?') || p11g_keyuri_parse(text, &pat2, &err) < 0)
+				__builtin_trap();
+			char *text2 = p11g_keyuri_format(pat2);
+			if (text2 && strcmp(text, text2))
+				__builtin_trap();
+			if (!p11g_keyuri_overlap(pat, pat2))
+				__builtin_trap();
+			free(text2);
+			p11_kit_uri_free(pat2);
+			free(text);
+		}
+		p11_kit_uri_free(pat);
+	}
 	if (p11g_keyid_from_uri(uri, &k, &err) < 0)
 		return 0;
 	/* A key named by a URI matches that URI, and its canonical URI names it again. */
