@@ -355,3 +355,16 @@ def test_403_and_wrong_digest_and_oversize():
             s.stop()
         line = one_error_line(r)
         assert want in line, (want, line)
+
+
+def test_a_registrys_words_reach_the_terminal_escaped():
+    """An error body is the registry's text: its control characters are shown as escapes."""
+    s = Scripted([(403, JSONH, oci_error("DENIED", "no\x1b[2J\x1b[1;1Hocisign: signed \u202eok"))])
+    try:
+        r = ocisign("generate", "--insecure-registry", "%s/team/app:v1" % s.host, timeout=60)
+    finally:
+        s.stop()
+    line = one_error_line(r)
+    assert "\x1b" not in r.err and "\u202e" not in r.err, repr(r.err)
+    # C0 controls were already blanked where registry text is read; the rest is escaped
+    assert "DENIED: no" in line and "signed \\u202eok" in line, line

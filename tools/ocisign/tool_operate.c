@@ -12,11 +12,17 @@
 #include "sigcrypto.h"
 #include "tool_cfg.h"
 
+#include "approvald/textsafe.h"
+
 #define MAX_CHILDREN 1024 /* manifests of one index that --recursive signs */
 
+/* The one error line: its text may quote a registry's or approvald's words, shown escaped
+ * (textsafe.h) so that none of them drives the terminal. */
 static int fail(const oci_err *err)
 {
-	fprintf(stderr, "ocisign: %s\n", err->msg);
+	char shown[3 * sizeof(err->msg)];
+	p11g_text_escape(shown, sizeof(shown), err->msg, strlen(err->msg));
+	fprintf(stderr, "ocisign: %s\n", shown);
 	return OCI_EXIT_FAIL;
 }
 
