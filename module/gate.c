@@ -355,7 +355,19 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		return false;
 	}
 	*ret_slot = si.slotID;
-	rv = read_identity(h, si.slotID, obj, kid, &twin, &what);
+	/* A module's passing failure (SoftHSMv2's file store fails C_GetTokenInfo now and then
+	 * when processes start together) is read again, a few times, from the start: a complete
+	 * identity read later is as good as one read now, and a failure that lasts refuses. */
+	for (int tries = 0;; tries++) {
+		rv = read_identity(h, si.slotID, obj, kid, &twin, &what);
+		if (rv == CKR_OK || tries == 3 ||
+		    (rv != CKR_GENERAL_ERROR && rv != CKR_DEVICE_ERROR &&
+		     rv != CKR_FUNCTION_FAILED))
+			break;
+		p11g_trace("reading %s failed (0x%lx); reading the key's identity again", what,
+		           (unsigned long)rv);
+		usleep(2000u << tries);
+	}
 	if (rv == CKR_OBJECT_HANDLE_INVALID) {
 		p11g_refusal("private key handle %lu refused: it is no object of the token in slot "
 		             "%lu, the session's",

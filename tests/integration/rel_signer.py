@@ -65,6 +65,8 @@ def main():
                     counts["refused"] += 1
                 else:
                     counts["other"] += 1
+                    # which step, for the test's message (p11gate's own line precedes it)
+                    print("other: %s %s" % tuple(steps[-1]), file=sys.stderr, flush=True)
             if a.get("pause"):
                 time.sleep(a["pause"])
         m.C_CloseSession(h)

@@ -57,13 +57,21 @@ def start_signers(token, d, procs, threads, attempts, log, tag, pause=0.0, env=N
             for _ in range(procs)]
 
 
+OTHERS = []  # the last finish(): what the signers said of attempts neither signed nor refused
+
+
 def finish(ps, timeout=300):
     total = {"ok": 0, "refused": 0, "other": 0}
+    OTHERS.clear()
     for p in ps:
         out, err = p.communicate(timeout=timeout)
         assert p.returncode == 0, err.decode(errors="replace")[-2000:]
+        OTHERS.extend(ln for ln in err.decode(errors="replace").splitlines()
+                      if ln.startswith(("other:", "p11gate:")))
         for k, v in json.loads(out).items():
             total[k] += v
+    if total["other"]:
+        print("attempts neither signed nor refused:", *OTHERS, sep="\n  ")
     return total
 
 

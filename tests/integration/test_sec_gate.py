@@ -319,7 +319,28 @@ out["r"] = sign(h, find_all(h, pk11.CKO_PRIVATE_KEY, "ec")[0], "CKM_ECDSA",
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_failed_read_refuses_the_key(token, start_daemon, accounts, fault, default):
     """With "default": "allow", one failed C_GetTokenInfo or CKA_LABEL read at C_SignInit
-    made the guarded key be judged as `pkcs11:` (no rule: unguarded) and sign with no use."""
+    made the guarded key be judged as `pkcs11:` (no rule: unguarded) and sign with no use.
+    Now a read that keeps failing (every try: "%100") refuses the key with the module's
+    error."""
+    log = os.path.join(token.dir, "faults.log")
+    policy = {"default": default, "rules": [
+        rule("ec", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2)]}
+    d, env = faulty_start(token, start_daemon, policy, fault + "%100", log)
+    out = client(token, env, ONE_SIGN, token=TOKEN, pin=PIN, digest=DIGEST.hex())
+    with open(log) as f:
+        assert fault in f.read(), "the fault was not injected"
+    assert out["r"]["init"] in ("CKR_DEVICE_ERROR", "0x30"), out  # the fault's own code
+    assert any("failed" in ln and "fails closed" in ln for ln in token.refusals(out["stderr"]))
+    assert uses(d) == []
+
+
+@pytest.mark.parametrize("default", ["deny", "allow"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_one_failed_read_is_read_again_and_judged_whole(token, start_daemon, accounts, fault,
+                                                        default):
+    """One passing failure (what SoftHSMv2 does when processes start together) is read
+    again: the key is then judged by its whole name, guarded, and signs nothing without an
+    operation; with one, it signs and the use is counted."""
     log = os.path.join(token.dir, "faults.log")
     policy = {"default": default, "rules": [
         rule("ec", ["pkcs11:token=%s;object=ec" % TOKEN], approvals=2)]}
@@ -327,9 +348,13 @@ def test_a_failed_read_refuses_the_key(token, start_daemon, accounts, fault, def
     out = client(token, env, ONE_SIGN, token=TOKEN, pin=PIN, digest=DIGEST.hex())
     with open(log) as f:
         assert fault in f.read(), "the fault was not injected"
-    assert out["r"]["init"] in ("CKR_DEVICE_ERROR", "0x30"), out  # the fault's own code
-    assert any("failed" in ln and "fails closed" in ln for ln in token.refusals(out["stderr"]))
-    assert uses(d) == []
+    assert out["r"] == {"init": "CKR_OK", "sign": "CKR_FUNCTION_REJECTED", "sig": None}, out
+    op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 1))
+    d.approve("alice", op)
+    d.approve("bob", op)
+    out = client(token, env, ONE_SIGN, token=TOKEN, pin=PIN, digest=DIGEST.hex())
+    assert out["r"]["sign"] == "CKR_OK", out
+    assert d.show(op)["keys"][0]["used"] == 1
 
 
 def test_many_processes_with_failing_reads_sign_no_more_than_approved(token, start_daemon,
