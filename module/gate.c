@@ -931,6 +931,73 @@ CK_RV hook_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 	return R.C_WrapKey(hSession, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen);
 }
 
+/* The attributes that hold a private key's secret (and vendor-defined ones, which may). */
+static bool secret_attr(CK_ATTRIBUTE_TYPE t)
+{
+	switch (t) {
+	case CKA_VALUE:
+	case CKA_PRIVATE_EXPONENT:
+	case CKA_PRIME_1:
+	case CKA_PRIME_2:
+	case CKA_EXPONENT_1:
+	case CKA_EXPONENT_2:
+	case CKA_COEFFICIENT:
+		return true;
+	default:
+		return t >= CKA_VENDOR_DEFINED;
+	}
+}
+
+/*
+ * A guarded key's secret is never handed out, whatever the module's CKA_SENSITIVE says: a
+ * key made with CKA_SENSITIVE false (or CKA_EXTRACTABLE true, then changed) would give any
+ * client its private value, and signatures without number.  The other attributes of the
+ * template are answered as the module answers them; the secret ones are unavailable
+ * (CKR_ATTRIBUTE_SENSITIVE), and their buffers are never given to the module.  Templates
+ * without such attributes, and objects that are no private key, pass straight through.
+ */
+CK_RV hook_C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
+                               CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
+{
+	P11G_ENTER();
+	struct p11g_keyid kid;
+	struct p11g_key_policy pol;
+	CK_SLOT_ID slot;
+	CK_ULONG i, m = 0;
+	bool any = false;
+
+	for (i = 0; pTemplate && i < ulCount && !any; i++)
+		any = secret_attr(pTemplate[i].type);
+	if (!any)
+		return R.C_GetAttributeValue(hSession, hObject, pTemplate, ulCount);
+	if (!private_key_policy(hSession, hObject, &kid, &pol, &slot)) {
+		if (pol.class_rv != CKR_OK)
+			return pol.class_rv;
+		return R.C_GetAttributeValue(hSession, hObject, pTemplate, ulCount);
+	}
+	if (pol.guard == P11G_UNGUARDED)
+		return R.C_GetAttributeValue(hSession, hObject, pTemplate, ulCount);
+
+	_cleanup_free_ CK_ATTRIBUTE *rest = calloc(ulCount, sizeof(*rest));
+	_cleanup_free_ CK_ULONG *at = calloc(ulCount, sizeof(*at));
+	if (!rest || !at)
+		return CKR_HOST_MEMORY;
+	for (i = 0; i < ulCount; i++) {
+		if (secret_attr(pTemplate[i].type)) {
+			pTemplate[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+			continue;
+		}
+		at[m] = i;
+		rest[m++] = pTemplate[i];
+	}
+	CK_RV rv = m ? R.C_GetAttributeValue(hSession, hObject, rest, m) : CKR_OK;
+	for (i = 0; i < m; i++)
+		pTemplate[at[i]].ulValueLen = rest[i].ulValueLen;
+	refuse_path("reading the private value of", &kid, &pol,
+	            "a guarded key's secret never leaves the token");
+	return rv == CKR_OK ? CKR_ATTRIBUTE_SENSITIVE : rv;
+}
+
 CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
                                CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
 {

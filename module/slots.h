@@ -103,7 +103,7 @@
 	X(C_GetObjectSize, FORWARD, 2,                                                             \
 	  (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pulSize),            \
 	  (hSession, hObject, pulSize))                                                            \
-	X(C_GetAttributeValue, FORWARD, 2,                                                         \
+	X(C_GetAttributeValue, HOOK, 2,                                                            \
 	  (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,       \
 	   CK_ULONG ulCount),                                                                      \
 	  (hSession, hObject, pTemplate, ulCount))                                                 \

@@ -454,3 +454,54 @@ def test_on_demand_request_from_a_program_with_control_characters_in_its_name(st
         assert json.loads(so)["r"]["sign"] == "CKR_OK", (so, se)
     finally:
         token.cleanup()
+
+
+WEAK_KEYGEN = r'''
+h = m.open(a["token"], a["pin"])
+T, F = C.c_ubyte(1), C.c_ubyte(0)
+params = bytes.fromhex("06082a8648ce3d030107")
+def attr(t, v):
+    if isinstance(v, bytes):
+        return Attr(t, C.cast(C.c_char_p(v), C.c_void_p), len(v))
+    return Attr(t, C.cast(C.byref(v), C.c_void_p), 1)
+for label, kid in ((b"weak", b"\x0b"), (b"weak-free", b"\x0c")):
+    pub = (Attr * 5)(attr(0x1, T), attr(0x3, label), attr(0x102, kid), attr(0x180, params),
+                     attr(0x10a, T))
+    # CKA_SENSITIVE false, CKA_EXTRACTABLE true: the module hands out CKA_VALUE
+    priv = (Attr * 6)(attr(0x1, T), attr(0x3, label), attr(0x102, kid), attr(0x108, T),
+                      attr(0x103, F), attr(0x162, T))
+    mm = Mech(0x1040, None, 0)
+    hpub, hpriv = CK_ULONG(0), CK_ULONG(0)
+    out[label.decode()] = rvname(m.C_GenerateKeyPair(h, C.byref(mm), pub, CK_ULONG(5), priv,
+                                                     CK_ULONG(6), C.byref(hpub), C.byref(hpriv)))
+'''
+
+READ_VALUE = r'''
+h = m.open(a["token"], a["pin"])
+for label in ("weak", "weak-free"):
+    key = find_all(h, pk11.CKO_PRIVATE_KEY, label)[0]
+    val = C.create_string_buffer(256)
+    lab = C.create_string_buffer(64)
+    t = (Attr * 2)(Attr(0x3, C.cast(lab, C.c_void_p), 64), Attr(0x11, C.cast(val, C.c_void_p), 256))
+    rv = m.C_GetAttributeValue(h, CK_ULONG(key), t, CK_ULONG(2))
+    n = t[1].ulValueLen
+    out[label] = {"rv": rvname(rv), "label": lab.raw[:t[0].ulValueLen].decode(),
+                  "value_len": n if n < 1 << 32 else -1,
+                  "value": val.raw[:n].hex() if n < 256 else None}
+'''
+
+
+def test_a_guarded_keys_private_value_is_never_read(token, start_daemon, accounts):
+    """A guarded key made with CKA_SENSITIVE false gave any client its private value through
+    C_GetAttributeValue (C_GetAttributeValue was forwarded): unlimited signatures.  Now its
+    secret attributes are unavailable through the gate; an unguarded key is as the module."""
+    gen = client(token, token.env, WEAK_KEYGEN, module=SOFTHSM, token=TOKEN, pin=PIN)
+    assert gen["weak"] == gen["weak-free"] == "CKR_OK", gen
+    d = token.start(start_daemon, {"default": "allow", "rules": [
+        rule("weak", ["pkcs11:token=%s;object=weak" % TOKEN], approvals=2)]})
+    out = client(token, token.gate_env(d), READ_VALUE, token=TOKEN, pin=PIN)
+    assert out["weak"]["rv"] in ("CKR_ATTRIBUTE_SENSITIVE", "0x11"), out
+    assert out["weak"]["value_len"] == -1 and out["weak"]["label"] == "weak", out
+    assert any("reading the private value of" in ln for ln in token.refusals(out["stderr"]))
+    # the module's own answer for the same kind of key that no rule guards
+    assert out["weak-free"]["rv"] == "CKR_OK" and out["weak-free"]["value_len"] == 32, out
