@@ -62,9 +62,10 @@ struct same_name {
 
 static CK_RV find_same_name(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDLE obj,
                             CK_OBJECT_CLASS cls, const unsigned char *label, size_t label_len,
-                            const unsigned char *id, size_t id_len, struct same_name *ret)
+                            const unsigned char *id, size_t id_len, const CK_BBOOL *on_token,
+                            struct same_name *ret)
 {
-	CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}};
+	CK_ATTRIBUTE t[4] = {{CKA_CLASS, &cls, sizeof(cls)}};
 	CK_ULONG nt = 1;
 	CK_SESSION_HANDLE fs = h, own = CK_INVALID_HANDLE;
 	CK_OBJECT_HANDLE found[32];
@@ -75,6 +76,8 @@ static CK_RV find_same_name(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HAND
 		t[nt++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, label_len};
 	if (id)
 		t[nt++] = (CK_ATTRIBUTE){CKA_ID, (void *)id, id_len};
+	if (on_token)
+		t[nt++] = (CK_ATTRIBUTE){CKA_TOKEN, (void *)on_token, sizeof(*on_token)};
 	memset(ret, 0, sizeof(*ret));
 	ret->other = CK_INVALID_HANDLE;
 	rv = R.C_FindObjectsInit(fs, t, nt);
@@ -142,7 +145,8 @@ static CK_RV object_fingerprint(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, char 
  * obj is no object of the session's token.
  */
 static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDLE obj,
-                           struct p11g_keyid *kid, CK_OBJECT_HANDLE *twin, const char **what)
+                           const CK_BBOOL *on_token, struct p11g_keyid *kid, CK_OBJECT_HANDLE *twin,
+                           const char **what)
 {
 	_cleanup_free_ unsigned char *label = NULL, *id = NULL;
 	size_t label_len, id_len;
@@ -184,14 +188,14 @@ static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDL
 	static const unsigned char none[1];
 	*what = "a search of the session's token";
 	if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, label ? label : none, label_len,
-	                         NULL, 0, &priv)) != CKR_OK)
+	                         NULL, 0, NULL, &priv)) != CKR_OK)
 		return rv;
 	if (!priv.has_obj)
 		return CKR_OBJECT_HANDLE_INVALID;
 	if (label_len)
 		*twin = priv.other;
 	if (id_len && *twin == CK_INVALID_HANDLE) {
-		if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, NULL, 0, id, id_len,
+		if ((rv = find_same_name(h, slot, obj, CKO_PRIVATE_KEY, NULL, 0, id, id_len, NULL,
 		                         &priv)) != CKR_OK)
 			return rv;
 		*twin = priv.other;
@@ -199,11 +203,13 @@ static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDL
 	*what = "the key's public key";
 	if ((rv = object_fingerprint(h, obj, kid->fingerprint)) != CKR_OK)
 		return rv;
-	if (!kid->fingerprint[0]) {
-		/* The public key object of the same name, when there is exactly one. */
+	if (!kid->fingerprint[0] && on_token) {
+		/* The public key object of the same name, when there is exactly one, and a token
+		 * object for a token key: a client's session object of that name is no stand-in
+		 * for the token's. */
 		if ((rv = find_same_name(h, slot, CK_INVALID_HANDLE, CKO_PUBLIC_KEY,
 		                         label ? label : none, label_len, id ? id : none, id_len,
-		                         &pub)) != CKR_OK)
+		                         on_token, &pub)) != CKR_OK)
 			return rv;
 		if (pub.count == 1 &&
 		    (rv = object_fingerprint(h, pub.other, kid->fingerprint)) != CKR_OK)
@@ -336,8 +342,10 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		return true;
 	}
 	/* CKA_TOKEN may be unreadable on some modules: then not cached. */
+	bool token_known = true;
 	if (R.C_GetAttributeValue(h, obj, ca, 2) != CKR_OK) {
 		on_token = CK_FALSE;
+		token_known = false;
 		rv = R.C_GetAttributeValue(h, obj, ca, 1);
 		if (rv != CKR_OK) {
 			pol->class_rv = rv;
@@ -359,7 +367,10 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	 * when processes start together) is read again, a few times, from the start: a complete
 	 * identity read later is as good as one read now, and a failure that lasts refuses. */
 	for (int tries = 0;; tries++) {
-		rv = read_identity(h, si.slotID, obj, kid, &twin, &what);
+		rv = read_identity(h, si.slotID, obj,
+		                   token_known && ca[1].ulValueLen == sizeof(on_token) ? &on_token
+		                                                                       : NULL,
+		                   kid, &twin, &what);
 		if (rv == CKR_OK || tries == 3 ||
 		    (rv != CKR_GENERAL_ERROR && rv != CKR_DEVICE_ERROR &&
 		     rv != CKR_FUNCTION_FAILED))
@@ -392,7 +403,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		pol->class_rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
 		return false;
 	}
-	if (on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token) &&
+	if (token_known && on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token) &&
 	    twin == CK_INVALID_HANDLE)
 		id_cache_store(si.slotID, obj, kid);
 	return true;

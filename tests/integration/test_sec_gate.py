@@ -505,3 +505,39 @@ def test_a_guarded_keys_private_value_is_never_read(token, start_daemon, account
     assert any("reading the private value of" in ln for ln in token.refusals(out["stderr"]))
     # the module's own answer for the same kind of key that no rule guards
     assert out["weak-free"]["rv"] == "CKR_OK" and out["weak-free"]["value_len"] == 32, out
+
+
+SESSION_PUB_THEN_SIGN = r'''
+h = m.open(a["token"], a["pin"])
+T, F = C.c_ubyte(1), C.c_ubyte(0)
+cls, kt = CK_ULONG(2), CK_ULONG(3)            # CKO_PUBLIC_KEY, CKK_EC
+label, kid = b"ec", b"\x02"
+params, point = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex(a["point"])
+def attr(t, v):
+    if isinstance(v, bytes):
+        return Attr(t, C.cast(C.c_char_p(v), C.c_void_p), len(v))
+    return Attr(t, C.cast(C.byref(v), C.c_void_p), C.sizeof(v))
+t = (Attr * 7)(attr(0x0, cls), attr(0x100, kt), attr(0x1, F), attr(0x3, label), attr(0x102, kid),
+               attr(0x180, params), attr(0x181, point))
+o = CK_ULONG(0)
+out["create"] = rvname(m.C_CreateObject(h, t, CK_ULONG(7), C.byref(o)))
+out["r"] = sign(h, find_all(h, pk11.CKO_PRIVATE_KEY, "ec")[0], "CKM_ECDSA",
+                bytes.fromhex(a["digest"]))
+'''
+
+
+def test_a_session_public_key_under_the_keys_name_changes_no_fingerprint(token, start_daemon,
+                                                                         accounts):
+    """A client's own session object named like a guarded EC key's public key is no stand-in
+    for the token's: the use record carries the token key's fingerprint."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    pt = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    d = token.start(start_daemon, {"default": "deny", "rules": [
+        rule("all", ["pkcs11:token=%s" % TOKEN], approvals=0)]})
+    out = client(token, token.gate_env(d), SESSION_PUB_THEN_SIGN, token=TOKEN, pin=PIN,
+                 digest=DIGEST.hex(), point=(b"\x04\x41" + pt).hex())
+    assert out["create"] == "CKR_OK" and out["r"]["sign"] == "CKR_OK", out
+    rec = [r for r in d.audit() if r["event"] == "use_granted"][-1]
+    assert rec["key_fingerprint"] == hashlib.sha256(spki(token, "ec")).hexdigest(), rec
