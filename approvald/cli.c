@@ -891,8 +891,9 @@ static int cmd_policy(int argc, char **argv)
 	"Defaults: state " P11G_DEFAULT_STATE_DIR ", socket " P11G_DEFAULT_SOCKET ",\n"            \
 	"policy " P11G_DEFAULT_POLICY_DIR ".  The config file holds key = value lines:\n"          \
 	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                 \
-	"max_connections, max_connections_per_uid, max_pending_per_user, idle_timeout,\n"          \
-	"frame_timeout, default_validity, max_map_size.\n"                                         \
+	"max_connections, max_connections_per_uid, max_pending_per_user,\n"                        \
+	"max_requests_per_minute, max_request_bytes_per_minute (per uid; root aside),\n"           \
+	"idle_timeout, frame_timeout, default_validity, max_map_size.\n"                           \
 	"Serving PKCS#11 (the isolated deployment: approvald alone holds the token and\n"          \
 	"its PIN; clients load p11-kit-client.so with P11_KIT_SERVER_ADDRESS=unix:path=...):\n"    \
 	"pkcs11_socket (enables it), pkcs11_module, pin_file (mode 0600, approvald's user),\n"     \

@@ -19,6 +19,8 @@ void p11g_daemon_config_init(struct p11g_daemon_config *cfg)
 	cfg->server.idle_timeout_ms = 60000;
 	cfg->server.frame_timeout_ms = 10000;
 	cfg->limits.max_pending_per_user = 100;
+	cfg->limits.max_requests_per_minute = 120;
+	cfg->limits.max_request_bytes_per_minute = 4 << 20;
 	cfg->limits.default_validity = 3600;
 	cfg->host.socket_mode = 0666;
 	cfg->host.message_max = 16 * 1024 * 1024;
@@ -190,7 +192,9 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		unsigned long long max;
 	} nums[] = {{"max_connections", 100000},
 	            {"max_connections_per_uid", 100000},
-	            {"max_pending_per_user", 1000000}};
+	            {"max_pending_per_user", 1000000},
+	            {"max_requests_per_minute", 1000000},
+	            {"max_request_bytes_per_minute", 1ull << 40}};
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(nums); i++) {
 		if (strcmp(key, nums[i].key))
 			continue;
@@ -201,8 +205,12 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 			cfg->server.max_conns = (unsigned)n;
 		else if (i == 1)
 			cfg->server.max_conns_per_uid = (unsigned)n;
-		else
+		else if (i == 2)
 			cfg->limits.max_pending_per_user = (unsigned)n;
+		else if (i == 3)
+			cfg->limits.max_requests_per_minute = (unsigned)n;
+		else
+			cfg->limits.max_request_bytes_per_minute = (size_t)n;
 		return true;
 	}
 	if (!strcmp(key, "idle_timeout") || !strcmp(key, "frame_timeout") ||

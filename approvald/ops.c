@@ -115,6 +115,8 @@ void p11g_ops_clear(struct p11g_ops *o)
 	struct p11g_rule_cache *rc = o->rule_cache;
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
+	free(o->budget);
+	o->budget = NULL;
 	if (!rc)
 		return;
 	for (size_t i = 0; i < RULE_CACHE; i++) {
@@ -960,11 +962,71 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	return 0;
 }
 
+/* Requests filed by one uid in its current minute. */
+#define BUDGET_UIDS 4096
+struct budget_entry {
+	uid_t uid;
+	int64_t start; /* 0: unused */
+	unsigned n;
+	size_t bytes;
+};
+struct p11g_request_budget {
+	struct budget_entry e[BUDGET_UIDS];
+};
+
+/* The uid's entry, its minute started anew when over; NULL when the table is full of
+ * current minutes (then the request is not limited: 4096 uids filing at once is no flood of
+ * one). */
+static struct budget_entry *budget_of(struct p11g_ops *o, uid_t uid, int64_t now)
+{
+	struct p11g_request_budget *b = o->budget;
+	ssize_t free_at = -1;
+
+	if (!b && !(b = o->budget = calloc(1, sizeof(*b))))
+		return NULL;
+	for (size_t i = 0; i < BUDGET_UIDS; i++) {
+		bool stale = now - b->e[i].start >= 60;
+		if (b->e[i].start && b->e[i].uid == uid) {
+			if (stale)
+				b->e[i] = (struct budget_entry){.uid = uid, .start = now};
+			return &b->e[i];
+		}
+		if (free_at < 0 && (!b->e[i].start || stale))
+			free_at = (ssize_t)i;
+	}
+	if (free_at < 0)
+		return NULL;
+	b->e[free_at] = (struct budget_entry){.uid = uid, .start = now};
+	return &b->e[free_at];
+}
+
 int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *args,
                      json_t **ret_op, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .args = args};
-	return finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
+	bool limited =
+	    caller->uid != 0 && caller->uid != o->daemon_uid &&
+	    (o->limits.max_requests_per_minute || o->limits.max_request_bytes_per_minute);
+	int64_t now = p11g_now();
+	size_t bytes = json_dumpb(args, NULL, 0, JSON_COMPACT);
+	struct budget_entry *b = limited ? budget_of(o, caller->uid, now) : NULL;
+
+	if (b &&
+	    ((o->limits.max_requests_per_minute && b->n >= o->limits.max_requests_per_minute) ||
+	     (o->limits.max_request_bytes_per_minute &&
+	      b->bytes + bytes > o->limits.max_request_bytes_per_minute)))
+		return p11g_err_set(
+		    err, P11G_E_LIMIT,
+		    "uid %u filed %u requests (%zu bytes) in the last minute, at most "
+		    "%u (%zu bytes) a minute: try again in %lld s",
+		    (unsigned)caller->uid, b->n, b->bytes, o->limits.max_requests_per_minute,
+		    o->limits.max_request_bytes_per_minute, (long long)(60 - (now - b->start)));
+	int r = finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
+	if (r == 0 && b) {
+		b->n++;
+		b->bytes += bytes;
+	}
+	return r;
 }
 
 /* ---- decisions ----------------------------------------------------------- */

@@ -14,7 +14,13 @@
 struct p11g_ops_limits {
 	unsigned max_pending_per_user; /* pending operations one orderer may have open; 100 */
 	int64_t default_validity;      /* seconds when a request gives none; 3600 */
+	/* Requests one uid may file in a minute, and their bytes (root and approvald's own uid
+	 * aside): a request revoked at once still stays in the store and the audit. 0: none. */
+	unsigned max_requests_per_minute;    /* 120 */
+	size_t max_request_bytes_per_minute; /* 4 MiB */
 };
+
+struct p11g_request_budget; /* ops.c */
 
 struct p11g_ops {
 	p11g_store *store;
@@ -29,6 +35,8 @@ struct p11g_ops {
 	struct p11g_rule_cache *rule_cache;
 	/* Refused uses counted for their aggregate records (refusals.h); created at the first. */
 	struct p11g_refusals *refusals;
+	/* Requests filed per uid in the current minute (limits.max_requests_per_minute). */
+	struct p11g_request_budget *budget;
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and

@@ -108,3 +108,33 @@ for i in range(3000):
             assert p.wait(120) == 0
     daemon.use_refused("orderer", "prod", "fw", "exhausted")
     assert len(refusals_by(daemon.audit(), "mallory")) <= KEYS + 1
+
+
+def test_an_orderer_cannot_grow_the_store_by_request_and_revoke(start_daemon):
+    """The pending quota let an orderer loop request -> revoke without bound (28 MB in 2 s in
+    review): requests a uid may file are counted per minute, in number and in bytes."""
+    d = start_daemon(p11g.default_policy(), config={"max_requests_per_minute": "5",
+                                                    "max_request_bytes_per_minute": "100000"})
+    for i in range(5):
+        op = d.request("orderer", ("pkcs11:token=prod;object=q%d" % i, 1))
+        p11g.expect_ok(d.cli("revoke", str(op), "--reason", "loop", user="orderer"))
+    r = d.cli("request", "--key", "pkcs11:token=prod;object=q9", "--description", "sixth",
+              user="orderer")
+    p11g.expect_fail(r, "limit_exceeded")
+    assert "in the last minute" in r.err and "try again in" in r.err, r.err
+    # another uid is not charged for it
+    d.request("alice", ("pkcs11:token=prod;object=a", 1))
+
+
+def test_request_bytes_are_counted_per_minute(start_daemon):
+    d = start_daemon(p11g.default_policy(), config={"max_request_bytes_per_minute": "6000"})
+    big = "x" * 1000
+    made = 0
+    for i in range(10):
+        r = d.cli("request", "--key", "pkcs11:token=prod;object=b%d" % i, "--description", big,
+                  "--context", big * 2, user="orderer")
+        if r.rc != 0:
+            p11g.expect_fail(r, "limit_exceeded")
+            break
+        made += 1
+    assert made == 1, made  # each request is over 3 000 bytes: the second would pass 6 000
