@@ -399,6 +399,7 @@ struct txn_ctx {
 	bool refused;
 	p11g_err refusal;
 	uint64_t refusal_op;
+	bool refusal_noted, refusal_counted; /* refusals.h's verdict, taken once per request */
 };
 
 static void ctx_result(struct txn_ctx *c, json_t *result)
@@ -1591,9 +1592,15 @@ static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, bool role, p11g_
 
 	if (!o->refusals)
 		o->refusals = p11g_refusals_new();
-	if (o->refusals && key &&
-	    p11g_refusals_note(o->refusals, c->caller->uid, c->caller->gid, key, c->refusal.code,
-	                       role, p11g_now()) == P11G_REFUSAL_COUNTED) {
+	/* Noted once per request: the store may run this body again (a map that grew), and the
+	 * second run must write what the first decided, not count the refusal twice. */
+	if (!c->refusal_noted && o->refusals && key) {
+		c->refusal_counted =
+		    p11g_refusals_note(o->refusals, c->caller->uid, c->caller->gid, key,
+		                       c->refusal.code, role, p11g_now()) == P11G_REFUSAL_COUNTED;
+		c->refusal_noted = true;
+	}
+	if (c->refusal_counted) {
 		c->refused = true;
 		return 0;
 	}
@@ -1710,8 +1717,11 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return use_implicit(t, c, rule, uri, what, err);
 	bool role = has_role(o, rule, c->caller, s.signer_seen);
 	/* The ended operations explain a refusal to those who had a part in them; walking
-	 * them for anyone else would let any uid make every refusal cost a thousand reads. */
-	if (!s.best_id && s.why <= REF_NOT_SIGNER && role && scan_recent(t, &s, err) < 0)
+	 * them for anyone else would let any uid make every refusal cost a thousand reads, and
+	 * so would a uid with a role past its allowance of refusals written one by one. */
+	if (!s.best_id && s.why <= REF_NOT_SIGNER && role &&
+	    (!o->refusals || p11g_refusals_allowance_left(o->refusals, c->caller->uid, s.now)) &&
+	    scan_recent(t, &s, err) < 0)
 		return -1;
 	if (!s.best_id) {
 		refusal_message(&s, uri, &c->refusal);
@@ -2073,21 +2083,26 @@ static int flush_one(void *arg, const struct p11g_refusal_agg *a)
 struct flush_all_ctx {
 	struct p11g_ops *o;
 	bool all;
+	int64_t now;
 };
 
+/* Writes what is due without changing the table: the store may run a body twice. */
 static int flush_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct flush_all_ctx *c = arg;
 	struct flush_ctx f = {t, err};
-	return p11g_refusals_flush(c->o->refusals, p11g_now(), c->all, flush_one, &f);
+	return p11g_refusals_each_due(c->o->refusals, c->now, c->all, flush_one, &f);
 }
 
 int p11g_ops_flush_refusals(struct p11g_ops *o, bool all, p11g_err *err)
 {
-	struct flush_all_ctx c = {o, all};
-	if (!o->refusals || !p11g_refusals_due(o->refusals, p11g_now(), all))
+	struct flush_all_ctx c = {o, all, p11g_now()};
+	if (!o->refusals || !p11g_refusals_due(o->refusals, c.now, all))
 		return 0;
-	return p11g_store_write(o->store, flush_body, &c, err) != 0 ? -1 : 0;
+	if (p11g_store_write(o->store, flush_body, &c, err) != 0)
+		return -1; /* kept for the next sweep */
+	p11g_refusals_forget_due(o->refusals, c.now, all);
+	return 0;
 }
 
 struct policy_ctx {

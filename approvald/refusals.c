@@ -187,8 +187,30 @@ overflow:
 	return pair_note(p, now);
 }
 
-int p11g_refusals_flush(struct p11g_refusals *r, int64_t now, bool all,
-                        int (*fn)(void *arg, const struct p11g_refusal_agg *a), void *arg)
+int p11g_refusals_each_due(const struct p11g_refusals *r, int64_t now, bool all,
+                           int (*fn)(void *arg, const struct p11g_refusal_agg *a), void *arg)
+{
+	for (size_t i = 0; i < BUCKETS; i++)
+		for (const struct pair *p = r->pairs[i]; p; p = p->next) {
+			if ((!all && now - p->start < P11G_REFUSALS_INTERVAL) || !p->counted)
+				continue;
+			struct p11g_refusal_agg a = {
+			    .uid = p->uid,
+			    .gid = p->gid,
+			    .key = p->key,
+			    .reason = p->reason,
+			    .count = p->counted,
+			    .first = p->first_counted,
+			    .last = p->last,
+			};
+			int rc = fn(arg, &a);
+			if (rc < 0)
+				return rc;
+		}
+	return 0;
+}
+
+void p11g_refusals_forget_due(struct p11g_refusals *r, int64_t now, bool all)
 {
 	for (size_t i = 0; i < BUCKETS; i++) {
 		struct pair **pp = &r->pairs[i];
@@ -197,20 +219,6 @@ int p11g_refusals_flush(struct p11g_refusals *r, int64_t now, bool all,
 			if (!all && now - p->start < P11G_REFUSALS_INTERVAL) {
 				pp = &p->next;
 				continue;
-			}
-			if (p->counted) {
-				struct p11g_refusal_agg a = {
-				    .uid = p->uid,
-				    .gid = p->gid,
-				    .key = p->key,
-				    .reason = p->reason,
-				    .count = p->counted,
-				    .first = p->first_counted,
-				    .last = p->last,
-				};
-				int rc = fn(arg, &a);
-				if (rc < 0)
-					return rc;
 			}
 			*pp = p->next;
 			pair_free(p);
@@ -228,5 +236,13 @@ int p11g_refusals_flush(struct p11g_refusals *r, int64_t now, bool all,
 			}
 		}
 	}
-	return 0;
+}
+
+bool p11g_refusals_allowance_left(const struct p11g_refusals *r, uid_t uid, int64_t now)
+{
+	for (const struct uid_use *u = r->uids[(unsigned)uid % BUCKETS]; u; u = u->next)
+		if (u->uid == uid)
+			return now - u->start >= P11G_REFUSALS_INTERVAL ||
+			       u->written < P11G_REFUSALS_ROLE_RECORDS;
+	return true;
 }

@@ -13,7 +13,7 @@
  *
  *  - the first refusal of each (key, reason) is written as it happens (count 1), the rest of
  *    the interval's are counted and written as one record with their count when the interval
- *    ends (p11g_refusals_flush, from the once-a-second sweep, and at shutdown);
+ *    ends (p11g_refusals_each_due, from the once-a-second sweep, and at shutdown);
  *  - a uid has at most P11G_REFUSALS_KEYS distinct (key, reason) pairs in an interval; more
  *    go to its pair ("*", "*");
  *  - a uid with a role for the key (it may order, approve or sign for its rule) has its first
@@ -60,12 +60,21 @@ enum p11g_refusal_verdict p11g_refusals_note(struct p11g_refusals *r, uid_t uid,
 
 /*
  * Calls fn for every aggregate whose interval ended by now (every one when all) and that
- * counted refusals past its first, then forgets it (and pairs whose interval ended with
- * nothing counted).  fn returning < 0 stops the flush and keeps that aggregate and the
- * rest (for the next sweep); the flush returns that value.  0 otherwise.
+ * counted refusals past its first; changes nothing, so a store transaction that runs it
+ * may run again.  fn returning < 0 stops and is returned; 0 otherwise.  Once what fn wrote
+ * is committed, p11g_refusals_forget_due with the same now and all forgets those pairs
+ * (and the pairs whose interval ended with nothing counted); a failed commit keeps them
+ * for the next sweep.
  */
-int p11g_refusals_flush(struct p11g_refusals *r, int64_t now, bool all,
-                        int (*fn)(void *arg, const struct p11g_refusal_agg *a), void *arg);
+int p11g_refusals_each_due(const struct p11g_refusals *r, int64_t now, bool all,
+                           int (*fn)(void *arg, const struct p11g_refusal_agg *a), void *arg);
+void p11g_refusals_forget_due(struct p11g_refusals *r, int64_t now, bool all);
+
+/* Whether uid still has its role allowance of refusals written one by one this interval.
+ * Past it, ops.c spares its refusals the walk of ended operations that makes their
+ * message precise ("expired" rather than "no operation"): a uid with a role must not make
+ * every refusal cost a thousand reads either. */
+bool p11g_refusals_allowance_left(const struct p11g_refusals *r, uid_t uid, int64_t now);
 
 /* Whether a flush at now would have something to do (a pair whose minute is over; any pair
  * when all). */

@@ -73,10 +73,17 @@ def test_the_same_refusal_repeated_is_one_record_and_a_count(daemon):
 
 
 def test_a_caller_with_a_role_keeps_its_records_one_by_one(daemon):
-    # p11gt-orderer may order for prod: each of its refusals says what to do, each is kept
+    # p11gt-orderer may order for prod: each of its refusals says what to do, each is kept,
+    # 120 a minute; past that they are counted like anyone's
     codes = flood(daemon, "orderer", 30, ["same"])
     assert "ok" not in codes
     assert len(refusals_by(daemon.audit(), "orderer")) == 30
+    flood(daemon, "orderer", 170, ["same"])
+    assert len(refusals_by(daemon.audit(), "orderer")) == 121  # 120, then the pair's first
+    assert daemon.stop() == 0
+    recs = refusals_by(offline_audit(daemon), "orderer")
+    agg = [r for r in recs if r.get("aggregated")]
+    assert len(recs) - len(agg) + sum(r["count"] for r in agg) == 200
 
 
 def test_a_flood_does_not_keep_others_from_signing(daemon):

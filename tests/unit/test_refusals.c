@@ -30,6 +30,16 @@ static int collect(void *arg, const struct p11g_refusal_agg *a)
 	return 0;
 }
 
+/* A sweep whose commit succeeds (or fails: fn < 0 keeps everything). */
+static int p11g_refusals_flush(struct p11g_refusals *r, int64_t now, bool all,
+                               int (*fn)(void *arg, const struct p11g_refusal_agg *a), void *arg)
+{
+	int rc = p11g_refusals_each_due(r, now, all, fn, arg);
+	if (rc == 0)
+		p11g_refusals_forget_due(r, now, all);
+	return rc;
+}
+
 static void no_role_first_written_rest_counted(void **state)
 {
 	struct p11g_refusals *r = p11g_refusals_new();
@@ -95,6 +105,9 @@ static void a_role_writes_its_allowance_then_aggregates(void **state)
 		written += p11g_refusals_note(r, 5, 5, "pkcs11:k", "exhausted", true, 10) ==
 		           P11G_REFUSAL_WRITE;
 	assert_int_equal(written, P11G_REFUSALS_ROLE_RECORDS + 1);
+	assert_false(p11g_refusals_allowance_left(r, 5, 69));
+	assert_true(p11g_refusals_allowance_left(r, 5, 70)); /* a new minute */
+	assert_true(p11g_refusals_allowance_left(r, 6, 10));
 	/* another uid is not charged for it */
 	assert_int_equal(p11g_refusals_note(r, 6, 6, "pkcs11:k", "exhausted", true, 10),
 	                 P11G_REFUSAL_WRITE);
@@ -130,6 +143,13 @@ static void a_failed_write_keeps_the_counts(void **state)
 		p11g_refusals_note(r, 9, 9, "pkcs11:k", "no_rule", false, 10);
 	assert_int_equal(p11g_refusals_flush(r, 100, false, collect, &s), -5);
 	assert_int_equal(p11g_refusals_size(r), 1);
+	/* a body run twice writes the same aggregate twice, changing nothing */
+	s.fail_at = 0;
+	assert_int_equal(p11g_refusals_each_due(r, 100, false, collect, &s), 0);
+	assert_int_equal(p11g_refusals_each_due(r, 100, false, collect, &s), 0);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.total, 4);
+	s = (struct seen){0};
 	s.fail_at = 0;
 	assert_int_equal(p11g_refusals_flush(r, 101, false, collect, &s), 0);
 	assert_int_equal(s.total, 2);
