@@ -170,6 +170,38 @@ static void pager_close(FILE *f)
 		pclose(f);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The annotations a payload signs (cosign's "optional"), sorted: what a verifier's `-a k=v`
+ * will rely on, so the approver reads every one. */
+static void print_annotations(FILE *f, const json_t *ann)
+{
+	size_t n = json_object_size(ann), i = 0;
+	const char *k;
+	json_t *v;
+
+	if (!n)
+		return;
+	_cleanup_free_ const char **keys = calloc(n, sizeof(*keys));
+	if (!keys)
+		return;
+	json_object_foreach((json_t *)ann, k, v) keys[i++] = k;
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	fprintf(f, "    signed annotations:\n");
+	for (i = 0; i < n; i++) {
+		const json_t *val = json_object_get(ann, keys[i]);
+		_cleanup_free_ char *other =
+		    json_is_string(val) ? NULL : json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
+		fprintf(f, "      %s = %s\n", keys[i],
+		        json_is_string(val) ? json_string_value(val)
+		        : other             ? other
+		                            : "?");
+	}
+}
+
 /* -1 (nothing printed) when out of memory. */
 static int print_op(FILE *f, const json_t *raw)
 {
@@ -202,6 +234,7 @@ static int print_op(FILE *f, const json_t *raw)
 	{
 		fprintf(f, "  image:       %s@%s\n", str(img, "reference"), str(img, "digest"));
 		fprintf(f, "    payload:   %s\n", str(img, "payload_digest"));
+		print_annotations(f, json_object_get(img, "annotations"));
 	}
 	const json_t *oci = json_object_get(op, "oci");
 	if (oci && !json_array_size(images))

@@ -456,6 +456,10 @@ def test_annotations_are_shown(start_daemon):
     p = payload(optional={"build": "1234", "git": "abc"})
     op = p11g.assert_reply_ok(oci_request(d, [p]))["id"]
     assert d.show(op)["images"][0]["annotations"] == {"build": "1234", "git": "abc"}
+    # and on the approver's screen, every one, sorted, under the image they are signed with
+    out = d.cli("show", str(op))
+    assert out.rc == 0, out
+    assert "    signed annotations:\n      build = 1234\n      git = abc\n" in out.out, out.out
 
 
 def test_no_implicit_use_for_a_registries_rule(start_daemon):
