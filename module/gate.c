@@ -910,8 +910,9 @@ CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 		                             ulAttributeCount);
 	if (rv != CKR_OK)
 		return rv;
-	return R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen,
-	                     pTemplate, ulAttributeCount, phKey);
+	rv = R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen,
+	                   pTemplate, ulAttributeCount, phKey);
+	return p11g_object_admin_after("C_UnwrapKey", hSession, rv, &phKey, 1);
 }
 
 CK_RV hook_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
@@ -925,7 +926,8 @@ CK_RV hook_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 		                             ulAttributeCount);
 	if (rv != CKR_OK)
 		return rv;
-	return R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey);
+	rv = R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey);
+	return p11g_object_admin_after("C_DeriveKey", hSession, rv, &phKey, 1);
 }
 
 CK_RV hook_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
@@ -1063,7 +1065,8 @@ CK_RV hook_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 		rv = p11g_object_admin_check("C_CopyObject", hSession, hObject, pTemplate, ulCount);
 	if (rv != CKR_OK)
 		return rv;
-	return R.C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject);
+	rv = R.C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject);
+	return p11g_object_admin_after("C_CopyObject", hSession, rv, &phNewObject, 1);
 }
 
 /* ---- PKCS#11 3.0 -------------------------------------------------------------- */

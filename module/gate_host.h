@@ -46,6 +46,17 @@ CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg);
  * own code (CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, ...).
  * Call it between P11G_ENTER() and the real call.
  */
+/*
+ * After a call that made objects (objs: n pointers to their handles, NULL or
+ * CK_INVALID_HANDLE ones skipped) and answered rv: for a client outside
+ * pkcs11_object_admins, any of them that is a token object, or whose CKA_TOKEN cannot be
+ * read, means all are destroyed again and the call refused (CKR_ACTION_PROHIBITED): a
+ * module whose default is a token object must not make one of a template that did not ask.
+ * Otherwise rv.
+ */
+CK_RV p11g_object_admin_after(const char *fn, CK_SESSION_HANDLE h, CK_RV rv,
+                              CK_OBJECT_HANDLE_PTR *objs, size_t n);
+
 CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
                               CK_ATTRIBUTE_PTR tmpl, CK_ULONG n);
 

@@ -410,6 +410,36 @@ CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HAN
 	return CKR_OK;
 }
 
+CK_RV p11g_object_admin_after(const char *fn, CK_SESSION_HANDLE h, CK_RV rv,
+                              CK_OBJECT_HANDLE_PTR *objs, size_t n)
+{
+	CK_RV bad = CKR_OK;
+
+	if (rv != CKR_OK || !p11g_m.host.on || hosted.object_admin)
+		return rv;
+	for (size_t i = 0; i < n; i++) {
+		if (!objs[i] || *objs[i] == CK_INVALID_HANDLE)
+			continue;
+		CK_BBOOL on_token = CK_TRUE;
+		CK_ATTRIBUTE a = {CKA_TOKEN, &on_token, sizeof(on_token)};
+		if (p11g_m.real.C_GetAttributeValue(h, *objs[i], &a, 1) == CKR_OK &&
+		    a.ulValueLen == sizeof(on_token) && on_token == CK_FALSE)
+			continue;
+		bad = CKR_ACTION_PROHIBITED;
+	}
+	if (bad == CKR_OK)
+		return CKR_OK;
+	/* The module made a token object of a template that did not ask for one (its default),
+	 * or cannot say what it made: undone, all of it. */
+	for (size_t i = 0; i < n; i++)
+		if (objs[i] && *objs[i] != CK_INVALID_HANDLE) {
+			p11g_m.real.C_DestroyObject(h, *objs[i]);
+			*objs[i] = CK_INVALID_HANDLE;
+		}
+	return refuse_object(fn, "the module made a token object (its default for a template "
+	                         "without CKA_TOKEN), or cannot say; it was destroyed again");
+}
+
 CK_RV hook_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
                           CK_OBJECT_HANDLE_PTR phObject)
 {
@@ -418,7 +448,8 @@ CK_RV hook_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate
 	                                   ulCount);
 	if (rv != CKR_OK)
 		return rv;
-	return p11g_m.real.C_CreateObject(hSession, pTemplate, ulCount, phObject);
+	rv = p11g_m.real.C_CreateObject(hSession, pTemplate, ulCount, phObject);
+	return p11g_object_admin_after("C_CreateObject", hSession, rv, &phObject, 1);
 }
 
 CK_RV hook_C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
@@ -429,7 +460,8 @@ CK_RV hook_C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism
 	                                   ulCount);
 	if (rv != CKR_OK)
 		return rv;
-	return p11g_m.real.C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey);
+	rv = p11g_m.real.C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey);
+	return p11g_object_admin_after("C_GenerateKey", hSession, rv, &phKey, 1);
 }
 
 CK_RV hook_C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
@@ -448,7 +480,9 @@ CK_RV hook_C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 	                                  pPrivateKeyTemplate, ulPrivateKeyAttributeCount)) !=
 	        CKR_OK)
 		return rv;
-	return p11g_m.real.C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate,
-	                                     ulPublicKeyAttributeCount, pPrivateKeyTemplate,
-	                                     ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey);
+	rv = p11g_m.real.C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate,
+	                                   ulPublicKeyAttributeCount, pPrivateKeyTemplate,
+	                                   ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey);
+	CK_OBJECT_HANDLE_PTR made[] = {phPublicKey, phPrivateKey};
+	return p11g_object_admin_after("C_GenerateKeyPair", hSession, rv, made, 2);
 }

@@ -345,6 +345,17 @@ aes, n_aes = tmpl(attr(pk11.CKA_TOKEN, True), attr(pk11.CKA_VALUE_LEN, 32))
 gk = Mech(pk11.MECH["CKM_AES_KEY_GEN"], None, 0)
 k = CK_ULONG(0)
 res["generate token secret key"] = rvname(m.C_GenerateKey(h, C.byref(gk), aes, n_aes, C.byref(k)))
+if a.get("unsaid"):
+    # templates that do not say CKA_TOKEN: the module's default decides
+    t, n = tmpl(attr(pk11.CKA_CLASS, CKO_DATA), attr(pk11.CKA_LABEL, b"unsaid"),
+                attr(CKA_APPLICATION, b"p11gt"))
+    o = CK_ULONG(0)
+    res["create unsaid object"] = rvname(m.C_CreateObject(h, t, n, C.byref(o)))
+    upub, n_upub = tmpl(attr(pk11.CKA_LABEL, b"unsaid-key"), attr(CKA_EC_PARAMS, P256))
+    uprv, n_uprv = tmpl(attr(pk11.CKA_LABEL, b"unsaid-key"), attr(0x108, True))
+    res["generate unsaid key pair"] = rvname(m.C_GenerateKeyPair(h, C.byref(mech), upub, n_upub,
+                                                                 uprv, n_uprv, C.byref(hp),
+                                                                 C.byref(hk)))
 if a.get("public_key_paths"):
     key = m.find(h, pk11.CKO_PUBLIC_KEY, "ec")
     lab, n_lab = tmpl(attr(pk11.CKA_LABEL, b"ec-renamed"))
@@ -433,3 +444,26 @@ def test_bad_object_admins_setting_stops_approvald(iso, start_daemon):
     with pytest.raises(AssertionError) as e:
         iso.start(start_daemon, guarded(), pkcs11_object_admins="user:%s wheel" % p11g.U("dave"))
     assert "pkcs11_object_admins" in str(e.value) and "wheel" in str(e.value), str(e.value)
+
+
+FAULTY = os.path.join(p11g.BUILD, "tests", "mock", "faulty.so")
+
+
+@pytest.mark.parametrize("token_default", [False, True])
+def test_a_module_that_defaults_to_token_objects_makes_none_for_a_client(iso, start_daemon,
+                                                                         token_default):
+    """Templates without CKA_TOKEN make session objects in SoftHSMv2, but a module whose
+    default is a token object would have let a client with no role plant one: what the
+    module made is checked, and destroyed again when it is a token object."""
+    config = ("pkcs11_socket = %s\npkcs11_module = %s\npin_file = %s\n"
+              "pkcs11_env = SOFTHSM2_CONF=%s\npkcs11_env = P11G_FAULT_MODULE=%s\n"
+              "pkcs11_env = P11G_FAULT_TOKEN_DEFAULT=%d\n"
+              % (iso.pkcs11_sock, FAULTY, iso.pin_file, iso.conf, SOFTHSM, token_default))
+    iso.daemon = d = start_daemon(guarded(), config=config)
+    before = token_labels(iso)
+    res = objects_as("mallory", iso.gate_env(d), unsaid=True)
+    want = "CKR_ACTION_PROHIBITED" if token_default else "CKR_OK"
+    assert res["create unsaid object"] == res["generate unsaid key pair"] == want, res
+    assert token_labels(iso) == before
+    if token_default:
+        assert any("the module made a token object" in ln for ln in d.stderr().splitlines())

@@ -25,6 +25,9 @@
  *                      through and the gate's reads at C_SignInit meet the fault;
  *                      "now": armed from the start.
  *   P11G_FAULT_LOG     file: one line per fault injected ("NAME pid").
+ *   P11G_FAULT_TOKEN_DEFAULT=1
+ *                      C_CreateObject and C_GenerateKeyPair make token objects of templates
+ *                      that do not say (a module whose default is CKA_TOKEN true).
  */
 
 #define EXPORT __attribute__((visibility("default")))
@@ -143,6 +146,49 @@ static CK_RV f_FindObjectsFinal(CK_SESSION_HANDLE h)
 	return rv;
 }
 
+/* A template with CKA_TOKEN true added when it does not set CKA_TOKEN (malloc'd, or tmpl). */
+static CK_ATTRIBUTE_PTR with_token(CK_ATTRIBUTE_PTR tmpl, CK_ULONG *n)
+{
+	static CK_BBOOL yes = CK_TRUE;
+	const char *on = getenv("P11G_FAULT_TOKEN_DEFAULT");
+	CK_ATTRIBUTE_PTR t;
+
+	if (!on || strcmp(on, "1"))
+		return tmpl;
+	for (CK_ULONG i = 0; tmpl && i < *n; i++)
+		if (tmpl[i].type == CKA_TOKEN)
+			return tmpl;
+	if (!(t = calloc(*n + 1, sizeof(*t))))
+		return tmpl;
+	if (*n)
+		memcpy(t, tmpl, *n * sizeof(*t));
+	t[(*n)++] = (CK_ATTRIBUTE){CKA_TOKEN, &yes, sizeof(yes)};
+	return t;
+}
+
+static CK_RV f_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
+                            CK_OBJECT_HANDLE_PTR obj)
+{
+	CK_ATTRIBUTE_PTR t = with_token(tmpl, &n);
+	CK_RV rv = real->C_CreateObject(h, t, n, obj);
+	if (t != tmpl)
+		free(t);
+	return rv;
+}
+
+static CK_RV f_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pub,
+                               CK_ULONG npub, CK_ATTRIBUTE_PTR priv, CK_ULONG npriv,
+                               CK_OBJECT_HANDLE_PTR hpub, CK_OBJECT_HANDLE_PTR hpriv)
+{
+	CK_ATTRIBUTE_PTR tp = with_token(pub, &npub), tq = with_token(priv, &npriv);
+	CK_RV rv = real->C_GenerateKeyPair(h, m, tp, npub, tq, npriv, hpub, hpriv);
+	if (tp != pub)
+		free(tp);
+	if (tq != priv)
+		free(tq);
+	return rv;
+}
+
 EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ret)
 {
 	const char *path = getenv("P11G_FAULT_MODULE");
@@ -162,6 +208,8 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ret)
 		list.C_GetAttributeValue = f_GetAttributeValue;
 		list.C_FindObjectsInit = f_FindObjectsInit;
 		list.C_FindObjectsFinal = f_FindObjectsFinal;
+		list.C_CreateObject = f_CreateObject;
+		list.C_GenerateKeyPair = f_GenerateKeyPair;
 		parse();
 	}
 	*ret = &list;
