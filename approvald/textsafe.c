@@ -38,11 +38,25 @@ static size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *ret)
 	return n;
 }
 
+/* Characters that show nothing, so that two texts that differ look the same: the soft
+ * hyphen, the combining grapheme joiner, the Khmer inherent vowels, the Mongolian vowel
+ * separator, the zero width space, the word joiner and invisible operators, the byte order
+ * mark, the Hangul fillers, the interlinear annotation marks and the tag characters.  The
+ * zero width (non-)joiners and the variation selectors stay: Persian and Indic text and
+ * emoji need them. */
+static bool invisible(uint32_t cp)
+{
+	return cp == 0x00ad || cp == 0x034f || cp == 0x115f || cp == 0x1160 || cp == 0x17b4 ||
+	       cp == 0x17b5 || cp == 0x180e || cp == 0x200b || (cp >= 0x2060 && cp <= 0x2064) ||
+	       cp == 0x3164 || cp == 0xfeff || cp == 0xffa0 || (cp >= 0xfff9 && cp <= 0xfffb) ||
+	       (cp >= 0xe0000 && cp <= 0xe007f);
+}
+
 bool p11g_text_refused(uint32_t cp)
 {
 	return (cp < 0x20 && cp != '\t') || (cp >= 0x7f && cp <= 0x9f) || cp == 0x061c ||
 	       cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
-	       (cp >= 0x2066 && cp <= 0x2069);
+	       (cp >= 0x2066 && cp <= 0x2069) || invisible(cp);
 }
 
 const char *p11g_text_kind(uint32_t cp)
@@ -51,6 +65,8 @@ const char *p11g_text_kind(uint32_t cp)
 		return "a byte that is not UTF-8";
 	if (cp == 0x2028 || cp == 0x2029)
 		return "a line or paragraph separator";
+	if (invisible(cp))
+		return "an invisible character";
 	if (cp >= 0x200 && p11g_text_refused(cp))
 		return "a bidirectional formatting character";
 	return "a control character";
@@ -74,11 +90,11 @@ ptrdiff_t p11g_text_find(const char *s, size_t len, uint32_t *ret_cp)
 
 /* The escape of one character (or, byte true, of a byte that is not UTF-8) in out; its
  * length, or 0 when the character is shown as it is. */
-static size_t escape_one(uint32_t cp, bool byte, char out[8])
+static size_t escape_one(uint32_t cp, bool byte, char out[12])
 {
 	const char *named = NULL;
 	if (byte)
-		return (size_t)snprintf(out, 8, "\\x%02x", (unsigned)cp);
+		return (size_t)snprintf(out, 12, "\\x%02x", (unsigned)cp);
 	switch (cp) {
 	case '\\':
 		named = "\\\\";
@@ -95,7 +111,11 @@ static size_t escape_one(uint32_t cp, bool byte, char out[8])
 	default:
 		if (!p11g_text_refused(cp))
 			return 0;
-		return (size_t)snprintf(out, 8, cp < 0x80 ? "\\x%02x" : "\\u%04x", (unsigned)cp);
+		return (size_t)snprintf(out, 12,
+		                        cp < 0x80      ? "\\x%02x"
+		                        : cp < 0x10000 ? "\\u%04x"
+		                                       : "\\U%08x",
+		                        (unsigned)cp);
 	}
 	memcpy(out, named, 3);
 	return 2;
@@ -108,7 +128,7 @@ size_t p11g_text_escape(char *buf, size_t n, const char *s, size_t len)
 	bool full = false;
 
 	for (size_t i = 0; i < len;) {
-		char esc[8];
+		char esc[12];
 		uint32_t cp = 0;
 		size_t k = utf8_decode(p + i, len - i, &cp);
 		size_t e = k ? escape_one(cp, false, esc) : escape_one(p[i], true, esc);
@@ -196,8 +216,14 @@ char *p11g_text_json_safe(const char *json)
 		/* C0 controls never stand raw in json_dumps' text (escaped in strings, and
 		 * outside them only its own newlines and spaces): everything else refused is
 		 * inside a string, where \uHHHH means the same character. */
-		if (k && cp >= 0x7f && p11g_text_refused(cp)) {
+		if (k && cp >= 0x7f && p11g_text_refused(cp) && cp < 0x10000) {
 			done += (size_t)snprintf(out + done, 7, "\\u%04X", (unsigned)cp);
+		} else if (k && cp >= 0x10000 && p11g_text_refused(cp)) {
+			/* beyond the BMP: JSON's surrogate pair (12 bytes for 4) */
+			uint32_t v = cp - 0x10000;
+			done += (size_t)snprintf(out + done, 13, "\\u%04X\\u%04X",
+			                         (unsigned)(0xd800 + (v >> 10)),
+			                         (unsigned)(0xdc00 + (v & 0x3ff)));
 		} else {
 			if (!k)
 				k = 1;

@@ -7,8 +7,10 @@
  * bidirectional embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069), the
  * bidirectional marks (U+061C, U+200E, U+200F: invisible, and they reorder neutral
  * characters such as digits and punctuation around them where text is laid out
- * bidirectionally) and the Unicode line and paragraph separators (U+2028, U+2029: line
- * breaks where LF and CR are refused).
+ * bidirectionally), the Unicode line and paragraph separators (U+2028, U+2029: line
+ * breaks where LF and CR are refused) and characters that show nothing (textsafe.c's
+ * invisible(): two texts that differ must not look the same).  Escapes beyond U+FFFF are
+ * \UHHHHHHHH, and JSON's surrogate pairs in p11g_text_json_safe.
  */
 #ifndef P11GATE_TEXTSAFE_H
 #define P11GATE_TEXTSAFE_H

@@ -35,8 +35,17 @@ static void test_refused_set(void **state)
 	                                0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069};
 	for (size_t i = 0; i < sizeof(bidi) / sizeof(bidi[0]); i++)
 		assert_true(p11g_text_refused(bidi[i]));
-	static const uint32_t fine[] = {0x061b, 0x061d, 0x05d0, 0x200d, 0x2027,
-	                                0x202f, 0x2065, 0x206a, 0x4e2d, 0x1f600};
+	static const uint32_t invisible[] = {0x00ad, 0x034f, 0x115f, 0x1160,  0x17b4,  0x17b5,
+	                                     0x180e, 0x200b, 0x2060, 0x2064,  0x3164,  0xfeff,
+	                                     0xffa0, 0xfff9, 0xfffb, 0xe0001, 0xe0041, 0xe007f};
+	for (size_t i = 0; i < sizeof(invisible) / sizeof(invisible[0]); i++) {
+		assert_true(p11g_text_refused(invisible[i]));
+		assert_string_equal(p11g_text_kind(invisible[i]), "an invisible character");
+	}
+	/* joiners and variation selectors stay: Persian, Indic and emoji need them */
+	static const uint32_t fine[] = {0x061b, 0x061d, 0x05d0, 0x200c, 0x200d,  0x2027,
+	                                0x202f, 0x2065, 0x206a, 0x4e2d, 0x1f600, 0xfe0f,
+	                                0xfe00, 0x00ac, 0x00ae, 0x2059, 0xe0080};
 	for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
 		assert_false(p11g_text_refused(fine[i]));
 	assert_string_equal(p11g_text_kind(0x1b), "a control character");
@@ -93,6 +102,9 @@ static void test_escape(void **state)
 	assert_escaped(S("plain text, f\xc3\xbcr M\xc3\xbcller \xe4\xb8\xad"),
 	               "plain text, f\xc3\xbcr M\xc3\xbcller \xe4\xb8\xad");
 	assert_escaped(S("a\x1b[2Kb"), "a\\x1b[2Kb");
+	/* invisible characters, a tag character beyond the BMP among them */
+	assert_escaped(S("a\xc2\xad\xe2\x80\x8b\xef\xbb\xbf\xf3\xa0\x81\x81" "b"),
+	               "a\\u00ad\\u200b\\ufeff\\U000e0041b");
 	assert_escaped(S("\r\n\t\\"), "\\r\\n\\t\\\\");
 	assert_escaped(S("\x07\x7f\x01"), "\\x07\\x7f\\x01");
 	assert_escaped("a\0b", 3, "a\\x00b");
@@ -160,6 +172,17 @@ static void test_json_safe(void **state)
 	                       "a\x1b\x7f\xc2\x85\xe2\x80\xae\xe2\x81\xa6 "
 	                       "f\xc3\xbcr \xe4\xb8\xad\n",
 	                       "e\xe2\x80\x8f", "x");
+	/* beyond the BMP: a surrogate pair, the same character to any JSON reader */
+	json_t *tag = json_string("t\xf3\xa0\x81\x81");
+	char *tdump = json_dumps(tag, JSON_ENCODE_ANY);
+	char *tsafe = p11g_text_json_safe(tdump);
+	assert_string_equal(tsafe, "\"t\\uDB40\\uDC41\"");
+	json_t *tback = json_loads(tsafe, JSON_DECODE_ANY, NULL);
+	assert_true(json_equal(tback, tag));
+	json_decref(tback);
+	json_decref(tag);
+	free(tdump);
+	free(tsafe);
 	char *dumped = json_dumps(in, JSON_INDENT(2) | JSON_SORT_KEYS);
 	char *safe = p11g_text_json_safe(dumped);
 	assert_non_null(safe);
