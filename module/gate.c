@@ -309,6 +309,13 @@ void p11g_gate_cache_clear(bool after_fork)
 	id_cache_forget(CK_INVALID_HANDLE);
 }
 
+/* A module's answer that may not last (SoftHSMv2's file store, a network HSM's dropped
+ * connection): worth reading again before failing closed. */
+static bool transient(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED;
+}
+
 /*
  * Whether obj is a private key, and if so its identity and who guards it.
  * false: not a private key (pol->class_rv CKR_OK), or it cannot be judged (pol->class_rv
@@ -341,16 +348,27 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		p11g_client_key(kid, pol);
 		return true;
 	}
-	/* CKA_TOKEN may be unreadable on some modules: then not cached. */
+	/* CKA_TOKEN may be unreadable on some modules: then not cached.  A passing failure
+	 * is read again, as the identity is (below). */
 	bool token_known = true;
-	if (R.C_GetAttributeValue(h, obj, ca, 2) != CKR_OK) {
+	for (int tries = 0;; tries++) {
+		token_known = true;
+		if (R.C_GetAttributeValue(h, obj, ca, 2) == CKR_OK)
+			break;
 		on_token = CK_FALSE;
 		token_known = false;
 		rv = R.C_GetAttributeValue(h, obj, ca, 1);
-		if (rv != CKR_OK) {
+		if (rv == CKR_OK)
+			break;
+		if (tries == 3 || !transient(rv)) {
+			if (transient(rv))
+				p11g_refusal("object handle %lu refused: reading its class failed "
+				             "(0x%lx); p11gate fails closed",
+				             (unsigned long)obj, (unsigned long)rv);
 			pol->class_rv = rv;
 			return false;
 		}
+		usleep(2000u << tries);
 	}
 	if (ca[0].ulValueLen != sizeof(cls)) {
 		pol->class_rv = CKR_FUNCTION_FAILED;
@@ -371,9 +389,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		                   token_known && ca[1].ulValueLen == sizeof(on_token) ? &on_token
 		                                                                       : NULL,
 		                   kid, &twin, &what);
-		if (rv == CKR_OK || tries == 3 ||
-		    (rv != CKR_GENERAL_ERROR && rv != CKR_DEVICE_ERROR &&
-		     rv != CKR_FUNCTION_FAILED))
+		if (rv == CKR_OK || tries == 3 || !transient(rv))
 			break;
 		p11g_trace("reading %s failed (0x%lx); reading the key's identity again", what,
 		           (unsigned long)rv);

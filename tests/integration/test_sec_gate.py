@@ -285,7 +285,8 @@ out["keys"] = [sign(h, k, "CKM_ECDSA", bytes.fromhex(a["digest"]))
 
 # ---- 5. a failed read never makes a guarded key unguarded -------------------------------------
 
-FAULTS = ["C_GetTokenInfo", "CKA_LABEL", "CKA_ID", "CKA_KEY_TYPE", "C_FindObjectsInit"]
+FAULTS = ["C_GetTokenInfo", "CKA_CLASS", "CKA_LABEL", "CKA_ID", "CKA_KEY_TYPE",
+          "C_FindObjectsInit", "CKA_EC_PARAMS"]
 
 
 def faulty_start(token, start_daemon, policy, fault, log):
