@@ -5,9 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One UTF-8 sequence at s[0..len): its length (1 to 4) with the code point in *ret, or 0 when
- * s[0] does not start a valid one (overlong, a surrogate, above U+10FFFF, cut short). */
-static size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *ret)
+size_t p11g_utf8_decode(const unsigned char *s, size_t len, uint32_t *ret)
 {
 	unsigned char c = s[0];
 	uint32_t cp, min;
@@ -77,7 +75,7 @@ ptrdiff_t p11g_text_find(const char *s, size_t len, uint32_t *ret_cp)
 	const unsigned char *p = (const unsigned char *)s;
 	for (size_t i = 0; i < len;) {
 		uint32_t cp;
-		size_t k = utf8_decode(p + i, len - i, &cp);
+		size_t k = p11g_utf8_decode(p + i, len - i, &cp);
 		if (!k || p11g_text_refused(cp)) {
 			if (ret_cp)
 				*ret_cp = k ? cp : P11G_TEXT_NOT_UTF8 | p[i];
@@ -130,7 +128,7 @@ size_t p11g_text_escape(char *buf, size_t n, const char *s, size_t len)
 	for (size_t i = 0; i < len;) {
 		char esc[12];
 		uint32_t cp = 0;
-		size_t k = utf8_decode(p + i, len - i, &cp);
+		size_t k = p11g_utf8_decode(p + i, len - i, &cp);
 		size_t e = k ? escape_one(cp, false, esc) : escape_one(p[i], true, esc);
 		const char *piece = e ? esc : s + i;
 		size_t plen = e ? e : k;
@@ -212,7 +210,7 @@ char *p11g_text_json_safe(const char *json)
 		return NULL;
 	for (size_t i = 0; i < len;) {
 		uint32_t cp = 0;
-		size_t k = utf8_decode(p + i, len - i, &cp);
+		size_t k = p11g_utf8_decode(p + i, len - i, &cp);
 		/* C0 controls never stand raw in json_dumps' text (escaped in strings, and
 		 * outside them only its own newlines and spaces): everything else refused is
 		 * inside a string, where \uHHHH means the same character. */

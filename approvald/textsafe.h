@@ -24,6 +24,11 @@
  * low eight bits). */
 #define P11G_TEXT_NOT_UTF8 0x80000000u
 
+/* One UTF-8 sequence at s[0..len) (len > 0): its length (1 to 4) with the code point in
+ * *ret, or 0 when s[0] does not start a valid one (overlong, a surrogate, above U+10FFFF,
+ * cut short). */
+size_t p11g_utf8_decode(const unsigned char *s, size_t len, uint32_t *ret);
+
 /* Whether a person's text may not hold code point cp (tab is allowed). */
 bool p11g_text_refused(uint32_t cp);
 

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import p11g  # noqa: E402
+from test_isolated import server_children  # noqa: E402
 from test_module_gate import (DIGEST, P11KIT_CLIENT, PIN, SOFTHSM, TOKEN, Token,  # noqa: E402
                               guarded, sanitized, sh)
 
@@ -205,21 +206,6 @@ def regions_with(pid, needle):
     return found, too_large
 
 
-def host_children(d):
-    kids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == d.proc.pid:
-            kids.append(int(pid))
-    return kids
-
-
 HOLD_SESSION = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -257,7 +243,7 @@ def test_pin_held_only_in_dontdump_pages_of_non_dumpable_processes(accounts):
                                    TOKEN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=env)
         assert client.stdout.readline().strip() == b"open", client.stderr.read()
-        kids = host_children(d)
+        kids = server_children(d)
         assert len(kids) == 1, (kids, d.stderr())
         problems = []
         for pid, what in ((d.proc.pid, "approvald"), (kids[0], "its client process")):

@@ -103,7 +103,8 @@ static void test_escape(void **state)
 	               "plain text, f\xc3\xbcr M\xc3\xbcller \xe4\xb8\xad");
 	assert_escaped(S("a\x1b[2Kb"), "a\\x1b[2Kb");
 	/* invisible characters, a tag character beyond the BMP among them */
-	assert_escaped(S("a\xc2\xad\xe2\x80\x8b\xef\xbb\xbf\xf3\xa0\x81\x81" "b"),
+	assert_escaped(S("a\xc2\xad\xe2\x80\x8b\xef\xbb\xbf\xf3\xa0\x81\x81"
+	                 "b"),
 	               "a\\u00ad\\u200b\\ufeff\\U000e0041b");
 	assert_escaped(S("\r\n\t\\"), "\\r\\n\\t\\\\");
 	assert_escaped(S("\x07\x7f\x01"), "\\x07\\x7f\\x01");

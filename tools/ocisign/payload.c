@@ -3,6 +3,8 @@
 
 #include "payload.h"
 
+#include "approvald/textsafe.h"
+
 int oci_annotation_parse(const char *arg, struct oci_annotation *ret, oci_err *err)
 {
 	const char *eq = strchr(arg, '=');
@@ -14,36 +16,6 @@ int oci_annotation_parse(const char *arg, struct oci_annotation *ret, oci_err *e
 		return oci_fail(err, "out of memory");
 	ret->value = eq + 1;
 	return 0;
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid: Go
- * replaces each invalid byte with U+FFFD. */
-static size_t utf8_len(const unsigned char *s, size_t left)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned min, cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, min = 0x80, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, min = 0x800, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, min = 0x10000, cp = c & 0x07;
-	else
-		return 0;
-	if (left < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
 }
 
 int oci_json_go_string(struct oci_buf *b, const char *str, size_t len)
@@ -93,14 +65,15 @@ int oci_json_go_string(struct oci_buf *b, const char *str, size_t len)
 			i++;
 			continue;
 		}
-		size_t n = utf8_len(s + i, len - i);
+		uint32_t cp;
+		/* 0 for an invalid sequence: Go replaces each invalid byte with U+FFFD */
+		size_t n = p11g_utf8_decode(s + i, len - i, &cp);
 		if (n == 0) {
 			r = oci_buf_puts(b, "\\ufffd");
 			i++;
-		} else if (n == 3 && s[i] == 0xe2 && s[i + 1] == 0x80 &&
-		           (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
+		} else if (cp == 0x2028 || cp == 0x2029) {
 			/* U+2028 and U+2029 break JavaScript string literals; Go escapes them. */
-			r = oci_buf_puts(b, s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029");
+			r = oci_buf_puts(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
 			i += 3;
 		} else {
 			r = oci_buf_append(b, s + i, n);
