@@ -92,8 +92,8 @@ static int check_text_at(const json_t *j, char *path, size_t len, p11g_err *err)
 	case JSON_ARRAY:
 		json_array_foreach(j, i, v)
 		{
-			path_append(path, len, NULL, 0, i);
-			if (check_text_at(v, path, strlen(path), err) < 0)
+			size_t l = path_append(path, len, NULL, 0, i);
+			if (check_text_at(v, path, l, err) < 0)
 				return -1;
 			path[len] = '\0';
 		}

@@ -352,16 +352,16 @@ static json_t *op_public(const json_t *op)
 /* ---- audit ------------------------------------------------------------- */
 
 /* Appends one audit record: event, actor, operation id and extra members
- * (stolen).  */
+ * (stolen).  extra is what the caller's json_pack made: NULL is its failure,
+ * and a record without its members is never written. */
 static int audit(p11g_txn *t, const char *event, const struct p11g_ident *actor, uint64_t id,
                  json_t *extra, p11g_err *err)
 {
-	_cleanup_json_ json_t *rec = extra ? extra : json_object();
-	json_object_set_new(rec, "event", json_string(event));
-	if (actor)
-		json_object_set_new(rec, "actor", actor_json(actor));
-	if (id)
-		json_object_set_new(rec, "op", json_integer((json_int_t)id));
+	_cleanup_json_ json_t *rec = extra;
+	if (!rec || json_object_set_new(rec, "event", json_string(event)) < 0 ||
+	    (actor && json_object_set_new(rec, "actor", actor_json(actor)) < 0) ||
+	    (id && json_object_set_new(rec, "op", json_integer((json_int_t)id)) < 0))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	return p11g_txn_audit_append(t, rec, NULL, err);
 }
 
@@ -685,7 +685,9 @@ static int request_images(const json_t *args, const struct p11g_rule *const *rul
 		json_t *img;
 		if (read_payload(v, i, &img, err) < 0)
 			return -1;
-		json_array_append_new(images, img);
+		/* it takes img even when it fails: img is not read after a failure */
+		if (json_array_append_new(images, img) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		const char *ref = json_string_value(json_object_get(img, "reference"));
 		for (size_t j = 0; j < n_rules; j++)
 			if (!registry_allowed(rules[j], ref))
@@ -694,8 +696,8 @@ static int request_images(const json_t *args, const struct p11g_rule *const *rul
 				    "rule %s does not allow signing images for registry %.*s",
 				    rules[j]->name, (int)strcspn(ref, "/"), ref);
 		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
-		if (!in_strings(pinned, pd))
-			json_array_append_new(pinned, json_string(pd));
+		if (!in_strings(pinned, pd) && json_array_append_new(pinned, json_string(pd)) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
 	json_array_foreach(digests, i, v)
 	{
@@ -1009,8 +1011,8 @@ int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const 
 	    caller->uid != 0 && caller->uid != o->daemon_uid &&
 	    (o->limits.max_requests_per_minute || o->limits.max_request_bytes_per_minute);
 	int64_t now = p11g_now();
-	size_t bytes = json_dumpb(args, NULL, 0, JSON_COMPACT);
 	struct budget_entry *b = limited ? budget_of(o, caller->uid, now) : NULL;
+	size_t bytes = b ? json_dumpb(args, NULL, 0, JSON_COMPACT) : 0;
 
 	if (b &&
 	    ((o->limits.max_requests_per_minute && b->n >= o->limits.max_requests_per_minute) ||
@@ -1605,8 +1607,11 @@ static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, bool role, p11g_
 		return 0;
 	}
 	json_t *rec = json_deep_copy(what);
-	json_object_set_new(rec, "reason", json_string(c->refusal.code));
-	json_object_set_new(rec, "message", json_string(c->refusal.msg));
+	if (rec && (json_object_set_new(rec, "reason", json_string(c->refusal.code)) < 0 ||
+	            json_object_set_new(rec, "message", json_string(c->refusal.msg)) < 0)) {
+		json_decref(rec);
+		rec = NULL;
+	}
 	if (audit(t, "use_refused", c->caller, c->refusal_op, rec, err) < 0)
 		return -1;
 	c->refused = true;
@@ -1685,8 +1690,9 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	    json_pack("{s:s, s:s, s:s}", "key", uri, "mechanism", s.mech ? s.mech->name : "unknown",
 	              "digest", a->digest ? a->digest : "");
 	/* Which key object signed: two keys under one name never leave the same record. */
-	if (what && a->key.fingerprint[0] &&
-	    json_object_set_new(what, "key_fingerprint", json_string(a->key.fingerprint)) < 0)
+	if (!what ||
+	    (a->key.fingerprint[0] &&
+	     json_object_set_new(what, "key_fingerprint", json_string(a->key.fingerprint)) < 0))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (!rule) {
 		p11g_err_set(&c->refusal, P11G_E_DENIED_DEFAULT,
@@ -2071,9 +2077,12 @@ static int flush_one(void *arg, const struct p11g_refusal_agg *a)
 	json_t *rec = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "key", a->key, "reason",
 	                        a->reason, "count", (json_int_t)a->count, "first",
 	                        (json_int_t)a->first, "last", (json_int_t)a->last, "aggregated", 1);
-	if (rec && overflow)
-		json_object_set_new(rec, "uids",
-		                    json_string("many (the table of refusals was full)"));
+	if (rec && overflow &&
+	    json_object_set_new(rec, "uids", json_string("many (the table of refusals was full)")) <
+	        0) {
+		json_decref(rec);
+		rec = NULL;
+	}
 	r = rec ? audit(c->t, "use_refused", overflow ? NULL : &who, 0, rec, c->err)
 	        : p11g_err_set(c->err, P11G_E_INTERNAL, "out of memory");
 	p11g_ident_clear(&who);

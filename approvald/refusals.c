@@ -140,7 +140,8 @@ static struct uid_use *uid_get(struct p11g_refusals *r, uid_t uid, int64_t now)
 	return u;
 }
 
-/* Counts one more refusal into p; the first of its interval is written. */
+/* Counts one more refusal into p, past the first of its interval (which was written when
+ * the pair was made). */
 static enum p11g_refusal_verdict pair_note(struct pair *p, int64_t now)
 {
 	p->last = now;
@@ -162,9 +163,8 @@ enum p11g_refusal_verdict p11g_refusals_note(struct p11g_refusals *r, uid_t uid,
 		u->written++;
 		return P11G_REFUSAL_WRITE;
 	}
-	if ((p = pair_find(r, uid, key, reason)) && now - p->start < P11G_REFUSALS_INTERVAL)
-		return pair_note(p, now);
-	if (p) /* its interval ended and the sweep has not been by: keep counting, flush soon */
+	/* (A pair whose interval ended keeps counting until the sweep writes it.) */
+	if ((p = pair_find(r, uid, key, reason)))
 		return pair_note(p, now);
 	if (u->pairs >= P11G_REFUSALS_KEYS) {
 		key = "*";
