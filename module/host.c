@@ -84,8 +84,12 @@ CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg)
 		hosted.pin_len =
 		    cfg->pin_len < P11G_HOST_PIN_MAX ? cfg->pin_len : P11G_HOST_PIN_MAX;
 		memcpy(hosted.pin, cfg->pin, hosted.pin_len);
+	} else {
+		/* No page for the PIN: the log-in fails (an empty PIN), and says so. */
+		p11g_refusal("no memory for the PIN of client uid %u: its log-in to the token will "
+		             "fail",
+		             (unsigned)cfg->uid);
 	}
-	/* No page for the PIN: the log-in fails (an empty PIN), and says so. */
 	hosted.object_admin = cfg->object_admin;
 	snprintf(h->token, sizeof(h->token), "%s", cfg->token ? cfg->token : "");
 	h->uid = cfg->uid;
@@ -431,13 +435,24 @@ CK_RV p11g_object_admin_after(const char *fn, CK_SESSION_HANDLE h, CK_RV rv,
 		return CKR_OK;
 	/* The module made a token object of a template that did not ask for one (its default),
 	 * or cannot say what it made: undone, all of it. */
+	char left[96] = "";
+	size_t used = 0;
 	for (size_t i = 0; i < n; i++)
 		if (objs[i] && *objs[i] != CK_INVALID_HANDLE) {
-			p11g_m.real.C_DestroyObject(h, *objs[i]);
+			CK_RV drv = p11g_m.real.C_DestroyObject(h, *objs[i]);
+			if (drv != CKR_OK && used < sizeof(left))
+				used +=
+				    (size_t)snprintf(left + used, sizeof(left) - used,
+				                     " object %lu stays (C_DestroyObject 0x%lx);",
+				                     (unsigned long)*objs[i], (unsigned long)drv);
 			*objs[i] = CK_INVALID_HANDLE;
 		}
-	return refuse_object(fn, "the module made a token object (its default for a template "
-	                         "without CKA_TOKEN), or cannot say; it was destroyed again");
+	char why[192];
+	snprintf(why, sizeof(why),
+	         "the module made a token object (its default for a template without CKA_TOKEN), "
+	         "or cannot say; %s",
+	         left[0] ? left + 1 : "it was destroyed again");
+	return refuse_object(fn, why);
 }
 
 CK_RV hook_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,

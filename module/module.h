@@ -49,10 +49,8 @@ struct p11g_host {
 	bool on;                 /* set by p11g_gate_host() before C_Initialize */
 	int fd;                  /* approvald's connection for this client */
 	pthread_mutex_t fd_lock; /* one exchange at a time on fd */
-	unsigned char pin[256];
-	size_t pin_len;
-	char token[33]; /* "": every token */
-	uid_t uid;      /* the client, for messages */
+	char token[33];          /* "": every token */
+	uid_t uid;               /* the client, for messages */
 	pid_t pid;
 	pthread_mutex_t lock; /* the login table */
 	struct {
