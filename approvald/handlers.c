@@ -111,6 +111,13 @@ static int check_text(const json_t *req, p11g_err *err)
 	return check_text_at(req, path, 0, err);
 }
 
+/* A client verb's request: its text fit for people (check_text) and its members known.  The
+ * module's verbs (key, use) carry token labels and check their members alone. */
+static int check_request(const json_t *req, const char *const *allowed, p11g_err *err)
+{
+	return check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ? -1 : 0;
+}
+
 static int get_id(const json_t *req, const char *name, bool required, uint64_t *ret, p11g_err *err)
 {
 	const json_t *j = json_object_get(req, name);
@@ -173,7 +180,7 @@ static int h_request(void *app, const struct p11g_ident *caller, const json_t *r
 	                                      "for",  "oci",   "payloads",    NULL};
 	json_t *op;
 	(void)wait;
-	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
+	if (check_request(req, allowed, err) < 0 ||
 	    p11g_ops_request(ops_of(app), caller, req, &op, err) < 0)
 		return -1;
 	*ret = json_pack("{s:O, s:O, s:o}", "id", json_object_get(op, "id"), "state",
@@ -199,8 +206,7 @@ static int id_verb(enum id_verb v, void *app, const struct p11g_ident *caller, c
 	json_t *op;
 	int r;
 
-	if (check_text(req, err) < 0 ||
-	    check_members(req, reason_ok ? with_reason : id_only, err) < 0 ||
+	if (check_request(req, reason_ok ? with_reason : id_only, err) < 0 ||
 	    get_id(req, "id", true, &id, err) < 0 ||
 	    (reason_ok && get_str(req, "reason", v == V_REJECT, REASON_MAX, &reason, err) < 0))
 		return -1;
@@ -252,7 +258,7 @@ static int h_list(void *app, const struct p11g_ident *caller, const json_t *req,
 	struct p11g_list_args a = {0};
 	const json_t *all = json_object_get(req, "all");
 	(void)wait;
-	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
+	if (check_request(req, allowed, err) < 0 ||
 	    get_str(req, "state", false, 16, &a.state, err) < 0 ||
 	    get_uint(req, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &a.limit, err) < 0 ||
 	    get_id(req, "after", false, &a.after, err) < 0)
@@ -280,7 +286,7 @@ static int h_status(void *app, const struct p11g_ident *caller, const json_t *re
 {
 	static const char *const allowed[] = {NULL};
 	(void)wait;
-	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0)
+	if (check_request(req, allowed, err) < 0)
 		return -1;
 	return p11g_ops_status(ops_of(app), caller, ret, err);
 }
@@ -292,8 +298,7 @@ static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req
 	uint64_t since;
 	unsigned limit;
 	(void)wait;
-	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
-	    get_id(req, "since", false, &since, err) < 0 ||
+	if (check_request(req, allowed, err) < 0 || get_id(req, "since", false, &since, err) < 0 ||
 	    get_uint(req, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX, &limit, err) < 0)
 		return -1;
 	return p11g_ops_audit(ops_of(app), caller, since, limit ? limit : AUDIT_LIMIT_DEFAULT, ret,
@@ -305,7 +310,7 @@ static int h_verify(void *app, const struct p11g_ident *caller, const json_t *re
 {
 	static const char *const allowed[] = {NULL};
 	(void)wait;
-	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0)
+	if (check_request(req, allowed, err) < 0)
 		return -1;
 	return p11g_ops_verify(ops_of(app), caller, ret, err);
 }
@@ -365,8 +370,7 @@ static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req,
 	uint64_t id;
 	unsigned timeout;
 	json_t *op;
-	if (check_text(req, err) < 0 || check_members(req, allowed, err) < 0 ||
-	    get_id(req, "id", true, &id, err) < 0 ||
+	if (check_request(req, allowed, err) < 0 || get_id(req, "id", true, &id, err) < 0 ||
 	    get_uint(req, "timeout", 60, WAIT_MAX, &timeout, err) < 0 ||
 	    p11g_ops_show(ops_of(app), caller, id, &op, err) < 0)
 		return -1;
