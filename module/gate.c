@@ -118,11 +118,16 @@ static CK_RV object_fingerprint(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, char 
 	CK_RV rv;
 
 	ret[0] = '\0';
-	if ((rv = read_attr(h, obj, CKA_PUBLIC_KEY_INFO, true, &spki, &k.spki_len)) != CKR_OK ||
-	    (rv = read_attr(h, obj, CKA_MODULUS, true, &mod, &k.modulus_len)) != CKR_OK ||
-	    (rv = read_attr(h, obj, CKA_PUBLIC_EXPONENT, true, &exp, &k.exponent_len)) != CKR_OK ||
-	    (rv = read_attr(h, obj, CKA_EC_PARAMS, true, &params, &k.params_len)) != CKR_OK ||
-	    (rv = read_attr(h, obj, CKA_EC_POINT, true, &point, &k.point_len)) != CKR_OK)
+	/* What the key holds, in this order, read only until one kind is complete. */
+	if ((rv = read_attr(h, obj, CKA_PUBLIC_KEY_INFO, true, &spki, &k.spki_len)) != CKR_OK)
+		return rv;
+	if (!k.spki_len &&
+	    ((rv = read_attr(h, obj, CKA_MODULUS, true, &mod, &k.modulus_len)) != CKR_OK ||
+	     (rv = read_attr(h, obj, CKA_PUBLIC_EXPONENT, true, &exp, &k.exponent_len)) != CKR_OK))
+		return rv;
+	if (!k.spki_len && !(k.modulus_len && k.exponent_len) &&
+	    ((rv = read_attr(h, obj, CKA_EC_PARAMS, true, &params, &k.params_len)) != CKR_OK ||
+	     (rv = read_attr(h, obj, CKA_EC_POINT, true, &point, &k.point_len)) != CKR_OK))
 		return rv;
 	k.spki = spki;
 	k.modulus = mod;
