@@ -149,6 +149,24 @@ static CK_RV object_fingerprint(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, char 
  * whole identity: a key is judged by all of its name or not at all.  CKR_OBJECT_HANDLE_INVALID when
  * obj is no object of the session's token.
  */
+static bool blank(const CK_UTF8CHAR *field, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (field[i] != ' ' && field[i] != '\0')
+			return false;
+	return true;
+}
+
+CK_RV p11g_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO *ti)
+{
+	CK_RV rv = R.C_GetTokenInfo(slot, ti);
+	if (rv == CKR_OK && (ti->flags & CKF_TOKEN_INITIALIZED) &&
+	    (blank(ti->label, sizeof(ti->label)) ||
+	     blank(ti->serialNumber, sizeof(ti->serialNumber))))
+		return CKR_DEVICE_ERROR;
+	return rv;
+}
+
 static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDLE obj,
                            const CK_BBOOL *on_token, struct p11g_keyid *kid, CK_OBJECT_HANDLE *twin,
                            const char **what)
@@ -163,9 +181,12 @@ static CK_RV read_identity(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HANDL
 
 	memset(kid, 0, sizeof(*kid));
 	*twin = CK_INVALID_HANDLE;
-	*what = "C_GetTokenInfo";
-	if ((rv = R.C_GetTokenInfo(slot, &ti)) != CKR_OK)
+	*what = "C_GetTokenInfo (a blank label or serial number counts as a failed read)";
+	if ((rv = p11g_token_info(slot, &ti)) != CKR_OK)
 		return rv;
+	/* A token that holds keys is initialised: an answer saying otherwise is no name. */
+	if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+		return CKR_DEVICE_ERROR;
 	p11g_keyid_set_token(kid, &ti);
 	*what = "CKA_LABEL";
 	if ((rv = read_attr(h, obj, CKA_LABEL, false, &label, &label_len)) != CKR_OK)
@@ -573,6 +594,10 @@ CK_RV hook_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 	if (pMechanism && !is_private && pol.class_rv != CKR_OK)
 		return key_rv(pol.class_rv);
 	if (!is_private || pol.guard == P11G_UNGUARDED) {
+		if (is_private)
+			p11g_trace("C_SignInit: %s unguarded", uri_of(&kid, uri, sizeof(uri)));
+		else
+			p11g_trace("C_SignInit: handle %lu is no private key", (unsigned long)hKey);
 		rv = R.C_SignInit(hSession, pMechanism, hKey);
 		/* 3.0's C_SignInit(NULL) ends the operation; a module that lets a
 		 * new init replace an active one ends it too. */

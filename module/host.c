@@ -136,7 +136,7 @@ CK_RV p11g_host_login_all(void)
 	struct p11g_host *h = &p11g_m.host;
 	CK_SLOT_ID slots[P11G_ARRAY_SIZE(h->login)];
 	CK_ULONG n = P11G_ARRAY_SIZE(slots);
-	CK_RV rv;
+	CK_RV rv, unread = CKR_OK;
 	size_t done = 0;
 
 	rv = p11g_m.real.C_GetSlotList(CK_TRUE, slots, &n);
@@ -148,8 +148,20 @@ CK_RV p11g_host_login_all(void)
 	for (CK_ULONG i = 0; i < n; i++) {
 		CK_TOKEN_INFO ti;
 		char label[33];
-		if (p11g_m.real.C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+		/* A passing failure (SoftHSMv2's token file being rewritten by another
+		 * process) is read again; one that lasts is said below, not taken for a
+		 * token of another name. */
+		CK_RV trv = p11g_token_info(slots[i], &ti);
+		for (int tries = 0; trv != CKR_OK && tries < 3; tries++) {
+			usleep(2000u << tries);
+			trv = p11g_token_info(slots[i], &ti);
+		}
+		if (trv != CKR_OK) {
+			p11g_complain("cannot read the token in slot %lu of %s: 0x%lx",
+			              (unsigned long)slots[i], p11g_m.cfg.module, trv);
+			unread = trv;
 			continue;
+		}
 		label_of(&ti, label);
 		if (h->token[0] && strcmp(h->token, label))
 			continue;
@@ -173,7 +185,7 @@ CK_RV p11g_host_login_all(void)
 			              p11g_m.cfg.module);
 		else
 			p11g_complain("no initialised token in %s", p11g_m.cfg.module);
-		return CKR_TOKEN_NOT_PRESENT;
+		return unread != CKR_OK ? unread : CKR_TOKEN_NOT_PRESENT;
 	}
 	return CKR_OK;
 }

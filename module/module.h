@@ -126,6 +126,16 @@ __attribute__((format(printf, 1, 2))) void p11g_complain(const char *fmt, ...);
  * touching the lock a parent thread may have held. */
 void p11g_gate_cache_clear(bool after_fork);
 
+/*
+ * The real module's C_GetTokenInfo as a token's name is read: CKR_DEVICE_ERROR (a failed
+ * read, worth reading again) for an initialised token's answer with a blank label or serial
+ * number.  SoftHSMv2
+ * answers CKR_OK with both blank when it cannot read its token file, which another process
+ * may be rewriting (Token::getTokenInfo): a token of no name would match no rule, and under
+ * "default": "allow" its guarded keys would sign unguarded.
+ */
+CK_RV p11g_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO *ti);
+
 /* ---- digests (digest.c) -------------------------------------------------- */
 
 /* What a use is bound to: "sha256:<hex>", and whether approvald must treat

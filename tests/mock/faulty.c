@@ -18,6 +18,11 @@
  *                        CKA_LABEL, CKA_ID, CKA_KEY_TYPE, CKA_EC_PARAMS
  *                                                the next C_GetAttributeValue asking for it
  *                        C_FindObjectsInit       the next one
+ *                        TOKEN_BLANK_LABEL, TOKEN_BLANK_SERIAL
+ *                                                the next C_GetTokenInfo answers CKR_OK with
+ *                                                a blank label (serial number): what
+ *                                                SoftHSMv2 answers when it cannot read its
+ *                                                token file (Token::getTokenInfo)
  *                      "NAME%P" instead fails each such call with probability P percent,
  *                      for as long as the process lives.
  *   P11G_FAULT_ARM     "find" (default): faults arm after the process's first
@@ -118,7 +123,12 @@ static CK_RV f_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
 	if (due("C_GetTokenInfo", 0))
 		return CKR_DEVICE_ERROR;
-	return real->C_GetTokenInfo(slot, info);
+	CK_RV rv = real->C_GetTokenInfo(slot, info);
+	if (rv == CKR_OK && due("TOKEN_BLANK_LABEL", 0))
+		memset(info->label, ' ', sizeof(info->label));
+	if (rv == CKR_OK && due("TOKEN_BLANK_SERIAL", 0))
+		memset(info->serialNumber, ' ', sizeof(info->serialNumber));
+	return rv;
 }
 
 static CK_RV f_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
