@@ -1,0 +1,1 @@
+/* Name-service lookups (users, groups) for approvald's identities and policy (issue #17). */

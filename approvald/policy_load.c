@@ -1,0 +1,1 @@
+/* Reading policy files and directories for approvald: bytes to policy/ (issue #17). */

@@ -1,0 +1,1 @@
+/* The module's small TTL caches (issue #17). */
