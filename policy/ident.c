@@ -4,7 +4,7 @@
 #include <pwd.h>
 
 #include "policy/policy.h"
-#include "p11gate/wire.h"
+#include "p11gate/errors.h"
 
 /* Upper bounds for the database buffers and group lists: a broken NSS
  * backend must not make us allocate without limit. */

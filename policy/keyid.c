@@ -1,6 +1,6 @@
 /* Key identity: from request URIs, matched against policy URIs with p11-kit, to and from JSON. */
 #include "p11gate/keyid.h"
-#include "p11gate/wire.h"
+#include "p11gate/errors.h"
 
 /* Copies a space-padded CK_TOKEN_INFO field into a C string without the padding. */
 static void trim_field(char *dst, size_t dstsize, const unsigned char *src, size_t srclen)

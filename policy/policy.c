@@ -8,7 +8,7 @@
 #include "policy/policy.h"
 #include "policy/pjson.h"
 #include "p11gate/mech.h"
-#include "p11gate/wire.h"
+#include "p11gate/errors.h"
 
 #define RULE_NAME_MAX 64
 #define COUNT_MAX     1000 /* approvals and clause counts: a resource limit, not policy */

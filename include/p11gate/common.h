@@ -34,7 +34,7 @@ static inline void p11g_closep(int *fd)
 
 /*
  * An error that crosses a component boundary: a stable machine code (one of
- * the P11G_E_* strings in wire.h, never NULL once set) and a sentence a person
+ * the P11G_E_* strings in errors.h, never NULL once set) and a sentence a person
  * can act on.  Functions that fill one return -1 (or a negative errno) and
  * leave it untouched on success.
  */

@@ -7,7 +7,7 @@
 
 #include "p11gate/keyid.h"
 #include "p11gate/mech.h"
-#include "p11gate/wire.h"
+#include "p11gate/errors.h"
 
 static P11KitUri *uri_new(const char *s)
 {
