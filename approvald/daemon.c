@@ -35,6 +35,20 @@ void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
+void p11g_host_config_clear(struct p11g_host_config *cfg)
+{
+	for (size_t i = 0; i < cfg->object_admins.n; i++)
+		p11g_principal_clear(&cfg->object_admins.v[i]);
+	free(cfg->object_admins.v);
+	free(cfg->socket);
+	free(cfg->module);
+	free(cfg->pin_file);
+	free(cfg->token);
+	for (size_t i = 0; i < cfg->n_env; i++)
+		free(cfg->env[i]);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
 static int set_string(char **slot, const char *v)
 {
 	char *s = strdup(v);
@@ -305,8 +319,10 @@ static int on_round_end(void *app, p11g_err *err)
 
 static void on_child_exited(void *app, pid_t pid, int status)
 {
-	(void)app;
-	p11g_host_child_exited(pid, status);
+	struct p11g_daemon *d = app;
+	/* Only the host forks children the server reaps. */
+	if (d->host)
+		d->host->child_exited(pid, status);
 }
 
 static void on_reload(void *app)
@@ -334,9 +350,11 @@ static void on_reload(void *app)
 		p11g_error("could not audit the policy load: %s", err.msg);
 }
 
-int p11g_daemon_run(const struct p11g_daemon_config *cfg)
+int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host_ops *host)
 {
-	struct p11g_daemon d = {.cfg = *cfg};
+	/* No host unless the PKCS#11 socket asks for one: the host's state (the PIN) then
+	 * never exists. */
+	struct p11g_daemon d = {.cfg = *cfg, .host = cfg->host.socket ? host : NULL};
 	struct p11g_store_options so = {.durability = cfg->durability,
 	                                .max_map_size = cfg->max_map_size};
 	char *msg = NULL;
@@ -363,7 +381,11 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 		p11g_error("%s", err.msg);
 		goto out;
 	}
-	if (cfg->host.socket && p11g_host_prepare(&d.cfg.host, &err) < 0) {
+	if (cfg->host.socket && !host) {
+		p11g_error("pkcs11_socket is set, but this binary cannot host PKCS#11");
+		goto out;
+	}
+	if (d.host && d.host->prepare(&d.cfg.host, &err) < 0) {
 		p11g_error("%s", err.msg);
 		goto out;
 	}
@@ -381,13 +403,13 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 		goto out;
 	}
 	d.cfg.host.frame_ms = d.cfg.server.frame_timeout_ms;
-	if (cfg->host.socket && p11g_host_listen(&d.cfg.host, d.server, &err) < 0) {
+	if (d.host && d.host->listen(&d.cfg.host, d.server, &err) < 0) {
 		p11g_error("%s", err.msg);
 		goto out;
 	}
 	p11g_info("serving on %s (state %s, policy %s: %zu rules)", cfg->socket_path,
 	          cfg->state_dir, cfg->policy_dir, d.ops.policy->n_rules);
-	if (cfg->host.socket)
+	if (d.host)
 		p11g_info("serving PKCS#11 (%s, logged in with %s) on %s", cfg->host.module,
 		          cfg->host.pin_file, cfg->host.socket);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
@@ -395,6 +417,8 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg)
 out:
 	if (d.server)
 		p11g_server_free(d.server);
+	if (d.host)
+		d.host->end();
 	/* The refusals counted in the last minute are written, not dropped. */
 	if (d.ops.store && p11g_ops_flush_refusals(&d.ops, true, &err) < 0)
 		p11g_error("writing the counts of refused uses failed: %s", err.msg);

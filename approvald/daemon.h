@@ -23,6 +23,7 @@ struct p11g_daemon {
 	struct p11g_daemon_config cfg;
 	struct p11g_ops ops;
 	struct p11g_server *server;
+	const struct p11g_host_ops *host; /* NULL: not hosting PKCS#11 */
 };
 
 /* Defaults for every setting. */
@@ -32,8 +33,10 @@ void p11g_daemon_config_init(struct p11g_daemon_config *cfg);
 int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p11g_err *err);
 void p11g_daemon_config_clear(struct p11g_daemon_config *cfg);
 
-/* Runs the daemon until SIGTERM/SIGINT.  Returns the process exit code. */
-int p11g_daemon_run(const struct p11g_daemon_config *cfg);
+/* Runs the daemon until SIGTERM/SIGINT.  host serves cfg's PKCS#11 socket (NULL
+ * in a binary without the gate: a pkcs11_socket setting is then refused).
+ * Returns the process exit code. */
+int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host_ops *host);
 
 /* The verb table the server dispatches from (handlers.c). */
 extern const struct p11g_handler p11g_handlers[];

@@ -49,21 +49,6 @@ static void pin_wipe(void)
 	host.pin_len = 0;
 }
 
-void p11g_host_config_clear(struct p11g_host_config *cfg)
-{
-	pin_wipe();
-	for (size_t i = 0; i < cfg->object_admins.n; i++)
-		p11g_principal_clear(&cfg->object_admins.v[i]);
-	free(cfg->object_admins.v);
-	free(cfg->socket);
-	free(cfg->module);
-	free(cfg->pin_file);
-	free(cfg->token);
-	for (size_t i = 0; i < cfg->n_env; i++)
-		free(cfg->env[i]);
-	memset(cfg, 0, sizeof(*cfg));
-}
-
 /* Reads the PIN straight into its page: no other buffer ever holds it. */
 static int read_pin(const char *path, p11g_err *err)
 {
@@ -134,7 +119,7 @@ static CK_FUNCTION_LIST_3_0 *gate_for(int approvald_fd, const struct ucred *peer
 	return l;
 }
 
-int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
+static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 {
 	int status;
 	pid_t pid;
@@ -433,14 +418,15 @@ static void on_accept(void *app, int fd, const struct ucred *peer)
 	close(fd);
 }
 
-int p11g_host_listen(const struct p11g_host_config *cfg, struct p11g_server *server, p11g_err *err)
+static int host_listen(const struct p11g_host_config *cfg, struct p11g_server *server,
+                       p11g_err *err)
 {
 	host.cfg = cfg;
 	host.server = server;
 	return p11g_server_listen_extra(server, cfg->socket, cfg->socket_mode, on_accept, err);
 }
 
-void p11g_host_child_exited(pid_t pid, int status)
+static void host_child_exited(pid_t pid, int status)
 {
 	if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
 		p11g_warn("PKCS#11 client process %d died of signal %d", (int)pid,
@@ -450,3 +436,10 @@ void p11g_host_child_exited(pid_t pid, int status)
 	else
 		p11g_debug("PKCS#11 client process %d ended", (int)pid);
 }
+
+const struct p11g_host_ops p11g_isolated_host = {
+    .prepare = host_prepare,
+    .listen = host_listen,
+    .child_exited = host_child_exited,
+    .end = pin_wipe,
+};

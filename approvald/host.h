@@ -27,17 +27,32 @@ struct p11g_host_config {
 
 struct p11g_server;
 
-/* Makes this process non-dumpable, reads the PIN file (refusing one other
- * users could read) into memory kept out of core dumps, sets the
- * environment and logs in once in a child process to prove the
- * configuration.  -1 with err saying what is wrong. */
-int p11g_host_prepare(const struct p11g_host_config *cfg, p11g_err *err);
-/* Listens on the PKCS#11 socket: each connection gets a process that serves
- * the gated module to it, its decisions bound to the client's SO_PEERCRED. */
-int p11g_host_listen(const struct p11g_host_config *cfg, struct p11g_server *server, p11g_err *err);
-/* SIGCHLD: a client's process ended. */
-void p11g_host_child_exited(pid_t pid, int status);
-/* Frees cfg; also wipes the PIN p11g_host_prepare read. */
+/* Frees cfg's settings (daemon.c, which parses them). */
 void p11g_host_config_clear(struct p11g_host_config *cfg);
+
+/*
+ * The isolated host as the daemon sees it: a component the binary that has
+ * the gate registers (p11g_daemon_run's host), so approvald_core needs
+ * nothing from the module; without one, pkcs11_socket is refused.
+ */
+struct p11g_host_ops {
+	/* Makes this process non-dumpable, reads the PIN file (refusing one
+	 * other users could read) into memory kept out of core dumps, sets the
+	 * environment and logs in once in a child process to prove the
+	 * configuration.  -1 with err saying what is wrong. */
+	int (*prepare)(const struct p11g_host_config *cfg, p11g_err *err);
+	/* Listens on the PKCS#11 socket: each connection gets a process that
+	 * serves the gated module to it, its decisions bound to the client's
+	 * SO_PEERCRED.  cfg must outlive the server. */
+	int (*listen)(const struct p11g_host_config *cfg, struct p11g_server *server,
+	              p11g_err *err);
+	/* SIGCHLD: a client's process ended. */
+	void (*child_exited)(pid_t pid, int status);
+	/* Wipes the PIN prepare read; the host serves no more. */
+	void (*end)(void);
+};
+
+/* The host of approvald-local (host.c, over module/gate_host.h). */
+extern const struct p11g_host_ops p11g_isolated_host;
 
 #endif

@@ -36,7 +36,7 @@ int p11g_local_serve(const char *config, const char *state_dir, const char *sock
 		p11g_daemon_config_clear(&cfg);
 		return EXIT_REFUSED;
 	}
-	int rc = p11g_daemon_run(&cfg);
+	int rc = p11g_daemon_run(&cfg, &p11g_isolated_host);
 	p11g_daemon_config_clear(&cfg);
 	return rc;
 }

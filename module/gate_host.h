@@ -1,4 +1,10 @@
 /* The gate inside approvald: one process per PKCS#11 client, the same code as p11gate.so. */
+/*
+ * The module's hosting interface: what approvald/host.c (approvald-local)
+ * calls, and nothing of the module's insides.  The second part is the hosted
+ * gate's own business between the module's files; it sits here until it moves
+ * to module/module.h.
+ */
 #ifndef P11GATE_MODULE_GATE_HOST_H
 #define P11GATE_MODULE_GATE_HOST_H
 
@@ -34,6 +40,21 @@ struct p11g_gate_host_config {
  */
 CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg);
 
+/* Ends the PIN this process holds for approvald (wiped, unmapped); the gate
+ * can log in no more.  For a process about to end. */
+void p11g_gate_host_wipe(void);
+
+/*
+ * Memory for a secret: size bytes in pages mapped for it alone, left out of
+ * core dumps (MADV_DONTDUMP) and locked in memory where the limit allows;
+ * NULL when no mapping can be had.  p11g_secret_free, given the same size,
+ * wipes (explicit_bzero) and unmaps it; NULL is ignored.
+ */
+void *p11g_secret_alloc(size_t size);
+void p11g_secret_free(void *p, size_t size);
+
+/* ---- between the module's files, not for approvald ---- */
+
 /*
  * Whether fn may create, change or destroy an object for this client.  In
  * p11gate.so, or hosted for a client in pkcs11_object_admins: CKR_OK.
@@ -46,6 +67,9 @@ CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg);
  * own code (CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, ...).
  * Call it between P11G_ENTER() and the real call.
  */
+CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                              CK_ATTRIBUTE_PTR tmpl, CK_ULONG n);
+
 /*
  * After a call that made objects (objs: n pointers to their handles, NULL or
  * CK_INVALID_HANDLE ones skipped) and answered rv: for a client outside
@@ -56,9 +80,6 @@ CK_FUNCTION_LIST_3_0 *p11g_gate_host(const struct p11g_gate_host_config *cfg);
  */
 CK_RV p11g_object_admin_after(const char *fn, CK_SESSION_HANDLE h, CK_RV rv,
                               CK_OBJECT_HANDLE_PTR *objs, size_t n);
-
-CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
-                              CK_ATTRIBUTE_PTR tmpl, CK_ULONG n);
 
 /*
  * p11gate.conf's approvald_user (config.c): besides root, the uid whose
@@ -72,18 +93,5 @@ struct p11g_approvald_user {
 	uid_t uid;
 };
 extern struct p11g_approvald_user p11g_config_approvald_user;
-
-/* Ends the PIN this process holds for approvald (wiped, unmapped); the gate
- * can log in no more.  For a process about to end. */
-void p11g_gate_host_wipe(void);
-
-/*
- * Memory for a secret: size bytes in pages mapped for it alone, left out of
- * core dumps (MADV_DONTDUMP) and locked in memory where the limit allows;
- * NULL when no mapping can be had.  p11g_secret_free, given the same size,
- * wipes (explicit_bzero) and unmaps it; NULL is ignored.
- */
-void *p11g_secret_alloc(size_t size);
-void p11g_secret_free(void *p, size_t size);
 
 #endif
