@@ -5,6 +5,7 @@
 
 #include <openssl/evp.h>
 
+#include "approvald/jbuild.h"
 #include "p11gate/wire.h"
 
 #define HEX_LEN (2 * P11G_AUDIT_HASH_LEN)
@@ -64,10 +65,13 @@ int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p
 	p11g_hex_encode(head.hash, sizeof(head.hash), hex);
 	if (json_object_get(rec, "hash"))
 		json_object_del(rec, "hash");
+	/* Every member or no record: a failed allocation fails the transaction. */
+	struct p11g_jb b = {0};
 	if (!json_object_get(rec, "time"))
-		json_object_set_new(rec, "time", json_integer((json_int_t)p11g_now()));
-	if (json_object_set_new(rec, "seq", json_integer((json_int_t)seq)) < 0 ||
-	    json_object_set_new(rec, "prev", json_string(hex)) < 0)
+		p11g_jb_set_int(&b, rec, "time", p11g_now());
+	p11g_jb_set_int(&b, rec, "seq", (int64_t)seq);
+	p11g_jb_set_str(&b, rec, "prev", hex);
+	if (b.failed)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash audit record %" PRIu64, seq);
 	/* The record as stored is its canonical text with "hash" added last:
 	 * one encoding, and what was hashed reads off the stored text. */

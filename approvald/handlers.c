@@ -325,7 +325,8 @@ static int h_key(void *app, const struct p11g_ident *caller, const json_t *req, 
 	if (check_members(req, allowed, err) < 0 ||
 	    p11g_keyid_from_json(json_object_get(req, "key"), &k, err) < 0)
 		return -1;
-	*ret = p11g_ops_key_info(ops_of(app), &k);
+	if (!(*ret = p11g_ops_key_info(ops_of(app), &k)))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	return 0;
 }
 

@@ -1,0 +1,713 @@
+/* A request: its arguments parsed and judged against the policy, then one transaction that
+ * files the operation (OCI payloads read here, digests normalised, requests budgeted). */
+#include "approvald/authz.h"
+#include "approvald/jbuild.h"
+#include "approvald/ops_internal.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+
+#include <openssl/evp.h>
+
+#include "approvald/textsafe.h"
+#include "p11gate/wire.h"
+
+#define MAX_KEYS     16
+#define MAX_DIGESTS  64
+#define MAX_USES     1000000
+#define MAX_VALIDITY (10LL * 365 * 86400)
+#define MAX_TEXT     1024
+#define MAX_CONTEXT  4096
+#define MAX_PAYLOAD  16384 /* bytes of one cosign payload */
+#define MAX_REFNAME  512   /* bytes of a payload's docker-reference */
+
+/* ---- digests ------------------------------------------------------------ */
+
+static const struct {
+	const char *alg;
+	size_t len;
+} digest_algs[] = {
+    {"sha1", 20},     {"sha224", 28},   {"sha256", 32},    {"sha384", 48},
+    {"sha512", 64},   {"sha3-224", 28}, {"sha3-256", 32},  {"sha3-384", 48},
+    {"sha3-512", 64}, {"md5", 16},      {"ripemd160", 20},
+};
+
+bool p11g_digest_normalise(const char *s, char *out, size_t outsz)
+{
+	const char *colon = strchr(s, ':');
+	if (!colon)
+		return false;
+	size_t alen = (size_t)(colon - s);
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(digest_algs); i++) {
+		if (strlen(digest_algs[i].alg) != alen || strncasecmp(s, digest_algs[i].alg, alen))
+			continue;
+		const char *hex = colon + 1;
+		size_t hlen = strlen(hex);
+		unsigned char bin[64];
+		if (hlen != 2 * digest_algs[i].len ||
+		    p11g_hex_decode(hex, hlen, bin, sizeof(bin)) < 0)
+			return false;
+		if (alen + 1 + hlen + 1 > outsz)
+			return false;
+		for (size_t k = 0; k < alen; k++)
+			out[k] = (char)tolower((unsigned char)s[k]);
+		out[alen] = ':';
+		p11g_hex_encode(bin, digest_algs[i].len, out + alen + 1);
+		return true;
+	}
+	return false;
+}
+
+/* ---- OCI payloads --------------------------------------------------------- */
+
+/* Strict base64 (RFC 4648, padded, no whitespace, zero pad bits): the bytes
+ * decoded into out, or -1. */
+static ssize_t b64_decode(const char *s, size_t len, unsigned char *out, size_t max)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t n = 0;
+
+	if (len == 0 || len % 4)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		uint32_t w = 0;
+		size_t pad = 0;
+		for (size_t j = 0; j < 4; j++) {
+			const char *at = s[i + j] ? strchr(alphabet, s[i + j]) : NULL;
+			if (s[i + j] == '=' && i + 4 == len && j >= 2)
+				pad++;
+			else if (pad || !at)
+				return -1;
+			w = w << 6 | (at && !pad ? (uint32_t)(at - alphabet) : 0);
+		}
+		if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)) || n + 3 - pad > max)
+			return -1;
+		for (size_t j = 0; j < 3 - pad; j++)
+			out[n++] = (unsigned char)(w >> (16 - 8 * j));
+	}
+	return (ssize_t)n;
+}
+
+/* An object with exactly these members (NULL-terminated). */
+static bool members_are(const json_t *o, const char *const *names)
+{
+	size_t n = 0;
+	if (!json_is_object(o))
+		return false;
+	for (; names[n]; n++)
+		if (!json_object_get(o, names[n]))
+			return false;
+	return json_object_size(o) == n;
+}
+
+/* A name as the docker-reference of a cosign payload: host[:port]/repository,
+ * in the characters image names use (which leaves nothing for a screen). */
+static bool image_ref_valid(const char *s, size_t len)
+{
+	size_t host = strcspn(s, "/");
+	if (len == 0 || len > MAX_REFNAME || strlen(s) != len || host == 0 || host + 1 >= len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-:/", s[i]))
+			return false;
+	return true;
+}
+
+static bool manifest_digest_valid(const char *s)
+{
+	if (strlen(s) != 71 || strncmp(s, "sha256:", 7))
+		return false;
+	for (size_t i = 7; i < 71; i++)
+		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+			return false;
+	return true;
+}
+
+/* Annotations as cosign writes them: null, or an object of strings, none
+ * holding what a screen would act on. */
+static bool annotations_valid(const json_t *o)
+{
+	const char *k;
+	json_t *v;
+	uint32_t cp;
+	if (json_is_null(o))
+		return true;
+	if (!json_is_object(o))
+		return false;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		if (!json_is_string(v) || p11g_text_find(k, strlen(k), &cp) >= 0 ||
+		    strlen(json_string_value(v)) != json_string_length(v) ||
+		    p11g_text_find(json_string_value(v), json_string_length(v), &cp) >= 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * payloads[i] of a request: the base64 of one cosign simple-signing payload,
+ * {"critical": {"identity": {"docker-reference"}, "image":
+ * {"docker-manifest-digest"}, "type": "cosign container image signature"},
+ * "optional": null or annotations}, with nothing else in it.  The image
+ * approvers see: {reference, digest, payload_digest: sha256 of the bytes,
+ * annotations?}.
+ */
+static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
+{
+	static const char *const top[] = {"critical", "optional", NULL},
+	                         *const crit_m[] = {"identity", "image", "type", NULL},
+	                         *const ident_m[] = {"docker-reference", NULL},
+	                         *const image_m[] = {"docker-manifest-digest", NULL};
+	unsigned char buf[MAX_PAYLOAD], md[32];
+	char hex[2 * sizeof(md) + 1], pdigest[8 + sizeof(hex)];
+	json_error_t je;
+	ssize_t n;
+
+	if (!json_is_string(jp) ||
+	    (n = b64_decode(json_string_value(jp), json_string_length(jp), buf, sizeof(buf))) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: expected the base64 of a payload of at most %d "
+		                    "bytes",
+		                    i, MAX_PAYLOAD);
+	_cleanup_json_ json_t *root =
+	    json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "payloads[%zu]: not JSON: %s", i,
+		                    je.text);
+	const json_t *crit = json_object_get(root, "critical");
+	const json_t *ref = json_object_get(json_object_get(crit, "identity"), "docker-reference");
+	const json_t *dig =
+	    json_object_get(json_object_get(crit, "image"), "docker-manifest-digest");
+	const json_t *opt = json_object_get(root, "optional");
+	if (!members_are(root, top) || !members_are(crit, crit_m) ||
+	    !members_are(json_object_get(crit, "identity"), ident_m) ||
+	    !members_are(json_object_get(crit, "image"), image_m) ||
+	    !json_is_string(json_object_get(crit, "type")) ||
+	    strcmp(json_string_value(json_object_get(crit, "type")),
+	           "cosign container image signature"))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: not a cosign container image signature payload "
+		                    "(critical: identity, image, type; optional)",
+		                    i);
+	if (!json_is_string(ref) ||
+	    !image_ref_valid(json_string_value(ref), json_string_length(ref)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-reference must be registry/repository",
+		                    i);
+	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
+		                    "lowercase hex digits>",
+		                    i);
+	if (!annotations_valid(opt))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: optional must be null or an object of plain "
+		                    "strings",
+		                    i);
+	if (!EVP_Digest(buf, (size_t)n, md, NULL, EVP_sha256(), NULL))
+		return p11g_err_set(err, P11G_E_INTERNAL, "sha256 failed");
+	p11g_hex_encode(md, sizeof(md), hex);
+	snprintf(pdigest, sizeof(pdigest), "sha256:%s", hex);
+	*ret = json_pack("{s:O, s:O, s:s}", "reference", ref, "digest", dig, "payload_digest",
+	                 pdigest);
+	if (*ret && json_object_size(opt) &&
+	    json_object_set(*ret, "annotations", (json_t *)opt) < 0) {
+		json_decref(*ret);
+		*ret = NULL;
+	}
+	return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+}
+
+bool ops_registry_allowed(const struct p11g_rule *r, const char *ref)
+{
+	size_t host = strcspn(ref, "/");
+	if (r->n_registries == 0)
+		return true;
+	for (size_t i = 0; i < r->n_registries; i++)
+		if (strlen(r->registries[i]) == host && !memcmp(r->registries[i], ref, host))
+			return true;
+	return false;
+}
+
+static bool in_strings(const json_t *arr, const char *s)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(arr, i, v) if (!strcmp(json_string_value(v), s)) return true;
+	return false;
+}
+
+/* Whether the requester's "oci" names one of the images: it is shown to
+ * approvers, so it says nothing the payloads do not (but the tag). */
+static bool oci_matches(const json_t *oci, const json_t *images)
+{
+	static const char *const with_tag[] = {"registry", "repository", "digest", "reference",
+	                                       NULL},
+	                         *const no_tag[] = {"registry", "repository", "digest", NULL};
+	const char *reg = json_string_value(json_object_get(oci, "registry")),
+	           *repo = json_string_value(json_object_get(oci, "repository")),
+	           *dig = json_string_value(json_object_get(oci, "digest")),
+	           *tag = json_string_value(json_object_get(oci, "reference"));
+	const json_t *img;
+	size_t i;
+
+	if (!members_are(oci, tag ? with_tag : no_tag) || !reg || !repo || !dig)
+		return false;
+	/* The tag or digest the requester named the image by: shown, not checked,
+	 * so a plain one. */
+	if (tag && (!tag[0] || strlen(tag) > 128 ||
+	            tag[strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                            "abcdefghijklmnopqrstuvwxyz"
+	                            "0123456789_.-:")]))
+		return false;
+	json_array_foreach(images, i, img)
+	{
+		const char *ref = json_string_value(json_object_get(img, "reference"));
+		size_t host = strcspn(ref, "/");
+		if (strlen(reg) == host && !strncmp(ref, reg, host) &&
+		    !strcmp(ref + host + 1, repo) &&
+		    !strcmp(json_string_value(json_object_get(img, "digest")), dig))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The images of a request (NULL without "payloads"), read from the payloads
+ * themselves: a rule with registries signs nothing else, so one of those
+ * needs them, and each payload's registry must be one every such rule of the
+ * request names.  Their sha256 are the operation's digests; a digest the
+ * request names must be one of them.  "oci", what the requester says the
+ * image is, must be one of them too.
+ */
+static int request_images(const json_t *args, const struct p11g_rule *const *rules, size_t n_rules,
+                          json_t *digests, json_t **ret, p11g_err *err)
+{
+	const json_t *jp = json_object_get(args, "payloads"), *oci = json_object_get(args, "oci");
+	_cleanup_json_ json_t *images = json_array(), *pinned = json_array();
+	size_t i;
+	json_t *v;
+
+	*ret = NULL;
+	if (!jp) {
+		for (i = 0; i < n_rules; i++)
+			if (rules[i]->n_registries)
+				return p11g_err_set(
+				    err, P11G_E_BAD_REQUEST,
+				    "rule %s signs only image payloads approvald reads: give them "
+				    "in \"payloads\" (ocisign sign --request does)",
+				    rules[i]->name);
+		if (oci)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "oci: give the payloads of the image in \"payloads\"");
+		return 0;
+	}
+	if (!json_is_array(jp) || json_array_size(jp) == 0 || json_array_size(jp) > MAX_DIGESTS)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads: an array of 1 to %d base64 strings", MAX_DIGESTS);
+	if (!images || !pinned)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_array_foreach(jp, i, v)
+	{
+		json_t *img;
+		if (read_payload(v, i, &img, err) < 0)
+			return -1;
+		/* it takes img even when it fails: img is not read after a failure */
+		if (json_array_append_new(images, img) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		const char *ref = json_string_value(json_object_get(img, "reference"));
+		for (size_t j = 0; j < n_rules; j++)
+			if (!ops_registry_allowed(rules[j], ref))
+				return p11g_err_set(
+				    err, P11G_E_REGISTRY,
+				    "rule %s does not allow signing images for registry %.*s",
+				    rules[j]->name, (int)strcspn(ref, "/"), ref);
+		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
+		if (!in_strings(pinned, pd) && json_array_append_new(pinned, json_string(pd)) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	json_array_foreach(digests, i, v)
+	{
+		if (!in_strings(pinned, json_string_value(v)))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "digests[%zu]: %s is not the sha256 of a payload given",
+			                    i, json_string_value(v));
+	}
+	if (oci && !oci_matches(oci, images))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "oci: {registry, repository, digest, reference?} must name an "
+		                    "image of the payloads");
+	if (json_array_clear(digests) < 0 || json_array_extend(digests, pinned) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	*ret = json_incref(images);
+	return 0;
+}
+
+/* ---- request ------------------------------------------------------------ */
+
+struct count_ctx {
+	uid_t uid;
+	unsigned n;
+};
+
+static int count_pending(uint64_t id, const json_t *op, void *arg)
+{
+	struct count_ctx *x = arg;
+	(void)id;
+	if (!strcmp(ops_state_of(op), "pending") &&
+	    ops_int_of(json_object_get(op, "orderer"), "uid") == (int64_t)x->uid)
+		x->n++;
+	return 0;
+}
+
+/* A request's arguments, parsed and judged against the policy before the transaction: none of
+ * it depends on the store, and the body may run more than once. */
+struct request {
+	P11KitUri *pats[MAX_KEYS];
+	const struct p11g_rule *judged[MAX_KEYS]; /* the policy's, for each key */
+	size_t n_keys;
+	json_t *keys;    /* [{uri, rule, uses, used: 0}], as stored */
+	json_t *rules;   /* {rule name: snapshot} */
+	json_t *digests; /* normalised; the payloads' sha256 when payloads are given */
+	json_t *images;  /* what approvers see of the payloads; NULL without them */
+	const json_t *oci;
+	const char *description, *context;
+	char *signer;
+	int64_t valid;
+	bool auto_all; /* every rule approves the caller's requests on creation */
+};
+
+static void request_clear(struct request *q)
+{
+	for (size_t i = 0; i < q->n_keys; i++)
+		p11_kit_uri_free(q->pats[i]);
+	json_decref(q->keys);
+	json_decref(q->rules);
+	json_decref(q->digests);
+	json_decref(q->images);
+	free(q->signer);
+}
+
+/* The rule a request's key URI falls under: the one rule that could govern a
+ * key it names (p11g_policy_overlapping).  Under two, approvals for one would
+ * let keys of the other sign. */
+static int judge_key(const struct p11g_policy *pol, P11KitUri *pat, const char *uri,
+                     const struct p11g_rule **ret, p11g_err *err)
+{
+	const struct p11g_rule *r[3];
+	size_t n = p11g_policy_overlapping(pol, pat, r, P11G_ARRAY_SIZE(r));
+	char names[P11G_ARRAY_SIZE(r) * 72 + 16];
+	size_t len = 0;
+
+	if (n == 0)
+		return p11g_err_set(err, P11G_E_NO_RULE,
+		                    "no policy rule covers %s; ask an admin to add one", uri);
+	if (n == 1) {
+		*ret = r[0];
+		return 0;
+	}
+	names[0] = '\0';
+	for (size_t i = 0; i < n && i < P11G_ARRAY_SIZE(r); i++)
+		len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s",
+		                        i == 0       ? ""
+		                        : i + 1 == n ? " and "
+		                                     : ", ",
+		                        r[i]->name);
+	return p11g_err_set(err, P11G_E_BAD_REQUEST,
+	                    "key %s could name keys of rules %s%s: name keys of one rule only "
+	                    "(object= and id= name one key)",
+	                    uri, names, n > P11G_ARRAY_SIZE(r) ? " and more" : "");
+}
+
+/* keys[i]: {uri, uses?}, judged under its rule, which the caller must be allowed to order
+ * under and whose ceilings it must keep (a default validity shrinks to fit). */
+static int parse_key(const struct p11g_ops *o, const struct p11g_ident *caller, const json_t *k,
+                     size_t i, bool valid_given, struct request *q, p11g_err *err)
+{
+	const json_t *juri = json_object_get(k, "uri"), *juses = json_object_get(k, "uses");
+	if (!json_is_object(k) || !json_is_string(juri) ||
+	    strlen(json_string_value(juri)) > MAX_TEXT)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "keys[%zu]: needs a \"uri\" string",
+		                    i);
+	if (json_object_size(k) > (juses ? 2u : 1u))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "keys[%zu]: only \"uri\" and \"uses\" are allowed", i);
+	if (juses && (!json_is_integer(juses) || json_integer_value(juses) < 1 ||
+	              json_integer_value(juses) > MAX_USES))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "keys[%zu]: \"uses\" must be a number from 1 to %d", i,
+		                    MAX_USES);
+	int64_t uses = juses ? json_integer_value(juses) : 1;
+	P11KitUri *pat;
+	if (p11g_keyuri_parse(json_string_value(juri), &pat, err) < 0)
+		return -1;
+	q->pats[q->n_keys++] = pat;
+	/* What is stored and shown: the pattern judged, without a query (pin-value). */
+	_cleanup_free_ char *uri = p11g_keyuri_format(pat);
+	if (!uri)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	const struct p11g_rule *rule = NULL;
+	if (judge_key(o->policy, pat, uri, &rule, err) < 0)
+		return -1;
+	/* One count per key: two entries that could name one key would add up
+	 * to a number nobody was shown, past the rule's max_uses. */
+	for (size_t j = 0; j + 1 < q->n_keys; j++) {
+		if (!p11g_keyuri_overlap(q->pats[j], pat))
+			continue;
+		const json_t *prev = json_object_get(json_array_get(q->keys, j), "uri");
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "key %s could name the same key as %s: "
+		                    "name each key once, with all its uses",
+		                    uri, json_string_value(prev));
+	}
+	if (p11g_authz_check_orderer(rule, caller, uri, err) < 0)
+		return -1;
+	if (rule->max_uses && (uint64_t)uses > rule->max_uses)
+		return p11g_err_set(
+		    err, P11G_E_LIMIT, "%s: %lld uses asked, rule %s allows at most %llu", uri,
+		    (long long)uses, rule->name, (unsigned long long)rule->max_uses);
+	if (rule->max_validity && (uint64_t)q->valid > rule->max_validity) {
+		if (valid_given)
+			return p11g_err_set(err, P11G_E_LIMIT,
+			                    "validity of %llds asked, rule %s allows at most %llus",
+			                    (long long)q->valid, rule->name,
+			                    (unsigned long long)rule->max_validity);
+		q->valid = (int64_t)rule->max_validity; /* the default shrinks to fit */
+	}
+	q->judged[i] = rule;
+	q->auto_all &= p11g_rule_auto_approves(rule, caller);
+	if (!json_object_get(q->rules, rule->name) &&
+	    json_object_set_new(q->rules, rule->name, p11g_rule_to_json(rule)) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (json_array_append_new(q->keys,
+	                          json_pack("{s:s, s:s, s:I, s:i}", "uri", uri, "rule", rule->name,
+	                                    "uses", (json_int_t)uses, "used", 0)) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return 0;
+}
+
+/* Everything a request says, checked, in the order its errors are reported: keys and validity,
+ * texts, digests, payloads, signer. */
+static int request_parse(const struct p11g_ops *o, const struct p11g_ident *caller,
+                         const json_t *args, struct request *q, p11g_err *err)
+{
+	const json_t *keys = json_object_get(args, "keys"), *k, *d;
+	bool needs_digest = false;
+	size_t i;
+
+	q->auto_all = true;
+	q->valid = o->limits.default_validity;
+	if (!(q->keys = json_array()) || !(q->rules = json_object()) ||
+	    !(q->digests = json_array()))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (!json_is_array(keys) || json_array_size(keys) == 0 || json_array_size(keys) > MAX_KEYS)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "keys: give 1 to %d keys", MAX_KEYS);
+
+	const json_t *jvalid = json_object_get(args, "valid");
+	if (jvalid) {
+		if (!json_is_integer(jvalid) || json_integer_value(jvalid) < 1 ||
+		    json_integer_value(jvalid) > MAX_VALIDITY)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "valid: a number of seconds from 1 to %lld",
+			                    (long long)MAX_VALIDITY);
+		q->valid = json_integer_value(jvalid);
+	}
+	json_array_foreach(keys, i, k)
+	{
+		if (parse_key(o, caller, k, i, jvalid != NULL, q, err) < 0)
+			return -1;
+		needs_digest |= q->judged[i]->bind_digest;
+	}
+
+	const json_t *jdesc = json_object_get(args, "description"),
+	             *jctx = json_object_get(args, "context");
+	if ((jdesc && (!json_is_string(jdesc) || strlen(json_string_value(jdesc)) > MAX_TEXT)) ||
+	    (jctx && (!json_is_string(jctx) || strlen(json_string_value(jctx)) > MAX_CONTEXT)))
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "description (at most %d bytes) and context (at most %d) are strings", MAX_TEXT,
+		    MAX_CONTEXT);
+	q->description = jdesc ? json_string_value(jdesc) : "";
+	q->context = jctx ? json_string_value(jctx) : "";
+
+	const json_t *jdig = json_object_get(args, "digests");
+	if (jdig && (!json_is_array(jdig) || json_array_size(jdig) > MAX_DIGESTS))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "digests: an array of at most %d",
+		                    MAX_DIGESTS);
+	json_array_foreach(jdig, i, d)
+	{
+		char norm[160];
+		if (!json_is_string(d) ||
+		    !p11g_digest_normalise(json_string_value(d), norm, sizeof(norm)))
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "digests[%zu]: expected ALG:HEX such as sha256:<64 hex digits>", i);
+		if (json_array_append_new(q->digests, json_string(norm)) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	/* OCI: the images, from their payloads */
+	if (request_images(args, q->judged, q->n_keys, q->digests, &q->images, err) < 0)
+		return -1;
+	q->oci = json_object_get(args, "oci");
+	if (needs_digest && json_array_size(q->digests) == 0)
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "a rule of these keys binds digests: give the digests to be signed (--digest)");
+
+	const json_t *jfor = json_object_get(args, "for");
+	if (jfor) {
+		struct p11g_principal p;
+		if (!json_is_string(jfor) ||
+		    p11g_principal_parse(json_string_value(jfor), &p, err) < 0)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "for: expected user:NAME, group:NAME or uid:N");
+		q->signer = p11g_principal_to_string(&p);
+		p11g_principal_clear(&p);
+	} else if (asprintf(&q->signer, "uid:%u", (unsigned)caller->uid) < 0) {
+		q->signer = NULL;
+	}
+	if (!q->signer)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return 0;
+}
+
+/* The URIs of the operation's keys, for its "created" record. */
+static json_t *keys_uris(struct p11g_jb *b, const json_t *keys)
+{
+	json_t *uris = p11g_jb_new(b, json_array()), *k;
+	size_t i;
+	json_array_foreach(keys, i, k)
+	    p11g_jb_append(b, uris, json_incref(json_object_get(k, "uri")));
+	return uris;
+}
+
+static int request_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct txn_ctx *c = arg;
+	const struct request *q = c->args;
+	int64_t now = p11g_now();
+
+	/* a quota per orderer: pending requests are a resource the client controls */
+	struct count_ctx cc = {c->caller->uid, 0};
+	if (p11g_txn_op_foreach(t, true, 0, count_pending, &cc, err) < 0)
+		return -1;
+	if (!q->auto_all && cc.n >= c->o->limits.max_pending_per_user)
+		return p11g_err_set(
+		    err, P11G_E_LIMIT,
+		    "you have %u pending requests, the most allowed; withdraw or wait", cc.n);
+
+	uint64_t id;
+	if (p11g_txn_next_id(t, &id, err) < 0)
+		return -1;
+	struct p11g_jb b = {0};
+	json_t *orderer = p11g_jb_new(&b, p11g_ident_to_json(c->caller));
+	p11g_jb_set_int(&b, orderer, "pid", c->caller->pid);
+	if (p11g_jb_check(&b, err) < 0) {
+		json_decref(orderer);
+		return -1;
+	}
+	_cleanup_json_ json_t *op = p11g_jb_new(
+	    &b, json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:O, s:O, s:O, s:[]}", "id",
+	                  (json_int_t)id, "state", q->auto_all ? "approved" : "pending", "orderer",
+	                  orderer, "signer", q->signer, "created", (json_int_t)now, "expires",
+	                  (json_int_t)(now + q->valid), "description", q->description, "context",
+	                  q->context, "digests", q->digests, "keys", q->keys, "rules", q->rules,
+	                  "approvals"));
+	if (q->oci)
+		p11g_jb_set(&b, op, "oci", json_incref((json_t *)q->oci));
+	if (q->images)
+		p11g_jb_set(&b, op, "images", json_incref(q->images));
+	json_t *uris = keys_uris(&b, q->keys);
+	if (p11g_jb_check(&b, err) < 0) {
+		json_decref(uris);
+		return -1;
+	}
+	if (p11g_txn_op_put(t, id, op, err) < 0) {
+		json_decref(uris);
+		return -1;
+	}
+	if (ops_audit(t, "created", c->caller, id,
+	              json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*}", "keys", uris, "signer",
+	                        q->signer, "expires", (json_int_t)(now + q->valid), "digests",
+	                        q->digests, "description", q->description, "images", q->images),
+	              err) < 0)
+		return -1;
+	if (q->auto_all &&
+	    ops_audit(t, "approved", c->caller, id,
+	              json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
+		return -1;
+	ops_ctx_result(c, ops_public(op));
+	c->changed = id; /* a result that could not be built is reported by ops_finish */
+	return 0;
+}
+
+/* Requests filed by one uid in its current minute. */
+#define BUDGET_UIDS 4096
+struct budget_entry {
+	uid_t uid;
+	int64_t start; /* 0: unused */
+	unsigned n;
+	size_t bytes;
+};
+struct p11g_request_budget {
+	struct budget_entry e[BUDGET_UIDS];
+};
+
+/* The uid's entry, its minute started anew when over; NULL when the table is full of
+ * current minutes (then the request is not limited: 4096 uids filing at once is no flood of
+ * one). */
+static struct budget_entry *budget_of(struct p11g_ops *o, uid_t uid, int64_t now)
+{
+	struct p11g_request_budget *b = o->budget;
+	ssize_t free_at = -1;
+
+	if (!b && !(b = o->budget = calloc(1, sizeof(*b))))
+		return NULL;
+	for (size_t i = 0; i < BUDGET_UIDS; i++) {
+		bool stale = now - b->e[i].start >= 60;
+		if (b->e[i].start && b->e[i].uid == uid) {
+			if (stale)
+				b->e[i] = (struct budget_entry){.uid = uid, .start = now};
+			return &b->e[i];
+		}
+		if (free_at < 0 && (!b->e[i].start || stale))
+			free_at = (ssize_t)i;
+	}
+	if (free_at < 0)
+		return NULL;
+	b->e[free_at] = (struct budget_entry){.uid = uid, .start = now};
+	return &b->e[free_at];
+}
+
+int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *args,
+                     json_t **ret_op, p11g_err *err)
+{
+	struct request q __attribute__((cleanup(request_clear))) = {.n_keys = 0};
+	struct txn_ctx c = {.o = o, .caller = caller, .args = &q};
+	bool limited =
+	    caller->uid != 0 && caller->uid != o->daemon_uid &&
+	    (o->limits.max_requests_per_minute || o->limits.max_request_bytes_per_minute);
+	int64_t now = p11g_now();
+	struct budget_entry *b = limited ? budget_of(o, caller->uid, now) : NULL;
+	size_t bytes = b ? json_dumpb(args, NULL, 0, JSON_COMPACT) : 0;
+
+	if (b &&
+	    ((o->limits.max_requests_per_minute && b->n >= o->limits.max_requests_per_minute) ||
+	     (o->limits.max_request_bytes_per_minute &&
+	      b->bytes + bytes > o->limits.max_request_bytes_per_minute)))
+		return p11g_err_set(
+		    err, P11G_E_LIMIT,
+		    "uid %u filed %u requests (%zu bytes) in the last minute, at most "
+		    "%u (%zu bytes) a minute: try again in %lld s",
+		    (unsigned)caller->uid, b->n, b->bytes, o->limits.max_requests_per_minute,
+		    o->limits.max_request_bytes_per_minute, (long long)(60 - (now - b->start)));
+	if (request_parse(o, caller, args, &q, err) < 0)
+		return -1;
+	int r = ops_finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
+	if (r == 0 && b) {
+		b->n++;
+		b->bytes += bytes;
+	}
+	return r;
+}

@@ -1,0 +1,246 @@
+/* Read-only views of operations and the audit log: show, list, status, audit, verify. */
+#include "approvald/authz.h"
+#include "approvald/ops_internal.h"
+
+#include <inttypes.h>
+
+#include "p11gate/wire.h"
+
+#define REPLY_BUDGET (P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
+
+bool p11g_ops_visible(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *op)
+{
+	return p11g_authz_may_see(o->daemon_uid, caller, op);
+}
+
+struct read_ctx {
+	struct p11g_ops *o;
+	const struct p11g_ident *caller;
+	uint64_t id;
+	const struct p11g_list_args *list;
+	json_t *out;
+	unsigned n;
+	size_t bytes; /* encoded size so far: a reply must fit in one frame */
+	bool more;
+	uint64_t since;
+	unsigned limit;
+	bool oom; /* a visitor could not build what it found: the reply is an error, not short */
+};
+
+/* A reply built after the walk: NULL is a failed allocation, reported as such. */
+static int reply(json_t *result, json_t **ret, p11g_err *err)
+{
+	if (!result)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	*ret = result;
+	return 0;
+}
+
+/* What a walk with visitors building c->out returned: a visitor's failed allocation is an
+ * error the store did not set. */
+static int walked(const struct read_ctx *c, int r, p11g_err *err)
+{
+	if (r < 0 && c->oom)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return r < 0 ? -1 : 0;
+}
+
+static int show_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct read_ctx *c = arg;
+	_cleanup_json_ json_t *op = NULL;
+	if (ops_load_op(t, c->id, &op, err) < 0)
+		return -1;
+	if (!p11g_ops_visible(c->o, c->caller, op))
+		return p11g_err_set(err, P11G_E_NOT_FOUND, "no operation %" PRIu64, c->id);
+	if (!(c->out = ops_public(op)))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return 0;
+}
+
+int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id, json_t **ret_op,
+                  p11g_err *err)
+{
+	struct read_ctx c = {.o = o, .caller = caller, .id = id};
+	if (p11g_store_read(o->store, show_body, &c, err) != 0) {
+		json_decref(c.out);
+		return -1;
+	}
+	*ret_op = c.out;
+	return 0;
+}
+
+static int list_visit(uint64_t id, const json_t *op, void *arg)
+{
+	struct read_ctx *c = arg;
+	const struct p11g_list_args *a = c->list;
+	int64_t now = p11g_now();
+	(void)id;
+
+	if (a->all) {
+		if (!p11g_ops_visible(c->o, c->caller, op))
+			return 0;
+		if (a->state && strcmp(a->state, ops_effective_state(op, now)))
+			return 0;
+	} else {
+		/* What waits for the caller's decision. */
+		if (strcmp(ops_effective_state(op, now), a->state ? a->state : "pending"))
+			return 0;
+		if (!a->state || !strcmp(a->state, "pending")) {
+			if (!p11g_authz_awaits(op, c->caller))
+				return 0;
+		} else if (!p11g_ops_visible(c->o, c->caller, op)) {
+			return 0;
+		}
+	}
+	json_t *pub = ops_public(op);
+	if (!pub) {
+		c->oom = true;
+		return -1;
+	}
+	size_t sz = json_dumpb(pub, NULL, 0, JSON_COMPACT);
+	if (c->n == c->list->limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
+		json_decref(pub);
+		c->more = true;
+		return 1;
+	}
+	if (json_array_append_new(c->out, pub) < 0) {
+		c->oom = true;
+		return -1;
+	}
+	c->bytes += sz + 1;
+	c->n++;
+	return 0;
+}
+
+static int list_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct read_ctx *c = arg;
+	const struct p11g_list_args *a = c->list;
+	/* Only pending and approved operations live in the index; the rest need a full walk. */
+	bool active_only = (!a->all && (!a->state || !strcmp(a->state, "pending"))) ||
+	                   (a->state && ops_is_active(a->state));
+	return walked(c, p11g_txn_op_foreach(t, active_only, a->after, list_visit, c, err), err);
+}
+
+int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
+                  const struct p11g_list_args *args, json_t **ret_result, p11g_err *err)
+{
+	struct read_ctx c = {.o = o, .caller = caller, .list = args, .out = json_array()};
+	if (p11g_store_read(o->store, list_body, &c, err) != 0) {
+		json_decref(c.out);
+		return -1;
+	}
+	return reply(json_pack("{s:o, s:b}", "operations", c.out, "more", c.more), ret_result, err);
+}
+
+struct status_ctx {
+	struct p11g_ops *o;
+	const struct p11g_ident *caller;
+	unsigned pending, approved, for_you;
+	uint64_t total;
+};
+
+static int status_visit(uint64_t id, const json_t *op, void *arg)
+{
+	struct status_ctx *c = arg;
+	const char *s = ops_effective_state(op, p11g_now());
+	(void)id;
+	if (!strcmp(s, "pending")) {
+		c->pending++;
+		if (p11g_authz_awaits(op, c->caller))
+			c->for_you++;
+	} else if (!strcmp(s, "approved")) {
+		c->approved++;
+	}
+	return 0;
+}
+
+static int status_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct status_ctx *c = arg;
+	if (p11g_txn_last_id(t, &c->total, err) < 0)
+		return -1;
+	return p11g_txn_op_foreach(t, true, 0, status_visit, arg, err) < 0 ? -1 : 0;
+}
+
+int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
+                    p11g_err *err)
+{
+	struct status_ctx c = {.o = o, .caller = caller};
+	uint64_t map = 0, used = 0;
+	if (p11g_store_read(o->store, status_body, &c, err) != 0)
+		return -1;
+	p11g_store_stat(o->store, &map, &used);
+	return reply(json_pack("{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}}",
+	                       "pending", c.pending, "approved", c.approved, "pending_for_you",
+	                       c.for_you, "total", (json_int_t)c.total, "policy", "rules",
+	                       (int)o->policy->n_rules, "files", (int)o->policy->n_files, "digest",
+	                       o->policy->digest, "default",
+	                       o->policy->default_allow ? "allow" : "deny", "loaded",
+	                       (json_int_t)o->policy_loaded, "store", "map_size", (json_int_t)map,
+	                       "used", (json_int_t)used),
+	             ret_result, err);
+}
+
+static int audit_visit(uint64_t seq, json_t *rec, void *arg)
+{
+	struct read_ctx *c = arg;
+	(void)seq;
+	size_t sz = json_dumpb(rec, NULL, 0, JSON_COMPACT);
+	if (c->n == c->limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
+		c->more = true;
+		return 1;
+	}
+	if (json_array_append(c->out, rec) < 0) {
+		c->oom = true;
+		return -1;
+	}
+	c->bytes += sz + 1;
+	c->n++;
+	return 0;
+}
+
+static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct read_ctx *c = arg;
+	return walked(c, p11g_txn_audit_foreach(t, c->since, audit_visit, c, err), err);
+}
+
+int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
+                   unsigned limit, json_t **ret_result, p11g_err *err)
+{
+	if (!p11g_authz_may_read_audit(o->policy, o->daemon_uid, caller))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+		                    "the audit log is for root, approvers and admins");
+	struct read_ctx c = {
+	    .o = o, .caller = caller, .since = since, .limit = limit, .out = json_array()};
+	if (p11g_store_read(o->store, audit_body, &c, err) != 0) {
+		json_decref(c.out);
+		return -1;
+	}
+	return reply(json_pack("{s:o, s:b}", "records", c.out, "more", c.more), ret_result, err);
+}
+
+struct verify_ctx {
+	uint64_t count;
+};
+
+static int verify_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct verify_ctx *v = arg;
+	return p11g_txn_audit_verify(t, &v->count, err);
+}
+
+int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
+                    p11g_err *err)
+{
+	struct verify_ctx v = {0};
+	if (!p11g_authz_may_read_audit(o->policy, o->daemon_uid, caller))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+		                    "the audit log is for root, approvers and admins");
+	if (p11g_store_read(o->store, verify_body, &v, err) != 0)
+		return -1;
+	return reply(json_pack("{s:I, s:b}", "records", (json_int_t)v.count, "ok", 1), ret_result,
+	             err);
+}
