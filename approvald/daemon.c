@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "approvald/daemon.h"
+#include "approvald/policy_load.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 

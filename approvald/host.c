@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "approvald/server.h"
+#include "approvald/names.h"
 #include "module/gate_host.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"

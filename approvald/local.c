@@ -1,6 +1,7 @@
 /* The local verbs in approvald-local: the daemon, policy check, the offline audit (local.h). */
 #include "approvald/cli.h"
 #include "approvald/daemon.h"
+#include "approvald/policy_load.h"
 #include "approvald/textsafe.h"
 
 /* A message that may quote a file's text (a config line, a policy's strings): escaped, so a

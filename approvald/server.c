@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <fcntl.h>
 
+#include "approvald/names.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 

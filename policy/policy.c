@@ -1,8 +1,4 @@
-/* Policy files: loading, strict rule checks with file:line:column messages, matching, snapshots. */
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-
+/* Policy texts: strict rule checks with file:line:column messages, matching, snapshots. */
 #include <openssl/evp.h>
 
 #include "policy/policy.h"
@@ -39,12 +35,6 @@ fail(struct perr *e, const char *file, unsigned line, unsigned column, const cha
 	vsnprintf(e->msg + n, sizeof(e->msg) - (size_t)n, fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-static const char *errno_text(int e, char *buf, size_t size)
-{
-	/* GNU strerror_r: thread-safe, may return a static string instead of buf. */
-	return strerror_r(e, buf, size);
 }
 
 /* The shortest exact form: 86400 -> "1d", 90 -> "90s". */
@@ -651,7 +641,7 @@ static int parse_rule(struct rule_ctx *c, const struct pjson_value *v, struct p1
 
 /* ---- policies ------------------------------------------------------------------ */
 
-struct loader {
+struct p11g_policy_builder {
 	struct p11g_policy *pol;
 	size_t cap;
 	bool default_seen;
@@ -660,7 +650,7 @@ struct loader {
 	struct perr err;
 };
 
-static int loader_add_rule(struct loader *ld, struct p11g_rule *r)
+static int loader_add_rule(struct p11g_policy_builder *ld, struct p11g_rule *r)
 {
 	if (ld->pol->n_rules == ld->cap) {
 		size_t ncap = ld->cap ? ld->cap * 2 : 8;
@@ -675,8 +665,8 @@ static int loader_add_rule(struct loader *ld, struct p11g_rule *r)
 }
 
 /* Names and overlaps against every rule loaded so far, in any file. */
-static int check_against_loaded(struct loader *ld, struct rule_ctx *c, const struct pjson_value *v,
-                                const struct p11g_rule *r)
+static int check_against_loaded(struct p11g_policy_builder *ld, struct rule_ctx *c,
+                                const struct pjson_value *v, const struct p11g_rule *r)
 {
 	const struct pjson_member *name = pjson_get(v, "name"), *keys = pjson_get(v, "keys");
 
@@ -712,7 +702,8 @@ static const char *base_name(const char *path)
 
 /* Every file goes into the digest as name, NUL, 8-byte big-endian length,
  * content: no two different sets of files hash alike. */
-static int digest_file(struct loader *ld, const char *name, const char *text, size_t len)
+static int digest_file(struct p11g_policy_builder *ld, const char *name, const char *text,
+                       size_t len)
 {
 	const char *b = base_name(name);
 	unsigned char n[8];
@@ -724,7 +715,7 @@ static int digest_file(struct loader *ld, const char *name, const char *text, si
 	return 0;
 }
 
-static int load_text(struct loader *ld, const char *name, const char *text, size_t len)
+static int load_text(struct p11g_policy_builder *ld, const char *name, const char *text, size_t len)
 {
 	struct pjson_value *root = NULL;
 	struct pjson_error perr;
@@ -802,229 +793,79 @@ out:
 	return r;
 }
 
-static int loader_init(struct loader *ld)
+_Static_assert(P11G_POLICY_TEXT_MAX == PJSON_MAX_INPUT, "policy.h and pjson.h disagree");
+
+struct p11g_policy_builder *p11g_policy_builder_new(void)
 {
-	memset(ld, 0, sizeof(*ld));
-	ld->pol = calloc(1, sizeof(*ld->pol));
-	ld->md = EVP_MD_CTX_new();
-	if (!ld->pol || !ld->md || EVP_DigestInit_ex(ld->md, EVP_sha256(), NULL) != 1)
-		return -1;
+	struct p11g_policy_builder *b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->pol = calloc(1, sizeof(*b->pol));
+	b->md = EVP_MD_CTX_new();
+	if (!b->pol || !b->md || EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
+		p11g_policy_builder_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void p11g_policy_builder_free(struct p11g_policy_builder *b)
+{
+	if (!b)
+		return;
+	p11g_policy_free(b->pol);
+	EVP_MD_CTX_free(b->md);
+	free(b->default_file);
+	free(b);
+}
+
+/* The builder's message (or "out of memory" when there is none) into *ret_error; -1. */
+static int give_error(const struct p11g_policy_builder *b, char **ret_error)
+{
+	if (ret_error)
+		*ret_error = strdup(b && b->err.msg[0] ? b->err.msg : "out of memory");
+	return -1;
+}
+
+int p11g_policy_builder_add(struct p11g_policy_builder *b, const char *name, const char *text,
+                            size_t len, char **ret_error)
+{
+	if (load_text(b, name, text, len) < 0)
+		return give_error(b, ret_error);
 	return 0;
 }
 
-static void loader_done(struct loader *ld)
-{
-	p11g_policy_free(ld->pol);
-	EVP_MD_CTX_free(ld->md);
-	free(ld->default_file);
-}
-
-static int loader_finish(struct loader *ld, struct p11g_policy **ret)
+int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy **ret,
+                               char **ret_error)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
+	int r = -1;
 
-	if (EVP_DigestFinal_ex(ld->md, md, &mdlen) != 1 || mdlen != 32)
-		return -1;
-	p11g_hex_encode(md, mdlen, ld->pol->digest);
-	*ret = ld->pol;
-	ld->pol = NULL;
-	return 0;
-}
-
-static int give_error(struct loader *ld, char **ret_error)
-{
-	if (ret_error) {
-		*ret_error = strdup(ld->err.msg[0] ? ld->err.msg : "out of memory");
+	if (EVP_DigestFinal_ex(b->md, md, &mdlen) != 1 || mdlen != 32) {
+		give_error(b, ret_error);
+	} else {
+		p11g_hex_encode(md, mdlen, b->pol->digest);
+		*ret = b->pol;
+		b->pol = NULL;
+		r = 0;
 	}
-	loader_done(ld);
-	return -1;
+	p11g_policy_builder_free(b);
+	return r;
 }
 
 int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
                       char **ret_error)
 {
-	struct loader ld;
+	struct p11g_policy_builder *b = p11g_policy_builder_new();
 
-	if (loader_init(&ld) < 0 || load_text(&ld, name, text, len) < 0 ||
-	    loader_finish(&ld, ret) < 0)
-		return give_error(&ld, ret_error);
-	loader_done(&ld);
-	return 0;
-}
-
-/* Reads a whole regular file of at most PJSON_MAX_INPUT bytes. */
-static int read_file(struct loader *ld, const char *path, char **ret, size_t *ret_len)
-{
-	_cleanup_close_ int fd = -1;
-	_cleanup_free_ char *buf = NULL;
-	struct stat st;
-	size_t len = 0;
-	char eb[128];
-
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return fail(&ld->err, path, 0, 0, "cannot open: %s",
-		            errno_text(errno, eb, sizeof(eb)));
-	if (fstat(fd, &st) < 0)
-		return fail(&ld->err, path, 0, 0, "cannot stat: %s",
-		            errno_text(errno, eb, sizeof(eb)));
-	if (!S_ISREG(st.st_mode))
-		return fail(&ld->err, path, 0, 0, "not a regular file");
-	buf = malloc(PJSON_MAX_INPUT + 1);
-	if (!buf)
-		return fail(&ld->err, path, 0, 0, "out of memory");
-	for (;;) {
-		ssize_t n = read(fd, buf + len, PJSON_MAX_INPUT + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return fail(&ld->err, path, 0, 0, "cannot read: %s",
-			            errno_text(errno, eb, sizeof(eb)));
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > PJSON_MAX_INPUT)
-			return fail(&ld->err, path, 0, 0, "larger than 1 MiB");
-	}
-	*ret = buf;
-	buf = NULL;
-	*ret_len = len;
-	return 0;
-}
-
-static int load_file(struct loader *ld, const char *path)
-{
-	_cleanup_free_ char *text = NULL;
-	size_t len;
-
-	if (read_file(ld, path, &text, &len) < 0)
+	if (!b)
+		return give_error(NULL, ret_error);
+	if (p11g_policy_builder_add(b, name, text, len, ret_error) < 0) {
+		p11g_policy_builder_free(b);
 		return -1;
-	return load_text(ld, path, text, len);
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void free_names(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-}
-
-static char *join_path(const char *dir, const char *name)
-{
-	size_t a = strlen(dir), b = strlen(name);
-	bool slash = a > 0 && dir[a - 1] != '/';
-	char *s = malloc(a + slash + b + 1);
-	if (!s)
-		return NULL;
-	memcpy(s, dir, a);
-	if (slash)
-		s[a] = '/';
-	memcpy(s + a + slash, name, b + 1);
-	return s;
-}
-
-/* Every regular *.json file (symlinks followed), in strcmp order.  Names
- * starting with '.' are skipped: editors leave lock and swap files there. */
-static int load_dir(struct loader *ld, const char *dir)
-{
-	DIR *d = opendir(dir);
-	char **names = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
-	char eb[128];
-	int r = -1;
-
-	if (!d)
-		return fail(&ld->err, dir, 0, 0, "cannot open directory: %s",
-		            errno_text(errno, eb, sizeof(eb)));
-	for (;;) {
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			if (errno) {
-				fail(&ld->err, dir, 0, 0, "cannot read directory: %s",
-				     errno_text(errno, eb, sizeof(eb)));
-				goto out;
-			}
-			break;
-		}
-		size_t len = strlen(de->d_name);
-		if (de->d_name[0] == '.' || len <= 5 || strcmp(de->d_name + len - 5, ".json") != 0)
-			continue;
-		char *path = join_path(dir, de->d_name);
-		struct stat st;
-		if (!path) {
-			fail(&ld->err, dir, 0, 0, "out of memory");
-			goto out;
-		}
-		if (stat(path, &st) < 0) {
-			fail(&ld->err, path, 0, 0, "cannot stat: %s",
-			     errno_text(errno, eb, sizeof(eb)));
-			free(path);
-			goto out;
-		}
-		if (!S_ISREG(st.st_mode)) {
-			free(path);
-			continue;
-		}
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			char **v = realloc(names, ncap * sizeof(*v));
-			if (!v) {
-				free(path);
-				fail(&ld->err, dir, 0, 0, "out of memory");
-				goto out;
-			}
-			names = v;
-			cap = ncap;
-		}
-		names[n++] = path;
 	}
-	/* Same directory prefix on every path, so this orders by file name. */
-	if (n > 1)
-		qsort(names, n, sizeof(*names), cmp_names);
-	for (size_t i = 0; i < n; i++)
-		if (load_file(ld, names[i]) < 0)
-			goto out;
-	r = 0;
-out:
-	free_names(names, n);
-	closedir(d);
-	return r;
-}
-
-int p11g_policy_load(const char *path, struct p11g_policy **ret, char **ret_error)
-{
-	struct loader ld;
-	struct stat st;
-	char eb[128];
-
-	if (loader_init(&ld) < 0)
-		return give_error(&ld, ret_error);
-	if (stat(path, &st) < 0) {
-		fail(&ld.err, path, 0, 0, "%s", errno_text(errno, eb, sizeof(eb)));
-		return give_error(&ld, ret_error);
-	}
-	if (S_ISDIR(st.st_mode)) {
-		if (load_dir(&ld, path) < 0)
-			return give_error(&ld, ret_error);
-	} else if (S_ISREG(st.st_mode)) {
-		if (load_file(&ld, path) < 0)
-			return give_error(&ld, ret_error);
-	} else {
-		fail(&ld.err, path, 0, 0, "not a regular file or directory");
-		return give_error(&ld, ret_error);
-	}
-	if (loader_finish(&ld, ret) < 0)
-		return give_error(&ld, ret_error);
-	loader_done(&ld);
-	return 0;
+	return p11g_policy_builder_finish(b, ret, ret_error);
 }
 
 void p11g_policy_free(struct p11g_policy *p)
