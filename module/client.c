@@ -5,24 +5,32 @@
 
 #include "module/gate_host.h"
 #include "module/module.h"
+#include "module/ttl_cache.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
 #define CALL_TIMEOUT_MS 15000 /* a use commits durably before the answer */
-#define CACHE_SIZE      64
 
-struct cache_entry {
-	struct p11g_keyid key;
-	bool used;
+/* approvald's "key" answer for a key identity, kept P11G_KEY_CACHE_US. */
+struct key_answer {
 	bool guarded;
 	bool allow_raw;
-	int64_t at_us;
 };
 
-static pthread_rwlock_t cache_lock = PTHREAD_RWLOCK_INITIALIZER;
-static struct cache_entry cache[CACHE_SIZE];
+static bool same_key(const void *x, const void *y)
+{
+	const struct p11g_keyid *a = x, *b = y;
+	return !strcmp(a->token_label, b->token_label) &&
+	       !strcmp(a->token_manufacturer, b->token_manufacturer) &&
+	       !strcmp(a->token_model, b->token_model) &&
+	       !strcmp(a->token_serial, b->token_serial) && !strcmp(a->label, b->label) &&
+	       a->id_len == b->id_len && !memcmp(a->id, b->id, a->id_len) &&
+	       a->key_type == b->key_type;
+}
+
+TTL_CACHE_DEFINE(key_cache, 64, struct p11g_keyid, struct key_answer, same_key, P11G_KEY_CACHE_US)
 
 /*
  * Connections to approvald kept for the next call (a connect costs as much
@@ -83,8 +91,7 @@ void p11g_client_init(void)
 
 void p11g_client_reset_after_fork(void)
 {
-	pthread_rwlock_init(&cache_lock, NULL);
-	memset(cache, 0, sizeof(cache));
+	ttl_cache_reset_after_fork(&key_cache);
 	/* The parent's connections are the parent's: a reply to its request
 	 * must not be read here.  Closing our copies leaves them open there. */
 	pthread_mutex_init(&pool_lock, NULL);
@@ -94,66 +101,8 @@ void p11g_client_reset_after_fork(void)
 
 void p11g_client_cache_clear(void)
 {
-	pthread_rwlock_wrlock(&cache_lock);
-	memset(cache, 0, sizeof(cache));
-	pthread_rwlock_unlock(&cache_lock);
+	ttl_cache_forget(&key_cache, NULL, NULL);
 	pool_close_all();
-}
-
-static bool same_key(const struct p11g_keyid *a, const struct p11g_keyid *b)
-{
-	return !strcmp(a->token_label, b->token_label) &&
-	       !strcmp(a->token_manufacturer, b->token_manufacturer) &&
-	       !strcmp(a->token_model, b->token_model) &&
-	       !strcmp(a->token_serial, b->token_serial) && !strcmp(a->label, b->label) &&
-	       a->id_len == b->id_len && !memcmp(a->id, b->id, a->id_len) &&
-	       a->key_type == b->key_type;
-}
-
-static bool cache_lookup(const struct p11g_keyid *k, struct p11g_key_policy *ret)
-{
-	int64_t now = p11g_mono_us();
-	bool hit = false;
-
-	pthread_rwlock_rdlock(&cache_lock);
-	for (size_t i = 0; i < CACHE_SIZE; i++) {
-		struct cache_entry *e = &cache[i];
-		if (!e->used || now - e->at_us >= P11G_KEY_CACHE_US || !same_key(&e->key, k))
-			continue;
-		ret->guard = e->guarded ? P11G_GUARDED : P11G_UNGUARDED;
-		ret->allow_raw = e->allow_raw;
-		hit = true;
-		break;
-	}
-	pthread_rwlock_unlock(&cache_lock);
-	return hit;
-}
-
-static void cache_store(const struct p11g_keyid *k, bool guarded, bool allow_raw)
-{
-	int64_t now = p11g_mono_us();
-	struct cache_entry *slot = NULL;
-
-	pthread_rwlock_wrlock(&cache_lock);
-	/* the key's own entry, else a free or expired one, else the oldest */
-	for (size_t i = 0; i < CACHE_SIZE && !slot; i++)
-		if (cache[i].used && same_key(&cache[i].key, k))
-			slot = &cache[i];
-	for (size_t i = 0; i < CACHE_SIZE && !slot; i++)
-		if (!cache[i].used || now - cache[i].at_us >= P11G_KEY_CACHE_US)
-			slot = &cache[i];
-	if (!slot) {
-		slot = &cache[0];
-		for (size_t i = 1; i < CACHE_SIZE; i++)
-			if (cache[i].at_us < slot->at_us)
-				slot = &cache[i];
-	}
-	slot->key = *k;
-	slot->used = true;
-	slot->guarded = guarded;
-	slot->allow_raw = allow_raw;
-	slot->at_us = now;
-	pthread_rwlock_unlock(&cache_lock);
 }
 
 static bool code_is(const p11g_err *e, const char *code)
@@ -258,10 +207,14 @@ void p11g_client_key(const struct p11g_keyid *k, struct p11g_key_policy *ret)
 {
 	_cleanup_json_ json_t *req = NULL, *res = NULL;
 	json_t *guarded, *allow_raw;
+	struct key_answer cached;
 
 	memset(ret, 0, sizeof(*ret));
-	if (cache_lookup(k, ret))
+	if (key_cache_get(k, &cached)) {
+		ret->guard = cached.guarded ? P11G_GUARDED : P11G_UNGUARDED;
+		ret->allow_raw = cached.allow_raw;
 		return;
+	}
 	ret->guard = P11G_GUARD_UNKNOWN;
 	json_t *kj = key_json(k, &ret->err);
 	if (!kj)
@@ -283,7 +236,9 @@ void p11g_client_key(const struct p11g_keyid *k, struct p11g_key_policy *ret)
 	}
 	ret->guard = json_is_true(guarded) ? P11G_GUARDED : P11G_UNGUARDED;
 	ret->allow_raw = json_is_true(allow_raw);
-	cache_store(k, ret->guard == P11G_GUARDED, ret->allow_raw);
+	cached =
+	    (struct key_answer){.guarded = ret->guard == P11G_GUARDED, .allow_raw = ret->allow_raw};
+	key_cache_put(k, &cached);
 }
 
 static int use(const struct p11g_keyid *k, const char *mech_name, const struct p11g_use_digest *d,
@@ -301,7 +256,7 @@ static int use(const struct p11g_keyid *k, const char *mech_name, const struct p
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (call(req, &res, CALL_TIMEOUT_MS, err) < 0)
 		return -1;
-	p11g_trace("use granted (operation %" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT
+	p11g_debug("use granted (operation %" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT
 	           " left)",
 	           json_integer_value(json_object_get(res, "operation")),
 	           json_integer_value(json_object_get(res, "remaining")));
@@ -421,7 +376,7 @@ int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
 	if (id == 0) {
 		/* The refusal of the use is what the signer can act on; why the
 		 * request failed (not an orderer, say) only in the debug log. */
-		p11g_trace("on-demand request refused (%s): %s", rerr.code, rerr.msg);
+		p11g_debug("on-demand request refused (%s): %s", rerr.code, rerr.msg);
 		return -1;
 	}
 	if (strcmp(state, "approved")) {

@@ -1,6 +1,7 @@
 /* The hooks: a guarded key signs only once approvald says yes; its other private paths close. */
 #include "module/gate_host.h"
 #include "module/module.h"
+#include "module/ttl_cache.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 
@@ -262,77 +263,31 @@ static const char *uri_of(const struct p11g_keyid *k, char *buf, size_t size)
  * invalid; a new object gets a new handle).  A relabelled key is forgotten
  * at C_SetAttributeValue; C_InitToken, C_Finalize and fork forget all.
  */
-#define ID_CACHE_SIZE 64
-#define ID_CACHE_US   1000000
-
-struct id_entry {
-	bool used;
+struct id_key {
 	CK_SLOT_ID slot;
 	CK_OBJECT_HANDLE obj;
-	int64_t at_us;
-	struct p11g_keyid kid;
 };
 
-static pthread_rwlock_t id_lock = PTHREAD_RWLOCK_INITIALIZER;
-static struct id_entry id_cache[ID_CACHE_SIZE];
-
-static bool id_cache_lookup(CK_SLOT_ID slot, CK_OBJECT_HANDLE obj, struct p11g_keyid *ret)
+static bool same_id(const void *a, const void *b)
 {
-	int64_t now = p11g_mono_us();
-	bool hit = false;
-
-	pthread_rwlock_rdlock(&id_lock);
-	for (size_t i = 0; i < ID_CACHE_SIZE && !hit; i++) {
-		struct id_entry *e = &id_cache[i];
-		if (e->used && e->slot == slot && e->obj == obj && now - e->at_us < ID_CACHE_US) {
-			*ret = e->kid;
-			hit = true;
-		}
-	}
-	pthread_rwlock_unlock(&id_lock);
-	return hit;
+	const struct id_key *x = a, *y = b;
+	return x->slot == y->slot && x->obj == y->obj;
 }
 
-static void id_cache_store(CK_SLOT_ID slot, CK_OBJECT_HANDLE obj, const struct p11g_keyid *kid)
-{
-	struct id_entry *slot_e = NULL;
+TTL_CACHE_DEFINE(id_cache, 64, struct id_key, struct p11g_keyid, same_id, 1000000)
 
-	pthread_rwlock_wrlock(&id_lock);
-	for (size_t i = 0; i < ID_CACHE_SIZE && !slot_e; i++)
-		if (id_cache[i].used && id_cache[i].slot == slot && id_cache[i].obj == obj)
-			slot_e = &id_cache[i];
-	for (size_t i = 0; i < ID_CACHE_SIZE && !slot_e; i++)
-		if (!id_cache[i].used)
-			slot_e = &id_cache[i];
-	if (!slot_e) {
-		slot_e = &id_cache[0];
-		for (size_t i = 1; i < ID_CACHE_SIZE; i++)
-			if (id_cache[i].at_us < slot_e->at_us)
-				slot_e = &id_cache[i];
-	}
-	*slot_e = (struct id_entry){
-	    .used = true, .slot = slot, .obj = obj, .at_us = p11g_mono_us(), .kid = *kid};
-	pthread_rwlock_unlock(&id_lock);
-}
-
-/* Forgets obj (any slot), or everything when obj is CK_INVALID_HANDLE. */
-static void id_cache_forget(CK_OBJECT_HANDLE obj)
+/* obj in any slot: forgetting another slot's entry of the same handle costs one read. */
+static bool id_of_obj(const void *key, const void *obj)
 {
-	pthread_rwlock_wrlock(&id_lock);
-	for (size_t i = 0; i < ID_CACHE_SIZE; i++)
-		if (obj == CK_INVALID_HANDLE || id_cache[i].obj == obj)
-			id_cache[i].used = false;
-	pthread_rwlock_unlock(&id_lock);
+	return ((const struct id_key *)key)->obj == *(const CK_OBJECT_HANDLE *)obj;
 }
 
 void p11g_gate_cache_clear(bool after_fork)
 {
-	if (after_fork) {
-		pthread_rwlock_init(&id_lock, NULL);
-		memset(id_cache, 0, sizeof(id_cache));
-		return;
-	}
-	id_cache_forget(CK_INVALID_HANDLE);
+	if (after_fork)
+		ttl_cache_reset_after_fork(&id_cache);
+	else
+		ttl_cache_forget(&id_cache, NULL, NULL);
 }
 
 /* A module's answer that may not last (SoftHSMv2's file store, a network HSM's dropped
@@ -369,7 +324,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	 * is asked of the module. */
 	memset(&si, 0, sizeof(si));
 	bool have_si = p11g_session_slot(h, &si.slotID);
-	if (have_si && id_cache_lookup(si.slotID, obj, kid)) {
+	if (have_si && id_cache_get(&(struct id_key){si.slotID, obj}, kid)) {
 		*ret_slot = si.slotID;
 		p11g_client_key(kid, pol);
 		return true;
@@ -417,7 +372,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		                   kid, &twin, &what);
 		if (rv == CKR_OK || tries == 3 || !transient(rv))
 			break;
-		p11g_trace("reading %s failed (0x%lx); reading the key's identity again", what,
+		p11g_debug("reading %s failed (0x%lx); reading the key's identity again", what,
 		           (unsigned long)rv);
 		usleep(2000u << tries);
 	}
@@ -447,7 +402,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	}
 	if (token_known && on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token) &&
 	    twin == CK_INVALID_HANDLE)
-		id_cache_store(si.slotID, obj, kid);
+		id_cache_put(&(struct id_key){si.slotID, obj}, kid);
 	return true;
 }
 
@@ -549,11 +504,11 @@ static bool end_real_sign(CK_SESSION_HANDLE h)
 	CK_RV rv;
 
 	if (p11g_m.real_3_0 && R.C_SessionCancel(h, CKF_SIGN) == CKR_OK) {
-		p11g_trace("refused sign operation ended with C_SessionCancel");
+		p11g_debug("refused sign operation ended with C_SessionCancel");
 		return true;
 	}
 	if (p11g_m.real_3_0 && R.C_SignInit(h, NULL, 0) == CKR_OK) {
-		p11g_trace("refused sign operation ended with C_SignInit(NULL)");
+		p11g_debug("refused sign operation ended with C_SignInit(NULL)");
 		return true;
 	}
 	if (R.C_SignUpdate(h, none, 0) == CKR_OK)
@@ -561,10 +516,10 @@ static bool end_real_sign(CK_SESSION_HANDLE h)
 	rv = R.C_SignUpdate(h, none, 0);
 	if (rv == CKR_OPERATION_NOT_INITIALIZED || rv == CKR_SESSION_HANDLE_INVALID ||
 	    rv == CKR_SESSION_CLOSED) {
-		p11g_trace("refused sign operation ended by an out-of-sequence C_Sign");
+		p11g_debug("refused sign operation ended by an out-of-sequence C_Sign");
 		return true;
 	}
-	p11g_trace("could not end the refused sign operation (0x%lx); it stays gated", rv);
+	p11g_debug("could not end the refused sign operation (0x%lx); it stays gated", rv);
 	return false;
 }
 
@@ -595,9 +550,9 @@ CK_RV hook_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 		return key_rv(pol.class_rv);
 	if (!is_private || pol.guard == P11G_UNGUARDED) {
 		if (is_private)
-			p11g_trace("C_SignInit: %s unguarded", uri_of(&kid, uri, sizeof(uri)));
+			p11g_debug("C_SignInit: %s unguarded", uri_of(&kid, uri, sizeof(uri)));
 		else
-			p11g_trace("C_SignInit: handle %lu is no private key", (unsigned long)hKey);
+			p11g_debug("C_SignInit: handle %lu is no private key", (unsigned long)hKey);
 		rv = R.C_SignInit(hSession, pMechanism, hKey);
 		/* 3.0's C_SignInit(NULL) ends the operation; a module that lets a
 		 * new init replace an active one ends it too. */
@@ -637,7 +592,7 @@ CK_RV hook_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 			return CKR_GENERAL_ERROR;
 		}
 		s->sign.active = true;
-		p11g_trace("C_SignInit: %s %s, %s", uri_of(&kid, uri, sizeof(uri)),
+		p11g_debug("C_SignInit: %s %s, %s", uri_of(&kid, uri, sizeof(uri)),
 		           pol.guard == P11G_GUARDED ? "guarded" : "guard unknown", mech->name);
 	}
 	p11g_session_put(s);
@@ -911,37 +866,40 @@ CK_RV hook_C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryp
 
 /* ---- other private-key paths ------------------------------------------------ */
 
+/* An init whose key must not be a guarded private key: the gate, then the real module. */
+static CK_RV gated_key_init(const char *what, CK_C_EncryptInit real, CK_SESSION_HANDLE h,
+                            CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key)
+{
+	CK_RV rv;
+	/* No mechanism ends an operation: nothing to gate. */
+	if (mechanism && (rv = gate_transform(what, h, key)) != CKR_OK)
+		return rv;
+	return real(h, mechanism, key);
+}
+
 CK_RV hook_C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                          CK_OBJECT_HANDLE hKey)
 {
 	P11G_ENTER();
-	CK_RV rv;
 	/* Raw RSA decryption of chosen input is a signature. */
-	if (pMechanism && (rv = gate_transform("decrypting with", hSession, hKey)) != CKR_OK)
-		return rv;
-	return R.C_DecryptInit(hSession, pMechanism, hKey);
+	return gated_key_init("decrypting with", R.C_DecryptInit, hSession, pMechanism, hKey);
 }
 
 CK_RV hook_C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                          CK_OBJECT_HANDLE hKey)
 {
 	P11G_ENTER();
-	CK_RV rv;
 	/* Encryption takes a public or secret key; a module that accepted a
 	 * private one would compute a raw signature. */
-	if (pMechanism && (rv = gate_transform("encrypting with", hSession, hKey)) != CKR_OK)
-		return rv;
-	return R.C_EncryptInit(hSession, pMechanism, hKey);
+	return gated_key_init("encrypting with", R.C_EncryptInit, hSession, pMechanism, hKey);
 }
 
 CK_RV hook_C_VerifyRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                                CK_OBJECT_HANDLE hKey)
 {
 	P11G_ENTER();
-	CK_RV rv;
-	if (pMechanism && (rv = gate_transform("verify-recovering with", hSession, hKey)) != CKR_OK)
-		return rv;
-	return R.C_VerifyRecoverInit(hSession, pMechanism, hKey);
+	return gated_key_init("verify-recovering with", R.C_VerifyRecoverInit, hSession, pMechanism,
+	                      hKey);
 }
 
 CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
@@ -1069,7 +1027,7 @@ CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
 	if (rv != CKR_OK)
 		return rv;
 	rv = R.C_SetAttributeValue(hSession, hObject, pTemplate, ulCount);
-	id_cache_forget(hObject);
+	ttl_cache_forget(&id_cache, id_of_obj, &hObject);
 	return rv;
 }
 
@@ -1096,7 +1054,7 @@ CK_RV hook_C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 		return CKR_ACTION_PROHIBITED;
 	}
 	rv = R.C_DestroyObject(hSession, hObject);
-	id_cache_forget(hObject);
+	ttl_cache_forget(&id_cache, id_of_obj, &hObject);
 	return rv;
 }
 
@@ -1142,24 +1100,20 @@ CK_RV hook_C_MessageEncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMe
                                 CK_OBJECT_HANDLE hKey)
 {
 	P11G_ENTER();
-	CK_RV rv;
 	if (!p11g_m.real_3_0)
 		return CKR_FUNCTION_NOT_SUPPORTED;
-	if (pMechanism && (rv = gate_transform("encrypting with", hSession, hKey)) != CKR_OK)
-		return rv;
-	return R.C_MessageEncryptInit(hSession, pMechanism, hKey);
+	return gated_key_init("encrypting with", R.C_MessageEncryptInit, hSession, pMechanism,
+	                      hKey);
 }
 
 CK_RV hook_C_MessageDecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                                 CK_OBJECT_HANDLE hKey)
 {
 	P11G_ENTER();
-	CK_RV rv;
 	if (!p11g_m.real_3_0)
 		return CKR_FUNCTION_NOT_SUPPORTED;
-	if (pMechanism && (rv = gate_transform("decrypting with", hSession, hKey)) != CKR_OK)
-		return rv;
-	return R.C_MessageDecryptInit(hSession, pMechanism, hKey);
+	return gated_key_init("decrypting with", R.C_MessageDecryptInit, hSession, pMechanism,
+	                      hKey);
 }
 
 CK_RV hook_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,

@@ -117,8 +117,7 @@ P11G_SLOTS(P11G_DECLARE_HOOK)
 __attribute__((format(printf, 1, 2))) void p11g_refusal(const char *fmt, ...);
 /* One line on stderr: configuration and loading errors. */
 __attribute__((format(printf, 1, 2))) void p11g_complain(const char *fmt, ...);
-/* One line on stderr, only with P11GATE_DEBUG=1.  Never PINs or data. */
-#define p11g_trace(...) p11g_debug(__VA_ARGS__)
+/* Traces: p11g_debug() (p11gate/log.h), shown only with P11GATE_DEBUG=1.  Never PINs or data. */
 
 /* ---- the gate (gate.c) ---------------------------------------------------- */
 

@@ -104,7 +104,7 @@ void p11g_complain(const char *fmt, ...)
 	static CK_RV slot_##name params                                                            \
 	{                                                                                          \
 		P11G_ENTER();                                                                      \
-		p11g_trace("%s refused: p11gate does not pass it on", #name);                      \
+		p11g_debug("%s refused: p11gate does not pass it on", #name);                      \
 		return CKR_FUNCTION_NOT_SUPPORTED;                                                 \
 	}
 #define P11G_DEFINE_HOOK(name, params, args)
@@ -326,7 +326,7 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 			rv = p11g_m.real.C_Initialize(pInitArgs);
 		}
 		if (rv != CKR_OK) {
-			p11g_trace("re-initialising the real module in a forked child: 0x%lx", rv);
+			p11g_debug("re-initialising the real module in a forked child: 0x%lx", rv);
 			atomic_store(&initialized, false);
 			goto out;
 		}
@@ -334,7 +334,7 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 	}
 	atomic_store(&init_gen, gen);
 	atomic_store(&initialized, true);
-	p11g_trace("initialised: module %s, socket %s, wait %u s%s", p11g_m.cfg.module,
+	p11g_debug("initialised: module %s, socket %s, wait %u s%s", p11g_m.cfg.module,
 	           p11g_m.cfg.socket, p11g_m.cfg.wait, forked ? " (in a forked child)" : "");
 out:
 	pthread_rwlock_unlock(&lock);
