@@ -2,6 +2,7 @@
  * transaction plumbing and housekeeping (expiry, refusal aggregates, policy loads).  The verbs
  * live in ops_request.c, ops_decide.c, ops_use.c and ops_view.c; who may do what in authz.c. */
 #include "approvald/jbuild.h"
+#include "approvald/op.h"
 #include "approvald/ops_internal.h"
 #include "approvald/refusals.h"
 
@@ -130,52 +131,23 @@ const struct p11g_rule *ops_rule(struct p11g_ops *o, const json_t *op, const cha
 	return r;
 }
 
-static int load_idents(const json_t *arr, struct p11g_ident **ret, size_t *ret_n)
+int ops_quorum_of(const struct p11g_op *op, bool *ret_met, char *missing, size_t missing_size,
+                  p11g_err *err)
 {
-	size_t n = json_array_size(arr), i;
-	struct p11g_ident *v = calloc(n ? n : 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (i = 0; i < n; i++)
-		if (p11g_ident_from_json(json_array_get(arr, i), &v[i]) < 0)
-			break;
-	if (i < n) {
-		for (size_t k = 0; k < i; k++)
-			p11g_ident_clear(&v[k]);
-		free(v);
-		return -EINVAL;
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
-}
-
-static void free_idents(struct p11g_ident *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		p11g_ident_clear(&v[i]);
-	free(v);
-}
-
-/*
- * Whether every rule of the operation is satisfied by its approvals (all or
- * nothing).  missing gets a sentence for the first rule that is not.
- */
-int ops_quorum(const json_t *op, bool *ret_met, char *missing, size_t missing_size, p11g_err *err)
-{
-	struct p11g_ident *apv = NULL, orderer = {0};
-	size_t n_apv = 0;
+	/* p11g_rule_quorum_met takes the approvers side by side: shallow copies */
+	struct p11g_ident *apv = calloc(op->n_approvals + 1, sizeof(*apv));
 	const char *name;
 	json_t *snap;
 	bool met = true;
 	int r = 0;
 
-	if (load_idents(json_object_get(op, "approvals"), &apv, &n_apv) < 0 ||
-	    p11g_ident_from_json(json_object_get(op, "orderer"), &orderer) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "operation record is damaged");
+	if (!apv)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	for (size_t i = 0; i < op->n_approvals; i++)
+		apv[i] = op->approvals[i].who;
 	if (missing_size)
 		missing[0] = '\0';
-	json_object_foreach(json_object_get(op, "rules"), name, snap)
+	json_object_foreach(op->rules, name, snap)
 	{
 		_cleanup_rule_ struct p11g_rule *rule = NULL;
 		char why[256] = "";
@@ -183,18 +155,28 @@ int ops_quorum(const json_t *op, bool *ret_met, char *missing, size_t missing_si
 			r = -1;
 			break;
 		}
-		if (p11g_rule_auto_approves(rule, &orderer))
+		if (p11g_rule_auto_approves(rule, &op->orderer))
 			continue;
-		if (!p11g_rule_quorum_met(rule, apv, n_apv, orderer.uid, why, sizeof(why))) {
+		if (!p11g_rule_quorum_met(rule, apv, op->n_approvals, op->orderer.uid, why,
+		                          sizeof(why))) {
 			if (met && missing_size)
 				snprintf(missing, missing_size, "rule %s %s", name, why);
 			met = false;
 		}
 	}
-	free_idents(apv, n_apv);
-	p11g_ident_clear(&orderer);
+	free(apv);
 	if (r == 0)
 		*ret_met = met;
+	return r;
+}
+
+int ops_quorum(const json_t *j, bool *ret_met, char *missing, size_t missing_size, p11g_err *err)
+{
+	struct p11g_op op;
+	if (p11g_op_decode(j, &op, err) < 0)
+		return -1;
+	int r = ops_quorum_of(&op, ret_met, missing, missing_size, err);
+	p11g_op_clear(&op);
 	return r;
 }
 

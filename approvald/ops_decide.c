@@ -1,31 +1,53 @@
 /* Decisions on an operation: approve, reject, withdraw an approval, revoke. */
 #include "approvald/authz.h"
-#include "approvald/jbuild.h"
+#include "approvald/op.h"
 #include "approvald/ops_internal.h"
 
 #include <inttypes.h>
 
 #include "p11gate/wire.h"
 
-/* The checks every decision on a pending operation shares. */
-static int check_pending(const json_t *op, uint64_t id, int64_t now, p11g_err *err)
+/* The operation a decision is about: as stored (for authz.c) and decoded. */
+struct decision {
+	json_t *stored;
+	struct p11g_op op;
+};
+
+static void decision_clear(struct decision *d)
 {
-	const char *s = ops_state_of(op);
-	if (!strcmp(s, "expired") || (ops_is_active(s) && now >= ops_int_of(op, "expires")))
-		return p11g_err_set(err, P11G_E_EXPIRED, "operation %" PRIu64 " has expired", id);
-	if (strcmp(s, "pending"))
+	json_decref(d->stored);
+	p11g_op_clear(&d->op);
+}
+#define _cleanup_decision_ __attribute__((cleanup(decision_clear)))
+
+static int load(p11g_txn *t, uint64_t id, struct decision *d, p11g_err *err)
+{
+	if (ops_load_op(t, id, &d->stored, err) < 0)
+		return -1;
+	return p11g_op_decode(d->stored, &d->op, err);
+}
+
+/* The checks every decision on a pending operation shares. */
+static int check_pending(const struct p11g_op *op, int64_t now, p11g_err *err)
+{
+	if (p11g_op_effective_state(op, now) == P11G_OP_EXPIRED)
+		return p11g_err_set(err, P11G_E_EXPIRED, "operation %" PRIu64 " has expired",
+		                    op->id);
+	if (op->state != P11G_OP_PENDING)
 		return p11g_err_set(err, P11G_E_ALREADY_DECIDED,
-		                    "operation %" PRIu64 " is already %s", id, s);
+		                    "operation %" PRIu64 " is already %s", op->id,
+		                    p11g_op_state_name(op->state));
 	return 0;
 }
 
 /* Revocation and withdrawal apply to an operation still active as of now. */
-static int check_active(const json_t *op, uint64_t id, int64_t now, p11g_err *err)
+static int check_active(const struct p11g_op *op, int64_t now, p11g_err *err)
 {
-	const char *s = ops_effective_state(op, now);
-	if (!ops_is_active(s))
+	enum p11g_op_state s = p11g_op_effective_state(op, now);
+	if (!p11g_op_state_active(s))
 		return p11g_err_set(err, P11G_E_ALREADY_DECIDED,
-		                    "operation %" PRIu64 " is already %s", id, s);
+		                    "operation %" PRIu64 " is already %s", op->id,
+		                    p11g_op_state_name(s));
 	return 0;
 }
 
@@ -38,16 +60,21 @@ static int decide(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t 
 }
 
 /* The decided operation, stored and audited with its state, is the verb's result. */
-static int decided(p11g_txn *t, struct txn_ctx *c, const json_t *op, const char *event,
+static int decided(p11g_txn *t, struct txn_ctx *c, const struct p11g_op *op, const char *event,
                    json_t *extra, p11g_err *err)
 {
-	if (p11g_txn_op_put(t, c->id, op, err) < 0) {
+	_cleanup_json_ json_t *j = p11g_op_encode(op);
+	if (!j) {
+		json_decref(extra);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	if (p11g_txn_op_put(t, c->id, j, err) < 0) {
 		json_decref(extra);
 		return -1;
 	}
 	if (ops_audit(t, event, c->caller, c->id, extra, err) < 0)
 		return -1;
-	json_t *pub = ops_public(op);
+	json_t *pub = ops_public(j);
 	if (!pub)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	ops_ctx_result(c, pub);
@@ -56,43 +83,37 @@ static int decided(p11g_txn *t, struct txn_ctx *c, const json_t *op, const char 
 }
 
 /* After its approvals changed: the state the quorum now gives op, stored and audited. */
-static int settle(p11g_txn *t, struct txn_ctx *c, json_t *op, const char *event, p11g_err *err)
+static int settle(p11g_txn *t, struct txn_ctx *c, struct p11g_op *op, const char *event,
+                  p11g_err *err)
 {
-	struct p11g_jb b = {0};
 	char missing[300];
 	bool met = false;
 
-	if (ops_quorum(op, &met, missing, sizeof(missing), err) < 0)
+	if (ops_quorum_of(op, &met, missing, sizeof(missing), err) < 0)
 		return -1;
-	const char *state = met ? "approved" : "pending";
-	p11g_jb_set_str(&b, op, "state", state);
-	if (p11g_jb_check(&b, err) < 0)
-		return -1;
-	return decided(t, c, op, event, json_pack("{s:s}", "state", state), err);
+	op->state = met ? P11G_OP_APPROVED : P11G_OP_PENDING;
+	return decided(t, c, op, event, json_pack("{s:s}", "state", p11g_op_state_name(op->state)),
+	               err);
 }
 
 static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;
-	_cleanup_json_ json_t *op = NULL;
+	_cleanup_decision_ struct decision d = {0};
 	int64_t now = p11g_now();
 
-	if (ops_load_op(t, c->id, &op, err) < 0)
+	if (load(t, c->id, &d, err) < 0)
 		return -1;
-	if (p11g_authz_check_approver(op, c->caller, c->id, err) < 0 ||
-	    check_pending(op, c->id, now, err) < 0)
+	if (p11g_authz_check_approver(d.stored, c->caller, c->id, err) < 0 ||
+	    check_pending(&d.op, now, err) < 0)
 		return -1;
-	if (p11g_authz_has_approved(op, c->caller->uid))
+	if (p11g_op_approval_of(&d.op, c->caller->uid) >= 0)
 		return p11g_err_set(
 		    err, P11G_E_ALREADY_APPROVED,
 		    "you already approved operation %" PRIu64 "; each person counts once", c->id);
-	struct p11g_jb b = {0};
-	json_t *a = p11g_jb_new(&b, p11g_ident_to_json(c->caller));
-	p11g_jb_set_int(&b, a, "time", now);
-	p11g_jb_append(&b, json_object_get(op, "approvals"), a);
-	if (p11g_jb_check(&b, err) < 0)
-		return -1;
-	return settle(t, c, op, "approved", err);
+	if (p11g_op_approve(&d.op, c->caller, now) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return settle(t, c, &d.op, "approved", err);
 }
 
 int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
@@ -101,39 +122,30 @@ int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64
 	return decide(o, caller, id, NULL, approve_body, ret_op, err);
 }
 
-/* How a decision ends an operation for good: who may, from which states, and the member
- * that records who ended it, when and why. */
+/* How a decision ends an operation for good: who may, and from which states. */
 struct ending {
-	const char *state;  /* the state it ends in, also the audit event */
-	const char *member; /* {uid, user, pid, time, reason} */
+	enum p11g_op_state state; /* the state it ends in, also the audit event */
 	int (*may)(const json_t *op, const struct p11g_ident *caller, uint64_t id, p11g_err *err);
-	int (*from)(const json_t *op, uint64_t id, int64_t now, p11g_err *err);
+	int (*from)(const struct p11g_op *op, int64_t now, p11g_err *err);
 };
 
-static const struct ending rejection = {"rejected", "rejection", p11g_authz_check_approver,
-                                        check_pending};
-static const struct ending revocation = {"revoked", "revocation", p11g_authz_check_revoker,
-                                         check_active};
+static const struct ending rejection = {P11G_OP_REJECTED, p11g_authz_check_approver, check_pending};
+static const struct ending revocation = {P11G_OP_REVOKED, p11g_authz_check_revoker, check_active};
 
 static int end_body(p11g_txn *t, struct txn_ctx *c, const struct ending *e, p11g_err *err)
 {
-	_cleanup_json_ json_t *op = NULL;
+	_cleanup_decision_ struct decision d = {0};
 	int64_t now = p11g_now();
 	const char *reason = c->reason ? c->reason : "";
 
-	if (ops_load_op(t, c->id, &op, err) < 0)
+	if (load(t, c->id, &d, err) < 0)
 		return -1;
-	if (e->may(op, c->caller, c->id, err) < 0 || e->from(op, c->id, now, err) < 0)
+	if (e->may(d.stored, c->caller, c->id, err) < 0 || e->from(&d.op, now, err) < 0)
 		return -1;
-	struct p11g_jb b = {0};
-	json_t *by = p11g_jb_new(&b, ops_actor_json(c->caller));
-	p11g_jb_set_int(&b, by, "time", now);
-	p11g_jb_set_str(&b, by, "reason", reason);
-	p11g_jb_set(&b, op, e->member, by);
-	p11g_jb_set_str(&b, op, "state", e->state);
-	if (p11g_jb_check(&b, err) < 0)
-		return -1;
-	return decided(t, c, op, e->state, json_pack("{s:s}", "reason", reason), err);
+	if (p11g_op_end(&d.op, e->state, c->caller, now, reason) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return decided(t, c, &d.op, p11g_op_state_name(e->state),
+	               json_pack("{s:s}", "reason", reason), err);
 }
 
 static int reject_body(p11g_txn *t, void *arg, p11g_err *err)
@@ -158,40 +170,29 @@ int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_
 	return decide(o, caller, id, reason, revoke_body, ret_op, err);
 }
 
-static int64_t op_uses_made(const json_t *op)
-{
-	int64_t n = 0;
-	size_t i;
-	json_t *k;
-	json_array_foreach(json_object_get(op, "keys"), i, k) n += ops_int_of(k, "used");
-	return n;
-}
-
 static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;
-	_cleanup_json_ json_t *op = NULL;
+	_cleanup_decision_ struct decision d = {0};
 
-	if (ops_load_op(t, c->id, &op, err) < 0)
+	if (load(t, c->id, &d, err) < 0)
 		return -1;
-	json_t *apv = json_object_get(op, "approvals"), *a;
-	size_t i, at = (size_t)-1;
-	json_array_foreach(apv, i, a) if (ops_int_of(a, "uid") == (int64_t)c->caller->uid) at = i;
-	if (at == (size_t)-1)
+	ssize_t at = p11g_op_approval_of(&d.op, c->caller->uid);
+	if (at < 0)
 		return p11g_err_set(err, P11G_E_FORBIDDEN,
 		                    "you have no approval on operation %" PRIu64 " to withdraw",
 		                    c->id);
 	/* A use already made was judged with this approval counted. */
-	if (op_uses_made(op) > 0)
+	if (p11g_op_uses_made(&d.op) > 0)
 		return p11g_err_set(err, P11G_E_ALREADY_USED,
 		                    "operation %" PRIu64
 		                    " has been used: an approval cannot be withdrawn after a use "
 		                    "(revoke it instead)",
 		                    c->id);
-	if (check_active(op, c->id, p11g_now(), err) < 0)
+	if (check_active(&d.op, p11g_now(), err) < 0)
 		return -1;
-	json_array_remove(apv, at);
-	return settle(t, c, op, "withdrawn", err);
+	p11g_op_unapprove(&d.op, (size_t)at);
+	return settle(t, c, &d.op, "withdrawn", err);
 }
 
 int p11g_ops_withdraw(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,

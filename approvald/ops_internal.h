@@ -29,6 +29,9 @@ const struct p11g_rule *ops_rule(struct p11g_ops *o, const json_t *op, const cha
 /* Whether every rule of op is satisfied by its approvals; missing gets a sentence for the
  * first that is not.  -1 with err when a snapshot or identity cannot be read back. */
 int ops_quorum(const json_t *op, bool *ret_met, char *missing, size_t missing_size, p11g_err *err);
+struct p11g_op;
+int ops_quorum_of(const struct p11g_op *op, bool *ret_met, char *missing, size_t missing_size,
+                  p11g_err *err);
 /* The form clients see: no rule snapshots or group lists, state as of now, and what a
  * pending operation still needs.  NULL when memory ran out. */
 json_t *ops_public(const json_t *op);

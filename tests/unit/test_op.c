@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "approvald/authz.h"
+#include "approvald/op.h"
 #include "approvald/ops.h"
 #include "p11gate/wire.h"
 
@@ -507,6 +508,110 @@ static void test_damaged_operation(void **state)
 	assert_code(decide(f, APPROVE, APPROVER, other), P11G_E_NOT_APPROVER);
 }
 
+/* ---- encoding --------------------------------------------------------------- */
+
+/* What decode reads, encode writes back member for member. */
+static void assert_round_trip(const json_t *j)
+{
+	struct p11g_op op;
+	p11g_err err = {0};
+	if (p11g_op_decode(j, &op, &err) < 0)
+		fail_msg("decode: %s", err.msg);
+	json_t *again = p11g_op_encode(&op);
+	assert_non_null(again);
+	if (!json_equal((json_t *)j, again)) {
+		char *a = json_dumps(j, JSON_SORT_KEYS), *b = json_dumps(again, JSON_SORT_KEYS);
+		fail_msg("round trip changed the record:\n%s\n%s", a, b);
+	}
+	json_decref(again);
+	p11g_op_clear(&op);
+}
+
+static void test_round_trips(void **state)
+{
+	struct fx *f = *state;
+	const char *code;
+	uint64_t ids[4];
+
+	ids[0] = request(f, ORDERER,
+	                 "{\"for\": \"uid:4001\", \"description\": \"d\", \"context\": \"c\","
+	                 " \"digests\": [\"sha256:"
+	                 "0000000000000000000000000000000000000000000000000000000000000000\"],"
+	                 " \"keys\": [{\"uri\": \"pkcs11:token=prod;object=fw\", \"uses\": 3}]}");
+	assert_ok(decide(f, APPROVE, APPROVER, ids[0]));
+	ids[1] = request(f, ORDERER, FW_ONE);
+	assert_ok(decide(f, REJECT, APPROVER, ids[1]));
+	ids[2] = request(f, ORDERER, FW_ONE);
+	assert_ok(decide(f, REVOKE, ORDERER, ids[2]));
+	assert_int_equal(use(f, ORDERER, "dev", "k", &code), 0); /* implicit */
+	ids[3] = ids[2] + 1;
+	for (size_t i = 0; i < 4; i++) {
+		json_t *j = stored(f, ids[i]);
+		assert_round_trip(j);
+		/* a member a later version added is kept */
+		json_object_set_new(j, "future", json_pack("{s:i}", "x", 1));
+		assert_round_trip(j);
+		json_decref(j);
+	}
+}
+
+/* A stored record that is not what approvald writes is refused, naming what is wrong. */
+static void test_decode_refuses_damage(void **state)
+{
+	struct fx *f = *state;
+	uint64_t id = request(f, ORDERER, FW_TWO);
+	assert_ok(decide(f, REJECT, APPROVER, id));
+	json_t *good = stored(f, id);
+	static const char *const breakages[] = {
+	    "{\"state\": \"bogus\"}",
+	    "{\"state\": null}",
+	    "{\"id\": \"1\"}",
+	    "{\"orderer\": {\"uid\": 1}}",
+	    "{\"orderer\": {\"uid\": 1, \"user\": \"u\", \"groups\": [], \"pid\": \"x\"}}",
+	    "{\"signer\": 4}",
+	    "{\"expires\": 1.5}",
+	    "{\"keys\": []}",
+	    "{\"keys\": [{\"uri\": \"pkcs11:token=prod\", \"rule\": \"prod\", \"uses\": 1, "
+	    "\"used\": 2}]}",
+	    "{\"keys\": [{\"uri\": \"pkcs11:token=prod\", \"rule\": \"prod\", \"uses\": 1}]}",
+	    "{\"approvals\": {}}",
+	    "{\"approvals\": [{\"uid\": 2001, \"user\": \"u\", \"groups\": []}]}",
+	    "{\"digests\": [1]}",
+	    "{\"rules\": []}",
+	    "{\"images\": {}}",
+	    "{\"rejection\": {\"uid\": 2001, \"user\": \"u\", \"pid\": 1, \"time\": 1}}",
+	    "{\"implicit\": 1}",
+	    "{\"description\": null}",
+	};
+
+	for (size_t i = 0; i < sizeof(breakages) / sizeof(breakages[0]); i++) {
+		json_t *bad = json_deep_copy(good), *patch = json_loads(breakages[i], 0, NULL);
+		struct p11g_op op;
+		p11g_err err = {0};
+		assert_non_null(patch);
+		const char *name;
+		json_t *v;
+		json_object_foreach(patch, name, v)
+		{
+			if (json_is_null(v))
+				json_object_del(bad, name);
+			else
+				json_object_set(bad, name, v);
+		}
+		if (p11g_op_decode(bad, &op, &err) == 0)
+			fail_msg("decoded a record with %s", breakages[i]);
+		assert_string_equal(err.code, P11G_E_INTERNAL);
+		assert_non_null(strstr(err.msg, "damaged"));
+		json_decref(patch);
+		json_decref(bad);
+	}
+	json_t *arr = json_array();
+	struct p11g_op op;
+	assert_int_equal(p11g_op_decode(arr, &op, NULL), -1);
+	json_decref(arr);
+	json_decref(good);
+}
+
 /* ---- the predicates ------------------------------------------------------------ */
 
 /* An operation of rule prod ordered by ORDERER for SIGNER, approved by APPROVER. */
@@ -612,6 +717,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_request_checks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_implicit_use, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_operation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_decode_refuses_damage, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_who_may_see, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_who_decides, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_who_orders_and_reads, setup, teardown),
