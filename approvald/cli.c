@@ -304,14 +304,143 @@ static void print_op_table(FILE *f, const json_t *raw)
 
 /* ---- verbs -------------------------------------------------------------- */
 
-#define HELP_REQUEST                                                                               \
-	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
-	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"      \
-	"                         [--digest sha256:HEX]... [--for PRINCIPAL] [--wait[=SECONDS]]\n" \
-	"                         [--json]\n"                                                      \
-	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
-	"--valid defaults to 1h (capped by the rule).  Prints the new operation id alone;\n"       \
-	"with --wait, then waits for the decision (exit 0 approved, 1 otherwise).\n"
+/* What a verb's command line gave; each verb reads the members its options set. */
+struct args {
+	const char *verb; /* its name; first, so that no option's member is at offset 0 */
+	bool json, all, yes, verify, wait, uses_given;
+	long wait_s;
+	const char *state, *reason, *dir, *config, *policy_dir;
+	uint64_t id, since;
+	json_t *req, *keys, *digests; /* request's */
+};
+
+static int set_key(struct args *a, const char *arg)
+{
+	json_array_append_new(a->keys, json_pack("{s:s}", "uri", arg));
+	a->uses_given = false;
+	return 0;
+}
+
+static int set_uses(struct args *a, const char *arg)
+{
+	unsigned long long n;
+	char *end;
+	if (!json_array_size(a->keys))
+		return usage_error("request", "--uses follows the --key it counts");
+	if (a->uses_given)
+		return usage_error("request", "--uses given twice for one --key");
+	errno = 0;
+	n = strtoull(arg, &end, 10);
+	if (errno || *end || !*arg || *arg == '-' || n == 0 || n > 1000000)
+		return usage_error("request", "--uses takes a number from 1 to 1000000");
+	json_object_set_new(json_array_get(a->keys, json_array_size(a->keys) - 1), "uses",
+	                    json_integer((json_int_t)n));
+	a->uses_given = true;
+	return 0;
+}
+
+static int set_valid(struct args *a, const char *arg)
+{
+	int64_t d = p11g_duration_parse(arg);
+	if (d <= 0)
+		return usage_error("request", "--valid takes a duration such as 90s, 15m, 24h, 7d");
+	json_object_set_new(a->req, "valid", json_integer(d));
+	return 0;
+}
+
+static int set_digest(struct args *a, const char *arg)
+{
+	json_array_append_new(a->digests, json_string(arg));
+	return 0;
+}
+
+static int set_wait(struct args *a, const char *arg)
+{
+	char *end;
+	a->wait = true;
+	if (arg) {
+		errno = 0;
+		a->wait_s = strtol(arg, &end, 10);
+		if (errno || *end || !*arg || a->wait_s < 0 || a->wait_s > 86400)
+			return usage_error("request", "--wait takes seconds from 0 to 86400");
+	}
+	return 0;
+}
+
+static int set_since(struct args *a, const char *arg)
+{
+	if (!parse_id(arg, &a->since) && strcmp(arg, "0"))
+		return usage_error("audit", "--since takes a record number");
+	return 0;
+}
+
+static int set_socket(struct args *a, const char *arg)
+{
+	socket_opt = arg;
+	return 0;
+}
+
+/*
+ * Every option of every verb, once.  An option sets a flag, keeps its value, becomes a text
+ * member of the request, or calls set (0, or a usage error's exit status).  A verb takes the
+ * options of its bits in the verb table; each verb's getopt table is built from those alone, so an
+ * abbreviation means what it means for that verb.
+ */
+enum {
+	O_KEY,
+	O_USES,
+	O_VALID,
+	O_DESCRIPTION,
+	O_CONTEXT,
+	O_DIGEST,
+	O_FOR,
+	O_WAIT,
+	O_ALL,
+	O_STATE,
+	O_REASON,
+	O_YES,
+	O_JSON,
+	O_VERIFY,
+	O_SINCE,
+	O_STATE_DIR,
+	O_CONFIG,
+	O_POLICY_DIR,
+	O_SOCKET,
+	O_HELP,
+	O_COUNT
+};
+#define O(name) (1u << O_##name)
+#define FLAG(m) .flag = offsetof(struct args, m)
+#define TEXT(m) .text = offsetof(struct args, m)
+
+static const struct opt {
+	const char *name;
+	int has_arg;
+	size_t flag, text; /* offsets of a bool or a string in struct args; 0: none */
+	const char *member;
+	int (*set)(struct args *a, const char *arg);
+} options[O_COUNT] = {
+    [O_KEY] = {"key", required_argument, .set = set_key},
+    [O_USES] = {"uses", required_argument, .set = set_uses},
+    [O_VALID] = {"valid", required_argument, .set = set_valid},
+    [O_DESCRIPTION] = {"description", required_argument, .member = "description"},
+    [O_CONTEXT] = {"context", required_argument, .member = "context"},
+    [O_DIGEST] = {"digest", required_argument, .set = set_digest},
+    [O_FOR] = {"for", required_argument, .member = "for"},
+    [O_WAIT] = {"wait", optional_argument, .set = set_wait},
+    [O_ALL] = {"all", no_argument, FLAG(all)},
+    [O_STATE] = {"state", required_argument, TEXT(state)},
+    [O_REASON] = {"reason", required_argument, TEXT(reason)},
+    [O_YES] = {"yes", no_argument, FLAG(yes)},
+    [O_JSON] = {"json", no_argument, FLAG(json)},
+    [O_VERIFY] = {"verify", no_argument, FLAG(verify)},
+    [O_SINCE] = {"since", required_argument, .set = set_since},
+    [O_STATE_DIR] = {"state-dir", required_argument, TEXT(dir)},
+    [O_CONFIG] = {"config", required_argument, TEXT(config)},
+    [O_POLICY_DIR] = {"policy-dir", required_argument, TEXT(policy_dir)},
+    [O_SOCKET] = {"socket", required_argument, .set = set_socket},
+    [O_HELP] = {"help", no_argument},
+};
 
 static int wait_decision(uint64_t id, long seconds)
 {
@@ -348,162 +477,45 @@ static int wait_decision(uint64_t id, long seconds)
 	}
 }
 
-static int cmd_request(int argc, char **argv)
+static int run_request(struct args *a)
 {
-	static const struct option opts[] = {
-	    {"key", required_argument, 0, 'k'},     {"uses", required_argument, 0, 'u'},
-	    {"valid", required_argument, 0, 'v'},   {"description", required_argument, 0, 'd'},
-	    {"context", required_argument, 0, 'c'}, {"digest", required_argument, 0, 'g'},
-	    {"for", required_argument, 0, 'f'},     {"wait", optional_argument, 0, 'w'},
-	    {"json", no_argument, 0, 'j'},          {"socket", required_argument, 0, 'S'},
-	    {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-	_cleanup_json_ json_t *req = json_object(), *keys = json_array(), *digests = json_array();
-	bool json = false, wait = false, uses_given = false;
-	long wait_s = 3600;
-	int c;
-
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		unsigned long long n;
-		char *end;
-		switch (c) {
-		case 'k':
-			json_array_append_new(keys, json_pack("{s:s}", "uri", optarg));
-			uses_given = false;
-			break;
-		case 'u':
-			if (!json_array_size(keys))
-				return usage_error("request", "--uses follows the --key it counts");
-			if (uses_given)
-				return usage_error("request", "--uses given twice for one --key");
-			errno = 0;
-			n = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg || *optarg == '-' || n == 0 || n > 1000000)
-				return usage_error("request",
-				                   "--uses takes a number from 1 to 1000000");
-			json_object_set_new(json_array_get(keys, json_array_size(keys) - 1), "uses",
-			                    json_integer((json_int_t)n));
-			uses_given = true;
-			break;
-		case 'v': {
-			int64_t d = p11g_duration_parse(optarg);
-			if (d <= 0)
-				return usage_error(
-				    "request",
-				    "--valid takes a duration such as 90s, 15m, 24h, 7d");
-			json_object_set_new(req, "valid", json_integer(d));
-			break;
-		}
-		case 'd':
-			json_object_set_new(req, "description", json_string(optarg));
-			break;
-		case 'c':
-			json_object_set_new(req, "context", json_string(optarg));
-			break;
-		case 'g':
-			json_array_append_new(digests, json_string(optarg));
-			break;
-		case 'f':
-			json_object_set_new(req, "for", json_string(optarg));
-			break;
-		case 'w':
-			wait = true;
-			if (optarg) {
-				errno = 0;
-				wait_s = strtol(optarg, &end, 10);
-				if (errno || *end || !*optarg || wait_s < 0 || wait_s > 86400)
-					return usage_error("request",
-					                   "--wait takes seconds from 0 to 86400");
-			}
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'S':
-			socket_opt = optarg;
-			break;
-		case 'h':
-			fputs(HELP_REQUEST, stdout);
-			return 0;
-		default:
-			return bad_option("request", argv);
-		}
-	}
-	if (optind < argc)
-		return usage_error("request", "unexpected argument '%s'", argv[optind]);
-	if (!json_array_size(keys))
+	if (!json_array_size(a->keys))
 		return usage_error("request", "give at least one --key URI");
-	json_object_set(req, "keys", keys);
-	if (json_array_size(digests))
-		json_object_set(req, "digests", digests);
+	json_object_set(a->req, "keys", a->keys);
+	if (json_array_size(a->digests))
+		json_object_set(a->req, "digests", a->digests);
 	json_t *res = NULL;
-	int rc = call("request", json_incref(req), &res, CALL_TIMEOUT_MS);
+	int rc = call("request", json_incref(a->req), &res, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
 	uint64_t id = (uint64_t)num(res, "id");
-	if (json)
+	if (a->json)
 		print_json(json_object_get(res, "operation"), JSON_INDENT(2));
 	else
 		printf("%" PRIu64 "\n", id);
 	fflush(stdout);
-	if (!json && isatty(STDERR_FILENO)) {
+	if (!a->json && isatty(STDERR_FILENO)) {
 		_cleanup_json_ json_t *e = shown(res);
 		fprintf(stderr, "approvald: operation %" PRIu64 " is %s\n", id, str(e, "state"));
 	}
 	bool pending = !strcmp(str(res, "state"), "pending");
 	json_decref(res);
-	if (wait && pending)
-		return wait_decision(id, wait_s);
+	if (a->wait && pending)
+		return wait_decision(id, a->wait_s);
 	return 0;
 }
 
-#define HELP_LIST                                                                                  \
-	"Usage: approvald list [--all] [--state STATE] [--json]\n"                                 \
-	"Without --all: the operations waiting for your decision.  With --all: every\n"            \
-	"operation you may see.  STATE: pending, approved, exhausted, expired, revoked,\n"         \
-	"rejected.\n"
-
-static int cmd_list(int argc, char **argv)
+static int run_list(struct args *a)
 {
-	static const struct option opts[] = {
-	    {"all", no_argument, 0, 'a'},  {"state", required_argument, 0, 's'},
-	    {"json", no_argument, 0, 'j'}, {"socket", required_argument, 0, 'S'},
-	    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-	bool all = false, json = false;
-	const char *state = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'a':
-			all = true;
-			break;
-		case 's':
-			state = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'S':
-			socket_opt = optarg;
-			break;
-		case 'h':
-			fputs(HELP_LIST, stdout);
-			return 0;
-		default:
-			return bad_option("list", argv);
-		}
-	}
-	if (optind < argc)
-		return usage_error("list", "unexpected argument '%s'", argv[optind]);
-
 	/* The daemon pages; the CLI gathers every page. */
 	_cleanup_json_ json_t *ops = json_array();
 	uint64_t after = 0;
 	for (;;) {
 		_cleanup_json_ json_t *res = NULL;
-		json_t *args = json_pack("{s:b, s:I, s:i}", "all", all, "after", (json_int_t)after,
-		                         "limit", 1000);
-		if (state)
-			json_object_set_new(args, "state", json_string(state));
+		json_t *args = json_pack("{s:b, s:I, s:i}", "all", a->all, "after",
+		                         (json_int_t)after, "limit", 1000);
+		if (a->state)
+			json_object_set_new(args, "state", json_string(a->state));
 		int rc = call("list", args, &res, CALL_TIMEOUT_MS);
 		if (rc)
 			return rc;
@@ -513,12 +525,13 @@ static int cmd_list(int argc, char **argv)
 			break;
 		after = (uint64_t)num(json_array_get(page, json_array_size(page) - 1), "id");
 	}
-	if (json) {
+	if (a->json) {
 		print_json(ops, JSON_INDENT(2));
 		return 0;
 	}
 	if (!json_array_size(ops)) {
-		printf(all || state ? "no operations\n" : "nothing waits for your approval\n");
+		printf(a->all || a->state ? "no operations\n"
+		                          : "nothing waits for your approval\n");
 		return 0;
 	}
 	FILE *f = pager_open(json_array_size(ops) + 1);
@@ -527,200 +540,68 @@ static int cmd_list(int argc, char **argv)
 	return 0;
 }
 
-/* Verbs that take one id: show, approve, withdraw (and reject/revoke with --reason). */
-struct id_verb {
-	const char *name, *help;
-	bool reason, reason_required, yes, json;
-};
-
-static int parse_id_verb(const struct id_verb *v, int argc, char **argv, uint64_t *id,
-                         const char **reason, bool *yes, bool *json)
+/* approve without --yes: the operation in full, then a person's "y" on the terminal. */
+static int confirm_approval(uint64_t id)
 {
-	static const struct option opts[] = {
-	    {"reason", required_argument, 0, 'r'}, {"yes", no_argument, 0, 'y'},
-	    {"json", no_argument, 0, 'j'},         {"socket", required_argument, 0, 'S'},
-	    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-	int c;
-	*reason = NULL;
-	*yes = *json = false;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			if (!v->reason)
-				return usage_error(v->name, "--reason does not go with %s",
-				                   v->name);
-			*reason = optarg;
-			break;
-		case 'y':
-			if (!v->yes)
-				return usage_error(v->name, "--yes does not go with %s", v->name);
-			*yes = true;
-			break;
-		case 'j':
-			if (!v->json)
-				return usage_error(v->name, "--json does not go with %s", v->name);
-			*json = true;
-			break;
-		case 'S':
-			socket_opt = optarg;
-			break;
-		case 'h':
-			fputs(v->help, stdout);
-			return -1;
-		default:
-			return bad_option(v->name, argv);
-		}
+	_cleanup_json_ json_t *cur = NULL;
+	int rc = call("show", json_pack("{s:I}", "id", (json_int_t)id), &cur, CALL_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	if (print_op(stdout, json_object_get(cur, "operation")) < 0)
+		return EXIT_REFUSED;
+	FILE *tty = fopen("/dev/tty", "re");
+	if (!tty) {
+		fprintf(stderr, "approvald: no terminal to confirm on; pass --yes to approve "
+		                "without asking\n");
+		return EXIT_USAGE;
 	}
-	if (optind + 1 != argc)
-		return usage_error(v->name, "give exactly one operation ID");
-	if (!parse_id(argv[optind], id))
-		return usage_error(v->name, "'%s' is not an operation ID (a positive number)",
-		                   argv[optind]);
-	if (v->reason_required && (!*reason || !**reason))
-		return usage_error(v->name, "%s needs --reason TEXT", v->name);
+	char line[16] = "";
+	printf("Approve operation %" PRIu64 "? [y/N] ", id);
+	fflush(stdout);
+	bool ok = fgets(line, sizeof(line), tty) && (line[0] == 'y' || line[0] == 'Y');
+	fclose(tty);
+	if (!ok) {
+		fprintf(stderr, "approvald: not approved\n");
+		return EXIT_REFUSED;
+	}
 	return 0;
 }
 
-static const struct id_verb v_show = {
-    "show", "Usage: approvald show ID [--json]\n", false, false, false, true};
-static const struct id_verb v_approve = {
-    "approve",
-    "Usage: approvald approve ID [--yes]\nShows the operation and asks for confirmation "
-    "unless --yes.\n",
-    false,
-    false,
-    true,
-    false};
-static const struct id_verb v_reject = {
-    "reject", "Usage: approvald reject ID --reason TEXT\n", true, true, false, false};
-static const struct id_verb v_withdraw = {
-    "withdraw", "Usage: approvald withdraw ID\nTakes back your approval (before any use).\n",
-    false,      false,
-    false,      false};
-static const struct id_verb v_revoke = {
-    "revoke",
-    "Usage: approvald revoke ID [--reason TEXT]\nEnds an operation (its orderer or an admin "
-    "of its keys).\n",
-    true,
-    false,
-    false,
-    false};
-
-static int id_verb_run(const struct id_verb *v, int argc, char **argv)
+/* show, approve, reject, withdraw, revoke: one operation id, the verb sent as it is named. */
+static int run_id_verb(struct args *a)
 {
-	uint64_t id;
-	const char *reason;
-	bool yes, json;
-	int r = parse_id_verb(v, argc, argv, &id, &reason, &yes, &json);
-	if (r)
-		return r < 0 ? 0 : r;
+	const char *name = a->verb;
+	int rc;
 
-	if (v == &v_approve && !yes) {
-		_cleanup_json_ json_t *cur = NULL;
-		int rc =
-		    call("show", json_pack("{s:I}", "id", (json_int_t)id), &cur, CALL_TIMEOUT_MS);
-		if (rc)
-			return rc;
-		if (print_op(stdout, json_object_get(cur, "operation")) < 0)
-			return EXIT_REFUSED;
-		FILE *tty = fopen("/dev/tty", "re");
-		if (!tty) {
-			fprintf(stderr,
-			        "approvald: no terminal to confirm on; pass --yes to approve "
-			        "without asking\n");
-			return EXIT_USAGE;
-		}
-		char line[16] = "";
-		printf("Approve operation %" PRIu64 "? [y/N] ", id);
-		fflush(stdout);
-		bool ok = fgets(line, sizeof(line), tty) && (line[0] == 'y' || line[0] == 'Y');
-		fclose(tty);
-		if (!ok) {
-			fprintf(stderr, "approvald: not approved\n");
-			return EXIT_REFUSED;
-		}
-	}
-
+	if (!strcmp(name, "approve") && !a->yes && (rc = confirm_approval(a->id)) != 0)
+		return rc;
 	_cleanup_json_ json_t *res = NULL;
-	json_t *args = json_pack("{s:I}", "id", (json_int_t)id);
-	if (reason)
-		json_object_set_new(args, "reason", json_string(reason));
-	int rc = call(v->name, args, &res, CALL_TIMEOUT_MS);
-	if (rc)
+	json_t *args = json_pack("{s:I}", "id", (json_int_t)a->id);
+	if (a->reason)
+		json_object_set_new(args, "reason", json_string(a->reason));
+	if ((rc = call(name, args, &res, CALL_TIMEOUT_MS)) != 0)
 		return rc;
 	const json_t *op = json_object_get(res, "operation");
-	if (json) {
+	if (a->json) {
 		print_json(op, JSON_INDENT(2));
-	} else if (v == &v_show) {
+	} else if (!strcmp(name, "show")) {
 		if (print_op(stdout, op) < 0)
 			return EXIT_REFUSED;
 	} else {
 		_cleanup_json_ json_t *e = shown(op);
-		printf("operation %" PRIu64 " is %s%s%s%s\n", id, str(e, "state"),
+		printf("operation %" PRIu64 " is %s%s%s%s\n", a->id, str(e, "state"),
 		       *str(e, "needs") ? " (" : "", str(e, "needs"), *str(e, "needs") ? ")" : "");
 	}
 	return 0;
 }
 
-static int cmd_show(int argc, char **argv)
+static int run_status(struct args *a)
 {
-	return id_verb_run(&v_show, argc, argv);
-}
-static int cmd_approve(int argc, char **argv)
-{
-	return id_verb_run(&v_approve, argc, argv);
-}
-static int cmd_reject(int argc, char **argv)
-{
-	return id_verb_run(&v_reject, argc, argv);
-}
-static int cmd_withdraw(int argc, char **argv)
-{
-	return id_verb_run(&v_withdraw, argc, argv);
-}
-static int cmd_revoke(int argc, char **argv)
-{
-	return id_verb_run(&v_revoke, argc, argv);
-}
-
-static int simple_opts(const char *verb, const char *help, int argc, char **argv, bool *json)
-{
-	static const struct option opts[] = {{"json", no_argument, 0, 'j'},
-	                                     {"socket", required_argument, 0, 'S'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
-	int c;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j':
-			*json = true;
-			break;
-		case 'S':
-			socket_opt = optarg;
-			break;
-		case 'h':
-			fputs(help, stdout);
-			return -1;
-		default:
-			return bad_option(verb, argv);
-		}
-	}
-	if (optind < argc)
-		return usage_error(verb, "unexpected argument '%s'", argv[optind]);
-	return 0;
-}
-
-static int cmd_status(int argc, char **argv)
-{
-	bool json = false;
-	int r = simple_opts("status", "Usage: approvald status [--json]\n", argc, argv, &json);
-	if (r)
-		return r < 0 ? 0 : r;
 	_cleanup_json_ json_t *raw = NULL;
 	int rc = call("status", NULL, &raw, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	if (json) {
+	if (a->json) {
 		print_json(raw, JSON_INDENT(2));
 		return 0;
 	}
@@ -785,69 +666,26 @@ static int offline_visit(uint64_t seq, json_t *rec, void *arg)
 	return 0;
 }
 
-#define HELP_AUDIT                                                                                 \
-	"Usage: approvald audit [--json] [--since SEQ] [--verify] [--state-dir DIR]\n"             \
-	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
-	"hash chain.  --state-dir reads a store directory directly instead of asking the\n"        \
-	"daemon (for copies and backups).\n"
-
-static int cmd_audit(int argc, char **argv)
+static int run_audit(struct args *a)
 {
-	static const struct option opts[] = {{"json", no_argument, 0, 'j'},
-	                                     {"verify", no_argument, 0, 'V'},
-	                                     {"since", required_argument, 0, 's'},
-	                                     {"state-dir", required_argument, 0, 'D'},
-	                                     {"socket", required_argument, 0, 'S'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
-	struct offline_ctx oc = {0};
-	bool verify = false;
-	const char *dir = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j':
-			oc.json = true;
-			break;
-		case 'V':
-			verify = true;
-			break;
-		case 's':
-			if (!parse_id(optarg, &oc.since) && strcmp(optarg, "0"))
-				return usage_error("audit", "--since takes a record number");
-			break;
-		case 'D':
-			dir = optarg;
-			break;
-		case 'S':
-			socket_opt = optarg;
-			break;
-		case 'h':
-			fputs(HELP_AUDIT, stdout);
-			return 0;
-		default:
-			return bad_option("audit", argv);
-		}
-	}
-	if (optind < argc)
-		return usage_error("audit", "unexpected argument '%s'", argv[optind]);
+	struct offline_ctx oc = {.since = a->since, .json = a->json};
 
-	if (dir) {
+	if (a->dir) {
 		p11g_err err = {0};
-		if (p11g_local_audit(dir, verify, oc.since, offline_visit, &oc, &oc.count, &err) <
-		    0) {
-			if (verify)
+		if (p11g_local_audit(a->dir, a->verify, oc.since, offline_visit, &oc, &oc.count,
+		                     &err) < 0) {
+			if (a->verify)
 				print_error("audit chain broken: ", &err);
 			else
 				report(&err);
 			return EXIT_REFUSED;
 		}
-		if (verify)
+		if (a->verify)
 			printf("audit chain intact: %" PRIu64 " records\n", oc.count);
 		return 0;
 	}
 
-	if (verify) {
+	if (a->verify) {
 		_cleanup_json_ json_t *res = NULL;
 		p11g_err err = {0};
 		json_t *req = json_pack("{s:s}", "verb", "verify");
@@ -893,9 +731,17 @@ static int cmd_audit(int argc, char **argv)
 	return 0;
 }
 
-/* ---- policy check --------------------------------------------------------- */
+static int run_serve(struct args *a)
+{
+	return p11g_local_serve(a->config, a->dir, socket_opt, a->policy_dir);
+}
 
-static int cmd_policy(int argc, char **argv)
+#define HELP_POLICY                                                                                \
+	"Usage: approvald policy check [DIR|FILE]\nValidates policy files without a daemon; "      \
+	"errors are FILE:LINE:COLUMN: message.\n"
+
+/* "policy check [DIR|FILE]": a verb and its subverb, read without getopt. */
+static int run_policy(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "check")) {
 		if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -907,15 +753,34 @@ static int cmd_policy(int argc, char **argv)
 	if (argc > 3)
 		return usage_error("policy", "give one directory or file");
 	if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-		fputs("Usage: approvald policy check [DIR|FILE]\nValidates policy files without a "
-		      "daemon; errors are FILE:LINE:COLUMN: message.\n",
-		      stdout);
+		fputs(HELP_POLICY, stdout);
 		return 0;
 	}
 	return p11g_local_policy_check(argc == 3 ? argv[2] : P11G_DEFAULT_POLICY_DIR);
 }
 
-/* ---- serve ---------------------------------------------------------------- */
+/* ---- the verb table ------------------------------------------------------- */
+
+#define HELP_REQUEST                                                                               \
+	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
+	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"      \
+	"                         [--digest sha256:HEX]... [--for PRINCIPAL] [--wait[=SECONDS]]\n" \
+	"                         [--json]\n"                                                      \
+	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
+	"--valid defaults to 1h (capped by the rule).  Prints the new operation id alone;\n"       \
+	"with --wait, then waits for the decision (exit 0 approved, 1 otherwise).\n"
+
+#define HELP_LIST                                                                                  \
+	"Usage: approvald list [--all] [--state STATE] [--json]\n"                                 \
+	"Without --all: the operations waiting for your decision.  With --all: every\n"            \
+	"operation you may see.  STATE: pending, approved, exhausted, expired, revoked,\n"         \
+	"rejected.\n"
+
+#define HELP_AUDIT                                                                                 \
+	"Usage: approvald audit [--json] [--since SEQ] [--verify] [--state-dir DIR]\n"             \
+	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
+	"hash chain.  --state-dir reads a store directory directly instead of asking the\n"        \
+	"daemon (for copies and backups).\n"
 
 #define HELP_SERVE                                                                                 \
 	"Usage: approvald serve [--config FILE] [--state-dir DIR] [--socket PATH]\n"               \
@@ -936,59 +801,110 @@ static int cmd_policy(int argc, char **argv)
 	"blank- or comma-separated, repeatable: who may create, change and destroy token\n"        \
 	"objects through the PKCS#11 socket; nobody by default).\n"
 
-static int cmd_serve(int argc, char **argv)
+/* The id verbs know each other's options: one given to a verb it does not fit is answered
+ * with a sentence ("--yes does not go with show"), not as an unknown option. */
+#define ID_OPTS (O(REASON) | O(YES) | O(JSON))
+
+static const struct verb {
+	const char *name, *summary, *help;
+	unsigned opts;    /* besides --socket and --help, which every verb takes */
+	unsigned refused; /* of opts: known, but not this verb's */
+	bool id;          /* takes exactly one operation ID */
+	bool reason_required;
+	int (*run)(struct args *a);
+	int (*run_argv)(int argc, char **argv); /* instead of run: no option parsing */
+} verbs[] = {
+    {"serve", "run the daemon", HELP_SERVE, O(CONFIG) | O(STATE_DIR) | O(POLICY_DIR),
+     .run = run_serve},
+    {"request", "order uses of keys", HELP_REQUEST,
+     O(KEY) | O(USES) | O(VALID) | O(DESCRIPTION) | O(CONTEXT) | O(DIGEST) | O(FOR) | O(WAIT) |
+         O(JSON),
+     .run = run_request},
+    {"list", "operations waiting for you (--all: every one you may see)", HELP_LIST,
+     O(ALL) | O(STATE) | O(JSON), .run = run_list},
+    {"show", "one operation in full", "Usage: approvald show ID [--json]\n", ID_OPTS,
+     O(REASON) | O(YES), true, .run = run_id_verb},
+    {"approve", "approve an operation",
+     "Usage: approvald approve ID [--yes]\nShows the operation and asks for confirmation "
+     "unless --yes.\n",
+     ID_OPTS, O(REASON) | O(JSON), true, .run = run_id_verb},
+    {"reject", "reject an operation", "Usage: approvald reject ID --reason TEXT\n", ID_OPTS,
+     O(YES) | O(JSON), true, true, run_id_verb},
+    {"withdraw", "take back your approval before any use",
+     "Usage: approvald withdraw ID\nTakes back your approval (before any use).\n", ID_OPTS, ID_OPTS,
+     true, .run = run_id_verb},
+    {"revoke", "end an operation",
+     "Usage: approvald revoke ID [--reason TEXT]\nEnds an operation (its orderer or an admin "
+     "of its keys).\n",
+     ID_OPTS, O(YES) | O(JSON), true, .run = run_id_verb},
+    {"status", "counts and policy", "Usage: approvald status [--json]\n", O(JSON),
+     .run = run_status},
+    {"audit", "the audit log; --verify checks its hash chain", HELP_AUDIT,
+     O(JSON) | O(VERIFY) | O(SINCE) | O(STATE_DIR), .run = run_audit},
+    {"policy", "policy check [DIR|FILE]: validate policy files", HELP_POLICY,
+     .run_argv = run_policy},
+};
+
+/* 0 with a filled; -1 when --help was answered; or a usage error's exit status. */
+static int parse_args(const struct verb *v, int argc, char **argv, struct args *a)
 {
-	static const struct option opts[] = {
-	    {"config", required_argument, 0, 'c'}, {"state-dir", required_argument, 0, 'D'},
-	    {"socket", required_argument, 0, 'S'}, {"policy-dir", required_argument, 0, 'P'},
-	    {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-	const char *config = NULL, *state = NULL, *sock = NULL, *pol = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			config = optarg;
-			break;
-		case 'D':
-			state = optarg;
-			break;
-		case 'S':
-			sock = optarg;
-			break;
-		case 'P':
-			pol = optarg;
-			break;
-		case 'h':
-			fputs(HELP_SERVE, stdout);
-			return 0;
-		default:
-			return bad_option("serve", argv);
+	unsigned takes = v->opts | O(SOCKET) | O(HELP);
+	struct option table[O_COUNT + 1];
+	size_t n = 0;
+	int c, r;
+
+	for (int i = 0; i < O_COUNT; i++)
+		if (takes & (1u << i))
+			table[n++] =
+			    (struct option){options[i].name, options[i].has_arg, NULL, i + 1};
+	table[n] = (struct option){0};
+	while ((c = getopt_long(argc, argv, "", table, NULL)) != -1) {
+		if (c < 1 || c > O_COUNT)
+			return bad_option(v->name, argv);
+		const struct opt *o = &options[c - 1];
+		if (v->refused & (1u << (c - 1)))
+			return usage_error(v->name, "--%s does not go with %s", o->name, v->name);
+		if (c - 1 == O_HELP) {
+			fputs(v->help, stdout);
+			return -1;
 		}
+		if (o->set && (r = o->set(a, optarg)) != 0)
+			return r;
+		if (o->flag)
+			*(bool *)((char *)a + o->flag) = true;
+		if (o->text)
+			*(const char **)((char *)a + o->text) = optarg;
+		if (o->member)
+			json_object_set_new(a->req, o->member, json_string(optarg));
 	}
-	if (optind < argc)
-		return usage_error("serve", "unexpected argument '%s'", argv[optind]);
-	return p11g_local_serve(config, state, sock, pol);
+	if (!v->id) {
+		if (optind < argc)
+			return usage_error(v->name, "unexpected argument '%s'", argv[optind]);
+		return 0;
+	}
+	if (optind + 1 != argc)
+		return usage_error(v->name, "give exactly one operation ID");
+	if (!parse_id(argv[optind], &a->id))
+		return usage_error(v->name, "'%s' is not an operation ID (a positive number)",
+		                   argv[optind]);
+	if (v->reason_required && (!a->reason || !*a->reason))
+		return usage_error(v->name, "%s needs --reason TEXT", v->name);
+	return 0;
 }
 
-/* ---- the table ------------------------------------------------------------ */
+static int run_verb(const struct verb *v, int argc, char **argv)
+{
+	_cleanup_json_ json_t *req = json_object(), *keys = json_array(), *digests = json_array();
+	struct args a = {
+	    .verb = v->name, .wait_s = 3600, .req = req, .keys = keys, .digests = digests};
 
-static const struct {
-	const char *name;
-	int (*fn)(int argc, char **argv);
-	const char *summary;
-} verbs[] = {
-    {"serve", cmd_serve, "run the daemon"},
-    {"request", cmd_request, "order uses of keys"},
-    {"list", cmd_list, "operations waiting for you (--all: every one you may see)"},
-    {"show", cmd_show, "one operation in full"},
-    {"approve", cmd_approve, "approve an operation"},
-    {"reject", cmd_reject, "reject an operation"},
-    {"withdraw", cmd_withdraw, "take back your approval before any use"},
-    {"revoke", cmd_revoke, "end an operation"},
-    {"status", cmd_status, "counts and policy"},
-    {"audit", cmd_audit, "the audit log; --verify checks its hash chain"},
-    {"policy", cmd_policy, "policy check [DIR|FILE]: validate policy files"},
-};
+	if (v->run_argv)
+		return v->run_argv(argc, argv);
+	int r = parse_args(v, argc, argv, &a);
+	if (r)
+		return r < 0 ? 0 : r;
+	return v->run(&a);
+}
 
 static void usage(FILE *f)
 {
@@ -1020,7 +936,7 @@ int p11g_cli_main(int argc, char **argv)
 	opterr = 0;
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(verbs); i++)
 		if (!strcmp(argv[1], verbs[i].name))
-			return verbs[i].fn(argc - 1, argv + 1);
+			return run_verb(&verbs[i], argc - 1, argv + 1);
 	fprintf(stderr, "approvald: unknown verb '%s'\n", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;
