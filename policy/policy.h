@@ -11,14 +11,14 @@
 
 /* ---- identities and principals ---------------------------------------- */
 
+/* The most groups an identity holds (resolved or read back from JSON). */
+#define P11G_IDENT_GROUPS_MAX 65536
+
 /*
  * Who someone is at one moment: uid from the kernel, user name and group
  * names from the user and group databases at that moment (approvald's
  * p11g_ident_resolve, approvald/names.h, fills one).
  */
-/* The most groups an identity holds (resolved or read back from JSON). */
-#define P11G_IDENT_GROUPS_MAX 65536
-
 struct p11g_ident {
 	uid_t uid;
 	gid_t gid;
