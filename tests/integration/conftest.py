@@ -61,3 +61,24 @@ def start_daemon(accounts):
 def daemon(start_daemon):
     """A daemon running the default test policy (p11g.default_policy())."""
     return start_daemon()
+
+
+# ---- ocisign (ocireg.py is imported here only when a test asks for these) ----
+
+@pytest.fixture
+def oci_registry():
+    """docker-registry on 127.0.0.1 over plain http with htpasswd auth (ocireg.PLAIN_HTTP)."""
+    import ocireg
+    r = ocireg.Registry(auth="htpasswd").start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def oci_token(accounts):
+    """A SoftHSMv2 token with ocireg.SoftToken's keys, owned by the orderer, so that ocisign run
+    as the orderer can sign with it."""
+    import ocireg
+    t = ocireg.SoftToken(owner="orderer")
+    yield t
+    t.cleanup()

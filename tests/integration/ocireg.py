@@ -15,6 +15,7 @@ distribution spec and cosign's signature layout.
 """
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import http.server
@@ -51,6 +52,10 @@ MT_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 ANN_SIGNATURE = "dev.cosignproject.cosign/signature"
 
 USER, PASSWORD = "ci-bot", "s3cret-pass"
+CREDS = "%s:%s" % (USER, PASSWORD)
+# ocisign's options for a test registry: plain http, htpasswd credentials
+PLAIN_HTTP = ("--insecure-registry", "--creds", CREDS)
+REPO = "team/app"  # where the ocisign tests push their images
 
 
 def free_port():
@@ -499,6 +504,27 @@ def ocisign_popen(*args, user=None, env=None):
     e.update(_env(env))
     return subprocess.Popen([OCISIGN] + [str(a) for a in args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=e, cwd="/", **kw)
+
+
+def write_pubkey(token, key, path):
+    """`ocisign pubkey` of a SoftToken key (read through SoftHSMv2 itself) into path."""
+    r = ocisign("pubkey", "--key", token.uri(key), "--module", SOFTHSM, env=token.env())
+    assert r.rc == 0 and r.out.startswith("-----BEGIN PUBLIC KEY-----"), r
+    with open(path, "w") as f:
+        f.write(r.out)
+    return path
+
+
+@contextlib.contextmanager
+def killed_after(p):
+    """A background ocisign (ocisign_popen) that does not outlive the block: a failed assertion
+    must not leave it waiting for a decision."""
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def wait_for_line(stream, pattern, timeout=30):

@@ -6,17 +6,13 @@ duplicates), skopeo finding the attachment, and clear errors (401, 404, 429,
 import base64
 import http.server
 import json
-import os
 import subprocess
 import threading
 
 import pytest
 
 import ocireg
-from ocireg import ocisign
-
-REPO = "team/app"
-CREDS = "%s:%s" % (ocireg.USER, ocireg.PASSWORD)
+from ocireg import CREDS, REPO, ocisign
 
 
 @pytest.fixture(scope="module")
@@ -29,26 +25,12 @@ def token():
 @pytest.fixture(scope="module")
 def pubkeys(token, tmp_path_factory):
     d = tmp_path_factory.mktemp("pub")
-    out = {}
-    for k in ("ec", "rsa", "ed"):
-        r = ocisign("pubkey", "--key", token.uri(k), "--module", ocireg.SOFTHSM, env=token.env())
-        assert r.rc == 0, r
-        out[k] = str(d / ("%s.pem" % k))
-        with open(out[k], "w") as f:
-            f.write(r.out)
-    return out
+    return {k: ocireg.write_pubkey(token, k, str(d / ("%s.pem" % k))) for k in ("ec", "rsa", "ed")}
 
 
 @pytest.fixture
 def tls_registry():
     r = ocireg.Registry(auth="htpasswd", tls=True).start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def http_registry():
-    r = ocireg.Registry(auth="htpasswd").start()
     yield r
     r.stop()
 
@@ -98,8 +80,8 @@ def test_basic_auth_over_verified_tls(tls_registry, token, pubkeys):
     assert "401" in line and "--creds" in line, line
 
 
-def test_docker_config_auths(http_registry, token, pubkeys, tmp_path):
-    reg = http_registry
+def test_docker_config_auths(oci_registry, token, pubkeys, tmp_path):
+    reg = oci_registry
     reg.client().push_image(REPO, tag="v1")
     image = "%s/%s:v1" % (reg.host, REPO)
     # An "auth" value is used as it is: an ECR authorization token has this form.
@@ -127,8 +109,8 @@ def test_docker_config_auths(http_registry, token, pubkeys, tmp_path):
     assert "not base64 of USER:PASSWORD" in line, line
 
 
-def test_plain_http_only_when_asked(http_registry, token):
-    reg = http_registry
+def test_plain_http_only_when_asked(oci_registry, token):
+    reg = oci_registry
     reg.client().push_image(REPO, tag="v1")
     line = one_error_line(sign(token, "ec", "%s/%s:v1" % (reg.host, REPO), "--creds", CREDS))
     assert reg.host in line, line
@@ -141,7 +123,7 @@ def test_bearer_token_flow_token_cached(token_registry, token, pubkeys):
     image = "%s/%s:multi" % (reg.host, REPO)
     before = len(ts.requests)
     # three payload blobs, a config per signature, three manifests: one token for all
-    r = sign(token, "ed", image, "--recursive", "--insecure-registry", "--creds", CREDS)
+    r = sign(token, "ed", image, "--recursive", *ocireg.PLAIN_HTTP)
     assert r.rc == 0, r
     fetched = ts.requests[before:]
     assert len(fetched) == 1, fetched
@@ -160,12 +142,12 @@ def test_bearer_token_flow_token_cached(token_registry, token, pubkeys):
     assert "token service" in line and "401" in line and "bad credentials" in line, line
 
 
-def test_second_signature_appended_first_kept(http_registry, token, pubkeys, tmp_path):
-    reg = http_registry
+def test_second_signature_appended_first_kept(oci_registry, token, pubkeys, tmp_path):
+    reg = oci_registry
     client = reg.client()
     digest = client.push_image(REPO, tag="v1")
     image = "%s/%s:v1" % (reg.host, REPO)
-    common = ["--insecure-registry", "--creds", CREDS]
+    common = ocireg.PLAIN_HTTP
     assert sign(token, "ec", image, *common).rc == 0
     first = client.signatures(REPO, digest)
     assert len(first) == 1
@@ -201,11 +183,11 @@ def test_second_signature_appended_first_kept(http_registry, token, pubkeys, tmp
     assert "not a base64 signature" in line, line
 
 
-def test_verify_failures(http_registry, token, pubkeys, tmp_path):
-    reg = http_registry
+def test_verify_failures(oci_registry, token, pubkeys, tmp_path):
+    reg = oci_registry
     client = reg.client()
     client.push_image(REPO, tag="v1")
-    common = ["--insecure-registry", "--creds", CREDS]
+    common = ocireg.PLAIN_HTTP
     image = "%s/%s:v1" % (reg.host, REPO)
     line = one_error_line(ocisign("verify", "--key", pubkeys["ec"], *common, image))
     assert "no signatures found" in line, line
@@ -220,13 +202,12 @@ def test_verify_failures(http_registry, token, pubkeys, tmp_path):
     assert "not a PEM public key" in line, line
 
 
-def test_skopeo_finds_the_attachment(http_registry, token, pubkeys, tmp_path):
-    reg = http_registry
+def test_skopeo_finds_the_attachment(oci_registry, token, pubkeys, tmp_path):
+    reg = oci_registry
     client = reg.client()
     digest = client.push_image(REPO, tag="v1")
     client.push_image("team/unsigned", tag="v1")
-    assert sign(token, "ec", "%s/%s:v1" % (reg.host, REPO), "--insecure-registry",
-                "--creds", CREDS).rc == 0
+    assert sign(token, "ec", "%s/%s:v1" % (reg.host, REPO), *ocireg.PLAIN_HTTP).rc == 0
     rd = tmp_path / "registries.d"
     rd.mkdir()
     (rd / "ocisign.yaml").write_text("docker:\n  %s:\n    use-sigstore-attachments: true\n" % reg.host)
