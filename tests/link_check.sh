@@ -1,9 +1,10 @@
 #!/bin/sh
 # Each static library links on its own: no undefined project symbol its declared dependencies do not define.
 #
-# Usage: link_check.sh NAME=LIB[:DEP...] ...
+# Usage: link_check.sh BUILD_DIR NAME=LIB[:DEP...] ...
 #   LIB and each DEP are paths to static libraries (.a); DEP lists the library's
-#   declared project dependencies, transitive ones included.
+#   declared project dependencies, transitive ones included.  Every static library
+#   BUILD_DIR's meson-info lists must be one of the LIBs: one left off the list fails.
 # A project symbol is one named p11g_* or pjson_*, or one that any library given
 # defines: a library that needs a symbol only an executable provides (p11g_host_*
 # once lived so), or one from a library it does not declare, fails.  A symbol two
@@ -14,6 +15,8 @@ set -eu
 NM=${NM:-nm}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+build=$1
+shift
 
 # Defined external symbols of a library, one per line, sorted.
 defined() {
@@ -36,6 +39,20 @@ for spec in "$@"; do
 	defined "$lib" >>"$tmp/all"
 done
 status=0
+for spec in "$@"; do
+	libs=${spec#*=}
+	realpath "${libs%%:*}"
+done | sort >"$tmp/listed"
+"${PYTHON:-python3}" -c '
+import json, sys
+for t in json.load(open(sys.argv[1])):
+    if t["type"] == "static library":
+        print("\n".join(t["filename"]))
+' "$build/meson-info/intro-targets.json" | xargs realpath | sort >"$tmp/built"
+if comm -23 "$tmp/built" "$tmp/listed" | grep .; then
+	echo "the static libraries above are not checked: name them in tests/meson.build"
+	status=1
+fi
 sort "$tmp/all" | uniq -d >"$tmp/twice"
 if [ -s "$tmp/twice" ]; then
 	if [ "${LINK_CHECK_DUPLICATES:-fail}" = fail ]; then
