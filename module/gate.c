@@ -866,41 +866,37 @@ CK_RV hook_C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryp
 
 /* ---- other private-key paths ------------------------------------------------ */
 
-/* An init whose key must not be a guarded private key: the gate, then the real module. */
-static CK_RV gated_key_init(const char *what, CK_C_EncryptInit real, CK_SESSION_HANDLE h,
-                            CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key)
+/* An init whose key must not be a guarded private key: the gate, then the real module.
+ * is_3_0: a call a 2.x module lacks, answered before the gate reads the key. */
+static CK_RV gated_key_init(const char *what, CK_C_EncryptInit real, bool is_3_0,
+                            CK_SESSION_HANDLE h, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key)
 {
 	CK_RV rv;
+	if (is_3_0 && !p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
 	/* No mechanism ends an operation: nothing to gate. */
 	if (mechanism && (rv = gate_transform(what, h, key)) != CKR_OK)
 		return rv;
 	return real(h, mechanism, key);
 }
 
-CK_RV hook_C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                         CK_OBJECT_HANDLE hKey)
-{
-	P11G_ENTER();
-	/* Raw RSA decryption of chosen input is a signature. */
-	return gated_key_init("decrypting with", R.C_DecryptInit, hSession, pMechanism, hKey);
-}
+/* The hooks that only gate their key, one line each. */
+#define GATED_KEY_INIT(name, what, is_3_0)                                                         \
+	CK_RV hook_##name(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,                 \
+	                  CK_OBJECT_HANDLE hKey)                                                   \
+	{                                                                                          \
+		P11G_ENTER();                                                                      \
+		return gated_key_init(what, R.name, is_3_0, hSession, pMechanism, hKey);           \
+	}
 
-CK_RV hook_C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                         CK_OBJECT_HANDLE hKey)
-{
-	P11G_ENTER();
-	/* Encryption takes a public or secret key; a module that accepted a
-	 * private one would compute a raw signature. */
-	return gated_key_init("encrypting with", R.C_EncryptInit, hSession, pMechanism, hKey);
-}
-
-CK_RV hook_C_VerifyRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                               CK_OBJECT_HANDLE hKey)
-{
-	P11G_ENTER();
-	return gated_key_init("verify-recovering with", R.C_VerifyRecoverInit, hSession, pMechanism,
-	                      hKey);
-}
+/* Raw RSA decryption of chosen input is a signature. */
+GATED_KEY_INIT(C_DecryptInit, "decrypting with", false)
+/* Encryption takes a public or secret key; a module that accepted a
+ * private one would compute a raw signature. */
+GATED_KEY_INIT(C_EncryptInit, "encrypting with", false)
+GATED_KEY_INIT(C_VerifyRecoverInit, "verify-recovering with", false)
+GATED_KEY_INIT(C_MessageEncryptInit, "encrypting with", true)
+GATED_KEY_INIT(C_MessageDecryptInit, "decrypting with", true)
 
 CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                        CK_OBJECT_HANDLE hUnwrappingKey, CK_BYTE_PTR pWrappedKey,
@@ -1094,26 +1090,6 @@ CK_RV hook_C_SessionCancel(CK_SESSION_HANDLE hSession, CK_FLAGS flags)
 		p11g_session_put(s);
 	}
 	return rv;
-}
-
-CK_RV hook_C_MessageEncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                                CK_OBJECT_HANDLE hKey)
-{
-	P11G_ENTER();
-	if (!p11g_m.real_3_0)
-		return CKR_FUNCTION_NOT_SUPPORTED;
-	return gated_key_init("encrypting with", R.C_MessageEncryptInit, hSession, pMechanism,
-	                      hKey);
-}
-
-CK_RV hook_C_MessageDecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                                CK_OBJECT_HANDLE hKey)
-{
-	P11G_ENTER();
-	if (!p11g_m.real_3_0)
-		return CKR_FUNCTION_NOT_SUPPORTED;
-	return gated_key_init("decrypting with", R.C_MessageDecryptInit, hSession, pMechanism,
-	                      hKey);
 }
 
 CK_RV hook_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
