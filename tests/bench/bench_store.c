@@ -1,6 +1,9 @@
 /* Fills a state directory through approvald's own operation code: N operations, each
  * requested, approved and used USES times, the last PENDING left pending.  The runner
- * (tests/bench/store) then times approvald's CLI against it. */
+ * (tests/bench/store) then times approvald's CLI against it.  An optional ACTIVE first files
+ * that many approved operations that are never used and stay active: every use then walks
+ * them, which is what the store's cache of parsed operations is for (not timed: fill_seconds
+ * is the rest). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,14 +38,16 @@ static struct p11g_ident ident(uid_t uid)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr,
-		        "usage: bench_store STATE_DIR POLICY_DIR OPERATIONS USES PENDING\n");
+	if (argc != 6 && argc != 7) {
+		fprintf(
+		    stderr,
+		    "usage: bench_store STATE_DIR POLICY_DIR OPERATIONS USES PENDING [ACTIVE]\n");
 		return 2;
 	}
 	const char *state = argv[1], *policy_dir = argv[2];
 	unsigned long n = strtoul(argv[3], NULL, 10), uses = strtoul(argv[4], NULL, 10),
-	              pending = strtoul(argv[5], NULL, 10);
+	              pending = strtoul(argv[5], NULL, 10),
+	              active = argc == 7 ? strtoul(argv[6], NULL, 10) : 0;
 	struct p11g_ops o = {.daemon_uid = 0};
 	struct p11g_store_options so = {.durability = P11G_DURABLE_PROCESS};
 	char *msg = NULL;
@@ -58,7 +63,7 @@ int main(int argc, char **argv)
 	}
 	if (p11g_store_open(state, &so, &o.store, &err) < 0)
 		die("open", &err);
-	o.limits.max_pending_per_user = (unsigned)pending + 1;
+	o.limits.max_pending_per_user = (unsigned)(pending + active) + 1;
 	o.limits.default_validity = 86400;
 	snprintf(use.key.token_label, sizeof(use.key.token_label), "bench");
 	snprintf(use.key.label, sizeof(use.key.label), "k");
@@ -68,6 +73,17 @@ int main(int argc, char **argv)
 	    json_pack("{s:[{s:s, s:I}], s:I, s:s}", "keys", "uri", "pkcs11:token=bench;object=k",
 	              "uses", (json_int_t)uses, "valid", (json_int_t)86400, "description",
 	              "release 1.4.2 firmware, pipeline #1234, benchmark filler");
+	for (unsigned long i = 0; i < active; i++) {
+		json_t *op = NULL;
+		if (p11g_ops_request(&o, &orderer, args, &op, &err) < 0)
+			die("request", &err);
+		uint64_t id = (uint64_t)json_integer_value(json_object_get(op, "id"));
+		json_decref(op);
+		if (p11g_ops_approve(&o, &approver, id, &op, &err) < 0)
+			die("approve", &err);
+		json_decref(op);
+	}
+	t0 = now_s();
 	char digest[80];
 	for (unsigned long i = 0; i < n; i++) {
 		if (i % BATCH == 0)
@@ -109,8 +125,9 @@ int main(int argc, char **argv)
 	if (stat(path, &st) < 0)
 		st.st_size = 0;
 	printf("{\"operations\": %lu, \"pending\": %lu, \"uses_per_operation\": %lu, "
-	       "\"fill_seconds\": %.1f, \"store_bytes_used\": %" PRIu64
+	       "\"active\": %lu, \"fill_seconds\": %.2f, \"store_bytes_used\": %" PRIu64
 	       ", \"bytes_per_operation\": %.0f, \"data_file_bytes\": %lld}\n",
-	       n, pending, uses, fill, used, n ? (double)used / n : 0.0, (long long)st.st_size);
+	       n, pending, uses, active, fill, used, n ? (double)used / n : 0.0,
+	       (long long)st.st_size);
 	return 0;
 }
