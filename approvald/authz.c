@@ -14,11 +14,11 @@ enum rule_pred { PRED_MAY_APPROVE, PRED_IS_ADMIN };
 
 /* Whether pred holds for id under one of the rule snapshots op was ordered under: a policy
  * changed since does not widen or narrow who decides on it. */
-static bool op_any_rule(const json_t *op, const struct p11g_ident *id, enum rule_pred pred)
+static bool op_any_rule(const struct p11g_op *op, const struct p11g_ident *id, enum rule_pred pred)
 {
 	const char *name;
 	json_t *snap;
-	json_object_foreach(json_object_get(op, "rules"), name, snap)
+	json_object_foreach(op->rules, name, snap)
 	{
 		__attribute__((cleanup(rule_freep))) struct p11g_rule *rule = NULL;
 		if (p11g_rule_from_json(snap, &rule, NULL) < 0)
@@ -31,55 +31,46 @@ static bool op_any_rule(const json_t *op, const struct p11g_ident *id, enum rule
 	return false;
 }
 
-bool p11g_authz_is_orderer(const json_t *op, const struct p11g_ident *id)
+bool p11g_authz_is_orderer(const struct p11g_op *op, const struct p11g_ident *id)
 {
-	return json_integer_value(json_object_get(json_object_get(op, "orderer"), "uid")) ==
-	       (json_int_t)id->uid;
+	return op->orderer.uid == id->uid;
 }
 
-bool p11g_authz_is_signer(const json_t *op, const struct p11g_ident *id)
+bool p11g_authz_is_signer(const char *signer, const struct p11g_ident *id)
 {
 	struct p11g_principal p;
-	const char *s = json_string_value(json_object_get(op, "signer"));
-	if (!s || p11g_principal_parse(s, &p, NULL) < 0)
+	if (!signer || p11g_principal_parse(signer, &p, NULL) < 0)
 		return false;
 	bool m = p11g_principal_matches(&p, id);
 	p11g_principal_clear(&p);
 	return m;
 }
 
-bool p11g_authz_is_approver(const json_t *op, const struct p11g_ident *id)
+bool p11g_authz_is_approver(const struct p11g_op *op, const struct p11g_ident *id)
 {
 	return op_any_rule(op, id, PRED_MAY_APPROVE);
 }
 
-bool p11g_authz_is_admin(const json_t *op, const struct p11g_ident *id)
+bool p11g_authz_is_admin(const struct p11g_op *op, const struct p11g_ident *id)
 {
 	return op_any_rule(op, id, PRED_IS_ADMIN);
 }
 
-bool p11g_authz_has_approved(const json_t *op, uid_t uid)
+bool p11g_authz_has_approved(const struct p11g_op *op, uid_t uid)
 {
-	size_t i;
-	json_t *a;
-	json_array_foreach(json_object_get(op, "approvals"), i, a)
-	{
-		if (json_integer_value(json_object_get(a, "uid")) == (json_int_t)uid)
-			return true;
-	}
-	return false;
+	return p11g_op_approval_of(op, uid) >= 0;
 }
 
-bool p11g_authz_may_see(uid_t daemon_uid, const struct p11g_ident *caller, const json_t *op)
+bool p11g_authz_may_see(uid_t daemon_uid, const struct p11g_ident *caller, const struct p11g_op *op)
 {
 	return caller->uid == 0 || caller->uid == daemon_uid || p11g_authz_is_orderer(op, caller) ||
-	       p11g_authz_is_signer(op, caller) || p11g_authz_is_approver(op, caller) ||
+	       p11g_authz_is_signer(op->signer, caller) || p11g_authz_is_approver(op, caller) ||
 	       p11g_authz_is_admin(op, caller);
 }
 
-bool p11g_authz_awaits(const json_t *op, const struct p11g_ident *caller)
+bool p11g_authz_awaits(const struct p11g_op *op, const struct p11g_ident *caller)
 {
-	return !p11g_authz_is_orderer(op, caller) && !p11g_authz_is_signer(op, caller) &&
+	return !p11g_authz_is_orderer(op, caller) && !p11g_authz_is_signer(op->signer, caller) &&
 	       !p11g_authz_has_approved(op, caller->uid) && p11g_authz_is_approver(op, caller);
 }
 
@@ -95,10 +86,10 @@ int p11g_authz_check_orderer(const struct p11g_rule *rule, const struct p11g_ide
 
 /* The orderer never counts as an approver, nor does the signer: either would let one person
  * order and use a key alone. */
-int p11g_authz_check_approver(const json_t *op, const struct p11g_ident *caller, uint64_t id,
-                              p11g_err *err)
+int p11g_authz_check_approver(const struct p11g_op *op, const struct p11g_ident *caller,
+                              uint64_t id, p11g_err *err)
 {
-	if (p11g_authz_is_orderer(op, caller) || p11g_authz_is_signer(op, caller))
+	if (p11g_authz_is_orderer(op, caller) || p11g_authz_is_signer(op->signer, caller))
 		return p11g_err_set(err, P11G_E_SELF_APPROVAL,
 		                    "you ordered operation %" PRIu64
 		                    " or will sign with it: someone else must decide on it",
@@ -111,7 +102,7 @@ int p11g_authz_check_approver(const json_t *op, const struct p11g_ident *caller,
 	return 0;
 }
 
-int p11g_authz_check_revoker(const json_t *op, const struct p11g_ident *caller, uint64_t id,
+int p11g_authz_check_revoker(const struct p11g_op *op, const struct p11g_ident *caller, uint64_t id,
                              p11g_err *err)
 {
 	if (p11g_authz_is_orderer(op, caller) || p11g_authz_is_admin(op, caller))

@@ -7,24 +7,15 @@
 
 #include "p11gate/wire.h"
 
-/* The operation a decision is about: as stored (for authz.c) and decoded. */
-struct decision {
-	json_t *stored;
-	struct p11g_op op;
-};
+#define _cleanup_op_ __attribute__((cleanup(p11g_op_clear)))
 
-static void decision_clear(struct decision *d)
+/* The operation a decision is about, decoded. */
+static int load(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err)
 {
-	json_decref(d->stored);
-	p11g_op_clear(&d->op);
-}
-#define _cleanup_decision_ __attribute__((cleanup(decision_clear)))
-
-static int load(p11g_txn *t, uint64_t id, struct decision *d, p11g_err *err)
-{
-	if (ops_load_op(t, id, &d->stored, err) < 0)
+	_cleanup_json_ json_t *stored = NULL;
+	if (ops_load_op(t, id, &stored, err) < 0)
 		return -1;
-	return p11g_op_decode(d->stored, &d->op, err);
+	return p11g_op_decode(stored, ret, err);
 }
 
 /* The checks every decision on a pending operation shares. */
@@ -99,21 +90,21 @@ static int settle(p11g_txn *t, struct txn_ctx *c, struct p11g_op *op, const char
 static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;
-	_cleanup_decision_ struct decision d = {0};
+	_cleanup_op_ struct p11g_op op = {0};
 	int64_t now = p11g_now();
 
-	if (load(t, c->id, &d, err) < 0)
+	if (load(t, c->id, &op, err) < 0)
 		return -1;
-	if (p11g_authz_check_approver(d.stored, c->caller, c->id, err) < 0 ||
-	    check_pending(&d.op, now, err) < 0)
+	if (p11g_authz_check_approver(&op, c->caller, c->id, err) < 0 ||
+	    check_pending(&op, now, err) < 0)
 		return -1;
-	if (p11g_op_approval_of(&d.op, c->caller->uid) >= 0)
+	if (p11g_op_approval_of(&op, c->caller->uid) >= 0)
 		return p11g_err_set(
 		    err, P11G_E_ALREADY_APPROVED,
 		    "you already approved operation %" PRIu64 "; each person counts once", c->id);
-	if (p11g_op_approve(&d.op, c->caller, now) < 0)
+	if (p11g_op_approve(&op, c->caller, now) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	return settle(t, c, &d.op, "approved", err);
+	return settle(t, c, &op, "approved", err);
 }
 
 int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,
@@ -125,7 +116,8 @@ int p11g_ops_approve(struct p11g_ops *o, const struct p11g_ident *caller, uint64
 /* How a decision ends an operation for good: who may, and from which states. */
 struct ending {
 	enum p11g_op_state state; /* the state it ends in, also the audit event */
-	int (*may)(const json_t *op, const struct p11g_ident *caller, uint64_t id, p11g_err *err);
+	int (*may)(const struct p11g_op *op, const struct p11g_ident *caller, uint64_t id,
+	           p11g_err *err);
 	int (*from)(const struct p11g_op *op, int64_t now, p11g_err *err);
 };
 
@@ -134,17 +126,17 @@ static const struct ending revocation = {P11G_OP_REVOKED, p11g_authz_check_revok
 
 static int end_body(p11g_txn *t, struct txn_ctx *c, const struct ending *e, p11g_err *err)
 {
-	_cleanup_decision_ struct decision d = {0};
+	_cleanup_op_ struct p11g_op op = {0};
 	int64_t now = p11g_now();
 	const char *reason = c->reason ? c->reason : "";
 
-	if (load(t, c->id, &d, err) < 0)
+	if (load(t, c->id, &op, err) < 0)
 		return -1;
-	if (e->may(d.stored, c->caller, c->id, err) < 0 || e->from(&d.op, now, err) < 0)
+	if (e->may(&op, c->caller, c->id, err) < 0 || e->from(&op, now, err) < 0)
 		return -1;
-	if (p11g_op_end(&d.op, e->state, c->caller, now, reason) < 0)
+	if (p11g_op_end(&op, e->state, c->caller, now, reason) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	return decided(t, c, &d.op, p11g_op_state_name(e->state),
+	return decided(t, c, &op, p11g_op_state_name(e->state),
 	               json_pack("{s:s}", "reason", reason), err);
 }
 
@@ -173,26 +165,26 @@ int p11g_ops_revoke(struct p11g_ops *o, const struct p11g_ident *caller, uint64_
 static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;
-	_cleanup_decision_ struct decision d = {0};
+	_cleanup_op_ struct p11g_op op = {0};
 
-	if (load(t, c->id, &d, err) < 0)
+	if (load(t, c->id, &op, err) < 0)
 		return -1;
-	ssize_t at = p11g_op_approval_of(&d.op, c->caller->uid);
+	ssize_t at = p11g_op_approval_of(&op, c->caller->uid);
 	if (at < 0)
 		return p11g_err_set(err, P11G_E_FORBIDDEN,
 		                    "you have no approval on operation %" PRIu64 " to withdraw",
 		                    c->id);
 	/* A use already made was judged with this approval counted. */
-	if (p11g_op_uses_made(&d.op) > 0)
+	if (p11g_op_uses_made(&op) > 0)
 		return p11g_err_set(err, P11G_E_ALREADY_USED,
 		                    "operation %" PRIu64
 		                    " has been used: an approval cannot be withdrawn after a use "
 		                    "(revoke it instead)",
 		                    c->id);
-	if (check_active(&d.op, p11g_now(), err) < 0)
+	if (check_active(&op, p11g_now(), err) < 0)
 		return -1;
-	p11g_op_unapprove(&d.op, (size_t)at);
-	return settle(t, c, &d.op, "withdrawn", err);
+	p11g_op_unapprove(&op, (size_t)at);
+	return settle(t, c, &op, "withdrawn", err);
 }
 
 int p11g_ops_withdraw(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t id,

@@ -148,7 +148,7 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 			note_other_rule(s, id, other);
 		return 0;
 	}
-	if (!p11g_authz_is_signer(op, s->caller)) {
+	if (!p11g_authz_is_signer(json_string_value(json_object_get(op, "signer")), s->caller)) {
 		note(s, REF_NOT_SIGNER, id);
 		return 0;
 	}

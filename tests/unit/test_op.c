@@ -615,21 +615,30 @@ static void test_decode_refuses_damage(void **state)
 /* ---- the predicates ------------------------------------------------------------ */
 
 /* An operation of rule prod ordered by ORDERER for SIGNER, approved by APPROVER. */
-static json_t *sample_op(struct fx *f)
+static void sample_op(struct fx *f, struct p11g_op *ret)
 {
 	const struct p11g_rule *r = p11g_policy_rule(f->o.policy, "prod");
 	assert_non_null(r);
-	json_t *op = json_pack("{s:{s:i, s:s}, s:s, s:[{s:i}], s:{s:o}}", "orderer", "uid", ORDERER,
-	                       "user", "u1001", "signer", "uid:4001", "approvals", "uid", APPROVER,
-	                       "rules", "prod", p11g_rule_to_json(r));
+	json_t *op =
+	    json_pack("{s:i, s:s, s:{s:i, s:s, s:[]}, s:s, s:i, s:i, s:s, s:s, s:[], "
+	              "s:[{s:s, s:s, s:i, s:i}], s:[{s:i, s:s, s:[], s:i}], s:{s:o}}",
+	              "id", 1, "state", "pending", "orderer", "uid", ORDERER, "user", "u1001",
+	              "groups", "signer", "uid:4001", "created", 1, "expires", 2, "description", "",
+	              "context", "", "digests", "keys", "uri", "pkcs11:token=prod", "rule", "prod",
+	              "uses", 1, "used", 0, "approvals", "uid", APPROVER, "user", "u2001", "groups",
+	              "time", 1, "rules", "prod", p11g_rule_to_json(r));
+	p11g_err err = {0};
 	assert_non_null(op);
-	return op;
+	if (p11g_op_decode(op, ret, &err) < 0)
+		fail_msg("sample: %s", err.msg);
+	json_decref(op);
 }
 
 static void test_who_may_see(void **state)
 {
 	struct fx *f = *state;
-	json_t *op = sample_op(f);
+	struct p11g_op sample, *op = &sample;
+	sample_op(f, op);
 	static const uid_t yes[] = {0, DAEMON, ORDERER, SIGNER, APPROVER, THIRD, ADMIN};
 
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
@@ -639,13 +648,14 @@ static void test_who_may_see(void **state)
 	struct p11g_ident s = who(STRANGER);
 	assert_false(p11g_authz_may_see(DAEMON, &s, op));
 	assert_false(p11g_authz_may_see(DAEMON + 1, &(struct p11g_ident){.uid = DAEMON}, op));
-	json_decref(op);
+	p11g_op_clear(op);
 }
 
 static void test_who_decides(void **state)
 {
 	struct fx *f = *state;
-	json_t *op = sample_op(f);
+	struct p11g_op sample, *op = &sample;
+	sample_op(f, op);
 	p11g_err err = {0};
 	struct p11g_ident orderer = who(ORDERER), signer = who(SIGNER), approver = who(APPROVER),
 	                  third = who(THIRD), admin = who(ADMIN), stranger = who(STRANGER);
@@ -674,7 +684,7 @@ static void test_who_decides(void **state)
 	assert_int_equal(p11g_authz_check_revoker(op, &approver, 1, &err), -1);
 	assert_string_equal(err.code, P11G_E_FORBIDDEN);
 	assert_int_equal(p11g_authz_check_revoker(op, &signer, 1, &err), -1);
-	json_decref(op);
+	p11g_op_clear(op);
 }
 
 static void test_who_orders_and_reads(void **state)
