@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "approvald/authz.h"
+#include "approvald/jbuild.h"
 #include "approvald/op.h"
 #include "approvald/ops.h"
 #include "p11gate/wire.h"
@@ -612,6 +613,31 @@ static void test_decode_refuses_damage(void **state)
 	json_decref(good);
 }
 
+/* After one failed step the builder adds nothing more, and its one check reports it: a record
+ * is whole or not written. */
+static void test_builder_failure_sticks(void **state)
+{
+	struct p11g_jb b = {0};
+	p11g_err err = {0};
+	json_t *rec = p11g_jb_new(&b, json_object());
+	(void)state;
+
+	p11g_jb_set_str(&b, rec, "event", "created");
+	assert_int_equal(p11g_jb_check(&b, &err), 0);
+	p11g_jb_set(&b, rec, "key", NULL); /* a constructor that failed */
+	p11g_jb_set_int(&b, rec, "op", 7);
+	p11g_jb_append(&b, json_object_get(rec, "event"), json_string("x"));
+	assert_int_equal(p11g_jb_check(&b, &err), -1);
+	assert_string_equal(err.code, P11G_E_INTERNAL);
+	assert_int_equal(json_object_size(rec), 1);
+	json_decref(rec);
+
+	struct p11g_jb c = {0};
+	assert_null(p11g_jb_new(&c, NULL));
+	p11g_jb_set_str(&c, NULL, "a", "b");
+	assert_int_equal(p11g_jb_check(&c, NULL), -1);
+}
+
 /* ---- the predicates ------------------------------------------------------------ */
 
 /* An operation of rule prod ordered by ORDERER for SIGNER, approved by APPROVER. */
@@ -729,6 +755,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_damaged_operation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_decode_refuses_damage, setup, teardown),
+	    cmocka_unit_test(test_builder_failure_sticks),
 	    cmocka_unit_test_setup_teardown(test_who_may_see, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_who_decides, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_who_orders_and_reads, setup, teardown),
