@@ -67,6 +67,25 @@ static int walked(const struct read_ctx *c, int r, p11g_err *err)
 	return r < 0 ? -1 : 0;
 }
 
+/* Adds item (taken) to the page in c->out, or ends the page (1) when it holds limit items or
+ * item would take the reply past a frame; -1 when memory ran out (a visitor's abort). */
+static int page_add(struct read_ctx *c, unsigned limit, json_t *item)
+{
+	size_t sz = json_dumpb(item, NULL, 0, JSON_COMPACT);
+	if (c->n == limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
+		json_decref(item);
+		c->more = true;
+		return 1;
+	}
+	if (json_array_append_new(c->out, item) < 0) {
+		c->oom = true;
+		return -1;
+	}
+	c->bytes += sz + 1;
+	c->n++;
+	return 0;
+}
+
 static int show_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct read_ctx *c = arg;
@@ -120,19 +139,7 @@ static int list_visit(uint64_t id, const json_t *op, void *arg)
 		c->oom = true;
 		return -1;
 	}
-	size_t sz = json_dumpb(pub, NULL, 0, JSON_COMPACT);
-	if (c->n == c->list->limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
-		json_decref(pub);
-		c->more = true;
-		return 1;
-	}
-	if (json_array_append_new(c->out, pub) < 0) {
-		c->oom = true;
-		return -1;
-	}
-	c->bytes += sz + 1;
-	c->n++;
-	return 0;
+	return page_add(c, c->list->limit, pub);
 }
 
 static int list_body(p11g_txn *t, void *arg, p11g_err *err)
@@ -209,18 +216,7 @@ static int audit_visit(uint64_t seq, json_t *rec, void *arg)
 {
 	struct read_ctx *c = arg;
 	(void)seq;
-	size_t sz = json_dumpb(rec, NULL, 0, JSON_COMPACT);
-	if (c->n == c->limit || (c->n && c->bytes + sz > REPLY_BUDGET)) {
-		c->more = true;
-		return 1;
-	}
-	if (json_array_append(c->out, rec) < 0) {
-		c->oom = true;
-		return -1;
-	}
-	c->bytes += sz + 1;
-	c->n++;
-	return 0;
+	return page_add(c, c->limit, json_incref(rec));
 }
 
 static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
