@@ -253,11 +253,6 @@ static int write_full(int fd, const unsigned char *buf, size_t n)
 	return 0;
 }
 
-static uint32_t be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 #define relay_warn(r, fmt, ...)                                                                    \
 	p11g_warn("PKCS#11 client uid %u pid %d: " fmt "; connection closed",                      \
 	          (unsigned)(r)->peer.uid, (int)(r)->peer.pid, ##__VA_ARGS__)
@@ -285,7 +280,7 @@ static void *relay_main(void *arg)
 			           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
 			goto violation;
 		}
-		uint32_t olen = be32(hdr + 4), blen = be32(hdr + 8);
+		uint32_t olen = p11g_be32_get(hdr + 4), blen = p11g_be32_get(hdr + 8);
 		if (olen > RPC_OPTIONS_MAX || blen > r->message_max) {
 			relay_warn(
 			    r, "message of %u + %u bytes over the limit (%zu; pkcs11_message_max)",

@@ -20,7 +20,6 @@
 #define DEFAULT_MAX_PER_UID 64
 #define DEFAULT_IDLE_MS     60000
 #define DEFAULT_FRAME_MS    10000
-#define HEADER_LEN          4
 #define CACHED_IDENTS       8       /* distinct (uid, gid) whose lookup rounds share */
 #define IDENT_TTL_US        1000000 /* a cached lookup older than this is made again */
 #define FIXED_FDS           3       /* signalfd, the socket, the second socket */
@@ -31,8 +30,7 @@
 #define LOG_INTERVAL_US     1000000 /* one line per second for floods of the same event */
 
 enum conn_state {
-	CONN_READ_HEADER,
-	CONN_READ_BODY,
+	CONN_READ,
 	CONN_PARKED, /* a handler returned P11G_HANDLER_WAIT: nothing is read meanwhile */
 	CONN_WRITE,
 };
@@ -49,10 +47,7 @@ struct conn {
 	/* Whichever applies to the state: idle, frame, write or wait deadline. */
 	int64_t deadline_us;
 
-	unsigned char header[HEADER_LEN];
-	size_t header_got;
-	char *body;
-	size_t body_len, body_got;
+	struct p11g_frame_reader in;
 
 	char *out;
 	size_t out_len, out_sent;
@@ -102,10 +97,8 @@ struct p11g_server {
 	struct p11g_server_ops ops;
 	void *app;
 
-	int listen_fd, signal_fd;
-	bool own_socket;
-	dev_t sock_dev;
-	ino_t sock_ino;
+	struct listener primary; /* on socket_path */
+	int signal_fd;
 	sigset_t old_mask;
 	bool mask_saved;
 	struct sigaction old_sigpipe;
@@ -242,18 +235,6 @@ static int listen_path(const char *path, mode_t mode, struct listener *l, p11g_e
 	return 0;
 }
 
-static int listen_on(struct p11g_server *s, p11g_err *err)
-{
-	struct listener l = {.fd = -1};
-	int r = listen_path(s->socket_path, s->socket_mode, &l, err);
-
-	s->listen_fd = l.fd;
-	s->own_socket = l.own;
-	s->sock_dev = l.dev;
-	s->sock_ino = l.ino;
-	return r;
-}
-
 /* Closes a listener and removes its file, if it is still ours (a newer
  * daemon may have replaced it). */
 static void listener_close(struct listener *l, const char *path)
@@ -302,7 +283,7 @@ int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_serv
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	s->listen_fd = -1;
+	s->primary.fd = -1;
 	s->signal_fd = -1;
 	s->extra.fd = -1;
 	s->ops = *ops;
@@ -317,7 +298,8 @@ int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_serv
 		p11g_server_free(s);
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
-	if (setup_signals(s, err) < 0 || listen_on(s, err) < 0) {
+	if (setup_signals(s, err) < 0 ||
+	    listen_path(s->socket_path, s->socket_mode, &s->primary, err) < 0) {
 		p11g_server_free(s);
 		return -1;
 	}
@@ -333,8 +315,7 @@ static void conn_close(struct conn *c)
 		return;
 	close(c->fd);
 	c->fd = -1;
-	free(c->body);
-	c->body = NULL;
+	p11g_frame_reader_clear(&c->in);
 	free(c->out);
 	c->out = NULL;
 	json_decref(c->parked_req);
@@ -368,63 +349,8 @@ static unsigned conns_of_uid(const struct p11g_server *s, uid_t uid)
 
 static void set_idle(struct p11g_server *s, struct conn *c, int64_t now)
 {
-	c->state = CONN_READ_HEADER;
-	c->header_got = 0;
+	c->state = CONN_READ;
 	c->deadline_us = c->adopted ? INT64_MAX : now + (int64_t)s->idle_ms * 1000;
-}
-
-/* A json string even when a message was cut inside a UTF-8 sequence. */
-static json_t *string_lossy(const char *str)
-{
-	char buf[sizeof(((p11g_err *)0)->msg)];
-	json_t *j = json_string(str);
-	size_t len;
-
-	if (j)
-		return j;
-	len = strnlen(str, sizeof(buf) - 1);
-	memcpy(buf, str, len);
-	for (int cut = 0; cut < 4 && len > 0; cut++) {
-		buf[--len] = '\0';
-		if ((j = json_string(buf)))
-			return j;
-	}
-	return json_string("(message not valid UTF-8)");
-}
-
-static json_t *error_reply(const char *code, const char *message)
-{
-	/* "o" is stolen even when packing fails. */
-	return json_pack("{s:i, s:b, s:{s:s, s:o}}", "v", P11G_WIRE_VERSION, "ok", 0, "error",
-	                 "code", code, "message", string_lossy(message));
-}
-
-/* Steals result. */
-static json_t *ok_reply(json_t *result)
-{
-	return json_pack("{s:i, s:b, s:o}", "v", P11G_WIRE_VERSION, "ok", 1, "result", result);
-}
-
-/* A whole frame (header and payload) in one malloc'd buffer. */
-static char *frame_of(const json_t *rep, size_t *ret_len)
-{
-	_cleanup_free_ char *payload = NULL;
-	size_t len;
-	char *out;
-
-	payload = p11g_wire_encode(rep, &len);
-	if (!payload)
-		return NULL;
-	out = malloc(HEADER_LEN + len);
-	if (!out)
-		return NULL;
-	out[0] = (char)(len >> 24);
-	out[1] = (char)(len >> 16);
-	out[2] = (char)(len >> 8);
-	out[3] = (char)len;
-	memcpy(out + HEADER_LEN, payload, len);
-	*ret_len = HEADER_LEN + len;
-	return out;
 }
 
 static void conn_flush(struct p11g_server *s, struct conn *c, int64_t now)
@@ -454,14 +380,15 @@ static void conn_flush(struct p11g_server *s, struct conn *c, int64_t now)
 static void conn_reply(struct p11g_server *s, struct conn *c, json_t *rep, int64_t now)
 {
 	size_t len = 0;
-	char *out = rep ? frame_of(rep, &len) : NULL;
+	char *out = rep ? p11g_frame_encode(rep, &len) : NULL;
 
 	json_decref(rep);
 	if (!out) {
 		conn_log(P11G_LOG_ERROR, c, "reply too large for a frame or out of memory");
-		json_t *fallback = error_reply(P11G_E_INTERNAL, "the reply could not be encoded "
-		                                                "(too large or out of memory)");
-		out = fallback ? frame_of(fallback, &len) : NULL;
+		json_t *fallback =
+		    p11g_wire_reply_error(P11G_E_INTERNAL, "the reply could not be encoded "
+		                                           "(too large or out of memory)");
+		out = fallback ? p11g_frame_encode(fallback, &len) : NULL;
 		json_decref(fallback);
 		if (!out) {
 			conn_close(c);
@@ -484,7 +411,7 @@ static void conn_reply(struct p11g_server *s, struct conn *c, json_t *rep, int64
 static void conn_reply_error(struct p11g_server *s, struct conn *c, const char *code,
                              const char *message, int64_t now)
 {
-	conn_reply(s, c, error_reply(code, message), now);
+	conn_reply(s, c, p11g_wire_reply_error(code, message), now);
 }
 
 static void ids_clear(struct p11g_server *s)
@@ -623,7 +550,7 @@ static void run_handler(struct p11g_server *s, struct conn *c, const struct p11g
 	now = p11g_mono_us();
 
 	if (rc == 0) {
-		conn_reply(s, c, ok_reply(result ? result : json_object()), now);
+		conn_reply(s, c, p11g_wire_reply_ok(result ? result : json_object()), now);
 		return;
 	}
 	json_decref(result);
@@ -660,14 +587,14 @@ static const struct p11g_handler *handler_for(const struct p11g_server *s, const
 static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 {
 	_cleanup_json_ json_t *req = NULL;
+	_cleanup_free_ char *body = NULL;
 	p11g_err err = {0};
-	const struct p11g_handler *h;
+	const struct p11g_handler *h = NULL;
 	const char *verb;
-	json_t *v;
+	size_t len;
 
-	req = p11g_wire_decode(c->body, c->body_len, &err);
-	free(c->body);
-	c->body = NULL;
+	body = p11g_frame_reader_take(&c->in, &len);
+	req = p11g_wire_decode(body, len, &err);
 	if (!req) {
 		/* err.msg is our own sentence, never payload bytes. */
 		conn_log(P11G_LOG_WARN, c, "%s; closing the connection", err.msg);
@@ -676,27 +603,10 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 	}
 	/* From here on the frame was sound: errors are replies, the
 	 * connection stays. */
-	v = json_object_get(req, "v");
-	if (!v) {
-		conn_reply_error(s, c, P11G_E_BAD_REQUEST,
-		                 "the request has no \"v\"; this approvald speaks \"v\": 1", now);
-		return;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) != P11G_WIRE_VERSION) {
-		conn_reply_error(s, c, P11G_E_BAD_REQUEST,
-		                 "unsupported protocol version; this approvald speaks \"v\": 1",
-		                 now);
-		return;
-	}
-	verb = json_string_value(json_object_get(req, "verb"));
-	if (!verb) {
-		conn_reply_error(s, c, P11G_E_BAD_REQUEST, "the request has no \"verb\" string",
-		                 now);
-		return;
-	}
-	h = handler_for(s, verb);
-	if (!h) {
+	verb = p11g_wire_request_verb(req, &err);
+	if (verb && !(h = handler_for(s, verb)))
 		p11g_err_set(&err, P11G_E_UNKNOWN_VERB, "unknown verb \"%.64s\"", verb);
+	if (!verb || !h) {
 		conn_reply_error(s, c, err.code, err.msg, now);
 		return;
 	}
@@ -707,14 +617,11 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 static void conn_read(struct p11g_server *s, struct conn *c, int64_t now)
 {
 	for (;;) {
-		ssize_t r;
+		bool started = p11g_frame_reader_started(&c->in);
+		size_t want;
+		void *dst = p11g_frame_reader_next(&c->in, &want);
+		ssize_t r = recv(c->fd, dst, want, MSG_DONTWAIT);
 
-		if (c->state == CONN_READ_HEADER)
-			r = recv(c->fd, c->header + c->header_got, HEADER_LEN - c->header_got,
-			         MSG_DONTWAIT);
-		else
-			r = recv(c->fd, c->body + c->body_got, c->body_len - c->body_got,
-			         MSG_DONTWAIT);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -725,49 +632,35 @@ static void conn_read(struct p11g_server *s, struct conn *c, int64_t now)
 			return;
 		}
 		if (r == 0) {
-			if (c->state == CONN_READ_HEADER && c->header_got == 0)
+			if (!started)
 				conn_log(P11G_LOG_DEBUG, c, "disconnected");
 			else
 				conn_log(P11G_LOG_INFO, c, "disconnected in the middle of a frame");
 			conn_close(c);
 			return;
 		}
-		if (c->state == CONN_READ_HEADER) {
-			/* The first byte starts the frame clock: a trickling
-			 * client cannot hold a connection past it. */
-			if (c->header_got == 0)
-				c->deadline_us = now + (int64_t)s->frame_ms * 1000;
-			c->header_got += (size_t)r;
-			if (c->header_got < HEADER_LEN)
-				continue;
-			uint32_t len = (uint32_t)c->header[0] << 24 | (uint32_t)c->header[1] << 16 |
-			               (uint32_t)c->header[2] << 8 | c->header[3];
-			if (len == 0 || len > P11G_FRAME_MAX) {
-				conn_log(P11G_LOG_WARN, c,
-				         "frame length %u outside 1..%u; closing the connection",
-				         len, P11G_FRAME_MAX);
-				conn_close(c);
-				return;
-			}
-			c->body = malloc(len);
-			if (!c->body) {
-				conn_log(P11G_LOG_ERROR, c, "out of memory for a %u-byte frame",
-				         len);
-				conn_close(c);
-				return;
-			}
-			c->body_len = len;
-			c->body_got = 0;
-			c->state = CONN_READ_BODY;
+		/* The first byte starts the frame clock: a trickling client
+		 * cannot hold a connection past it. */
+		if (!started)
+			c->deadline_us = now + (int64_t)s->frame_ms * 1000;
+		switch (p11g_frame_reader_add(&c->in, (size_t)r)) {
+		case 0:
 			continue;
-		}
-		c->body_got += (size_t)r;
-		if (c->body_got == c->body_len) {
-			c->header_got = 0;
+		case 1:
 			dispatch(s, c, now);
 			/* One request per wakeup; poll reports pipelined ones. */
 			return;
+		case -EMSGSIZE:
+			conn_log(P11G_LOG_WARN, c,
+			         "frame length %u outside 1..%u; closing the connection", c->in.len,
+			         P11G_FRAME_MAX);
+			break;
+		default:
+			conn_log(P11G_LOG_ERROR, c, "out of memory for a %u-byte frame", c->in.len);
+			break;
 		}
+		conn_close(c);
+		return;
 	}
 }
 
@@ -776,13 +669,13 @@ static void conn_read(struct p11g_server *s, struct conn *c, int64_t now)
 static void refuse(struct p11g_server *s, int fd, const struct ucred *uc, const char *message,
                    int64_t now)
 {
-	_cleanup_json_ json_t *rep = error_reply(P11G_E_LIMIT, message);
+	_cleanup_json_ json_t *rep = p11g_wire_reply_error(P11G_E_LIMIT, message);
 	_cleanup_free_ char *out = NULL;
 	size_t len = 0;
 	unsigned suppressed;
 	char note[64];
 
-	if (rep && (out = frame_of(rep, &len)))
+	if (rep && (out = p11g_frame_encode(rep, &len)))
 		(void)send(fd, out, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
 	if (ratelimit_ok(&s->rl_limit, now, &suppressed))
@@ -890,7 +783,7 @@ static void accept_clients(struct p11g_server *s, int64_t now)
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct ucred uc;
-		int fd = accept_one(s, s->listen_fd, &uc, now);
+		int fd = accept_one(s, s->primary.fd, &uc, now);
 		if (fd < 0)
 			return;
 		if (check_limits(s, uc.uid, &msg) < 0) {
@@ -931,8 +824,8 @@ int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mod
 void p11g_server_close_in_child(struct p11g_server *s)
 {
 	/* Nothing is freed or unlinked: the parent still owns all of it. */
-	if (s->listen_fd >= 0)
-		close(s->listen_fd);
+	if (s->primary.fd >= 0)
+		close(s->primary.fd);
 	if (s->extra.fd >= 0)
 		close(s->extra.fd);
 	if (s->signal_fd >= 0)
@@ -972,7 +865,7 @@ static void expire(struct p11g_server *s, int64_t now)
 			conn_log(P11G_LOG_WARN, c,
 			         "did not read its reply within %d ms; closing the connection",
 			         s->frame_ms);
-		else if (c->state == CONN_READ_BODY || c->header_got > 0)
+		else if (p11g_frame_reader_started(&c->in))
 			conn_log(P11G_LOG_WARN, c,
 			         "did not complete a frame within %d ms; closing the connection",
 			         s->frame_ms);
@@ -1067,7 +960,7 @@ int p11g_server_run(struct p11g_server *s)
 		}
 		s->pfds[0] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
 		s->pfds[1] = (struct pollfd){
-		    .fd = s->accept_paused_until_us > now ? -1 : s->listen_fd,
+		    .fd = s->accept_paused_until_us > now ? -1 : s->primary.fd,
 		    .events = POLLIN,
 		};
 		s->pfds[2] = (struct pollfd){
@@ -1121,8 +1014,7 @@ int p11g_server_run(struct p11g_server *s)
 			case CONN_WRITE:
 				conn_flush(s, c, now);
 				break;
-			case CONN_READ_HEADER:
-			case CONN_READ_BODY:
+			case CONN_READ:
 				conn_read(s, c, now);
 				break;
 			}
@@ -1153,8 +1045,6 @@ void p11g_server_wake(struct p11g_server *s, uint64_t op_id)
 
 void p11g_server_free(struct p11g_server *s)
 {
-	struct stat st;
-
 	if (!s)
 		return;
 	for (size_t i = 0; i < s->n_conns; i++) {
@@ -1167,12 +1057,7 @@ void p11g_server_free(struct p11g_server *s)
 	ids_clear(s);
 	listener_close(&s->extra, s->extra_path);
 	free(s->extra_path);
-	if (s->listen_fd >= 0)
-		close(s->listen_fd);
-	/* Only our own socket: a newer daemon may have replaced it. */
-	if (s->own_socket && lstat(s->socket_path, &st) == 0 && st.st_dev == s->sock_dev &&
-	    st.st_ino == s->sock_ino)
-		unlink(s->socket_path);
+	listener_close(&s->primary, s->socket_path);
 	if (s->signal_fd >= 0) {
 		/* Drained first: a SIGHUP still pending would kill us (its
 		 * default action) the moment the mask is restored. */

@@ -16,7 +16,6 @@
  * signer past its timeout.
  */
 
-#define HEADER_LEN        4
 #define CONNECT_TIMEOUT_S 10
 
 /* The codes a reply may carry; err->code must point at a string that
@@ -78,67 +77,162 @@ static int wait_fd(int fd, short events, int64_t deadline_us)
 	}
 }
 
-static int recv_exact(int fd, void *buf, size_t n, int64_t deadline_us)
-{
-	size_t got = 0;
+/* ---- the frame codec --------------------------------------------------- */
 
-	while (got < n) {
-		/* MSG_DONTWAIT: the fd may be blocking, but only poll() may wait. */
-		ssize_t r = recv(fd, (char *)buf + got, n - got, MSG_DONTWAIT);
-		if (r > 0) {
-			got += (size_t)r;
-			continue;
-		}
-		if (r == 0)
-			return -ECONNRESET;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		int rc = wait_fd(fd, POLLIN, deadline_us);
-		if (rc < 0)
-			return rc;
-	}
+static bool frame_len_ok(size_t len)
+{
+	return len > 0 && len <= P11G_FRAME_MAX;
+}
+
+int p11g_frame_header_encode(unsigned char hdr[P11G_FRAME_HEADER], size_t len)
+{
+	if (!frame_len_ok(len))
+		return -EMSGSIZE;
+	p11g_be32_put(hdr, (uint32_t)len);
 	return 0;
 }
+
+void *p11g_frame_reader_next(struct p11g_frame_reader *r, size_t *ret_want)
+{
+	if (!r->body) {
+		*ret_want = P11G_FRAME_HEADER - r->header_got;
+		return r->header + r->header_got;
+	}
+	*ret_want = r->len - r->body_got;
+	return r->body + r->body_got;
+}
+
+int p11g_frame_reader_add(struct p11g_frame_reader *r, size_t n)
+{
+	if (r->body) {
+		r->body_got += n;
+		return r->body_got == r->len;
+	}
+	r->header_got += n;
+	if (r->header_got < P11G_FRAME_HEADER)
+		return 0;
+	r->len = p11g_be32_get(r->header);
+	/* Checked before allocating: a hostile length costs nothing. */
+	if (!frame_len_ok(r->len))
+		return -EMSGSIZE;
+	r->body = malloc((size_t)r->len + 1);
+	if (!r->body)
+		return -ENOMEM;
+	r->body_got = 0;
+	return 0;
+}
+
+bool p11g_frame_reader_started(const struct p11g_frame_reader *r)
+{
+	return r->header_got > 0;
+}
+
+char *p11g_frame_reader_take(struct p11g_frame_reader *r, size_t *ret_len)
+{
+	char *body = r->body;
+
+	body[r->len] = '\0';
+	if (ret_len)
+		*ret_len = r->len;
+	*r = (struct p11g_frame_reader){0};
+	return body;
+}
+
+void p11g_frame_reader_clear(struct p11g_frame_reader *r)
+{
+	free(r->body);
+	*r = (struct p11g_frame_reader){0};
+}
+
+/* Sized first so an oversized payload never gets a buffer of its size;
+ * reserve bytes before the payload are left for the caller (a header). */
+static char *encode_after(const json_t *obj, size_t reserve, size_t *ret_len)
+{
+	const size_t flags = JSON_COMPACT;
+	size_t need;
+	char *buf;
+
+	if (!json_is_object(obj))
+		return NULL;
+	need = json_dumpb(obj, NULL, 0, flags);
+	if (!frame_len_ok(need))
+		return NULL;
+	buf = malloc(reserve + need + 1);
+	if (!buf)
+		return NULL;
+	if (json_dumpb(obj, buf + reserve, need, flags) != need) {
+		free(buf);
+		return NULL;
+	}
+	buf[reserve + need] = '\0';
+	*ret_len = need;
+	return buf;
+}
+
+char *p11g_frame_encode(const json_t *obj, size_t *ret_len)
+{
+	size_t len;
+	char *buf = encode_after(obj, P11G_FRAME_HEADER, &len);
+
+	if (!buf)
+		return NULL;
+	p11g_frame_header_encode((unsigned char *)buf, len);
+	*ret_len = P11G_FRAME_HEADER + len;
+	return buf;
+}
+
+/* ---- the blocking client ----------------------------------------------- */
 
 static int recv_frame(int fd, char **ret_buf, size_t *ret_len, int64_t deadline_us)
 {
-	unsigned char hdr[HEADER_LEN];
-	uint32_t len;
-	char *buf;
+	struct p11g_frame_reader r = {0};
 	int rc;
 
-	if ((rc = recv_exact(fd, hdr, sizeof(hdr), deadline_us)) < 0)
-		return rc;
-	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-	/* Checked before allocating: a hostile length costs nothing. */
-	if (len == 0 || len > P11G_FRAME_MAX)
-		return -EMSGSIZE;
-	buf = malloc((size_t)len + 1);
-	if (!buf)
-		return -ENOMEM;
-	if ((rc = recv_exact(fd, buf, len, deadline_us)) < 0) {
-		free(buf);
-		return rc;
+	for (;;) {
+		size_t want;
+		void *dst = p11g_frame_reader_next(&r, &want);
+		/* MSG_DONTWAIT: the fd may be blocking, but only poll() may wait. */
+		ssize_t got = recv(fd, dst, want, MSG_DONTWAIT);
+		if (got > 0) {
+			rc = p11g_frame_reader_add(&r, (size_t)got);
+			if (rc == 1) {
+				*ret_buf = p11g_frame_reader_take(&r, ret_len);
+				return 0;
+			}
+			if (rc < 0)
+				break;
+			continue;
+		}
+		if (got == 0) {
+			rc = -ECONNRESET;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			rc = -errno;
+			break;
+		}
+		if ((rc = wait_fd(fd, POLLIN, deadline_us)) < 0)
+			break;
 	}
-	buf[len] = '\0';
-	*ret_buf = buf;
-	if (ret_len)
-		*ret_len = len;
-	return 0;
+	p11g_frame_reader_clear(&r);
+	return rc;
 }
 
+/* Sends header and payload (len already checked) without joining them. */
 static int send_frame(int fd, const char *json, size_t len, int64_t deadline_us)
 {
-	unsigned char hdr[HEADER_LEN] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-	                                 (unsigned char)(len >> 8), (unsigned char)len};
+	unsigned char hdr[P11G_FRAME_HEADER];
 	struct iovec iov[2] = {
 	    {.iov_base = hdr, .iov_len = sizeof(hdr)},
 	    {.iov_base = (void *)json, .iov_len = len},
 	};
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+	int rc;
 
+	if ((rc = p11g_frame_header_encode(hdr, len)) < 0)
+		return rc;
 	while (mh.msg_iovlen > 0) {
 		ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (r < 0) {
@@ -146,8 +240,7 @@ static int send_frame(int fd, const char *json, size_t len, int64_t deadline_us)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				return -errno;
-			int rc = wait_fd(fd, POLLOUT, deadline_us);
-			if (rc < 0)
+			if ((rc = wait_fd(fd, POLLOUT, deadline_us)) < 0)
 				return rc;
 			continue;
 		}
@@ -208,7 +301,7 @@ int p11g_wire_connect(const char *path, p11g_err *err)
 
 int p11g_wire_send(int fd, const char *json, size_t len)
 {
-	if (len == 0 || len > P11G_FRAME_MAX)
+	if (!frame_len_ok(len))
 		return -EMSGSIZE;
 	if (!json)
 		return -EINVAL;
@@ -258,7 +351,7 @@ json_t *p11g_wire_decode(const char *buf, size_t len, p11g_err *err)
 		p11g_err_set(err, P11G_E_BAD_REQUEST, "malformed message: empty");
 		return NULL;
 	}
-	if (len > P11G_FRAME_MAX) {
+	if (!frame_len_ok(len)) {
 		p11g_err_set(err, P11G_E_BAD_REQUEST, "malformed message: larger than %u bytes",
 		             P11G_FRAME_MAX);
 		return NULL;
@@ -284,27 +377,64 @@ json_t *p11g_wire_decode(const char *buf, size_t len, p11g_err *err)
 
 char *p11g_wire_encode(const json_t *obj, size_t *ret_len)
 {
-	const size_t flags = JSON_COMPACT;
-	size_t need;
-	char *buf;
+	size_t len;
+	char *buf = encode_after(obj, 0, &len);
 
-	if (!json_is_object(obj))
-		return NULL;
-	/* Sized first so an oversized reply never gets a buffer of its size. */
-	need = json_dumpb(obj, NULL, 0, flags);
-	if (need == 0 || need > P11G_FRAME_MAX)
-		return NULL;
-	buf = malloc(need + 1);
-	if (!buf)
-		return NULL;
-	if (json_dumpb(obj, buf, need, flags) != need) {
-		free(buf);
+	if (buf && ret_len)
+		*ret_len = len;
+	return buf;
+}
+
+const char *p11g_wire_request_verb(const json_t *req, p11g_err *err)
+{
+	json_t *v = json_object_get(req, "v");
+	const char *verb;
+
+	if (!v) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "the request has no \"v\"; this approvald speaks \"v\": 1");
 		return NULL;
 	}
-	buf[need] = '\0';
-	if (ret_len)
-		*ret_len = need;
-	return buf;
+	if (!json_is_integer(v) || json_integer_value(v) != P11G_WIRE_VERSION) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "unsupported protocol version; this approvald speaks \"v\": 1");
+		return NULL;
+	}
+	verb = json_string_value(json_object_get(req, "verb"));
+	if (!verb)
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "the request has no \"verb\" string");
+	return verb;
+}
+
+json_t *p11g_wire_reply_ok(json_t *result)
+{
+	return json_pack("{s:i, s:b, s:o}", "v", P11G_WIRE_VERSION, "ok", 1, "result", result);
+}
+
+/* A json string even when a message was cut inside a UTF-8 sequence. */
+static json_t *string_lossy(const char *str)
+{
+	char buf[sizeof(((p11g_err *)0)->msg)];
+	json_t *j = json_string(str);
+	size_t len;
+
+	if (j)
+		return j;
+	len = strnlen(str, sizeof(buf) - 1);
+	memcpy(buf, str, len);
+	for (int cut = 0; cut < 4 && len > 0; cut++) {
+		buf[--len] = '\0';
+		if ((j = json_string(buf)))
+			return j;
+	}
+	return json_string("(message not valid UTF-8)");
+}
+
+json_t *p11g_wire_reply_error(const char *code, const char *message)
+{
+	/* "o" is stolen even when packing fails. */
+	return json_pack("{s:i, s:b, s:{s:s, s:o}}", "v", P11G_WIRE_VERSION, "ok", 0, "error",
+	                 "code", code, "message", string_lossy(message));
 }
 
 static const char *known_code(const char *code)

@@ -75,8 +75,69 @@
  */
 
 #define P11G_WIRE_VERSION   1
+#define P11G_FRAME_HEADER   4 /* the length */
 #define P11G_FRAME_MAX      (64u * 1024u)
 #define P11G_DEFAULT_SOCKET "/run/approvald/approvald.sock"
+
+/* Every length on approvald's sockets is big-endian: this frame header, and
+ * p11-kit's RPC header that approvald relays (host.c). */
+static inline uint32_t p11g_be32_get(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void p11g_be32_put(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/*
+ * The frame codec: the one place that knows the header and the limits.  The
+ * daemon's non-blocking reader and the client's blocking one both feed bytes
+ * to a p11g_frame_reader; replies and requests are both encoded here.
+ */
+
+/* Writes the header of a len-byte payload; -EMSGSIZE for len 0 or over P11G_FRAME_MAX. */
+int p11g_frame_header_encode(unsigned char hdr[P11G_FRAME_HEADER], size_t len);
+
+/* Encodes obj as a whole frame (header and compact JSON) in one malloc'd buffer;
+ * NULL if obj is not an object, its payload would exceed P11G_FRAME_MAX, or
+ * out of memory. */
+char *p11g_frame_encode(const json_t *obj, size_t *ret_len);
+
+/* Reads one frame at a time from bytes as they come.  Zero-initialised it is
+ * ready; the fields are its own. */
+struct p11g_frame_reader {
+	unsigned char header[P11G_FRAME_HEADER];
+	size_t header_got;
+	uint32_t len; /* the payload's, once the header is complete */
+	char *body;   /* len + 1 bytes, allocated once the length was checked */
+	size_t body_got;
+};
+
+/* Where the next bytes go, and how many the frame still needs (at least 1).
+ * It never asks past the end of the frame, so bytes of the next one stay in
+ * the socket. */
+void *p11g_frame_reader_next(struct p11g_frame_reader *r, size_t *ret_want);
+
+/* n (1 .. *ret_want) bytes were stored where next said.  1 once the frame is
+ * complete (p11g_frame_reader_take it), 0 while it is not, -EMSGSIZE for a
+ * length of 0 or over P11G_FRAME_MAX (checked before allocating; r->len holds
+ * it), -ENOMEM.  After an error only p11g_frame_reader_clear is valid. */
+int p11g_frame_reader_add(struct p11g_frame_reader *r, size_t n);
+
+/* Whether part of a frame has been read (a peer leaving now cut one short). */
+bool p11g_frame_reader_started(const struct p11g_frame_reader *r);
+
+/* The complete frame's payload, NUL-terminated, now the caller's; the reader
+ * is ready for the next frame. */
+char *p11g_frame_reader_take(struct p11g_frame_reader *r, size_t *ret_len);
+
+/* Drops a partial frame; the reader is ready for the next one. */
+void p11g_frame_reader_clear(struct p11g_frame_reader *r);
 
 /*
  * Client side (blocking, used by the CLI, the module and ocisign).
@@ -102,6 +163,19 @@ json_t *p11g_wire_decode(const char *buf, size_t len, p11g_err *err);
 
 /* Encodes obj compactly; NULL if it would exceed P11G_FRAME_MAX. */
 char *p11g_wire_encode(const json_t *obj, size_t *ret_len);
+
+/* The daemon's side of the envelope. */
+
+/* The verb of a decoded request, after checking its "v"; NULL with err =
+ * bad_request saying what is missing or which version this side speaks. */
+const char *p11g_wire_request_verb(const json_t *req, p11g_err *err);
+
+/* {"v", "ok": true, "result"}: steals result (also on failure); NULL when out of memory. */
+json_t *p11g_wire_reply_ok(json_t *result);
+
+/* {"v", "ok": false, "error": {code, message}}, message cut back to valid
+ * UTF-8 if a bounded copy split a sequence; NULL when out of memory. */
+json_t *p11g_wire_reply_error(const char *code, const char *message);
 
 /* One request/reply exchange on fd.  req gets "v" added.  On ok:true returns
  * 0 and *ret_result (a new reference to the "result" object).  On ok:false

@@ -38,8 +38,8 @@ static void write_all(int fd, const void *buf, size_t len)
 
 static void write_header(int fd, uint32_t len)
 {
-	unsigned char h[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-	                      (unsigned char)(len >> 8), (unsigned char)len};
+	unsigned char h[P11G_FRAME_HEADER];
+	p11g_be32_put(h, len);
 	write_all(fd, h, sizeof(h));
 }
 
@@ -678,10 +678,163 @@ static void test_socket_path(void **state)
 	unsetenv("APPROVALD_SOCKET");
 }
 
+/* ---- the frame codec ----------------------------------------------------- */
+
+/* Feeds bytes to a reader one at a time, as a trickling peer would. */
+static int feed_bytewise(struct p11g_frame_reader *r, const unsigned char *buf, size_t len,
+                         size_t *ret_used)
+{
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < len && rc == 0; i++) {
+		size_t want;
+		unsigned char *dst = p11g_frame_reader_next(r, &want);
+		assert_true(want >= 1);
+		*dst = buf[i];
+		rc = p11g_frame_reader_add(r, 1);
+	}
+	*ret_used = i;
+	return rc;
+}
+
+static void test_frame_reader(void **state)
+{
+	struct p11g_frame_reader r = {0};
+	unsigned char two[2 * P11G_FRAME_HEADER + 7];
+	size_t used, len, want;
+	char *body;
+	(void)state;
+
+	/* Two frames back to back: the first ends exactly at its last byte. */
+	assert_int_equal(p11g_frame_header_encode(two, 2), 0);
+	memcpy(two + 4, "{}", 2);
+	assert_int_equal(p11g_frame_header_encode(two + 6, 5), 0);
+	memcpy(two + 10, "[1,2]", 5);
+	assert_false(p11g_frame_reader_started(&r));
+	assert_int_equal(feed_bytewise(&r, two, sizeof(two), &used), 1);
+	assert_int_equal(used, 6);
+	body = p11g_frame_reader_take(&r, &len);
+	assert_int_equal(len, 2);
+	assert_string_equal(body, "{}");
+	free(body);
+	assert_false(p11g_frame_reader_started(&r));
+	assert_int_equal(feed_bytewise(&r, two + 6, sizeof(two) - 6, &used), 1);
+	assert_int_equal(used, sizeof(two) - 6);
+	body = p11g_frame_reader_take(&r, &len);
+	assert_int_equal(len, 5);
+	assert_string_equal(body, "[1,2]");
+	free(body);
+
+	/* Whole chunks: the reader asks for the header, then exactly the body. */
+	assert_ptr_equal(p11g_frame_reader_next(&r, &want), r.header);
+	assert_int_equal(want, P11G_FRAME_HEADER);
+	p11g_be32_put(r.header, 3);
+	assert_int_equal(p11g_frame_reader_add(&r, P11G_FRAME_HEADER), 0);
+	assert_true(p11g_frame_reader_started(&r));
+	memcpy(p11g_frame_reader_next(&r, &want), "abc", 3);
+	assert_int_equal(want, 3);
+	assert_int_equal(p11g_frame_reader_add(&r, 3), 1);
+	free(p11g_frame_reader_take(&r, NULL));
+
+	/* Lengths outside 1..P11G_FRAME_MAX, refused before any allocation. */
+	static const uint32_t bad[] = {0, P11G_FRAME_MAX + 1, UINT32_MAX};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(bad); i++) {
+		unsigned char h[P11G_FRAME_HEADER];
+		p11g_be32_put(h, bad[i]);
+		assert_int_equal(feed_bytewise(&r, h, sizeof(h), &used), -EMSGSIZE);
+		assert_int_equal(r.len, bad[i]);
+		assert_null(r.body);
+		p11g_frame_reader_clear(&r);
+		assert_false(p11g_frame_reader_started(&r));
+	}
+	/* A partial frame is dropped whole. */
+	assert_int_equal(feed_bytewise(&r, two, 5, &used), 0);
+	assert_true(p11g_frame_reader_started(&r));
+	p11g_frame_reader_clear(&r);
+	assert_false(p11g_frame_reader_started(&r));
+	assert_null(r.body);
+}
+
+static void test_frame_encode(void **state)
+{
+	json_auto_t *obj = json_pack("{s:s}", "verb", "status");
+	json_auto_t *over = json_object();
+	unsigned char h[P11G_FRAME_HEADER];
+	size_t len;
+	char *frame;
+	(void)state;
+
+	frame = p11g_frame_encode(obj, &len);
+	assert_non_null(frame);
+	assert_int_equal(len, P11G_FRAME_HEADER + strlen("{\"verb\":\"status\"}"));
+	assert_int_equal(p11g_be32_get((unsigned char *)frame), len - P11G_FRAME_HEADER);
+	assert_memory_equal(frame + P11G_FRAME_HEADER, "{\"verb\":\"status\"}",
+	                    len - P11G_FRAME_HEADER);
+	free(frame);
+
+	char *big = malloc(P11G_FRAME_MAX);
+	assert_non_null(big);
+	memset(big, 'a', P11G_FRAME_MAX - 1);
+	big[P11G_FRAME_MAX - 1] = '\0';
+	assert_int_equal(json_object_set_new(over, "x", json_string(big)), 0);
+	free(big);
+	assert_null(p11g_frame_encode(over, &len));
+	json_auto_t *arr = json_array();
+	assert_null(p11g_frame_encode(arr, &len));
+
+	assert_int_equal(p11g_frame_header_encode(h, 0), -EMSGSIZE);
+	assert_int_equal(p11g_frame_header_encode(h, P11G_FRAME_MAX + 1), -EMSGSIZE);
+	assert_int_equal(p11g_frame_header_encode(h, P11G_FRAME_MAX), 0);
+	assert_memory_equal(h, "\x00\x01\x00\x00", 4);
+}
+
+static void test_envelope(void **state)
+{
+	static const struct {
+		const char *req, *verb, *msg;
+	} cases[] = {
+	    {"{\"v\":1,\"verb\":\"status\"}", "status", NULL},
+	    {"{\"verb\":\"status\"}", NULL, "the request has no \"v\""},
+	    {"{\"v\":2,\"verb\":\"status\"}", NULL, "unsupported protocol version"},
+	    {"{\"v\":\"1\",\"verb\":\"status\"}", NULL, "unsupported protocol version"},
+	    {"{\"v\":1,\"verb\":7}", NULL, "the request has no \"verb\" string"},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(cases); i++) {
+		json_auto_t *req = decode_str(cases[i].req, NULL);
+		p11g_err err = {0};
+		const char *verb = p11g_wire_request_verb(req, &err);
+		if (cases[i].verb) {
+			assert_string_equal(verb, cases[i].verb);
+			continue;
+		}
+		assert_null(verb);
+		assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+		assert_non_null(strstr(err.msg, cases[i].msg));
+	}
+
+	json_auto_t *ok = p11g_wire_reply_ok(json_pack("{s:i}", "n", 1));
+	assert_non_null(ok);
+	assert_true(json_is_true(json_object_get(ok, "ok")));
+	assert_int_equal(json_integer_value(json_object_get(ok, "v")), P11G_WIRE_VERSION);
+	/* A message cut inside a UTF-8 sequence loses the partial character. */
+	json_auto_t *e = p11g_wire_reply_error(P11G_E_LIMIT, "cut \xc3");
+	assert_non_null(e);
+	assert_true(json_is_false(json_object_get(e, "ok")));
+	json_t *error = json_object_get(e, "error");
+	assert_string_equal(json_string_value(json_object_get(error, "code")), P11G_E_LIMIT);
+	assert_string_equal(json_string_value(json_object_get(error, "message")), "cut ");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_frame_reader),
+	    cmocka_unit_test(test_frame_encode),
+	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_encode_limits),
 	    cmocka_unit_test(test_decode_strict),
 	    cmocka_unit_test(test_send_limits),
