@@ -20,7 +20,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import ocireg  # noqa: E402
 import p11g  # noqa: E402
 import test_ocisign_sign as ocisign_test  # noqa: E402
 from p11g import ORDERERS, APPROVERS, expect_fail, expect_ok, wait_for  # noqa: E402
@@ -496,20 +495,6 @@ def test_operation_without_payloads_does_not_sign_for_a_registries_rule(start_da
     d.approve("alice", op3)
     reload(d, oci_policy(registries=["quay.io"]))
     d.use_refused("orderer", "oci", "img", "registry_not_allowed", dig=sha(p))
-
-
-@pytest.fixture
-def oci_registry():
-    r = ocireg.Registry(auth="htpasswd").start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def oci_token(accounts):
-    t = ocireg.SoftToken(owner="orderer")
-    yield t
-    t.cleanup()
 
 
 def test_ocisign_request_sends_the_payload_it_signs(start_daemon, oci_registry, oci_token):
