@@ -258,4 +258,45 @@ void p11g_client_key(const struct p11g_keyid *k, struct p11g_key_policy *ret);
 int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
                           const struct p11g_use_digest *d, unsigned wait_s, p11g_err *err);
 
+/* ---- token objects of a hosted client, and whom p11gate.so believes ---- */
+
+/*
+ * Whether fn may create, change or destroy an object for this client.  In
+ * p11gate.so, or hosted for a client in pkcs11_object_admins: CKR_OK.
+ * Hosted for any other client, the call is refused when it would make or
+ * touch a token object: tmpl (n entries, may be NULL) sets CKA_TOKEN to
+ * true, or obj (CK_INVALID_HANDLE: none) is a token object.  Session
+ * objects stay the client's own.  A refusal prints one line and returns
+ * CKR_ACTION_PROHIBITED; an obj whose CKA_TOKEN cannot be read is refused
+ * the same way, except that a handle the module does not know answers its
+ * own code (CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, ...).
+ * Call it between P11G_ENTER() and the real call.
+ */
+CK_RV p11g_object_admin_check(const char *fn, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                              CK_ATTRIBUTE_PTR tmpl, CK_ULONG n);
+
+/*
+ * After a call that made objects (objs: n pointers to their handles, NULL or
+ * CK_INVALID_HANDLE ones skipped) and answered rv: for a client outside
+ * pkcs11_object_admins, any of them that is a token object, or whose CKA_TOKEN cannot be
+ * read, means all are destroyed again and the call refused (CKR_ACTION_PROHIBITED): a
+ * module whose default is a token object must not make one of a template that did not ask.
+ * Otherwise rv.
+ */
+CK_RV p11g_object_admin_after(const char *fn, CK_SESSION_HANDLE h, CK_RV rv,
+                              CK_OBJECT_HANDLE_PTR *objs, size_t n);
+
+/*
+ * p11gate.conf's approvald_user (config.c): besides root, the uid whose
+ * socket p11gate.so believes (SO_PEERCRED of each connection, client.c).
+ * What the last p11g_config_parse read, p11g_config_load starting unset;
+ * kept here beside struct p11g_config (module/module.h), which does not
+ * hold it.  Not used hosted: approvald hands the gate its connection.
+ */
+struct p11g_approvald_user {
+	bool set;
+	uid_t uid;
+};
+extern struct p11g_approvald_user p11g_config_approvald_user;
+
 #endif
