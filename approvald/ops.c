@@ -3,6 +3,7 @@
  * live in ops_request.c, ops_decide.c, ops_use.c and ops_view.c; who may do what in authz.c. */
 #include "approvald/jbuild.h"
 #include "approvald/op.h"
+#include "approvald/names.h"
 #include "approvald/ops_internal.h"
 #include "approvald/refusals.h"
 

@@ -168,13 +168,4 @@ bool p11g_rule_allows_mechanism(const struct p11g_rule *r, CK_MECHANISM_TYPE mec
 bool p11g_rule_quorum_met(const struct p11g_rule *r, const struct p11g_ident *approvers,
                           size_t n_approvers, uid_t orderer, char *missing, size_t missing_size);
 
-/*
- * Until approvald/ops*.c and tests/bench/bench_store.c include them (#17):
- * p11g_ident_resolve and p11g_policy_load are approvald's, which asks the name
- * service and reads the files.  The policy library calls neither
- * (tests/link_check.sh would catch it).
- */
-#include "approvald/names.h"
-#include "approvald/policy_load.h"
-
 #endif

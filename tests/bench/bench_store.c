@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "approvald/ops.h"
+#include "approvald/policy_load.h"
 #include "approvald/store.h"
 #include "p11gate/log.h"
 
