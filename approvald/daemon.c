@@ -4,6 +4,7 @@
 
 #include "approvald/daemon.h"
 #include "approvald/policy_load.h"
+#include "p11gate/kvconf.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 
@@ -71,16 +72,6 @@ static bool parse_u(const char *v, unsigned long long max, unsigned long long *r
 		return false;
 	*ret = n;
 	return true;
-}
-
-static char *trim(char *s)
-{
-	while (*s == ' ' || *s == '\t')
-		s++;
-	size_t n = strlen(s);
-	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-		s[--n] = '\0';
-	return s;
 }
 
 /* pkcs11_object_admins: principals separated by blanks or commas, added to
@@ -250,36 +241,37 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p11g_err *err)
 {
 	FILE *f = fopen(path, "re");
-	char line[4096];
+	_cleanup_free_ char *line = NULL;
+	size_t size = 0;
+	ssize_t n;
 	unsigned lineno = 0;
+	int rc = 0;
 
 	if (!f)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: %s", path, strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
+	while (rc == 0 && (n = getline(&line, &size, f)) >= 0) {
+		struct p11g_kv kv;
 		lineno++;
-		char *hash = strchr(line, '#');
-		if (hash)
-			*hash = '\0';
-		char *s = trim(line);
-		if (!*s)
+		if (n > 0 && line[n - 1] == '\n')
+			n--;
+		int r = p11g_kv_parse_line(line, (size_t)n, P11G_KV_COMMENT_ANYWHERE, &kv);
+		if (r == 0)
 			continue;
-		char *eq = strchr(s, '=');
-		const char *why;
-		if (!eq) {
-			fclose(f);
-			return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: expected key = value",
-			                    path, lineno);
+		if (r < 0) {
+			rc = p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: expected key = value",
+			                  path, lineno);
+			break;
 		}
-		*eq = '\0';
-		char *key = trim(s), *val = trim(eq + 1);
-		if (!config_set(cfg, key, val, &why)) {
-			fclose(f);
-			return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: %s: %s", path, lineno,
-			                    key, why);
-		}
+		/* As C strings: a NUL byte ends either, as it did when lines were C strings. */
+		_cleanup_free_ char *key = strndup(kv.key, kv.key_len);
+		_cleanup_free_ char *val = strndup(kv.value, kv.value_len);
+		const char *why = "out of memory";
+		if (!key || !val || !config_set(cfg, key, val, &why))
+			rc = p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: %s: %s", path, lineno,
+			                  key ? key : "", why);
 	}
 	fclose(f);
-	return 0;
+	return rc;
 }
 
 /* ---- running ------------------------------------------------------------ */

@@ -5,14 +5,10 @@
 
 #include "module/gate_host.h"
 #include "module/module.h"
+#include "p11gate/kvconf.h"
 #include "p11gate/wire.h"
 
 #define CONF_MAX (64 * 1024) /* a configuration is a few lines */
-
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
 
 /* Copies [s, s+n) as a C string; false when it does not fit or holds a NUL. */
 static bool set_string(char *dst, size_t dstsize, const char *s, size_t n)
@@ -162,48 +158,21 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,
                       char *err, size_t errsize)
 {
-	unsigned seen = 0, lineno = 0;
-	size_t pos = 0;
+	struct p11g_kv_reader r = {
+	    .text = text, .len = len, .comments = P11G_KV_COMMENT_AFTER_BLANK};
+	struct p11g_kv kv;
+	unsigned seen = 0;
+	int rc;
 
-	while (pos < len) {
-		const char *line = text + pos, *nl = memchr(line, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - line) : len - pos;
+	while ((rc = p11g_kv_next(&r, &kv)) != 0) {
 		char where[PATH_MAX + 32];
 
-		pos += n + (nl ? 1 : 0);
-		lineno++;
-		snprintf(where, sizeof(where), "%s:%u", name, lineno);
-
-		/* A '#' starts a comment at the start of a line or after blanks, so
-		 * a path may still hold one ("/opt/a#b/x.so"). */
-		for (size_t i = 0; i < n; i++) {
-			if (line[i] == '#' && (i == 0 || is_space(line[i - 1]))) {
-				n = i;
-				break;
-			}
-		}
-		size_t b = 0, e = n;
-		while (b < e && is_space(line[b]))
-			b++;
-		while (e > b && is_space(line[e - 1]))
-			e--;
-		if (b == e)
-			continue;
-		const char *eq = memchr(line + b, '=', e - b);
-		if (!eq) {
+		snprintf(where, sizeof(where), "%s:%u", name, kv.line);
+		if (rc < 0) {
 			snprintf(err, errsize, "%s: expected \"key = value\"", where);
 			return -1;
 		}
-		size_t kb = b, ke = (size_t)(eq - line), vb = ke + 1, ve = e;
-		while (ke > kb && is_space(line[ke - 1]))
-			ke--;
-		while (vb < ve && is_space(line[vb]))
-			vb++;
-		if (ke == kb) {
-			snprintf(err, errsize, "%s: expected \"key = value\"", where);
-			return -1;
-		}
-		if (set_value(cfg, line + kb, ke - kb, line + vb, ve - vb, &seen, where, err,
+		if (set_value(cfg, kv.key, kv.key_len, kv.value, kv.value_len, &seen, where, err,
 		              errsize) < 0)
 			return -1;
 	}
