@@ -341,7 +341,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		rv = R.C_GetAttributeValue(h, obj, ca, 1);
 		if (rv == CKR_OK)
 			break;
-		if (tries == 3 || !transient(rv)) {
+		if (tries == P11G_READ_RETRIES || !transient(rv)) {
 			if (transient(rv))
 				p11g_refusal("object handle %lu refused: reading its class failed "
 				             "(0x%lx); p11gate fails closed",
@@ -370,7 +370,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		                   token_known && ca[1].ulValueLen == sizeof(on_token) ? &on_token
 		                                                                       : NULL,
 		                   kid, &twin, &what);
-		if (rv == CKR_OK || tries == 3 || !transient(rv))
+		if (rv == CKR_OK || tries == P11G_READ_RETRIES || !transient(rv))
 			break;
 		p11g_debug("reading %s failed (0x%lx); reading the key's identity again", what,
 		           (unsigned long)rv);

@@ -152,7 +152,7 @@ CK_RV p11g_host_login_all(void)
 		 * process) is read again; one that lasts is said below, not taken for a
 		 * token of another name. */
 		CK_RV trv = p11g_token_info(slots[i], &ti);
-		for (int tries = 0; trv != CKR_OK && tries < 3; tries++) {
+		for (int tries = 0; trv != CKR_OK && tries < P11G_READ_RETRIES; tries++) {
 			usleep(2000u << tries);
 			trv = p11g_token_info(slots[i], &ti);
 		}

@@ -135,6 +135,15 @@ void p11g_gate_cache_clear(bool after_fork);
  */
 CK_RV p11g_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO *ti);
 
+/*
+ * How often a read that failed in passing (CKR_GENERAL_ERROR, CKR_DEVICE_ERROR,
+ * CKR_FUNCTION_FAILED) is read again, 2 ms after the first failure and twice as long after
+ * each next one (126 ms in all): SoftHSMv2's file store fails now and then for longer than
+ * 14 ms when 64 signing threads share a token on two loaded cores, and a refusal there
+ * would be a signature the approver granted and the client did not get.
+ */
+#define P11G_READ_RETRIES 6
+
 /* ---- digests (digest.c) -------------------------------------------------- */
 
 /* What a use is bound to: "sha256:<hex>", and whether approvald must treat
