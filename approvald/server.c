@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <fcntl.h>
 
+#include "approvald/listen.h"
 #include "approvald/names.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -23,7 +24,6 @@
 #define CACHED_IDENTS       8       /* distinct (uid, gid) whose lookup rounds share */
 #define IDENT_TTL_US        1000000 /* a cached lookup older than this is made again */
 #define FIXED_FDS           3       /* signalfd, the socket, the second socket */
-#define LISTEN_BACKLOG      128
 #define TICK_US             1000000
 #define ACCEPT_BATCH        64      /* per wakeup, so a connect storm cannot starve readers */
 #define ACCEPT_PAUSE_US     100000  /* after EMFILE & co: the listener would spin otherwise */
@@ -58,13 +58,6 @@ struct conn {
 	bool woken;
 };
 
-struct listener {
-	int fd;
-	bool own; /* we created the file (and remove it) */
-	dev_t dev;
-	ino_t ino;
-};
-
 /* Flood-prone warnings (limit hits, accept failures) go out at most once a
  * second, with a count of what was left out. */
 struct ratelimit {
@@ -97,7 +90,7 @@ struct p11g_server {
 	struct p11g_server_ops ops;
 	void *app;
 
-	struct listener primary; /* on socket_path */
+	struct p11g_listener primary; /* on socket_path */
 	int signal_fd;
 	sigset_t old_mask;
 	bool mask_saved;
@@ -112,7 +105,7 @@ struct p11g_server {
 
 	/* The second socket (p11g_server_listen_extra): its connections are
 	 * handed to extra_fn, never read here. */
-	struct listener extra;
+	struct p11g_listener extra;
 	char *extra_path;
 	p11g_accept_fn extra_fn;
 
@@ -151,102 +144,6 @@ static const char *suppressed_note(unsigned suppressed, char *buf, size_t size)
 		return "";
 	snprintf(buf, size, " (%u more like it in the last second)", suppressed);
 	return buf;
-}
-
-/* ---- the listening socket ---------------------------------------------- */
-
-static int sockaddr_for(const char *path, struct sockaddr_un *sa, p11g_err *err)
-{
-	size_t len = strlen(path);
-
-	memset(sa, 0, sizeof(*sa));
-	sa->sun_family = AF_UNIX;
-	if (len == 0 || len >= sizeof(sa->sun_path))
-		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "socket path \"%s\" is empty or longer than %zu bytes", path,
-		                    sizeof(sa->sun_path) - 1);
-	memcpy(sa->sun_path, path, len + 1);
-	return 0;
-}
-
-/* Removes a socket file nobody answers on; refuses a live daemon's socket and
- * anything that is not a socket (a typo must not delete someone's file). */
-static int clear_stale_socket(const char *path, const struct sockaddr_un *sa, p11g_err *err)
-{
-	struct stat st;
-	_cleanup_close_ int fd = -1;
-
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot inspect %s: %m", path);
-	}
-	if (!S_ISSOCK(st.st_mode))
-		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "%s exists and is not a socket; refusing to replace it", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a socket: %m");
-	/* Non-blocking: a live daemon with a full backlog answers EAGAIN
-	 * instead of keeping us waiting, and is just as live. */
-	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 || errno == EAGAIN)
-		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "another approvald is already serving on %s", path);
-	if (errno != ECONNREFUSED)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot probe the socket %s: %m", path);
-	if (unlink(path) < 0 && errno != ENOENT)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot remove the stale socket %s: %m",
-		                    path);
-	p11g_info("removed the stale socket %s", path);
-	return 0;
-}
-
-/* Binds and listens on path with the given mode; fills *l. */
-static int listen_path(const char *path, mode_t mode, struct listener *l, p11g_err *err)
-{
-	struct sockaddr_un sa;
-	struct stat st;
-	mode_t old_umask;
-	int r;
-
-	if (sockaddr_for(path, &sa, err) < 0 || clear_stale_socket(path, &sa, err) < 0)
-		return -1;
-	l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (l->fd < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a socket: %m");
-	/* The umask makes bind create the file with the final mode, so there is
-	 * no moment when it is more open than configured; chmod then sets bits
-	 * a umask cannot grant. */
-	old_umask = umask(~mode & 0777);
-	r = bind(l->fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old_umask);
-	if (r < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot bind %s: %m", path);
-	if (chmod(path, mode) < 0 || lstat(path, &st) < 0) {
-		p11g_err_set(err, P11G_E_INTERNAL, "cannot set the mode of %s: %m", path);
-		unlink(path);
-		return -1;
-	}
-	l->own = true;
-	l->dev = st.st_dev;
-	l->ino = st.st_ino;
-	if (listen(l->fd, LISTEN_BACKLOG) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot listen on %s: %m", path);
-	return 0;
-}
-
-/* Closes a listener and removes its file, if it is still ours (a newer
- * daemon may have replaced it). */
-static void listener_close(struct listener *l, const char *path)
-{
-	struct stat st;
-
-	if (l->fd >= 0)
-		close(l->fd);
-	l->fd = -1;
-	if (l->own && path && lstat(path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
-		unlink(path);
-	l->own = false;
 }
 
 static int setup_signals(struct p11g_server *s, p11g_err *err)
@@ -299,7 +196,7 @@ int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_serv
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
 	if (setup_signals(s, err) < 0 ||
-	    listen_path(s->socket_path, s->socket_mode, &s->primary, err) < 0) {
+	    p11g_listen_path(s->socket_path, s->socket_mode, &s->primary, err) < 0) {
 		p11g_server_free(s);
 		return -1;
 	}
@@ -814,8 +711,8 @@ int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mod
 	if (!(s->extra_path = strdup(path)))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	s->extra_fn = fn;
-	if (listen_path(path, mode, &s->extra, err) < 0) {
-		listener_close(&s->extra, s->extra_path);
+	if (p11g_listen_path(path, mode, &s->extra, err) < 0) {
+		p11g_listener_close(&s->extra, s->extra_path);
 		return -1;
 	}
 	return 0;
@@ -1055,9 +952,9 @@ void p11g_server_free(struct p11g_server *s)
 	free(s->pfds);
 	free(s->pconns);
 	ids_clear(s);
-	listener_close(&s->extra, s->extra_path);
+	p11g_listener_close(&s->extra, s->extra_path);
 	free(s->extra_path);
-	listener_close(&s->primary, s->socket_path);
+	p11g_listener_close(&s->primary, s->socket_path);
 	if (s->signal_fd >= 0) {
 		/* Drained first: a SIGHUP still pending would kill us (its
 		 * default action) the moment the mask is restored. */
