@@ -270,6 +270,21 @@ int ops_load_op(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
 	return r < 0 ? -1 : 0;
 }
 
+int ops_put_readable(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err)
+{
+	struct p11g_op back = {0};
+	p11g_err why = {0};
+	int r = p11g_op_decode(op, &back, &why);
+	p11g_op_clear(&back);
+	if (r < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "operation %" PRIu64
+		                    " would be stored in a form approvald cannot "
+		                    "read back (%s); nothing changed",
+		                    id, why.msg);
+	return p11g_txn_op_put(t, id, op, err);
+}
+
 int ops_finish(struct txn_ctx *c, int r, json_t **ret, p11g_err *err)
 {
 	if (r != 0) {

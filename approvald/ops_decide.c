@@ -59,7 +59,7 @@ static int decided(p11g_txn *t, struct txn_ctx *c, const struct p11g_op *op, con
 		json_decref(extra);
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
-	if (p11g_txn_op_put(t, c->id, j, err) < 0) {
+	if (ops_put_readable(t, c->id, j, err) < 0) {
 		json_decref(extra);
 		return -1;
 	}

@@ -65,6 +65,10 @@ struct txn_ctx {
 void ops_ctx_result(struct txn_ctx *c, json_t *result);
 /* The operation id, or -1 with err not_found / store_error. */
 int ops_load_op(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);
+/* Stores op under id once it reads back as an operation: a record approvald could not
+ * decode would take the operation out of every decision (no revoke, no reject) while the use
+ * path, which reads the JSON, still spent it.  -1 with err internal_error otherwise. */
+int ops_put_readable(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err);
 /* After the transaction: its result to *ret and waiters woken, or -1 when r says it failed. */
 int ops_finish(struct txn_ctx *c, int r, json_t **ret, p11g_err *err);
 

@@ -623,7 +623,7 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		json_decref(uris);
 		return -1;
 	}
-	if (p11g_txn_op_put(t, id, op, err) < 0) {
+	if (ops_put_readable(t, id, op, err) < 0) {
 		json_decref(uris);
 		return -1;
 	}

@@ -359,6 +359,46 @@ static void test_withdraw(void **state)
 	assert_state(f, id, "approved");
 }
 
+/* An approver whose group name approvald could not read back from the record (over 255
+ * bytes, as LDAP can give) is refused, and the operation stays decidable: stored, the
+ * approval made the record undecodable, so nobody could revoke or reject it while the use
+ * path still spent it. */
+static void test_unreadable_approval_is_refused(void **state)
+{
+	struct fx *f = *state;
+	uint64_t id = request(f, ORDERER, FW_TWO);
+	struct p11g_ident odd = who(APPROVER);
+	char name[300], *groups[1] = {name};
+	p11g_err err = {0};
+	json_t *op = NULL;
+
+	memset(name, 'g', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	odd.groups = groups;
+	odd.n_groups = 1;
+	assert_int_equal(p11g_ops_approve(&f->o, &odd, id, &op, &err), -1);
+	assert_null(op);
+	assert_string_equal(err.code, P11G_E_INTERNAL);
+	assert_non_null(strstr(err.msg, "cannot read back"));
+	assert_state(f, id, "pending");
+	assert_ok(decide(f, APPROVE, APPROVER, id));
+	assert_ok(decide(f, APPROVE, SECOND, id));
+	assert_state(f, id, "approved");
+	assert_ok(decide(f, REVOKE, ADMIN, id));
+	assert_state(f, id, "revoked");
+
+	/* nor is such an orderer's request stored */
+	json_t *a = json_loads(FW_ONE, 0, NULL);
+	struct p11g_ident orderer = who(ORDERER);
+	orderer.groups = groups;
+	orderer.n_groups = 1;
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(p11g_ops_request(&f->o, &orderer, a, &op, &err), -1);
+	assert_null(op);
+	assert_string_equal(err.code, P11G_E_INTERNAL);
+	json_decref(a);
+}
+
 /* The orderer or an admin ends an active operation; approvers do not. */
 static void test_revoke(void **state)
 {
@@ -746,6 +786,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_pending_approved_exhausted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_quorum_counts_people, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reject, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unreadable_approval_is_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_withdraw, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
