@@ -262,7 +262,13 @@ int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p1
 			                  path, lineno);
 			break;
 		}
-		/* As C strings: a NUL byte ends either, as it did when lines were C strings. */
+		/* A NUL byte in a setting is refused, not taken for its end: "socket\0x = v"
+		 * must not set socket. */
+		if (memchr(kv.key, '\0', kv.key_len) || memchr(kv.value, '\0', kv.value_len)) {
+			rc = p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: a NUL byte in a setting",
+			                  path, lineno);
+			break;
+		}
 		_cleanup_free_ char *key = strndup(kv.key, kv.key_len);
 		_cleanup_free_ char *val = strndup(kv.value, kv.value_len);
 		const char *why = "out of memory";

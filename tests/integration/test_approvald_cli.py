@@ -251,3 +251,22 @@ def test_local_verbs_without_approvald_local(args):
         # the client verbs still work without it
         r = p11g.run([lone, "--help"])
         assert r.rc == 0 and "request" in r.out, r
+
+
+@pytest.mark.parametrize("line,msg", [
+    # a NUL byte once ended the key, so this set max_requests_per_minute
+    ("max_requests_per_minute\x00junk = 5\n", ":1: a NUL byte in a setting"),
+    ("max_requests_per_minute = 5\x00 0\n", ":1: a NUL byte in a setting"),
+    ("= 5\n", ":1: expected key = value"),
+    ("# fine\nmax_requests_per_minute\n", ":2: expected key = value"),
+    ("no_such_setting = 1\n", ":1: no_such_setting: "),
+])
+def test_a_bad_configuration_line_stops_the_daemon_naming_its_line(line, msg):
+    d = p11g.Daemon({"default": "deny", "rules": []}, config=line)
+    try:
+        with pytest.raises(AssertionError) as e:
+            d.start(timeout=10)
+        assert "approvald.conf" + msg in str(e.value), str(e.value)
+    finally:
+        d.kill()
+        d.cleanup()
