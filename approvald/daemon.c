@@ -328,13 +328,10 @@ static void on_reload(void *app)
 {
 	struct p11g_daemon *d = app;
 	struct p11g_policy *p = NULL;
-	char *msg = NULL;
 	p11g_err err = {0};
 
-	if (p11g_policy_load(d->cfg.policy_dir, &p, &msg) < 0) {
-		p11g_error("policy reload refused, previous policy stays in force: %s",
-		           msg ? msg : "out of memory");
-		free(msg);
+	if (p11g_policy_load(d->cfg.policy_dir, &p, &err) < 0) {
+		p11g_error("policy reload refused, previous policy stays in force: %s", err.msg);
 		return;
 	}
 	if (!strcmp(p->digest, d->ops.policy->digest)) {
@@ -356,7 +353,6 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	struct p11g_daemon d = {.cfg = *cfg, .host = cfg->host.socket ? host : NULL};
 	struct p11g_store_options so = {.durability = cfg->durability,
 	                                .max_map_size = cfg->max_map_size};
-	char *msg = NULL;
 	p11g_err err = {0};
 	int rc = 1;
 
@@ -367,9 +363,10 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	d.ops.changed = on_changed;
 	d.ops.changed_arg = &d;
 
-	if (p11g_policy_load(cfg->policy_dir, &d.ops.policy, &msg) < 0) {
-		p11g_error("%s", msg ? msg : "cannot load the policy: out of memory");
-		free(msg);
+	if (p11g_policy_load(cfg->policy_dir, &d.ops.policy, &err) < 0) {
+		p11g_error(
+		    "%s%s",
+		    strcmp(err.code, P11G_E_INTERNAL) ? "" : "cannot load the policy: ", err.msg);
 		return 1;
 	}
 	if (p11g_store_open(cfg->state_dir, &so, &d.ops.store, &err) < 0) {

@@ -45,10 +45,9 @@ int p11g_local_serve(const char *config, const char *state_dir, const char *sock
 int p11g_local_policy_check(const char *path)
 {
 	struct p11g_policy *p = NULL;
-	char *msg = NULL;
-	if (p11g_policy_load(path, &p, &msg) < 0) {
-		print_message("", msg);
-		free(msg);
+	p11g_err err = {0};
+	if (p11g_policy_load(path, &p, &err) < 0) {
+		print_message("", err.msg);
 		return EXIT_REFUSED;
 	}
 	printf("%s: OK: %zu rules in %zu files, default %s\n", path, p->n_rules, p->n_files,

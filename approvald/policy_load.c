@@ -4,26 +4,19 @@
 #include <sys/stat.h>
 
 #include "approvald/policy_load.h"
+#include "p11gate/errors.h"
 
-/* The size of the policy parser's messages, so one about a file reads the same. */
-#define MSG_MAX 1024
-
-/* "path: message" into *ret_error; -1. */
-__attribute__((format(printf, 3, 4))) static int fail(char **ret_error, const char *path,
+/* "path: message" into err (bad_request); -1. */
+__attribute__((format(printf, 3, 4))) static int fail(p11g_err *err, const char *path,
                                                       const char *fmt, ...)
 {
-	char msg[MSG_MAX];
+	char msg[sizeof(err->msg)];
 	va_list ap;
-	int n = snprintf(msg, sizeof(msg), "%s: ", path);
 
-	if (n >= 0 && (size_t)n < sizeof(msg)) {
-		va_start(ap, fmt);
-		vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
-		va_end(ap);
-	}
-	if (ret_error)
-		*ret_error = strdup(msg);
-	return -1;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: %s", path, msg);
 }
 
 static const char *errno_text(int e, char *buf, size_t size)
@@ -33,7 +26,7 @@ static const char *errno_text(int e, char *buf, size_t size)
 }
 
 /* Reads a whole regular file of at most P11G_POLICY_TEXT_MAX bytes. */
-static int read_file(const char *path, char **ret, size_t *ret_len, char **ret_error)
+static int read_file(const char *path, char **ret, size_t *ret_len, p11g_err *err)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
@@ -43,26 +36,26 @@ static int read_file(const char *path, char **ret, size_t *ret_len, char **ret_e
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
-		return fail(ret_error, path, "cannot open: %s", errno_text(errno, eb, sizeof(eb)));
+		return fail(err, path, "cannot open: %s", errno_text(errno, eb, sizeof(eb)));
 	if (fstat(fd, &st) < 0)
-		return fail(ret_error, path, "cannot stat: %s", errno_text(errno, eb, sizeof(eb)));
+		return fail(err, path, "cannot stat: %s", errno_text(errno, eb, sizeof(eb)));
 	if (!S_ISREG(st.st_mode))
-		return fail(ret_error, path, "not a regular file");
+		return fail(err, path, "not a regular file");
 	buf = malloc(P11G_POLICY_TEXT_MAX + 1);
 	if (!buf)
-		return fail(ret_error, path, "out of memory");
+		return fail(err, path, "out of memory");
 	for (;;) {
 		ssize_t n = read(fd, buf + len, P11G_POLICY_TEXT_MAX + 1 - len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return fail(ret_error, path, "cannot read: %s",
+			return fail(err, path, "cannot read: %s",
 			            errno_text(errno, eb, sizeof(eb)));
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len > P11G_POLICY_TEXT_MAX)
-			return fail(ret_error, path, "larger than 1 MiB");
+			return fail(err, path, "larger than 1 MiB");
 	}
 	*ret = buf;
 	buf = NULL;
@@ -70,14 +63,14 @@ static int read_file(const char *path, char **ret, size_t *ret_len, char **ret_e
 	return 0;
 }
 
-static int load_file(struct p11g_policy_builder *b, const char *path, char **ret_error)
+static int load_file(struct p11g_policy_builder *b, const char *path, p11g_err *err)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 
-	if (read_file(path, &text, &len, ret_error) < 0)
+	if (read_file(path, &text, &len, err) < 0)
 		return -1;
-	return p11g_policy_builder_add(b, path, text, len, ret_error);
+	return p11g_policy_builder_add(b, path, text, len, err);
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -108,7 +101,7 @@ static char *join_path(const char *dir, const char *name)
 
 /* Every regular *.json file (symlinks followed), in strcmp order.  Names
  * starting with '.' are skipped: editors leave lock and swap files there. */
-static int load_dir(struct p11g_policy_builder *b, const char *dir, char **ret_error)
+static int load_dir(struct p11g_policy_builder *b, const char *dir, p11g_err *err)
 {
 	DIR *d = opendir(dir);
 	char **names = NULL;
@@ -118,14 +111,14 @@ static int load_dir(struct p11g_policy_builder *b, const char *dir, char **ret_e
 	int r = -1;
 
 	if (!d)
-		return fail(ret_error, dir, "cannot open directory: %s",
+		return fail(err, dir, "cannot open directory: %s",
 		            errno_text(errno, eb, sizeof(eb)));
 	for (;;) {
 		errno = 0;
 		de = readdir(d);
 		if (!de) {
 			if (errno) {
-				fail(ret_error, dir, "cannot read directory: %s",
+				fail(err, dir, "cannot read directory: %s",
 				     errno_text(errno, eb, sizeof(eb)));
 				goto out;
 			}
@@ -137,11 +130,11 @@ static int load_dir(struct p11g_policy_builder *b, const char *dir, char **ret_e
 		char *path = join_path(dir, de->d_name);
 		struct stat st;
 		if (!path) {
-			fail(ret_error, dir, "out of memory");
+			fail(err, dir, "out of memory");
 			goto out;
 		}
 		if (stat(path, &st) < 0) {
-			fail(ret_error, path, "cannot stat: %s", errno_text(errno, eb, sizeof(eb)));
+			fail(err, path, "cannot stat: %s", errno_text(errno, eb, sizeof(eb)));
 			free(path);
 			goto out;
 		}
@@ -154,7 +147,7 @@ static int load_dir(struct p11g_policy_builder *b, const char *dir, char **ret_e
 			char **v = realloc(names, ncap * sizeof(*v));
 			if (!v) {
 				free(path);
-				fail(ret_error, dir, "out of memory");
+				fail(err, dir, "out of memory");
 				goto out;
 			}
 			names = v;
@@ -166,7 +159,7 @@ static int load_dir(struct p11g_policy_builder *b, const char *dir, char **ret_e
 	if (n > 1)
 		qsort(names, n, sizeof(*names), cmp_names);
 	for (size_t i = 0; i < n; i++)
-		if (load_file(b, names[i], ret_error) < 0)
+		if (load_file(b, names[i], err) < 0)
 			goto out;
 	r = 0;
 out:
@@ -175,29 +168,26 @@ out:
 	return r;
 }
 
-int p11g_policy_load(const char *path, struct p11g_policy **ret, char **ret_error)
+int p11g_policy_load(const char *path, struct p11g_policy **ret, p11g_err *err)
 {
 	struct p11g_policy_builder *b = p11g_policy_builder_new();
 	struct stat st;
 	char eb[128];
 	int r;
 
-	if (!b) {
-		if (ret_error)
-			*ret_error = strdup("out of memory");
-		return -1;
-	}
+	if (!b)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (stat(path, &st) < 0)
-		r = fail(ret_error, path, "%s", errno_text(errno, eb, sizeof(eb)));
+		r = fail(err, path, "%s", errno_text(errno, eb, sizeof(eb)));
 	else if (S_ISDIR(st.st_mode))
-		r = load_dir(b, path, ret_error);
+		r = load_dir(b, path, err);
 	else if (S_ISREG(st.st_mode))
-		r = load_file(b, path, ret_error);
+		r = load_file(b, path, err);
 	else
-		r = fail(ret_error, path, "not a regular file or directory");
+		r = fail(err, path, "not a regular file or directory");
 	if (r < 0) {
 		p11g_policy_builder_free(b);
 		return -1;
 	}
-	return p11g_policy_builder_finish(b, ret, ret_error);
+	return p11g_policy_builder_finish(b, ret, err);
 }

@@ -819,31 +819,31 @@ void p11g_policy_builder_free(struct p11g_policy_builder *b)
 	free(b);
 }
 
-/* The builder's message (or "out of memory" when there is none) into *ret_error; -1. */
-static int give_error(const struct p11g_policy_builder *b, char **ret_error)
+/* The builder's message (bad_request), or "out of memory" (internal) when it has none; -1. */
+static int give_error(const struct p11g_policy_builder *b, p11g_err *err)
 {
-	if (ret_error)
-		*ret_error = strdup(b && b->err.msg[0] ? b->err.msg : "out of memory");
-	return -1;
+	if (b && b->err.msg[0])
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s", b->err.msg);
+	return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 }
 
 int p11g_policy_builder_add(struct p11g_policy_builder *b, const char *name, const char *text,
-                            size_t len, char **ret_error)
+                            size_t len, p11g_err *err)
 {
 	if (load_text(b, name, text, len) < 0)
-		return give_error(b, ret_error);
+		return give_error(b, err);
 	return 0;
 }
 
 int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy **ret,
-                               char **ret_error)
+                               p11g_err *err)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	int r = -1;
 
 	if (EVP_DigestFinal_ex(b->md, md, &mdlen) != 1 || mdlen != 32) {
-		give_error(b, ret_error);
+		give_error(b, err);
 	} else {
 		p11g_hex_encode(md, mdlen, b->pol->digest);
 		*ret = b->pol;
@@ -855,17 +855,17 @@ int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy
 }
 
 int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
-                      char **ret_error)
+                      p11g_err *err)
 {
 	struct p11g_policy_builder *b = p11g_policy_builder_new();
 
 	if (!b)
-		return give_error(NULL, ret_error);
-	if (p11g_policy_builder_add(b, name, text, len, ret_error) < 0) {
+		return give_error(NULL, err);
+	if (p11g_policy_builder_add(b, name, text, len, err) < 0) {
 		p11g_policy_builder_free(b);
 		return -1;
 	}
-	return p11g_policy_builder_finish(b, ret, ret_error);
+	return p11g_policy_builder_finish(b, ret, err);
 }
 
 void p11g_policy_free(struct p11g_policy *p)

@@ -99,29 +99,29 @@ struct p11g_policy {
  * A policy from one or more texts (the files of a policy directory, in name
  * order: approvald's p11g_policy_load), checked as one.  name is the text's
  * file for messages and the digest (which takes its base name).  On an error
- * add returns -1, sets *ret_error to a malloc'd "name:line:column: message"
- * (or "out of memory"), and the builder is good only for
+ * add returns -1 with err (bad_request "name:line:column: message", or
+ * internal "out of memory"), and the builder is good only for
  * p11g_policy_builder_free.  Errors include: malformed JSON, duplicate keys,
  * unknown keys, wrong types, missing "name"/"keys", bad principals, bad URIs,
  * unknown mechanisms, bad durations, "approvers" without "approvals" (or with
  * "quorum"), counts larger than the principals could ever satisfy is NOT an
  * error (groups change), duplicate rule names, two rules that could match
  * the same key, conflicting "default" values across texts.  finish consumes
- * the builder: 0 with *ret, or -1 with *ret_error and *ret untouched.
+ * the builder: 0 with *ret, or -1 with err and *ret untouched.
  * No texts give an empty deny-all policy.
  */
 struct p11g_policy_builder;
 /* NULL when out of memory. */
 struct p11g_policy_builder *p11g_policy_builder_new(void);
 int p11g_policy_builder_add(struct p11g_policy_builder *b, const char *name, const char *text,
-                            size_t len, char **ret_error);
+                            size_t len, p11g_err *err);
 int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy **ret,
-                               char **ret_error);
+                               p11g_err *err);
 void p11g_policy_builder_free(struct p11g_policy_builder *b);
 
 /* One text: new, add, finish. */
 int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
-                      char **ret_error);
+                      p11g_err *err);
 void p11g_policy_free(struct p11g_policy *p);
 
 /* Whether one of r's key URIs matches k. */

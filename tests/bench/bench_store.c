@@ -51,15 +51,14 @@ int main(int argc, char **argv)
 	              active = argc == 7 ? strtoul(argv[6], NULL, 10) : 0;
 	struct p11g_ops o = {.daemon_uid = 0};
 	struct p11g_store_options so = {.durability = P11G_DURABLE_PROCESS};
-	char *msg = NULL;
 	p11g_err err = {0};
 	struct p11g_ident orderer = ident(1000), approver = ident(2001);
 	struct p11g_use_args use = {.mechanism = CKM_ECDSA, .digest = NULL};
 	double t0 = now_s();
 
 	p11g_log_threshold = P11G_LOG_WARN;
-	if (p11g_policy_load(policy_dir, &o.policy, &msg) < 0) {
-		fprintf(stderr, "bench_store: %s\n", msg ? msg : "policy");
+	if (p11g_policy_load(policy_dir, &o.policy, &err) < 0) {
+		fprintf(stderr, "bench_store: %s\n", err.msg);
 		return 1;
 	}
 	if (p11g_store_open(state, &so, &o.store, &err) < 0)

@@ -9,12 +9,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct p11g_policy *p = NULL;
-	char *msg = NULL;
-	if (p11g_policy_parse("fuzz.json", (const char *)data, size, &p, &msg) < 0) {
-		/* every refusal names a place: "fuzz.json:LINE:COLUMN: ..." */
-		if (!msg || strncmp(msg, "fuzz.json:", 10))
+	p11g_err err = {0};
+	if (p11g_policy_parse("fuzz.json", (const char *)data, size, &p, &err) < 0) {
+		/* every refusal names a place: "fuzz.json:LINE:COLUMN: ..." (out of memory aside)
+		 */
+		if (!err.code ||
+		    (strcmp(err.code, "internal") && strncmp(err.msg, "fuzz.json:", 10)))
 			__builtin_trap();
-		free(msg);
 		return 0;
 	}
 	for (size_t i = 0; i < p->n_rules; i++) {

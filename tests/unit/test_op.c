@@ -52,7 +52,6 @@ static struct p11g_ident who(uid_t uid)
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	char *perr = NULL;
 	p11g_err err = {0};
 	char dir[128];
 
@@ -67,9 +66,8 @@ static int setup(void **state)
 		fprintf(stderr, "store: %s\n", err.msg);
 		return -1;
 	}
-	if (p11g_policy_parse("test", policy_text, strlen(policy_text), &f->o.policy, &perr) < 0) {
-		fprintf(stderr, "policy: %s\n", perr);
-		free(perr);
+	if (p11g_policy_parse("test", policy_text, strlen(policy_text), &f->o.policy, &err) < 0) {
+		fprintf(stderr, "policy: %s\n", err.msg);
 		return -1;
 	}
 	f->o.daemon_uid = DAEMON;

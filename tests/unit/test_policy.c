@@ -407,15 +407,15 @@ static struct p11g_policy *build_ok(const struct text *texts, size_t n)
 {
 	struct p11g_policy_builder *b = p11g_policy_builder_new();
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 
 	assert_non_null(b);
 	for (size_t i = 0; i < n; i++)
 		if (p11g_policy_builder_add(b, texts[i].name, texts[i].text, texts[i].len, &err) <
 		    0)
-			fail_msg("%s: %s", texts[i].name, err);
+			fail_msg("%s: %s", texts[i].name, err.msg);
 	if (p11g_policy_builder_finish(b, &p, &err) < 0)
-		fail_msg("%s", err);
+		fail_msg("%s", err.msg);
 	return p;
 }
 
@@ -429,7 +429,7 @@ static void test_bad_policies(void **state)
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(bad_cases); i++) {
 		struct p11g_policy *sentinel = (struct p11g_policy *)&sentinel, *p = sentinel;
 		struct p11g_policy_builder *b = p11g_policy_builder_new();
-		char *err = NULL;
+		p11g_err err = {0};
 		int r = 0;
 
 		assert_non_null(b);
@@ -446,29 +446,27 @@ static void test_bad_policies(void **state)
 		if (r != -1)
 			fail_msg("%s: built", bad_cases[i].what);
 		assert_true(p == sentinel);
-		assert_non_null(err);
-		if (strcmp(err, bad_cases[i].msg) != 0)
-			fail_msg("%s:\n   got: %s\nwanted: %s", bad_cases[i].what, err,
+		assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+		if (strcmp(err.msg, bad_cases[i].msg) != 0)
+			fail_msg("%s:\n   got: %s\nwanted: %s", bad_cases[i].what, err.msg,
 			         bad_cases[i].msg);
-		free(err);
 	}
 }
 
 static void test_parse_buffer_errors(void **state)
 {
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 	const char text[] = "{\"rules\": [{\"name\": \"x\", \"keys\": [\"pkcs11:token=a\"], "
 	                    "\"orderers\": [], \"approvals\": 0, \"bind_digest\": 1}]}";
 
 	assert_int_equal(p11g_policy_parse("inline", text, strlen(text), &p, &err), -1);
-	assert_string_equal(err, "inline:1:101: \"bind_digest\" must be a boolean, not an integer");
-	free(err);
+	assert_string_equal(err.msg,
+	                    "inline:1:101: \"bind_digest\" must be a boolean, not an integer");
 
 	/* A NUL byte is not JSON whitespace: the length, not the NUL, ends the text. */
 	assert_int_equal(p11g_policy_parse("nul", "{}\0{}", 5, &p, &err), -1);
-	assert_string_equal(err, "nul:1:3: unexpected data after the JSON value");
-	free(err);
+	assert_string_equal(err.msg, "nul:1:3: unexpected data after the JSON value");
 }
 
 /* No texts: an empty deny-all policy (an empty policy directory). */
@@ -585,10 +583,10 @@ static const char empty_label_policy[] =
 static void test_empty_label_rule(void **state)
 {
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 
 	if (p11g_policy_parse("p.json", empty_label_policy, strlen(empty_label_policy), &p, &err))
-		fail_msg("%s", err);
+		fail_msg("%s", err.msg);
 	static const struct {
 		const char *token, *label, *rule;
 	} cases[] = {
@@ -649,11 +647,11 @@ static void test_request_judging_agrees_with_match(void **state)
 	static const char *const labels[] = {NULL, "", "fw-rsa", "other"};
 	static const char *const ids[] = {NULL, "", "%01"};
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 	size_t judged = 0;
 
 	if (p11g_policy_parse("p.json", empty_label_policy, strlen(empty_label_policy), &p, &err))
-		fail_msg("%s", err);
+		fail_msg("%s", err.msg);
 	for (size_t t = 0; t < P11G_ARRAY_SIZE(tokens); t++)
 		for (size_t l = 0; l < P11G_ARRAY_SIZE(labels); l++)
 			for (size_t d = 0; d < P11G_ARRAY_SIZE(ids); d++) {
@@ -706,7 +704,7 @@ static void test_default_allow(void **state)
 {
 	const char a[] = "{\"default\": \"allow\"}";
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 
 	assert_int_equal(p11g_policy_parse("a.json", a, strlen(a), &p, &err), 0);
 	assert_true(p->default_allow);
@@ -720,7 +718,7 @@ static void test_default_allow(void **state)
 static void test_digest(void **state)
 {
 	struct p11g_policy *a, *b, *c, *d;
-	char *err = NULL;
+	p11g_err err = {0};
 
 	assert_int_equal(p11g_policy_parse("x.json", "{}", 2, &a, &err), 0);
 	assert_int_equal(p11g_policy_parse("x.json", "{}", 2, &b, &err), 0);
@@ -867,10 +865,8 @@ static void test_rule_from_json_strict(void **state)
 	const char text[] = "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=a\"], "
 	                    "\"orderers\": [], \"approvals\": 0, \"defined_at\": {}}]}";
 	struct p11g_policy *p = NULL;
-	char *msg = NULL;
-	assert_int_equal(p11g_policy_parse("f.json", text, strlen(text), &p, &msg), -1);
-	assert_string_equal(msg, "f.json:1:86: unknown member \"defined_at\" in rule");
-	free(msg);
+	assert_int_equal(p11g_policy_parse("f.json", text, strlen(text), &p, &err), -1);
+	assert_string_equal(err.msg, "f.json:1:86: unknown member \"defined_at\" in rule");
 
 	/* Without "defined_at" the snapshot itself is where the rule was defined. */
 	j = load_json("{\"name\": \"r\", \"keys\": [\"pkcs11:token=a\"], \"orderers\": [],"

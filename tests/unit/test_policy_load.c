@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "approvald/policy_load.h"
+#include "p11gate/errors.h"
 
 /* A scratch directory and the files the tests write into it. */
 struct scratch {
@@ -46,22 +47,22 @@ static void scratch_remove(struct scratch *s)
 static struct p11g_policy *load_ok(const char *path)
 {
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 	if (p11g_policy_load(path, &p, &err) != 0)
-		fail_msg("%s: %s", path, err);
+		fail_msg("%s: %s", path, err.msg);
 	return p;
 }
 
 static void load_fails(const char *path, const char *msg)
 {
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 
 	assert_int_equal(p11g_policy_load(path, &p, &err), -1);
 	assert_null(p);
-	if (strcmp(err, msg) != 0)
-		fail_msg("%s:\n   got: %s\nwanted: %s", path, err, msg);
-	free(err);
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+	if (strcmp(err.msg, msg) != 0)
+		fail_msg("%s:\n   got: %s\nwanted: %s", path, err.msg, msg);
 }
 
 static void test_path_errors(void **state)
@@ -163,7 +164,8 @@ static void test_examples(void **state)
 static void test_digest_is_the_texts(void **state)
 {
 	struct p11g_policy *a = load_ok(EXAMPLES_DIR "/dev.json"), *b = NULL;
-	char buf[4096], *err = NULL;
+	char buf[4096];
+	p11g_err err = {0};
 	FILE *f = fopen(EXAMPLES_DIR "/dev.json", "r");
 
 	assert_non_null(f);

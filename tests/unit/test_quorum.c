@@ -12,12 +12,12 @@ static struct p11g_policy *one_rule(const char *members)
 {
 	char text[2048];
 	struct p11g_policy *p = NULL;
-	char *err = NULL;
+	p11g_err err = {0};
 
 	snprintf(text, sizeof(text),
 	         "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], %s}]}", members);
 	if (p11g_policy_parse("test.json", text, strlen(text), &p, &err) != 0)
-		fail_msg("%s", err);
+		fail_msg("%s", err.msg);
 	assert_int_equal(p->n_rules, 1);
 	return p;
 }
