@@ -72,7 +72,7 @@ static bool parse_user(const char *s, size_t n, uid_t *ret, char *why, size_t wh
 enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4, SEEN_REMOTE = 8, SEEN_USER = 16 };
 
 static int set_value(struct p11g_config *cfg, const char *key, size_t klen, const char *val,
-                     size_t vlen, unsigned *seen, const char *where, char *err, size_t errsize)
+                     size_t vlen, unsigned *seen, const char *where, p11g_err *err)
 {
 	unsigned bit;
 
@@ -87,48 +87,52 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 	else if (klen == 14 && !memcmp(key, "approvald_user", 14))
 		bit = SEEN_USER;
 	else {
-		snprintf(err, errsize,
-		         "%s: unknown setting \"%.*s\" (known: module, socket, wait, remote, "
-		         "approvald_user)",
-		         where, (int)(klen > 64 ? 64 : klen), key);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%s: unknown setting \"%.*s\" (known: module, socket, wait, remote, "
+		             "approvald_user)",
+		             where, (int)(klen > 64 ? 64 : klen), key);
 		return -1;
 	}
 	if (*seen & bit) {
-		snprintf(err, errsize, "%s: \"%.*s\" is set twice", where, (int)klen, key);
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: \"%.*s\" is set twice", where, (int)klen,
+		             key);
 		return -1;
 	}
 	*seen |= bit;
 	if (vlen == 0) {
-		snprintf(err, errsize, "%s: \"%.*s\" has no value", where, (int)klen, key);
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: \"%.*s\" has no value", where, (int)klen,
+		             key);
 		return -1;
 	}
 	switch (bit) {
 	case SEEN_MODULE:
 		if (!set_string(cfg->module, sizeof(cfg->module), val, vlen)) {
-			snprintf(err, errsize, "%s: module path too long", where);
+			p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: module path too long", where);
 			return -1;
 		}
 		if (cfg->module[0] != '/') {
-			snprintf(err, errsize,
-			         "%s: module must be an absolute path (module = /usr/lib/.../x.so)",
-			         where);
+			p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "%s: module must be an absolute path (module = /usr/lib/.../x.so)",
+			    where);
 			return -1;
 		}
 		break;
 	case SEEN_SOCKET:
 		if (!set_string(cfg->socket, sizeof(cfg->socket), val, vlen)) {
-			snprintf(err, errsize, "%s: socket path longer than %zu bytes", where,
-			         sizeof(cfg->socket) - 1);
+			p11g_err_set(err, P11G_E_BAD_REQUEST,
+			             "%s: socket path longer than %zu bytes", where,
+			             sizeof(cfg->socket) - 1);
 			return -1;
 		}
 		break;
 	case SEEN_REMOTE:
 		if (!set_string(cfg->remote, sizeof(cfg->remote), val, vlen) ||
 		    strncmp(cfg->remote, "unix:path=/", 11)) {
-			snprintf(err, errsize,
-			         "%s: remote is approvald's PKCS#11 socket as "
-			         "unix:path=/absolute/path",
-			         where);
+			p11g_err_set(err, P11G_E_BAD_REQUEST,
+			             "%s: remote is approvald's PKCS#11 socket as "
+			             "unix:path=/absolute/path",
+			             where);
 			return -1;
 		}
 		break;
@@ -136,7 +140,7 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 		char why[400];
 		uid_t uid;
 		if (!parse_user(val, vlen, &uid, why, sizeof(why))) {
-			snprintf(err, errsize, "%s: %s", where, why);
+			p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: %s", where, why);
 			return -1;
 		}
 		p11g_config_approvald_user.set = true;
@@ -145,9 +149,10 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 	}
 	case SEEN_WAIT:
 		if (!parse_wait(val, vlen, &cfg->wait)) {
-			snprintf(err, errsize,
-			         "%s: wait must be a number of seconds from 0 to %d, not \"%.*s\"",
-			         where, P11G_WAIT_MAX, (int)(vlen > 32 ? 32 : vlen), val);
+			p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "%s: wait must be a number of seconds from 0 to %d, not \"%.*s\"",
+			    where, P11G_WAIT_MAX, (int)(vlen > 32 ? 32 : vlen), val);
 			return -1;
 		}
 		break;
@@ -156,7 +161,7 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 }
 
 int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,
-                      char *err, size_t errsize)
+                      p11g_err *err)
 {
 	struct p11g_kv_reader r = {
 	    .text = text, .len = len, .comments = P11G_KV_COMMENT_AFTER_BLANK};
@@ -169,11 +174,12 @@ int p11g_config_parse(const char *name, const char *text, size_t len, struct p11
 
 		snprintf(where, sizeof(where), "%s:%u", name, kv.line);
 		if (rc < 0) {
-			snprintf(err, errsize, "%s: expected \"key = value\"", where);
+			p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: expected \"key = value\"",
+			             where);
 			return -1;
 		}
-		if (set_value(cfg, kv.key, kv.key_len, kv.value, kv.value_len, &seen, where, err,
-		              errsize) < 0)
+		if (set_value(cfg, kv.key, kv.key_len, kv.value, kv.value_len, &seen, where, err) <
+		    0)
 			return -1;
 	}
 	return 0;
@@ -217,8 +223,7 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
-static int apply_env(struct p11g_config *cfg, const char *var, const char *key, char *err,
-                     size_t errsize)
+static int apply_env(struct p11g_config *cfg, const char *var, const char *key, p11g_err *err)
 {
 	/* secure_getenv: a setuid program must not take its module or socket
 	 * from whoever started it. */
@@ -227,10 +232,10 @@ static int apply_env(struct p11g_config *cfg, const char *var, const char *key, 
 
 	if (!v)
 		return 0;
-	return set_value(cfg, key, strlen(key), v, strlen(v), &seen, var, err, errsize);
+	return set_value(cfg, key, strlen(key), v, strlen(v), &seen, var, err);
 }
 
-int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize)
+int p11g_config_load(struct p11g_config *ret, p11g_err *err)
 {
 	struct p11g_config cfg = {.wait = 0};
 	const char *path = secure_getenv("P11GATE_CONF");
@@ -248,34 +253,36 @@ int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize)
 		/* Everything can come from the environment. */
 	} else if (r < 0) {
 		char ebuf[128];
-		snprintf(err, errsize, "cannot read configuration %s: %s%s", path,
-		         r == -EFBIG ? "larger than 64 KiB" : strerror_r(-r, ebuf, sizeof(ebuf)),
-		         r == -ENOENT ? " (set P11GATE_CONF to the file, or P11GATE_MODULE)" : "");
+		p11g_err_set(
+		    err, P11G_E_BAD_REQUEST, "cannot read configuration %s: %s%s", path,
+		    r == -EFBIG ? "larger than 64 KiB" : strerror_r(-r, ebuf, sizeof(ebuf)),
+		    r == -ENOENT ? " (set P11GATE_CONF to the file, or P11GATE_MODULE)" : "");
 		return -1;
 	} else {
 		if (!set_string(cfg.source, sizeof(cfg.source), path, strlen(path))) {
-			snprintf(err, errsize, "configuration path too long");
+			p11g_err_set(err, P11G_E_BAD_REQUEST, "configuration path too long");
 			return -1;
 		}
-		if (p11g_config_parse(path, text, len, &cfg, err, errsize) < 0)
+		if (p11g_config_parse(path, text, len, &cfg, err) < 0)
 			return -1;
 	}
-	if (apply_env(&cfg, "P11GATE_MODULE", "module", err, errsize) < 0 ||
-	    apply_env(&cfg, "P11GATE_SOCKET", "socket", err, errsize) < 0 ||
-	    apply_env(&cfg, "P11GATE_WAIT", "wait", err, errsize) < 0)
+	if (apply_env(&cfg, "P11GATE_MODULE", "module", err) < 0 ||
+	    apply_env(&cfg, "P11GATE_SOCKET", "socket", err) < 0 ||
+	    apply_env(&cfg, "P11GATE_WAIT", "wait", err) < 0)
 		return -1;
 	if (cfg.remote[0] && cfg.module[0]) {
-		snprintf(err, errsize,
-		         "%s: \"remote\" and \"module\" exclude each other: with remote, approvald "
-		         "holds the module",
-		         cfg.source[0] ? cfg.source : path);
+		p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "%s: \"remote\" and \"module\" exclude each other: with remote, approvald "
+		    "holds the module",
+		    cfg.source[0] ? cfg.source : path);
 		return -1;
 	}
 	if (!cfg.module[0] && !cfg.remote[0]) {
-		snprintf(err, errsize,
-		         "%s: no \"module\" setting: name the real PKCS#11 module "
-		         "(module = /usr/lib/softhsm/libsofthsm2.so) or set P11GATE_MODULE",
-		         cfg.source[0] ? cfg.source : path);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%s: no \"module\" setting: name the real PKCS#11 module "
+		             "(module = /usr/lib/softhsm/libsofthsm2.so) or set P11GATE_MODULE",
+		             cfg.source[0] ? cfg.source : path);
 		return -1;
 	}
 	*ret = cfg;

@@ -29,11 +29,11 @@ struct p11g_config {
 
 /*
  * Parses `key = value` lines (module, socket, wait, remote; '#' comments).  name is
- * used in messages.  On error returns -1 and writes "NAME:LINE: reason" into
- * err; cfg keeps whatever was set before the bad line.
+ * used in messages.  On error returns -1 with err bad_request "NAME:LINE: reason"; cfg
+ * keeps whatever was set before the bad line.
  */
 int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,
-                      char *err, size_t errsize);
+                      p11g_err *err);
 
 /*
  * The whole configuration: defaults, then $P11GATE_CONF (or the default
@@ -41,7 +41,7 @@ int p11g_config_parse(const char *name, const char *text, size_t len, struct p11
  * file may be missing when $P11GATE_MODULE names the module.  -1 with one
  * line in err (file and line where there is one).
  */
-int p11g_config_load(struct p11g_config *ret, char *err, size_t errsize);
+int p11g_config_load(struct p11g_config *ret, p11g_err *err);
 
 /* ---- hosted by approvald (host.c) ------------------------------------------ */
 

@@ -251,7 +251,7 @@ static void set_debug(void)
 
 CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 {
-	char err[PATH_MAX + 512];
+	p11g_err err = {0};
 	unsigned gen;
 	bool forked = false;
 	CK_RV rv;
@@ -277,8 +277,8 @@ CK_RV hook_C_Initialize(CK_VOID_PTR pInitArgs)
 	set_debug();
 	if (!forked) {
 		/* Hosted by approvald: p11g_gate_host() set the configuration. */
-		if (!p11g_m.host.on && p11g_config_load(&p11g_m.cfg, err, sizeof(err)) < 0) {
-			p11g_complain("%s", err);
+		if (!p11g_m.host.on && p11g_config_load(&p11g_m.cfg, &err) < 0) {
+			p11g_complain("%s", err.msg);
 			rv = CKR_GENERAL_ERROR;
 			goto out;
 		}
@@ -383,12 +383,12 @@ static CK_INTERFACE remote_iface = {(CK_UTF8CHAR_PTR) "PKCS 11", NULL, 0};
 static void remote_probe(void)
 {
 	struct p11g_config cfg;
-	char err[PATH_MAX + 512];
+	p11g_err err = {0};
 	CK_C_GetFunctionList gfl;
 	void *dl;
 
 	/* A bad configuration is C_Initialize's to report. */
-	if (p11g_config_load(&cfg, err, sizeof(err)) < 0 || !cfg.remote[0])
+	if (p11g_config_load(&cfg, &err) < 0 || !cfg.remote[0])
 		return;
 	if (setenv("P11_KIT_SERVER_ADDRESS", cfg.remote, 1) < 0)
 		return;

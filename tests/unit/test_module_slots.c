@@ -194,11 +194,27 @@ static void test_shared_object_exports(void **state)
 
 /* ==== configuration ========================================================== */
 
+/* The message of a failed parse or load into err; a failure is always bad_request. */
+static int result(int r, const p11g_err *e, char *err, size_t errsize)
+{
+	snprintf(err, errsize, "%s", r < 0 ? e->msg : "");
+	if (r < 0)
+		assert_string_equal(e->code, "bad_request");
+	return r;
+}
+
 static int parse(const char *text, struct p11g_config *cfg, char *err, size_t errsize)
 {
+	p11g_err e = {0};
 	memset(cfg, 0, sizeof(*cfg));
-	err[0] = '\0';
-	return p11g_config_parse("test.conf", text, strlen(text), cfg, err, errsize);
+	return result(p11g_config_parse("test.conf", text, strlen(text), cfg, &e), &e, err,
+	              errsize);
+}
+
+static int load(struct p11g_config *cfg, char *err, size_t errsize)
+{
+	p11g_err e = {0};
+	return result(p11g_config_load(cfg, &e), &e, err, errsize);
 }
 
 static void test_config_parse(void **state)
@@ -279,19 +295,19 @@ static void test_config_load_and_env(void **state)
 	unsetenv("P11GATE_MODULE");
 	unsetenv("P11GATE_SOCKET");
 	unsetenv("P11GATE_WAIT");
-	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), -1);
+	assert_int_equal(load(&cfg, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, path));
 	assert_non_null(strstr(err, "No such file"));
 	/* An explicit file must exist even when the environment names the module. */
 	setenv("P11GATE_MODULE", "/env/module.so", 1);
-	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), -1);
+	assert_int_equal(load(&cfg, err, sizeof(err)), -1);
 
 	snprintf(path, sizeof(path), "%s/ok.conf", tmpdir);
 	write_file(path, "module = /file/module.so\nwait = 5\n");
 	setenv("P11GATE_CONF", path, 1);
 	unsetenv("P11GATE_MODULE");
 	p11g_config_approvald_user.set = true; /* what an earlier file said */
-	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), 0);
+	assert_int_equal(load(&cfg, err, sizeof(err)), 0);
 	assert_false(p11g_config_approvald_user.set);
 	assert_string_equal(cfg.module, "/file/module.so");
 	assert_string_equal(cfg.socket, P11G_DEFAULT_SOCKET);
@@ -301,19 +317,19 @@ static void test_config_load_and_env(void **state)
 	setenv("P11GATE_MODULE", "/env/module.so", 1);
 	setenv("P11GATE_SOCKET", "/env/sock", 1);
 	setenv("P11GATE_WAIT", "7", 1);
-	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), 0);
+	assert_int_equal(load(&cfg, err, sizeof(err)), 0);
 	assert_string_equal(cfg.module, "/env/module.so");
 	assert_string_equal(cfg.socket, "/env/sock");
 	assert_int_equal(cfg.wait, 7);
 	setenv("P11GATE_WAIT", "soon", 1);
-	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), -1);
+	assert_int_equal(load(&cfg, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "P11GATE_WAIT"));
 	unsetenv("P11GATE_WAIT");
 	unsetenv("P11GATE_SOCKET");
 	unsetenv("P11GATE_MODULE");
 
 	write_file(path, "wait = 5\n");
-	assert_int_equal(p11g_config_load(&cfg, err, sizeof(err)), -1);
+	assert_int_equal(load(&cfg, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "no \"module\" setting"));
 
 	/* C_Initialize turns any of this into CKR_GENERAL_ERROR. */
