@@ -898,16 +898,23 @@ GATED_KEY_INIT(C_VerifyRecoverInit, "verify-recovering with", false)
 GATED_KEY_INIT(C_MessageEncryptInit, "encrypting with", true)
 GATED_KEY_INIT(C_MessageDecryptInit, "decrypting with", true)
 
+/* A call that makes a key with another one (unwrap, derive): the key it uses is gated as a
+ * private-key operation, and the key it makes as an object the client may make. */
+static CK_RV gate_key_making(const char *what, const char *fn, CK_SESSION_HANDLE h,
+                             CK_OBJECT_HANDLE key, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
+{
+	CK_RV rv = gate_transform(what, h, key);
+	return rv == CKR_OK ? p11g_object_admin_check(fn, h, CK_INVALID_HANDLE, tmpl, n) : rv;
+}
+
 CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                        CK_OBJECT_HANDLE hUnwrappingKey, CK_BYTE_PTR pWrappedKey,
                        CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
                        CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
 {
 	P11G_ENTER();
-	CK_RV rv = gate_transform("unwrapping with", hSession, hUnwrappingKey);
-	if (rv == CKR_OK)
-		rv = p11g_object_admin_check("C_UnwrapKey", hSession, CK_INVALID_HANDLE, pTemplate,
-		                             ulAttributeCount);
+	CK_RV rv = gate_key_making("unwrapping with", "C_UnwrapKey", hSession, hUnwrappingKey,
+	                           pTemplate, ulAttributeCount);
 	if (rv != CKR_OK)
 		return rv;
 	rv = R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen,
@@ -920,10 +927,8 @@ CK_RV hook_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                        CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
 {
 	P11G_ENTER();
-	CK_RV rv = gate_transform("deriving from", hSession, hBaseKey);
-	if (rv == CKR_OK)
-		rv = p11g_object_admin_check("C_DeriveKey", hSession, CK_INVALID_HANDLE, pTemplate,
-		                             ulAttributeCount);
+	CK_RV rv = gate_key_making("deriving from", "C_DeriveKey", hSession, hBaseKey, pTemplate,
+	                           ulAttributeCount);
 	if (rv != CKR_OK)
 		return rv;
 	rv = R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey);
