@@ -1125,10 +1125,12 @@ CK_RV hook_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 	return rv;
 }
 
-/* The message-signing calls run only after our C_MessageSignInit let the
- * key through. */
+/* The message-signing calls run only on a 3.0 module and only after our
+ * C_MessageSignInit let the key through. */
 static CK_RV msgsign_allowed(CK_SESSION_HANDLE hSession)
 {
+	if (!p11g_m.real_3_0)
+		return CKR_FUNCTION_NOT_SUPPORTED;
 	struct p11g_session *s = p11g_session_get(hSession);
 	bool ok = s && s->msgsign_ok;
 
@@ -1142,8 +1144,6 @@ CK_RV hook_C_SignMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
 {
 	P11G_ENTER();
 	CK_RV rv;
-	if (!p11g_m.real_3_0)
-		return CKR_FUNCTION_NOT_SUPPORTED;
 	if ((rv = msgsign_allowed(hSession)) != CKR_OK)
 		return rv;
 	return R.C_SignMessage(hSession, pParameter, ulParameterLen, pData, ulDataLen, pSignature,
@@ -1155,8 +1155,6 @@ CK_RV hook_C_SignMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter
 {
 	P11G_ENTER();
 	CK_RV rv;
-	if (!p11g_m.real_3_0)
-		return CKR_FUNCTION_NOT_SUPPORTED;
 	if ((rv = msgsign_allowed(hSession)) != CKR_OK)
 		return rv;
 	return R.C_SignMessageBegin(hSession, pParameter, ulParameterLen);
@@ -1168,8 +1166,6 @@ CK_RV hook_C_SignMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter,
 {
 	P11G_ENTER();
 	CK_RV rv;
-	if (!p11g_m.real_3_0)
-		return CKR_FUNCTION_NOT_SUPPORTED;
 	if ((rv = msgsign_allowed(hSession)) != CKR_OK)
 		return rv;
 	return R.C_SignMessageNext(hSession, pParameter, ulParameterLen, pData, ulDataLen,
