@@ -19,6 +19,12 @@ __attribute__((format(printf, 2, 3))) void p11g_log(enum p11g_log_level level, c
 #define p11g_error(...) p11g_log(P11G_LOG_ERROR, __VA_ARGS__)
 #define p11g_warn(...)  p11g_log(P11G_LOG_WARN, __VA_ARGS__)
 #define p11g_info(...)  p11g_log(P11G_LOG_INFO, __VA_ARGS__)
-#define p11g_debug(...) p11g_log(P11G_LOG_DEBUG, __VA_ARGS__)
+/* Its arguments are evaluated only when debugging is on: a trace may format a key's URI on
+ * the sign path, which must cost nothing otherwise. */
+#define p11g_debug(...)                                                                            \
+	do {                                                                                       \
+		if (p11g_log_threshold >= P11G_LOG_DEBUG)                                          \
+			p11g_log(P11G_LOG_DEBUG, __VA_ARGS__);                                     \
+	} while (0)
 
 #endif
