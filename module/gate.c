@@ -331,13 +331,13 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	}
 	/* CKA_TOKEN may be unreadable on some modules: then not cached.  A passing failure
 	 * is read again, as the identity is (below). */
-	bool token_known = true;
 	for (int tries = 0;; tries++) {
-		token_known = true;
+		ca[1].ulValueLen = sizeof(on_token);
 		if (R.C_GetAttributeValue(h, obj, ca, 2) == CKR_OK)
 			break;
+		/* CKA_TOKEN not known: ca[1] says so for everything below. */
 		on_token = CK_FALSE;
-		token_known = false;
+		ca[1].ulValueLen = CK_UNAVAILABLE_INFORMATION;
 		rv = R.C_GetAttributeValue(h, obj, ca, 1);
 		if (rv == CKR_OK)
 			break;
@@ -367,9 +367,8 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 	 * identity read later is as good as one read now, and a failure that lasts refuses. */
 	for (int tries = 0;; tries++) {
 		rv = read_identity(h, si.slotID, obj,
-		                   token_known && ca[1].ulValueLen == sizeof(on_token) ? &on_token
-		                                                                       : NULL,
-		                   kid, &twin, &what);
+		                   ca[1].ulValueLen == sizeof(on_token) ? &on_token : NULL, kid,
+		                   &twin, &what);
 		if (rv == CKR_OK || tries == P11G_READ_RETRIES || !transient(rv))
 			break;
 		p11g_debug("reading %s failed (0x%lx); reading the key's identity again", what,
@@ -400,7 +399,7 @@ static bool private_key_policy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, struct
 		pol->class_rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
 		return false;
 	}
-	if (token_known && on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token) &&
+	if (on_token == CK_TRUE && ca[1].ulValueLen == sizeof(on_token) &&
 	    twin == CK_INVALID_HANDLE)
 		id_cache_put(&(struct id_key){si.slotID, obj}, kid);
 	return true;
