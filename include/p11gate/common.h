@@ -36,11 +36,12 @@ static inline void p11g_closep(int *fd)
  * An error that crosses a component boundary: a stable machine code (one of
  * the P11G_E_* strings in errors.h, never NULL once set) and a sentence a person
  * can act on.  Functions that fill one return -1 (or a negative errno) and
- * leave it untouched on success.
+ * leave it untouched on success.  The sentence has room for a quoted registry
+ * reply (ocisign); longer ones are cut.
  */
 typedef struct p11g_err {
 	const char *code;
-	char msg[512];
+	char msg[1024];
 } p11g_err;
 
 __attribute__((format(printf, 3, 4))) static inline int p11g_err_set(p11g_err *e, const char *code,
