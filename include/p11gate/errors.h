@@ -39,5 +39,8 @@
 #define P11G_E_UNAVAILABLE  "unavailable" /* client side: daemon not reachable */
 #define P11G_E_PROTOCOL     "protocol"    /* client side: bad reply */
 #define P11G_E_TIMEOUT      "timeout"
+/* ocisign verify: no attached signature verifies with the key (or the one that does signs
+ * another image).  Client side only: approvald never answers it, so wire.c does not list it. */
+#define P11G_E_BAD_SIGNATURE "bad_signature"
 
 #endif

@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct oci_challenge ch;
-	oci_err err = {0};
+	p11g_err err = {0};
 	char *token = NULL, text[256];
 	long expires = 0;
 

@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char digest[] =
 	    "sha256:3f1f2e0c5e0b7a1d0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778";
-	oci_err err = {0};
+	p11g_err err = {0};
 	char *m = NULL, *c = NULL, *m2 = NULL, *c2 = NULL;
 	size_t mlen = 0, clen = 0, mlen2 = 0, clen2 = 0;
 

@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char digest[OCI_DIGEST_LEN + 1], ref[512], digest2[OCI_DIGEST_LEN + 1], ref2[512];
-	oci_err err = {0};
+	p11g_err err = {0};
 	char *built = NULL;
 	size_t blen = 0;
 

@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct oci_ref r, again;
-	oci_err err = {0};
+	p11g_err err = {0};
 	char name[OCI_REGISTRY_MAX + OCI_REPOSITORY_MAX + 2], text[sizeof(name) + 160];
 	char *s = malloc(size + 1);
 

@@ -17,7 +17,7 @@ static json_t *add(const char *existing, const char *digest, const char *sig, in
 {
 	char *m = NULL, *c = NULL;
 	size_t ml, cl;
-	oci_err err;
+	p11g_err err;
 	int r =
 	    oci_sig_manifest_add((const unsigned char *)existing, existing ? strlen(existing) : 0,
 	                         digest, 123, sig, &m, &ml, &c, &cl, &err);

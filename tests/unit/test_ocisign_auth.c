@@ -100,7 +100,7 @@ static void test_token_reply(void **state)
 	(void)state;
 	char *tok = NULL;
 	long exp = 0;
-	oci_err err;
+	p11g_err err;
 	const char *a = "{\"token\":\"abc\",\"expires_in\":300}";
 	assert_int_equal(oci_token_parse(a, strlen(a), &tok, &exp, &err), 0);
 	assert_string_equal(tok, "abc");
@@ -148,7 +148,7 @@ static void test_creds_option(void **state)
 {
 	(void)state;
 	char *b = NULL;
-	oci_err err;
+	p11g_err err;
 	assert_int_equal(oci_creds_lookup("reg.io", "user:pa:ss", &b, &err), 0);
 	assert_string_equal(b, "dXNlcjpwYTpzcw==");
 	free(b);

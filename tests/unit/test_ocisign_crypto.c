@@ -81,7 +81,7 @@ static void test_ec_key_from_attributes(void **state)
 	EVP_PKEY *pk = EVP_EC_gen("P-256");
 	unsigned char point[65], params[16];
 	size_t plen;
-	oci_err err;
+	p11g_err err;
 	assert_int_equal(EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, point,
 	                                                 sizeof(point), &plen),
 	                 1);
@@ -116,7 +116,7 @@ static void test_ec_key_from_attributes(void **state)
 static void test_ed25519_and_rsa(void **state)
 {
 	(void)state;
-	oci_err err;
+	p11g_err err;
 	EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	unsigned char pub[32], wrapped[34] = {0x04, 32};
 	size_t plen = sizeof(pub);

@@ -16,7 +16,7 @@ static char *build(const char *ref, const struct oci_annotation *a, size_t n)
 {
 	char *out = NULL;
 	size_t len;
-	oci_err err;
+	p11g_err err;
 	assert_int_equal(oci_payload_build(ref, DIGEST, a, n, &out, &len, &err), 0);
 	assert_int_equal(strlen(out), len);
 	return out;
@@ -83,7 +83,7 @@ static void test_annotation_parse(void **state)
 {
 	(void)state;
 	struct oci_annotation a;
-	oci_err err;
+	p11g_err err;
 	assert_int_equal(oci_annotation_parse("k=v", &a, &err), 0);
 	assert_string_equal(a.key, "k");
 	assert_string_equal(a.value, "v");
@@ -109,7 +109,7 @@ static void test_payload_too_large(void **state)
 	struct oci_annotation a = {"k", big};
 	char *out = NULL;
 	size_t len;
-	oci_err err;
+	p11g_err err;
 	assert_int_equal(oci_payload_build("r.example/x/y", DIGEST, &a, 1, &out, &len, &err), -1);
 	assert_non_null(strstr(err.msg, "larger than"));
 	free(big);
@@ -119,7 +119,7 @@ static void test_parse_roundtrip_and_refusals(void **state)
 {
 	(void)state;
 	char digest[OCI_DIGEST_LEN + 1], ref[300];
-	oci_err err;
+	p11g_err err;
 	char *p = build("r.example/x/y", NULL, 0);
 	assert_int_equal(
 	    oci_payload_parse((unsigned char *)p, strlen(p), digest, ref, sizeof(ref), &err), 0);
@@ -184,7 +184,7 @@ static void test_reference_vectors(void **state)
 		struct oci_annotation ann[16];
 		size_t na = 0, nargs = json_array_size(args);
 		const char *image = NULL;
-		oci_err err;
+		p11g_err err;
 		for (size_t i = 0; i < nargs; i++) {
 			const char *s = json_string_value(json_array_get(args, i));
 			if (!strcmp(s, "-a")) {

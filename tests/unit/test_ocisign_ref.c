@@ -14,7 +14,7 @@ static void check(const char *in, const char *reg, const char *repo, const char 
                   const char *digest)
 {
 	struct oci_ref r;
-	oci_err err;
+	p11g_err err;
 	if (oci_ref_parse(in, &r, &err) != 0)
 		fail_msg("%s: %s", in, err.msg);
 	assert_string_equal(r.registry, reg);
@@ -53,7 +53,7 @@ static void test_tag_and_digest(void **state)
 {
 	(void)state;
 	struct oci_ref r;
-	oci_err err;
+	p11g_err err;
 	check("reg.io/app:v1@" D, "reg.io", "app", "v1", D);
 	check("reg.io:443/app:V_1.2-rc@" D, "reg.io:443", "app", "V_1.2-rc", D);
 	assert_int_equal(oci_ref_parse("reg.io/app:v1@" D, &r, &err), 0);
@@ -93,7 +93,7 @@ static void test_bad_references(void **state)
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct oci_ref r;
-		oci_err err = {""};
+		p11g_err err = {0};
 		if (oci_ref_parse(bad[i], &r, &err) != -1)
 			fail_msg("accepted \"%s\"", bad[i]);
 		assert_true(err.msg[0] != '\0');
@@ -104,7 +104,7 @@ static void test_bad_references(void **state)
 	memcpy(ref, "reg.io/app:", 11);
 	memset(ref + 11, 't', 127);
 	struct oci_ref r;
-	oci_err err;
+	p11g_err err;
 	assert_int_equal(oci_ref_parse(ref, &r, &err), 0);
 	ref[11 + 127] = 't';
 	assert_int_equal(oci_ref_parse(ref, &r, &err), -1);

@@ -9,12 +9,27 @@
 #define CALL_TIMEOUT_MS 30000
 #define WAIT_SLICE_S    600 /* one "wait" call at most; then ask again */
 
-static int wire_fail(oci_err *err, const char *what, const p11g_err *e)
+/* approvald's refusal keeps approvald's code. */
+static int wire_fail(p11g_err *err, const char *what, const p11g_err *e)
 {
-	return oci_fail(err, "%s: %s (%s)", what, e->msg, e->code ? e->code : "error");
+	return p11g_err_set(err, e->code ? e->code : P11G_E_PROTOCOL, "%s: %s (%s)", what, e->msg,
+	                    e->code ? e->code : "error");
 }
 
-int oci_approval_get(const struct oci_approval *a, oci_err *err)
+/* The code for an operation that ended undecided or refused, as the module reports it. */
+static const char *ended_code(const char *state)
+{
+	static const char *const codes[][2] = {{"rejected", P11G_E_REJECTED},
+	                                       {"revoked", P11G_E_REVOKED},
+	                                       {"expired", P11G_E_EXPIRED},
+	                                       {"exhausted", P11G_E_EXHAUSTED}};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(codes); i++)
+		if (!strcmp(state, codes[i][0]))
+			return codes[i][1];
+	return P11G_E_PROTOCOL;
+}
+
+int oci_approval_get(const struct oci_approval *a, p11g_err *err)
 {
 	const char *path = p11g_wire_socket_path(a->socket);
 	p11g_err e = {0};
@@ -40,7 +55,7 @@ int oci_approval_get(const struct oci_approval *a, oci_err *err)
 		json_decref(digests);
 	json_decref(payloads);
 	if (!req)
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	int r = p11g_wire_call_path(path, req, &res, CALL_TIMEOUT_MS, &e);
 	json_decref(req);
 	if (r < 0)
@@ -51,7 +66,8 @@ int oci_approval_get(const struct oci_approval *a, oci_err *err)
 	snprintf(state, sizeof(state), "%s", jstate ? jstate : "");
 	json_decref(res);
 	if (id <= 0 || !state[0])
-		return oci_fail(err, "approvald's reply to the request has no operation id");
+		return p11g_err_set(err, P11G_E_PROTOCOL,
+		                    "approvald's reply to the request has no operation id");
 	if (strcmp(state, "pending"))
 		fprintf(stderr,
 		        "ocisign: approval request %" JSON_INTEGER_FORMAT
@@ -71,9 +87,10 @@ int oci_approval_get(const struct oci_approval *a, oci_err *err)
 	while (!strcmp(state, "pending")) {
 		int64_t left = (deadline - p11g_mono_us()) / 1000000;
 		if (left <= 0)
-			return oci_fail(
-			    err, "operation %" JSON_INTEGER_FORMAT " is still pending after %lds",
-			    id, a->timeout_s);
+			return p11g_err_set(err, P11G_E_TIMEOUT,
+			                    "operation %" JSON_INTEGER_FORMAT
+			                    " is still pending after %lds",
+			                    id, a->timeout_s);
 		if (left > WAIT_SLICE_S)
 			left = WAIT_SLICE_S;
 		json_t *w = json_pack("{s:s, s:I, s:I}", "verb", "wait", "id", id, "timeout",
@@ -92,9 +109,10 @@ int oci_approval_get(const struct oci_approval *a, oci_err *err)
 				why = json_object_get(op, "revocation");
 			const char *reason = json_string_value(json_object_get(why, "reason"));
 			const char *by = json_string_value(json_object_get(why, "user"));
-			oci_fail(err, "operation %" JSON_INTEGER_FORMAT " was %s%s%s%s%s", id,
-			         state, by ? " by " : "", by ? by : "", reason ? ": " : "",
-			         reason ? reason : "");
+			p11g_err_set(err, ended_code(state),
+			             "operation %" JSON_INTEGER_FORMAT " was %s%s%s%s%s", id, state,
+			             by ? " by " : "", by ? by : "", reason ? ": " : "",
+			             reason ? reason : "");
 			json_decref(res);
 			return -1;
 		}

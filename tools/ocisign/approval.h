@@ -26,6 +26,6 @@ struct oci_approval {
  * approved; -1 when refused (approvald's message and code, e.g.
  * registry_not_allowed), rejected, expired, revoked, unreachable or still
  * pending after timeout_s. */
-int oci_approval_get(const struct oci_approval *a, oci_err *err);
+int oci_approval_get(const struct oci_approval *a, p11g_err *err);
 
 #endif

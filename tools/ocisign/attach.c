@@ -20,7 +20,7 @@ static char *dump(const json_t *j, size_t *ret_len)
 
 int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char *payload_digest,
                          size_t payload_size, const char *sig_b64, char **ret_manifest,
-                         size_t *ret_mlen, char **ret_config, size_t *ret_clen, oci_err *err)
+                         size_t *ret_mlen, char **ret_config, size_t *ret_clen, p11g_err *err)
 {
 	json_t *layers = json_array(), *old = NULL, *l;
 	json_t *diff_ids = json_array(), *history = json_array();
@@ -34,15 +34,17 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 		const json_t *ol = json_object_get(old, "layers");
 		const char *mt = json_string_value(json_object_get(old, "mediaType"));
 		if (!old || !json_is_array(ol) || (mt && strcmp(mt, OCI_MT_OCI_MANIFEST))) {
-			oci_fail(err,
-			         "the existing signature manifest is not an OCI image manifest");
+			p11g_err_set(
+			    err, P11G_E_PROTOCOL,
+			    "the existing signature manifest is not an OCI image manifest");
 			goto out;
 		}
 		if (json_array_size(ol) >= OCI_SIG_LAYERS_MAX) {
-			oci_fail(err,
-			         "the existing signature manifest has %zu layers, the most ocisign "
-			         "adds to",
-			         json_array_size(ol));
+			p11g_err_set(
+			    err, P11G_E_PROTOCOL,
+			    "the existing signature manifest has %zu layers, the most ocisign "
+			    "adds to",
+			    json_array_size(ol));
 			goto out;
 		}
 		json_array_foreach(ol, i, l)
@@ -51,10 +53,10 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 			const char *s = json_string_value(
 			    json_object_get(json_object_get(l, "annotations"), OCI_ANN_SIGNATURE));
 			if (!d || !oci_digest_valid(d)) {
-				oci_fail(err,
-				         "layer %zu of the existing signature manifest has no "
-				         "sha256 digest",
-				         i);
+				p11g_err_set(err, P11G_E_PROTOCOL,
+				             "layer %zu of the existing signature manifest has no "
+				             "sha256 digest",
+				             i);
 				goto out;
 			}
 			if (!strcmp(d, payload_digest) && s && !strcmp(s, sig_b64)) {
@@ -81,7 +83,7 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 	char *config = cfg ? dump(cfg, &clen) : NULL;
 	char cdigest[OCI_DIGEST_LEN + 1];
 	if (!config) {
-		oci_fail(err, "out of memory");
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		goto out;
 	}
 	oci_sha256_digest(config, clen, cdigest);
@@ -94,7 +96,7 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 	char *manifest = man ? dump(man, ret_mlen) : NULL;
 	if (!manifest) {
 		free(config);
-		oci_fail(err, "out of memory");
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		goto out;
 	}
 	*ret_manifest = manifest;
@@ -112,7 +114,7 @@ out:
 }
 
 int oci_attach(struct oci_reg *r, const char *image_digest, const void *payload, size_t plen,
-               const char *sig_b64, bool *ret_skipped, oci_err *err)
+               const char *sig_b64, bool *ret_skipped, p11g_err *err)
 {
 	char tag[80], pdigest[OCI_DIGEST_LEN + 1];
 	struct oci_manifest old = {0};

@@ -21,11 +21,11 @@ void oci_sig_tag(const char *digest, char out[80]);
  * layers. */
 int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char *payload_digest,
                          size_t payload_size, const char *sig_b64, char **ret_manifest,
-                         size_t *ret_mlen, char **ret_config, size_t *ret_clen, oci_err *err);
+                         size_t *ret_mlen, char **ret_config, size_t *ret_clen, p11g_err *err);
 
 /* Attaches payload + signature to the image digest in r's repository.
  * *ret_skipped says the identical signature was already there. */
 int oci_attach(struct oci_reg *r, const char *image_digest, const void *payload, size_t plen,
-               const char *sig_b64, bool *ret_skipped, oci_err *err);
+               const char *sig_b64, bool *ret_skipped, p11g_err *err);
 
 #endif

@@ -147,7 +147,7 @@ static bool host_matches(const char *registry, const char *host)
 	return a && b;
 }
 
-static int creds_from_file(const char *path, const char *registry, char **ret, oci_err *err)
+static int creds_from_file(const char *path, const char *registry, char **ret, p11g_err *err)
 {
 	_cleanup_buf_ struct oci_buf buf = {0};
 	json_error_t jerr;
@@ -157,7 +157,8 @@ static int creds_from_file(const char *path, const char *registry, char **ret, o
 		return -1;
 	json_t *root = json_loadb((const char *)buf.data, buf.len, 0, &jerr);
 	if (!root)
-		return oci_fail(err, "%s:%d: not JSON: %s", path, jerr.line, jerr.text);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%d: not JSON: %s", path, jerr.line,
+		                    jerr.text);
 	const json_t *auths = json_object_get(root, "auths"), *entry, *found = NULL;
 	const char *key;
 	json_object_foreach((json_t *)auths, key, entry)
@@ -180,18 +181,19 @@ static int creds_from_file(const char *path, const char *registry, char **ret, o
 		if (auth && *auth) {
 			if (oci_b64_decode(auth, strlen(auth), &dec, &dlen) < 0 ||
 			    !memchr(dec, ':', dlen))
-				r = oci_fail(
-				    err, "%s: the \"auth\" of %s is not base64 of USER:PASSWORD",
-				    path, registry);
+				r = p11g_err_set(
+				    err, P11G_E_BAD_REQUEST,
+				    "%s: the \"auth\" of %s is not base64 of USER:PASSWORD", path,
+				    registry);
 			else if (!(*ret = strdup(auth)))
-				r = oci_fail(err, "out of memory");
+				r = p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 			if (dec)
 				p11g_freezero(dec, dlen);
 		} else if (user && pass) {
 			char *up = NULL;
 			int n = asprintf(&up, "%s:%s", user, pass);
 			if (n < 0 || !(*ret = oci_b64_encode((unsigned char *)up, (size_t)n)))
-				r = oci_fail(err, "out of memory");
+				r = p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 			if (n >= 0)
 				p11g_freezero(up, (size_t)n);
 		}
@@ -200,7 +202,7 @@ static int creds_from_file(const char *path, const char *registry, char **ret, o
 	return r;
 }
 
-int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, oci_err *err)
+int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, p11g_err *err)
 {
 	*ret = NULL;
 	if (creds_opt) {
@@ -208,7 +210,7 @@ int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, oc
 		size_t dlen = 0;
 		if (strchr(creds_opt, ':')) {
 			*ret = oci_b64_encode((const unsigned char *)creds_opt, strlen(creds_opt));
-			return *ret ? 0 : oci_fail(err, "out of memory");
+			return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		}
 		/* An ECR authorization token is already base64("AWS:password"): used as it is. */
 		bool token = oci_b64_decode(creds_opt, strlen(creds_opt), &dec, &dlen) == 0 &&
@@ -216,11 +218,11 @@ int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, oc
 		if (dec)
 			p11g_freezero(dec, dlen);
 		if (!token)
-			return oci_fail(err,
-			                "--creds takes USER:PASSWORD or a base64 USER:PASSWORD "
-			                "(an ECR authorization token)");
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "--creds takes USER:PASSWORD or a base64 USER:PASSWORD "
+			                    "(an ECR authorization token)");
 		*ret = strdup(creds_opt);
-		return *ret ? 0 : oci_fail(err, "out of memory");
+		return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
 	const char *file = getenv("REGISTRY_AUTH_FILE");
 	if (file && *file)
@@ -239,12 +241,12 @@ int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, oc
 }
 
 int oci_token_parse(const char *body, size_t len, char **ret_token, long *ret_expires_in,
-                    oci_err *err)
+                    p11g_err *err)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, 0, &jerr);
 	if (!root)
-		return oci_fail(err, "the token service's reply is not JSON");
+		return p11g_err_set(err, P11G_E_PROTOCOL, "the token service's reply is not JSON");
 	const char *tok = json_string_value(json_object_get(root, "token"));
 	if (!tok || !*tok)
 		tok = json_string_value(json_object_get(root, "access_token"));
@@ -255,11 +257,12 @@ int oci_token_parse(const char *body, size_t len, char **ret_token, long *ret_ex
 		expires = (long)json_integer_value(exp);
 	int r = 0;
 	if (!tok || !*tok)
-		r = oci_fail(err, "the token service's reply has no token");
+		r = p11g_err_set(err, P11G_E_PROTOCOL, "the token service's reply has no token");
 	else if (strpbrk(tok, "\r\n"))
-		r = oci_fail(err, "the token service's reply has a token with a line break");
+		r = p11g_err_set(err, P11G_E_PROTOCOL,
+		                 "the token service's reply has a token with a line break");
 	else if (!(*ret_token = strdup(tok)))
-		r = oci_fail(err, "out of memory");
+		r = p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	else
 		*ret_expires_in = expires;
 	json_decref(root);

@@ -31,11 +31,11 @@ int oci_challenge_parse(const char *value, size_t len, struct oci_challenge *ret
  * it is (ECR's authorization tokens are exactly that); "username" and
  * "password" members work too.  *ret is the base64 credential, or NULL
  * when none is configured.  -1 for a file or entry that cannot be used. */
-int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, oci_err *err);
+int oci_creds_lookup(const char *registry, const char *creds_opt, char **ret, p11g_err *err);
 
 /* Reads a token endpoint's reply: "token" or "access_token", and its
  * lifetime ("expires_in", default 60 s as the token spec says). */
 int oci_token_parse(const char *body, size_t len, char **ret_token, long *ret_expires_in,
-                    oci_err *err);
+                    p11g_err *err);
 
 #endif

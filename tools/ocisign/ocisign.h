@@ -1,8 +1,10 @@
-/* ocisign's shared pieces: the error type, bounded byte buffers, limits, base64 and digests. */
+/* ocisign's shared pieces: bounded byte buffers, limits, base64 and digests.  Errors are
+ * p11g_err (common.h): a P11G_E_* code and the sentence printed as "ocisign: MSG". */
 #ifndef OCISIGN_H
 #define OCISIGN_H
 
 #include "p11gate/common.h"
+#include "p11gate/errors.h"
 
 #define OCI_EXIT_FAIL  1
 #define OCI_EXIT_USAGE 2
@@ -15,14 +17,6 @@
 #define OCI_SIG_LAYERS_MAX 1000u        /* layers in one .sig manifest */
 
 #define OCI_DIGEST_LEN 71 /* "sha256:" + 64 hex */
-
-/* One sentence for the user; printed as "ocisign: MSG". */
-typedef struct oci_err {
-	char msg[1024];
-} oci_err;
-
-/* Fills err and returns -1, so a failure is one statement. */
-__attribute__((format(printf, 2, 3))) int oci_fail(oci_err *err, const char *fmt, ...);
 
 /* A growable buffer that refuses to grow past max (0: no data accepted). */
 struct oci_buf {
@@ -45,7 +39,7 @@ char *oci_buf_steal(struct oci_buf *b, size_t *ret_len);
 
 /* Reads a whole regular file of at most max bytes (O_CLOEXEC). */
 int oci_read_file(const char *path, size_t max, struct oci_buf *ret, const char *what,
-                  oci_err *err);
+                  p11g_err *err);
 
 /* Standard base64 with padding.  encode: malloc'd string or NULL.  decode:
  * strict (no whitespace, correct padding); 0 or -1. */

@@ -66,12 +66,37 @@ const char *oci_ckr_name(unsigned long rv)
 	return "CKR_0x?";
 }
 
-static int ckr_fail(oci_err *err, const char *what, CK_RV rv)
+/* The code of a failed PKCS#11 call: a refused login or use, a token gone, a key that cannot do
+ * what was asked; anything else the module should not have answered. */
+static const char *ckr_code(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_LOCKED:
+	case CKR_PIN_LEN_RANGE:
+	case CKR_USER_NOT_LOGGED_IN:
+	case CKR_FUNCTION_REJECTED:
+	case CKR_KEY_FUNCTION_NOT_PERMITTED:
+		return P11G_E_FORBIDDEN;
+	case CKR_DEVICE_ERROR:
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+		return P11G_E_UNAVAILABLE;
+	case CKR_MECHANISM_INVALID:
+	case CKR_KEY_TYPE_INCONSISTENT:
+		return P11G_E_BAD_REQUEST;
+	default:
+		return P11G_E_INTERNAL;
+	}
+}
+
+static int ckr_fail(p11g_err *err, const char *what, CK_RV rv)
 {
 	const char *name = oci_ckr_name(rv);
 	if (!strcmp(name, "CKR_0x?"))
-		return oci_fail(err, "%s failed (CKR 0x%lx)", what, (unsigned long)rv);
-	return oci_fail(err, "%s failed (%s)", what, name);
+		return p11g_err_set(err, ckr_code(rv), "%s failed (CKR 0x%lx)", what,
+		                    (unsigned long)rv);
+	return p11g_err_set(err, ckr_code(rv), "%s failed (%s)", what, name);
 }
 
 /* Copies the part of a key URI before its query into out. */
@@ -85,34 +110,35 @@ static int uri_without_query(const char *uri, char *out, size_t outlen)
 	return 0;
 }
 
-int oci_key_request_uri(const char *uri, char **ret, oci_err *err)
+int oci_key_request_uri(const char *uri, char **ret, p11g_err *err)
 {
 	char buf[2048];
 	if (strncmp(uri, "pkcs11:", 7) || uri_without_query(uri, buf, sizeof(buf)) < 0)
-		return oci_fail(err,
-		                "bad key URI: expected pkcs11:token=...;object=... (RFC 7512)");
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "bad key URI: expected pkcs11:token=...;object=... (RFC 7512)");
 	*ret = strdup(buf);
-	return *ret ? 0 : oci_fail(err, "out of memory");
+	return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 }
 
-static P11KitUri *parse_uri(const char *uri, oci_err *err)
+static P11KitUri *parse_uri(const char *uri, p11g_err *err)
 {
 	P11KitUri *u = p11_kit_uri_new();
 	if (!u) {
-		oci_fail(err, "out of memory");
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		return NULL;
 	}
 	if (strncmp(uri, "pkcs11:", 7)) {
-		oci_fail(err,
-		         "bad key URI \"%.100s\": expected pkcs11:token=...;object=... (RFC 7512)",
-		         uri);
+		p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "bad key URI \"%.100s\": expected pkcs11:token=...;object=... (RFC 7512)", uri);
 		goto fail;
 	}
 	int r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE, u);
 	if (r != P11_KIT_URI_OK) {
 		char shown[2048];
 		uri_without_query(uri, shown, sizeof(shown));
-		oci_fail(err, "bad key URI \"%s\": %s", shown, p11_kit_uri_message(r));
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "bad key URI \"%s\": %s", shown,
+		             p11_kit_uri_message(r));
 		goto fail;
 	}
 	return u;
@@ -121,7 +147,7 @@ fail:
 	return NULL;
 }
 
-const char *oci_key_module_path(const struct oci_key_opts *o, oci_err *err)
+const char *oci_key_module_path(const struct oci_key_opts *o, p11g_err *err)
 {
 	static char path[1024];
 	if (o->module)
@@ -136,9 +162,9 @@ const char *oci_key_module_path(const struct oci_key_opts *o, oci_err *err)
 	if (mp)
 		res = mp;
 	else if (mn) {
-		oci_fail(err,
-		         "the key URI names module-name=%s; give module-path= or --module instead",
-		         mn);
+		p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "the key URI names module-name=%s; give module-path= or --module instead", mn);
 		p11_kit_uri_free(u);
 		return NULL;
 	} else if (env && *env)
@@ -150,14 +176,15 @@ const char *oci_key_module_path(const struct oci_key_opts *o, oci_err *err)
 
 /* The PIN: the URI's pin-value, else --pin-file (first line), else $PKCS11_PIN. */
 static int get_pin(const struct oci_key_opts *o, P11KitUri *u, char *pin, size_t pinlen,
-                   bool *ret_have, oci_err *err)
+                   bool *ret_have, p11g_err *err)
 {
 	const char *pv = p11_kit_uri_get_pin_value(u);
 	const char *env = getenv("PKCS11_PIN");
 	*ret_have = false;
 	if (pv) {
 		if (strlen(pv) >= pinlen)
-			return oci_fail(err, "the URI's pin-value is too long");
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "the URI's pin-value is too long");
 		snprintf(pin, pinlen, "%s", pv);
 		*ret_have = true;
 	} else if (o->pin_file) {
@@ -172,7 +199,7 @@ static int get_pin(const struct oci_key_opts *o, P11KitUri *u, char *pin, size_t
 		*ret_have = true;
 	} else if (env) {
 		if (strlen(env) >= pinlen)
-			return oci_fail(err, "PKCS11_PIN is too long");
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "PKCS11_PIN is too long");
 		snprintf(pin, pinlen, "%s", env);
 		*ret_have = true;
 	}
@@ -180,7 +207,7 @@ static int get_pin(const struct oci_key_opts *o, P11KitUri *u, char *pin, size_t
 }
 
 static int find_objects(struct oci_key *k, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
-                        CK_OBJECT_HANDLE *found, CK_ULONG max, CK_ULONG *ret_count, oci_err *err)
+                        CK_OBJECT_HANDLE *found, CK_ULONG max, CK_ULONG *ret_count, p11g_err *err)
 {
 	CK_RV rv = k->f->C_FindObjectsInit(s, tmpl, n);
 	if (rv != CKR_OK)
@@ -205,7 +232,8 @@ static CK_ULONG key_template(P11KitUri *u, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *t
 	return n;
 }
 
-int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key **ret, oci_err *err)
+int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key **ret,
+                 p11g_err *err)
 {
 	struct oci_key *k = calloc(1, sizeof(*k));
 	P11KitUri *u = NULL;
@@ -216,7 +244,7 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 	CK_RV rv;
 
 	if (!k)
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (!(u = parse_uri(o->uri, err)))
 		goto out;
 	uri_without_query(o->uri, k->uri, sizeof(k->uri));
@@ -224,11 +252,13 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 	if (cattr && cattr->ulValueLen == sizeof(CK_OBJECT_CLASS) &&
 	    *(CK_OBJECT_CLASS *)cattr->pValue != CKO_PRIVATE_KEY &&
 	    *(CK_OBJECT_CLASS *)cattr->pValue != CKO_PUBLIC_KEY) {
-		oci_fail(err, "key URI %s: type= must be private (or public for pubkey)", k->uri);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "key URI %s: type= must be private (or public for pubkey)", k->uri);
 		goto out;
 	}
 	if (!p11_kit_uri_get_attribute(u, CKA_LABEL) && !p11_kit_uri_get_attribute(u, CKA_ID)) {
-		oci_fail(err, "key URI %s names no key: add object=LABEL or id=%%HEX", k->uri);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "key URI %s names no key: add object=LABEL or id=%%HEX", k->uri);
 		goto out;
 	}
 	if (get_pin(o, u, pin, sizeof(pin), &have_pin, err) < 0)
@@ -239,12 +269,14 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 	snprintf(k->module, sizeof(k->module), "%s", mod);
 	k->dl = dlopen(k->module, RTLD_NOW | RTLD_LOCAL);
 	if (!k->dl) {
-		oci_fail(err, "cannot load PKCS#11 module %s: %s", k->module, dlerror());
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot load PKCS#11 module %s: %s",
+		             k->module, dlerror());
 		goto out;
 	}
 	CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(k->dl, "C_GetFunctionList");
 	if (!gfl || gfl(&k->f) != CKR_OK || !k->f) {
-		oci_fail(err, "%s is not a PKCS#11 module (no C_GetFunctionList)", k->module);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%s is not a PKCS#11 module (no C_GetFunctionList)", k->module);
 		goto out;
 	}
 	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
@@ -301,10 +333,10 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 					ll--;
 				memcpy(label, ti.label, ll);
 				label[ll] = '\0';
-				oci_fail(err,
-				         "token \"%s\" needs a PIN: pin-value= in the key URI, "
-				         "--pin-file FILE or PKCS11_PIN",
-				         label);
+				p11g_err_set(err, P11G_E_BAD_REQUEST,
+				             "token \"%s\" needs a PIN: pin-value= in the key URI, "
+				             "--pin-file FILE or PKCS11_PIN",
+				             label);
 				goto out;
 			}
 			if (need_login) {
@@ -335,19 +367,20 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 		}
 	}
 	if (tokens == 0) {
-		oci_fail(err, "no token of %s matches %s", k->module, k->uri);
+		p11g_err_set(err, P11G_E_NOT_FOUND, "no token of %s matches %s", k->module, k->uri);
 		goto out;
 	}
 	if (matches == 0) {
-		oci_fail(err, "no %s key matches %s in %s%s", for_signing ? "private" : "public",
-		         k->uri, k->module,
-		         pin_would_help ? " (give the PIN to read it from the private key)" : "");
+		p11g_err_set(err, P11G_E_NOT_FOUND, "no %s key matches %s in %s%s",
+		             for_signing ? "private" : "public", k->uri, k->module,
+		             pin_would_help ? " (give the PIN to read it from the private key)"
+		                            : "");
 		goto out;
 	}
 	if (matches > 1) {
-		oci_fail(err,
-		         "%u keys match %s: narrow the URI with token=, object= or id=", matches,
-		         k->uri);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%u keys match %s: narrow the URI with token=, object= or id=",
+		             matches, k->uri);
 		goto out;
 	}
 	CK_ATTRIBUTE ta = {CKA_KEY_TYPE, &k->type, sizeof(k->type)};
@@ -356,9 +389,9 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 		goto out;
 	}
 	if (k->type != CKK_EC && k->type != CKK_RSA && k->type != CKK_EC_EDWARDS) {
-		oci_fail(err,
-		         "key %s is of type 0x%lx: ocisign signs with EC, RSA and Ed25519 keys",
-		         k->uri, (unsigned long)k->type);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "key %s is of type 0x%lx: ocisign signs with EC, RSA and Ed25519 keys",
+		             k->uri, (unsigned long)k->type);
 		goto out;
 	}
 	*ret = k;
@@ -386,7 +419,7 @@ void oci_key_close(struct oci_key *k)
 }
 
 int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char **ret,
-                 size_t *ret_len, oci_err *err)
+                 size_t *ret_len, p11g_err *err)
 {
 	unsigned char md[SHA256_DIGEST_LENGTH];
 	CK_MECHANISM mech = {0, NULL, 0};
@@ -419,8 +452,8 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 	if (rv != CKR_OK) {
 		free(sig);
 		if (rv == CKR_FUNCTION_REJECTED)
-			return oci_fail(
-			    err,
+			return p11g_err_set(
+			    err, P11G_E_FORBIDDEN,
 			    "the PKCS#11 module refused to sign with %s (CKR_FUNCTION_REJECTED): "
 			    "approval needed; file a request with --request",
 			    k->uri);
@@ -432,9 +465,10 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 		size_t dlen;
 		if (oci_ecdsa_raw_to_der(sig, siglen, &der, &dlen) < 0) {
 			free(sig);
-			return oci_fail(err,
-			                "the token returned a %lu-byte ECDSA signature, not r||s",
-			                (unsigned long)siglen);
+			return p11g_err_set(
+			    err, P11G_E_PROTOCOL,
+			    "the token returned a %lu-byte ECDSA signature, not r||s",
+			    (unsigned long)siglen);
 		}
 		free(sig);
 		*ret = der;
@@ -464,7 +498,7 @@ static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **r
 	return 0;
 }
 
-int oci_key_public_pem(struct oci_key *k, char **ret, oci_err *err)
+int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err)
 {
 	unsigned char *a = NULL, *b = NULL;
 	size_t alen = 0, blen = 0;
@@ -474,16 +508,18 @@ int oci_key_public_pem(struct oci_key *k, char **ret, oci_err *err)
 	if (k->type == CKK_RSA) {
 		if (get_attr(k, CKA_MODULUS, &a, &alen) < 0 ||
 		    get_attr(k, CKA_PUBLIC_EXPONENT, &b, &blen) < 0)
-			oci_fail(err, "cannot read the RSA modulus and exponent of %s", k->uri);
+			p11g_err_set(err, P11G_E_NOT_FOUND,
+			             "cannot read the RSA modulus and exponent of %s", k->uri);
 		else
 			pk = oci_pkey_from_rsa(a, alen, b, blen, err);
 	} else {
 		if (get_attr(k, CKA_EC_PARAMS, &a, &alen) < 0 ||
 		    get_attr(k, CKA_EC_POINT, &b, &blen) < 0)
-			oci_fail(err, "cannot read CKA_EC_PARAMS and CKA_EC_POINT of %s%s", k->uri,
-			         k->cls == CKO_PRIVATE_KEY
-			             ? " (there is no public key object with its id or label)"
-			             : "");
+			p11g_err_set(err, P11G_E_NOT_FOUND,
+			             "cannot read CKA_EC_PARAMS and CKA_EC_POINT of %s%s", k->uri,
+			             k->cls == CKO_PRIVATE_KEY
+			                 ? " (there is no public key object with its id or label)"
+			                 : "");
 		else
 			pk = oci_pkey_from_ec(a, alen, b, blen, err);
 	}

@@ -17,27 +17,27 @@ struct oci_key_opts {
  * module-path, else $OCISIGN_MODULE, else the installed p11gate.so (so that
  * signing goes through the gate unless asked otherwise).  Never
  * $P11GATE_MODULE: that names the real module *behind* the gate. */
-const char *oci_key_module_path(const struct oci_key_opts *o, oci_err *err);
+const char *oci_key_module_path(const struct oci_key_opts *o, p11g_err *err);
 
 /* Loads the module and finds exactly one private key (for_signing, after
  * logging in) or its public half (else; public objects need no PIN) that
  * the URI names. */
 int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key **ret,
-                 oci_err *err);
+                 p11g_err *err);
 void oci_key_close(struct oci_key *k);
 
 /* The key's URI without its query (no PIN, no module): what approvald's
  * policy matches. malloc'd. */
-int oci_key_request_uri(const char *uri, char **ret, oci_err *err);
+int oci_key_request_uri(const char *uri, char **ret, p11g_err *err);
 
 /* Signs data the way cosign's verifiers expect: ECDSA P-256/384/521 over
  * SHA-256(data) with CKM_ECDSA and the raw r||s turned into DER; RSA with
  * CKM_SHA256_RSA_PKCS; Ed25519 with CKM_EDDSA over the data itself. */
 int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char **ret,
-                 size_t *ret_len, oci_err *err);
+                 size_t *ret_len, p11g_err *err);
 
 /* The key's public key as a PEM SubjectPublicKeyInfo (malloc'd). */
-int oci_key_public_pem(struct oci_key *k, char **ret, oci_err *err);
+int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err);
 
 /* "CKR_PIN_INCORRECT" and so on. */
 const char *oci_ckr_name(unsigned long rv);

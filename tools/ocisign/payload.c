@@ -5,15 +5,16 @@
 
 #include "approvald/textsafe.h"
 
-int oci_annotation_parse(const char *arg, struct oci_annotation *ret, oci_err *err)
+int oci_annotation_parse(const char *arg, struct oci_annotation *ret, p11g_err *err)
 {
 	const char *eq = strchr(arg, '=');
 	if (!eq || strchr(eq + 1, '='))
-		return oci_fail(
-		    err, "bad annotation \"%s\": expected KEY=VALUE with exactly one '='", arg);
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "bad annotation \"%s\": expected KEY=VALUE with exactly one '='", arg);
 	ret->key = strndup(arg, (size_t)(eq - arg));
 	if (!ret->key)
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	ret->value = eq + 1;
 	return 0;
 }
@@ -91,7 +92,7 @@ static int cmp_ann(const void *a, const void *b)
 
 int oci_payload_build(const char *docker_reference, const char *digest,
                       const struct oci_annotation *ann, size_t n_ann, char **ret, size_t *ret_len,
-                      oci_err *err)
+                      p11g_err *err)
 {
 	struct oci_buf b;
 	struct oci_annotation *sorted = NULL;
@@ -103,7 +104,7 @@ int oci_payload_build(const char *docker_reference, const char *digest,
 		/* A Go map: the last value of a repeated key wins, keys come out sorted. */
 		sorted = calloc(n_ann, sizeof(*sorted));
 		if (!sorted)
-			return oci_fail(err, "out of memory");
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		for (size_t i = 0; i < n_ann; i++) {
 			size_t j;
 			for (j = 0; j < n; j++)
@@ -144,17 +145,18 @@ int oci_payload_build(const char *docker_reference, const char *digest,
 		bool big = b.overflow;
 		oci_buf_free(&b);
 		if (big)
-			return oci_fail(
-			    err, "payload larger than %u bytes: fewer or shorter annotations",
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "payload larger than %u bytes: fewer or shorter annotations",
 			    OCI_SMALL_MAX);
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
 	*ret = oci_buf_steal(&b, ret_len);
 	return 0;
 }
 
 int oci_payload_parse(const unsigned char *p, size_t len, char digest[OCI_DIGEST_LEN + 1],
-                      char *ret_ref, size_t ref_len, oci_err *err)
+                      char *ret_ref, size_t ref_len, p11g_err *err)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb((const char *)p, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -162,7 +164,7 @@ int oci_payload_parse(const unsigned char *p, size_t len, char digest[OCI_DIGEST
 	int r = 0;
 
 	if (!root)
-		return oci_fail(err, "payload is not JSON: %s", jerr.text);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "payload is not JSON: %s", jerr.text);
 	json_t *crit = json_object_get(root, "critical");
 	type = json_string_value(json_object_get(crit, "type"));
 	dig = json_string_value(
@@ -170,15 +172,18 @@ int oci_payload_parse(const unsigned char *p, size_t len, char digest[OCI_DIGEST
 	ref = json_string_value(
 	    json_object_get(json_object_get(crit, "identity"), "docker-reference"));
 	if (!type || strcmp(type, OCI_PAYLOAD_TYPE))
-		r = oci_fail(err, "payload is not a cosign container image signature");
+		r = p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                 "payload is not a cosign container image signature");
 	else if (!dig || !oci_digest_valid(dig))
-		r = oci_fail(err, "payload has no sha256 docker-manifest-digest");
+		r = p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                 "payload has no sha256 docker-manifest-digest");
 	else if (!ref)
-		r = oci_fail(err, "payload has no docker-reference");
+		r = p11g_err_set(err, P11G_E_BAD_REQUEST, "payload has no docker-reference");
 	else if (strlen(ref) >= ref_len)
 		/* Cut, it could name another image (or end inside a UTF-8 sequence). */
-		r = oci_fail(err, "payload's docker-reference is longer than %zu bytes",
-		             ref_len - 1);
+		r = p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                 "payload's docker-reference is longer than %zu bytes",
+		                 ref_len - 1);
 	if (r == 0) {
 		memcpy(digest, dig, OCI_DIGEST_LEN + 1);
 		snprintf(ret_ref, ref_len, "%s", ref);

@@ -46,7 +46,7 @@ static bool registry_valid(const char *s, size_t len)
 	return true;
 }
 
-static int set_repository(struct oci_ref *r, const char *name, size_t len, oci_err *err)
+static int set_repository(struct oci_ref *r, const char *name, size_t len, p11g_err *err)
 {
 	static const char repo_chars[] = "abcdefghijklmnopqrstuvwxyz0123456789_-./";
 	const char *slash = memchr(name, '/', len);
@@ -54,13 +54,14 @@ static int set_repository(struct oci_ref *r, const char *name, size_t len, oci_e
 	size_t rlen = len;
 
 	if (len == 0)
-		return oci_fail(err, "a repository name must be given");
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "a repository name must be given");
 	if (slash && (memchr(name, '.', (size_t)(slash - name)) ||
 	              memchr(name, ':', (size_t)(slash - name)))) {
 		size_t glen = (size_t)(slash - name);
 		if (!registry_valid(name, glen))
-			return oci_fail(err, "bad registry \"%.*s\": expected host or host:port",
-			                (int)glen, name);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "bad registry \"%.*s\": expected host or host:port",
+			                    (int)glen, name);
 		memcpy(r->registry, name, glen);
 		r->registry[glen] = '\0';
 		repo = slash + 1;
@@ -71,19 +72,21 @@ static int set_repository(struct oci_ref *r, const char *name, size_t len, oci_e
 	if (!strcmp(r->registry, "docker.io"))
 		snprintf(r->registry, sizeof(r->registry), "%s", OCI_DEFAULT_REGISTRY);
 	if (rlen < 2 || rlen > OCI_REPOSITORY_MAX || !all_of(repo, rlen, repo_chars))
-		return oci_fail(err,
-		                "bad repository \"%.*s\": 2 to %d characters of a-z 0-9 _ - . /",
-		                (int)rlen, repo, OCI_REPOSITORY_MAX);
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "bad repository \"%.*s\": 2 to %d characters of a-z 0-9 _ - . /", (int)rlen,
+		    repo, OCI_REPOSITORY_MAX);
 	/* Docker Hub's one-component names live under library/. */
 	bool implicit = !memchr(repo, '/', rlen) && !strcmp(r->registry, OCI_DEFAULT_REGISTRY);
 	int n = snprintf(r->repository, sizeof(r->repository), "%s%.*s", implicit ? "library/" : "",
 	                 (int)rlen, repo);
 	if (n < 0 || (size_t)n >= sizeof(r->repository))
-		return oci_fail(err, "repository \"%.*s\" is too long", (int)rlen, repo);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "repository \"%.*s\" is too long",
+		                    (int)rlen, repo);
 	return 0;
 }
 
-int oci_ref_parse(const char *s, struct oci_ref *ret, oci_err *err)
+int oci_ref_parse(const char *s, struct oci_ref *ret, p11g_err *err)
 {
 	static const char tag_chars[] =
 	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.";
@@ -92,17 +95,19 @@ int oci_ref_parse(const char *s, struct oci_ref *ret, oci_err *err)
 	const char *at = strchr(s, '@');
 
 	if (len == 0)
-		return oci_fail(err, "empty image reference");
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "empty image reference");
 	if (len > 1024)
-		return oci_fail(err, "image reference longer than 1024 bytes");
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "image reference longer than 1024 bytes");
 	if (at) {
 		if (strchr(at + 1, '@'))
-			return oci_fail(err, "bad image reference \"%s\": more than one '@'", s);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "bad image reference \"%s\": more than one '@'", s);
 		if (!oci_digest_valid(at + 1))
-			return oci_fail(err,
-			                "bad digest \"%s\" in \"%s\": expected sha256:<64 "
-			                "lowercase hex digits>",
-			                at + 1, s);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "bad digest \"%s\" in \"%s\": expected sha256:<64 "
+			                    "lowercase hex digits>",
+			                    at + 1, s);
 		memcpy(r.digest, at + 1, OCI_DIGEST_LEN + 1);
 		len = (size_t)(at - s);
 	}
@@ -117,8 +122,8 @@ int oci_ref_parse(const char *s, struct oci_ref *ret, oci_err *err)
 	if (colon && !memchr(colon + 1, '/', len - (size_t)(colon + 1 - s))) {
 		size_t tlen = len - (size_t)(colon + 1 - s);
 		if (tlen == 0 || tlen > OCI_TAG_MAX || !all_of(colon + 1, tlen, tag_chars))
-			return oci_fail(
-			    err,
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
 			    "bad tag \"%.*s\" in \"%s\": 1 to %d characters of A-Z a-z 0-9 _ . -",
 			    (int)tlen, colon + 1, s, OCI_TAG_MAX);
 		memcpy(r.tag, colon + 1, tlen);

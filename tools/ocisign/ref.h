@@ -27,7 +27,7 @@ struct oci_ref {
  * repository is 2..255 of [a-z0-9_-./]; a tag 1..127 of [A-Za-z0-9_.-]; a
  * digest sha256:<64 lowercase hex>; with both, the digest identifies.
  * Returns 0, or -1 with a message naming what is wrong. */
-int oci_ref_parse(const char *s, struct oci_ref *ret, oci_err *err);
+int oci_ref_parse(const char *s, struct oci_ref *ret, p11g_err *err);
 
 /* "registry/repository": the docker-reference of a payload. */
 void oci_ref_name(const struct oci_ref *r, char *out, size_t outlen);

@@ -151,9 +151,29 @@ static const char *status_words(long status)
 	}
 }
 
+/* The code of a refusing status: credentials refused, nothing there, the registry overloaded or
+ * down (after the retries), else an answer ocisign did not expect. */
+static const char *status_code(long status)
+{
+	if (status == 401 || status == 403)
+		return P11G_E_FORBIDDEN;
+	if (status == 404)
+		return P11G_E_NOT_FOUND;
+	if (status == 429 || status >= 500)
+		return P11G_E_UNAVAILABLE;
+	return P11G_E_PROTOCOL;
+}
+
+/* A transfer that failed: the registry could not be reached, or it sent more than we read. */
+static const char *curl_code(CURLcode code, const struct resp *rs)
+{
+	return code == CURLE_WRITE_ERROR && rs->body.overflow ? P11G_E_PROTOCOL
+	                                                      : P11G_E_UNAVAILABLE;
+}
+
 /* "REGISTRY: WHAT: 404 not found: MANIFEST_UNKNOWN: manifest unknown" */
 static int http_fail(struct oci_reg *r, const char *what, const struct resp *rs, int tries,
-                     oci_err *err)
+                     p11g_err *err)
 {
 	char text[600];
 	oci_registry_error_text(rs->body.data, rs->body.len, text, sizeof(text));
@@ -167,8 +187,9 @@ static int http_fail(struct oci_reg *r, const char *what, const struct resp *rs,
 	char after[48] = "";
 	if (tries > 1)
 		snprintf(after, sizeof(after), " after %d tries", tries);
-	return oci_fail(err, "%s: %s: %ld %s%s%s%s%s", r->ref.registry, what, rs->status,
-	                status_words(rs->status), after, text[0] ? ": " : "", text, hint);
+	return p11g_err_set(err, status_code(rs->status), "%s: %s: %ld %s%s%s%s%s", r->ref.registry,
+	                    what, rs->status, status_words(rs->status), after, text[0] ? ": " : "",
+	                    text, hint);
 }
 
 static void sleep_s(double s)
@@ -246,7 +267,7 @@ static int exchange(struct oci_reg *r, const char *method, const char *url,
 	return 0;
 }
 
-static int fetch_token(struct oci_reg *r, const char *challenge_scope, oci_err *err)
+static int fetch_token(struct oci_reg *r, const char *challenge_scope, p11g_err *err)
 {
 	char scope[1200];
 	char url[4096];
@@ -262,10 +283,10 @@ static int fetch_token(struct oci_reg *r, const char *challenge_scope, oci_err *
 	         r->opts.push ? "pull,push" : "pull");
 	if (strncasecmp(r->bearer.realm, "https://", 8) &&
 	    !(r->opts.insecure && !strncasecmp(r->bearer.realm, "http://", 7)))
-		return oci_fail(err,
-		                "%s: the token service %s is not https (plain http only with "
-		                "--insecure-registry)",
-		                r->ref.registry, r->bearer.realm);
+		return p11g_err_set(err, P11G_E_PROTOCOL,
+		                    "%s: the token service %s is not https (plain http only with "
+		                    "--insecure-registry)",
+		                    r->ref.registry, r->bearer.realm);
 	char *esc_service = curl_easy_escape(r->curl, r->bearer.service, 0);
 	char *esc_scope = curl_easy_escape(r->curl, scope, 0);
 	char *esc_extra = challenge_scope && *challenge_scope && strcmp(challenge_scope, scope)
@@ -279,7 +300,8 @@ static int fetch_token(struct oci_reg *r, const char *challenge_scope, oci_err *
 	curl_free(esc_scope);
 	curl_free(esc_extra);
 	if (n < 0 || (size_t)n >= sizeof(url))
-		return oci_fail(err, "%s: the token service URL is too long", r->ref.registry);
+		return p11g_err_set(err, P11G_E_PROTOCOL, "%s: the token service URL is too long",
+		                    r->ref.registry);
 	char auth[1024];
 	if (r->basic) {
 		snprintf(auth, sizeof(auth), "Authorization: Basic %s", r->basic);
@@ -293,8 +315,9 @@ static int fetch_token(struct oci_reg *r, const char *challenge_scope, oci_err *
 				sleep_s(1 << attempt);
 				continue;
 			}
-			oci_fail(err, "%s: cannot get a token from %s: %s", r->ref.registry,
-			         r->bearer.realm, cmsg);
+			p11g_err_set(err, curl_code(code, &rs),
+			             "%s: cannot get a token from %s: %s", r->ref.registry,
+			             r->bearer.realm, cmsg);
 			goto out;
 		}
 		if ((rs.status == 429 || rs.status >= 500) && attempt < RETRIES) {
@@ -307,9 +330,10 @@ static int fetch_token(struct oci_reg *r, const char *challenge_scope, oci_err *
 	if (rs.status != 200) {
 		char text[600];
 		oci_registry_error_text(rs.body.data, rs.body.len, text, sizeof(text));
-		oci_fail(
-		    err, "%s: the token service %s refused: %ld %s%s%s%s", r->ref.registry,
-		    r->bearer.realm, rs.status, status_words(rs.status), text[0] ? ": " : "", text,
+		p11g_err_set(
+		    err, status_code(rs.status), "%s: the token service %s refused: %ld %s%s%s%s",
+		    r->ref.registry, r->bearer.realm, rs.status, status_words(rs.status),
+		    text[0] ? ": " : "", text,
 		    rs.status == 401 || rs.status == 403 ? " (check --creds or the registry login)"
 		                                         : "");
 		goto out;
@@ -319,7 +343,7 @@ static int fetch_token(struct oci_reg *r, const char *challenge_scope, oci_err *
 	if (oci_token_parse((const char *)rs.body.data, rs.body.len, &tok, &expires_in, err) < 0) {
 		char m[sizeof(err->msg)];
 		snprintf(m, sizeof(m), "%s", err->msg);
-		oci_fail(err, "%s: %s", r->ref.registry, m);
+		p11g_err_set(err, err->code, "%s: %s", r->ref.registry, m);
 		goto out;
 	}
 	if (r->token)
@@ -349,7 +373,7 @@ static bool token_valid(const struct oci_reg *r)
  */
 static int request(struct oci_reg *r, const char *method, const char *url, const char *accept,
                    const char *content_type, const void *body, size_t blen, size_t max,
-                   struct resp *rs, int *ret_tries, oci_err *err)
+                   struct resp *rs, int *ret_tries, p11g_err *err)
 {
 	bool tried_basic = false, tried_bearer = false;
 	int retries = 0;
@@ -394,8 +418,8 @@ static int request(struct oci_reg *r, const char *method, const char *url, const
 				hint = " (trust its CA with --ca-file or SSL_CERT_FILE)";
 			else if (code == CURLE_SSL_CONNECT_ERROR && !r->opts.insecure)
 				hint = " (if it speaks plain http, say --insecure-registry)";
-			return oci_fail(err, "%s: %s %s: %s%s", r->ref.registry, method, url, cmsg,
-			                hint);
+			return p11g_err_set(err, curl_code(code, rs), "%s: %s %s: %s%s",
+			                    r->ref.registry, method, url, cmsg, hint);
 		}
 		if (rs->status == 401) {
 			struct oci_challenge ch;
@@ -431,11 +455,11 @@ static int request(struct oci_reg *r, const char *method, const char *url, const
 }
 
 int oci_reg_open(const struct oci_ref *ref, const struct oci_reg_opts *opts, struct oci_reg **ret,
-                 oci_err *err)
+                 p11g_err *err)
 {
 	struct oci_reg *r = calloc(1, sizeof(*r));
 	if (!r)
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	r->ref = *ref;
 	r->opts = *opts;
 	r->ca_file = opts->ca_file;
@@ -454,7 +478,7 @@ int oci_reg_open(const struct oci_ref *ref, const struct oci_reg_opts *opts, str
 	r->curl = curl_easy_init();
 	if (!r->curl) {
 		oci_reg_close(r);
-		return oci_fail(err, "cannot start libcurl");
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot start libcurl");
 	}
 	*ret = r;
 	return 0;
@@ -490,7 +514,7 @@ static void url_for(const struct oci_reg *r, const char *kind, const char *what,
 }
 
 int oci_reg_get_manifest(struct oci_reg *r, const char *reference, bool allow_missing,
-                         struct oci_manifest *ret, oci_err *err)
+                         struct oci_manifest *ret, p11g_err *err)
 {
 	char url[1024], what[400];
 	struct resp rs = {0};
@@ -512,15 +536,16 @@ int oci_reg_get_manifest(struct oci_reg *r, const char *reference, bool allow_mi
 	struct oci_manifest m = {.body = rs.body};
 	oci_sha256_digest(m.body.data, m.body.len, m.digest);
 	if (rs.digest[0] && !strncmp(rs.digest, "sha256:", 7) && strcmp(rs.digest, m.digest)) {
-		oci_fail(
-		    err,
+		p11g_err_set(
+		    err, P11G_E_PROTOCOL,
 		    "%s: %s: the registry says its digest is %s but the manifest it sent is %s",
 		    r->ref.registry, what, rs.digest, m.digest);
 		goto fail;
 	}
 	if (!strncmp(reference, "sha256:", 7) && strcmp(reference, m.digest)) {
-		oci_fail(err, "%s: %s: the registry sent a manifest whose digest is %s",
-		         r->ref.registry, what, m.digest);
+		p11g_err_set(err, P11G_E_PROTOCOL,
+		             "%s: %s: the registry sent a manifest whose digest is %s",
+		             r->ref.registry, what, m.digest);
 		goto fail;
 	}
 	snprintf(m.media_type, sizeof(m.media_type), "%s", rs.content_type);
@@ -529,7 +554,7 @@ int oci_reg_get_manifest(struct oci_reg *r, const char *reference, bool allow_mi
 	const char *mt = json_string_value(json_object_get(root, "mediaType"));
 	if (!root) {
 		json_decref(root);
-		oci_fail(err, "%s: %s is not JSON", r->ref.registry, what);
+		p11g_err_set(err, P11G_E_PROTOCOL, "%s: %s is not JSON", r->ref.registry, what);
 		goto fail;
 	}
 	if (mt && (!m.media_type[0] || !strcmp(m.media_type, "application/json") ||
@@ -544,15 +569,16 @@ fail:
 }
 
 int oci_reg_get_blob(struct oci_reg *r, const char *digest, size_t max, struct oci_buf *ret,
-                     oci_err *err)
+                     p11g_err *err)
 {
 	char url[1024], what[200], got[OCI_DIGEST_LEN + 1];
 	struct resp rs = {0};
 	int tries;
 
 	if (!oci_digest_valid(digest))
-		return oci_fail(err, "%s: blob digest \"%.80s\" is not sha256:<hex>",
-		                r->ref.registry, digest);
+		return p11g_err_set(err, P11G_E_PROTOCOL,
+		                    "%s: blob digest \"%.80s\" is not sha256:<hex>",
+		                    r->ref.registry, digest);
 	url_for(r, "blobs", digest, url, sizeof(url));
 	snprintf(what, sizeof(what), "blob %s", digest);
 	if (request(r, "GET", url, NULL, NULL, NULL, 0, max, &rs, &tries, err) < 0)
@@ -563,12 +589,13 @@ int oci_reg_get_blob(struct oci_reg *r, const char *digest, size_t max, struct o
 	}
 	oci_sha256_digest(rs.body.data, rs.body.len, got);
 	if (strcmp(got, digest)) {
-		oci_fail(err, "%s: blob %s has the wrong content (its digest is %s)",
-		         r->ref.registry, digest, got);
+		p11g_err_set(err, P11G_E_PROTOCOL,
+		             "%s: blob %s has the wrong content (its digest is %s)",
+		             r->ref.registry, digest, got);
 		goto fail;
 	}
 	if (!rs.body.data && oci_buf_append(&rs.body, "", 0) < 0) {
-		oci_fail(err, "out of memory");
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		goto fail;
 	}
 	*ret = rs.body;
@@ -581,7 +608,7 @@ fail:
 /* Resolves an upload Location (absolute or relative) against the registry
  * and adds digest=..., keeping the registry's own query (its upload state). */
 static int upload_url(struct oci_reg *r, const char *location, const char *digest, char **ret,
-                      oci_err *err)
+                      p11g_err *err)
 {
 	CURLU *u = curl_url();
 	char base[600], q[100];
@@ -596,21 +623,23 @@ static int upload_url(struct oci_reg *r, const char *location, const char *diges
 	    curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK) {
 		if (strncmp(out, "https://", 8) &&
 		    !(r->opts.insecure && !strncmp(out, "http://", 7)))
-			oci_fail(err, "%s: the upload location %s is not https", r->ref.registry,
-			         out);
+			p11g_err_set(err, P11G_E_PROTOCOL,
+			             "%s: the upload location %s is not https", r->ref.registry,
+			             out);
 		else if (!(*ret = strdup(out)))
-			oci_fail(err, "out of memory");
+			p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		else
 			res = 0;
 	} else {
-		oci_fail(err, "%s: bad upload location \"%.200s\"", r->ref.registry, location);
+		p11g_err_set(err, P11G_E_PROTOCOL, "%s: bad upload location \"%.200s\"",
+		             r->ref.registry, location);
 	}
 	curl_free(out);
 	curl_url_cleanup(u);
 	return res;
 }
 
-int oci_reg_put_blob(struct oci_reg *r, const void *data, size_t len, oci_err *err)
+int oci_reg_put_blob(struct oci_reg *r, const void *data, size_t len, p11g_err *err)
 {
 	char url[1024], what[200], digest[OCI_DIGEST_LEN + 1];
 	struct resp rs = {0};
@@ -631,8 +660,9 @@ int oci_reg_put_blob(struct oci_reg *r, const void *data, size_t len, oci_err *e
 		goto out;
 	if (rs.status != 202 || !rs.location[0]) {
 		if (rs.status == 202)
-			oci_fail(err, "%s: starting an upload: 202 without a Location",
-			         r->ref.registry);
+			p11g_err_set(err, P11G_E_PROTOCOL,
+			             "%s: starting an upload: 202 without a Location",
+			             r->ref.registry);
 		else
 			http_fail(r, "starting a blob upload", &rs, tries, err);
 		goto out;
@@ -654,7 +684,7 @@ out:
 }
 
 int oci_reg_put_manifest(struct oci_reg *r, const char *tag, const char *media_type,
-                         const void *data, size_t len, oci_err *err)
+                         const void *data, size_t len, p11g_err *err)
 {
 	char url[1024], what[400];
 	struct resp rs = {0};

@@ -29,7 +29,7 @@ struct oci_manifest {
 };
 
 int oci_reg_open(const struct oci_ref *ref, const struct oci_reg_opts *opts, struct oci_reg **ret,
-                 oci_err *err);
+                 p11g_err *err);
 void oci_reg_close(struct oci_reg *r);
 
 /* GET a manifest by tag or digest (OCI and Docker manifests and indexes
@@ -37,20 +37,20 @@ void oci_reg_close(struct oci_reg *r);
  * checked against Docker-Content-Digest and against a digest reference.
  * Returns 0, 1 when it does not exist and allow_missing, or -1. */
 int oci_reg_get_manifest(struct oci_reg *r, const char *reference, bool allow_missing,
-                         struct oci_manifest *ret, oci_err *err);
+                         struct oci_manifest *ret, p11g_err *err);
 void oci_manifest_free(struct oci_manifest *m);
 
 /* GET a blob of at most max bytes, checked against its digest. */
 int oci_reg_get_blob(struct oci_reg *r, const char *digest, size_t max, struct oci_buf *ret,
-                     oci_err *err);
+                     p11g_err *err);
 
 /* Uploads a blob unless HEAD shows it is there: POST, then one PUT with the
  * digest (monolithic; what ECR accepts). */
-int oci_reg_put_blob(struct oci_reg *r, const void *data, size_t len, oci_err *err);
+int oci_reg_put_blob(struct oci_reg *r, const void *data, size_t len, p11g_err *err);
 
 /* PUT a manifest under a tag. */
 int oci_reg_put_manifest(struct oci_reg *r, const char *tag, const char *media_type,
-                         const void *data, size_t len, oci_err *err);
+                         const void *data, size_t len, p11g_err *err);
 
 /* How many tokens this session fetched (tests and --debug read it). */
 unsigned oci_reg_token_fetches(const struct oci_reg *r);

@@ -63,7 +63,7 @@ static const unsigned char *unwrap_octet_string(const unsigned char *p, size_t l
 }
 
 EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsigned char *point,
-                           size_t qlen, oci_err *err)
+                           size_t qlen, p11g_err *err)
 {
 	static const unsigned char ed25519_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 	static const unsigned char ed25519_name[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
@@ -75,12 +75,14 @@ EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsig
 	if ((plen == sizeof(ed25519_oid) && !memcmp(params, ed25519_oid, plen)) ||
 	    (plen == sizeof(ed25519_name) && !memcmp(params, ed25519_name, plen))) {
 		if (plen2 != 32) {
-			oci_fail(err, "the Ed25519 public key is %zu bytes, not 32", plen2);
+			p11g_err_set(err, P11G_E_PROTOCOL,
+			             "the Ed25519 public key is %zu bytes, not 32", plen2);
 			return NULL;
 		}
 		pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, q, 32);
 		if (!pk)
-			oci_fail(err, "OpenSSL cannot load the Ed25519 public key");
+			p11g_err_set(err, P11G_E_PROTOCOL,
+			             "OpenSSL cannot load the Ed25519 public key");
 		return pk;
 	}
 	const unsigned char *pp = params;
@@ -89,7 +91,8 @@ EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsig
 	ASN1_OBJECT_free(oid);
 	const char *curve = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
 	if (!curve || pp != params + plen) {
-		oci_fail(err, "the key's CKA_EC_PARAMS is not a named curve OpenSSL knows");
+		p11g_err_set(err, P11G_E_PROTOCOL,
+		             "the key's CKA_EC_PARAMS is not a named curve OpenSSL knows");
 		return NULL;
 	}
 	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
@@ -109,7 +112,8 @@ EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsig
 		EVP_PKEY_CTX_free(chk);
 	}
 	if (!pk)
-		oci_fail(err, "the key's CKA_EC_POINT is not a point on %s", curve);
+		p11g_err_set(err, P11G_E_PROTOCOL, "the key's CKA_EC_POINT is not a point on %s",
+		             curve);
 	OSSL_PARAM_free(op);
 	OSSL_PARAM_BLD_free(bld);
 	EVP_PKEY_CTX_free(ctx);
@@ -117,7 +121,7 @@ EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsig
 }
 
 EVP_PKEY *oci_pkey_from_rsa(const unsigned char *n, size_t nlen, const unsigned char *e,
-                            size_t elen, oci_err *err)
+                            size_t elen, p11g_err *err)
 {
 	BIGNUM *bn = BN_bin2bn(n, (int)nlen, NULL), *be = BN_bin2bn(e, (int)elen, NULL);
 	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
@@ -131,7 +135,7 @@ EVP_PKEY *oci_pkey_from_rsa(const unsigned char *n, size_t nlen, const unsigned 
 	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, op) == 1) {
 	}
 	if (!pk)
-		oci_fail(err, "OpenSSL cannot load the RSA public key");
+		p11g_err_set(err, P11G_E_PROTOCOL, "OpenSSL cannot load the RSA public key");
 	OSSL_PARAM_free(op);
 	OSSL_PARAM_BLD_free(bld);
 	EVP_PKEY_CTX_free(ctx);
@@ -140,7 +144,7 @@ EVP_PKEY *oci_pkey_from_rsa(const unsigned char *n, size_t nlen, const unsigned 
 	return pk;
 }
 
-int oci_pkey_to_pem(EVP_PKEY *pk, char **ret, oci_err *err)
+int oci_pkey_to_pem(EVP_PKEY *pk, char **ret, p11g_err *err)
 {
 	BIO *b = BIO_new(BIO_s_mem());
 	char *p;
@@ -153,11 +157,11 @@ int oci_pkey_to_pem(EVP_PKEY *pk, char **ret, oci_err *err)
 	}
 	BIO_free(b);
 	if (res < 0)
-		oci_fail(err, "cannot write the public key as PEM");
+		p11g_err_set(err, P11G_E_INTERNAL, "cannot write the public key as PEM");
 	return res;
 }
 
-EVP_PKEY *oci_pkey_load_pem(const char *path, oci_err *err)
+EVP_PKEY *oci_pkey_load_pem(const char *path, p11g_err *err)
 {
 	_cleanup_buf_ struct oci_buf buf = {0};
 	if (oci_read_file(path, OCI_SMALL_MAX, &buf, "public key", err) < 0)
@@ -167,7 +171,8 @@ EVP_PKEY *oci_pkey_load_pem(const char *path, oci_err *err)
 	BIO_free(b);
 	ERR_clear_error();
 	if (!pk)
-		oci_fail(err, "%s is not a PEM public key (-----BEGIN PUBLIC KEY-----)", path);
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%s is not a PEM public key (-----BEGIN PUBLIC KEY-----)", path);
 	return pk;
 }
 

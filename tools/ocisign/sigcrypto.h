@@ -17,13 +17,13 @@ int oci_ecdsa_raw_to_der(const unsigned char *raw, size_t len, unsigned char **r
  * (a named-curve OID, or the printable string "edwards25519");
  * ec_point: CKA_EC_POINT, DER OCTET STRING or bare. */
 EVP_PKEY *oci_pkey_from_ec(const unsigned char *ec_params, size_t plen,
-                           const unsigned char *ec_point, size_t qlen, oci_err *err);
+                           const unsigned char *ec_point, size_t qlen, p11g_err *err);
 EVP_PKEY *oci_pkey_from_rsa(const unsigned char *n, size_t nlen, const unsigned char *e,
-                            size_t elen, oci_err *err);
+                            size_t elen, p11g_err *err);
 /* PEM SubjectPublicKeyInfo, malloc'd. */
-int oci_pkey_to_pem(EVP_PKEY *pk, char **ret, oci_err *err);
+int oci_pkey_to_pem(EVP_PKEY *pk, char **ret, p11g_err *err);
 
-EVP_PKEY *oci_pkey_load_pem(const char *path, oci_err *err);
+EVP_PKEY *oci_pkey_load_pem(const char *path, p11g_err *err);
 
 /* cosign's checks: ECDSA (DER) and RSA PKCS#1 v1.5 over SHA-256, Ed25519
  * over the message.  1 verified, 0 not. */

@@ -269,7 +269,7 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		}
 		case 'a': {
 			struct oci_annotation a, *n;
-			oci_err err;
+			p11g_err err;
 			if (oci_annotation_parse(optarg, &a, &err) < 0)
 				return usage(v->name, "%s", err.msg);
 			if (cfg->n_ann >= 256)

@@ -18,7 +18,7 @@
 
 /* The one error line: its text may quote a registry's or approvald's words, shown escaped
  * (textsafe.h) so that none of them drives the terminal. */
-static int fail(const oci_err *err)
+static int fail(const p11g_err *err)
 {
 	char shown[3 * sizeof(err->msg)];
 	p11g_text_escape(shown, sizeof(shown), err->msg, strlen(err->msg));
@@ -40,7 +40,7 @@ static bool is_index(const char *mt)
 /* The manifest digest IMAGE names (asks the registry unless IMAGE has a
  * digest and want_body is false). */
 static int resolve(struct oci_reg *r, const struct oci_ref *ref, bool want_body,
-                   struct oci_manifest *ret, oci_err *err)
+                   struct oci_manifest *ret, p11g_err *err)
 {
 	if (ref->digest[0] && !want_body) {
 		memset(ret, 0, sizeof(*ret));
@@ -63,7 +63,7 @@ static int do_generate(struct oci_config *cfg)
 	struct oci_manifest m = {0};
 	char name[600], *payload = NULL;
 	size_t plen;
-	oci_err err;
+	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
 	if (oci_ref_parse(cfg->image, &ref, &err) < 0)
@@ -92,7 +92,7 @@ out:
 
 /* The digests sign covers: the image, and with --recursive an index's children. */
 static int sign_targets(const struct oci_config *cfg, const struct oci_manifest *m,
-                        char (**ret)[OCI_DIGEST_LEN + 1], size_t *ret_n, oci_err *err)
+                        char (**ret)[OCI_DIGEST_LEN + 1], size_t *ret_n, p11g_err *err)
 {
 	json_t *root = NULL;
 	size_t n = 1, i;
@@ -103,19 +103,21 @@ static int sign_targets(const struct oci_config *cfg, const struct oci_manifest 
 		children = json_object_get(root, "manifests");
 		if (!json_is_array(children)) {
 			json_decref(root);
-			return oci_fail(err, "the index %s has no \"manifests\" list", m->digest);
+			return p11g_err_set(err, P11G_E_PROTOCOL,
+			                    "the index %s has no \"manifests\" list", m->digest);
 		}
 		if (json_array_size(children) > MAX_CHILDREN) {
 			json_decref(root);
-			return oci_fail(err, "the index %s lists %zu manifests, more than %d",
-			                m->digest, json_array_size(children), MAX_CHILDREN);
+			return p11g_err_set(err, P11G_E_PROTOCOL,
+			                    "the index %s lists %zu manifests, more than %d",
+			                    m->digest, json_array_size(children), MAX_CHILDREN);
 		}
 		n += json_array_size(children);
 	}
 	char(*t)[OCI_DIGEST_LEN + 1] = calloc(n, sizeof(*t));
 	if (!t) {
 		json_decref(root);
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
 	size_t k = 0;
 	memcpy(t[k++], m->digest, OCI_DIGEST_LEN + 1);
@@ -125,8 +127,9 @@ static int sign_targets(const struct oci_config *cfg, const struct oci_manifest 
 		if (!d || !oci_digest_valid(d)) {
 			free(t);
 			json_decref(root);
-			return oci_fail(err, "manifest %zu of index %s has no sha256 digest", i,
-			                m->digest);
+			return p11g_err_set(err, P11G_E_PROTOCOL,
+			                    "manifest %zu of index %s has no sha256 digest", i,
+			                    m->digest);
 		}
 		bool dup = false;
 		for (size_t j = 0; j < k; j++)
@@ -150,7 +153,7 @@ static int do_sign(struct oci_config *cfg)
 	char **payloads = NULL, **pdigests = NULL;
 	size_t *plens = NULL, n = 0;
 	char *req_uri = NULL;
-	oci_err err;
+	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
 	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
@@ -176,7 +179,7 @@ static int do_sign(struct oci_config *cfg)
 	pdigests = calloc(n, sizeof(*pdigests));
 	plens = calloc(n, sizeof(*plens));
 	if (!payloads || !pdigests || !plens) {
-		oci_fail(&err, "out of memory");
+		p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
 		goto failed;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -184,7 +187,7 @@ static int do_sign(struct oci_config *cfg)
 		                      &plens[i], &err) < 0)
 			goto failed;
 		if (!(pdigests[i] = malloc(OCI_DIGEST_LEN + 1))) {
-			oci_fail(&err, "out of memory");
+			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
 			goto failed;
 		}
 		oci_sha256_digest(payloads[i], plens[i], pdigests[i]);
@@ -225,7 +228,7 @@ static int do_sign(struct oci_config *cfg)
 		b64 = oci_b64_encode(sig, slen);
 		free(sig);
 		if (!b64) {
-			oci_fail(&err, "out of memory");
+			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
 			goto failed;
 		}
 		int a = oci_attach(r, targets[i], payloads[i], plens[i], b64, &skipped, &err);
@@ -280,7 +283,7 @@ static int do_attach(struct oci_config *cfg)
 	unsigned char *raw = NULL;
 	size_t rawlen;
 	bool skipped = false;
-	oci_err err;
+	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
 	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
@@ -291,8 +294,9 @@ static int do_attach(struct oci_config *cfg)
 	if (slen == 0 || memchr(sigfile.data, '\0', slen) ||
 	    oci_b64_decode((const char *)sigfile.data, slen, &raw, &rawlen) < 0 || rawlen == 0) {
 		free(raw);
-		oci_fail(&err, "%s is not a base64 signature (as cosign attach signature takes it)",
-		         cfg->signature_file);
+		p11g_err_set(&err, P11G_E_BAD_REQUEST,
+		             "%s is not a base64 signature (as cosign attach signature takes it)",
+		             cfg->signature_file);
 		return fail(&err);
 	}
 	free(raw);
@@ -300,14 +304,15 @@ static int do_attach(struct oci_config *cfg)
 	if (oci_payload_parse(payload.data, payload.len, pdigest, pref, sizeof(pref), &err) < 0) {
 		char why[sizeof(err.msg)];
 		memcpy(why, err.msg, sizeof(why));
-		oci_fail(&err, "%.300s: %.700s", cfg->payload_file, why);
+		p11g_err_set(&err, err.code, "%.300s: %.700s", cfg->payload_file, why);
 		return fail(&err);
 	}
 	struct oci_reg_opts o = reg_opts(cfg, true);
 	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, true, &m, &err) < 0)
 		goto failed;
 	if (strcmp(pdigest, m.digest)) {
-		oci_fail(&err, "the payload signs %s but %s is %s", pdigest, cfg->image, m.digest);
+		p11g_err_set(&err, P11G_E_BAD_REQUEST, "the payload signs %s but %s is %s", pdigest,
+		             cfg->image, m.digest);
 		goto failed;
 	}
 	if (oci_attach(r, m.digest, payload.data, payload.len, (const char *)sigfile.data, &skipped,
@@ -330,7 +335,7 @@ out:
 
 /* Checks one layer of the .sig manifest; 0 verified (payload in *ret), -1 with the reason. */
 static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
-                        const char *image_digest, struct oci_buf *ret, oci_err *err)
+                        const char *image_digest, struct oci_buf *ret, p11g_err *err)
 {
 	const char *mt = json_string_value(json_object_get(layer, "mediaType"));
 	const char *d = json_string_value(json_object_get(layer, "digest"));
@@ -342,11 +347,11 @@ static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
 	char pdigest[OCI_DIGEST_LEN + 1], pref[600];
 
 	if (!mt || strcmp(mt, OCI_MT_SIMPLESIGNING))
-		return oci_fail(err, "not a simple-signing layer");
+		return p11g_err_set(err, P11G_E_PROTOCOL, "not a simple-signing layer");
 	if (!d || !sig)
-		return oci_fail(err, "no digest or no signature annotation");
+		return p11g_err_set(err, P11G_E_PROTOCOL, "no digest or no signature annotation");
 	if (oci_b64_decode(sig, strlen(sig), &raw, &rawlen) < 0)
-		return oci_fail(err, "the signature annotation is not base64");
+		return p11g_err_set(err, P11G_E_PROTOCOL, "the signature annotation is not base64");
 	if (oci_reg_get_blob(r, d, OCI_BLOB_MAX, &payload, err) < 0) {
 		free(raw);
 		return -1;
@@ -355,7 +360,8 @@ static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
 	free(raw);
 	if (!ok) {
 		oci_buf_free(&payload);
-		return oci_fail(err, "the signature does not verify with this key");
+		return p11g_err_set(err, P11G_E_BAD_SIGNATURE,
+		                    "the signature does not verify with this key");
 	}
 	if (oci_payload_parse(payload.data, payload.len, pdigest, pref, sizeof(pref), err) < 0) {
 		oci_buf_free(&payload);
@@ -363,7 +369,8 @@ static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
 	}
 	if (strcmp(pdigest, image_digest)) {
 		oci_buf_free(&payload);
-		return oci_fail(err, "the payload signs %s, not this image", pdigest);
+		return p11g_err_set(err, P11G_E_BAD_SIGNATURE,
+		                    "the payload signs %s, not this image", pdigest);
 	}
 	*ret = payload;
 	return 0;
@@ -376,9 +383,9 @@ static int do_verify(struct oci_config *cfg)
 	struct oci_manifest m = {0}, sigm = {0};
 	EVP_PKEY *pk = NULL;
 	json_t *root = NULL, *layer;
-	char name[600], tag[80], first_reason[sizeof(((oci_err *)0)->msg) + 32] = "";
+	char name[600], tag[80], first_reason[sizeof(((p11g_err *)0)->msg) + 32] = "";
 	size_t i, verified = 0, checked = 0;
-	oci_err err;
+	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
 	if (oci_ref_parse(cfg->image, &ref, &err) < 0 || !(pk = oci_pkey_load_pem(cfg->key, &err)))
@@ -392,13 +399,15 @@ static int do_verify(struct oci_config *cfg)
 	if (got < 0)
 		goto failed;
 	if (got == 1) {
-		oci_fail(&err, "no signatures found for %s@%s (no %s tag)", name, m.digest, tag);
+		p11g_err_set(&err, P11G_E_NOT_FOUND, "no signatures found for %s@%s (no %s tag)",
+		             name, m.digest, tag);
 		goto failed;
 	}
 	root = json_loadb((const char *)sigm.body.data, sigm.body.len, 0, NULL);
 	const json_t *layers = json_object_get(root, "layers");
 	if (!json_is_array(layers)) {
-		oci_fail(&err, "%s:%s is not an image manifest with layers", name, tag);
+		p11g_err_set(&err, P11G_E_PROTOCOL, "%s:%s is not an image manifest with layers",
+		             name, tag);
 		goto failed;
 	}
 	json_array_foreach(layers, i, layer)
@@ -417,14 +426,17 @@ static int do_verify(struct oci_config *cfg)
 		if (write_all(stdout, payload.data, payload.len) < 0 ||
 		    write_all(stdout, "\n", 1) < 0) {
 			oci_buf_free(&payload);
-			oci_fail(&err, "cannot write to stdout: %s", strerror(errno));
+			p11g_err_set(&err, P11G_E_INTERNAL, "cannot write to stdout: %s",
+			             strerror(errno));
 			goto failed;
 		}
 		oci_buf_free(&payload);
 	}
 	if (verified == 0) {
-		oci_fail(&err, "no signature of %s@%s verifies with %s (%zu checked%s%s)", name,
-		         m.digest, cfg->key, checked, first_reason[0] ? "; " : "", first_reason);
+		p11g_err_set(&err, P11G_E_BAD_SIGNATURE,
+		             "no signature of %s@%s verifies with %s (%zu checked%s%s)", name,
+		             m.digest, cfg->key, checked, first_reason[0] ? "; " : "",
+		             first_reason);
 		goto failed;
 	}
 	fprintf(stderr, "ocisign: %zu of %zu signatures of %s@%s verified with %s\n", verified,
@@ -448,7 +460,7 @@ static int do_pubkey(struct oci_config *cfg)
 	struct oci_key_opts ko = {
 	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
 	char *pem = NULL;
-	oci_err err;
+	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
 	if (oci_key_open(&ko, false, &key, &err) < 0 || oci_key_public_pem(key, &pem, &err) < 0) {

@@ -1,4 +1,4 @@
-/* ocisign's small shared helpers: errors, bounded buffers, file reading, base64, SHA-256. */
+/* ocisign's small shared helpers: bounded buffers, file reading, base64, SHA-256. */
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -6,17 +6,6 @@
 #include <openssl/sha.h>
 
 #include "ocisign.h"
-
-int oci_fail(oci_err *err, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
 
 int oci_buf_append(struct oci_buf *b, const void *p, size_t n)
 {
@@ -65,7 +54,8 @@ char *oci_buf_steal(struct oci_buf *b, size_t *ret_len)
 	return s;
 }
 
-int oci_read_file(const char *path, size_t max, struct oci_buf *ret, const char *what, oci_err *err)
+int oci_read_file(const char *path, size_t max, struct oci_buf *ret, const char *what,
+                  p11g_err *err)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
@@ -73,9 +63,11 @@ int oci_read_file(const char *path, size_t max, struct oci_buf *ret, const char 
 	unsigned char chunk[8192];
 
 	if (fd < 0)
-		return oci_fail(err, "cannot open %s %s: %s", what, path, strerror(errno));
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot open %s %s: %s", what, path,
+		                    strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return oci_fail(err, "%s %s is not a regular file", what, path);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s %s is not a regular file", what,
+		                    path);
 	oci_buf_init(&b, max);
 	for (;;) {
 		ssize_t n = read(fd, chunk, sizeof(chunk));
@@ -83,20 +75,22 @@ int oci_read_file(const char *path, size_t max, struct oci_buf *ret, const char 
 			continue;
 		if (n < 0) {
 			oci_buf_free(&b);
-			return oci_fail(err, "cannot read %s %s: %s", what, path, strerror(errno));
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot read %s %s: %s", what,
+			                    path, strerror(errno));
 		}
 		if (n == 0)
 			break;
 		if (oci_buf_append(&b, chunk, (size_t)n) < 0) {
 			bool big = b.overflow;
 			oci_buf_free(&b);
-			return big ? oci_fail(err, "%s %s is larger than %zu bytes", what, path,
-			                      max)
-			           : oci_fail(err, "out of memory reading %s", path);
+			return big ? p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                          "%s %s is larger than %zu bytes", what, path, max)
+			           : p11g_err_set(err, P11G_E_INTERNAL, "out of memory reading %s",
+			                          path);
 		}
 	}
 	if (!b.data && oci_buf_append(&b, "", 0) < 0)
-		return oci_fail(err, "out of memory");
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	*ret = b;
 	return 0;
 }
