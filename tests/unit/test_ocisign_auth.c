@@ -113,8 +113,11 @@ static void test_token_reply(void **state)
 	free(tok);
 	const char *c = "{\"token\":\"a\\r\\nX-Evil: 1\"}";
 	assert_int_equal(oci_token_parse(c, strlen(c), &tok, &exp, &err), -1);
+	assert_string_equal(err.code, P11G_E_PROTOCOL);
 	assert_int_equal(oci_token_parse("{}", 2, &tok, &exp, &err), -1);
+	assert_string_equal(err.code, P11G_E_PROTOCOL);
 	assert_int_equal(oci_token_parse("nope", 4, &tok, &exp, &err), -1);
+	assert_string_equal(err.code, P11G_E_PROTOCOL);
 }
 
 static void test_base64(void **state)
@@ -153,6 +156,7 @@ static void test_creds_option(void **state)
 	assert_string_equal(b, "dXNlcjpwYTpzcw==");
 	free(b);
 	assert_int_equal(oci_creds_lookup("reg.io", "nocolon", &b, &err), -1);
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
 	/* an ECR authorization token is base64("AWS:..."), passed on as it is */
 	assert_int_equal(
 	    oci_creds_lookup("1.dkr.ecr.eu-west-1.amazonaws.com", "QVdTOnBhc3N3b3Jk", &b, &err), 0);

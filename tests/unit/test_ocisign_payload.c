@@ -98,6 +98,7 @@ static void test_annotation_parse(void **state)
 	assert_int_equal(oci_annotation_parse("k=v=w", &a, &err), -1);
 	assert_int_equal(oci_annotation_parse("novalue", &a, &err), -1);
 	assert_non_null(strstr(err.msg, "KEY=VALUE"));
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
 }
 
 static void test_payload_too_large(void **state)
@@ -112,6 +113,7 @@ static void test_payload_too_large(void **state)
 	p11g_err err;
 	assert_int_equal(oci_payload_build("r.example/x/y", DIGEST, &a, 1, &out, &len, &err), -1);
 	assert_non_null(strstr(err.msg, "larger than"));
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
 	free(big);
 }
 
@@ -134,10 +136,12 @@ static void test_parse_roundtrip_and_refusals(void **state)
 	    "digest\":\"sha256:12\"},\"type\":\"cosign container image signature\"}}",
 	    "{\"critical\":{\"type\":\"cosign container image signature\",\"type\":\"x\"}}",
 	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(oci_payload_parse((const unsigned char *)bad[i], strlen(bad[i]),
 		                                   digest, ref, sizeof(ref), &err),
 		                 -1);
+		assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+	}
 
 	/* A reference one byte too long for the buffer is refused, not cut (the fuzzer found
 	 * a cut inside a UTF-8 sequence); one that just fits comes back whole. */

@@ -97,6 +97,7 @@ static void test_bad_references(void **state)
 		if (oci_ref_parse(bad[i], &r, &err) != -1)
 			fail_msg("accepted \"%s\"", bad[i]);
 		assert_true(err.msg[0] != '\0');
+		assert_string_equal(err.code, P11G_E_BAD_REQUEST);
 	}
 	/* a 128-character tag is one too many; 127 is fine */
 	char ref[300];
@@ -108,6 +109,7 @@ static void test_bad_references(void **state)
 	assert_int_equal(oci_ref_parse(ref, &r, &err), 0);
 	ref[11 + 127] = 't';
 	assert_int_equal(oci_ref_parse(ref, &r, &err), -1);
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
 }
 
 static void test_digest_valid(void **state)
