@@ -114,7 +114,9 @@ static bool object_admins_add(struct p11g_principals *ps, const char *val, const
 	return any;
 }
 
-/* One setting; false with a message for an unknown key or a bad value. */
+static const char unknown_setting[] = "unknown setting";
+
+/* One setting; false with a message for an unknown key (unknown_setting) or a bad value. */
 static bool config_set(struct p11g_daemon_config *cfg, const char *key, const char *val,
                        const char **why)
 {
@@ -234,7 +236,7 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 			cfg->server.frame_timeout_ms = (int)(d * 1000);
 		return true;
 	}
-	*why = "unknown setting";
+	*why = unknown_setting;
 	return false;
 }
 
@@ -258,23 +260,17 @@ int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p1
 		if (r == 0)
 			continue;
 		if (r < 0) {
-			rc = p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: expected key = value",
-			                  path, lineno);
-			break;
-		}
-		/* A NUL byte in a setting is refused, not taken for its end: "socket\0x = v"
-		 * must not set socket. */
-		if (memchr(kv.key, '\0', kv.key_len) || memchr(kv.value, '\0', kv.value_len)) {
-			rc = p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: a NUL byte in a setting",
-			                  path, lineno);
+			rc = p11g_err_set_at(err, P11G_E_BAD_REQUEST, path, lineno, kv.column, "%s",
+			                     kv.error);
 			break;
 		}
 		_cleanup_free_ char *key = strndup(kv.key, kv.key_len);
 		_cleanup_free_ char *val = strndup(kv.value, kv.value_len);
 		const char *why = "out of memory";
 		if (!key || !val || !config_set(cfg, key, val, &why))
-			rc = p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u: %s: %s", path, lineno,
-			                  key ? key : "", why);
+			rc = p11g_err_set_at(err, P11G_E_BAD_REQUEST, path, lineno,
+			                     why == unknown_setting ? kv.column : kv.value_column,
+			                     "%s: %s", key ? key : "", why);
 	}
 	fclose(f);
 	return rc;

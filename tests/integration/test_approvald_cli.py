@@ -254,14 +254,22 @@ def test_local_verbs_without_approvald_local(args):
 
 
 @pytest.mark.parametrize("line,msg", [
-    # a NUL byte once ended the key, so this set max_requests_per_minute
-    ("max_requests_per_minute\x00junk = 5\n", ":1: a NUL byte in a setting"),
-    ("max_requests_per_minute = 5\x00 0\n", ":1: a NUL byte in a setting"),
-    ("= 5\n", ":1: expected key = value"),
-    ("# fine\nmax_requests_per_minute\n", ":2: expected key = value"),
-    ("no_such_setting = 1\n", ":1: no_such_setting: "),
+    # FILE:LINE:COLUMN, the column of what is wrong:
+    # a NUL byte (it once ended the key, so this set max_requests_per_minute): the NUL
+    ("max_requests_per_minute\x00junk = 5\n", ":1:24: a NUL byte in a setting"),
+    ("max_requests_per_minute = 5\x00 0\n", ":1:28: a NUL byte in a setting"),
+    # no '=': what stands where it should; nothing before it: the '='
+    ("socket /run/x.sock\n", ':1:8: expected "key = value"'),
+    ("# fine\nmax_requests_per_minute\n", ':2:24: expected "key = value"'),
+    ("= 5\n", ':1:1: expected "key = value"'),
+    # an unknown key: the key; a bad value: the value
+    ("no_such_setting = 1\n", ":1:1: no_such_setting: unknown setting"),
+    ("# fine\n\tno_such_setting = 1\n", ":2:2: no_such_setting: unknown setting"),
+    ("  max_requests_per_minute =  many\n",
+     ":1:30: max_requests_per_minute: expected a positive number"),
+    ("durability=sometimes\n", ":1:12: durability: durability is full or process"),
 ])
-def test_a_bad_configuration_line_stops_the_daemon_naming_its_line(line, msg):
+def test_a_bad_configuration_line_stops_the_daemon_naming_its_line_and_column(line, msg):
     d = p11g.Daemon({"default": "deny", "rules": []}, config=line)
     try:
         with pytest.raises(AssertionError) as e:

@@ -85,57 +85,117 @@ static void test_comments(void **state)
 	assert_int_equal(p11g_kv_parse_line("k#=v", 4, P11G_KV_COMMENT_AFTER_BLANK, &kv), 1);
 	assert_int_equal(kv.key_len, 2);
 	assert_int_equal(p11g_kv_parse_line("k#=v", 4, P11G_KV_COMMENT_ANYWHERE, &kv), -1);
+	assert_int_equal(kv.column, 2); /* where the '=' should be */
 }
 
+/* A refused line names its line, the column of what is wrong and what it is. */
 static void test_errors(void **state)
 {
+	static const char *const no_setting = "expected \"key = value\"",
+	                         *const nul = "a NUL byte in a setting";
 	static const struct {
 		const char *text;
+		size_t len; /* 0: strlen */
 		unsigned line, column;
+		const char *error;
 	} bad[] = {
-	    {"module /a.so\n", 1, 1}, {"= /a.so\n", 1, 1},      {"\n\n   \t= x\n", 3, 5},
-	    {"a = 1\n  b\n", 2, 3},   {"a = 1\n \t =\n", 2, 4},
+	    /* no '=': at what stands where it should, after the first word */
+	    {"module /a.so\n", 0, 1, 8, no_setting},
+	    {"a = 1\n  b\n", 0, 2, 4, no_setting}, /* nothing: just past the line */
+	    {"a = 1\n  b  \t\n", 0, 2, 4, no_setting},
+	    {"  a b c\n", 0, 1, 5, no_setting},
+	    {"k #= v\n", 0, 1, 2, no_setting}, /* the comment is no part of the line */
+	    /* nothing before the '=': at the '=' */
+	    {"= /a.so\n", 0, 1, 1, no_setting},
+	    {"\n\n   \t= x\n", 0, 3, 5, no_setting},
+	    {"a = 1\n \t =\n", 0, 2, 4, no_setting},
+	    /* a NUL byte, in the key, the value or alone: at it, before any other fault */
+	    {"k\0ey = v\n", 10, 1, 2, nul},
+	    {"a = 1\nkey = va\0lue\n", 20, 2, 9, nul},
+	    {"\t\0\n", 3, 1, 2, nul},
+	    {"no equals\0\n", 11, 1, 10, nul},
 	};
 	(void)state;
 
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(bad); i++) {
-		struct p11g_kv_reader r = {.text = bad[i].text, .len = strlen(bad[i].text)};
-		struct p11g_kv kv;
+		struct p11g_kv_reader r = {.text = bad[i].text,
+		                           .len = bad[i].len ? bad[i].len : strlen(bad[i].text)};
+		struct p11g_kv kv = {0};
 		int rc;
 		while ((rc = p11g_kv_next(&r, &kv)) == 1)
-			;
-		if (rc != -1 || kv.line != bad[i].line || kv.column != bad[i].column)
-			fail_msg("\"%s\": %d at %u:%u, expected -1 at %u:%u", bad[i].text, rc,
-			         kv.line, kv.column, bad[i].line, bad[i].column);
+			assert_null(kv.error);
+		if (rc != -1 || kv.line != bad[i].line || kv.column != bad[i].column || !kv.error ||
+		    strcmp(kv.error, bad[i].error))
+			fail_msg("case %zu: %d at %u:%u (%s), expected -1 at %u:%u (%s)", i, rc,
+			         kv.line, kv.column, kv.error ? kv.error : "no error", bad[i].line,
+			         bad[i].column, bad[i].error);
 	}
+	/* A line alone, too. */
+	struct p11g_kv kv = {0};
+	assert_int_equal(p11g_kv_parse_line("k\0=v", 4, P11G_KV_COMMENT_AFTER_BLANK, &kv), -1);
+	assert_int_equal(kv.column, 2);
+	assert_string_equal(kv.error, nul);
 }
 
-/* Bytes are bytes: a NUL stays in the key or value for the setting to refuse,
- * and lines end at '\n' alone. */
+/* Bytes are bytes: lines end at '\n' alone, a CR is a blank, and a NUL byte is refused
+ * where a setting would hold it but not in a comment. */
 static void test_bytes(void **state)
 {
-	static const char text[] = "k\0ey = va\0lue\r\nx = 1";
+	static const char text[] = "key = value\r\nx = 1 # a \0 in a comment\ny=2";
 	struct p11g_kv_reader r = {.text = text, .len = sizeof(text) - 1};
 	struct p11g_kv kv;
 	(void)state;
 
 	assert_int_equal(p11g_kv_next(&r, &kv), 1);
-	assert_int_equal(kv.key_len, 4);
-	assert_memory_equal(kv.key, "k\0ey", 4);
-	assert_int_equal(kv.value_len, 6);
-	assert_memory_equal(kv.value, "va\0lue", 6);
+	assert_kv(&kv, "key", "value", 1, 1, 7);
 	assert_int_equal(p11g_kv_next(&r, &kv), 1);
-	assert_int_equal(kv.line, 2);
+	assert_kv(&kv, "x", "1", 2, 1, 5);
+	assert_null(kv.error);
+	assert_int_equal(p11g_kv_next(&r, &kv), 1);
+	assert_kv(&kv, "y", "2", 3, 1, 3);
 	assert_int_equal(p11g_kv_next(&r, &kv), 0);
+}
+
+/* The message form of every text p11gate reads: FILE:LINE:COLUMN: message. */
+static void test_err_set_at(void **state)
+{
+	p11g_err e = {0};
+	char path[2048];
+	(void)state;
+
+	assert_int_equal(p11g_err_set_at(&e, "bad_request", "a.conf", 3, 7, "%s %d", "x", 1), -1);
+	assert_string_equal(e.code, "bad_request");
+	assert_string_equal(e.msg, "a.conf:3:7: x 1");
+	p11g_err_set_at(&e, "internal", "P11GATE_WAIT", 0, 0, "no place");
+	assert_string_equal(e.code, "internal");
+	assert_string_equal(e.msg, "P11GATE_WAIT: no place");
+	assert_int_equal(p11g_err_set_at(NULL, "internal", "f", 1, 1, "x"), -1);
+
+	/* A path too long for the message keeps its end, the position and the message. */
+	memset(path, 'd', sizeof(path));
+	memcpy(path, "/", 1);
+	memcpy(path + sizeof(path) - 12, "/name.conf", 11);
+	p11g_err_set_at(&e, "bad_request", path, 12, 34, "unknown setting \"%s\"", "x");
+	const char *want = "/name.conf:12:34: unknown setting \"x\"";
+	size_t ml = strlen(e.msg), wl = strlen(want);
+	assert_true(ml < sizeof(e.msg) && ml > wl);
+	assert_string_equal(e.msg + ml - wl, want);
+	assert_memory_equal(e.msg, "...ddd", 6);
+	/* and a long message is cut at its end, never before the position */
+	char longmsg[2048];
+	memset(longmsg, 'm', sizeof(longmsg) - 1);
+	longmsg[sizeof(longmsg) - 1] = '\0';
+	p11g_err_set_at(&e, "bad_request", path, 12, 34, "%s", longmsg);
+	assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
+	assert_non_null(strstr(e.msg, "/name.conf:12:34: mmm"));
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_text),
-	    cmocka_unit_test(test_comments),
-	    cmocka_unit_test(test_errors),
-	    cmocka_unit_test(test_bytes),
+	    cmocka_unit_test(test_text),       cmocka_unit_test(test_comments),
+	    cmocka_unit_test(test_errors),     cmocka_unit_test(test_bytes),
+	    cmocka_unit_test(test_err_set_at),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
