@@ -5,6 +5,7 @@
 #include "policy/pjson.h"
 #include "p11gate/mech.h"
 #include "p11gate/errors.h"
+#include "p11gate/kvconf.h"
 
 #define RULE_NAME_MAX 64
 #define COUNT_MAX     1000 /* approvals and clause counts: a resource limit, not policy */
@@ -13,26 +14,14 @@
 
 /* ---- messages ------------------------------------------------------------ */
 
-struct perr {
-	char msg[1024];
-};
-
+/* A bad policy text: bad_request "file:line:column: message" (kvconf.h's form); -1. */
 __attribute__((format(printf, 5, 6))) static int
-fail(struct perr *e, const char *file, unsigned line, unsigned column, const char *fmt, ...)
+fail_at(p11g_err *e, const char *file, unsigned line, unsigned column, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
 
-	if (line)
-		n = snprintf(e->msg, sizeof(e->msg), "%s:%u:%u: ", file, line, column);
-	else
-		n = snprintf(e->msg, sizeof(e->msg), "%s: ", file);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(e->msg))
-		return -1;
 	va_start(ap, fmt);
-	vsnprintf(e->msg + n, sizeof(e->msg) - (size_t)n, fmt, ap);
+	p11g_err_vset_at(e, P11G_E_BAD_REQUEST, file, line, column, fmt, ap);
 	va_end(ap);
 	return -1;
 }
@@ -98,7 +87,7 @@ void p11g_rule_free(struct p11g_rule *r)
 
 struct rule_ctx {
 	const char *file;
-	struct perr *err;
+	p11g_err *err;
 	bool snapshot; /* accept "defined_at", written by p11g_rule_to_json */
 };
 
@@ -106,17 +95,16 @@ static int fail_at_value(struct rule_ctx *c, const struct pjson_value *v, const 
     __attribute__((format(printf, 3, 4)));
 static int fail_at_value(struct rule_ctx *c, const struct pjson_value *v, const char *fmt, ...)
 {
-	char msg[800];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	p11g_err_vset_at(c->err, P11G_E_BAD_REQUEST, c->file, v->line, v->column, fmt, ap);
 	va_end(ap);
-	return fail(c->err, c->file, v->line, v->column, "%s", msg);
+	return -1;
 }
 
 static int fail_oom(struct rule_ctx *c)
 {
-	return fail(c->err, c->file, 0, 0, "out of memory");
+	return p11g_err_set_at(c->err, P11G_E_INTERNAL, c->file, 0, 0, "out of memory");
 }
 
 static int expect_type(struct rule_ctx *c, const struct pjson_member *m, enum pjson_type t)
@@ -382,8 +370,8 @@ static int parse_registries(struct rule_ctx *c, const struct pjson_member *m, st
 
 static int fail_unknown(struct rule_ctx *c, const struct pjson_member *m, const char *where)
 {
-	return fail(c->err, c->file, m->line, m->column, "unknown member \"%s\" in %s", m->name,
-	            where);
+	return fail_at(c->err, c->file, m->line, m->column, "unknown member \"%s\" in %s", m->name,
+	               where);
 }
 
 static int parse_clause(struct rule_ctx *c, const struct pjson_value *v, struct p11g_clause *ret)
@@ -599,21 +587,23 @@ static int parse_rule(struct rule_ctx *c, const struct pjson_value *v, struct p1
 		if (seen.approvals && seen.approvers && before(seen.approvers, seen.approvals))
 			other = seen.approvers;
 		const struct pjson_member *later = before(other, seen.quorum) ? seen.quorum : other;
-		return fail(c->err, c->file, later->line, later->column,
-		            "\"quorum\" cannot be combined with \"%s\"", other->name);
+		return fail_at(c->err, c->file, later->line, later->column,
+		               "\"quorum\" cannot be combined with \"%s\"", other->name);
 	}
 	if (!seen.quorum && !seen.approvals) {
 		if (seen.approvers)
-			return fail(c->err, c->file, seen.approvers->line, seen.approvers->column,
-			            "\"approvers\" needs \"approvals\" (how many of them must "
-			            "approve)");
+			return fail_at(c->err, c->file, seen.approvers->line,
+			               seen.approvers->column,
+			               "\"approvers\" needs \"approvals\" (how many of them must "
+			               "approve)");
 		return fail_at_value(c, v, "rule \"%s\" needs \"approvals\" or \"quorum\"",
 		                     r->name);
 	}
 	if (seen.approvals && seen.approvals_n > 0) {
 		if (!seen.approvers)
-			return fail(c->err, c->file, seen.approvals->line, seen.approvals->column,
-			            "\"approvals\" above 0 needs \"approvers\"");
+			return fail_at(c->err, c->file, seen.approvals->line,
+			               seen.approvals->column,
+			               "\"approvals\" above 0 needs \"approvers\"");
 		if (seen.approvers->value->u.arr.n == 0)
 			return fail_at_value(c, seen.approvers->value,
 			                     "\"approvers\" must not be empty when \"approvals\" "
@@ -647,7 +637,6 @@ struct p11g_policy_builder {
 	bool default_seen;
 	char *default_file;
 	EVP_MD_CTX *md;
-	struct perr err;
 };
 
 static int loader_add_rule(struct p11g_policy_builder *ld, struct p11g_rule *r)
@@ -703,7 +692,7 @@ static const char *base_name(const char *path)
 /* Every file goes into the digest as name, NUL, 8-byte big-endian length,
  * content: no two different sets of files hash alike. */
 static int digest_file(struct p11g_policy_builder *ld, const char *name, const char *text,
-                       size_t len)
+                       size_t len, p11g_err *err)
 {
 	const char *b = base_name(name);
 	unsigned char n[8];
@@ -711,19 +700,20 @@ static int digest_file(struct p11g_policy_builder *ld, const char *name, const c
 		n[i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
 	if (EVP_DigestUpdate(ld->md, b, strlen(b) + 1) != 1 ||
 	    EVP_DigestUpdate(ld->md, n, 8) != 1 || EVP_DigestUpdate(ld->md, text, len) != 1)
-		return fail(&ld->err, name, 0, 0, "cannot hash the policy");
+		return p11g_err_set_at(err, P11G_E_INTERNAL, name, 0, 0, "cannot hash the policy");
 	return 0;
 }
 
-static int load_text(struct p11g_policy_builder *ld, const char *name, const char *text, size_t len)
+static int load_text(struct p11g_policy_builder *ld, const char *name, const char *text, size_t len,
+                     p11g_err *err)
 {
 	struct pjson_value *root = NULL;
-	struct pjson_error perr;
-	struct rule_ctx c = {.file = name, .err = &ld->err};
+	struct pjson_error je;
+	struct rule_ctx c = {.file = name, .err = err};
 	int r = -1;
 
-	if (pjson_parse(text, len, &root, &perr) < 0)
-		return fail(&ld->err, name, perr.line, perr.column, "%s", perr.msg);
+	if (pjson_parse(text, len, &root, &je) < 0)
+		return fail_at(err, name, je.line, je.column, "%s", je.msg);
 	if (root->type != PJSON_OBJECT) {
 		fail_at_value(&c, root, "a policy file must hold an object, not %s",
 		              pjson_type_name(root->type));
@@ -784,7 +774,7 @@ static int load_text(struct p11g_policy_builder *ld, const char *name, const cha
 			goto out;
 		}
 	}
-	if (digest_file(ld, name, text, len) < 0)
+	if (digest_file(ld, name, text, len, err) < 0)
 		goto out;
 	ld->pol->n_files++;
 	r = 0;
@@ -819,20 +809,10 @@ void p11g_policy_builder_free(struct p11g_policy_builder *b)
 	free(b);
 }
 
-/* The builder's message (bad_request), or "out of memory" (internal) when it has none; -1. */
-static int give_error(const struct p11g_policy_builder *b, p11g_err *err)
-{
-	if (b && b->err.msg[0])
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s", b->err.msg);
-	return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-}
-
 int p11g_policy_builder_add(struct p11g_policy_builder *b, const char *name, const char *text,
                             size_t len, p11g_err *err)
 {
-	if (load_text(b, name, text, len) < 0)
-		return give_error(b, err);
-	return 0;
+	return load_text(b, name, text, len, err);
 }
 
 int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy **ret,
@@ -843,7 +823,7 @@ int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy
 	int r = -1;
 
 	if (EVP_DigestFinal_ex(b->md, md, &mdlen) != 1 || mdlen != 32) {
-		give_error(b, err);
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	} else {
 		p11g_hex_encode(md, mdlen, b->pol->digest);
 		*ret = b->pol;
@@ -860,7 +840,7 @@ int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11
 	struct p11g_policy_builder *b = p11g_policy_builder_new();
 
 	if (!b)
-		return give_error(NULL, err);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (p11g_policy_builder_add(b, name, text, len, err) < 0) {
 		p11g_policy_builder_free(b);
 		return -1;
@@ -1023,24 +1003,23 @@ fail:
 
 int p11g_rule_from_json(const json_t *obj, struct p11g_rule **ret, p11g_err *err)
 {
-	struct perr pe = {{0}};
-	struct rule_ctx c = {.file = SNAPSHOT_NAME, .err = &pe, .snapshot = true};
+	struct rule_ctx c = {.file = SNAPSHOT_NAME, .err = err, .snapshot = true};
 	struct pjson_value *root = NULL;
 	struct pjson_error je;
 	struct p11g_rule *r;
 	char *text;
 
 	if (!json_is_object(obj))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: not an object", SNAPSHOT_NAME);
+		return fail_at(err, SNAPSHOT_NAME, 0, 0, "not an object");
 	/* Through text and the file parser, so a snapshot passes exactly the
 	 * checks a policy file does (duplicate names included). */
 	text = json_dumps(obj, JSON_INDENT(2));
 	if (!text)
-		return p11g_err_set(err, P11G_E_INTERNAL, "%s: cannot serialise", SNAPSHOT_NAME);
+		return p11g_err_set_at(err, P11G_E_INTERNAL, SNAPSHOT_NAME, 0, 0,
+		                       "cannot serialise");
 	if (pjson_parse(text, strlen(text), &root, &je) < 0) {
 		free(text);
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s:%u:%u: %s", SNAPSHOT_NAME, je.line,
-		                    je.column, je.msg);
+		return fail_at(err, SNAPSHOT_NAME, je.line, je.column, "%s", je.msg);
 	}
 	free(text);
 	r = calloc(1, sizeof(*r));
@@ -1051,7 +1030,7 @@ int p11g_rule_from_json(const json_t *obj, struct p11g_rule **ret, p11g_err *err
 	if (parse_rule(&c, root, r) < 0) {
 		pjson_free(root);
 		p11g_rule_free(r);
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s", pe.msg);
+		return -1;
 	}
 	pjson_free(root);
 	*ret = r;

@@ -469,6 +469,41 @@ static void test_parse_buffer_errors(void **state)
 	assert_string_equal(err.msg, "nul:1:3: unexpected data after the JSON value");
 }
 
+/* However large p11g_err's message is: a name too long for it keeps its end ("..." for the
+ * start), a message too long is cut at its end, and the position always stays whole. */
+static void test_long_messages(void **state)
+{
+	struct p11g_policy *p = NULL;
+	p11g_err err = {0};
+	char name[4096], uri[1800], *text = NULL;
+	const char *want = "/bad.json:1:13: \"default\" must be a string, not an integer";
+
+	memset(name, 'd', sizeof(name));
+	name[0] = '/';
+	snprintf(name + sizeof(name) - 10, 10, "/bad.json");
+	assert_int_equal(p11g_policy_parse(name, "{\"default\": 1}", 14, &p, &err), -1);
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+	size_t ml = strlen(err.msg), wl = strlen(want);
+	if (ml <= wl || strcmp(err.msg + ml - wl, want) || strncmp(err.msg, "...ddd", 6))
+		fail_msg("got %s", err.msg);
+
+	/* a bad key URI, quoted in a message over 1800 bytes */
+	memset(uri, 'u', sizeof(uri) - 1);
+	uri[sizeof(uri) - 1] = '\0';
+	assert_true(
+	    asprintf(&text,
+	             "{\"rules\": [\n"
+	             "{\"name\": \"r\", \"keys\": [\"pkcs11:token=%s\"], \"approvals\": 0}]}",
+	             uri) > 0);
+	assert_int_equal(p11g_policy_parse("long.json", text, strlen(text), &p, &err), -1);
+	free(text);
+	assert_string_equal(err.code, P11G_E_BAD_REQUEST);
+	assert_int_equal(strlen(err.msg), sizeof(err.msg) - 1);
+	want = "long.json:2:24: bad key URI \"pkcs11:token=uuu";
+	if (strncmp(err.msg, want, strlen(want)))
+		fail_msg("got %.100s", err.msg);
+}
+
 /* No texts: an empty deny-all policy (an empty policy directory). */
 static void test_no_texts(void **state)
 {
@@ -1161,6 +1196,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bad_policies),
 	    cmocka_unit_test(test_parse_buffer_errors),
+	    cmocka_unit_test(test_long_messages),
 	    cmocka_unit_test(test_no_texts),
 	    cmocka_unit_test(test_examples),
 	    cmocka_unit_test(test_match),
