@@ -220,7 +220,7 @@ static int load(struct p11g_config *cfg, char *err, size_t errsize)
 static void test_config_parse(void **state)
 {
 	struct p11g_config cfg;
-	char err[512];
+	char err[sizeof(((p11g_err *)0)->msg)];
 	(void)state;
 
 	assert_int_equal(parse("# comment\n\nmodule = /usr/lib/x.so\n"
