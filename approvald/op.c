@@ -353,26 +353,111 @@ ssize_t p11g_op_approval_of(const struct p11g_op *op, uid_t uid)
 	return -1;
 }
 
+/* *dst = *src with its own group list.  0, or -ENOMEM with dst holding no groups. */
+static int ident_copy(struct p11g_ident *dst, const struct p11g_ident *src)
+{
+	*dst = *src;
+	dst->groups = NULL;
+	dst->n_groups = 0;
+	if (src->n_groups && !(dst->groups = calloc(src->n_groups, sizeof(char *))))
+		return -ENOMEM;
+	for (size_t i = 0; i < src->n_groups; i++) {
+		if (!(dst->groups[i] = strdup(src->groups[i]))) {
+			p11g_ident_clear(dst);
+			return -ENOMEM;
+		}
+		dst->n_groups = i + 1;
+	}
+	return 0;
+}
+
+int p11g_op_set_orderer(struct p11g_op *op, const struct p11g_ident *who)
+{
+	p11g_ident_clear(&op->orderer);
+	op->orderer_pid = true;
+	return ident_copy(&op->orderer, who);
+}
+
 int p11g_op_approve(struct p11g_op *op, const struct p11g_ident *who, int64_t time)
 {
 	struct p11g_op_approval *v = realloc(op->approvals, (op->n_approvals + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
 	op->approvals = v;
-	struct p11g_op_approval *a = &v[op->n_approvals];
-	*a = (struct p11g_op_approval){.who = *who, .time = time};
-	a->who.groups = NULL;
-	a->who.n_groups = 0;
-	if (who->n_groups && !(a->who.groups = calloc(who->n_groups, sizeof(char *))))
+	v[op->n_approvals].time = time;
+	if (ident_copy(&v[op->n_approvals].who, who) < 0)
 		return -ENOMEM;
-	for (size_t i = 0; i < who->n_groups; i++) {
-		if (!(a->who.groups[i] = strdup(who->groups[i]))) {
-			p11g_ident_clear(&a->who);
-			return -ENOMEM;
-		}
-		a->who.n_groups = i + 1;
-	}
 	op->n_approvals++;
+	return 0;
+}
+
+/* A copy of s (NULL stays NULL); false when memory ran out. */
+static bool dup_str(char **dst, const char *s)
+{
+	*dst = s ? strdup(s) : NULL;
+	return !s || *dst;
+}
+
+static bool copy_end(struct p11g_op_end *dst, const struct p11g_op_end *src)
+{
+	*dst = *src;
+	dst->who.groups = NULL;
+	dst->who.n_groups = 0;
+	return dup_str(&dst->reason, src->reason);
+}
+
+static bool copy_lists(struct p11g_op *d, const struct p11g_op *s)
+{
+	/* Each entry is counted before it is filled, so a failure frees what was copied. */
+	if (!(d->digests = calloc(s->n_digests + 1, sizeof(*d->digests))) ||
+	    !(d->keys = calloc(s->n_keys + 1, sizeof(*d->keys))) ||
+	    !(d->approvals = calloc(s->n_approvals + 1, sizeof(*d->approvals))))
+		return false;
+	for (size_t i = 0; i < s->n_digests; i++)
+		if (!dup_str(&d->digests[d->n_digests++], s->digests[i]))
+			return false;
+	for (size_t i = 0; i < s->n_keys; i++) {
+		struct p11g_op_key *k = &d->keys[d->n_keys++];
+		k->uses = s->keys[i].uses;
+		k->used = s->keys[i].used;
+		if (!dup_str(&k->uri, s->keys[i].uri) || !dup_str(&k->rule, s->keys[i].rule))
+			return false;
+	}
+	for (size_t i = 0; i < s->n_approvals; i++) {
+		d->approvals[d->n_approvals].time = s->approvals[i].time;
+		if (ident_copy(&d->approvals[d->n_approvals++].who, &s->approvals[i].who) < 0)
+			return false;
+	}
+	return true;
+}
+
+int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret)
+{
+	struct p11g_op d = *src;
+
+	/* Nothing of src is owned by d until copied: a failure part-way frees only copies. */
+	d.orderer.groups = NULL;
+	d.orderer.n_groups = 0;
+	d.signer = d.description = d.context = NULL;
+	d.digests = NULL;
+	d.n_digests = 0;
+	d.keys = NULL;
+	d.n_keys = 0;
+	d.approvals = NULL;
+	d.n_approvals = 0;
+	d.rejection.reason = d.revocation.reason = NULL;
+	d.rules = json_incref(src->rules);
+	d.images = json_incref(src->images);
+	d.oci = json_incref(src->oci);
+	d.extra = json_incref(src->extra);
+	if (ident_copy(&d.orderer, &src->orderer) < 0 || !dup_str(&d.signer, src->signer) ||
+	    !dup_str(&d.description, src->description) || !dup_str(&d.context, src->context) ||
+	    !copy_lists(&d, src) || !copy_end(&d.rejection, &src->rejection) ||
+	    !copy_end(&d.revocation, &src->revocation)) {
+		p11g_op_clear(&d);
+		return -ENOMEM;
+	}
+	*ret = d;
 	return 0;
 }
 

@@ -42,6 +42,10 @@ struct p11g_op_end {
 	char *reason;
 };
 
+/*
+ * The JSON members (rules, images, oci, extra) are shared by copies (p11g_op_copy) and by the
+ * store's cache of decoded operations: they are replaced, never changed in place.
+ */
 struct p11g_op {
 	uint64_t id;
 	enum p11g_op_state state;
@@ -70,6 +74,9 @@ int p11g_op_decode(const json_t *j, struct p11g_op *ret, p11g_err *err);
 /* The stored form; NULL when memory ran out. */
 json_t *p11g_op_encode(const struct p11g_op *op);
 void p11g_op_clear(struct p11g_op *op);
+/* A copy of src that owns its strings and lists (and shares its JSON members).  0, or
+ * -ENOMEM with nothing allocated. */
+int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret);
 
 /* Total uses spent over all keys. */
 int64_t p11g_op_uses_made(const struct p11g_op *op);
@@ -78,6 +85,8 @@ int64_t p11g_op_uses_made(const struct p11g_op *op);
 enum p11g_op_state p11g_op_effective_state(const struct p11g_op *op, int64_t now);
 /* pending or approved: what the store's active index holds. */
 bool p11g_op_state_active(enum p11g_op_state s);
+/* Sets the orderer to who (uid, user, groups and pid, copied).  0 or -ENOMEM. */
+int p11g_op_set_orderer(struct p11g_op *op, const struct p11g_ident *who);
 /* The approval of uid, or -1. */
 ssize_t p11g_op_approval_of(const struct p11g_op *op, uid_t uid);
 /* Adds who's approval at time (who's groups copied).  0 or -ENOMEM. */

@@ -19,22 +19,6 @@ void ops_rule_freep(struct p11g_rule **r)
 	p11g_rule_free(*r);
 }
 
-const char *ops_state_of(const json_t *op)
-{
-	const char *s = json_string_value(json_object_get(op, "state"));
-	return s ? s : "";
-}
-
-bool ops_is_active(const char *state)
-{
-	return !strcmp(state, "pending") || !strcmp(state, "approved");
-}
-
-int64_t ops_int_of(const json_t *obj, const char *name)
-{
-	return (int64_t)json_integer_value(json_object_get(obj, name));
-}
-
 json_t *ops_actor_json(const struct p11g_ident *id)
 {
 	return json_pack("{s:I, s:s, s:I}", "uid", (json_int_t)id->uid, "user", id->user, "pid",
@@ -81,19 +65,16 @@ void p11g_ops_clear(struct p11g_ops *o)
 
 /* The rule snapshot an operation keeps for one of its keys, parsed as
  * p11g_rule_from_json does.  Borrowed from o's cache: valid until the next
- * call, which may evict it.  op comes from a walk of the store, so it is not
- * changed while anyone holds it (p11g_op_visit_fn), and snapshots are never
- * changed once written: the object a snapshot was last seen as answers
- * without printing it again. */
-const struct p11g_rule *ops_rule(struct p11g_ops *o, const json_t *op, const char *name,
+ * call, which may evict it.  Snapshots are never changed once written (op.h):
+ * the object a snapshot was last seen as answers without printing it again. */
+const struct p11g_rule *ops_rule(struct p11g_ops *o, const struct p11g_op *op, const char *name,
                                  p11g_err *err)
 {
 	struct p11g_rule *r = NULL;
-	json_t *snap = json_object_get(json_object_get(op, "rules"), name);
+	json_t *snap = json_object_get(op->rules, name);
 	if (!json_is_object(snap)) {
 		p11g_err_set(err, P11G_E_INTERNAL,
-		             "operation %" JSON_INTEGER_FORMAT " has no snapshot of rule %s",
-		             json_integer_value(json_object_get(op, "id")), name);
+		             "operation %" PRIu64 " has no snapshot of rule %s", op->id, name);
 		return NULL;
 	}
 	if (!o->rule_cache && !(o->rule_cache = calloc(1, sizeof(*o->rule_cache)))) {
@@ -132,8 +113,8 @@ const struct p11g_rule *ops_rule(struct p11g_ops *o, const json_t *op, const cha
 	return r;
 }
 
-int ops_quorum_of(const struct p11g_op *op, bool *ret_met, char *missing, size_t missing_size,
-                  p11g_err *err)
+int ops_quorum(const struct p11g_op *op, bool *ret_met, char *missing, size_t missing_size,
+               p11g_err *err)
 {
 	/* p11g_rule_quorum_met takes the approvers side by side: shallow copies */
 	struct p11g_ident *apv = calloc(op->n_approvals + 1, sizeof(*apv));
@@ -171,39 +152,19 @@ int ops_quorum_of(const struct p11g_op *op, bool *ret_met, char *missing, size_t
 	return r;
 }
 
-int ops_quorum(const json_t *j, bool *ret_met, char *missing, size_t missing_size, p11g_err *err)
-{
-	struct p11g_op op;
-	if (p11g_op_decode(j, &op, err) < 0)
-		return -1;
-	int r = ops_quorum_of(&op, ret_met, missing, missing_size, err);
-	p11g_op_clear(&op);
-	return r;
-}
-
-/* The state a person should see: an active operation past its window is
- * expired even before the sweep records it. */
-const char *ops_effective_state(const json_t *op, int64_t now)
-{
-	const char *s = ops_state_of(op);
-	if (ops_is_active(s) && now >= ops_int_of(op, "expires"))
-		return "expired";
-	return s;
-}
-
 /* The public form: no rule snapshots, no group lists; state as seen now,
  * and for pending operations what they still need. */
-json_t *ops_public(const json_t *op)
+json_t *ops_public(const struct p11g_op *op)
 {
 	struct p11g_jb b = {0};
-	_cleanup_json_ json_t *pub = p11g_jb_new(&b, json_deep_copy(op));
+	_cleanup_json_ json_t *pub = p11g_jb_new(&b, p11g_op_encode(op));
 	json_t *a, *rules = p11g_jb_new(&b, json_object());
 	size_t i;
 	int64_t now = p11g_now();
 	const char *name;
 	json_t *snap;
 
-	json_object_foreach(json_object_get(op, "rules"), name, snap)
+	json_object_foreach(op->rules, name, snap)
 	{
 		p11g_jb_set(&b, rules, name,
 		            json_pack("{s:O?, s:O?, s:O?}", "quorum",
@@ -214,8 +175,9 @@ json_t *ops_public(const json_t *op)
 	p11g_jb_set(&b, pub, "rules", rules);
 	json_object_del(json_object_get(pub, "orderer"), "groups");
 	json_array_foreach(json_object_get(pub, "approvals"), i, a) json_object_del(a, "groups");
-	p11g_jb_set_str(&b, pub, "state", ops_effective_state(op, now));
-	if (!strcmp(ops_state_of(op), "pending") && now < ops_int_of(op, "expires")) {
+	enum p11g_op_state seen = p11g_op_effective_state(op, now);
+	p11g_jb_set_str(&b, pub, "state", p11g_op_state_name(seen));
+	if (seen == P11G_OP_PENDING) {
 		char missing[300];
 		bool met = false;
 		if (ops_quorum(op, &met, missing, sizeof(missing), NULL) == 0 && !met)
@@ -262,27 +224,12 @@ void ops_ctx_result(struct txn_ctx *c, json_t *result)
 	c->result = result;
 }
 
-int ops_load_op(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
+int ops_load_op(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err)
 {
 	int r = p11g_txn_op_get(t, id, ret, err);
 	if (r == -ENOENT)
 		return p11g_err_set(err, P11G_E_NOT_FOUND, "no operation %" PRIu64, id);
 	return r < 0 ? -1 : 0;
-}
-
-int ops_put_readable(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err)
-{
-	struct p11g_op back = {0};
-	p11g_err why = {0};
-	int r = p11g_op_decode(op, &back, &why);
-	p11g_op_clear(&back);
-	if (r < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "operation %" PRIu64
-		                    " would be stored in a form approvald cannot "
-		                    "read back (%s); nothing changed",
-		                    id, why.msg);
-	return p11g_txn_op_put(t, id, op, err);
 }
 
 int ops_finish(struct txn_ctx *c, int r, json_t **ret, p11g_err *err)
@@ -309,11 +256,11 @@ struct expire_ctx {
 	size_t n;
 };
 
-static int expire_visit(uint64_t id, const json_t *op, void *arg)
+static int expire_visit(const struct p11g_op *op, void *arg)
 {
 	struct expire_ctx *c = arg;
-	if (p11g_now() >= ops_int_of(op, "expires") && c->n < P11G_ARRAY_SIZE(c->ids))
-		c->ids[c->n++] = id;
+	if (p11g_now() >= op->expires && c->n < P11G_ARRAY_SIZE(c->ids))
+		c->ids[c->n++] = op->id;
 	return c->n == P11G_ARRAY_SIZE(c->ids) ? 1 : 0;
 }
 
@@ -325,18 +272,18 @@ static int expire_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (p11g_txn_op_foreach(t, true, 0, expire_visit, c, err) < 0)
 		return -1;
 	for (size_t i = 0; i < c->n; i++) {
-		_cleanup_json_ json_t *op = NULL;
+		_cleanup_op_ struct p11g_op op = {0};
 		if (ops_load_op(t, c->ids[i], &op, err) < 0)
 			return -1;
-		struct p11g_jb b = {0};
-		json_t *extra = p11g_jb_new(&b, json_pack("{s:s}", "was", ops_state_of(op)));
-		p11g_jb_set_str(&b, op, "state", "expired");
-		if (p11g_jb_check(&b, err) < 0) {
+		json_t *extra = json_pack("{s:s}", "was", p11g_op_state_name(op.state));
+		op.state = P11G_OP_EXPIRED;
+		if (!extra)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		if (p11g_txn_op_put(t, &op, err) < 0) {
 			json_decref(extra);
 			return -1;
 		}
-		if (p11g_txn_op_put(t, c->ids[i], op, err) < 0 ||
-		    ops_audit(t, "expired", ops_daemon_actor(c->o, &me), c->ids[i], extra, err) < 0)
+		if (ops_audit(t, "expired", ops_daemon_actor(c->o, &me), c->ids[i], extra, err) < 0)
 			return -1;
 	}
 	return 0;

@@ -112,8 +112,4 @@ int p11g_ops_policy_loaded(struct p11g_ops *o, const char *path, p11g_err *err);
  * (at least 140 bytes); false for anything else. */
 bool p11g_digest_normalise(const char *s, char *out, size_t outsz);
 
-/* Whether caller may see the operation (orderer, signer, approver or admin
- * of one of its rules, root or the daemon's uid). */
-bool p11g_ops_visible(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *op);
-
 #endif

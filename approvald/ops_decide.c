@@ -7,17 +7,6 @@
 
 #include "p11gate/wire.h"
 
-#define _cleanup_op_ __attribute__((cleanup(p11g_op_clear)))
-
-/* The operation a decision is about, decoded. */
-static int load(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err)
-{
-	_cleanup_json_ json_t *stored = NULL;
-	if (ops_load_op(t, id, &stored, err) < 0)
-		return -1;
-	return p11g_op_decode(stored, ret, err);
-}
-
 /* The checks every decision on a pending operation shares. */
 static int check_pending(const struct p11g_op *op, int64_t now, p11g_err *err)
 {
@@ -54,18 +43,13 @@ static int decide(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t 
 static int decided(p11g_txn *t, struct txn_ctx *c, const struct p11g_op *op, const char *event,
                    json_t *extra, p11g_err *err)
 {
-	_cleanup_json_ json_t *j = p11g_op_encode(op);
-	if (!j) {
-		json_decref(extra);
-		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	}
-	if (ops_put_readable(t, c->id, j, err) < 0) {
+	if (p11g_txn_op_put(t, op, err) < 0) {
 		json_decref(extra);
 		return -1;
 	}
 	if (ops_audit(t, event, c->caller, c->id, extra, err) < 0)
 		return -1;
-	json_t *pub = ops_public(j);
+	json_t *pub = ops_public(op);
 	if (!pub)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	ops_ctx_result(c, pub);
@@ -80,7 +64,7 @@ static int settle(p11g_txn *t, struct txn_ctx *c, struct p11g_op *op, const char
 	char missing[300];
 	bool met = false;
 
-	if (ops_quorum_of(op, &met, missing, sizeof(missing), err) < 0)
+	if (ops_quorum(op, &met, missing, sizeof(missing), err) < 0)
 		return -1;
 	op->state = met ? P11G_OP_APPROVED : P11G_OP_PENDING;
 	return decided(t, c, op, event, json_pack("{s:s}", "state", p11g_op_state_name(op->state)),
@@ -93,7 +77,7 @@ static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 	_cleanup_op_ struct p11g_op op = {0};
 	int64_t now = p11g_now();
 
-	if (load(t, c->id, &op, err) < 0)
+	if (ops_load_op(t, c->id, &op, err) < 0)
 		return -1;
 	if (p11g_authz_check_approver(&op, c->caller, c->id, err) < 0 ||
 	    check_pending(&op, now, err) < 0)
@@ -130,7 +114,7 @@ static int end_body(p11g_txn *t, struct txn_ctx *c, const struct ending *e, p11g
 	int64_t now = p11g_now();
 	const char *reason = c->reason ? c->reason : "";
 
-	if (load(t, c->id, &op, err) < 0)
+	if (ops_load_op(t, c->id, &op, err) < 0)
 		return -1;
 	if (e->may(&op, c->caller, c->id, err) < 0 || e->from(&op, now, err) < 0)
 		return -1;
@@ -167,7 +151,7 @@ static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct txn_ctx *c = arg;
 	_cleanup_op_ struct p11g_op op = {0};
 
-	if (load(t, c->id, &op, err) < 0)
+	if (ops_load_op(t, c->id, &op, err) < 0)
 		return -1;
 	ssize_t at = p11g_op_approval_of(&op, c->caller->uid);
 	if (at < 0)

@@ -2,6 +2,7 @@
 #ifndef P11GATE_OPS_INTERNAL_H
 #define P11GATE_OPS_INTERNAL_H
 
+#include "approvald/op.h"
 #include "approvald/ops.h"
 
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
@@ -9,14 +10,7 @@
 void ops_rule_freep(struct p11g_rule **r);
 #define _cleanup_rule_ __attribute__((cleanup(ops_rule_freep)))
 
-/* An operation's stored "state" ("" when it has none). */
-const char *ops_state_of(const json_t *op);
-/* pending and approved: what the store's active index holds. */
-bool ops_is_active(const char *state);
-int64_t ops_int_of(const json_t *obj, const char *name);
-/* The state a person should see: an active operation past its window is expired even before
- * the sweep records it. */
-const char *ops_effective_state(const json_t *op, int64_t now);
+#define _cleanup_op_ __attribute__((cleanup(p11g_op_clear)))
 
 json_t *ops_actor_json(const struct p11g_ident *id);
 /* approvald itself as the actor of what it does on its own (expiry, policy loads). */
@@ -24,17 +18,15 @@ const struct p11g_ident *ops_daemon_actor(const struct p11g_ops *o, struct p11g_
 void ops_notify(struct p11g_ops *o, uint64_t id);
 
 /* The rule snapshot op keeps for its rule name, parsed; borrowed from o's cache (ops.c). */
-const struct p11g_rule *ops_rule(struct p11g_ops *o, const json_t *op, const char *name,
+const struct p11g_rule *ops_rule(struct p11g_ops *o, const struct p11g_op *op, const char *name,
                                  p11g_err *err);
 /* Whether every rule of op is satisfied by its approvals; missing gets a sentence for the
- * first that is not.  -1 with err when a snapshot or identity cannot be read back. */
-int ops_quorum(const json_t *op, bool *ret_met, char *missing, size_t missing_size, p11g_err *err);
-struct p11g_op;
-int ops_quorum_of(const struct p11g_op *op, bool *ret_met, char *missing, size_t missing_size,
-                  p11g_err *err);
+ * first that is not.  -1 with err when a snapshot cannot be read back. */
+int ops_quorum(const struct p11g_op *op, bool *ret_met, char *missing, size_t missing_size,
+               p11g_err *err);
 /* The form clients see: no rule snapshots or group lists, state as of now, and what a
  * pending operation still needs.  NULL when memory ran out. */
-json_t *ops_public(const json_t *op);
+json_t *ops_public(const struct p11g_op *op);
 
 /* Appends one audit record: event, actor, operation id and extra members (stolen).  extra is
  * what the caller built: NULL is its failure, and a record without its members is never
@@ -63,12 +55,8 @@ struct txn_ctx {
 };
 
 void ops_ctx_result(struct txn_ctx *c, json_t *result);
-/* The operation id, or -1 with err not_found / store_error. */
-int ops_load_op(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);
-/* Stores op under id once it reads back as an operation: a record approvald could not
- * decode would take the operation out of every decision (no revoke, no reject) while the use
- * path, which reads the JSON, still spent it.  -1 with err internal_error otherwise. */
-int ops_put_readable(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err);
+/* The operation id, decoded (the caller clears it), or -1 with err not_found / store_error. */
+int ops_load_op(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err);
 /* After the transaction: its result to *ret and waiters woken, or -1 when r says it failed. */
 int ops_finish(struct txn_ctx *c, int r, json_t **ret, p11g_err *err);
 

@@ -351,12 +351,10 @@ struct count_ctx {
 	unsigned n;
 };
 
-static int count_pending(uint64_t id, const json_t *op, void *arg)
+static int count_pending(const struct p11g_op *op, void *arg)
 {
 	struct count_ctx *x = arg;
-	(void)id;
-	if (!strcmp(ops_state_of(op), "pending") &&
-	    ops_int_of(json_object_get(op, "orderer"), "uid") == (int64_t)x->uid)
+	if (op->state == P11G_OP_PENDING && op->orderer.uid == x->uid)
 		x->n++;
 	return 0;
 }
@@ -367,13 +365,10 @@ struct request {
 	P11KitUri *pats[MAX_KEYS];
 	const struct p11g_rule *judged[MAX_KEYS]; /* the policy's, for each key */
 	size_t n_keys;
-	json_t *keys;    /* [{uri, rule, uses, used: 0}], as stored */
-	json_t *rules;   /* {rule name: snapshot} */
 	json_t *digests; /* normalised; the payloads' sha256 when payloads are given */
-	json_t *images;  /* what approvers see of the payloads; NULL without them */
-	const json_t *oci;
-	const char *description, *context;
-	char *signer;
+	/* The operation as filed, but for its id, state and times: keys (unused), rule
+	 * snapshots, digests, images, the requester's oci, texts, orderer and signer. */
+	struct p11g_op op;
 	int64_t valid;
 	bool auto_all; /* every rule approves the caller's requests on creation */
 };
@@ -382,11 +377,8 @@ static void request_clear(struct request *q)
 {
 	for (size_t i = 0; i < q->n_keys; i++)
 		p11_kit_uri_free(q->pats[i]);
-	json_decref(q->keys);
-	json_decref(q->rules);
 	json_decref(q->digests);
-	json_decref(q->images);
-	free(q->signer);
+	p11g_op_clear(&q->op);
 }
 
 /* The rule a request's key URI falls under: the one rule that could govern a
@@ -455,11 +447,10 @@ static int parse_key(const struct p11g_ops *o, const struct p11g_ident *caller, 
 	for (size_t j = 0; j + 1 < q->n_keys; j++) {
 		if (!p11g_keyuri_overlap(q->pats[j], pat))
 			continue;
-		const json_t *prev = json_object_get(json_array_get(q->keys, j), "uri");
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "key %s could name the same key as %s: "
 		                    "name each key once, with all its uses",
-		                    uri, json_string_value(prev));
+		                    uri, q->op.keys[j].uri);
 	}
 	if (p11g_authz_check_orderer(rule, caller, uri, err) < 0)
 		return -1;
@@ -477,12 +468,14 @@ static int parse_key(const struct p11g_ops *o, const struct p11g_ident *caller, 
 	}
 	q->judged[i] = rule;
 	q->auto_all &= p11g_rule_auto_approves(rule, caller);
-	if (!json_object_get(q->rules, rule->name) &&
-	    json_object_set_new(q->rules, rule->name, p11g_rule_to_json(rule)) < 0)
+	if (!json_object_get(q->op.rules, rule->name) &&
+	    json_object_set_new(q->op.rules, rule->name, p11g_rule_to_json(rule)) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (json_array_append_new(q->keys,
-	                          json_pack("{s:s, s:s, s:I, s:i}", "uri", uri, "rule", rule->name,
-	                                    "uses", (json_int_t)uses, "used", 0)) < 0)
+	struct p11g_op_key *e = &q->op.keys[q->op.n_keys++];
+	e->uses = uses;
+	e->uri = uri;
+	uri = NULL; /* e's */
+	if (!(e->rule = strdup(rule->name)))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	return 0;
 }
@@ -498,8 +491,9 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 
 	q->auto_all = true;
 	q->valid = o->limits.default_validity;
-	if (!(q->keys = json_array()) || !(q->rules = json_object()) ||
-	    !(q->digests = json_array()))
+	if (!(q->op.keys = calloc(MAX_KEYS, sizeof(*q->op.keys))) ||
+	    !(q->op.rules = json_object()) || !(q->digests = json_array()) ||
+	    p11g_op_set_orderer(&q->op, caller) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (!json_is_array(keys) || json_array_size(keys) == 0 || json_array_size(keys) > MAX_KEYS)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "keys: give 1 to %d keys", MAX_KEYS);
@@ -528,8 +522,9 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 		    err, P11G_E_BAD_REQUEST,
 		    "description (at most %d bytes) and context (at most %d) are strings", MAX_TEXT,
 		    MAX_CONTEXT);
-	q->description = jdesc ? json_string_value(jdesc) : "";
-	q->context = jctx ? json_string_value(jctx) : "";
+	if (!(q->op.description = strdup(jdesc ? json_string_value(jdesc) : "")) ||
+	    !(q->op.context = strdup(jctx ? json_string_value(jctx) : "")))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 
 	const json_t *jdig = json_object_get(args, "digests");
 	if (jdig && (!json_is_array(jdig) || json_array_size(jdig) > MAX_DIGESTS))
@@ -547,9 +542,16 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
 	/* OCI: the images, from their payloads */
-	if (request_images(args, q->judged, q->n_keys, q->digests, &q->images, err) < 0)
+	if (request_images(args, q->judged, q->n_keys, q->digests, &q->op.images, err) < 0)
 		return -1;
-	q->oci = json_object_get(args, "oci");
+	q->op.oci = json_incref(json_object_get(args, "oci"));
+	if (!(q->op.digests = calloc(json_array_size(q->digests) + 1, sizeof(char *))))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_array_foreach(q->digests, i, d)
+	{
+		if (!(q->op.digests[q->op.n_digests++] = strdup(json_string_value(d))))
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
 	if (needs_digest && json_array_size(q->digests) == 0)
 		return p11g_err_set(
 		    err, P11G_E_BAD_REQUEST,
@@ -562,23 +564,22 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 		    p11g_principal_parse(json_string_value(jfor), &p, err) < 0)
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
 			                    "for: expected user:NAME, group:NAME or uid:N");
-		q->signer = p11g_principal_to_string(&p);
+		q->op.signer = p11g_principal_to_string(&p);
 		p11g_principal_clear(&p);
-	} else if (asprintf(&q->signer, "uid:%u", (unsigned)caller->uid) < 0) {
-		q->signer = NULL;
+	} else if (asprintf(&q->op.signer, "uid:%u", (unsigned)caller->uid) < 0) {
+		q->op.signer = NULL;
 	}
-	if (!q->signer)
+	if (!q->op.signer)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	return 0;
 }
 
 /* The URIs of the operation's keys, for its "created" record. */
-static json_t *keys_uris(struct p11g_jb *b, const json_t *keys)
+static json_t *keys_uris(struct p11g_jb *b, const struct p11g_op *op)
 {
-	json_t *uris = p11g_jb_new(b, json_array()), *k;
-	size_t i;
-	json_array_foreach(keys, i, k)
-	    p11g_jb_append(b, uris, json_incref(json_object_get(k, "uri")));
+	json_t *uris = p11g_jb_new(b, json_array());
+	for (size_t i = 0; i < op->n_keys; i++)
+		p11g_jb_append(b, uris, json_string(op->keys[i].uri));
 	return uris;
 }
 
@@ -598,46 +599,32 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		    "you have %u pending requests, the most allowed; withdraw or wait", cc.n);
 
 	uint64_t id;
+	_cleanup_op_ struct p11g_op op = {0};
 	if (p11g_txn_next_id(t, &id, err) < 0)
 		return -1;
+	if (p11g_op_copy(&q->op, &op) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	op.id = id;
+	op.state = q->auto_all ? P11G_OP_APPROVED : P11G_OP_PENDING;
+	op.created = now;
+	op.expires = now + q->valid;
 	struct p11g_jb b = {0};
-	json_t *orderer = p11g_jb_new(&b, p11g_ident_to_json(c->caller));
-	p11g_jb_set_int(&b, orderer, "pid", c->caller->pid);
-	if (p11g_jb_check(&b, err) < 0) {
-		json_decref(orderer);
-		return -1;
-	}
-	_cleanup_json_ json_t *op = p11g_jb_new(
-	    &b, json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:O, s:O, s:O, s:[]}", "id",
-	                  (json_int_t)id, "state", q->auto_all ? "approved" : "pending", "orderer",
-	                  orderer, "signer", q->signer, "created", (json_int_t)now, "expires",
-	                  (json_int_t)(now + q->valid), "description", q->description, "context",
-	                  q->context, "digests", q->digests, "keys", q->keys, "rules", q->rules,
-	                  "approvals"));
-	if (q->oci)
-		p11g_jb_set(&b, op, "oci", json_incref((json_t *)q->oci));
-	if (q->images)
-		p11g_jb_set(&b, op, "images", json_incref(q->images));
-	json_t *uris = keys_uris(&b, q->keys);
-	if (p11g_jb_check(&b, err) < 0) {
-		json_decref(uris);
-		return -1;
-	}
-	if (ops_put_readable(t, id, op, err) < 0) {
+	json_t *uris = keys_uris(&b, &op);
+	if (p11g_jb_check(&b, err) < 0 || p11g_txn_op_put(t, &op, err) < 0) {
 		json_decref(uris);
 		return -1;
 	}
 	if (ops_audit(t, "created", c->caller, id,
 	              json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*}", "keys", uris, "signer",
-	                        q->signer, "expires", (json_int_t)(now + q->valid), "digests",
-	                        q->digests, "description", q->description, "images", q->images),
+	                        op.signer, "expires", (json_int_t)op.expires, "digests", q->digests,
+	                        "description", op.description, "images", op.images),
 	              err) < 0)
 		return -1;
 	if (q->auto_all &&
 	    ops_audit(t, "approved", c->caller, id,
 	              json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
 		return -1;
-	ops_ctx_result(c, ops_public(op));
+	ops_ctx_result(c, ops_public(&op));
 	c->changed = id; /* a result that could not be built is reported by ops_finish */
 	return 0;
 }

@@ -53,7 +53,6 @@ struct use_scan {
 	uint64_t best_id;
 	int64_t best_expires;
 	size_t best_key;
-	json_t *best_op; /* as read in this transaction (read only, the store may share it) */
 	/* best refusal */
 	enum refusal why;
 	uint64_t why_id;
@@ -61,11 +60,6 @@ struct use_scan {
 	p11g_err damaged;  /* why, for REF_DAMAGED (op_rule fills it) */
 	bool signer_seen;  /* the caller signs for an operation of the key */
 };
-
-static void scan_done(struct use_scan *s)
-{
-	json_decref(s->best_op);
-}
 
 static void note(struct use_scan *s, enum refusal r, uint64_t id)
 {
@@ -91,24 +85,21 @@ static void note_other_rule(struct use_scan *s, uint64_t id, const char *rule)
  * left, if several).  -1 when none; then *ret_other is the rule of an entry
  * whose URI names the key under another rule, or NULL.
  */
-static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k, const char *rule,
+static ssize_t op_key_index(const struct p11g_op *op, const struct p11g_keyid *k, const char *rule,
                             const char **ret_other)
 {
 	ssize_t found = -1;
-	size_t i;
-	json_t *e;
 
 	*ret_other = NULL;
-	json_array_foreach(json_object_get(op, "keys"), i, e)
-	{
-		const char *r = json_string_value(json_object_get(e, "rule"));
-		if (!uri_matches(json_string_value(json_object_get(e, "uri")), k))
+	for (size_t i = 0; i < op->n_keys; i++) {
+		const struct p11g_op_key *e = &op->keys[i];
+		if (!uri_matches(e->uri, k))
 			continue;
-		if (!r || strcmp(r, rule)) {
-			*ret_other = r;
+		if (strcmp(e->rule, rule)) {
+			*ret_other = e->rule;
 			continue;
 		}
-		if (ops_int_of(e, "used") < ops_int_of(e, "uses"))
+		if (e->used < e->uses)
 			return (ssize_t)i;
 		if (found < 0)
 			found = (ssize_t)i;
@@ -118,13 +109,13 @@ static ssize_t op_key_index(const json_t *op, const struct p11g_keyid *k, const 
 
 /* A rule with registries signs only the payloads approvald read for the
  * operation (its images), of images in a registry the rule names. */
-static bool image_signs(const json_t *op, const struct p11g_rule *r, const char *digest)
+static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, const char *digest)
 {
 	size_t i;
 	json_t *img;
 	if (r->n_registries == 0)
 		return true;
-	json_array_foreach(json_object_get(op, "images"), i, img)
+	json_array_foreach(op->images, i, img)
 	{
 		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
 		const char *ref = json_string_value(json_object_get(img, "reference"));
@@ -134,10 +125,18 @@ static bool image_signs(const json_t *op, const struct p11g_rule *r, const char 
 	return false;
 }
 
-static int scan_visit(uint64_t id, const json_t *op, void *arg)
+static bool digest_pinned(const struct p11g_op *op, const char *digest)
+{
+	for (size_t i = 0; digest && i < op->n_digests; i++)
+		if (!strcmp(op->digests[i], digest))
+			return true;
+	return false;
+}
+
+static int scan_visit(const struct p11g_op *op, void *arg)
 {
 	struct use_scan *s = arg;
-	const char *state = ops_state_of(op);
+	uint64_t id = op->id;
 
 	if (s->a->operation && id != s->a->operation)
 		return 0;
@@ -148,37 +147,36 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 			note_other_rule(s, id, other);
 		return 0;
 	}
-	if (!p11g_authz_is_signer(json_string_value(json_object_get(op, "signer")), s->caller)) {
+	if (!p11g_authz_is_signer(op->signer, s->caller)) {
 		note(s, REF_NOT_SIGNER, id);
 		return 0;
 	}
 	s->signer_seen = true;
-	if (!strcmp(state, "revoked")) {
+	const struct p11g_op_key *key = &op->keys[ki];
+	switch (p11g_op_effective_state(op, s->now)) {
+	case P11G_OP_REVOKED:
 		note(s, REF_REVOKED, id);
 		return 0;
-	}
-	if (!strcmp(state, "rejected")) {
+	case P11G_OP_REJECTED:
 		note(s, REF_REJECTED, id);
 		return 0;
-	}
-	if (!strcmp(state, "expired") ||
-	    (ops_is_active(state) && s->now >= ops_int_of(op, "expires"))) {
+	case P11G_OP_EXPIRED:
 		note(s, REF_EXPIRED, id);
 		return 0;
+	case P11G_OP_EXHAUSTED:
+		note(s, REF_EXHAUSTED, id);
+		return 0;
+	case P11G_OP_PENDING:
+		note(s, key->used >= key->uses ? REF_EXHAUSTED : REF_PENDING, id);
+		return 0;
+	case P11G_OP_APPROVED:
+		break;
 	}
-	json_t *key = json_array_get(json_object_get(op, "keys"), (size_t)ki);
-	if (!strcmp(state, "exhausted") || ops_int_of(key, "used") >= ops_int_of(key, "uses")) {
+	if (key->used >= key->uses) {
 		note(s, REF_EXHAUSTED, id);
 		return 0;
 	}
-	if (!strcmp(state, "pending")) {
-		note(s, REF_PENDING, id);
-		return 0;
-	}
-	if (strcmp(state, "approved"))
-		return 0;
-	const struct p11g_rule *rule =
-	    ops_rule(s->o, op, json_string_value(json_object_get(key, "rule")), &s->damaged);
+	const struct p11g_rule *rule = ops_rule(s->o, op, key->rule, &s->damaged);
 	if (!rule) {
 		/* Never used, and never silently: the admin must hear of it even
 		 * when another operation answers this use.  The highest refusal:
@@ -202,17 +200,9 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 		note(s, REF_MECHANISM, id);
 		return 0;
 	}
-	const json_t *digests = json_object_get(op, "digests");
-	if (json_array_size(digests) > 0 || rule->bind_digest) {
-		bool found = false;
-		size_t i;
-		json_t *d;
-		json_array_foreach(digests, i, d) found |=
-		    s->a->digest && !strcmp(json_string_value(d), s->a->digest);
-		if (!found) {
-			note(s, REF_DIGEST, id);
-			return 0;
-		}
+	if ((op->n_digests > 0 || rule->bind_digest) && !digest_pinned(op, s->a->digest)) {
+		note(s, REF_DIGEST, id);
+		return 0;
 	}
 	/* The rule as approved and the rule now: either may name registries. */
 	if (!image_signs(op, rule, s->a->digest) || !image_signs(op, s->rule, s->a->digest)) {
@@ -220,13 +210,10 @@ static int scan_visit(uint64_t id, const json_t *op, void *arg)
 		return 0;
 	}
 	/* Spend the operation that ends soonest first. */
-	int64_t exp = ops_int_of(op, "expires");
-	if (!s->best_id || exp < s->best_expires) {
+	if (!s->best_id || op->expires < s->best_expires) {
 		s->best_id = id;
-		s->best_expires = exp;
+		s->best_expires = op->expires;
 		s->best_key = (size_t)ki;
-		json_decref(s->best_op);
-		s->best_op = json_incref((json_t *)op); /* kept unchanged: it may be shared */
 	}
 	return 0;
 }
@@ -406,35 +393,37 @@ static bool implicit_allowed(const struct p11g_rule *rule, const struct use_scan
 static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *rule,
                         const char *uri, json_t *what, p11g_err *err)
 {
-	uint64_t id;
 	int64_t now = p11g_now();
+	_cleanup_op_ struct p11g_op op = {
+	    .state = P11G_OP_EXHAUSTED, .created = now, .expires = now, .implicit = true};
 	char signer[32];
 
-	if (p11g_txn_next_id(t, &id, err) < 0)
-		return -1;
 	snprintf(signer, sizeof(signer), "uid:%u", (unsigned)c->caller->uid);
-	struct p11g_jb b = {0};
-	json_t *rules = p11g_jb_new(&b, json_object());
-	p11g_jb_set(&b, rules, rule->name, p11g_rule_to_json(rule));
-	if (p11g_jb_check(&b, err) < 0) {
-		json_decref(rules);
+	if (p11g_txn_next_id(t, &op.id, err) < 0)
 		return -1;
-	}
-	_cleanup_json_ json_t *op = json_pack(
-	    "{s:I, s:s, s:o, s:s, s:I, s:I, s:s, s:s, s:[], s:[{s:s, s:s, s:i, s:i}], s:o, s:[], "
-	    "s:b}",
-	    "id", (json_int_t)id, "state", "exhausted", "orderer", p11g_ident_to_json(c->caller),
-	    "signer", signer, "created", (json_int_t)now, "expires", (json_int_t)now, "description",
-	    "implicit single use", "context", "", "digests", "keys", "uri", uri, "rule", rule->name,
-	    "uses", 1, "used", 1, "rules", rules, "approvals", "implicit", 1);
-	if (!op)
+	if (p11g_op_set_orderer(&op, c->caller) < 0 || !(op.signer = strdup(signer)) ||
+	    !(op.description = strdup("implicit single use")) || !(op.context = strdup("")) ||
+	    !(op.digests = calloc(1, sizeof(char *))) ||
+	    !(op.approvals = calloc(1, sizeof(*op.approvals))) ||
+	    !(op.keys = calloc(1, sizeof(*op.keys))) || !(op.rules = json_object()) ||
+	    json_object_set_new(op.rules, rule->name, p11g_rule_to_json(rule)) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	_cleanup_json_ json_t *granted = p11g_jb_new(&b, json_deep_copy(what));
-	p11g_jb_set(&b, granted, "implicit", json_true());
-	if (p11g_jb_check(&b, err) < 0 || p11g_txn_op_put(t, id, op, err) < 0 ||
-	    ops_audit(t, "created", c->caller, id,
-	              json_pack("{s:[s], s:s, s:b}", "keys", uri, "signer", signer, "implicit", 1),
-	              err) < 0 ||
+	op.orderer_pid = false; /* the record of an implicit use names no process */
+	op.n_keys = 1;
+	op.keys[0] = (struct p11g_op_key){
+	    .uri = strdup(uri), .rule = strdup(rule->name), .uses = 1, .used = 1};
+	if (!op.keys[0].uri || !op.keys[0].rule)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (p11g_txn_op_put(t, &op, err) < 0)
+		return -1;
+	uint64_t id = op.id;
+	_cleanup_json_ json_t *granted = json_deep_copy(what);
+	if (!granted || json_object_set_new(granted, "implicit", json_true()) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (ops_audit(
+	        t, "created", c->caller, id,
+	        json_pack("{s:[s], s:s, s:b}", "keys", uri, "signer", op.signer, "implicit", 1),
+	        err) < 0 ||
 	    ops_audit(t, "approved", c->caller, id,
 	              json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0 ||
 	    ops_audit(t, "use_granted", c->caller, id, json_incref(granted), err) < 0)
@@ -450,8 +439,7 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct p11g_ops *o = c->o;
 	const struct p11g_use_args *a = c->use;
 	_cleanup_free_ char *uri = p11g_keyid_to_uri(&a->key);
-	struct use_scan s __attribute__((cleanup(scan_done))) = {
-	    .o = o, .a = a, .caller = c->caller, .now = p11g_now()};
+	struct use_scan s = {.o = o, .a = a, .caller = c->caller, .now = p11g_now()};
 
 	c->refused = false;
 	c->refusal_op = 0;
@@ -515,28 +503,23 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return refuse(t, c, what, role, err);
 	}
 
-	/* What was read may be the store's shared copy: the spent operation is a
-	 * new object that shares what the use does not change. */
-	_cleanup_json_ json_t *op = json_copy(s.best_op);
-	json_t *keys = json_copy(json_object_get(s.best_op, "keys")), *k;
-	/* Both _set_new calls take their value even when they fail. */
-	if (json_object_set_new(op, "keys", keys) < 0 ||
-	    json_array_set_new(keys, s.best_key, json_copy(json_array_get(keys, s.best_key))) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	json_t *key = json_array_get(keys, s.best_key);
-	int64_t used = ops_int_of(key, "used") + 1, uses = ops_int_of(key, "uses"), left_total = 0;
-	size_t i;
+	/* The walk saw the store's copy; the use spends one of its own. */
+	_cleanup_op_ struct p11g_op op = {0};
+	if (ops_load_op(t, s.best_id, &op, err) < 0)
+		return -1;
+	struct p11g_op_key *key = &op.keys[s.best_key];
+	key->used++;
+	int64_t left_total = 0;
+	for (size_t i = 0; i < op.n_keys; i++)
+		left_total += op.keys[i].uses - op.keys[i].used;
+	if (left_total == 0)
+		op.state = P11G_OP_EXHAUSTED;
 	/* A use that is not counted must not be granted. */
-	if (json_object_set_new(key, "used", json_integer(used)) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	json_array_foreach(keys, i, k) left_total += ops_int_of(k, "uses") - ops_int_of(k, "used");
-	if (left_total == 0 && json_object_set_new(op, "state", json_string("exhausted")) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (p11g_txn_op_put_shared(t, s.best_id, op, err) < 0 ||
+	if (p11g_txn_op_put(t, &op, err) < 0 ||
 	    ops_audit(t, "use_granted", c->caller, s.best_id, json_incref(what), err) < 0)
 		return -1;
 	ops_ctx_result(c, json_pack("{s:I, s:I}", "operation", (json_int_t)s.best_id, "remaining",
-	                            (json_int_t)(uses - used)));
+	                            (json_int_t)(key->uses - key->used)));
 	if (left_total == 0)
 		c->changed = s.best_id;
 	return 0;

@@ -9,32 +9,6 @@
 
 #define REPLY_BUDGET (P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
 
-/* Root and approvald see even a record that does not decode; anyone else what authz.c says
- * of it decoded. */
-bool p11g_ops_visible(struct p11g_ops *o, const struct p11g_ident *caller, const json_t *op)
-{
-	struct p11g_op d;
-	if (caller->uid == 0 || caller->uid == o->daemon_uid)
-		return true;
-	if (p11g_op_decode(op, &d, NULL) < 0)
-		return false;
-	bool r = p11g_authz_may_see(o->daemon_uid, caller, &d);
-	p11g_op_clear(&d);
-	return r;
-}
-
-/* Whether the stored op waits for caller's decision; one that does not decode waits for
- * nobody's. */
-static bool awaits(const json_t *op, const struct p11g_ident *caller)
-{
-	struct p11g_op d;
-	if (p11g_op_decode(op, &d, NULL) < 0)
-		return false;
-	bool r = p11g_authz_awaits(&d, caller);
-	p11g_op_clear(&d);
-	return r;
-}
-
 struct read_ctx {
 	struct p11g_ops *o;
 	const struct p11g_ident *caller;
@@ -47,6 +21,8 @@ struct read_ctx {
 	uint64_t since;
 	unsigned limit;
 	bool oom; /* a visitor could not build what it found: the reply is an error, not short */
+	bool has_state; /* list: the state asked for, when one was */
+	enum p11g_op_state state;
 };
 
 /* A reply built after the walk: NULL is a failed allocation, reported as such. */
@@ -89,12 +65,12 @@ static int page_add(struct read_ctx *c, unsigned limit, json_t *item)
 static int show_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct read_ctx *c = arg;
-	_cleanup_json_ json_t *op = NULL;
+	_cleanup_op_ struct p11g_op op = {0};
 	if (ops_load_op(t, c->id, &op, err) < 0)
 		return -1;
-	if (!p11g_ops_visible(c->o, c->caller, op))
+	if (!p11g_authz_may_see(c->o->daemon_uid, c->caller, &op))
 		return p11g_err_set(err, P11G_E_NOT_FOUND, "no operation %" PRIu64, c->id);
-	if (!(c->out = ops_public(op)))
+	if (!(c->out = ops_public(&op)))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	return 0;
 }
@@ -111,28 +87,22 @@ int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t 
 	return 0;
 }
 
-static int list_visit(uint64_t id, const json_t *op, void *arg)
+static int list_visit(const struct p11g_op *op, void *arg)
 {
 	struct read_ctx *c = arg;
 	const struct p11g_list_args *a = c->list;
-	int64_t now = p11g_now();
-	(void)id;
+	enum p11g_op_state seen = p11g_op_effective_state(op, p11g_now());
+	bool may_see = p11g_authz_may_see(c->o->daemon_uid, c->caller, op);
 
 	if (a->all) {
-		if (!p11g_ops_visible(c->o, c->caller, op))
-			return 0;
-		if (a->state && strcmp(a->state, ops_effective_state(op, now)))
+		if (!may_see || (c->has_state && seen != c->state))
 			return 0;
 	} else {
 		/* What waits for the caller's decision. */
-		if (strcmp(ops_effective_state(op, now), a->state ? a->state : "pending"))
+		if (seen != (c->has_state ? c->state : P11G_OP_PENDING))
 			return 0;
-		if (!a->state || !strcmp(a->state, "pending")) {
-			if (!awaits(op, c->caller))
-				return 0;
-		} else if (!p11g_ops_visible(c->o, c->caller, op)) {
+		if (seen == P11G_OP_PENDING ? !p11g_authz_awaits(op, c->caller) : !may_see)
 			return 0;
-		}
 	}
 	json_t *pub = ops_public(op);
 	if (!pub) {
@@ -147,8 +117,8 @@ static int list_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct read_ctx *c = arg;
 	const struct p11g_list_args *a = c->list;
 	/* Only pending and approved operations live in the index; the rest need a full walk. */
-	bool active_only = (!a->all && (!a->state || !strcmp(a->state, "pending"))) ||
-	                   (a->state && ops_is_active(a->state));
+	bool active_only =
+	    (!a->all && !c->has_state) || (c->has_state && p11g_op_state_active(c->state));
 	return walked(c, p11g_txn_op_foreach(t, active_only, a->after, list_visit, c, err), err);
 }
 
@@ -156,6 +126,14 @@ int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
                   const struct p11g_list_args *args, json_t **ret_result, p11g_err *err)
 {
 	struct read_ctx c = {.o = o, .caller = caller, .list = args, .out = json_array()};
+	if (args->state) {
+		if (p11g_op_state_parse(args->state, &c.state) < 0) {
+			json_decref(c.out);
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "state: unknown state %s",
+			                    args->state);
+		}
+		c.has_state = true;
+	}
 	if (p11g_store_read(o->store, list_body, &c, err) != 0) {
 		json_decref(c.out);
 		return -1;
@@ -170,16 +148,15 @@ struct status_ctx {
 	uint64_t total;
 };
 
-static int status_visit(uint64_t id, const json_t *op, void *arg)
+static int status_visit(const struct p11g_op *op, void *arg)
 {
 	struct status_ctx *c = arg;
-	const char *s = ops_effective_state(op, p11g_now());
-	(void)id;
-	if (!strcmp(s, "pending")) {
+	enum p11g_op_state s = p11g_op_effective_state(op, p11g_now());
+	if (s == P11G_OP_PENDING) {
 		c->pending++;
-		if (awaits(op, c->caller))
+		if (p11g_authz_awaits(op, c->caller))
 			c->for_you++;
-	} else if (!strcmp(s, "approved")) {
+	} else if (s == P11G_OP_APPROVED) {
 		c->approved++;
 	}
 	return 0;

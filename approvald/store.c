@@ -1,6 +1,8 @@
 /* The approvald store in LMDB: environment, map growth, operations, active index, audit table. */
 #include "approvald/store_internal.h"
 
+#include "approvald/op.h"
+
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sys/stat.h>
@@ -15,7 +17,7 @@
 #define DEFAULT_MAX_MAP     (64 * 1024 * MIB)
 #define SCHEMA_VERSION      1
 #define N_TABLES            4
-#define OP_CACHE            256 /* parsed operations kept, by id modulo this */
+#define OP_CACHE            256 /* decoded operations kept, by id modulo this */
 #define RULES_TEXTS         8   /* printed "rules" members of kept operations */
 
 struct p11g_store {
@@ -33,19 +35,18 @@ struct p11g_store {
 	MDB_txn *batch;
 	int batch_failed;   /* an intermediate commit failed: the batch reports it */
 	p11g_err batch_err; /* and why */
-	/* Parsed operations as last read or written, each with the exact bytes
-	 * it was parsed from or encoded to: a read whose bytes are the same
-	 * takes the parsed one (see op_read).  Whatever the transactions did
-	 * (nested ones aborted, a batch undone), the bytes in the store decide. */
+	/* Decoded operations as last read or written, each with the exact bytes it was decoded
+	 * from or encoded to: a read whose bytes are the same takes the decoded one (see
+	 * op_view).  Whatever the transactions did (nested ones aborted, a batch undone), the
+	 * bytes in the store decide. */
 	struct op_cached {
 		uint64_t id;
 		char *text;
 		size_t len;
-		json_t *op; /* never changed once here */
+		struct p11g_op *op; /* never changed once here */
 	} op_cache[OP_CACHE];
-	/* The "rules" member (rule snapshots) of operations written to be
-	 * kept, printed: such objects are never changed, and a use rewrites the
-	 * operation with the same one. */
+	/* The "rules" members (rule snapshots) of operations written, printed: such objects
+	 * are never changed (op.h), and a use rewrites an operation with the same one. */
 	struct {
 		json_t *rules;
 		char *text;
@@ -76,11 +77,21 @@ static void cursor_closep(MDB_cursor **c)
 	if (*c)
 		mdb_cursor_close(*c);
 }
-/* Takes text and op (a reference), both or neither NULL. */
-static void op_cached_set(struct op_cached *e, uint64_t id, char *text, size_t len, json_t *op)
+static void op_freep(struct p11g_op **op)
+{
+	if (*op) {
+		p11g_op_clear(*op);
+		free(*op);
+	}
+}
+#define _cleanup_opp_ __attribute__((cleanup(op_freep)))
+
+/* Takes text and op, both or neither NULL. */
+static void op_cached_set(struct op_cached *e, uint64_t id, char *text, size_t len,
+                          struct p11g_op *op)
 {
 	free(e->text);
-	json_decref(e->op);
+	op_freep(&e->op);
 	*e = (struct op_cached){.id = id, .text = text, .len = len, .op = op};
 }
 
@@ -658,72 +669,122 @@ int p11g_txn_last_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err)
 	return 0;
 }
 
-static bool state_active(const json_t *op)
+/* The operation stored as the bytes v under id, decoded into *ret. */
+static int op_decode_val(p11g_txn *t, uint64_t id, const MDB_val *v, struct p11g_op *ret,
+                         p11g_err *err)
 {
-	const char *state = json_string_value(json_object_get(op, "state"));
-	return state && (!strcmp(state, "pending") || !strcmp(state, "approved"));
+	_cleanup_json_ json_t *j = json_from(v, JSON_REJECT_DUPLICATES);
+	p11g_err why = {0};
+	if (!j)
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "store in %s: operation %" PRIu64 " is not JSON", t->s->dir,
+		                    id);
+	if (p11g_op_decode(j, ret, &why) < 0)
+		return p11g_err_set(err, P11G_E_STORE, "store in %s: operation %" PRIu64 ": %s",
+		                    t->s->dir, id, why.msg);
+	if (ret->id != id) {
+		p11g_op_clear(ret);
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "store in %s: operation %" PRIu64 " holds operation %" PRIu64,
+		                    t->s->dir, id, ret->id);
+	}
+	return 0;
 }
 
-/* The operation stored under id, parsed.  shared: *ret may be (and on a miss
- * becomes) the cache's, a reference to an object nobody may change;
- * otherwise it is the caller's own. */
-static int op_read(p11g_txn *t, uint64_t id, bool shared, json_t **ret, p11g_err *err)
-{
-	unsigned char kb[8];
-	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
-	if (txn_usable(t, false, err) < 0)
-		return -1;
-	be64_put(id, kb);
-	int rc = mdb_get(t->txn, t->s->ops, &k, &v);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
-	if (rc)
-		return txn_fail(t, err, rc, "cannot read operation %" PRIu64, id);
-
-	struct op_cached *e = &t->s->op_cache[id % OP_CACHE];
-	if (e->op && e->id == id && e->len == v.mv_size && !memcmp(e->text, v.mv_data, v.mv_size)) {
 #ifdef P11G_CHECK_CACHES
-		/* The sanitizer build proves the cache returns what a parse would. */
-		_cleanup_json_ json_t *fresh = json_from(&v, JSON_REJECT_DUPLICATES);
-		if (!json_equal(fresh, e->op)) {
-			p11g_error("operation %" PRIu64 ": cached copy differs from the store", id);
-			abort();
-		}
+/* The sanitizer build proves the cache answers what a decode would. */
+static void op_cache_check(p11g_txn *t, uint64_t id, const MDB_val *v, const struct p11g_op *op)
+{
+	struct p11g_op fresh = {0};
+	if (op_decode_val(t, id, v, &fresh, NULL) < 0) {
+		p11g_error("operation %" PRIu64 ": cached, but its bytes do not decode", id);
+		abort();
+	}
+	_cleanup_json_ json_t *a = p11g_op_encode(&fresh), *b = p11g_op_encode(op);
+	p11g_op_clear(&fresh);
+	if (!a || !b || !json_equal(a, b)) {
+		p11g_error("operation %" PRIu64 ": cached copy differs from the store", id);
+		abort();
+	}
+}
 #endif
-		*ret = shared ? json_incref(e->op) : json_deep_copy(e->op);
-		return *ret ? 0
-		            : p11g_err_set(err, P11G_E_INTERNAL,
-		                           "out of memory reading operation %" PRIu64, id);
+
+/*
+ * The operation stored as the bytes v under id: the cache's when the bytes are those it holds,
+ * otherwise decoded into *tmp (the caller's to clear), and moved into the cache when keep.
+ * *ret is borrowed until the next call into the store.
+ */
+static int op_view(p11g_txn *t, uint64_t id, const MDB_val *v, bool keep, struct p11g_op *tmp,
+                   const struct p11g_op **ret, p11g_err *err)
+{
+	struct op_cached *e = &t->s->op_cache[id % OP_CACHE];
+	if (e->op && e->id == id && e->len == v->mv_size &&
+	    !memcmp(e->text, v->mv_data, v->mv_size)) {
+#ifdef P11G_CHECK_CACHES
+		op_cache_check(t, id, v, e->op);
+#endif
+		*ret = e->op;
+		return 0;
 	}
-	json_t *op = json_from(&v, JSON_REJECT_DUPLICATES);
-	if (!json_is_object(op)) {
-		json_decref(op);
-		return p11g_err_set(err, P11G_E_STORE,
-		                    "store in %s: operation %" PRIu64 " is not a JSON object",
-		                    t->s->dir, id);
+	if (op_decode_val(t, id, v, tmp, err) < 0)
+		return -1;
+	*ret = tmp;
+	if (!keep)
+		return 0;
+	struct p11g_op *op = malloc(sizeof(*op));
+	char *text = malloc(v->mv_size ? v->mv_size : 1);
+	if (!op || !text) {
+		free(op);
+		free(text);
+		return 0; /* not kept: it was read all the same */
 	}
-	char *text = shared ? malloc(v.mv_size) : NULL;
-	if (text) {
-		memcpy(text, v.mv_data, v.mv_size);
-		op_cached_set(e, id, text, v.mv_size, json_incref(op));
-	}
+	memcpy(text, v->mv_data, v->mv_size);
+	*op = *tmp;
+	*tmp = (struct p11g_op){0};
+	op_cached_set(e, id, text, v->mv_size, op);
 	*ret = op;
 	return 0;
 }
 
-int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err)
+/* The bytes stored under id; -ENOENT (err untouched) when none. */
+static int op_bytes(p11g_txn *t, uint64_t id, MDB_val *ret, p11g_err *err)
 {
-	return op_read(t, id, false, ret, err);
+	unsigned char kb[8];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb};
+	if (txn_usable(t, false, err) < 0)
+		return -1;
+	be64_put(id, kb);
+	int rc = mdb_get(t->txn, t->s->ops, &k, ret);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc)
+		return txn_fail(t, err, rc, "cannot read operation %" PRIu64, id);
+	return 0;
 }
 
-/* The compact JSON text of op.  shared: op is never changed (see
- * p11g_txn_op_put_shared), so its "rules" member is printed once per object
- * and the text has it last. */
-static char *op_text(p11g_store *s, json_t *op, bool shared)
+int p11g_txn_op_get(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err)
 {
-	json_t *rules = json_object_get(op, "rules");
-	if (!shared || !json_is_object(rules))
-		return json_dumps(op, JSON_COMPACT);
+	struct p11g_op tmp __attribute__((cleanup(p11g_op_clear))) = {0};
+	const struct p11g_op *op;
+	MDB_val v;
+	int r = op_bytes(t, id, &v, err);
+	if (r < 0)
+		return r;
+	if (op_view(t, id, &v, true, &tmp, &op, err) < 0)
+		return -1;
+	if (p11g_op_copy(op, ret) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "out of memory reading operation %" PRIu64, id);
+	return 0;
+}
+
+/* The compact JSON text of op, encoded as j.  Its "rules" member is printed once per object
+ * (op.h: never changed in place) and comes last in the text. */
+static char *op_text(p11g_store *s, const struct p11g_op *op, json_t *j)
+{
+	json_t *rules = op->rules;
+	if (!json_is_object(rules))
+		return json_dumps(j, JSON_COMPACT);
 	const char *rt = NULL;
 	for (size_t i = 0; i < RULES_TEXTS && !rt; i++)
 		if (s->rules_text[i].rules == rules)
@@ -740,17 +801,17 @@ static char *op_text(p11g_store *s, json_t *op, bool shared)
 		s->rules_text[i].text = text;
 		rt = text;
 	}
-	_cleanup_json_ json_t *rest = json_copy(op);
-	if (!rest || json_object_del(rest, "rules") < 0)
+#ifdef P11G_CHECK_CACHES
+	_cleanup_json_ json_t *whole = json_deep_copy(j);
+#endif
+	if (json_object_del(j, "rules") < 0)
 		return NULL;
-	_cleanup_free_ char *head = json_dumps(rest, JSON_COMPACT); /* still has "state" */
-	char *text = p11g_json_text_add(head, "rules", rt);
-	if (!text)
-		return NULL;
+	_cleanup_free_ char *head = json_dumps(j, JSON_COMPACT);
+	char *text = head ? p11g_json_text_add(head, "rules", rt) : NULL;
 #ifdef P11G_CHECK_CACHES
 	json_error_t jerr;
-	_cleanup_json_ json_t *back = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-	if (!json_equal(back, op)) {
+	_cleanup_json_ json_t *back = text ? json_loads(text, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+	if (text && !json_equal(back, whole)) {
 		p11g_error("operation text with kept rules differs from the operation: %s", text);
 		abort();
 	}
@@ -758,32 +819,47 @@ static char *op_text(p11g_store *s, json_t *op, bool shared)
 	return text;
 }
 
-/* keep: op becomes the cache's parsed copy of what was written. */
-static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *err)
+int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 {
 	unsigned char kb[8];
 	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
-	json_t *state = json_object_get(op, "state");
+	uint64_t id = op->id;
 	if (txn_usable(t, true, err) < 0)
 		return -1;
-	if (!json_is_object(op) || !json_is_string(state))
-		return p11g_err_set(err, P11G_E_INTERNAL, "operation %" PRIu64 " has no state", id);
-	_cleanup_free_ char *text = op_text(t->s, op, keep);
-	_cleanup_free_ char *state_text = json_dumps(state, JSON_COMPACT | JSON_ENCODE_ANY);
-	if (!text || !state_text)
+	_cleanup_json_ json_t *j = p11g_op_encode(op);
+	_cleanup_opp_ struct p11g_op *back = calloc(1, sizeof(*back));
+	p11g_err why = {0};
+	if (!j || !back)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
+	/* A record approvald could not decode would take the operation out of every decision
+	 * and every use: what is stored is what reads back, and what reads back is cached. */
+	if (p11g_op_decode(j, back, &why) < 0) {
+		free(back);
+		back = NULL;
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "operation %" PRIu64
+		                    " would be stored in a form approvald cannot "
+		                    "read back (%s); nothing changed",
+		                    id, why.msg);
+	}
+	_cleanup_free_ char *text = op_text(t->s, op, j);
+	if (!text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
 
 	be64_put(id, kb);
-	v = (MDB_val){.mv_size = strlen(text), .mv_data = text};
+	size_t len = strlen(text);
+	v = (MDB_val){.mv_size = len, .mv_data = text};
 	int rc = mdb_put(t->txn, t->s->ops, &k, &v, 0);
 	if (rc)
 		return txn_fail(t, err, rc, "cannot write operation %" PRIu64, id);
-	if (state_active(op)) {
+	if (p11g_op_state_active(op->state)) {
 		/* The state is the index value only so that a dump reads well.
 		 * An entry that already says so is left alone: a put would still
 		 * copy its page into the commit (a use rewrites the op, seldom
 		 * its state). */
-		size_t n = strlen(state_text);
+		char state_text[32];
+		size_t n = (size_t)snprintf(state_text, sizeof(state_text), "\"%s\"",
+		                            p11g_op_state_name(op->state));
 		MDB_val cur;
 		rc = mdb_get(t->txn, t->s->active, &k, &cur);
 		if (rc == MDB_NOTFOUND ||
@@ -795,23 +871,11 @@ static int op_write(p11g_txn *t, uint64_t id, json_t *op, bool keep, p11g_err *e
 	}
 	if (rc)
 		return txn_fail(t, err, rc, "cannot index operation %" PRIu64, id);
-	if (keep) {
-		size_t len = strlen(text);
-		op_cached_set(&t->s->op_cache[id % OP_CACHE], id, text, len, json_incref(op));
-		text = NULL; /* the cache's now */
-	}
+	/* The next read of these bytes takes what they decode to without decoding them. */
+	op_cached_set(&t->s->op_cache[id % OP_CACHE], id, text, len, back);
+	text = NULL; /* the cache's now */
+	back = NULL;
 	return 0;
-}
-
-int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err)
-{
-	/* Not kept: the caller may go on changing op. */
-	return op_write(t, id, (json_t *)op, false, err);
-}
-
-int p11g_txn_op_put_shared(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err)
-{
-	return op_write(t, id, op, true, err);
 }
 
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
@@ -829,7 +893,8 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 	for (;;) {
 		unsigned char kb[8];
 		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
-		_cleanup_json_ json_t *op = NULL; /* shared: read only */
+		struct p11g_op tmp __attribute__((cleanup(p11g_op_clear))) = {0};
+		const struct p11g_op *op = NULL;
 		/* Seek afresh every time: the visitor may change the tables
 		 * (a state change drops the op from the index we walk). */
 		be64_put(next, kb);
@@ -845,24 +910,20 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 		uint64_t id = be64_get(k.mv_data);
 		if (active_only) {
 			/* The index is derived: an id whose op is gone or no longer
-			 * active (edited outside approvald) is skipped, not fatal. */
-			int r = op_read(t, id, true, &op, err);
+			 * active (edited outside approvald) is skipped, not fatal.
+			 * Active operations are what every use walks: kept. */
+			int r = op_bytes(t, id, &v, err);
 			if (r < 0 && r != -ENOENT)
 				return -1;
-			if (op && !state_active(op)) {
-				json_decref(op);
+			if (r == 0 && op_view(t, id, &v, true, &tmp, &op, err) < 0)
+				return -1;
+			if (op && !p11g_op_state_active(op->state))
 				op = NULL;
-			}
-		} else {
-			op = json_from(&v, JSON_REJECT_DUPLICATES);
-			if (!json_is_object(op))
-				return p11g_err_set(err, P11G_E_STORE,
-				                    "store in %s: operation %" PRIu64
-				                    " is not a JSON object",
-				                    t->s->dir, id);
+		} else if (op_view(t, id, &v, false, &tmp, &op, err) < 0) {
+			return -1;
 		}
 		if (op) {
-			int r = fn(id, op, arg);
+			int r = fn(op, arg);
 			if (r < 0)
 				return r;
 			if (r > 0)

@@ -63,30 +63,30 @@ int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err);
 /* Current map size and bytes in use, for status and benchmarks. */
 void p11g_store_stat(p11g_store *s, uint64_t *ret_map_size, uint64_t *ret_used);
 
-/* ---- operations: JSON objects keyed by a 64-bit id ---------------------- */
+/* ---- operations: struct p11g_op (op.h) keyed by its 64-bit id ------------- */
+
+struct p11g_op;
 
 /* Allocates the next id (1, 2, ...), persistent across restarts. */
 int p11g_txn_next_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err);
 /* The highest id allocated so far (0 when none), without allocating. */
 int p11g_txn_last_id(p11g_txn *t, uint64_t *ret_id, p11g_err *err);
-/* Errors: -ENOENT (err untouched) when absent; -1 store_error otherwise.
- * *ret is a new reference. */
-int p11g_txn_op_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);
-/* Stores op (must have a "state" string).  Keeps the active index: the op is
- * in it while its state is "pending" or "approved". */
-int p11g_txn_op_put(p11g_txn *t, uint64_t id, const json_t *op, p11g_err *err);
-/* The same, and op is kept as the parsed form of what was written, for the
- * walks below: neither the caller nor anyone else may change op afterwards
- * (the caller may still read it while it holds its reference). */
-int p11g_txn_op_put_shared(p11g_txn *t, uint64_t id, json_t *op, p11g_err *err);
+/* The operation stored under id, decoded, the caller's own (p11g_op_clear).  -ENOENT (err
+ * untouched) when absent; -1 store_error when it cannot be read or does not decode (a damaged
+ * record is never an absent one). */
+int p11g_txn_op_get(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err);
+/* Stores op under op->id in the one stored form (p11g_op_encode) and keeps the active index:
+ * the op is in it while pending or approved.  The store keeps its own decoded copy for the
+ * walks below; op stays the caller's. */
+int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err);
 
 /* Visits operations in ascending id order, starting after `after` (0: from
  * the first).  active_only: only pending/approved ones (through the index).
  * The visitor returns 0 to go on, 1 to stop, a negative value to abort (that
- * value is returned).  op is borrowed for the call and may be shared with
- * the store's cache of parsed operations: read it, copy it (json_deep_copy)
- * to change it, or take a reference to keep it unchanged. */
-typedef int (*p11g_op_visit_fn)(uint64_t id, const json_t *op, void *arg);
+ * value is returned).  op is borrowed for the call and may be the store's
+ * cached copy: read it, or p11g_op_copy it to keep or change it.  A record
+ * that does not decode ends the walk with store_error. */
+typedef int (*p11g_op_visit_fn)(const struct p11g_op *op, void *arg);
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
                         void *arg, p11g_err *err);
 

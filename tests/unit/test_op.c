@@ -209,34 +209,38 @@ static void assert_use_refused(struct fx *f, uid_t uid, const char *label, const
 	assert_string_equal(got, code);
 }
 
-/* The operation as stored (snapshots and all), for the predicates. */
+struct get {
+	uint64_t id;
+	struct p11g_op op;
+};
+
 static int get_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	json_t **op = arg;
-	uint64_t id = (uint64_t)json_integer_value(*op);
-	json_decref(*op);
-	*op = NULL;
-	return p11g_txn_op_get(t, id, op, err) < 0 ? -1 : 0;
+	struct get *g = arg;
+	return p11g_txn_op_get(t, g->id, &g->op, err) < 0 ? -1 : 0;
 }
 
+/* The operation as stored (snapshots and all): the store's one encoding of what it read. */
 static json_t *stored(struct fx *f, uint64_t id)
 {
-	json_t *op = json_integer((json_int_t)id);
+	struct get g = {.id = id};
 	p11g_err err = {0};
-	assert_int_equal(p11g_store_read(f->o.store, get_body, &op, &err), 0);
-	return op;
+	assert_int_equal(p11g_store_read(f->o.store, get_body, &g, &err), 0);
+	json_t *j = p11g_op_encode(&g.op);
+	assert_non_null(j);
+	p11g_op_clear(&g.op);
+	return j;
 }
 
 /* Moves an operation's window into the past, as if its validity had run out. */
 static int age_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	uint64_t id = *(uint64_t *)arg;
-	json_t *op = NULL;
-	if (p11g_txn_op_get(t, id, &op, err) < 0)
+	struct p11g_op op;
+	if (p11g_txn_op_get(t, *(uint64_t *)arg, &op, err) < 0)
 		return -1;
-	json_object_set_new(op, "expires", json_integer(p11g_now() - 1));
-	int r = p11g_txn_op_put(t, id, op, err);
-	json_decref(op);
+	op.expires = p11g_now() - 1;
+	int r = p11g_txn_op_put(t, &op, err);
+	p11g_op_clear(&op);
 	return r;
 }
 
@@ -521,13 +525,16 @@ static void test_implicit_use(void **state)
 /* A stored operation whose rule snapshot cannot be read back is never used, nor approved. */
 static int damage_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	uint64_t id = *(uint64_t *)arg;
-	json_t *op = NULL;
-	if (p11g_txn_op_get(t, id, &op, err) < 0)
+	struct p11g_op op;
+	if (p11g_txn_op_get(t, *(uint64_t *)arg, &op, err) < 0)
 		return -1;
-	json_object_set_new(json_object_get(op, "rules"), "prod", json_string("garbage"));
-	int r = p11g_txn_op_put(t, id, op, err);
-	json_decref(op);
+	/* replaced, never changed in place (op.h) */
+	json_t *rules = json_deep_copy(op.rules);
+	assert_int_equal(json_object_set_new(rules, "prod", json_string("garbage")), 0);
+	json_decref(op.rules);
+	op.rules = rules;
+	int r = p11g_txn_op_put(t, &op, err);
+	p11g_op_clear(&op);
 	return r;
 }
 

@@ -18,6 +18,7 @@
 #include <lmdb.h>
 #include <openssl/evp.h>
 
+#include "approvald/op.h"
 #include "approvald/store.h"
 #include "p11gate/wire.h"
 
@@ -116,15 +117,26 @@ static p11g_store *open_store(const char *dir, const struct p11g_store_options *
 
 static const struct p11g_store_options fast = {.durability = P11G_DURABLE_PROCESS};
 
-static json_t *make_op(uint64_t id, const char *state, size_t pad)
+/* A whole operation as approvald stores it: one key of five uses (used of them spent) under
+ * rule r, whose snapshot asks for two approvals; pad bytes of description. */
+static void make_op(struct p11g_op *ret, uint64_t id, const char *state, size_t pad, int64_t used)
 {
 	char *text = malloc(pad + 1);
 	memset(text, 'd', pad);
 	text[pad] = '\0';
-	json_t *op = json_pack("{s:I, s:s, s:s, s:{s:i, s:s}}", "id", (json_int_t)id, "state",
-	                       state, "description", text, "orderer", "uid", 1000, "user", "ci");
+	json_t *j = json_pack(
+	    "{s:I, s:s, s:{s:i, s:s, s:[]}, s:s, s:i, s:I, s:s, s:s, s:[], "
+	    "s:[{s:s, s:s, s:i, s:I}], s:{s:{s:s, s:i}}, s:[]}",
+	    "id", (json_int_t)id, "state", state, "orderer", "uid", 1000, "user", "ci", "groups",
+	    "signer", "uid:1000", "created", 0, "expires", (json_int_t)4000000000, "description",
+	    text, "context", "", "digests", "keys", "uri", "pkcs11:object=k", "rule", "r", "uses",
+	    5, "used", (json_int_t)used, "rules", "r", "name", "r", "approvals", 2, "approvals");
+	p11g_err err = {0};
 	free(text);
-	return op;
+	assert_non_null(j);
+	if (p11g_op_decode(j, ret, &err) < 0)
+		fail_msg("make_op: %s", err.msg);
+	json_decref(j);
 }
 
 /* ---- bodies ----------------------------------------------------------------- */
@@ -148,9 +160,10 @@ static int put_ops_body(p11g_txn *t, void *arg, p11g_err *err)
 		const char *state = a->states ? a->states[i % a->n_states] : "pending";
 		if (p11g_txn_next_id(t, &id, err) < 0)
 			return -1;
-		json_t *op = make_op(id, state, a->pad);
-		int r = p11g_txn_op_put(t, id, op, err);
-		json_decref(op);
+		struct p11g_op op;
+		make_op(&op, id, state, a->pad, 0);
+		int r = p11g_txn_op_put(t, &op, err);
+		p11g_op_clear(&op);
 		if (r < 0)
 			return -1;
 		if (a->audit) {
@@ -178,13 +191,13 @@ struct set_state {
 static int set_state_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct set_state *x = arg;
-	json_t *op = NULL;
+	struct p11g_op op;
 	int r = p11g_txn_op_get(t, x->id, &op, err);
 	if (r < 0)
 		return r;
-	json_object_set_new(op, "state", json_string(x->state));
-	r = p11g_txn_op_put(t, x->id, op, err);
-	json_decref(op);
+	assert_int_equal(p11g_op_state_parse(x->state, &op.state), 0);
+	r = p11g_txn_op_put(t, &op, err);
+	p11g_op_clear(&op);
 	return r;
 }
 
@@ -208,20 +221,21 @@ struct collect {
 	const char *new_state;
 };
 
-static int collect_visit(uint64_t id, const json_t *op, void *arg)
+static int collect_visit(const struct p11g_op *op, void *arg)
 {
 	struct collect *c = arg;
-	assert_int_equal(json_integer_value(json_object_get(op, "id")), (json_int_t)id);
+	uint64_t id = op->id;
 	if (c->fail_with)
 		return c->fail_with;
 	assert_true(c->n < P11G_ARRAY_SIZE(c->ids));
 	c->ids[c->n++] = id;
 	if (c->txn) {
 		p11g_err err = {0};
-		json_t *mine = json_deep_copy(op); /* op may be shared: read only */
-		json_object_set_new(mine, "state", json_string(c->new_state));
-		assert_int_equal(p11g_txn_op_put(c->txn, id, mine, &err), 0);
-		json_decref(mine);
+		struct p11g_op mine; /* op may be the store's: read only */
+		assert_int_equal(p11g_op_copy(op, &mine), 0);
+		assert_int_equal(p11g_op_state_parse(c->new_state, &mine.state), 0);
+		assert_int_equal(p11g_txn_op_put(c->txn, &mine, &err), 0);
+		p11g_op_clear(&mine);
 	}
 	return c->stop_after && c->n == c->stop_after ? 1 : 0;
 }
@@ -253,7 +267,7 @@ struct count {
 	uint64_t ops, last_id;
 };
 
-static int count_visit(uint64_t id, const json_t *op, void *arg)
+static int count_visit(const struct p11g_op *op, void *arg)
 {
 	((struct count *)arg)->ops++;
 	return 0;
@@ -354,6 +368,18 @@ static void raw_del(struct raw *r, uint64_t seq)
 	MDB_val k = {8, kb};
 	be64(seq, kb);
 	assert_int_equal(mdb_del(r->txn, r->dbi, &k, NULL), 0);
+}
+
+/* Writes the operations a asks for to a store in dir, closes it, and opens its "ops" table
+ * raw in *r: operation id as its stored JSON. */
+static json_t *written_op(const char *dir, struct put_args *a, uint64_t id, struct raw *r)
+{
+	p11g_err err = {0};
+	p11g_store *s = open_store(dir, &fast);
+	assert_int_equal(write_ops(s, a, &err), 0);
+	p11g_store_close(s);
+	raw_open(r, dir, "ops");
+	return raw_get(r, id);
 }
 
 /* The keys of a table of ids, ascending; returns how many (at most max). */
@@ -496,10 +522,15 @@ static void test_ops_and_active_index(void **state)
 	p11g_store_close(s);
 }
 
+struct get {
+	uint64_t id;
+	struct p11g_op op;
+};
+
 static int get_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	json_t **op = arg;
-	return p11g_txn_op_get(t, json_integer_value(*op), op, err);
+	struct get *g = arg;
+	return p11g_txn_op_get(t, g->id, &g->op, err);
 }
 
 static void test_op_get(void **state)
@@ -510,40 +541,72 @@ static void test_op_get(void **state)
 	p11g_store *s = open_store(f->dir, &fast);
 	assert_int_equal(write_ops(s, &a, &err), 0);
 
-	json_t *in = json_integer(2), *op = in;
-	assert_int_equal(p11g_store_read(s, get_body, &op, &err), 0);
-	assert_true(json_is_object(op));
-	assert_int_equal(json_integer_value(json_object_get(op, "id")), 2);
-	assert_string_equal(json_string_value(json_object_get(op, "description")), "dddddddddd");
-	json_decref(op);
-	json_decref(in);
+	struct get g = {.id = 2};
+	assert_int_equal(p11g_store_read(s, get_body, &g, &err), 0);
+	assert_int_equal(g.op.id, 2);
+	assert_int_equal(g.op.state, P11G_OP_PENDING);
+	assert_string_equal(g.op.description, "dddddddddd");
+	assert_int_equal(g.op.n_keys, 1);
+	assert_int_equal(g.op.keys[0].uses, 5);
+	p11g_op_clear(&g.op);
 
 	/* absent: -ENOENT and err untouched */
-	in = op = json_integer(99);
+	g = (struct get){.id = 99};
 	memset(&err, 0, sizeof(err));
-	assert_int_equal(p11g_store_read(s, get_body, &op, &err), -ENOENT);
+	assert_int_equal(p11g_store_read(s, get_body, &g, &err), -ENOENT);
 	assert_null(err.code);
-	assert_ptr_equal(op, in);
-	json_decref(in);
+	assert_null(g.op.signer);
 	p11g_store_close(s);
 }
 
-static int put_stateless_body(p11g_txn *t, void *arg, p11g_err *err)
+/* An operation whose counts could not be read back (more used than it has). */
+static int put_unreadable_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	json_t *op = json_pack("{s:i}", "id", 1);
-	int r = p11g_txn_op_put(t, 1, op, err);
-	json_decref(op);
+	struct p11g_op op;
+	make_op(&op, 1, "approved", 0, 0);
+	op.keys[0].used = op.keys[0].uses + 1;
+	int r = p11g_txn_op_put(t, &op, err);
+	p11g_op_clear(&op);
 	return r;
 }
 
-static void test_op_put_needs_state(void **state)
+/* What is stored must decode: a record approvald could not read back would take the
+ * operation out of every decision. */
+static void test_op_put_refuses_what_cannot_be_read_back(void **state)
 {
 	struct fx *f = *state;
 	p11g_err err = {0};
 	p11g_store *s = open_store(f->dir, &fast);
-	assert_int_equal(p11g_store_write(s, put_stateless_body, NULL, &err), -1);
+	assert_int_equal(p11g_store_write(s, put_unreadable_body, NULL, &err), -1);
 	assert_string_equal(err.code, P11G_E_INTERNAL);
+	assert_non_null(strstr(err.msg, "cannot read back"));
 	assert_int_equal(count_ops(s).ops, 0);
+	p11g_store_close(s);
+}
+
+/* A record that does not decode is a store error, never an absent operation. */
+static void test_op_damaged_is_an_error(void **state)
+{
+	struct fx *f = *state;
+	struct put_args a = {.n = 2};
+	p11g_err err = {0};
+	struct raw r;
+	json_t *op = written_op(f->dir, &a, 2, &r);
+	json_object_del(op, "keys");
+	raw_put(&r, 2, op);
+	json_decref(op);
+	raw_close(&r);
+
+	p11g_store *s = open_store(f->dir, &fast);
+	struct get g = {.id = 2};
+	assert_int_equal(p11g_store_read(s, get_body, &g, &err), -1);
+	assert_string_equal(err.code, P11G_E_STORE);
+	assert_non_null(strstr(err.msg, "operation 2: operation record is damaged: keys"));
+	struct collect c = {.active_only = true};
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(p11g_store_read(s, collect_body, &c, &err), -1);
+	assert_string_equal(err.code, P11G_E_STORE);
+	assert_ids(&c, (uint64_t[]){1}, 1);
 	p11g_store_close(s);
 }
 
@@ -615,19 +678,22 @@ static void test_body_abort(void **state)
 
 /* ---- the parsed-operation cache ------------------------------------------------ */
 
-/* Walks the active index and keeps a reference to operation 1 as handed out. */
+/* Walks the active index and notes operation 1 as handed out: where it is (compared, never
+ * read after the walk), what its key has spent, and its rule snapshots. */
 struct seen {
-	json_t *op;
+	const struct p11g_op *at;
 	int64_t used;
+	json_t *rules;
 };
 
-static int seen_visit(uint64_t id, const json_t *op, void *arg)
+static int seen_visit(const struct p11g_op *op, void *arg)
 {
 	struct seen *x = arg;
-	if (id == 1) {
-		json_decref(x->op);
-		x->op = json_incref((json_t *)op);
-		x->used = json_integer_value(json_object_get(op, "used"));
+	if (op->id == 1) {
+		x->at = op;
+		x->used = op->keys[0].used;
+		json_decref(x->rules);
+		x->rules = json_incref(op->rules);
 	}
 	return 0;
 }
@@ -650,104 +716,97 @@ static int64_t used_now(p11g_store *s)
 	struct seen x = seen_now(s);
 	/* the rule snapshots come back whole, however the text was put together */
 	json_t *want = json_pack("{s:{s:s, s:i}}", "r", "name", "r", "approvals", 2);
-	assert_true(json_equal(json_object_get(x.op, "rules"), want));
+	assert_true(json_equal(x.rules, want));
 	json_decref(want);
-	json_decref(x.op);
+	json_decref(x.rules);
 	return x.used;
 }
 
-/* Spends one use of operation 1 the way a use does (read in a walk, a new
- * object written and shared), then returns ret (non-zero: the write is undone). */
-struct spend {
-	int ret;
-	bool shared;
-};
-
+/* Spends one use of operation 1 the way a use does (found in a walk, read as the caller's
+ * own, written back), then returns ret (non-zero: the write is undone). */
 static int spend_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	struct spend *a = arg;
+	int ret = *(int *)arg;
 	struct seen x = {.used = -1};
+	struct p11g_op op;
 	if (seen_body(t, &x, err) < 0)
 		return -1;
-	json_t *op = json_copy(x.op);
-	json_object_set_new(op, "used", json_integer(x.used + 1));
-	json_decref(x.op);
-	int r = a->shared ? p11g_txn_op_put_shared(t, 1, op, err) : p11g_txn_op_put(t, 1, op, err);
-	json_decref(op);
+	json_decref(x.rules);
+	if (p11g_txn_op_get(t, 1, &op, err) < 0)
+		return -1;
+	assert_int_equal(op.keys[0].used, x.used);
+	op.keys[0].used++;
+	int r = p11g_txn_op_put(t, &op, err);
+	p11g_op_clear(&op);
 	if (r < 0)
 		return -1;
-	return a->ret ? p11g_err_set(err, P11G_E_FORBIDDEN, "undone") : 0;
+	return ret ? p11g_err_set(err, P11G_E_FORBIDDEN, "undone") : 0;
 }
 
 static int put_used_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	json_t *op =
-	    json_pack("{s:i, s:s, s:I, s:{s:{s:s, s:i}}}", "id", 1, "state", "approved", "used",
-	              *(json_int_t *)arg, "rules", "r", "name", "r", "approvals", 2);
-	int r = p11g_txn_op_put(t, 1, op, err);
-	json_decref(op);
+	struct p11g_op op;
+	make_op(&op, 1, "approved", 0, *(int64_t *)arg);
+	int r = p11g_txn_op_put(t, &op, err);
+	p11g_op_clear(&op);
 	return r;
 }
 
-/* Reads of operations come from parsed copies kept by the exact bytes they
+/* Reads of operations come from decoded copies kept by the exact bytes they
  * stand for: whatever was undone or written another way, a read sees the
- * store, and what a walk hands out is never changed under its holder. */
+ * store, and what a read hands out is the caller's own. */
 static void test_op_cache_follows_the_store(void **state)
 {
 	struct fx *f = *state;
 	struct p11g_store_options o = {.durability = P11G_DURABLE_FULL};
 	p11g_err err = {0};
 	p11g_store *s = open_store(f->dir, &o);
-	json_int_t used = 0;
+	int64_t used = 0;
+	int undo = 0;
 
 	assert_int_equal(p11g_store_write(s, put_used_body, &used, &err), 0);
 	struct seen a = seen_now(s), b = seen_now(s);
 	assert_int_equal(a.used, 0);
-	/* kept: the second walk hands out the first one's object */
-	assert_ptr_equal(a.op, b.op);
-	json_decref(b.op);
+	/* kept: the second walk hands out what the first one did, not a new decode */
+	assert_ptr_equal(a.at, b.at);
+	assert_ptr_equal(a.rules, b.rules);
+	json_decref(a.rules);
+	json_decref(b.rules);
 
-	/* spent and committed: the walk sees the new count, the old object is untouched */
-	struct spend sp = {.shared = true};
-	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), 0);
-	b = seen_now(s);
-	assert_int_equal(b.used, 1);
-	assert_int_equal(json_integer_value(json_object_get(a.op, "used")), 0);
-	json_decref(a.op);
-	json_decref(b.op);
+	/* spent and committed: the walk sees the new count */
+	assert_int_equal(p11g_store_write(s, spend_body, &undo, &err), 0);
+	assert_int_equal(used_now(s), 1);
 
 	/* spent and undone: the cache holds the undone write, the store does not */
-	sp.ret = 1;
-	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), -1);
+	undo = 1;
+	assert_int_equal(p11g_store_write(s, spend_body, &undo, &err), -1);
 	assert_int_equal(used_now(s), 1);
 
 	/* the same inside a batch: one nested write undone, one kept */
 	p11g_store_batch_begin(s);
-	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), -1);
-	sp.ret = 0;
-	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), 0);
-	sp.ret = 1;
-	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), -1);
+	assert_int_equal(p11g_store_write(s, spend_body, &undo, &err), -1);
+	undo = 0;
+	assert_int_equal(p11g_store_write(s, spend_body, &undo, &err), 0);
+	undo = 1;
+	assert_int_equal(p11g_store_write(s, spend_body, &undo, &err), -1);
 	memset(&err, 0, sizeof(err));
 	assert_int_equal(p11g_store_batch_end(s, &err), 0);
-	b = seen_now(s);
-	assert_int_equal(b.used, 2);
-	json_decref(b.op);
+	assert_int_equal(used_now(s), 2);
 
-	/* plain puts leave the cache behind: the bytes still decide */
+	/* another write of the same id: the bytes decide */
 	used = 1;
 	assert_int_equal(p11g_store_write(s, put_used_body, &used, &err), 0);
 	assert_int_equal(used_now(s), 1);
-	sp = (struct spend){.shared = false};
-	assert_int_equal(p11g_store_write(s, spend_body, &sp, &err), 0);
+	undo = 0;
+	assert_int_equal(p11g_store_write(s, spend_body, &undo, &err), 0);
 	assert_int_equal(used_now(s), 2);
 
 	/* op_get hands out the caller's own copy */
-	json_t *in = json_integer(1), *op = in;
-	assert_int_equal(p11g_store_read(s, get_body, &op, &err), 0);
-	json_decref(in);
-	json_object_set_new(op, "used", json_integer(99));
-	json_decref(op);
+	struct get g = {.id = 1};
+	assert_int_equal(p11g_store_read(s, get_body, &g, &err), 0);
+	g.op.keys[0].used = 4;
+	g.op.state = P11G_OP_REVOKED;
+	p11g_op_clear(&g.op);
 	assert_int_equal(used_now(s), 2);
 
 	/* and after a reopen the store's bytes are all there is */
@@ -1090,7 +1149,7 @@ static int check_read_only_copy(const char *copy)
 	uint64_t n = 0;
 	char path[256];
 	struct stat before, after;
-	json_t *in = json_integer(3), *op = in;
+	struct get g = {.id = 3};
 
 	snprintf(path, sizeof(path), "%s/data.mdb", copy);
 	if (stat(path, &before) < 0)
@@ -1103,11 +1162,9 @@ static int check_read_only_copy(const char *copy)
 		fprintf(stderr, "verify: %s (%" PRIu64 ")\n", err.msg, n);
 		return 3;
 	}
-	if (p11g_store_read(s, get_body, &op, &err) != 0 ||
-	    json_integer_value(json_object_get(op, "id")) != 3)
+	if (p11g_store_read(s, get_body, &g, &err) != 0 || g.op.id != 3)
 		return 4;
-	json_decref(op);
-	json_decref(in);
+	p11g_op_clear(&g.op);
 	struct put_args a = {.n = 1};
 	if (p11g_store_write(s, put_ops_body, &a, &err) != -1 || strcmp(err.code, P11G_E_STORE))
 		return 5;
@@ -1342,14 +1399,8 @@ static void test_values_are_json(void **state)
 	struct fx *f = *state;
 	static const char *const states[] = {"pending", "revoked"};
 	struct put_args a = {.n = 2, .states = states, .n_states = 2, .audit = true};
-	p11g_err err = {0};
-	p11g_store *s = open_store(f->dir, &fast);
-	assert_int_equal(write_ops(s, &a, &err), 0);
-	p11g_store_close(s);
-
 	struct raw r;
-	raw_open(&r, f->dir, "ops");
-	json_t *op = raw_get(&r, 2);
+	json_t *op = written_op(f->dir, &a, 2, &r);
 	assert_string_equal(json_string_value(json_object_get(op, "state")), "revoked");
 	json_decref(op);
 	raw_close(&r);
@@ -1386,7 +1437,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_open_private_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ops_and_active_index, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_op_get, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_op_put_needs_state, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_op_put_refuses_what_cannot_be_read_back, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_op_damaged_is_an_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_next_id_persists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_abort, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_op_cache_follows_the_store, setup, teardown),
