@@ -71,9 +71,18 @@ static bool parse_user(const char *s, size_t n, uid_t *ret, char *why, size_t wh
 /* bit per setting, for "given twice" */
 enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4, SEEN_REMOTE = 8, SEEN_USER = 16 };
 
-static int set_value(struct p11g_config *cfg, const char *key, size_t klen, const char *val,
-                     size_t vlen, unsigned *seen, const char *where, p11g_err *err)
+/* kv read from where (a file, or an environment variable with kv->line 0): a
+ * message about its key or its value names that column. */
+#define KEY_FAIL(...)                                                                              \
+	p11g_err_set_at(err, P11G_E_BAD_REQUEST, where, kv->line, kv->column, __VA_ARGS__)
+#define VALUE_FAIL(...)                                                                            \
+	p11g_err_set_at(err, P11G_E_BAD_REQUEST, where, kv->line, kv->value_column, __VA_ARGS__)
+
+static int set_value(struct p11g_config *cfg, const struct p11g_kv *kv, unsigned *seen,
+                     const char *where, p11g_err *err)
 {
+	const char *key = kv->key, *val = kv->value;
+	size_t klen = kv->key_len, vlen = kv->value_len;
 	unsigned bit;
 
 	if (klen == 6 && !memcmp(key, "module", 6))
@@ -86,79 +95,55 @@ static int set_value(struct p11g_config *cfg, const char *key, size_t klen, cons
 		bit = SEEN_REMOTE;
 	else if (klen == 14 && !memcmp(key, "approvald_user", 14))
 		bit = SEEN_USER;
-	else {
-		p11g_err_set(err, P11G_E_BAD_REQUEST,
-		             "%s: unknown setting \"%.*s\" (known: module, socket, wait, remote, "
-		             "approvald_user)",
-		             where, (int)(klen > 64 ? 64 : klen), key);
-		return -1;
-	}
-	if (*seen & bit) {
-		p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: \"%.*s\" is set twice", where, (int)klen,
-		             key);
-		return -1;
-	}
+	else
+		return KEY_FAIL("unknown setting \"%.*s\" (known: module, socket, wait, remote, "
+		                "approvald_user)",
+		                (int)(klen > 64 ? 64 : klen), key);
+	if (*seen & bit)
+		return KEY_FAIL("\"%.*s\" is set twice", (int)klen, key);
 	*seen |= bit;
-	if (vlen == 0) {
-		p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: \"%.*s\" has no value", where, (int)klen,
-		             key);
-		return -1;
-	}
+	if (vlen == 0)
+		return VALUE_FAIL("\"%.*s\" has no value", (int)klen, key);
 	switch (bit) {
 	case SEEN_MODULE:
-		if (!set_string(cfg->module, sizeof(cfg->module), val, vlen)) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: module path too long", where);
-			return -1;
-		}
-		if (cfg->module[0] != '/') {
-			p11g_err_set(
-			    err, P11G_E_BAD_REQUEST,
-			    "%s: module must be an absolute path (module = /usr/lib/.../x.so)",
-			    where);
-			return -1;
-		}
+		if (!set_string(cfg->module, sizeof(cfg->module), val, vlen))
+			return VALUE_FAIL("module path too long");
+		if (cfg->module[0] != '/')
+			return VALUE_FAIL(
+			    "module must be an absolute path (module = /usr/lib/.../x.so)");
 		break;
 	case SEEN_SOCKET:
-		if (!set_string(cfg->socket, sizeof(cfg->socket), val, vlen)) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST,
-			             "%s: socket path longer than %zu bytes", where,
-			             sizeof(cfg->socket) - 1);
-			return -1;
-		}
+		if (!set_string(cfg->socket, sizeof(cfg->socket), val, vlen))
+			return VALUE_FAIL("socket path longer than %zu bytes",
+			                  sizeof(cfg->socket) - 1);
 		break;
 	case SEEN_REMOTE:
 		if (!set_string(cfg->remote, sizeof(cfg->remote), val, vlen) ||
-		    strncmp(cfg->remote, "unix:path=/", 11)) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST,
-			             "%s: remote is approvald's PKCS#11 socket as "
-			             "unix:path=/absolute/path",
-			             where);
-			return -1;
-		}
+		    strncmp(cfg->remote, "unix:path=/", 11))
+			return VALUE_FAIL(
+			    "remote is approvald's PKCS#11 socket as unix:path=/absolute/path");
 		break;
 	case SEEN_USER: {
 		char why[400];
 		uid_t uid;
-		if (!parse_user(val, vlen, &uid, why, sizeof(why))) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: %s", where, why);
-			return -1;
-		}
+		if (!parse_user(val, vlen, &uid, why, sizeof(why)))
+			return VALUE_FAIL("%s", why);
 		p11g_config_approvald_user.set = true;
 		p11g_config_approvald_user.uid = uid;
 		break;
 	}
 	case SEEN_WAIT:
-		if (!parse_wait(val, vlen, &cfg->wait)) {
-			p11g_err_set(
-			    err, P11G_E_BAD_REQUEST,
-			    "%s: wait must be a number of seconds from 0 to %d, not \"%.*s\"",
-			    where, P11G_WAIT_MAX, (int)(vlen > 32 ? 32 : vlen), val);
-			return -1;
-		}
+		if (!parse_wait(val, vlen, &cfg->wait))
+			return VALUE_FAIL(
+			    "wait must be a number of seconds from 0 to %d, not \"%.*s\"",
+			    P11G_WAIT_MAX, (int)(vlen > 32 ? 32 : vlen), val);
 		break;
 	}
 	return 0;
 }
+
+#undef KEY_FAIL
+#undef VALUE_FAIL
 
 int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,
                       p11g_err *err)
@@ -170,16 +155,10 @@ int p11g_config_parse(const char *name, const char *text, size_t len, struct p11
 	int rc;
 
 	while ((rc = p11g_kv_next(&r, &kv)) != 0) {
-		char where[PATH_MAX + 32];
-
-		snprintf(where, sizeof(where), "%s:%u", name, kv.line);
-		if (rc < 0) {
-			p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: expected \"key = value\"",
-			             where);
-			return -1;
-		}
-		if (set_value(cfg, kv.key, kv.key_len, kv.value, kv.value_len, &seen, where, err) <
-		    0)
+		if (rc < 0)
+			return p11g_err_set_at(err, P11G_E_BAD_REQUEST, name, kv.line, kv.column,
+			                       "%s", kv.error);
+		if (set_value(cfg, &kv, &seen, name, err) < 0)
 			return -1;
 	}
 	return 0;
@@ -232,7 +211,9 @@ static int apply_env(struct p11g_config *cfg, const char *var, const char *key, 
 
 	if (!v)
 		return 0;
-	return set_value(cfg, key, strlen(key), v, strlen(v), &seen, var, err);
+	struct p11g_kv kv = {
+	    .key = key, .key_len = strlen(key), .value = v, .value_len = strlen(v)};
+	return set_value(cfg, &kv, &seen, var, err);
 }
 
 int p11g_config_load(struct p11g_config *ret, p11g_err *err)

@@ -29,7 +29,7 @@ struct p11g_config {
 
 /*
  * Parses `key = value` lines (module, socket, wait, remote; '#' comments).  name is
- * used in messages.  On error returns -1 with err bad_request "NAME:LINE: reason"; cfg
+ * used in messages.  On error returns -1 with err bad_request "NAME:LINE:COLUMN: reason"; cfg
  * keeps whatever was set before the bad line.
  */
 int p11g_config_parse(const char *name, const char *text, size_t len, struct p11g_config *cfg,

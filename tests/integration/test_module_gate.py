@@ -525,6 +525,40 @@ def test_daemon_down_fails_closed(token, start_daemon):
     assert v == {"C_VerifyInit": "CKR_OK", "C_Verify": "CKR_OK", "stderr": v["stderr"]}
 
 
+# ---- its configuration ------------------------------------------------------------------------
+
+INIT_ONLY = """
+import sys
+sys.path.insert(0, %r)
+import pk11
+print(pk11.rvname(pk11.Module(sys.argv[1]).init()))
+""" % os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize("text,where,msg", [
+    # FILE:LINE:COLUMN, the column of what is wrong: an unknown key, the key
+    ("module = %s\n  sokcet = /x\n" % SOFTHSM, "2:3", 'unknown setting "sokcet"'),
+    # a bad value, the value
+    ("module = %s\nwait =\t soon\n" % SOFTHSM, "2:9", "wait must be a number of seconds"),
+    ("module =  lib.so\n", "1:11", "module must be an absolute path"),
+    # no '=', what stands where it should; nothing before it, the '='
+    ("module %s\n" % SOFTHSM, "1:8", 'expected "key = value"'),
+    ("module = %s\n\t= 1\n" % SOFTHSM, "2:2", 'expected "key = value"'),
+    # a NUL byte, the NUL
+    ("module = %s\nwait = 1\x000\n" % SOFTHSM, "2:9", "a NUL byte in a setting"),
+])
+def test_a_bad_configuration_line_fails_c_initialize_naming_its_line_and_column(tmp_path, text,
+                                                                                 where, msg):
+    conf = tmp_path / "p11gate.conf"
+    conf.write_bytes(text.encode())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P11GATE_")}
+    env["P11GATE_CONF"] = str(conf)
+    r = subprocess.run(["/usr/bin/python3", "-c", INIT_ONLY, GATE], env=host_env(env),
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "CKR_GENERAL_ERROR", r
+    assert "p11gate: %s:%s: %s" % (conf, where, msg) in r.stderr, r.stderr
+
+
 # ---- a PKCS#11 3.0 module behind the gate ------------------------------------------------------
 
 MOCK3 = os.path.join(BUILD, "tests", "mock", "mock3.so")

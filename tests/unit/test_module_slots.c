@@ -203,12 +203,16 @@ static int result(int r, const p11g_err *e, char *err, size_t errsize)
 	return r;
 }
 
-static int parse(const char *text, struct p11g_config *cfg, char *err, size_t errsize)
+static int parse_n(const char *text, size_t len, struct p11g_config *cfg, char *err, size_t errsize)
 {
 	p11g_err e = {0};
 	memset(cfg, 0, sizeof(*cfg));
-	return result(p11g_config_parse("test.conf", text, strlen(text), cfg, &e), &e, err,
-	              errsize);
+	return result(p11g_config_parse("test.conf", text, len, cfg, &e), &e, err, errsize);
+}
+
+static int parse(const char *text, struct p11g_config *cfg, char *err, size_t errsize)
+{
+	return parse_n(text, strlen(text), cfg, err, errsize);
 }
 
 static int load(struct p11g_config *cfg, char *err, size_t errsize)
@@ -237,15 +241,16 @@ static void test_config_parse(void **state)
 	static const struct {
 		const char *text, *msg;
 	} bad[] = {
-	    {"module = /a.so\nsokcet = /x\n", "test.conf:2: unknown setting \"sokcet\""},
-	    {"module = /a.so\nmodule = /b.so\n", "test.conf:2: \"module\" is set twice"},
-	    {"\n\nwait = 10s\n", "test.conf:3: wait must be a number of seconds"},
-	    {"wait = -1\n", "test.conf:1: wait must be"},
-	    {"wait = 86401\n", "test.conf:1: wait must be"},
-	    {"module /a.so\n", "test.conf:1: expected \"key = value\""},
-	    {"= /a.so\n", "test.conf:1: expected \"key = value\""},
-	    {"module =\n", "test.conf:1: \"module\" has no value"},
-	    {"module = lib.so\n", "test.conf:1: module must be an absolute path"},
+	    /* FILE:LINE:COLUMN: the key's column for the key, the value's for the value */
+	    {"module = /a.so\nsokcet = /x\n", "test.conf:2:1: unknown setting \"sokcet\""},
+	    {"module = /a.so\n  module = /b.so\n", "test.conf:2:3: \"module\" is set twice"},
+	    {"\n\nwait = 10s\n", "test.conf:3:8: wait must be a number of seconds"},
+	    {"wait = -1\n", "test.conf:1:8: wait must be"},
+	    {"wait =\t86401\n", "test.conf:1:8: wait must be"},
+	    {"module /a.so\n", "test.conf:1:8: expected \"key = value\""},
+	    {"= /a.so\n", "test.conf:1:1: expected \"key = value\""},
+	    {"module =\n", "test.conf:1:9: \"module\" has no value"},
+	    {"module = lib.so\n", "test.conf:1:10: module must be an absolute path"},
 	};
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(bad); i++) {
 		assert_int_equal(parse(bad[i].text, &cfg, err, sizeof(err)), -1);
@@ -263,7 +268,10 @@ static void test_config_parse(void **state)
 	assert_int_equal(parse("approvald_user = p11gt-no-such-user\n", &cfg, err, sizeof(err)),
 	                 -1);
 	assert_string_equal(err,
-	                    "test.conf:1: approvald_user \"p11gt-no-such-user\": no such user");
+	                    "test.conf:1:18: approvald_user \"p11gt-no-such-user\": no such user");
+	/* A NUL byte is refused where it stands, not taken for the end of the setting. */
+	assert_int_equal(parse_n("module = /a.so\nwait = 1\0 0\n", 24, &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "test.conf:2:9: a NUL byte in a setting");
 	assert_int_equal(parse("approvald_user = 4294967295\n", &cfg, err, sizeof(err)), -1);
 
 	char longsock[200];
