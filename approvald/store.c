@@ -18,7 +18,6 @@
 #define SCHEMA_VERSION      1
 #define N_TABLES            4
 #define OP_CACHE            256 /* decoded operations kept, by id modulo this */
-#define RULES_TEXTS         8   /* printed "rules" members of kept operations */
 
 struct p11g_store {
 	MDB_env *env;
@@ -45,13 +44,6 @@ struct p11g_store {
 		size_t len;
 		struct p11g_op *op; /* never changed once here */
 	} op_cache[OP_CACHE];
-	/* The "rules" members (rule snapshots) of operations written, printed: such objects
-	 * are never changed (op.h), and a use rewrites an operation with the same one. */
-	struct {
-		json_t *rules;
-		char *text;
-	} rules_text[RULES_TEXTS];
-	size_t rules_next;
 	/* The audit chain head as last read or written, by its exact bytes. */
 	char head_text[128];
 	size_t head_len; /* 0: none kept */
@@ -101,10 +93,6 @@ static void store_free(p11g_store *s)
 		return;
 	for (size_t i = 0; i < OP_CACHE; i++)
 		op_cached_set(&s->op_cache[i], 0, NULL, 0, NULL);
-	for (size_t i = 0; i < RULES_TEXTS; i++) {
-		json_decref(s->rules_text[i].rules);
-		free(s->rules_text[i].text);
-	}
 	if (s->batch)
 		mdb_txn_abort(s->batch);
 	if (s->env)
@@ -778,47 +766,6 @@ int p11g_txn_op_get(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err
 	return 0;
 }
 
-/* The compact JSON text of op, encoded as j.  Its "rules" member is printed once per object
- * (op.h: never changed in place) and comes last in the text. */
-static char *op_text(p11g_store *s, const struct p11g_op *op, json_t *j)
-{
-	json_t *rules = op->rules;
-	if (!json_is_object(rules))
-		return json_dumps(j, JSON_COMPACT);
-	const char *rt = NULL;
-	for (size_t i = 0; i < RULES_TEXTS && !rt; i++)
-		if (s->rules_text[i].rules == rules)
-			rt = s->rules_text[i].text;
-	if (!rt) {
-		char *text = json_dumps(rules, JSON_COMPACT);
-		if (!text)
-			return NULL;
-		size_t i = s->rules_next;
-		s->rules_next = (i + 1) % RULES_TEXTS;
-		json_decref(s->rules_text[i].rules);
-		free(s->rules_text[i].text);
-		s->rules_text[i].rules = json_incref(rules);
-		s->rules_text[i].text = text;
-		rt = text;
-	}
-#ifdef P11G_CHECK_CACHES
-	_cleanup_json_ json_t *whole = json_deep_copy(j);
-#endif
-	if (json_object_del(j, "rules") < 0)
-		return NULL;
-	_cleanup_free_ char *head = json_dumps(j, JSON_COMPACT);
-	char *text = head ? p11g_json_text_add(head, "rules", rt) : NULL;
-#ifdef P11G_CHECK_CACHES
-	json_error_t jerr;
-	_cleanup_json_ json_t *back = text ? json_loads(text, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-	if (text && !json_equal(back, whole)) {
-		p11g_error("operation text with kept rules differs from the operation: %s", text);
-		abort();
-	}
-#endif
-	return text;
-}
-
 int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 {
 	unsigned char kb[8];
@@ -842,7 +789,7 @@ int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 		                    "read back (%s); nothing changed",
 		                    id, why.msg);
 	}
-	_cleanup_free_ char *text = op_text(t->s, op, j);
+	_cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
 	if (!text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
 
