@@ -74,6 +74,11 @@ static bool parse_u(const char *v, unsigned long long max, unsigned long long *r
 	return true;
 }
 
+/* What config_set says of a key it does not know, and of memory that ran out: the one is
+ * placed at the key, the other is no fault of the file. */
+static const char unknown_setting[] = "unknown setting";
+static const char out_of_memory[] = "out of memory";
+
 /* pkcs11_object_admins: principals separated by blanks or commas, added to
  * those of earlier lines.  false with why naming a bad one. */
 static bool object_admins_add(struct p11g_principals *ps, const char *val, const char **why)
@@ -93,7 +98,7 @@ static bool object_admins_add(struct p11g_principals *ps, const char *val, const
 		p11g_err err = {0};
 		p += n;
 		if (!tok) {
-			*why = "out of memory";
+			*why = out_of_memory;
 			return false;
 		}
 		if (p11g_principal_parse(tok, &pr, &err) < 0) {
@@ -104,7 +109,7 @@ static bool object_admins_add(struct p11g_principals *ps, const char *val, const
 		struct p11g_principal *v = realloc(ps->v, (ps->n + 1) * sizeof(*v));
 		if (!v) {
 			p11g_principal_clear(&pr);
-			*why = "out of memory";
+			*why = out_of_memory;
 			return false;
 		}
 		ps->v = v;
@@ -113,8 +118,6 @@ static bool object_admins_add(struct p11g_principals *ps, const char *val, const
 	}
 	return any;
 }
-
-static const char unknown_setting[] = "unknown setting";
 
 /* One setting; false with a message for an unknown key (unknown_setting) or a bad value. */
 static bool config_set(struct p11g_daemon_config *cfg, const char *key, const char *val,
@@ -266,11 +269,12 @@ int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p1
 		}
 		_cleanup_free_ char *key = strndup(kv.key, kv.key_len);
 		_cleanup_free_ char *val = strndup(kv.value, kv.value_len);
-		const char *why = "out of memory";
+		const char *why = out_of_memory;
 		if (!key || !val || !config_set(cfg, key, val, &why))
-			rc = p11g_err_set_at(err, P11G_E_BAD_REQUEST, path, lineno,
-			                     why == unknown_setting ? kv.column : kv.value_column,
-			                     "%s: %s", key ? key : "", why);
+			rc = p11g_err_set_at(
+			    err, why == out_of_memory ? P11G_E_INTERNAL : P11G_E_BAD_REQUEST, path,
+			    lineno, why == unknown_setting ? kv.column : kv.value_column, "%s: %s",
+			    key ? key : "", why);
 	}
 	fclose(f);
 	return rc;

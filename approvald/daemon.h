@@ -29,7 +29,8 @@ struct p11g_daemon {
 /* Defaults for every setting. */
 void p11g_daemon_config_init(struct p11g_daemon_config *cfg);
 /* Reads `key = value` lines (# comments) over cfg.  Unknown keys and bad
- * values are errors "FILE:LINE: message". */
+ * values are errors "FILE:LINE:COLUMN: message" (bad_request; internal when memory ran
+ * out). */
 int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p11g_err *err);
 void p11g_daemon_config_clear(struct p11g_daemon_config *cfg);
 

@@ -5,19 +5,20 @@
 
 #include "approvald/policy_load.h"
 #include "p11gate/errors.h"
+#include "p11gate/kvconf.h"
 
-/* "path: message" into err (bad_request); -1. */
-__attribute__((format(printf, 3, 4))) static int fail(p11g_err *err, const char *path,
-                                                      const char *fmt, ...)
+/* "path: message" into err (bad_request, or code); -1. */
+__attribute__((format(printf, 4, 5))) static int fail_code(p11g_err *err, const char *code,
+                                                           const char *path, const char *fmt, ...)
 {
-	char msg[sizeof(err->msg)];
 	va_list ap;
-
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	int r = p11g_err_vset_at(err, code, path, 0, 0, fmt, ap);
 	va_end(ap);
-	return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s: %s", path, msg);
+	return r;
 }
+#define fail(err, path, ...) fail_code(err, P11G_E_BAD_REQUEST, path, __VA_ARGS__)
+#define fail_oom(err, path)  fail_code(err, P11G_E_INTERNAL, path, "out of memory")
 
 static const char *errno_text(int e, char *buf, size_t size)
 {
@@ -43,7 +44,7 @@ static int read_file(const char *path, char **ret, size_t *ret_len, p11g_err *er
 		return fail(err, path, "not a regular file");
 	buf = malloc(P11G_POLICY_TEXT_MAX + 1);
 	if (!buf)
-		return fail(err, path, "out of memory");
+		return fail_oom(err, path);
 	for (;;) {
 		ssize_t n = read(fd, buf + len, P11G_POLICY_TEXT_MAX + 1 - len);
 		if (n < 0 && errno == EINTR)
@@ -130,7 +131,7 @@ static int load_dir(struct p11g_policy_builder *b, const char *dir, p11g_err *er
 		char *path = join_path(dir, de->d_name);
 		struct stat st;
 		if (!path) {
-			fail(err, dir, "out of memory");
+			fail_oom(err, dir);
 			goto out;
 		}
 		if (stat(path, &st) < 0) {
@@ -147,7 +148,7 @@ static int load_dir(struct p11g_policy_builder *b, const char *dir, p11g_err *er
 			char **v = realloc(names, ncap * sizeof(*v));
 			if (!v) {
 				free(path);
-				fail(err, dir, "out of memory");
+				fail_oom(err, dir);
 				goto out;
 			}
 			names = v;
