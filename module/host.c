@@ -279,11 +279,14 @@ static CK_RV host_login(CK_SESSION_HANDLE s, CK_USER_TYPE type, const char *fn)
 		/* A key with CKA_ALWAYS_AUTHENTICATE after C_SignInit: the gate
 		 * already decided, approvald gives its PIN. */
 		return p11g_m.real.C_Login(s, CKU_CONTEXT_SPECIFIC, hosted.pin, hosted.pin_len);
-	default:
+	case CKU_SO:
 		p11g_refusal("%s refused: security-officer login is not served on approvald's "
 		             "PKCS#11 socket",
 		             fn);
 		return CKR_FUNCTION_REJECTED;
+	default:
+		/* No user type at all: what the module would answer, and nothing refused. */
+		return CKR_USER_TYPE_INVALID;
 	}
 }
 
@@ -475,7 +478,9 @@ CK_RV hook_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate
 	                                   ulCount);
 	if (rv != CKR_OK)
 		return rv;
+	p11g_handles_making(true);
 	rv = p11g_m.real.C_CreateObject(hSession, pTemplate, ulCount, phObject);
+	p11g_handles_making(false);
 	return p11g_object_admin_after("C_CreateObject", hSession, rv, &phObject, 1);
 }
 
@@ -487,7 +492,9 @@ CK_RV hook_C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism
 	                                   ulCount);
 	if (rv != CKR_OK)
 		return rv;
+	p11g_handles_making(true);
 	rv = p11g_m.real.C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey);
+	p11g_handles_making(false);
 	return p11g_object_admin_after("C_GenerateKey", hSession, rv, &phKey, 1);
 }
 
@@ -507,9 +514,11 @@ CK_RV hook_C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 	                                  pPrivateKeyTemplate, ulPrivateKeyAttributeCount)) !=
 	        CKR_OK)
 		return rv;
+	p11g_handles_making(true);
 	rv = p11g_m.real.C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate,
 	                                   ulPublicKeyAttributeCount, pPrivateKeyTemplate,
 	                                   ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey);
+	p11g_handles_making(false);
 	CK_OBJECT_HANDLE_PTR made[] = {phPublicKey, phPrivateKey};
 	return p11g_object_admin_after("C_GenerateKeyPair", hSession, rv, made, 2);
 }

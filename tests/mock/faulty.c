@@ -23,6 +23,10 @@
  *                                                a blank label (serial number): what
  *                                                SoftHSMv2 answers when it cannot read its
  *                                                token file (Token::getTokenInfo)
+ *                        CLASS_NOTHING           the next C_GetAttributeValue asking for
+ *                                                CKA_CLASS answers CKR_OBJECT_HANDLE_INVALID
+ *                                                while every other call sees the object: a
+ *                                                module that contradicts itself
  *                      "NAME%P" instead fails each such call with probability P percent,
  *                      for as long as the process lives.
  *   P11G_FAULT_ARM     "find" (default): faults arm after the process's first
@@ -134,9 +138,12 @@ static CK_RV f_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 static CK_RV f_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
                                  CK_ULONG n)
 {
-	for (CK_ULONG i = 0; t && i < n; i++)
+	for (CK_ULONG i = 0; t && i < n; i++) {
 		if (due(NULL, t[i].type))
 			return CKR_DEVICE_ERROR;
+		if (t[i].type == CKA_CLASS && due("CLASS_NOTHING", 0))
+			return CKR_OBJECT_HANDLE_INVALID;
+	}
 	return real->C_GetAttributeValue(h, o, t, n);
 }
 
