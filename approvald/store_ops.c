@@ -1,0 +1,258 @@
+/* The store's operations: decoded once and cached by their bytes, written in their one
+ * encoding, walked, and filed in the index tables the hot paths look them up by. */
+#include "approvald/store_lmdb.h"
+
+#include <inttypes.h>
+
+#include "p11gate/keyid.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+static void op_freep(struct p11g_op **op)
+{
+	if (*op) {
+		p11g_op_clear(*op);
+		free(*op);
+	}
+}
+#define _cleanup_opp_ __attribute__((cleanup(op_freep)))
+
+/* Takes text and op, both or neither NULL. */
+static void op_cached_set(struct op_cached *e, uint64_t id, char *text, size_t len,
+                          struct p11g_op *op)
+{
+	free(e->text);
+	op_freep(&e->op);
+	*e = (struct op_cached){.id = id, .text = text, .len = len, .op = op};
+}
+
+void p11g_store_ops_free(p11g_store *s)
+{
+	for (size_t i = 0; i < OP_CACHE; i++)
+		op_cached_set(&s->op_cache[i], 0, NULL, 0, NULL);
+}
+
+/* The operation stored as the bytes v under id, decoded into *ret. */
+static int op_decode_val(p11g_txn *t, uint64_t id, const MDB_val *v, struct p11g_op *ret,
+                         p11g_err *err)
+{
+	_cleanup_json_ json_t *j = json_from(v, JSON_REJECT_DUPLICATES);
+	p11g_err why = {0};
+	if (!j)
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "store in %s: operation %" PRIu64 " is not JSON", t->s->dir,
+		                    id);
+	if (p11g_op_decode(j, ret, &why) < 0)
+		return p11g_err_set(err, P11G_E_STORE, "store in %s: operation %" PRIu64 ": %s",
+		                    t->s->dir, id, why.msg);
+	if (ret->id != id) {
+		p11g_op_clear(ret);
+		return p11g_err_set(err, P11G_E_STORE,
+		                    "store in %s: operation %" PRIu64 " holds operation %" PRIu64,
+		                    t->s->dir, id, ret->id);
+	}
+	return 0;
+}
+
+#ifdef P11G_CHECK_CACHES
+/* The sanitizer build proves the cache answers what a decode would. */
+static void op_cache_check(p11g_txn *t, uint64_t id, const MDB_val *v, const struct p11g_op *op)
+{
+	struct p11g_op fresh = {0};
+	if (op_decode_val(t, id, v, &fresh, NULL) < 0) {
+		p11g_error("operation %" PRIu64 ": cached, but its bytes do not decode", id);
+		abort();
+	}
+	_cleanup_json_ json_t *a = p11g_op_encode(&fresh), *b = p11g_op_encode(op);
+	p11g_op_clear(&fresh);
+	if (!a || !b || !json_equal(a, b)) {
+		p11g_error("operation %" PRIu64 ": cached copy differs from the store", id);
+		abort();
+	}
+}
+#endif
+
+/*
+ * The operation stored as the bytes v under id: the cache's when the bytes are those it holds,
+ * otherwise decoded into *tmp (the caller's to clear), and moved into the cache when keep.
+ * *ret is borrowed until the next call into the store.
+ */
+static int op_view(p11g_txn *t, uint64_t id, const MDB_val *v, bool keep, struct p11g_op *tmp,
+                   const struct p11g_op **ret, p11g_err *err)
+{
+	struct op_cached *e = &t->s->op_cache[id % OP_CACHE];
+	if (e->op && e->id == id && e->len == v->mv_size &&
+	    !memcmp(e->text, v->mv_data, v->mv_size)) {
+#ifdef P11G_CHECK_CACHES
+		op_cache_check(t, id, v, e->op);
+#endif
+		*ret = e->op;
+		return 0;
+	}
+	if (op_decode_val(t, id, v, tmp, err) < 0)
+		return -1;
+	*ret = tmp;
+	if (!keep)
+		return 0;
+	struct p11g_op *op = malloc(sizeof(*op));
+	char *text = malloc(v->mv_size ? v->mv_size : 1);
+	if (!op || !text) {
+		free(op);
+		free(text);
+		return 0; /* not kept: it was read all the same */
+	}
+	memcpy(text, v->mv_data, v->mv_size);
+	*op = *tmp;
+	*tmp = (struct p11g_op){0};
+	op_cached_set(e, id, text, v->mv_size, op);
+	*ret = op;
+	return 0;
+}
+
+/* The bytes stored under id; -ENOENT (err untouched) when none. */
+static int op_bytes(p11g_txn *t, uint64_t id, MDB_val *ret, p11g_err *err)
+{
+	unsigned char kb[8];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb};
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	be64_put(id, kb);
+	int rc = mdb_get(t->txn, t->s->ops, &k, ret);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc)
+		return p11g_store_txn_fail(t, err, rc, "cannot read operation %" PRIu64, id);
+	return 0;
+}
+
+int p11g_txn_op_get(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err)
+{
+	struct p11g_op tmp __attribute__((cleanup(p11g_op_clear))) = {0};
+	const struct p11g_op *op;
+	MDB_val v;
+	int r = op_bytes(t, id, &v, err);
+	if (r < 0)
+		return r;
+	if (op_view(t, id, &v, true, &tmp, &op, err) < 0)
+		return -1;
+	if (p11g_op_copy(op, ret) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "out of memory reading operation %" PRIu64, id);
+	return 0;
+}
+
+int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
+{
+	unsigned char kb[8];
+	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	uint64_t id = op->id;
+	if (p11g_store_txn_usable(t, true, err) < 0)
+		return -1;
+	_cleanup_json_ json_t *j = p11g_op_encode(op);
+	_cleanup_opp_ struct p11g_op *back = calloc(1, sizeof(*back));
+	p11g_err why = {0};
+	if (!j || !back)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
+	/* A record approvald could not decode would take the operation out of every decision
+	 * and every use: what is stored is what reads back, and what reads back is cached. */
+	if (p11g_op_decode(j, back, &why) < 0) {
+		free(back);
+		back = NULL;
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "operation %" PRIu64
+		                    " would be stored in a form approvald cannot "
+		                    "read back (%s); nothing changed",
+		                    id, why.msg);
+	}
+	_cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
+	if (!text)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
+
+	be64_put(id, kb);
+	size_t len = strlen(text);
+	v = (MDB_val){.mv_size = len, .mv_data = text};
+	int rc = mdb_put(t->txn, t->s->ops, &k, &v, 0);
+	if (rc)
+		return p11g_store_txn_fail(t, err, rc, "cannot write operation %" PRIu64, id);
+	if (p11g_op_state_active(op->state)) {
+		/* The state is the index value only so that a dump reads well.
+		 * An entry that already says so is left alone: a put would still
+		 * copy its page into the commit (a use rewrites the op, seldom
+		 * its state). */
+		char state_text[32];
+		size_t n = (size_t)snprintf(state_text, sizeof(state_text), "\"%s\"",
+		                            p11g_op_state_name(op->state));
+		MDB_val cur;
+		rc = mdb_get(t->txn, t->s->active, &k, &cur);
+		if (rc == MDB_NOTFOUND ||
+		    (rc == 0 && (cur.mv_size != n || memcmp(cur.mv_data, state_text, n))))
+			rc = mdb_put(t->txn, t->s->active, &k,
+			             &(MDB_val){.mv_size = n, .mv_data = state_text}, 0);
+	} else if ((rc = mdb_del(t->txn, t->s->active, &k, NULL)) == MDB_NOTFOUND) {
+		rc = 0;
+	}
+	if (rc)
+		return p11g_store_txn_fail(t, err, rc, "cannot index operation %" PRIu64, id);
+	/* The next read of these bytes takes what they decode to without decoding them. */
+	op_cached_set(&t->s->op_cache[id % OP_CACHE], id, text, len, back);
+	text = NULL; /* the cache's now */
+	back = NULL;
+	return 0;
+}
+
+int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
+                        void *arg, p11g_err *err)
+{
+	_cleanup_cursor_ MDB_cursor *cur = NULL;
+	uint64_t next = after + 1;
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if (after == UINT64_MAX)
+		return 0;
+	int rc = mdb_cursor_open(t->txn, active_only ? t->s->active : t->s->ops, &cur);
+	if (rc)
+		return p11g_store_txn_fail(t, err, rc, "cannot walk operations");
+	for (;;) {
+		unsigned char kb[8];
+		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+		struct p11g_op tmp __attribute__((cleanup(p11g_op_clear))) = {0};
+		const struct p11g_op *op = NULL;
+		/* Seek afresh every time: the visitor may change the tables
+		 * (a state change drops the op from the index we walk). */
+		be64_put(next, kb);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc == MDB_NOTFOUND)
+			return 0;
+		if (rc)
+			return p11g_store_txn_fail(t, err, rc, "cannot walk operations");
+		if (k.mv_size != 8)
+			return p11g_err_set(err, P11G_E_STORE,
+			                    "store in %s: operation key of %zu bytes (not an id)",
+			                    t->s->dir, k.mv_size);
+		uint64_t id = be64_get(k.mv_data);
+		if (active_only) {
+			/* The index is derived: an id whose op is gone or no longer
+			 * active (edited outside approvald) is skipped, not fatal.
+			 * Active operations are what every use walks: kept. */
+			int r = op_bytes(t, id, &v, err);
+			if (r < 0 && r != -ENOENT)
+				return -1;
+			if (r == 0 && op_view(t, id, &v, true, &tmp, &op, err) < 0)
+				return -1;
+			if (op && !p11g_op_state_active(op->state))
+				op = NULL;
+		} else if (op_view(t, id, &v, false, &tmp, &op, err) < 0) {
+			return -1;
+		}
+		if (op) {
+			int r = fn(op, arg);
+			if (r < 0)
+				return r;
+			if (r > 0)
+				return 0;
+		}
+		if (id == UINT64_MAX)
+			return 0;
+		next = id + 1;
+	}
+}
