@@ -507,7 +507,8 @@ static int run_request(struct args *a)
 
 static int run_list(struct args *a)
 {
-	/* The daemon pages; the CLI gathers every page. */
+	/* The daemon pages, and a page may end where its bounded scan did, with few operations or
+	 * none: the CLI follows "next" until a page says there is no more. */
 	_cleanup_json_ json_t *ops = json_array();
 	uint64_t after = 0;
 	for (;;) {
@@ -521,9 +522,16 @@ static int run_list(struct args *a)
 			return rc;
 		json_t *page = json_object_get(res, "operations");
 		json_array_extend(ops, page);
-		if (!json_is_true(json_object_get(res, "more")) || !json_array_size(page))
+		if (!json_is_true(json_object_get(res, "more")))
 			break;
-		after = (uint64_t)num(json_array_get(page, json_array_size(page) - 1), "id");
+		uint64_t next = (uint64_t)num(res, "next");
+		if (next <= after) {
+			p11g_err err = {0};
+			p11g_err_set(&err, P11G_E_PROTOCOL,
+			             "list: a page with more and no \"next\" past %" PRIu64, after);
+			return report(&err);
+		}
+		after = next;
 	}
 	if (a->json) {
 		print_json(ops, JSON_INDENT(2));

@@ -89,9 +89,13 @@ int p11g_ops_show(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t 
 struct p11g_list_args {
 	bool all;
 	const char *state; /* NULL: any */
-	uint64_t after;
-	unsigned limit;
+	uint64_t after;    /* 0, or a previous page's "next" */
+	unsigned limit;    /* operations in a page, at most */
 };
+/* One page: {"operations": [op...], "more": bool, "next"?: id}.  A call reads a bounded number
+ * of stored operations whatever it finds (ops_view.c's LIST_SCAN_MAX), so a page may end with
+ * fewer than limit operations, or none; while more is true, "next" is the id to pass as after
+ * to go on (the last operation read), and only a page without more ends the listing. */
 int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
                   const struct p11g_list_args *args, json_t **ret_result, p11g_err *err);
 int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
