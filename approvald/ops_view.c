@@ -10,11 +10,11 @@
 #define REPLY_BUDGET (P11G_FRAME_MAX - 4096) /* listings page before a reply outgrows a frame */
 /* Stored operations one list call reads, whatever it finds, before it answers with the page so
  * far and a cursor ("next"): the walk runs in approvald's one event loop, and every use waits
- * for it.  Reading one costs ~45 us (a 30 000-operation tests/bench/bench_store store, `list
- * --all --state rejected` from a uid that sees none, one wire call): 256 hold a call to ~12 ms,
- * against 0.9-1.4 s for the whole walk and 90 ms at 2 000 (a status takes 1.5 ms).  A whole
- * listing costs the same in all (~1.5 s there, 118 calls), and signers get their turns between
- * the calls. */
+ * for it.  Reading one costs 28-45 us (a 30 000-operation tests/bench/bench_store store, `list
+ * --all --state rejected` from a uid that sees none, one wire call, two runs): 256 hold a call
+ * to 7-12 ms, against 0.8-1.4 s for the whole walk and 90 ms at 2 000 (a status took 0.8-1.5
+ * ms).  A whole listing costs about the same in all (0.9-1.5 s there, 118 calls), and signers
+ * get their turns between the calls. */
 #define LIST_SCAN_MAX 256
 
 struct read_ctx {
