@@ -45,8 +45,9 @@
  *           them); a key whose rule names registries needs them, each for an
  *           image in one of those registries, and signs only them.
  * list      all?: bool, state?: string, limit?, after?: id
- *           ; {operations: [op...], more: bool}
- *           (default: pending operations the caller may approve)
+ *           ; {operations: [op...], more: bool, next?: id}
+ *           (default: pending operations the caller may approve; one call reads
+ *           a bounded number of operations: while more, pass next as after)
  * show      id ; {operation: op}
  * approve   id ; {operation: op}
  * reject    id, reason ; {operation: op}

@@ -35,7 +35,7 @@ def fill(d, n, pending=0):
     """n operations of uid 1000 appended to d's store (approvald stopped): the first n - pending
     used up (exhausted, outside the index of active ones), the rest pending."""
     if not os.access(FILL, os.X_OK):
-        pytest.skip("bench_store not built at %s" % FILL)
+        pytest.fail("bench_store not built at %s" % FILL)
     r = subprocess.run([FILL, d.state, d.policy_dir, str(n), "1", str(pending)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
