@@ -259,7 +259,7 @@ struct expire_ctx {
 static int expire_visit(const struct p11g_op *op, void *arg)
 {
 	struct expire_ctx *c = arg;
-	if (p11g_now() >= op->expires && c->n < P11G_ARRAY_SIZE(c->ids))
+	if (c->n < P11G_ARRAY_SIZE(c->ids))
 		c->ids[c->n++] = op->id;
 	return c->n == P11G_ARRAY_SIZE(c->ids) ? 1 : 0;
 }
@@ -269,7 +269,7 @@ static int expire_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct expire_ctx *c = arg;
 	struct p11g_ident me;
 	c->n = 0;
-	if (p11g_txn_op_foreach(t, true, 0, expire_visit, c, err) < 0)
+	if (p11g_txn_op_foreach_due(t, p11g_now(), expire_visit, c, err) < 0)
 		return -1;
 	for (size_t i = 0; i < c->n; i++) {
 		_cleanup_op_ struct p11g_op op = {0};

@@ -346,19 +346,6 @@ static int request_images(const json_t *args, const struct p11g_rule *const *rul
 
 /* ---- request ------------------------------------------------------------ */
 
-struct count_ctx {
-	uid_t uid;
-	unsigned n;
-};
-
-static int count_pending(const struct p11g_op *op, void *arg)
-{
-	struct count_ctx *x = arg;
-	if (op->state == P11G_OP_PENDING && op->orderer.uid == x->uid)
-		x->n++;
-	return 0;
-}
-
 /* A request's arguments, parsed and judged against the policy before the transaction: none of
  * it depends on the store, and the body may run more than once. */
 struct request {
@@ -590,13 +577,13 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	int64_t now = p11g_now();
 
 	/* a quota per orderer: pending requests are a resource the client controls */
-	struct count_ctx cc = {c->caller->uid, 0};
-	if (p11g_txn_op_foreach(t, true, 0, count_pending, &cc, err) < 0)
+	size_t pending = 0;
+	if (p11g_txn_pending_count(t, c->caller->uid, &pending, err) < 0)
 		return -1;
-	if (!q->auto_all && cc.n >= c->o->limits.max_pending_per_user)
+	if (!q->auto_all && pending >= c->o->limits.max_pending_per_user)
 		return p11g_err_set(
 		    err, P11G_E_LIMIT,
-		    "you have %u pending requests, the most allowed; withdraw or wait", cc.n);
+		    "you have %zu pending requests, the most allowed; withdraw or wait", pending);
 
 	uint64_t id;
 	_cleanup_op_ struct p11g_op op = {0};

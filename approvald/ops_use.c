@@ -482,7 +482,12 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 		return refuse(t, c, what,
 		              p11g_authz_has_role(o->daemon_uid, rule, c->caller, false), err);
 	}
-	if (p11g_txn_op_foreach(t, true, 0, scan_visit, &s, err) < 0)
+	/* The operations that could name the key, through the index: a use costs the same
+	 * however many operations of other keys are open. */
+	char terms[3][P11G_KEY_TERM_MAX];
+	p11g_keyid_terms(&a->key, terms);
+	const char *const term_list[] = {terms[0], terms[1], terms[2]};
+	if (p11g_txn_op_foreach_key(t, term_list, 3, scan_visit, &s, err) < 0)
 		return -1;
 	if (!s.best_id && p11g_rule_auto_approves(rule, c->caller) &&
 	    !p11g_rule_allows_mechanism(rule, a->mechanism))

@@ -13,8 +13,8 @@
 #define MIB                 ((uint64_t)1024 * 1024)
 #define DEFAULT_INITIAL_MAP (16 * MIB)
 #define DEFAULT_MAX_MAP     (64 * 1024 * MIB)
-#define SCHEMA_VERSION      1
-#define N_TABLES            4
+#define SCHEMA_VERSION      2 /* 2: the index tables by_key, by_expiry, pending_by */
+#define N_TABLES            7
 
 static void store_free(p11g_store *s)
 {
@@ -199,16 +199,27 @@ static int tables_open(p11g_store *s, p11g_err *err)
 	struct {
 		const char *name;
 		MDB_dbi *dbi;
-	} tables[N_TABLES] = {
-	    {"meta", &s->meta}, {"ops", &s->ops}, {"active", &s->active}, {"audit", &s->audit}};
+		bool index; /* added in schema 2 */
+	} tables[N_TABLES] = {{"meta", &s->meta},
+	                      {"ops", &s->ops},
+	                      {"active", &s->active},
+	                      {"audit", &s->audit},
+	                      {"by_key", &s->by_key, true},
+	                      {"by_expiry", &s->by_expiry, true},
+	                      {"pending_by", &s->pending_by, true}};
 	_cleanup_txn_ MDB_txn *txn = NULL;
 	_cleanup_json_ json_t *schema = NULL;
 	int rc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0, &txn);
 	if (rc)
 		return store_fail(s, err, rc, "cannot begin a transaction");
+	s->indexed = true;
 	for (size_t i = 0; i < N_TABLES; i++) {
 		rc =
 		    mdb_dbi_open(txn, tables[i].name, s->read_only ? 0 : MDB_CREATE, tables[i].dbi);
+		if (rc == MDB_NOTFOUND && tables[i].index) {
+			s->indexed = false; /* schema 1, read-only: walks go through "active" */
+			continue;
+		}
 		if (rc == MDB_NOTFOUND)
 			return p11g_err_set(err, P11G_E_STORE,
 			                    "%s is not an approvald store (no %s table)", s->dir,
@@ -228,6 +239,19 @@ static int tables_open(p11g_store *s, p11g_err *err)
 		schema = json_integer(SCHEMA_VERSION);
 		if (meta_put(&t, "schema", schema, err) < 0)
 			return -1;
+	} else if (json_is_integer(schema) && json_integer_value(schema) == 1) {
+		/* Schema 1 had no indexes: built once, in this transaction. */
+		if (s->read_only) {
+			s->indexed = false;
+		} else {
+			json_decref(schema);
+			schema = json_integer(SCHEMA_VERSION);
+			if (p11g_store_index_build(&t, err) < 0 ||
+			    meta_put(&t, "schema", schema, err) < 0)
+				return -1;
+			p11g_info("store in %s: operations indexed (schema 1 to %d)", s->dir,
+			          SCHEMA_VERSION);
+		}
 	} else if (!json_is_integer(schema) || json_integer_value(schema) != SCHEMA_VERSION) {
 		_cleanup_free_ char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY);
 		return p11g_err_set(

@@ -90,6 +90,19 @@ typedef int (*p11g_op_visit_fn)(const struct p11g_op *op, void *arg);
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
                         void *arg, p11g_err *err);
 
+/* The hot paths' walks, through indexes kept with every put (store_ops.c), so that their cost
+ * does not grow with operations they do not concern.  Visitors as above; each visits active
+ * operations only, once each, in ascending id order.
+ * _key: those with a key entry filed under one of terms (p11gate/keyid.h: a key's three
+ * terms find every operation whose key URIs could name it, and maybe a few more).
+ * _due: those whose window ended at or before now. */
+int p11g_txn_op_foreach_key(p11g_txn *t, const char *const *terms, size_t n_terms,
+                            p11g_op_visit_fn fn, void *arg, p11g_err *err);
+int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void *arg,
+                            p11g_err *err);
+/* How many pending operations uid ordered. */
+int p11g_txn_pending_count(p11g_txn *t, uid_t uid, size_t *ret, p11g_err *err);
+
 /* ---- audit: append-only, hash-chained ----------------------------------- */
 
 /*

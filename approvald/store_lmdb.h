@@ -13,6 +13,11 @@
 struct p11g_store {
 	MDB_env *env;
 	MDB_dbi meta, ops, active, audit;
+	/* The indexes of active operations (store_ops.c): by the keys they could name, by the end
+	 * of their window, and (pending ones) by orderer.  indexed: false for a store of schema 1
+	 * opened read-only (they are built when it is first opened for writing). */
+	MDB_dbi by_key, by_expiry, pending_by;
+	bool indexed;
 	char *dir;
 	unsigned int env_flags;
 	uint64_t max_map;

@@ -26,6 +26,9 @@ static void op_cached_set(struct op_cached *e, uint64_t id, char *text, size_t l
 	*e = (struct op_cached){.id = id, .text = text, .len = len, .op = op};
 }
 
+static int index_update(p11g_txn *t, const struct p11g_op *old, const struct p11g_op *op,
+                        p11g_err *err);
+
 void p11g_store_ops_free(p11g_store *s)
 {
 	for (size_t i = 0; i < OP_CACHE; i++)
@@ -167,6 +170,19 @@ int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 	_cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
 	if (!text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
+	/* The indexes move from what was stored to what is: a record that does not decode
+	 * leaves its entries behind, which the walks skip (they read every operation they
+	 * find). */
+	struct p11g_op was_tmp __attribute__((cleanup(p11g_op_clear))) = {0};
+	const struct p11g_op *was = NULL;
+	MDB_val ov;
+	int r = op_bytes(t, id, &ov, err);
+	if (r < 0 && r != -ENOENT)
+		return -1;
+	if (r == 0 && op_view(t, id, &ov, false, &was_tmp, &was, NULL) < 0)
+		was = NULL;
+	if (index_update(t, was, back, err) < 0)
+		return -1;
 
 	be64_put(id, kb);
 	size_t len = strlen(text);
@@ -255,4 +271,259 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 			return 0;
 		next = id + 1;
 	}
+}
+
+/* ---- indexes ------------------------------------------------------------------------ */
+
+/* One index entry of an operation: a key in one of the index tables (values are empty). */
+struct ix_entry {
+	MDB_dbi dbi;
+	size_t len;
+	unsigned char key[P11G_KEY_TERM_MAX + 8];
+};
+
+/* The entries of an active operation: one per distinct key term ("term\0id"), one by the end
+ * of its window (end with the sign bit flipped, then id: ascending order is time order), and,
+ * while pending, one by orderer (uid, then id).  A malloc'd array (NULL with *n 0 for an
+ * operation that is not active); -1 when memory ran out. */
+static int op_entries(const p11g_store *s, const struct p11g_op *op, struct ix_entry **ret,
+                      size_t *n)
+{
+	*ret = NULL;
+	*n = 0;
+	if (!p11g_op_state_active(op->state))
+		return 0;
+	struct ix_entry *e = calloc(op->n_keys + 2, sizeof(*e));
+	if (!e)
+		return -1;
+	for (size_t i = 0; i < op->n_keys; i++) {
+		char term[P11G_KEY_TERM_MAX];
+		p11g_keyuri_term(op->keys[i].uri, term);
+		size_t tl = strlen(term) + 1;
+		bool dup = false;
+		for (size_t j = 0; j < *n && !dup; j++)
+			dup = e[j].len == tl + 8 && !memcmp(e[j].key, term, tl);
+		if (dup)
+			continue;
+		e[*n] = (struct ix_entry){.dbi = s->by_key, .len = tl + 8};
+		memcpy(e[*n].key, term, tl);
+		be64_put(op->id, e[*n].key + tl);
+		(*n)++;
+	}
+	e[*n] = (struct ix_entry){.dbi = s->by_expiry, .len = 16};
+	be64_put((uint64_t)op->expires ^ (UINT64_C(1) << 63), e[*n].key);
+	be64_put(op->id, e[*n].key + 8);
+	(*n)++;
+	if (op->state == P11G_OP_PENDING) {
+		e[*n] = (struct ix_entry){.dbi = s->pending_by, .len = 16};
+		be64_put((uint64_t)op->orderer.uid, e[*n].key);
+		be64_put(op->id, e[*n].key + 8);
+		(*n)++;
+	}
+	*ret = e;
+	return 0;
+}
+
+static bool ix_has(const struct ix_entry *e, size_t n, const struct ix_entry *x)
+{
+	for (size_t i = 0; i < n; i++)
+		if (e[i].dbi == x->dbi && e[i].len == x->len && !memcmp(e[i].key, x->key, x->len))
+			return true;
+	return false;
+}
+
+/* Moves the entries of old (NULL: none) to those of op: only what differs is written, and a
+ * use that changes a count changes nothing here. */
+static int index_update(p11g_txn *t, const struct p11g_op *old, const struct p11g_op *op,
+                        p11g_err *err)
+{
+	_cleanup_free_ struct ix_entry *was = NULL, *now = NULL;
+	size_t n_was = 0, n_now = 0;
+	if (!t->s->indexed)
+		return 0;
+	if ((old && op_entries(t->s, old, &was, &n_was) < 0) ||
+	    op_entries(t->s, op, &now, &n_now) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "out of memory indexing operation %" PRIu64, op->id);
+	for (size_t i = 0; i < n_was; i++) {
+		if (ix_has(now, n_now, &was[i]))
+			continue;
+		MDB_val k = {.mv_size = was[i].len, .mv_data = was[i].key};
+		int rc = mdb_del(t->txn, was[i].dbi, &k, NULL);
+		if (rc && rc != MDB_NOTFOUND)
+			return p11g_store_txn_fail(t, err, rc, "cannot index operation %" PRIu64,
+			                           op->id);
+	}
+	for (size_t i = 0; i < n_now; i++) {
+		if (ix_has(was, n_was, &now[i]))
+			continue;
+		MDB_val k = {.mv_size = now[i].len, .mv_data = now[i].key}, v = {0};
+		int rc = mdb_put(t->txn, now[i].dbi, &k, &v, 0);
+		if (rc)
+			return p11g_store_txn_fail(t, err, rc, "cannot index operation %" PRIu64,
+			                           op->id);
+	}
+	return 0;
+}
+
+static int build_visit(const struct p11g_op *op, void *arg)
+{
+	struct {
+		p11g_txn *t;
+		p11g_err *err;
+	} *b = arg;
+	return index_update(b->t, NULL, op, b->err) < 0 ? -2 : 0;
+}
+
+int p11g_store_index_build(p11g_txn *t, p11g_err *err)
+{
+	struct {
+		p11g_txn *t;
+		p11g_err *err;
+	} b = {t, err};
+	return p11g_txn_op_foreach(t, true, 0, build_visit, &b, err) < 0 ? -1 : 0;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Appends to *ids the ids of table whose keys start with prefix (plen bytes) and end in an
+ * 8-byte id; with upto, only keys up to upto (16 bytes) inclusive. */
+static int ids_with_prefix(p11g_txn *t, MDB_dbi dbi, const void *prefix, size_t plen,
+                           const unsigned char *upto, uint64_t **ids, size_t *n, size_t *cap,
+                           p11g_err *err)
+{
+	_cleanup_cursor_ MDB_cursor *cur = NULL;
+	MDB_val k = {.mv_size = plen, .mv_data = (void *)prefix}, v;
+	int rc = mdb_cursor_open(t->txn, dbi, &cur);
+	if (rc)
+		return p11g_store_txn_fail(t, err, rc, "cannot walk an index");
+	for (rc = mdb_cursor_get(cur, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < plen + 8 || (plen && memcmp(k.mv_data, prefix, plen)))
+			break;
+		if (upto && (k.mv_size != 16 || memcmp(k.mv_data, upto, 16) > 0))
+			break;
+		if (*n == *cap) {
+			size_t c = *cap ? *cap * 2 : 64;
+			uint64_t *m = realloc(*ids, c * sizeof(*m));
+			if (!m)
+				return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+			*ids = m;
+			*cap = c;
+		}
+		(*ids)[(*n)++] = be64_get((const unsigned char *)k.mv_data + k.mv_size - 8);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		return p11g_store_txn_fail(t, err, rc, "cannot walk an index");
+	return 0;
+}
+
+/* Visits the active operations among ids (sorted here, each once). */
+static int visit_ids(p11g_txn *t, uint64_t *ids, size_t n, p11g_op_visit_fn fn, void *arg,
+                     p11g_err *err)
+{
+	if (n > 1)
+		qsort(ids, n, sizeof(*ids), id_cmp);
+	for (size_t i = 0; i < n; i++) {
+		struct p11g_op tmp __attribute__((cleanup(p11g_op_clear))) = {0};
+		const struct p11g_op *op = NULL;
+		MDB_val v;
+		if (i && ids[i] == ids[i - 1])
+			continue;
+		/* An entry whose operation is gone or no longer active (edited outside
+		 * approvald) is skipped, as in the active index. */
+		int r = op_bytes(t, ids[i], &v, err);
+		if (r == -ENOENT)
+			continue;
+		if (r < 0 || op_view(t, ids[i], &v, true, &tmp, &op, err) < 0)
+			return -1;
+		if (!p11g_op_state_active(op->state))
+			continue;
+		if ((r = fn(op, arg)) != 0)
+			return r < 0 ? r : 0;
+	}
+	return 0;
+}
+
+int p11g_txn_op_foreach_key(p11g_txn *t, const char *const *terms, size_t n_terms,
+                            p11g_op_visit_fn fn, void *arg, p11g_err *err)
+{
+	_cleanup_free_ uint64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if (!t->s->indexed)
+		return p11g_txn_op_foreach(t, true, 0, fn, arg, err);
+	for (size_t i = 0; i < n_terms; i++)
+		if (ids_with_prefix(t, t->s->by_key, terms[i], strlen(terms[i]) + 1, NULL, &ids, &n,
+		                    &cap, err) < 0)
+			return -1;
+	return visit_ids(t, ids, n, fn, arg, err);
+}
+
+struct due_ctx {
+	int64_t now;
+	p11g_op_visit_fn fn;
+	void *arg;
+};
+
+static int due_visit(const struct p11g_op *op, void *arg)
+{
+	struct due_ctx *c = arg;
+	return c->now >= op->expires ? c->fn(op, c->arg) : 0;
+}
+
+int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void *arg, p11g_err *err)
+{
+	_cleanup_free_ uint64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	unsigned char upto[16];
+	struct due_ctx c = {now, fn, arg};
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if (!t->s->indexed)
+		return p11g_txn_op_foreach(t, true, 0, due_visit, &c, err);
+	be64_put((uint64_t)now ^ (UINT64_C(1) << 63), upto);
+	be64_put(UINT64_MAX, upto + 8);
+	if (ids_with_prefix(t, t->s->by_expiry, NULL, 0, upto, &ids, &n, &cap, err) < 0)
+		return -1;
+	return visit_ids(t, ids, n, due_visit, &c, err);
+}
+
+struct count_ctx {
+	uid_t uid;
+	size_t n;
+};
+
+static int count_visit(const struct p11g_op *op, void *arg)
+{
+	struct count_ctx *c = arg;
+	c->n += op->state == P11G_OP_PENDING && op->orderer.uid == c->uid;
+	return 0;
+}
+
+int p11g_txn_pending_count(p11g_txn *t, uid_t uid, size_t *ret, p11g_err *err)
+{
+	_cleanup_free_ uint64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	unsigned char prefix[8];
+	struct count_ctx c = {uid, 0};
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if (!t->s->indexed) {
+		if (p11g_txn_op_foreach(t, true, 0, count_visit, &c, err) < 0)
+			return -1;
+		*ret = c.n;
+		return 0;
+	}
+	be64_put((uint64_t)uid, prefix);
+	if (ids_with_prefix(t, t->s->pending_by, prefix, sizeof(prefix), NULL, &ids, &n, &cap,
+	                    err) < 0)
+		return -1;
+	*ret = n;
+	return 0;
 }

@@ -161,6 +161,40 @@ static void uri_fields(P11KitUri *u, struct p11g_keyid *k, bool set[N_ATTRS])
 	}
 }
 
+static void term_of(char kind, const void *value, size_t len, char term[P11G_KEY_TERM_MAX])
+{
+	if (len > 64) {
+		snprintf(term, P11G_KEY_TERM_MAX, "*"); /* longer than a key's: everything */
+		return;
+	}
+	term[0] = kind;
+	p11g_hex_encode(value, len, term + 1);
+}
+
+void p11g_keyuri_term(const char *uri, char term[P11G_KEY_TERM_MAX])
+{
+	struct p11g_keyid k;
+	bool set[N_ATTRS];
+	P11KitUri *u;
+
+	snprintf(term, P11G_KEY_TERM_MAX, "*");
+	if (p11g_keyuri_parse(uri, &u, NULL) < 0)
+		return;
+	uri_fields(u, &k, set);
+	p11_kit_uri_free(u);
+	if (set[A_OBJECT])
+		term_of('o', k.label, strlen(k.label), term);
+	else if (set[A_TOKEN])
+		term_of('t', k.token_label, strlen(k.token_label), term);
+}
+
+void p11g_keyid_terms(const struct p11g_keyid *k, char terms[3][P11G_KEY_TERM_MAX])
+{
+	term_of('o', k->label, strnlen(k->label, sizeof(k->label)), terms[0]);
+	term_of('t', k->token_label, strnlen(k->token_label, sizeof(k->token_label)), terms[1]);
+	snprintf(terms[2], P11G_KEY_TERM_MAX, "*");
+}
+
 int p11g_keyid_from_uri(const char *uri, struct p11g_keyid *ret, p11g_err *err)
 {
 	struct p11g_keyid k;

@@ -70,6 +70,17 @@ char *p11g_keyuri_format(P11KitUri *u);
  * key. */
 int p11g_keyid_from_uri(const char *uri, struct p11g_keyid *ret, p11g_err *err);
 
+/*
+ * Index terms, so that the operations that could name a key are found without looking at
+ * the others: a pattern that sets object= is filed under "o" and its label in hex, else one
+ * that sets token= under "t" and its token label in hex, else under "*".  A key is found
+ * under the three terms it could be filed under (p11g_keyid_terms); every pattern that
+ * matches it is filed under one of them.  A URI that does not parse is filed under "*".
+ */
+#define P11G_KEY_TERM_MAX (2 + 2 * 64 + 1)
+void p11g_keyuri_term(const char *uri, char term[P11G_KEY_TERM_MAX]);
+void p11g_keyid_terms(const struct p11g_keyid *k, char terms[3][P11G_KEY_TERM_MAX]);
+
 /* Fills the token fields from a CK_TOKEN_INFO (trims the padding). */
 void p11g_keyid_set_token(struct p11g_keyid *k, const CK_TOKEN_INFO *info);
 

@@ -3,7 +3,10 @@
  * (tests/bench/store) then times approvald's CLI against it.  An optional ACTIVE first files
  * that many approved operations that are never used and stay active: every use then walks
  * them, which is what the store's cache of parsed operations is for (not timed: fill_seconds
- * is the rest). */
+ * is the rest).  An optional OTHERS then files that many approved operations for other keys
+ * (pkcs11:token=other;object=o<N>, a rule "other" must cover them): the indexes keep a use
+ * and a request from looking at them.  Prints the p50 and p99 of one use and one request
+ * (request and approval) of the timed part, in microseconds. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,21 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int dbl_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The p-th percentile of v (sorted here); 0 for none. */
+static double pct(double *v, size_t n, int p)
+{
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), dbl_cmp);
+	return v[(n - 1) * (size_t)p / 100];
+}
+
 static void die(const char *what, const p11g_err *err)
 {
 	fprintf(stderr, "bench_store: %s: %s (%s)\n", what, err->msg, err->code ? err->code : "");
@@ -39,16 +57,16 @@ static struct p11g_ident ident(uid_t uid)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6 && argc != 7) {
-		fprintf(
-		    stderr,
-		    "usage: bench_store STATE_DIR POLICY_DIR OPERATIONS USES PENDING [ACTIVE]\n");
+	if (argc < 6 || argc > 8) {
+		fprintf(stderr, "usage: bench_store STATE_DIR POLICY_DIR OPERATIONS USES PENDING "
+		                "[ACTIVE [OTHERS]]\n");
 		return 2;
 	}
 	const char *state = argv[1], *policy_dir = argv[2];
 	unsigned long n = strtoul(argv[3], NULL, 10), uses = strtoul(argv[4], NULL, 10),
 	              pending = strtoul(argv[5], NULL, 10),
-	              active = argc == 7 ? strtoul(argv[6], NULL, 10) : 0;
+	              active = argc >= 7 ? strtoul(argv[6], NULL, 10) : 0,
+	              others = argc == 8 ? strtoul(argv[7], NULL, 10) : 0;
 	struct p11g_ops o = {.daemon_uid = 0};
 	struct p11g_store_options so = {.durability = P11G_DURABLE_PROCESS};
 	p11g_err err = {0};
@@ -83,14 +101,41 @@ int main(int argc, char **argv)
 			die("approve", &err);
 		json_decref(op);
 	}
+	for (unsigned long i = 0; i < others; i++) {
+		char uri[80];
+		if (i % BATCH == 0)
+			p11g_store_batch_begin(o.store);
+		snprintf(uri, sizeof(uri), "pkcs11:token=other;object=o%lu", i);
+		json_t *oa =
+		    json_pack("{s:[{s:s}], s:I}", "keys", "uri", uri, "valid", (json_int_t)86400);
+		json_t *op = NULL;
+		if (p11g_ops_request(&o, &orderer, oa, &op, &err) < 0)
+			die("request (other)", &err);
+		json_decref(oa);
+		uint64_t id = (uint64_t)json_integer_value(json_object_get(op, "id"));
+		json_decref(op);
+		if (p11g_ops_approve(&o, &approver, id, &op, &err) < 0)
+			die("approve (other)", &err);
+		json_decref(op);
+		if (i % BATCH == BATCH - 1 || i == others - 1)
+			if (p11g_store_batch_end(o.store, &err) < 0)
+				die("commit", &err);
+	}
+	double *use_us = calloc(n * uses + 1, sizeof(double)),
+	       *req_us = calloc(n + 1, sizeof(double));
+	size_t n_use = 0, n_req = 0;
+	if (!use_us || !req_us)
+		return 1;
 	t0 = now_s();
 	char digest[80];
 	for (unsigned long i = 0; i < n; i++) {
 		if (i % BATCH == 0)
 			p11g_store_batch_begin(o.store);
 		json_t *op = NULL;
+		double r0 = now_s();
 		if (p11g_ops_request(&o, &orderer, args, &op, &err) < 0)
 			die("request", &err);
+		req_us[n_req++] = (now_s() - r0) * 1e6;
 		uint64_t id = (uint64_t)json_integer_value(json_object_get(op, "id"));
 		json_decref(op);
 		if (i < n - pending) {
@@ -102,8 +147,10 @@ int main(int argc, char **argv)
 				snprintf(digest, sizeof(digest), "sha256:%064lx", i * uses + u);
 				use.digest = digest;
 				use.operation = id;
+				double u0 = now_s();
 				if (p11g_ops_use(&o, &orderer, &use, &res, &err) < 0)
 					die("use", &err);
+				use_us[n_use++] = (now_s() - u0) * 1e6;
 				json_decref(res);
 			}
 		}
@@ -125,9 +172,14 @@ int main(int argc, char **argv)
 	if (stat(path, &st) < 0)
 		st.st_size = 0;
 	printf("{\"operations\": %lu, \"pending\": %lu, \"uses_per_operation\": %lu, "
-	       "\"active\": %lu, \"fill_seconds\": %.2f, \"store_bytes_used\": %" PRIu64
-	       ", \"bytes_per_operation\": %.0f, \"data_file_bytes\": %lld}\n",
-	       n, pending, uses, active, fill, used, n ? (double)used / n : 0.0,
-	       (long long)st.st_size);
+	       "\"active\": %lu, \"others\": %lu, \"fill_seconds\": %.2f, "
+	       "\"store_bytes_used\": %" PRIu64 ", \"bytes_per_operation\": %.0f, "
+	       "\"data_file_bytes\": %lld, \"use_p50_us\": %.1f, \"use_p99_us\": %.1f, "
+	       "\"request_p50_us\": %.1f, \"request_p99_us\": %.1f}\n",
+	       n, pending, uses, active, others, fill, used, n ? (double)used / n : 0.0,
+	       (long long)st.st_size, pct(use_us, n_use, 50), pct(use_us, n_use, 99),
+	       pct(req_us, n_req, 50), pct(req_us, n_req, 99));
+	free(use_us);
+	free(req_us);
 	return 0;
 }

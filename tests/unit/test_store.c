@@ -20,6 +20,7 @@
 
 #include "approvald/op.h"
 #include "approvald/store.h"
+#include "p11gate/keyid.h"
 #include "p11gate/wire.h"
 
 /* ---- disk-full injection ---------------------------------------------------
@@ -1392,6 +1393,152 @@ static void test_batch_commit_fails(void **state)
 	p11g_store_close(s);
 }
 
+/* ---- indexes ----------------------------------------------------------------------- */
+
+/* Operations 1-4: 1 pending and 2 approved for object=k and token=bench, 3 approved for
+ * object=other, 4 approved for every key ("pkcs11:"), 2 past its window. */
+static int put_indexed_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	static const struct {
+		const char *state, *uri;
+		int64_t expires;
+	} ops[] = {{"pending", "pkcs11:object=k", 4000000000},
+	           {"approved", "pkcs11:token=bench", 1000},
+	           {"approved", "pkcs11:object=other", 4000000000},
+	           {"approved", "pkcs11:", 4000000000}};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(ops); i++) {
+		struct p11g_op op;
+		uint64_t id;
+		if (p11g_txn_next_id(t, &id, err) < 0)
+			return -1;
+		make_op(&op, id, ops[i].state, 0, 0);
+		free(op.keys[0].uri);
+		op.keys[0].uri = strdup(ops[i].uri);
+		op.expires = ops[i].expires;
+		int r = p11g_txn_op_put(t, &op, err);
+		p11g_op_clear(&op);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+struct by_key {
+	const char *token, *label;
+	struct collect c;
+	size_t pending; /* of uid 1000 */
+	struct collect due;
+};
+
+static int by_key_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct by_key *b = arg;
+	struct p11g_keyid k = {0};
+	char terms[3][P11G_KEY_TERM_MAX];
+	snprintf(k.token_label, sizeof(k.token_label), "%s", b->token);
+	snprintf(k.label, sizeof(k.label), "%s", b->label);
+	p11g_keyid_terms(&k, terms);
+	const char *const list[] = {terms[0], terms[1], terms[2]};
+	b->c = (struct collect){0};
+	b->due = (struct collect){0};
+	if (p11g_txn_op_foreach_key(t, list, 3, collect_visit, &b->c, err) < 0 ||
+	    p11g_txn_op_foreach_due(t, p11g_now(), collect_visit, &b->due, err) < 0)
+		return -1;
+	return p11g_txn_pending_count(t, 1000, &b->pending, err);
+}
+
+static struct by_key by_key(p11g_store *s, const char *token, const char *label)
+{
+	struct by_key b = {.token = token, .label = label};
+	p11g_err err = {0};
+	assert_int_equal(p11g_store_read(s, by_key_body, &b, &err), 0);
+	return b;
+}
+
+static size_t raw_count(const char *dir, const char *table)
+{
+	struct raw r;
+	MDB_stat ms;
+	raw_open(&r, dir, table);
+	assert_int_equal(mdb_stat(r.txn, r.dbi, &ms), 0);
+	raw_close(&r);
+	return ms.ms_entries;
+}
+
+/* A use finds the operations that could name its key, and only those (with the ones for
+ * every key); the sweep those past their window; a request its orderer's pending ones.  The
+ * indexes follow every put: an operation that ends leaves them. */
+static void test_indexes_follow_the_operations(void **state)
+{
+	struct fx *f = *state;
+	p11g_err err = {0};
+	p11g_store *s = open_store(f->dir, &fast);
+	assert_int_equal(p11g_store_write(s, put_indexed_body, NULL, &err), 0);
+
+	struct by_key b = by_key(s, "bench", "k");
+	assert_ids(&b.c, (uint64_t[]){1, 2, 4}, 3);
+	assert_ids(&b.due, (uint64_t[]){2}, 1);
+	assert_int_equal(b.pending, 1);
+	b = by_key(s, "prod", "other");
+	assert_ids(&b.c, (uint64_t[]){3, 4}, 2);
+	b = by_key(s, "prod", "nothing");
+	assert_ids(&b.c, (uint64_t[]){4}, 1);
+
+	/* ended: out of every index; approved: out of the orderer's pending ones */
+	set_state(s, 1, "approved");
+	set_state(s, 2, "expired");
+	set_state(s, 4, "revoked");
+	b = by_key(s, "bench", "k");
+	assert_ids(&b.c, (uint64_t[]){1}, 1);
+	assert_int_equal(b.due.n, 0);
+	assert_int_equal(b.pending, 0);
+	p11g_store_close(s);
+	assert_int_equal(raw_count(f->dir, "by_key"), 2);    /* 1 and 3 */
+	assert_int_equal(raw_count(f->dir, "by_expiry"), 2); /* 1 and 3 */
+	assert_int_equal(raw_count(f->dir, "pending_by"), 0);
+}
+
+/* A store of schema 1 (no indexes) is read as it is, and indexed the first time it is opened
+ * for writing. */
+static void test_schema_1_is_indexed_when_opened(void **state)
+{
+	struct fx *f = *state;
+	p11g_err err = {0};
+	p11g_store *s = open_store(f->dir, &fast);
+	assert_int_equal(p11g_store_write(s, put_indexed_body, NULL, &err), 0);
+	p11g_store_close(s);
+
+	struct raw r;
+	MDB_dbi dbi;
+	raw_open(&r, f->dir, "meta");
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const names[] = {"by_key", "by_expiry", "pending_by"};
+		assert_int_equal(mdb_dbi_open(r.txn, names[i], 0, &dbi), 0);
+		assert_int_equal(mdb_drop(r.txn, dbi, 1), 0);
+	}
+	MDB_val k = {strlen("schema"), "schema"}, v = {1, "1"};
+	assert_int_equal(mdb_put(r.txn, r.dbi, &k, &v, 0), 0);
+	raw_close(&r);
+
+	/* read-only: no indexes, the walks go through every active operation */
+	struct p11g_store_options ro = {.read_only = true};
+	s = open_store(f->dir, &ro);
+	struct by_key b = by_key(s, "prod", "nothing");
+	assert_ids(&b.c, (uint64_t[]){1, 2, 3, 4}, 4);
+	assert_ids(&b.due, (uint64_t[]){2}, 1);
+	assert_int_equal(b.pending, 1);
+	p11g_store_close(s);
+
+	s = open_store(f->dir, &fast);
+	b = by_key(s, "prod", "nothing");
+	assert_ids(&b.c, (uint64_t[]){4}, 1);
+	b = by_key(s, "bench", "k");
+	assert_ids(&b.c, (uint64_t[]){1, 2, 4}, 3);
+	assert_int_equal(b.pending, 1);
+	p11g_store_close(s);
+	assert_int_equal(raw_count(f->dir, "by_key"), 4);
+}
+
 /* ---- external tools -------------------------------------------------------------------- */
 
 static void test_values_are_json(void **state)
@@ -1421,7 +1568,7 @@ static void test_values_are_json(void **state)
 	assert_memory_equal(v.mv_data, "3", 1);
 	k = (MDB_val){strlen("schema"), "schema"};
 	assert_int_equal(mdb_get(r.txn, r.dbi, &k, &v), 0);
-	assert_memory_equal(v.mv_data, "1", 1);
+	assert_memory_equal(v.mv_data, "2", 1);
 	k = (MDB_val){strlen("audit_head"), "audit_head"};
 	assert_int_equal(mdb_get(r.txn, r.dbi, &k, &v), 0);
 	json_t *head = json_loadb(v.mv_data, v.mv_size, 0, NULL);
@@ -1458,6 +1605,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_disk_full_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_meta, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_values_are_json, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_indexes_follow_the_operations, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_schema_1_is_indexed_when_opened, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batch_commits_together, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batch_map_growth, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batch_commit_fails, setup, teardown),
