@@ -5,9 +5,7 @@
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 
-#include <pthread.h>
-
-/* class_rv of a handle that names no object (never returned: see unknown_hold). */
+/* class_rv of a handle that names no object (never returned: see FORWARD_IF_NOTHING). */
 #define NAMES_NOTHING (CKR_VENDOR_DEFINED | 0x6e6e6eUL)
 
 #define R (p11g_m.real)
@@ -86,14 +84,11 @@ static CK_RV find_same_name(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HAND
 		t[nt++] = (CK_ATTRIBUTE){CKA_TOKEN, (void *)on_token, sizeof(*on_token)};
 	memset(ret, 0, sizeof(*ret));
 	ret->other = CK_INVALID_HANDLE;
-	p11g_handles_making(true);
 	rv = R.C_FindObjectsInit(fs, t, nt);
 	if (rv == CKR_OPERATION_ACTIVE) {
 		rv = R.C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &own);
-		if (rv != CKR_OK) {
-			p11g_handles_making(false);
+		if (rv != CKR_OK)
 			return rv;
-		}
 		fs = own;
 		rv = R.C_FindObjectsInit(fs, t, nt);
 	}
@@ -112,7 +107,6 @@ static CK_RV find_same_name(CK_SESSION_HANDLE h, CK_SLOT_ID slot, CK_OBJECT_HAND
 		if (rv == CKR_OK)
 			rv = frv;
 	}
-	p11g_handles_making(false);
 	if (own != CK_INVALID_HANDLE)
 		R.C_CloseSession(own);
 	return rv;
@@ -449,83 +443,40 @@ static CK_RV key_rv(CK_RV rv)
 /* ---- handles that name nothing ---------------------------------------------------------- */
 
 /*
- * A call whose key handle names nothing the module knows is the module's to answer, with its
- * own code (CKR_OBJECT_HANDLE_INVALID, CKR_WRAPPING_KEY_HANDLE_INVALID, CKR_ARGUMENTS_BAD when
- * it checks its arguments first, CKR_FUNCTION_NOT_SUPPORTED...): the gate forwards it.  A handle
- * may come to name an object at any time (SoftHSMv2 numbers objects as a search or a new key
- * first shows them), and it must not name a guarded key between the gate's read and the
- * module's call: the forward holds handles_lock for writing, after reading again that each
- * handle still names nothing, and every call that can make a handle name an object holds it
- * for reading (p11g_handles_making).
+ * A call whose key handle names no object is the module's to answer, with its own code
+ * (CKR_OBJECT_HANDLE_INVALID, CKR_WRAPPING_KEY_HANDLE_INVALID, CKR_ARGUMENTS_BAD when it
+ * checks its arguments first, CKR_FUNCTION_NOT_SUPPORTED...).  It is forwarded with
+ * CK_INVALID_HANDLE in place of that handle: a handle that names nothing now may name a
+ * guarded key by the time the module looks (SoftHSMv2 numbers objects as a search or a new
+ * key first shows them, and another thread may search meanwhile), CK_INVALID_HANDLE never
+ * does.  A module that accepts it anyway cannot be gated: whatever it began is ended with
+ * the session, what it made is destroyed, and the call fails.
  */
-static pthread_rwlock_t handles_lock = PTHREAD_RWLOCK_INITIALIZER;
-
-void p11g_handles_making(bool begin)
+static CK_RV nothing_answer(CK_SESSION_HANDLE h, CK_RV rv, const char *fn,
+                            CK_OBJECT_HANDLE_PTR made)
 {
-	if (begin)
-		pthread_rwlock_rdlock(&handles_lock);
-	else
-		pthread_rwlock_unlock(&handles_lock);
-}
-
-/* Whether obj (CK_INVALID_HANDLE: none) names nothing, asked of the module now. */
-static bool names_nothing(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
-{
-	CK_OBJECT_CLASS cls;
-	CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
-	return obj == CK_INVALID_HANDLE ||
-	       R.C_GetAttributeValue(h, obj, &a, 1) == CKR_OBJECT_HANDLE_INVALID;
-}
-
-/* true with handles_lock held for writing when a and b still name nothing (the caller
- * forwards, then unknown_release()); false when one names an object now: judge it. */
-static bool unknown_hold(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE a, CK_OBJECT_HANDLE b)
-{
-	pthread_rwlock_wrlock(&handles_lock);
-	if (names_nothing(h, a) && names_nothing(h, b))
-		return true;
-	pthread_rwlock_unlock(&handles_lock);
-	return false;
-}
-
-/*
- * After a forwarded call: the module's answer, unless it accepted a handle its own
- * C_GetAttributeValue says names nothing.  Such a module cannot be gated: whatever it began
- * on that handle is ended with the session, made is destroyed, and the call fails.
- */
-static CK_RV unknown_release(CK_SESSION_HANDLE h, CK_RV rv, const char *fn,
-                             CK_OBJECT_HANDLE_PTR made)
-{
-	if (rv == CKR_OK) {
-		if (made && *made != CK_INVALID_HANDLE)
-			R.C_DestroyObject(h, *made);
+	if (rv != CKR_OK)
+		return rv;
+	if (made && *made != CK_INVALID_HANDLE) {
+		R.C_DestroyObject(h, *made);
+		*made = CK_INVALID_HANDLE;
+	}
+	if (!p11g_host_is_login_session(h)) {
 		R.C_CloseSession(h);
 		p11g_session_remove(h);
 	}
-	pthread_rwlock_unlock(&handles_lock);
-	if (rv != CKR_OK)
-		return rv;
-	p11g_refusal("%s refused: the module accepted a key handle it says names no object; "
-	             "p11gate cannot judge such a key and closed the session",
+	p11g_refusal("%s refused: the module accepted CK_INVALID_HANDLE for a key; p11gate "
+	             "cannot judge such a key and closed the session",
 	             fn);
 	return CKR_KEY_HANDLE_INVALID;
 }
 
-/*
- * In a hook that starts with `int rounds = 0; again:`: when rv says the handles a and b (either
- * may be CK_INVALID_HANDLE) name nothing, the module answers call; made, when the call makes an
- * object, is destroyed if the module accepted what it said names nothing.  When a handle names
- * an object by the time the lock is held, the hook starts again and judges it.
- */
-#define FORWARD_IF_UNKNOWN(rv, h, a, b, fn, made, call)                                            \
+/* In a hook: when rv says the key handle names nothing, the module answers call (made with
+ * CK_INVALID_HANDLE in its place); made, when the call makes an object. */
+#define FORWARD_IF_NOTHING(rv, h, fn, made, call)                                                  \
 	do {                                                                                       \
-		if ((rv) == NAMES_NOTHING) {                                                       \
-			if (++rounds > 3)                                                          \
-				return CKR_FUNCTION_FAILED;                                        \
-			if (!unknown_hold(h, a, b))                                                \
-				goto again;                                                        \
-			return unknown_release(h, (call), fn, made);                               \
-		}                                                                                  \
+		if ((rv) == NAMES_NOTHING)                                                         \
+			return nothing_answer(h, (call), fn, made);                                \
 	} while (0)
 
 /* The answer of a function that reads or removes an object: the class read's own. */
@@ -650,12 +601,10 @@ CK_RV hook_C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 	CK_RV rv;
 	char uri[1024];
 
-	int rounds = 0;
-again:;
 	bool is_private = pMechanism && private_key_policy(hSession, hKey, &kid, &pol, &slot);
 	if (pMechanism && !is_private)
-		FORWARD_IF_UNKNOWN(pol.class_rv, hSession, hKey, CK_INVALID_HANDLE, "C_SignInit",
-		                   NULL, R.C_SignInit(hSession, pMechanism, hKey));
+		FORWARD_IF_NOTHING(pol.class_rv, hSession, "C_SignInit", NULL,
+		                   R.C_SignInit(hSession, pMechanism, CK_INVALID_HANDLE));
 	if (pMechanism && !is_private && pol.class_rv != CKR_OK)
 		return key_rv(pol.class_rv);
 	if (!is_private || pol.guard == P11G_UNGUARDED) {
@@ -904,14 +853,12 @@ CK_RV hook_C_SignRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 	P11G_ENTER();
 	struct p11g_session *s;
 	CK_RV rv;
-	int rounds = 0;
 
-again:
 	if (pMechanism &&
 	    (rv = gate_always("signing with recovery with", hSession, hKey,
 	                      "recoverable signatures bypass approvals; use C_Sign")) != CKR_OK) {
-		FORWARD_IF_UNKNOWN(rv, hSession, hKey, CK_INVALID_HANDLE, "C_SignRecoverInit", NULL,
-		                   R.C_SignRecoverInit(hSession, pMechanism, hKey));
+		FORWARD_IF_NOTHING(rv, hSession, "C_SignRecoverInit", NULL,
+		                   R.C_SignRecoverInit(hSession, pMechanism, CK_INVALID_HANDLE));
 		return rv;
 	}
 	rv = R.C_SignRecoverInit(hSession, pMechanism, hKey);
@@ -989,14 +936,11 @@ static CK_RV gated_key_init(const char *what, CK_C_EncryptInit real, bool is_3_0
                             CK_SESSION_HANDLE h, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key)
 {
 	CK_RV rv;
-	int rounds = 0;
 	if (is_3_0 && !p11g_m.real_3_0)
 		return CKR_FUNCTION_NOT_SUPPORTED;
-again:
 	/* No mechanism ends an operation: nothing to gate. */
 	if (mechanism && (rv = gate_transform(what, h, key)) != CKR_OK) {
-		FORWARD_IF_UNKNOWN(rv, h, key, CK_INVALID_HANDLE, what, NULL,
-		                   real(h, mechanism, key));
+		FORWARD_IF_NOTHING(rv, h, what, NULL, real(h, mechanism, CK_INVALID_HANDLE));
 		return rv;
 	}
 	return real(h, mechanism, key);
@@ -1038,19 +982,15 @@ CK_RV hook_C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                        CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
 {
 	P11G_ENTER();
-	int rounds = 0;
-again:;
 	CK_RV rv = gate_key_making("unwrapping with", "C_UnwrapKey", hSession, hUnwrappingKey,
 	                           pTemplate, ulAttributeCount);
-	FORWARD_IF_UNKNOWN(rv, hSession, hUnwrappingKey, CK_INVALID_HANDLE, "C_UnwrapKey", phKey,
-	                   R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey,
+	FORWARD_IF_NOTHING(rv, hSession, "C_UnwrapKey", phKey,
+	                   R.C_UnwrapKey(hSession, pMechanism, CK_INVALID_HANDLE, pWrappedKey,
 	                                 ulWrappedKeyLen, pTemplate, ulAttributeCount, phKey));
 	if (rv != CKR_OK)
 		return rv;
-	p11g_handles_making(true);
 	rv = R.C_UnwrapKey(hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen,
 	                   pTemplate, ulAttributeCount, phKey);
-	p11g_handles_making(false);
 	return p11g_object_admin_after("C_UnwrapKey", hSession, rv, &phKey, 1);
 }
 
@@ -1059,18 +999,14 @@ CK_RV hook_C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                        CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
 {
 	P11G_ENTER();
-	int rounds = 0;
-again:;
 	CK_RV rv = gate_key_making("deriving from", "C_DeriveKey", hSession, hBaseKey, pTemplate,
 	                           ulAttributeCount);
-	FORWARD_IF_UNKNOWN(
-	    rv, hSession, hBaseKey, CK_INVALID_HANDLE, "C_DeriveKey", phKey,
-	    R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey));
+	FORWARD_IF_NOTHING(rv, hSession, "C_DeriveKey", phKey,
+	                   R.C_DeriveKey(hSession, pMechanism, CK_INVALID_HANDLE, pTemplate,
+	                                 ulAttributeCount, phKey));
 	if (rv != CKR_OK)
 		return rv;
-	p11g_handles_making(true);
 	rv = R.C_DeriveKey(hSession, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey);
-	p11g_handles_making(false);
 	return p11g_object_admin_after("C_DeriveKey", hSession, rv, &phKey, 1);
 }
 
@@ -1079,8 +1015,6 @@ CK_RV hook_C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                      CK_ULONG_PTR pulWrappedKeyLen)
 {
 	P11G_ENTER();
-	int rounds = 0;
-again:;
 	CK_RV rk = key_rv(gate_always("wrapping (exporting)", hSession, hKey,
 	                              "a guarded key never leaves the token"));
 	if (rk != CKR_OK && rk != NAMES_NOTHING)
@@ -1089,41 +1023,15 @@ again:;
 	if (rw != CKR_OK && rw != NAMES_NOTHING)
 		return rw;
 	if (rk == NAMES_NOTHING || rw == NAMES_NOTHING) {
-		CK_OBJECT_HANDLE k = rk == NAMES_NOTHING ? hKey : CK_INVALID_HANDLE,
-		                 w = rw == NAMES_NOTHING ? hWrappingKey : CK_INVALID_HANDLE;
-		if (++rounds > 3)
-			return CKR_FUNCTION_FAILED;
-		if (!unknown_hold(hSession, k, w))
-			goto again;
-		CK_RV rv = R.C_WrapKey(hSession, pMechanism, hWrappingKey, hKey, pWrappedKey,
-		                       pulWrappedKeyLen);
-		/* A module that wrapped what it says is nothing: its output is not handed out. */
+		CK_RV rv = R.C_WrapKey(
+		    hSession, pMechanism, rw == NAMES_NOTHING ? CK_INVALID_HANDLE : hWrappingKey,
+		    rk == NAMES_NOTHING ? CK_INVALID_HANDLE : hKey, pWrappedKey, pulWrappedKeyLen);
+		/* A module that wrapped nothing: its output is not handed out. */
 		if (rv == CKR_OK && pWrappedKey && pulWrappedKeyLen)
 			explicit_bzero(pWrappedKey, *pulWrappedKeyLen);
-		return unknown_release(hSession, rv, "C_WrapKey", NULL);
+		return nothing_answer(hSession, rv, "C_WrapKey", NULL);
 	}
 	return R.C_WrapKey(hSession, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen);
-}
-
-/* A search numbers the objects it shows: see unknown_hold. */
-CK_RV hook_C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
-                             CK_ULONG ulCount)
-{
-	P11G_ENTER();
-	p11g_handles_making(true);
-	CK_RV rv = R.C_FindObjectsInit(hSession, pTemplate, ulCount);
-	p11g_handles_making(false);
-	return rv;
-}
-
-CK_RV hook_C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
-                         CK_ULONG ulMaxObjectCount, CK_ULONG_PTR pulObjectCount)
-{
-	P11G_ENTER();
-	p11g_handles_making(true);
-	CK_RV rv = R.C_FindObjects(hSession, phObject, ulMaxObjectCount, pulObjectCount);
-	p11g_handles_making(false);
-	return rv;
 }
 
 /* The attributes that hold a private key's secret (and vendor-defined ones, which may). */
@@ -1197,12 +1105,10 @@ CK_RV hook_C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObj
                                CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
 {
 	P11G_ENTER();
-	int rounds = 0;
-again:;
 	CK_RV rv = gate_always("changing attributes of", hSession, hObject,
 	                       "a new label or id would take the key out of its rule");
-	FORWARD_IF_UNKNOWN(rv, hSession, hObject, CK_INVALID_HANDLE, "C_SetAttributeValue", NULL,
-	                   R.C_SetAttributeValue(hSession, hObject, pTemplate, ulCount));
+	FORWARD_IF_NOTHING(rv, hSession, "C_SetAttributeValue", NULL,
+	                   R.C_SetAttributeValue(hSession, CK_INVALID_HANDLE, pTemplate, ulCount));
 	if (rv == CKR_OK)
 		rv = p11g_object_admin_check("C_SetAttributeValue", hSession, hObject, pTemplate,
 		                             ulCount);
@@ -1245,19 +1151,16 @@ CK_RV hook_C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
                         CK_OBJECT_HANDLE_PTR phNewObject)
 {
 	P11G_ENTER();
-	int rounds = 0;
-again:;
 	CK_RV rv =
 	    gate_always("copying", hSession, hObject, "a copy would be a key outside its rule");
-	FORWARD_IF_UNKNOWN(rv, hSession, hObject, CK_INVALID_HANDLE, "C_CopyObject", phNewObject,
-	                   R.C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject));
+	FORWARD_IF_NOTHING(
+	    rv, hSession, "C_CopyObject", phNewObject,
+	    R.C_CopyObject(hSession, CK_INVALID_HANDLE, pTemplate, ulCount, phNewObject));
 	if (rv == CKR_OK)
 		rv = p11g_object_admin_check("C_CopyObject", hSession, hObject, pTemplate, ulCount);
 	if (rv != CKR_OK)
 		return rv;
-	p11g_handles_making(true);
 	rv = R.C_CopyObject(hSession, hObject, pTemplate, ulCount, phNewObject);
-	p11g_handles_making(false);
 	return p11g_object_admin_after("C_CopyObject", hSession, rv, &phNewObject, 1);
 }
 
@@ -1296,13 +1199,10 @@ CK_RV hook_C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 
 	if (!p11g_m.real_3_0)
 		return CKR_FUNCTION_NOT_SUPPORTED;
-	int rounds = 0;
-again:;
 	bool is_private = pMechanism && private_key_policy(hSession, hKey, &kid, &pol, &slot);
 	if (pMechanism && !is_private)
-		FORWARD_IF_UNKNOWN(pol.class_rv, hSession, hKey, CK_INVALID_HANDLE,
-		                   "C_MessageSignInit", NULL,
-		                   R.C_MessageSignInit(hSession, pMechanism, hKey));
+		FORWARD_IF_NOTHING(pol.class_rv, hSession, "C_MessageSignInit", NULL,
+		                   R.C_MessageSignInit(hSession, pMechanism, CK_INVALID_HANDLE));
 	if (pMechanism && !is_private && pol.class_rv != CKR_OK)
 		return key_rv(pol.class_rv);
 	if (is_private && pol.guard != P11G_UNGUARDED) {

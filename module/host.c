@@ -478,9 +478,7 @@ CK_RV hook_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate
 	                                   ulCount);
 	if (rv != CKR_OK)
 		return rv;
-	p11g_handles_making(true);
 	rv = p11g_m.real.C_CreateObject(hSession, pTemplate, ulCount, phObject);
-	p11g_handles_making(false);
 	return p11g_object_admin_after("C_CreateObject", hSession, rv, &phObject, 1);
 }
 
@@ -492,9 +490,7 @@ CK_RV hook_C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism
 	                                   ulCount);
 	if (rv != CKR_OK)
 		return rv;
-	p11g_handles_making(true);
 	rv = p11g_m.real.C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey);
-	p11g_handles_making(false);
 	return p11g_object_admin_after("C_GenerateKey", hSession, rv, &phKey, 1);
 }
 
@@ -514,11 +510,9 @@ CK_RV hook_C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMecha
 	                                  pPrivateKeyTemplate, ulPrivateKeyAttributeCount)) !=
 	        CKR_OK)
 		return rv;
-	p11g_handles_making(true);
 	rv = p11g_m.real.C_GenerateKeyPair(hSession, pMechanism, pPublicKeyTemplate,
 	                                   ulPublicKeyAttributeCount, pPrivateKeyTemplate,
 	                                   ulPrivateKeyAttributeCount, phPublicKey, phPrivateKey);
-	p11g_handles_making(false);
 	CK_OBJECT_HANDLE_PTR made[] = {phPublicKey, phPrivateKey};
 	return p11g_object_admin_after("C_GenerateKeyPair", hSession, rv, made, 2);
 }

@@ -231,9 +231,6 @@ int p11g_session_add(CK_SESSION_HANDLE h, CK_SLOT_ID slot);
 void p11g_session_remove(CK_SESSION_HANDLE h);
 void p11g_session_remove_slot(CK_SLOT_ID slot);
 /* The session, locked and referenced, or NULL. */
-/* Around a real call that can make a handle name an object (a search, a new object): see
- * gate.c's unknown_hold. */
-void p11g_handles_making(bool begin);
 struct p11g_session *p11g_session_get(CK_SESSION_HANDLE h);
 void p11g_session_put(struct p11g_session *s);
 /* The slot h was opened on, without waiting for the session's lock; false

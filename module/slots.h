@@ -35,9 +35,6 @@
  *     that may block for ever must not hold up C_Finalize.
  *   C_DestroyObject: refused for a guarded key (CKR_ACTION_PROHIBITED); forgets
  *     the key identity cached for the handle.
- *   C_FindObjectsInit, C_FindObjects: a search numbers the objects it shows, so it
- *     holds the lock under which a call on a handle that names nothing is forwarded
- *     (gate.c, unknown_hold), as do the calls that make objects.
  *   C_GetTokenInfo, C_InitToken, C_InitPIN, C_SetPIN, C_Login, C_LoginUser,
  *     C_Logout: forwarded, except when approvald hosts the gate (host.c):
  *     approvald holds the PIN and the login, the client never needs either.
@@ -114,10 +111,10 @@
 	  (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,       \
 	   CK_ULONG ulCount),                                                                      \
 	  (hSession, hObject, pTemplate, ulCount))                                                 \
-	X(C_FindObjectsInit, HOOK, 2,                                                              \
+	X(C_FindObjectsInit, FORWARD, 2,                                                           \
 	  (CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount),              \
 	  (hSession, pTemplate, ulCount))                                                          \
-	X(C_FindObjects, HOOK, 2,                                                                  \
+	X(C_FindObjects, FORWARD, 2,                                                               \
 	  (CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject, CK_ULONG ulMaxObjectCount,   \
 	   CK_ULONG_PTR pulObjectCount),                                                           \
 	  (hSession, phObject, ulMaxObjectCount, pulObjectCount))                                  \

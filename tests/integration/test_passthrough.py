@@ -109,17 +109,32 @@ out["after"] = rvname(m.C_Sign(h, C.create_string_buffer(32), CK_ULONG(32), None
 '''
 
 
-def test_a_module_that_accepts_what_it_says_is_nothing_signs_nothing(token, start_daemon):
-    """The gate forwards a call on a handle that names nothing; a module whose C_SignInit then
-    takes the handle (its C_GetAttributeValue said no object has it, faulty.so's CLASS_NOTHING)
-    cannot be gated: the session is closed, the call refused, and no signature made."""
+def test_a_key_that_names_nothing_is_asked_of_the_module_as_no_key(token, start_daemon):
+    """A handle whose class read says it names nothing (faulty.so's CLASS_NOTHING, while the
+    module signs with it) is forwarded as CK_INVALID_HANDLE, never as itself: the handle could
+    name a guarded key by the time the module looks."""
     log = os.path.join(token.dir, "faults.log")
     d, env = faulty_start(token, start_daemon, guarded(), "CLASS_NOTHING%100", log)
     out = client(token, env, CONTRADICTED, token=TOKEN, pin=PIN, digest="11" * 32)
-    assert out["r"] == {"init": "CKR_KEY_HANDLE_INVALID"}, out
-    assert out["after"] in ("CKR_SESSION_HANDLE_INVALID", "CKR_OPERATION_NOT_INITIALIZED"), out
-    assert any("accepted a key handle it says names no object" in ln
-               for ln in token.refusals(out["stderr"])), out["stderr"]
+    assert out["r"] == {"init": "CKR_OBJECT_HANDLE_INVALID"}, out
+    assert out["after"] == "CKR_OPERATION_NOT_INITIALIZED", out
     with open(log) as f:
         assert "CLASS_NOTHING" in f.read()
+    assert [r for r in d.audit() if r["event"].startswith("use_")] == []
+
+
+def test_a_module_that_accepts_no_key_signs_nothing(token, start_daemon):
+    """A module that starts a signature for CK_INVALID_HANDLE (faulty.so's ZERO_IS_KEY: with
+    the guarded key its last search found) cannot be gated: the session is closed, the call
+    refused, and no signature made."""
+    log = os.path.join(token.dir, "faults.log")
+    d, env = faulty_start(token, start_daemon, guarded(), "CLASS_NOTHING%100,ZERO_IS_KEY%100",
+                          log)
+    out = client(token, env, CONTRADICTED, token=TOKEN, pin=PIN, digest="11" * 32)
+    assert out["r"] == {"init": "CKR_KEY_HANDLE_INVALID"}, out
+    assert out["after"] in ("CKR_SESSION_HANDLE_INVALID", "CKR_OPERATION_NOT_INITIALIZED"), out
+    assert any("accepted CK_INVALID_HANDLE for a key" in ln
+               for ln in token.refusals(out["stderr"])), out["stderr"]
+    with open(log) as f:
+        assert "ZERO_IS_KEY" in f.read()
     assert [r for r in d.audit() if r["event"].startswith("use_")] == []

@@ -27,6 +27,10 @@
  *                                                CKA_CLASS answers CKR_OBJECT_HANDLE_INVALID
  *                                                while every other call sees the object: a
  *                                                module that contradicts itself
+ *                        ZERO_IS_KEY             the next C_SignInit given CK_INVALID_HANDLE
+ *                                                signs with the key the last C_FindObjects
+ *                                                found: a module that accepts a handle that
+ *                                                names nothing
  *                      "NAME%P" instead fails each such call with probability P percent,
  *                      for as long as the process lives.
  *   P11G_FAULT_ARM     "find" (default): faults arm after the process's first
@@ -154,6 +158,30 @@ static CK_RV f_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG
 	return real->C_FindObjectsInit(h, t, n);
 }
 
+static CK_OBJECT_HANDLE last_found = CK_INVALID_HANDLE;
+
+static CK_RV f_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR objs, CK_ULONG max,
+                           CK_ULONG_PTR n)
+{
+	CK_RV rv = real->C_FindObjects(h, objs, max, n);
+	if (rv == CKR_OK && objs && n && *n > 0) {
+		pthread_mutex_lock(&lock);
+		last_found = objs[0];
+		pthread_mutex_unlock(&lock);
+	}
+	return rv;
+}
+
+static CK_RV f_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key)
+{
+	if (key == CK_INVALID_HANDLE && due("ZERO_IS_KEY", 0)) {
+		pthread_mutex_lock(&lock);
+		key = last_found;
+		pthread_mutex_unlock(&lock);
+	}
+	return real->C_SignInit(h, m, key);
+}
+
 static CK_RV f_FindObjectsFinal(CK_SESSION_HANDLE h)
 {
 	CK_RV rv = real->C_FindObjectsFinal(h);
@@ -225,6 +253,8 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ret)
 		list.C_GetAttributeValue = f_GetAttributeValue;
 		list.C_FindObjectsInit = f_FindObjectsInit;
 		list.C_FindObjectsFinal = f_FindObjectsFinal;
+		list.C_FindObjects = f_FindObjects;
+		list.C_SignInit = f_SignInit;
 		list.C_CreateObject = f_CreateObject;
 		list.C_GenerateKeyPair = f_GenerateKeyPair;
 		parse();
