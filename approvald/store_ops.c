@@ -158,15 +158,12 @@ int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
 	/* A record approvald could not decode would take the operation out of every decision
 	 * and every use: what is stored is what reads back, and what reads back is cached. */
-	if (p11g_op_decode(j, back, &why) < 0) {
-		free(back);
-		back = NULL;
+	if (p11g_op_decode(j, back, &why) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "operation %" PRIu64
 		                    " would be stored in a form approvald cannot "
 		                    "read back (%s); nothing changed",
 		                    id, why.msg);
-	}
 	_cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
 	if (!text)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot encode operation %" PRIu64, id);
@@ -324,6 +321,19 @@ static int op_entries(const p11g_store *s, const struct p11g_op *op, struct ix_e
 	return 0;
 }
 
+/* Whether a and b are filed alike: a use changes a count only, and then nothing here need be
+ * computed (each entry costs a key URI parse). */
+static bool same_entries(const struct p11g_op *a, const struct p11g_op *b)
+{
+	if (a->state != b->state || a->expires != b->expires || a->orderer.uid != b->orderer.uid ||
+	    a->n_keys != b->n_keys)
+		return false;
+	for (size_t i = 0; i < a->n_keys; i++)
+		if (strcmp(a->keys[i].uri, b->keys[i].uri))
+			return false;
+	return true;
+}
+
 static bool ix_has(const struct ix_entry *e, size_t n, const struct ix_entry *x)
 {
 	for (size_t i = 0; i < n; i++)
@@ -339,7 +349,7 @@ static int index_update(p11g_txn *t, const struct p11g_op *old, const struct p11
 {
 	_cleanup_free_ struct ix_entry *was = NULL, *now = NULL;
 	size_t n_was = 0, n_now = 0;
-	if (!t->s->indexed)
+	if (!t->s->indexed || (old && same_entries(old, op)))
 		return 0;
 	if ((old && op_entries(t->s, old, &was, &n_was) < 0) ||
 	    op_entries(t->s, op, &now, &n_now) < 0)

@@ -69,7 +69,7 @@ out["sign_init_aes_ecb_guarded_rsa"] = rv(m.C_SignInit(h, mech(0x1081), rsa))
 out["sign_init_null_mechanism_nothing"] = rv(m.C_SignInit(h, None, bogus))
 out["login_type_99"] = rv(m.C_Login(h, CK_ULONG(99), C.c_char_p(a["pin"].encode()),
                                     CK_ULONG(len(a["pin"]))))
-# the session still works: a search finds the key, a sign of the unguarded public... none
+# the session still works: a search finds the key
 out["after"] = len(find_all(h, pk11.CKO_PRIVATE_KEY, "rsa"))
 '''
 
