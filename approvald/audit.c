@@ -126,8 +126,40 @@ int p11g_txn_audit_foreach(p11g_txn *t, uint64_t since, p11g_audit_visit_fn fn, 
 	return p11g_store_audit_scan(t, since, foreach_raw, &c, err);
 }
 
+struct get_ctx {
+	uint64_t want;
+	json_t *rec;
+	bool bad;
+};
+
+static int get_raw(uint64_t seq, const char *text, size_t len, void *arg, p11g_err *err)
+{
+	struct get_ctx *g = arg;
+	(void)err;
+	if (seq == g->want && !(g->rec = record_parse(text, len)))
+		g->bad = true;
+	return 1;
+}
+
+int p11g_txn_audit_get(p11g_txn *t, uint64_t seq, json_t **ret, p11g_err *err)
+{
+	struct get_ctx g = {.want = seq};
+	if (seq == 0)
+		return -ENOENT;
+	if (p11g_store_audit_scan(t, seq - 1, get_raw, &g, err) < 0)
+		return -1;
+	if (g.bad)
+		return broken(err, "record %" PRIu64 ": not a JSON object (record altered)", seq);
+	if (!g.rec)
+		return -ENOENT;
+	*ret = g.rec;
+	return 0;
+}
+
 struct verify_ctx {
 	EVP_MD_CTX *md;
+	p11g_audit_check_fn visit;
+	void *arg;
 	uint64_t expect;                         /* the seq the next key must carry */
 	unsigned char prev[P11G_AUDIT_HASH_LEN]; /* hash of record expect - 1 */
 };
@@ -180,21 +212,55 @@ static int verify_raw(uint64_t key, const char *text, size_t len, void *arg, p11
 		return broken(err, "record %" PRIu64 ": prev does not match record %" PRIu64, key,
 		              key - 1);
 	}
+	if (v->visit && v->visit(key, rec, v->arg, err) != 0)
+		return -1;
 	memcpy(v->prev, hash, sizeof(hash));
 	v->expect++;
 	return 0;
 }
 
-int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err)
+/* Record from->seq still carries from->hash. */
+static int check_mark(p11g_txn *t, const struct p11g_audit_mark *from, p11g_err *err)
+{
+	_cleanup_json_ json_t *rec = NULL;
+	unsigned char have[P11G_AUDIT_HASH_LEN];
+	int r = p11g_txn_audit_get(t, from->seq, &rec, err);
+	if (r == -ENOENT)
+		return broken(err, "record %" PRIu64 ": missing (verified before)", from->seq);
+	if (r < 0)
+		return -1;
+	if (!hex_hash(rec, "hash", have) || memcmp(have, from->hash, sizeof(have)) != 0)
+		return broken(err,
+		              "record %" PRIu64 ": no longer the record verified before (the chain "
+		              "up to it was rewritten)",
+		              from->seq);
+	return 0;
+}
+
+int p11g_txn_audit_verify_from(p11g_txn *t, const struct p11g_audit_mark *from,
+                               p11g_audit_check_fn visit, void *arg,
+                               struct p11g_audit_mark *ret_through, p11g_err *err)
 {
 	struct p11g_audit_head head;
 	_cleanup_md_ EVP_MD_CTX *md = EVP_MD_CTX_new();
-	struct verify_ctx v = {.md = md, .expect = 1};
+	struct verify_ctx v = {.md = md, .visit = visit, .arg = arg, .expect = 1};
 
 	if (!md)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory verifying the audit log");
-	if (p11g_store_audit_head(t, &head, err) < 0 ||
-	    p11g_store_audit_scan(t, 0, verify_raw, &v, err) < 0)
+	if (p11g_store_audit_head(t, &head, err) < 0)
+		return -1;
+	if (from && from->seq > 0) {
+		if (head.seq < from->seq)
+			return broken(err,
+			              "chain head: records after %" PRIu64 " deleted (%" PRIu64
+			              " were verified before)",
+			              head.seq, from->seq);
+		if (check_mark(t, from, err) < 0)
+			return -1;
+		v.expect = from->seq + 1;
+		memcpy(v.prev, from->hash, sizeof(v.prev));
+	}
+	if (p11g_store_audit_scan(t, v.expect - 1, verify_raw, &v, err) < 0)
 		return -1;
 
 	/* The records agree with each other; the head says where they end. */
@@ -212,6 +278,16 @@ int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err)
 		return broken(err,
 		              "record %" PRIu64 ": does not match the chain head (record altered)",
 		              last);
-	*ret_count = last;
+	ret_through->seq = last;
+	memcpy(ret_through->hash, v.prev, sizeof(v.prev));
+	return 0;
+}
+
+int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err)
+{
+	struct p11g_audit_mark through;
+	if (p11g_txn_audit_verify_from(t, NULL, NULL, NULL, &through, err) < 0)
+		return -1;
+	*ret_count = through.seq;
 	return 0;
 }

@@ -307,7 +307,7 @@ static void print_op_table(FILE *f, const json_t *raw)
 /* What a verb's command line gave; each verb reads the members its options set. */
 struct args {
 	const char *verb; /* its name; first, so that no option's member is at offset 0 */
-	bool json, all, yes, verify, wait, uses_given;
+	bool json, all, yes, verify, full, wait, uses_given;
 	long wait_s;
 	const char *state, *reason, *dir, *config, *policy_dir;
 	uint64_t id, since;
@@ -401,6 +401,7 @@ enum {
 	O_YES,
 	O_JSON,
 	O_VERIFY,
+	O_FULL,
 	O_SINCE,
 	O_STATE_DIR,
 	O_CONFIG,
@@ -434,6 +435,7 @@ static const struct opt {
     [O_YES] = {"yes", no_argument, FLAG(yes)},
     [O_JSON] = {"json", no_argument, FLAG(json)},
     [O_VERIFY] = {"verify", no_argument, FLAG(verify)},
+    [O_FULL] = {"full", no_argument, FLAG(full)},
     [O_SINCE] = {"since", required_argument, .set = set_since},
     [O_STATE_DIR] = {"state-dir", required_argument, TEXT(dir)},
     [O_CONFIG] = {"config", required_argument, TEXT(config)},
@@ -696,7 +698,7 @@ static int run_audit(struct args *a)
 	if (a->verify) {
 		_cleanup_json_ json_t *res = NULL;
 		p11g_err err = {0};
-		json_t *req = json_pack("{s:s}", "verb", "verify");
+		json_t *req = json_pack("{s:s, s:b}", "verb", "verify", "full", a->full);
 		int r = p11g_wire_call_path(p11g_wire_socket_path(socket_opt), req, &res, -1, &err);
 		json_decref(req);
 		if (r < 0) {
@@ -706,7 +708,15 @@ static int run_audit(struct args *a)
 			}
 			return report(&err);
 		}
-		printf("audit chain intact: %lld records\n", (long long)num(res, "records"));
+		printf(
+		    "audit chain intact: %lld records (records %lld to %lld walked now, the rest "
+		    "verified before by this approvald); %lld operations agree with their records",
+		    (long long)num(res, "records"), (long long)num(res, "from"),
+		    (long long)num(res, "records"), (long long)num(res, "operations"));
+		if (num(res, "unrecorded"))
+			printf(", %lld ended before state records (not compared)",
+			       (long long)num(res, "unrecorded"));
+		printf("\n");
 		return 0;
 	}
 
@@ -785,10 +795,12 @@ static int run_policy(int argc, char **argv)
 	"rejected.\n"
 
 #define HELP_AUDIT                                                                                 \
-	"Usage: approvald audit [--json] [--since SEQ] [--verify] [--state-dir DIR]\n"             \
+	"Usage: approvald audit [--json] [--since SEQ] [--verify [--full]] [--state-dir DIR]\n"    \
 	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
-	"hash chain.  --state-dir reads a store directory directly instead of asking the\n"        \
-	"daemon (for copies and backups).\n"
+	"hash chain and every operation against the records of its changes.  The daemon\n"         \
+	"walks the records added since its last verify (--full: all of them) in a process\n"       \
+	"of its own.  --state-dir reads a store directory directly instead of asking the\n"        \
+	"daemon (for copies and backups; always all records).\n"
 
 #define HELP_SERVE                                                                                 \
 	"Usage: approvald serve [--config FILE] [--state-dir DIR] [--socket PATH]\n"               \
@@ -848,7 +860,7 @@ static const struct verb {
     {"status", "counts and policy", "Usage: approvald status [--json]\n", O(JSON),
      .run = run_status},
     {"audit", "the audit log; --verify checks its hash chain", HELP_AUDIT,
-     O(JSON) | O(VERIFY) | O(SINCE) | O(STATE_DIR), .run = run_audit},
+     O(JSON) | O(VERIFY) | O(FULL) | O(SINCE) | O(STATE_DIR), .run = run_audit},
     {"policy", "policy check [DIR|FILE]: validate policy files", HELP_POLICY,
      .run_argv = run_policy},
 };

@@ -3,6 +3,9 @@
 #include <sys/stat.h>
 
 #include "approvald/daemon.h"
+
+#include "approvald/audit_state.h"
+#include "approvald/verify_job.h"
 #include "approvald/policy_load.h"
 #include "p11gate/kvconf.h"
 #include "p11gate/log.h"
@@ -319,7 +322,9 @@ static int on_round_end(void *app, p11g_err *err)
 static void on_child_exited(void *app, pid_t pid, int status)
 {
 	struct p11g_daemon *d = app;
-	/* Only the host forks children the server reaps. */
+	/* audit --verify's walk, or one of the host's clients */
+	if (p11g_verify_job_exited(&d->ops, pid, status))
+		return;
 	if (d->host)
 		d->host->child_exited(pid, status);
 }
@@ -377,6 +382,13 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 		p11g_error("%s", err.msg);
 		goto out;
 	}
+	size_t recorded = 0;
+	if (p11g_ops_record_states(&d.ops, &recorded, &err) < 0) {
+		p11g_error("cannot record the state of the active operations: %s", err.msg);
+		goto out;
+	}
+	if (recorded)
+		p11g_info("recorded the state of %zu active operations in the audit log", recorded);
 	if (cfg->host.socket && !host) {
 		p11g_error("pkcs11_socket is set, but this binary cannot host PKCS#11");
 		goto out;

@@ -3,6 +3,7 @@
 
 #include "approvald/daemon.h"
 #include "approvald/textsafe.h"
+#include "approvald/verify_job.h"
 #include "p11gate/mech.h"
 #include "p11gate/wire.h"
 
@@ -11,6 +12,7 @@
 #define AUDIT_LIMIT_DEFAULT 1000
 #define AUDIT_LIMIT_MAX     5000
 #define WAIT_MAX            86400
+#define VERIFY_WAIT_MAX     3600 /* a walk of a few million records takes a minute */
 #define REASON_MAX          1024
 
 /* Every member of req is one of the verb's names (or v/verb). */
@@ -308,11 +310,21 @@ static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req
 static int h_verify(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
                     p11g_err *err, struct p11g_wait *wait)
 {
-	static const char *const allowed[] = {NULL};
-	(void)wait;
+	static const char *const allowed[] = {"full", NULL};
+	const json_t *full = json_object_get(req, "full");
 	if (check_request(req, allowed, err) < 0)
 		return -1;
-	return p11g_ops_verify(ops_of(app), caller, ret, err);
+	if (full && !json_is_boolean(full))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"full\" must be true or false");
+	uint64_t id = wait->resumed ? wait->op_id : 0;
+	bool expired = wait->resumed && p11g_mono_us() >= wait->deadline_us;
+	int r = p11g_ops_verify(ops_of(app), caller, json_is_true(full), &id, expired, ret, err);
+	if (r != 1)
+		return r;
+	if (!wait->resumed)
+		wait->deadline_us = p11g_mono_us() + (int64_t)VERIFY_WAIT_MAX * 1000000;
+	wait->op_id = id;
+	return P11G_HANDLER_WAIT;
 }
 
 static int h_key(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,

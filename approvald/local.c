@@ -1,4 +1,5 @@
 /* The local verbs in approvald-local: the daemon, policy check, the offline audit (local.h). */
+#include "approvald/audit_state.h"
 #include "approvald/cli.h"
 #include "approvald/daemon.h"
 #include "approvald/policy_load.h"
@@ -66,8 +67,14 @@ struct audit_ctx {
 static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct audit_ctx *c = arg;
-	if (c->verify)
-		return p11g_txn_audit_verify(t, &c->count, err);
+	if (c->verify) {
+		json_t *report = NULL;
+		if (p11g_audit_check(t, NULL, &report, err) < 0)
+			return -1;
+		c->count = (uint64_t)json_integer_value(json_object_get(report, "records"));
+		json_decref(report);
+		return 0;
+	}
 	return p11g_txn_audit_foreach(t, c->since, c->visit, c->arg, err) < 0 ? -1 : 0;
 }
 

@@ -1,6 +1,8 @@
 /* An operation's stored JSON decoded into struct p11g_op and encoded back (op.h). */
 #include "approvald/op.h"
 
+#include <openssl/evp.h>
+
 #include "approvald/jbuild.h"
 #include "p11gate/wire.h"
 
@@ -30,7 +32,7 @@ int p11g_op_state_parse(const char *name, enum p11g_op_state *ret)
 static const char *const known[] = {
     "id",          "state",   "orderer",   "signer",     "created",  "expires",
     "description", "context", "digests",   "keys",       "rules",    "approvals",
-    "images",      "oci",     "rejection", "revocation", "implicit",
+    "images",      "oci",     "rejection", "revocation", "implicit", "audit_seq",
 };
 
 #define damaged(err, what)                                                                         \
@@ -198,6 +200,10 @@ static int decode_head(const json_t *j, struct p11g_op *op, p11g_err *err)
 	if (implicit && !json_is_boolean(implicit))
 		return damaged(err, "implicit");
 	op->implicit = json_is_true(implicit);
+	const json_t *aseq = json_object_get(j, "audit_seq");
+	if (aseq && (!json_is_integer(aseq) || json_integer_value(aseq) < 1))
+		return damaged(err, "audit_seq");
+	op->audit_seq = aseq ? (uint64_t)json_integer_value(aseq) : 0;
 	if (!json_is_object(json_object_get(j, "rules")))
 		return damaged(err, "rules");
 	return 0;
@@ -288,6 +294,8 @@ json_t *p11g_op_encode(const struct p11g_op *op)
 		p11g_jb_set(&b, j, "revocation", encode_end(&b, &op->revocation));
 	if (op->implicit)
 		p11g_jb_set(&b, j, "implicit", json_true());
+	if (op->audit_seq)
+		p11g_jb_set_int(&b, j, "audit_seq", (int64_t)op->audit_seq);
 	json_object_foreach(op->extra, name, v) p11g_jb_set(&b, j, name, json_incref(v));
 	if (b.failed) {
 		json_decref(j);
@@ -483,4 +491,109 @@ int p11g_op_end(struct p11g_op *op, enum p11g_op_state state, const struct p11g_
 	snprintf(e->who.user, sizeof(e->who.user), "%s", who->user);
 	op->state = state;
 	return 0;
+}
+
+json_t *p11g_op_audited(const struct p11g_op *op)
+{
+	struct p11g_jb b = {0};
+	json_t *j = p11g_jb_new(&b, json_object());
+	unsigned char md[32];
+	char hex[65];
+	unsigned int mdlen = 0;
+
+	p11g_jb_set_str(&b, j, "state", p11g_op_state_name(op->state));
+	p11g_jb_set_int(&b, j, "orderer", op->orderer.uid);
+	p11g_jb_set_str(&b, j, "signer", op->signer ? op->signer : "");
+	p11g_jb_set_int(&b, j, "created", op->created);
+	p11g_jb_set_int(&b, j, "expires", op->expires);
+	json_t *keys = p11g_jb_new(&b, json_array());
+	for (size_t i = 0; i < op->n_keys; i++)
+		p11g_jb_append(&b, keys,
+		               json_pack("{s:s, s:s, s:I, s:I}", "uri", op->keys[i].uri, "rule",
+		                         op->keys[i].rule ? op->keys[i].rule : "", "uses",
+		                         (json_int_t)op->keys[i].uses, "used",
+		                         (json_int_t)op->keys[i].used));
+	p11g_jb_set(&b, j, "keys", keys);
+	json_t *apv = p11g_jb_new(&b, json_array());
+	for (size_t i = 0; i < op->n_approvals; i++)
+		p11g_jb_append(&b, apv, json_integer(op->approvals[i].who.uid));
+	p11g_jb_set(&b, j, "approvals", apv);
+	/* the pinned digests, one per line, hashed: a record of bounded size */
+	EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
+	bool ok = md_ctx && EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) == 1;
+	for (size_t i = 0; ok && i < op->n_digests; i++)
+		ok = EVP_DigestUpdate(md_ctx, op->digests[i], strlen(op->digests[i])) == 1 &&
+		     EVP_DigestUpdate(md_ctx, "\n", 1) == 1;
+	ok = ok && EVP_DigestFinal_ex(md_ctx, md, &mdlen) == 1 && mdlen == sizeof(md);
+	EVP_MD_CTX_free(md_ctx);
+	if (!ok) {
+		json_decref(j);
+		return NULL;
+	}
+	p11g_hex_encode(md, sizeof(md), hex);
+	p11g_jb_set_int(&b, j, "pinned", (int64_t)op->n_digests);
+	p11g_jb_set_str(&b, j, "digests", hex);
+	if (b.failed) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static void value_text(const json_t *v, char *out, size_t n)
+{
+	char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	snprintf(out, n, "%s", t ? t : "(none)");
+	free(t);
+}
+
+static bool diff_at(const json_t *a, const json_t *b, char *what, size_t what_n, char *sa, char *sb,
+                    size_t n)
+{
+	if (json_is_object(a) && json_is_object(b)) {
+		const char *name;
+		json_t *v;
+		size_t len = strlen(what);
+		json_object_foreach((json_t *)a, name, v)
+		{
+			snprintf(what + len, what_n - len, "%s%s", len ? "." : "", name);
+			if (diff_at(v, json_object_get(b, name), what, what_n, sa, sb, n))
+				return true;
+		}
+		json_object_foreach((json_t *)b, name, v)
+		{
+			snprintf(what + len, what_n - len, "%s%s", len ? "." : "", name);
+			if (!json_object_get(a, name)) {
+				value_text(NULL, sa, n);
+				value_text(v, sb, n);
+				return true;
+			}
+		}
+		what[len] = '\0';
+		return false;
+	}
+	if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+		size_t len = strlen(what);
+		for (size_t i = 0; i < json_array_size(a); i++) {
+			snprintf(what + len, what_n - len, "[%zu]", i);
+			if (diff_at(json_array_get(a, i), json_array_get(b, i), what, what_n, sa,
+			            sb, n))
+				return true;
+		}
+		what[len] = '\0';
+		return false;
+	}
+	if (a && b && json_equal((json_t *)a, (json_t *)b))
+		return false;
+	value_text(a, sa, n);
+	value_text(b, sb, n);
+	return true;
+}
+
+bool p11g_op_audited_diff(const json_t *a, const json_t *b, char *what, size_t what_n, char *sa,
+                          char *sb, size_t n)
+{
+	if (what_n)
+		what[0] = '\0';
+	return diff_at(a, b, what, what_n, sa, sb, n);
 }

@@ -65,7 +65,9 @@ struct p11g_op {
 	json_t *oci;    /* the requester's word on the image; NULL when none (owned) */
 	struct p11g_op_end rejection, revocation;
 	bool implicit; /* created, approved and used at once under a rule needing no approvals */
-	json_t *extra; /* members this version does not know, kept as they were (owned) */
+	uint64_t audit_seq; /* the audit record of its last change (which holds p11g_op_audited
+	                     * of it); 0 for an operation last changed before such records */
+	json_t *extra;      /* members this version does not know, kept as they were (owned) */
 };
 
 /* Decodes a stored operation.  0, or -1 with err internal naming the first member that is
@@ -77,6 +79,19 @@ void p11g_op_clear(struct p11g_op *op);
 /* A copy of src that owns its strings and lists (and shares its JSON members).  0, or
  * -ENOMEM with nothing allocated. */
 int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret);
+
+/*
+ * What the audit log keeps of an operation after each change (the record's "after"): state,
+ * orderer, signer, window, each key's URI, rule, uses granted and used, the approvers' uids
+ * and a SHA-256 of the pinned digests.  What decides a use or a decision is here; a stored
+ * operation that differs from its last record was changed behind approvald.  NULL when memory
+ * ran out.
+ */
+json_t *p11g_op_audited(const struct p11g_op *op);
+/* The first member where the audited forms a and b differ, named as "keys[0].uses" and with
+ * both values as text in sa and sb (truncated to n bytes each); false when they agree. */
+bool p11g_op_audited_diff(const json_t *a, const json_t *b, char *what, size_t what_n, char *sa,
+                          char *sb, size_t n);
 
 /* Total uses spent over all keys. */
 int64_t p11g_op_uses_made(const struct p11g_op *op);

@@ -5,6 +5,7 @@
 #include "approvald/op.h"
 #include "approvald/names.h"
 #include "approvald/ops_internal.h"
+#include "approvald/verify_job.h"
 #include "approvald/refusals.h"
 
 #include <inttypes.h>
@@ -48,6 +49,7 @@ struct p11g_rule_cache {
 void p11g_ops_clear(struct p11g_ops *o)
 {
 	struct p11g_rule_cache *rc = o->rule_cache;
+	p11g_verify_job_free(o);
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
 	free(o->budget);
@@ -206,6 +208,23 @@ int ops_audit(p11g_txn *t, const char *event, const struct p11g_ident *actor, ui
 	return p11g_txn_audit_append(t, rec, NULL, err);
 }
 
+int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor, struct p11g_op *op,
+                 json_t *extra, p11g_err *err)
+{
+	struct p11g_jb b = {0};
+	_cleanup_json_ json_t *rec = p11g_jb_new(&b, extra);
+	uint64_t seq = 0;
+	p11g_jb_set_str(&b, rec, "event", event);
+	if (actor)
+		p11g_jb_set(&b, rec, "actor", ops_actor_json(actor));
+	p11g_jb_set_int(&b, rec, "op", (int64_t)op->id);
+	p11g_jb_set(&b, rec, "after", p11g_op_audited(op));
+	if (p11g_jb_check(&b, err) < 0 || p11g_txn_audit_append(t, rec, &seq, err) < 0)
+		return -1;
+	op->audit_seq = seq;
+	return p11g_txn_op_put(t, op, err);
+}
+
 const struct p11g_ident *ops_daemon_actor(const struct p11g_ops *o, struct p11g_ident *buf)
 {
 	memset(buf, 0, sizeof(*buf));
@@ -279,11 +298,7 @@ static int expire_body(p11g_txn *t, void *arg, p11g_err *err)
 		op.state = P11G_OP_EXPIRED;
 		if (!extra)
 			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-		if (p11g_txn_op_put(t, &op, err) < 0) {
-			json_decref(extra);
-			return -1;
-		}
-		if (ops_audit(t, "expired", ops_daemon_actor(c->o, &me), c->ids[i], extra, err) < 0)
+		if (ops_audit_op(t, "expired", ops_daemon_actor(c->o, &me), &op, extra, err) < 0)
 			return -1;
 	}
 	return 0;

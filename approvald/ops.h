@@ -37,6 +37,8 @@ struct p11g_ops {
 	struct p11g_refusals *refusals;
 	/* Requests filed per uid in the current minute (limits.max_requests_per_minute). */
 	struct p11g_request_budget *budget;
+	/* audit --verify's walks (verify_job.h) */
+	struct p11g_verify_job *verify;
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and
@@ -102,8 +104,6 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
                     p11g_err *err);
 int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
                    unsigned limit, json_t **ret_result, p11g_err *err);
-int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
-                    p11g_err *err);
 
 /* Marks operations whose window closed as expired (audited).  Returns the
  * number expired, or -1. */

@@ -40,14 +40,10 @@ static int decide(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t 
 }
 
 /* The decided operation, stored and audited with its state, is the verb's result. */
-static int decided(p11g_txn *t, struct txn_ctx *c, const struct p11g_op *op, const char *event,
+static int decided(p11g_txn *t, struct txn_ctx *c, struct p11g_op *op, const char *event,
                    json_t *extra, p11g_err *err)
 {
-	if (p11g_txn_op_put(t, op, err) < 0) {
-		json_decref(extra);
-		return -1;
-	}
-	if (ops_audit(t, event, c->caller, c->id, extra, err) < 0)
+	if (ops_audit_op(t, event, c->caller, op, extra, err) < 0)
 		return -1;
 	json_t *pub = ops_public(op);
 	if (!pub)

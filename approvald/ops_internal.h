@@ -34,6 +34,12 @@ json_t *ops_public(const struct p11g_op *op);
 int ops_audit(p11g_txn *t, const char *event, const struct p11g_ident *actor, uint64_t id,
               json_t *extra, p11g_err *err);
 
+/* Records a change of op: the audit record (as ops_audit, with the operation's audited state
+ * after the change as "after"), then op itself, which names that record (audit_seq).  Every
+ * change of an operation goes through here.  -1 with err. */
+int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor, struct p11g_op *op,
+                 json_t *extra, p11g_err *err);
+
 /* Whether r signs images of ref (registry/repository): yes when it names no registries. */
 bool ops_registry_allowed(const struct p11g_rule *r, const char *ref);
 

@@ -597,19 +597,19 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 	op.expires = now + q->valid;
 	struct p11g_jb b = {0};
 	json_t *uris = keys_uris(&b, &op);
-	if (p11g_jb_check(&b, err) < 0 || p11g_txn_op_put(t, &op, err) < 0) {
+	if (p11g_jb_check(&b, err) < 0) {
 		json_decref(uris);
 		return -1;
 	}
-	if (ops_audit(t, "created", c->caller, id,
-	              json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*}", "keys", uris, "signer",
-	                        op.signer, "expires", (json_int_t)op.expires, "digests", q->digests,
-	                        "description", op.description, "images", op.images),
-	              err) < 0)
+	if (ops_audit_op(t, "created", c->caller, &op,
+	                 json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*}", "keys", uris, "signer",
+	                           op.signer, "expires", (json_int_t)op.expires, "digests",
+	                           q->digests, "description", op.description, "images", op.images),
+	                 err) < 0)
 		return -1;
 	if (q->auto_all &&
-	    ops_audit(t, "approved", c->caller, id,
-	              json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
+	    ops_audit_op(t, "approved", c->caller, &op,
+	                 json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
 		return -1;
 	ops_ctx_result(c, ops_public(&op));
 	c->changed = id; /* a result that could not be built is reported by ops_finish */

@@ -1,6 +1,7 @@
 /* The use path (the hot path): find the approved operation a signature may spend, spend one
  * use durably, or refuse and say why; implicit one-use operations for rules needing no
  * approvals. */
+#include "approvald/audit_state.h"
 #include "approvald/authz.h"
 #include "approvald/jbuild.h"
 #include "approvald/ops_internal.h"
@@ -414,8 +415,6 @@ static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *
 	    .uri = strdup(uri), .rule = strdup(rule->name), .uses = 1, .used = 1};
 	if (!op.keys[0].uri || !op.keys[0].rule)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (p11g_txn_op_put(t, &op, err) < 0)
-		return -1;
 	uint64_t id = op.id;
 	_cleanup_json_ json_t *granted = json_deep_copy(what);
 	if (!granted || json_object_set_new(granted, "implicit", json_true()) < 0)
@@ -426,7 +425,7 @@ static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *
 	        err) < 0 ||
 	    ops_audit(t, "approved", c->caller, id,
 	              json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0 ||
-	    ops_audit(t, "use_granted", c->caller, id, json_incref(granted), err) < 0)
+	    ops_audit_op(t, "use_granted", c->caller, &op, json_incref(granted), err) < 0)
 		return -1;
 	ops_ctx_result(c, json_pack("{s:I, s:i, s:b}", "operation", (json_int_t)id, "remaining", 0,
 	                            "implicit", 1));
@@ -510,7 +509,7 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 
 	/* The walk saw the store's copy; the use spends one of its own. */
 	_cleanup_op_ struct p11g_op op = {0};
-	if (ops_load_op(t, s.best_id, &op, err) < 0)
+	if (ops_load_op(t, s.best_id, &op, err) < 0 || ops_check_audited(t, &op, err) < 0)
 		return -1;
 	struct p11g_op_key *key = &op.keys[s.best_key];
 	key->used++;
@@ -520,8 +519,7 @@ static int use_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (left_total == 0)
 		op.state = P11G_OP_EXHAUSTED;
 	/* A use that is not counted must not be granted. */
-	if (p11g_txn_op_put(t, &op, err) < 0 ||
-	    ops_audit(t, "use_granted", c->caller, s.best_id, json_incref(what), err) < 0)
+	if (ops_audit_op(t, "use_granted", c->caller, &op, json_incref(what), err) < 0)
 		return -1;
 	ops_ctx_result(c, json_pack("{s:I, s:I}", "operation", (json_int_t)s.best_id, "remaining",
 	                            (json_int_t)(key->uses - key->used)));

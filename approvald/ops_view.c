@@ -249,26 +249,3 @@ int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t
 	}
 	return reply(json_pack("{s:o, s:b}", "records", c.out, "more", c.more), ret_result, err);
 }
-
-struct verify_ctx {
-	uint64_t count;
-};
-
-static int verify_body(p11g_txn *t, void *arg, p11g_err *err)
-{
-	struct verify_ctx *v = arg;
-	return p11g_txn_audit_verify(t, &v->count, err);
-}
-
-int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, json_t **ret_result,
-                    p11g_err *err)
-{
-	struct verify_ctx v = {0};
-	if (!p11g_authz_may_read_audit(o->policy, o->daemon_uid, caller))
-		return p11g_err_set(err, P11G_E_FORBIDDEN,
-		                    "the audit log is for root, approvers and admins");
-	if (p11g_store_read(o->store, verify_body, &v, err) != 0)
-		return -1;
-	return reply(json_pack("{s:I, s:b}", "records", (json_int_t)v.count, "ok", 1), ret_result,
-	             err);
-}

@@ -146,6 +146,31 @@ static int meta_put(p11g_txn *t, const char *name, const json_t *value, p11g_err
 	return meta_put_raw(t, name, text, strlen(text), err);
 }
 
+int p11g_txn_meta_get_int(p11g_txn *t, const char *name, int64_t *ret, p11g_err *err)
+{
+	_cleanup_json_ json_t *j = NULL;
+	if (p11g_store_txn_usable(t, false, err) < 0 ||
+	    meta_get(t, name, P11G_E_STORE, &j, err) < 0)
+		return -1;
+	if (!j)
+		return -ENOENT;
+	if (!json_is_integer(j))
+		return p11g_err_set(err, P11G_E_STORE, "store in %s: meta %s is not a number",
+		                    t->s->dir, name);
+	*ret = (int64_t)json_integer_value(j);
+	return 0;
+}
+
+int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err *err)
+{
+	_cleanup_json_ json_t *j = json_integer(value);
+	if (p11g_store_txn_usable(t, true, err) < 0)
+		return -1;
+	if (!j)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return meta_put(t, name, j, err);
+}
+
 /* See store_internal.h. */
 char *p11g_json_text_add(const char *obj, const char *name, const char *value)
 {
@@ -510,6 +535,11 @@ int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 		if ((s->batching && batch_commit(s, err) < 0) || map_grow(s, err) < 0)
 			return -1;
 	}
+}
+
+const char *p11g_store_dir(const p11g_store *s)
+{
+	return s->dir;
 }
 
 int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)

@@ -29,6 +29,8 @@ struct p11g_store_options {
 int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_store **ret,
                     p11g_err *err);
 void p11g_store_close(p11g_store *s);
+/* The directory it was opened in. */
+const char *p11g_store_dir(const p11g_store *s);
 
 /*
  * A transaction body.  Returns 0 to commit, anything else to abort (and that
@@ -100,6 +102,11 @@ int p11g_txn_op_foreach_key(p11g_txn *t, const char *const *terms, size_t n_term
                             p11g_op_visit_fn fn, void *arg, p11g_err *err);
 int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void *arg,
                             p11g_err *err);
+/* A number kept in the meta table under name (names the store itself uses are not for this):
+ * 0, -ENOENT (err untouched) when absent, or -1 with err store_error. */
+int p11g_txn_meta_get_int(p11g_txn *t, const char *name, int64_t *ret, p11g_err *err);
+int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err *err);
+
 /* How many pending operations uid ordered. */
 int p11g_txn_pending_count(p11g_txn *t, uid_t uid, size_t *ret, p11g_err *err);
 
@@ -123,13 +130,33 @@ typedef int (*p11g_audit_visit_fn)(uint64_t seq, json_t *record, void *arg);
 int p11g_txn_audit_foreach(p11g_txn *t, uint64_t since, p11g_audit_visit_fn fn, void *arg,
                            p11g_err *err);
 
+/* The record seq, parsed (a new reference).  -ENOENT (err untouched) when there is none; -1
+ * with err store_error or audit_broken (a record that is not a JSON object). */
+int p11g_txn_audit_get(p11g_txn *t, uint64_t seq, json_t **ret, p11g_err *err);
+
+#define P11G_AUDIT_HASH_LEN 32
+
+/* A place in the chain: record seq and its hash (seq 0: before the first record). */
+struct p11g_audit_mark {
+	uint64_t seq;
+	unsigned char hash[P11G_AUDIT_HASH_LEN];
+};
+
 /*
- * Walks the whole chain.  0 with *ret_count when intact; otherwise -1 with
- * err audit_broken and a message naming the first bad record: "record 17:
- * hash mismatch (record altered)", "record 17: missing (expected after 16)",
- * "record 17: out of order (holds seq 18)", "record 17: prev does not match
- * record 16", "chain head: records after 41 deleted".
+ * Walks the chain after from (NULL: the whole chain) to the head.  0 with *ret_through (the
+ * head's seq and hash) when intact; otherwise -1 with err audit_broken and a message naming
+ * the first bad record: "record 17: hash mismatch (record altered)", "record 17: missing
+ * (expected after 16)", "record 17: out of order (holds seq 18)", "record 17: prev does not
+ * match record 16", "chain head: records after 41 deleted".  A walk from a mark first checks
+ * that record from->seq still carries from->hash (an edit before it that re-hashed every
+ * later record changes it).  visit (optional) sees each record once its links are checked;
+ * its non-zero value stops the walk with err set by it (-1).
  */
+typedef int (*p11g_audit_check_fn)(uint64_t seq, const json_t *record, void *arg, p11g_err *err);
+int p11g_txn_audit_verify_from(p11g_txn *t, const struct p11g_audit_mark *from,
+                               p11g_audit_check_fn visit, void *arg,
+                               struct p11g_audit_mark *ret_through, p11g_err *err);
+/* The whole chain, no visitor: *ret_count records. */
 int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err);
 
 #endif

@@ -4,8 +4,6 @@
 
 #include "approvald/store.h"
 
-#define P11G_AUDIT_HASH_LEN 32
-
 /* The chain head kept in the meta table next to (not inside) the records, so
  * that deleting the newest records is visible. */
 struct p11g_audit_head {

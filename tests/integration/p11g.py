@@ -44,7 +44,7 @@ CALL_TIMEOUT = 5
 # The events the contract names (DESIGN.md "Audit").
 AUDIT_EVENTS = {
     "created", "approved", "withdrawn", "rejected", "revoked", "expired",
-    "use_granted", "use_refused", "policy_loaded",
+    "use_granted", "use_refused", "policy_loaded", "recorded",
 }
 
 

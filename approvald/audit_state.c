@@ -1,0 +1,450 @@
+/* Operations checked against the audit log: each change's record holds the state it left
+ * (p11g_op_audited), a use spends only an operation that agrees with its last record, and
+ * audit --verify replays the records and compares every stored operation with them. */
+#include "approvald/audit_state.h"
+
+#include <inttypes.h>
+
+#include <openssl/evp.h>
+
+#include "approvald/op.h"
+#include "approvald/ops_internal.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+#define LEGACY_META "legacy_ops_through"
+
+#define broken(err, ...) p11g_err_set(err, P11G_E_AUDIT_BROKEN, __VA_ARGS__)
+
+/* The operation's stored form against what its record says it was after the change. */
+static int compare(const struct p11g_op *op, const json_t *rec, char *msg, size_t n)
+{
+	char what[128], sa[160], sb[160];
+	const json_t *after = json_object_get(rec, "after");
+	json_int_t rid = json_integer_value(json_object_get(rec, "op"));
+	if (!json_is_object(after) || rid != (json_int_t)op->id) {
+		snprintf(msg, n, "its record %" PRIu64 " is not a record of its state",
+		         op->audit_seq);
+		return 1;
+	}
+	_cleanup_json_ json_t *mine = p11g_op_audited(op);
+	if (!mine)
+		return -1;
+	if (p11g_op_audited_diff(mine, after, what, sizeof(what), sa, sb, sizeof(sa))) {
+		snprintf(msg, n, "%s is %s in the store, %s in its record %" PRIu64, what, sa, sb,
+		         op->audit_seq);
+		return 1;
+	}
+	return 0;
+}
+
+int ops_check_audited(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
+{
+	_cleanup_json_ json_t *rec = NULL;
+	char msg[600];
+	int r;
+
+	if (!op->audit_seq) {
+		snprintf(msg, sizeof(msg), "it names no audit record of its state");
+	} else if ((r = p11g_txn_audit_get(t, op->audit_seq, &rec, err)) == -ENOENT) {
+		snprintf(msg, sizeof(msg), "its record %" PRIu64 " is missing", op->audit_seq);
+	} else if (r < 0) {
+		return -1;
+	} else if ((r = compare(op, rec, msg, sizeof(msg))) < 0) {
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	} else if (r == 0) {
+		return 0;
+	}
+	p11g_error("operation %" PRIu64 " refused: %s (the store was changed behind approvald: "
+	           "run approvald audit --verify)",
+	           op->id, msg);
+	return broken(err,
+	              "operation %" PRIu64 " disagrees with the audit log (%s): refused; an admin "
+	              "should run approvald audit --verify",
+	              op->id, msg);
+}
+
+/* ---- startup: every active operation gets a record of its state ---------------------- */
+
+struct record_ctx {
+	struct p11g_ops *o;
+	uint64_t ids[256];
+	size_t n;
+	uint64_t start, after; /* the walk's start and where it got to */
+};
+
+static int unrecorded_visit(const struct p11g_op *op, void *arg)
+{
+	struct record_ctx *c = arg;
+	c->after = op->id;
+	if (op->audit_seq == 0)
+		c->ids[c->n++] = op->id;
+	return c->n == P11G_ARRAY_SIZE(c->ids) ? 1 : 0;
+}
+
+/*
+ * The operations an older version left without a record of their state are those up to the
+ * last id allocated when this version first opened the store (meta "legacy_ops_through",
+ * written then): only they get one at start.  An operation after it without one was changed
+ * behind approvald, and gets no record that would bless the change: its uses are refused.
+ */
+static int legacy_through(p11g_txn *t, int64_t *ret, p11g_err *err)
+{
+	uint64_t last = 0;
+	int r = p11g_txn_meta_get_int(t, LEGACY_META, ret, err);
+	if (r != -ENOENT)
+		return r;
+	if (p11g_txn_last_id(t, &last, err) < 0 ||
+	    p11g_txn_meta_put_int(t, LEGACY_META, (int64_t)last, err) < 0)
+		return -1;
+	*ret = (int64_t)last;
+	return 0;
+}
+
+static int record_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct record_ctx *c = arg;
+	struct p11g_ident me;
+	int64_t legacy = 0;
+	c->n = 0;
+	c->after = c->start;
+	if (legacy_through(t, &legacy, err) < 0)
+		return -1;
+	if (p11g_txn_op_foreach(t, true, c->start, unrecorded_visit, c, err) < 0)
+		return -1;
+	for (size_t i = 0; i < c->n; i++) {
+		_cleanup_op_ struct p11g_op op = {0};
+		if (c->ids[i] > (uint64_t)legacy) {
+			p11g_error(
+			    "operation %" PRIu64 " names no audit record of its state, and "
+			    "was created by this version: changed behind approvald, its uses "
+			    "are refused (run approvald audit --verify)",
+			    c->ids[i]);
+			continue;
+		}
+		if (ops_load_op(t, c->ids[i], &op, err) < 0 ||
+		    ops_audit_op(t, "recorded", ops_daemon_actor(c->o, &me), &op,
+		                 json_pack("{s:s}", "why", "state recorded at start"), err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int p11g_ops_record_states(struct p11g_ops *o, size_t *ret_count, p11g_err *err)
+{
+	struct record_ctx c = {.o = o};
+	*ret_count = 0;
+	do {
+		c.start = c.after;
+		if (p11g_store_write(o->store, record_body, &c, err) < 0)
+			return -1;
+		*ret_count += c.n;
+	} while (c.n == P11G_ARRAY_SIZE(c.ids));
+	return 0;
+}
+
+/* ---- the replay ---------------------------------------------------------------------- */
+
+/* What the replay keeps per operation: where its last record is, and enough of that record's
+ * state to judge the next one (the rest is re-read when a finding needs naming). */
+struct replayed {
+	uint64_t seq; /* 0: none seen */
+	enum p11g_op_state state;
+	int64_t used;
+	size_t approvals;
+	unsigned char terms[32]; /* SHA-256 of what never changes after creation */
+	bool seen;               /* compare: found in the store */
+};
+
+static int terms_hash(const json_t *after, unsigned char out[32])
+{
+	_cleanup_json_ json_t *t = json_pack(
+	    "{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "orderer", json_object_get(after, "orderer"),
+	    "signer", json_object_get(after, "signer"), "created",
+	    json_object_get(after, "created"), "expires", json_object_get(after, "expires"),
+	    "digests", json_object_get(after, "digests"), "pinned",
+	    json_object_get(after, "pinned"));
+	json_t *keys = json_array(), *k;
+	size_t i;
+	if (!t || !keys) {
+		json_decref(keys);
+		return -1;
+	}
+	json_array_foreach(json_object_get(after, "keys"), i, k) json_array_append_new(
+	    keys, json_pack("[O?, O?, O?]", json_object_get(k, "uri"), json_object_get(k, "rule"),
+	                    json_object_get(k, "uses")));
+	json_object_set_new(t, "keys", keys);
+	_cleanup_free_ char *text = json_dumps(t, JSON_COMPACT | JSON_SORT_KEYS);
+	unsigned int len = 0;
+	return text && EVP_Digest(text, strlen(text), out, &len, EVP_sha256(), NULL) == 1 &&
+	               len == 32
+	           ? 0
+	           : -1;
+}
+
+static int64_t used_of(const json_t *after)
+{
+	int64_t n = 0;
+	size_t i;
+	json_t *k;
+	json_array_foreach(json_object_get(after, "keys"), i, k) n +=
+	    json_integer_value(json_object_get(k, "used"));
+	return n;
+}
+
+void p11g_replay_init(struct p11g_replay *r, bool full)
+{
+	memset(r, 0, sizeof(*r));
+	r->full = full;
+	r->findings = json_array();
+}
+
+void p11g_replay_clear(struct p11g_replay *r)
+{
+	free(r->ops);
+	json_decref(r->findings);
+	memset(r, 0, sizeof(*r));
+}
+
+static void finding(struct p11g_replay *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void finding(struct p11g_replay *r, const char *fmt, ...)
+{
+	char text[800];
+	va_list ap;
+	r->n_findings++;
+	if (json_array_size(r->findings) >= P11G_REPLAY_FINDINGS_MAX)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	json_array_append_new(r->findings, json_string(text));
+}
+
+static struct replayed *slot(struct p11g_replay *r, uint64_t id)
+{
+	if (id == 0 || id > P11G_REPLAY_IDS_MAX)
+		return NULL;
+	if (id >= r->n_ops) {
+		size_t n = r->n_ops ? r->n_ops : 1024;
+		while (n <= id)
+			n *= 2;
+		struct replayed *ops = realloc(r->ops, n * sizeof(*ops));
+		if (!ops)
+			return NULL;
+		memset(ops + r->n_ops, 0, (n - r->n_ops) * sizeof(*ops));
+		r->ops = ops;
+		r->n_ops = n;
+	}
+	return &r->ops[id];
+}
+
+static bool terminal(enum p11g_op_state s)
+{
+	return s != P11G_OP_PENDING && s != P11G_OP_APPROVED;
+}
+
+int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err)
+{
+	struct p11g_replay *r = arg;
+	const json_t *after = json_object_get(rec, "after");
+	const char *event = json_string_value(json_object_get(rec, "event"));
+	json_int_t id = json_integer_value(json_object_get(rec, "op"));
+	enum p11g_op_state state;
+	unsigned char terms[32];
+
+	r->records++;
+	if (!after)
+		return 0;
+	struct replayed *p = slot(r, (uint64_t)id);
+	if (!p)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+		                    " cannot be replayed (out of memory or id out of range)",
+		                    seq, id);
+	if (!json_is_object(after) || !event ||
+	    p11g_op_state_parse(json_string_value(json_object_get(after, "state")), &state) < 0 ||
+	    terms_hash(after, terms) < 0) {
+		finding(r,
+		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+		        ": its state after the change is malformed",
+		        seq, id);
+		return 0;
+	}
+	int64_t used = used_of(after);
+	size_t approvals = json_array_size(json_object_get(after, "approvals"));
+	bool first = p->seq == 0;
+	if (first && r->full && strcmp(event, "created") != 0 && strcmp(event, "recorded") != 0)
+		finding(r,
+		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+		        ": \"%s\" before any record of its creation",
+		        seq, id, event);
+	if (!first) {
+		if (!strcmp(event, "recorded"))
+			finding(r,
+			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+			        ": its state recorded again at a start (record %" PRIu64
+			        " had it): its record was removed from the store",
+			        seq, id, p->seq);
+		if (!strcmp(event, "created"))
+			finding(r,
+			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+			        " created again (first recorded in record %" PRIu64 ")",
+			        seq, id, p->seq);
+		if (memcmp(terms, p->terms, sizeof(terms)) != 0)
+			finding(
+			    r,
+			    "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+			    ": its terms (orderer, signer, window, keys, uses granted or pinned "
+			    "digests) changed since record %" PRIu64,
+			    seq, id, p->seq);
+		if (terminal(p->state))
+			finding(r,
+			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+			        ": \"%s\" after it was %s (record %" PRIu64 ")",
+			        seq, id, event, p11g_op_state_name(p->state), p->seq);
+		bool use = !strcmp(event, "use_granted");
+		if (used != p->used + (use ? 1 : 0))
+			finding(r,
+			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT ": %" PRId64
+			        " uses made after \"%s\", %" PRId64 " before",
+			        seq, id, used, event, p->used);
+		if (use && p->state != P11G_OP_APPROVED)
+			finding(r,
+			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+			        ": a use granted while it was %s",
+			        seq, id, p11g_op_state_name(p->state));
+		bool decision = !strcmp(event, "approved") || !strcmp(event, "withdrawn");
+		if (!decision && approvals != p->approvals)
+			finding(r,
+			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+			        ": approvals changed by \"%s\"",
+			        seq, id, event);
+	}
+	p->seq = seq;
+	p->state = state;
+	p->used = used;
+	p->approvals = approvals;
+	memcpy(p->terms, terms, sizeof(terms));
+	return 0;
+}
+
+struct compare_ctx {
+	struct p11g_replay *r;
+	p11g_txn *t;
+	p11g_err *err;
+	uint64_t after;
+	bool failed;
+};
+
+static int compare_visit(const struct p11g_op *op, void *arg)
+{
+	struct compare_ctx *c = arg;
+	struct p11g_replay *r = c->r;
+	struct replayed *p = op->id < r->n_ops ? &r->ops[op->id] : NULL;
+	char msg[600];
+
+	c->after = op->id;
+	r->operations++;
+	if (p && p->seq)
+		p->seen = true;
+	if (!op->audit_seq) {
+		if (p11g_op_state_active(op->state) || (p && p->seq))
+			finding(r, "operation %" PRIu64 ": %s, and names no record of its state",
+			        op->id, p11g_op_state_name(op->state));
+		else
+			r->unrecorded++;
+		return 0;
+	}
+	if (p && p->seq && p->seq != op->audit_seq) {
+		finding(r,
+		        "operation %" PRIu64 ": names record %" PRIu64
+		        " as its last change, the log's last is record %" PRIu64,
+		        op->id, op->audit_seq, p->seq);
+		return 0;
+	}
+	if (r->full && !(p && p->seq)) {
+		finding(r, "operation %" PRIu64 ": no record in the audit log changed it", op->id);
+		return 0;
+	}
+	if (op->audit_seq > r->through) {
+		finding(r,
+		        "operation %" PRIu64 ": names record %" PRIu64
+		        ", after the last record verified (%" PRIu64 ")",
+		        op->id, op->audit_seq, r->through);
+		return 0;
+	}
+	_cleanup_json_ json_t *rec = NULL;
+	int g = p11g_txn_audit_get(c->t, op->audit_seq, &rec, c->err);
+	if (g == -ENOENT) {
+		finding(r, "operation %" PRIu64 ": its record %" PRIu64 " is missing", op->id,
+		        op->audit_seq);
+		return 0;
+	}
+	if (g < 0) {
+		c->failed = true;
+		return -1;
+	}
+	int d = compare(op, rec, msg, sizeof(msg));
+	if (d < 0) {
+		p11g_err_set(c->err, P11G_E_INTERNAL, "out of memory");
+		c->failed = true;
+		return -1;
+	}
+	if (d)
+		finding(r, "operation %" PRIu64 ": %s", op->id, msg);
+	return 0;
+}
+
+int p11g_replay_compare(p11g_txn *t, struct p11g_replay *r, p11g_err *err)
+{
+	struct compare_ctx c = {.r = r, .t = t, .err = err};
+	if (p11g_txn_op_foreach(t, false, 0, compare_visit, &c, err) < 0)
+		return -1;
+	if (c.failed)
+		return -1;
+	for (size_t id = 1; id < r->n_ops; id++)
+		if (r->ops[id].seq && !r->ops[id].seen)
+			finding(r,
+			        "operation %zu: changed in record %" PRIu64
+			        " of the audit log, absent from the store",
+			        id, r->ops[id].seq);
+	return 0;
+}
+
+int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, json_t **ret_report,
+                     p11g_err *err)
+{
+	struct p11g_replay r __attribute__((cleanup(p11g_replay_clear)));
+	struct p11g_audit_mark through;
+	char hex[2 * P11G_AUDIT_HASH_LEN + 1];
+	bool full = !from || from->seq == 0;
+
+	p11g_replay_init(&r, full);
+	if (!r.findings)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (p11g_txn_audit_verify_from(t, from, p11g_replay_record, &r, &through, err) < 0)
+		return -1;
+	r.through = through.seq;
+	if (p11g_replay_compare(t, &r, err) < 0)
+		return -1;
+	if (r.n_findings) {
+		char msg[900];
+		size_t len = 0;
+		for (size_t i = 0; i < json_array_size(r.findings) && i < 3 && len < sizeof(msg);
+		     i++)
+			len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%s%s", i ? "; " : "",
+			                        json_string_value(json_array_get(r.findings, i)));
+		return broken(
+		    err, "the operations disagree with the audit log (%" PRIu64 " finding%s): %s",
+		    r.n_findings, r.n_findings == 1 ? "" : "s", msg);
+	}
+	p11g_hex_encode(through.hash, sizeof(through.hash), hex);
+	*ret_report =
+	    json_pack("{s:I, s:I, s:s, s:I, s:I, s:b}", "records", (json_int_t)through.seq, "from",
+	              (json_int_t)(from ? from->seq + 1 : 1), "hash", hex, "operations",
+	              (json_int_t)r.operations, "unrecorded", (json_int_t)r.unrecorded, "ok", 1);
+	if (!*ret_report)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return 0;
+}

@@ -1,0 +1,306 @@
+"""Issue 18, items 1 and 4: the operations checked against the audit log, and audit --verify
+away from the event loop.
+
+Every change of an operation writes, in its audit record, the state it left ("after"); the
+operation names that record (audit_seq).  A use spends only an operation that agrees with its
+last record; audit --verify replays every record and compares every stored operation with
+them.  The walk runs in a child process of approvald: other requests are answered meanwhile,
+one verify per uid at a time, and a repeated verify walks only what is new."""
+
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import struct
+import tempfile
+import time
+
+import lmdb
+import pytest
+
+import p11g
+from p11g import assert_refused, digest, expect_ok
+
+PROD = "pkcs11:token=prod;object=%s"
+
+
+def key8(n):
+    return struct.pack(">Q", n)
+
+
+def open_env(path):
+    return lmdb.open(path, max_dbs=16, map_size=1 << 32)
+
+
+def edit_op(state, op, fn):
+    """fn(operation dict) edits operation op in the store at state, behind approvald."""
+    env = open_env(state)
+    try:
+        db = env.open_db(b"ops", create=False)
+        with env.begin(write=True, db=db) as txn:
+            rec = json.loads(txn.get(key8(op)))
+            assert rec["id"] == op
+            fn(rec)
+            txn.put(key8(op), json.dumps(rec, separators=(",", ":")).encode())
+    finally:
+        env.close()
+
+
+def canonical(rec):
+    body = {k: v for k, v in rec.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def seal(rec, prev_hex):
+    """rec's stored text with prev and hash as approvald writes them."""
+    rec = dict(rec, prev=prev_hex)
+    canon = canonical(rec)
+    h = hashlib.sha256(bytes.fromhex(prev_hex) + canon.encode()).hexdigest()
+    return (canon[:-1] + ',"hash":"%s"}' % h).encode(), h
+
+
+def rewrite_chain(state, edits):
+    """Applies edits {seq: fn(record dict)} and re-hashes every later record and the head, as
+    someone with approvald's uid (or a copy of its files) can: the chain alone stays intact."""
+    env = open_env(state)
+    try:
+        audit = env.open_db(b"audit", create=False)
+        meta = env.open_db(b"meta", create=False)
+        with env.begin(write=True) as txn:
+            first = min(edits)
+            prev = "0" * 64
+            if first > 1:
+                prev = json.loads(txn.get(key8(first - 1), db=audit))["hash"]
+            cur = txn.cursor(db=audit)
+            assert cur.set_key(key8(first))
+            seq = None
+            for k, v in list(cur.iternext()):
+                seq = struct.unpack(">Q", k)[0]
+                rec = json.loads(v)
+                if seq in edits:
+                    edits[seq](rec)
+                text, prev = seal(rec, prev)
+                txn.put(k, text, db=audit)
+            txn.put(b"audit_head", json.dumps({"seq": seq, "hash": prev},
+                                              separators=(",", ":")).encode(), db=meta)
+    finally:
+        env.close()
+
+
+def copy_store(d):
+    d.status()
+    dst = tempfile.mkdtemp(prefix="p11gt-store-")
+    shutil.copy2(os.path.join(d.state, "data.mdb"), os.path.join(dst, "data.mdb"))
+    return dst
+
+
+def verify_offline(path):
+    return p11g.approvald("audit", "--verify", "--state-dir", path)
+
+
+def records(d):
+    return d.audit()
+
+
+def approved(d, label, uses):
+    op = d.request("orderer", (PROD % label, uses))
+    d.approve("alice", op)
+    d.approve("bob", op)
+    return op
+
+
+# ---- every change records the state it left ---------------------------------------------
+
+def test_every_change_records_the_state_it_left(daemon):
+    op = approved(daemon, "st0", 3)
+    daemon.use_ok("orderer", "prod", "st0", dig=digest("st0-a"))
+    recs = [r for r in records(daemon) if r.get("op") == op]
+    assert [r["event"] for r in recs] == ["created", "approved", "approved", "use_granted"]
+    for r in recs:
+        after = r["after"]
+        assert after["keys"][0]["uri"] == PROD % "st0" and after["keys"][0]["uses"] == 3, r
+    assert [r["after"]["state"] for r in recs] == ["pending", "pending", "approved", "approved"]
+    assert [len(r["after"]["approvals"]) for r in recs] == [0, 1, 2, 2]
+    assert [r["after"]["keys"][0]["used"] for r in recs] == [0, 0, 0, 1]
+    r = expect_ok(daemon.cli("audit", "--verify"))
+    assert "operations agree with their records" in r.out, r
+
+
+# ---- a store edited behind approvald ----------------------------------------------------
+
+def test_raised_count_in_the_store_is_refused_and_named(daemon):
+    """The issue's case: an approved operation's uses raised from 3 to 1000 directly in LMDB.
+    Before, the next use was granted and audit --verify said the chain was intact."""
+    d = daemon
+    op = approved(d, "st1", 3)
+    d.use_ok("orderer", "prod", "st1", dig=digest("st1-a"))
+    edit_op(d.state, op, lambda o: o["keys"][0].__setitem__("uses", 1000))
+    assert_refused(d.use("orderer", "prod", "st1", dig=digest("st1-b")), "audit_broken")
+    assert re.search(r"operation %d refused: keys\[0\]\.uses is 1000 in the store, 3 in its "
+                     r"record \d+" % op, d.stderr()), d.stderr()
+    # nothing was spent, and both verifies name the operation and the field
+    r = d.cli("audit", "--verify")
+    assert r.rc == 1 and "audit_broken" in r.err, r
+    assert re.search(r"operation %d: keys\[0\]\.uses is 1000 in the store, 3 in its record"
+                     % op, r.err), r
+    c = copy_store(d)
+    try:
+        r = verify_offline(c)
+        assert r.rc == 1 and re.search(r"operation %d: keys\[0\]\.uses is 1000" % op, r.err), r
+    finally:
+        shutil.rmtree(c, ignore_errors=True)
+    # put back as it was: the use goes through again
+    edit_op(d.state, op, lambda o: o["keys"][0].__setitem__("uses", 3))
+    d.use_ok("orderer", "prod", "st1", dig=digest("st1-c"))
+
+
+@pytest.mark.parametrize("field,edit", [
+    ("state", lambda o: o.__setitem__("state", "approved")),
+    ("expires", lambda o: o.__setitem__("expires", o["expires"] + 86400 * 365)),
+    ("keys[0].uri", lambda o: o["keys"][0].__setitem__("uri", PROD % "other")),
+    ("signer", lambda o: o.__setitem__("signer", "uid:0")),
+    ("approvals", lambda o: o["approvals"].append(dict(o["approvals"][0], uid=0))),
+])
+def test_each_edited_field_is_named(daemon, field, edit):
+    d = daemon
+    op = d.request("orderer", (PROD % "st2", 2))
+    d.approve("alice", op)
+    edit_op(d.state, op, edit)
+    r = d.cli("audit", "--verify")
+    assert r.rc == 1, r
+    assert re.search(r"operation %d: %s(\[0\])? is .* in the store" % (op, re.escape(field)),
+                     r.err), r
+
+
+def test_record_removed_with_the_edit_is_not_blessed_at_start(start_daemon):
+    """Removing the operation's audit_seq with the edit, then restarting: approvald records
+    the state of operations older versions left without one, but not of one of its own."""
+    d = start_daemon()
+    op = approved(d, "st3", 3)
+    assert d.stop() == 0
+
+    def edit(o):
+        del o["audit_seq"]
+        o["keys"][0]["uses"] = 1000
+    edit_op(d.state, op, edit)
+    d.start()
+    assert_refused(d.use("orderer", "prod", "st3", dig=digest("st3-a")), "audit_broken")
+    assert "operation %d names no audit record of its state" % op in d.stderr()
+    r = d.cli("audit", "--verify")
+    assert r.rc == 1 and "operation %d" % op in r.err, r
+
+
+def test_rewritten_history_is_caught_by_the_replay(daemon):
+    """Raising the count in the store and in the operation's last record, and re-hashing the
+    chain after it: the chain and the use-time check agree, the replay does not (the count
+    granted never changes after creation)."""
+    d = daemon
+    op = approved(d, "st4", 3)
+    last = [r for r in records(d) if r.get("op") == op][-1]["seq"]
+    edit_op(d.state, op, lambda o: o["keys"][0].__setitem__("uses", 1000))
+    rewrite_chain(d.state, {last: lambda r: r["after"]["keys"][0].__setitem__("uses", 1000)})
+    r = d.cli("audit", "--verify", "--full")
+    assert r.rc == 1, r
+    assert re.search(r"record %d: operation %d: its terms .* changed since record \d+"
+                     % (last, op), r.err), r
+
+
+def test_verify_reports_what_it_compared(daemon):
+    d = daemon
+    for i in range(3):
+        approved(d, "st5-%d" % i, 1)
+    r = expect_ok(d.cli("audit", "--verify"))
+    m = re.search(r"audit chain intact: (\d+) records \(records 1 to (\d+) walked now.*\); "
+                  r"(\d+) operations agree", r.out)
+    assert m and m.group(1) == m.group(2) and int(m.group(3)) == 3, r
+
+
+# ---- the walk leaves the event loop -----------------------------------------------------
+
+FILLER = 300000
+
+
+def fill_chain(state, n):
+    """Appends n records to the store's chain (as if approvald had written them)."""
+    env = open_env(state)
+    try:
+        audit = env.open_db(b"audit", create=False)
+        meta = env.open_db(b"meta", create=False)
+        with env.begin(write=True) as txn:
+            head = json.loads(txn.get(b"audit_head", db=meta))
+            seq, prev = head["seq"], head["hash"]
+            for i in range(n):
+                seq += 1
+                text, prev = seal({"event": "policy_loaded", "seq": seq, "time": 1,
+                                   "path": "/filler", "digest": "0" * 64, "rules": 1,
+                                   "files": 1, "default": "deny"}, prev)
+                txn.put(key8(seq), text, db=audit, append=True)
+            txn.put(b"audit_head", json.dumps({"seq": seq, "hash": prev},
+                                              separators=(",", ":")).encode(), db=meta)
+        return seq
+    finally:
+        env.close()
+
+
+def readable(conn):
+    return bool(select.select([conn.s], [], [], 0)[0])
+
+
+def test_verify_leaves_the_loop_one_per_uid_and_goes_on_from_its_mark(start_daemon):
+    d = start_daemon()
+    approved(d, "st6", 1)
+    assert d.stop() == 0
+    fill_chain(d.state, FILLER)
+    d.start(timeout=30)
+    head = d.audit("--since", str(FILLER))[-1]["seq"]
+
+    a = d.conn(timeout=300)
+    a.send({"v": 1, "verb": "verify"})
+    time.sleep(0.05)  # the walk has begun
+    # status is answered while the walk goes on (before: it waited for the whole walk)
+    t0 = time.monotonic()
+    rep = d.call({"verb": "status"})
+    status_s = time.monotonic() - t0
+    assert rep.get("ok") is True, rep
+    walking = not readable(a)
+    # the same uid may not start a second verify meanwhile
+    with d.conn() as b:
+        rep_b = b.call({"verb": "verify"})
+    # another approver's verify waits for the next walk
+    with d.conn(timeout=300) as c:
+        rep_a = a.recv()
+        assert walking, ("verify answered before a status sent after it (%.3f s): the walk "
+                         "ran in the loop" % status_s)
+        if rep_b.get("ok") is not True:
+            assert rep_b["error"]["code"] == "limit_exceeded", rep_b
+        else:
+            raise AssertionError("a second verify of one uid was accepted while the first "
+                                 "walked: %r" % rep_b)
+        assert rep_a.get("ok") is True, rep_a
+        res = rep_a["result"]
+        assert res["records"] >= head and res["from"] == 1, res
+        # the next verify walks only what is new since the mark
+        rep = p11g.call_as("alice", d.sock, {"verb": "verify"}, timeout=300)
+        assert rep.get("ok") is True, rep
+        assert rep["result"]["from"] == res["records"] + 1, rep
+        assert rep["result"]["records"] >= res["records"], rep
+        c.close()
+    a.close()
+
+
+def test_incremental_verify_sees_a_rewrite_before_its_mark(daemon):
+    """A verify remembers (in approvald's memory, not the store) the last record it verified
+    and its hash; a later verify starts there, and first checks that record is unchanged: a
+    rewrite before it that re-hashed the chain changes it."""
+    d = daemon
+    approved(d, "st7", 1)
+    first = expect_ok(d.cli("audit", "--verify"))
+    assert "records 1 to" in first.out, first
+    approved(d, "st8", 1)
+    r = expect_ok(d.cli("audit", "--verify"))
+    assert not re.search(r"records 1 to", r.out), r
+    rewrite_chain(d.state, {1: lambda rec: rec.__setitem__("path", "/elsewhere")})
+    r = d.cli("audit", "--verify")
+    assert r.rc == 1 and re.search(r"record \d+: no longer the record verified before", r.err), r
