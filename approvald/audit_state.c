@@ -7,6 +7,8 @@
 
 #include <openssl/evp.h>
 
+#include "approvald/checkpoint.h"
+#include "approvald/jbuild.h"
 #include "approvald/op.h"
 #include "approvald/ops_internal.h"
 #include "p11gate/log.h"
@@ -244,6 +246,38 @@ static bool terminal(enum p11g_op_state s)
 	return s != P11G_OP_PENDING && s != P11G_OP_APPROVED;
 }
 
+/* A checkpoint signs the record before it (through) and that record's hash, which the chain
+ * walk has checked as this record's prev: a rewrite up to there that re-hashed the chain
+ * leaves the signed hash behind, and a signature cannot be made without the key. */
+static int replay_checkpoint(struct p11g_replay *r, uint64_t seq, const json_t *rec)
+{
+	const char *why = NULL;
+	const char *head = json_string_value(json_object_get(rec, "head")),
+	           *prev = json_string_value(json_object_get(rec, "prev"));
+	json_int_t through = json_integer_value(json_object_get(rec, "through"));
+
+	if (!r->pubkey)
+		return 0;
+	int c = p11g_checkpoint_check(r->pubkey, rec, &why);
+	if (c != 0) {
+		finding(r, "record %" PRIu64 ": a checkpoint that is not approvald's (%s)", seq,
+		        why);
+		return 0;
+	}
+	if (through != (json_int_t)seq - 1 || !head || !prev || strcmp(head, prev) != 0) {
+		finding(r,
+		        "records %" PRIu64 " to %" JSON_INTEGER_FORMAT
+		        ": rewritten (the checkpoint in record %" PRIu64
+		        " signed another hash for record %" JSON_INTEGER_FORMAT ")",
+		        r->covered + 1, through, seq, through);
+		return 0;
+	}
+	/* the checkpoint's own record holds what it signs and the signature */
+	r->checkpoints++;
+	r->covered = seq;
+	return 0;
+}
+
 int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err)
 {
 	struct p11g_replay *r = arg;
@@ -254,6 +288,8 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 	unsigned char terms[32];
 
 	r->records++;
+	if (event && !strcmp(event, "checkpoint"))
+		return replay_checkpoint(r, seq, rec);
 	if (!after)
 		return 0;
 	struct replayed *p = slot(r, (uint64_t)id);
@@ -412,8 +448,8 @@ int p11g_replay_compare(p11g_txn *t, struct p11g_replay *r, p11g_err *err)
 	return 0;
 }
 
-int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, json_t **ret_report,
-                     p11g_err *err)
+int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
+                     json_t **ret_report, p11g_err *err)
 {
 	struct p11g_replay r __attribute__((cleanup(p11g_replay_clear)));
 	struct p11g_audit_mark through;
@@ -421,6 +457,9 @@ int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, json_t **r
 	bool full = !from || from->seq == 0;
 
 	p11g_replay_init(&r, full);
+	r.pubkey = pubkey;
+	if (pubkey && !full)
+		return p11g_err_set(err, P11G_E_INTERNAL, "checkpoints are checked from record 1");
 	if (!r.findings)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (p11g_txn_audit_verify_from(t, from, p11g_replay_record, &r, &through, err) < 0)
@@ -446,5 +485,13 @@ int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, json_t **r
 	              (json_int_t)r.operations, "unrecorded", (json_int_t)r.unrecorded, "ok", 1);
 	if (!*ret_report)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (pubkey) {
+		struct p11g_jb b = {0};
+		p11g_jb_set_int(&b, *ret_report, "checkpoints", (int64_t)r.checkpoints);
+		p11g_jb_set_int(&b, *ret_report, "covered", (int64_t)r.covered);
+		p11g_jb_set_int(&b, *ret_report, "uncovered", (int64_t)(through.seq - r.covered));
+		if (b.failed)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
 	return 0;
 }

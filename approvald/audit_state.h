@@ -3,6 +3,7 @@
 #define P11GATE_AUDIT_STATE_H
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "approvald/ops.h"
 #include "approvald/store.h"
@@ -27,9 +28,12 @@ struct p11g_replay {
 	uint64_t through;     /* the last record verified (set by the caller before compare) */
 	struct replayed *ops; /* by operation id */
 	size_t n_ops;
-	uint64_t records;    /* records visited */
-	uint64_t operations; /* stored operations compared */
-	uint64_t unrecorded; /* ended operations last changed before state records */
+	uint64_t records;     /* records visited */
+	uint64_t operations;  /* stored operations compared */
+	uint64_t unrecorded;  /* ended operations last changed before state records */
+	EVP_PKEY *pubkey;     /* the audit key's public half: checkpoints checked (borrowed) */
+	uint64_t checkpoints; /* checkpoints whose signature verified */
+	uint64_t covered;     /* the last verified checkpoint's own record (0: none) */
 	uint64_t n_findings;
 	json_t *findings; /* the first P11G_REPLAY_FINDINGS_MAX, as text */
 };
@@ -41,11 +45,14 @@ int p11g_replay_compare(p11g_txn *t, struct p11g_replay *r, p11g_err *err);
 
 /*
  * audit --verify: the chain after from (NULL or seq 0: all of it), every record replayed, every
- * stored operation compared with its last record.  0 with a report {records (the last
- * verified), from, hash (of the last), operations, unrecorded, ok}, or -1 with err
- * audit_broken naming the first break of the chain, or the first findings of the replay.
+ * stored operation compared with its last record, and with pubkey every checkpoint's
+ * signature and its place in the chain.  0 with a report {records (the last verified), from,
+ * hash (of the last), operations, unrecorded, ok; with pubkey: checkpoints, covered (the last
+ * verified checkpoint's record: it and all before are covered), uncovered (records after it)}, or
+ * -1 with err audit_broken naming the first break of the chain, or the first findings of the
+ * replay.
  */
-int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, json_t **ret_report,
-                     p11g_err *err);
+int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
+                     json_t **ret_report, p11g_err *err);
 
 #endif

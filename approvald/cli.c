@@ -307,9 +307,9 @@ static void print_op_table(FILE *f, const json_t *raw)
 /* What a verb's command line gave; each verb reads the members its options set. */
 struct args {
 	const char *verb; /* its name; first, so that no option's member is at offset 0 */
-	bool json, all, yes, verify, full, wait, uses_given;
+	bool json, all, yes, verify, full, checkpoints, export_pubkey, wait, uses_given;
 	long wait_s;
-	const char *state, *reason, *dir, *config, *policy_dir;
+	const char *state, *reason, *dir, *config, *policy_dir, *pubkey;
 	uint64_t id, since;
 	json_t *req, *keys, *digests; /* request's */
 };
@@ -402,6 +402,9 @@ enum {
 	O_JSON,
 	O_VERIFY,
 	O_FULL,
+	O_PUBKEY,
+	O_CHECKPOINTS,
+	O_EXPORT_PUBKEY,
 	O_SINCE,
 	O_STATE_DIR,
 	O_CONFIG,
@@ -436,6 +439,9 @@ static const struct opt {
     [O_JSON] = {"json", no_argument, FLAG(json)},
     [O_VERIFY] = {"verify", no_argument, FLAG(verify)},
     [O_FULL] = {"full", no_argument, FLAG(full)},
+    [O_PUBKEY] = {"pubkey", required_argument, TEXT(pubkey)},
+    [O_CHECKPOINTS] = {"checkpoints", no_argument, FLAG(checkpoints)},
+    [O_EXPORT_PUBKEY] = {"export-pubkey", no_argument, FLAG(export_pubkey)},
     [O_SINCE] = {"since", required_argument, .set = set_since},
     [O_STATE_DIR] = {"state-dir", required_argument, TEXT(dir)},
     [O_CONFIG] = {"config", required_argument, TEXT(config)},
@@ -661,44 +667,153 @@ static void print_audit_row(const json_t *raw)
 }
 
 struct offline_ctx {
-	uint64_t since, count;
-	bool json;
+	uint64_t since;
+	bool json, checkpoints, header;
 };
+
+static void print_checkpoint_row(const json_t *r)
+{
+	char t[32];
+	fmt_time(num(r, "signed"), t, sizeof(t));
+	printf("%-8lld %-8lld %-23s %s\n", (long long)num(r, "seq"), (long long)num(r, "through"),
+	       t, str(r, "key"));
+}
+
+static void print_record(struct offline_ctx *c, const json_t *rec)
+{
+	if (c->checkpoints && strcmp(str(rec, "event"), "checkpoint") != 0)
+		return;
+	if (c->json) {
+		print_json(rec, JSON_COMPACT | JSON_SORT_KEYS);
+		return;
+	}
+	if (c->header) {
+		if (c->checkpoints)
+			printf("%-8s %-8s %-23s %s\n", "SEQ", "THROUGH", "SIGNED", "KEY");
+		else
+			printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR",
+			       "OP", "DETAILS");
+		c->header = false;
+	}
+	if (c->checkpoints)
+		print_checkpoint_row(rec);
+	else
+		print_audit_row(rec);
+}
 
 static int offline_visit(uint64_t seq, json_t *rec, void *arg)
 {
-	struct offline_ctx *c = arg;
 	(void)seq;
-	if (c->json)
-		print_json(rec, JSON_COMPACT | JSON_SORT_KEYS);
-	else
-		print_audit_row(rec);
+	print_record(arg, rec);
 	return 0;
+}
+
+static void print_verify_report(const json_t *res, bool all)
+{
+	if (all)
+		printf("audit chain intact: %lld records", (long long)num(res, "records"));
+	else
+		printf(
+		    "audit chain intact: %lld records (records %lld to %lld walked now, the rest "
+		    "verified before by this approvald)",
+		    (long long)num(res, "records"), (long long)num(res, "from"),
+		    (long long)num(res, "records"));
+	printf("; %lld operations agree with their records", (long long)num(res, "operations"));
+	if (num(res, "unrecorded"))
+		printf(", %lld ended before state records (not compared)",
+		       (long long)num(res, "unrecorded"));
+	printf("\n");
+	if (json_object_get(res, "checkpoints")) {
+		printf("checkpoints: %lld, each signed by the audit key; records 1 to %lld covered",
+		       (long long)num(res, "checkpoints"), (long long)num(res, "covered"));
+		if (num(res, "uncovered"))
+			printf("; %lld records after record %lld not yet covered by a checkpoint",
+			       (long long)num(res, "uncovered"), (long long)num(res, "covered"));
+		printf("\n");
+	}
+}
+
+/* A PEM public key file as the verify verb takes it: the base64 between its armour lines
+ * (DER SubjectPublicKeyInfo).  NULL with a message printed. */
+static char *pubkey_b64(const char *path)
+{
+	static const char begin[] = "-----BEGIN PUBLIC KEY-----",
+	                  end[] = "-----END PUBLIC KEY-----";
+	char line[256], *out = calloc(1, 8192);
+	size_t len = 0;
+	int state = 0; /* 0 before, 1 inside, 2 after */
+	FILE *f = fopen(path, "re");
+	if (!f || !out) {
+		fprintf(stderr, "approvald: --pubkey %s: %s\n", path, strerror(errno));
+		if (f)
+			fclose(f);
+		free(out);
+		return NULL;
+	}
+	while (state < 2 && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (state == 0 && !strcmp(line, begin))
+			state = 1;
+		else if (state == 1 && !strcmp(line, end))
+			state = 2;
+		else if (state == 1 && len + strlen(line) < 8191 &&
+		         strspn(
+		             line,
+		             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
+		             strlen(line)) {
+			memcpy(out + len, line, strlen(line));
+			len += strlen(line);
+		} else if (state == 1) {
+			state = 3;
+		}
+	}
+	fclose(f);
+	if (state != 2 || !len) {
+		fprintf(
+		    stderr,
+		    "approvald: --pubkey %s: not a PEM public key (approvald audit --export-pubkey "
+		    "prints it)\n",
+		    path);
+		free(out);
+		return NULL;
+	}
+	return out;
 }
 
 static int run_audit(struct args *a)
 {
-	struct offline_ctx oc = {.since = a->since, .json = a->json};
+	struct offline_ctx oc = {
+	    .since = a->since, .json = a->json, .checkpoints = a->checkpoints, .header = !a->json};
 
+	if (a->export_pubkey)
+		return p11g_local_export_pubkey(a->config);
+	if (a->pubkey && !a->verify)
+		return usage_error("audit", "--pubkey goes with --verify");
 	if (a->dir) {
 		p11g_err err = {0};
-		if (p11g_local_audit(a->dir, a->verify, oc.since, offline_visit, &oc, &oc.count,
-		                     &err) < 0) {
-			if (a->verify)
+		_cleanup_json_ json_t *res = NULL;
+		if (p11g_local_audit(a->dir, a->verify, a->pubkey, oc.since, offline_visit, &oc,
+		                     &res, &err) < 0) {
+			if (a->verify && err.code && !strcmp(err.code, P11G_E_AUDIT_BROKEN))
 				print_error("audit chain broken: ", &err);
 			else
 				report(&err);
 			return EXIT_REFUSED;
 		}
 		if (a->verify)
-			printf("audit chain intact: %" PRIu64 " records\n", oc.count);
+			print_verify_report(res, true);
 		return 0;
 	}
 
 	if (a->verify) {
 		_cleanup_json_ json_t *res = NULL;
+		_cleanup_free_ char *pub = a->pubkey ? pubkey_b64(a->pubkey) : NULL;
 		p11g_err err = {0};
+		if (a->pubkey && !pub)
+			return EXIT_REFUSED;
 		json_t *req = json_pack("{s:s, s:b}", "verb", "verify", "full", a->full);
+		if (pub)
+			json_object_set_new(req, "pubkey", json_string(pub));
 		int r = p11g_wire_call_path(p11g_wire_socket_path(socket_opt), req, &res, -1, &err);
 		json_decref(req);
 		if (r < 0) {
@@ -708,20 +823,11 @@ static int run_audit(struct args *a)
 			}
 			return report(&err);
 		}
-		printf(
-		    "audit chain intact: %lld records (records %lld to %lld walked now, the rest "
-		    "verified before by this approvald); %lld operations agree with their records",
-		    (long long)num(res, "records"), (long long)num(res, "from"),
-		    (long long)num(res, "records"), (long long)num(res, "operations"));
-		if (num(res, "unrecorded"))
-			printf(", %lld ended before state records (not compared)",
-			       (long long)num(res, "unrecorded"));
-		printf("\n");
+		print_verify_report(res, num(res, "from") == 1);
 		return 0;
 	}
 
 	uint64_t since = oc.since;
-	bool header = !oc.json;
 	for (;;) {
 		_cleanup_json_ json_t *res = NULL;
 		int rc = call("audit", json_pack("{s:I}", "since", (json_int_t)since), &res,
@@ -730,22 +836,17 @@ static int run_audit(struct args *a)
 			return rc;
 		const json_t *recs = json_object_get(res, "records"), *r;
 		size_t i;
-		if (header) {
-			printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR",
-			       "OP", "DETAILS");
-			header = false;
-		}
 		json_array_foreach(recs, i, r)
 		{
-			if (oc.json)
-				print_json(r, JSON_COMPACT | JSON_SORT_KEYS);
-			else
-				print_audit_row(r);
+			print_record(&oc, r);
 			since = (uint64_t)num(r, "seq");
 		}
 		if (!json_is_true(json_object_get(res, "more")) || !json_array_size(recs))
 			break;
 	}
+	if (oc.header && !oc.json && !a->checkpoints)
+		printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR", "OP",
+		       "DETAILS");
 	return 0;
 }
 
@@ -795,12 +896,18 @@ static int run_policy(int argc, char **argv)
 	"rejected.\n"
 
 #define HELP_AUDIT                                                                                 \
-	"Usage: approvald audit [--json] [--since SEQ] [--verify [--full]] [--state-dir DIR]\n"    \
-	"Lists the audit log (--json: one record per line) or, with --verify, checks its\n"        \
-	"hash chain and every operation against the records of its changes.  The daemon\n"         \
-	"walks the records added since its last verify (--full: all of them) in a process\n"       \
-	"of its own.  --state-dir reads a store directory directly instead of asking the\n"        \
-	"daemon (for copies and backups; always all records).\n"
+	"Usage: approvald audit [--json] [--since SEQ] [--checkpoints] [--state-dir DIR]\n"        \
+	"       approvald audit --verify [--full] [--pubkey FILE] [--state-dir DIR]\n"             \
+	"       approvald audit --export-pubkey [--config FILE]\n"                                 \
+	"Lists the audit log (--json: one record per line; --checkpoints: the signed\n"            \
+	"checkpoints only) or, with --verify, checks its hash chain and every operation\n"         \
+	"against the records of its changes.  The daemon walks the records added since its\n"      \
+	"last verify (--full: all of them) in a process of its own.  --pubkey FILE (the\n"         \
+	"audit key's public half, PEM) walks all and checks every checkpoint's signature and\n"    \
+	"that the chain passes through it, and counts the records no checkpoint covers yet.\n"     \
+	"--export-pubkey prints the public half of the configuration's audit_key_file.\n"          \
+	"--state-dir reads a store directory directly instead of asking the daemon (for\n"         \
+	"copies and backups; always all records).\n"
 
 #define HELP_SERVE                                                                                 \
 	"Usage: approvald serve [--config FILE] [--state-dir DIR] [--socket PATH]\n"               \
@@ -860,7 +967,9 @@ static const struct verb {
     {"status", "counts and policy", "Usage: approvald status [--json]\n", O(JSON),
      .run = run_status},
     {"audit", "the audit log; --verify checks its hash chain", HELP_AUDIT,
-     O(JSON) | O(VERIFY) | O(FULL) | O(SINCE) | O(STATE_DIR), .run = run_audit},
+     O(JSON) | O(VERIFY) | O(FULL) | O(PUBKEY) | O(CHECKPOINTS) | O(EXPORT_PUBKEY) | O(SINCE) |
+         O(STATE_DIR) | O(CONFIG),
+     .run = run_audit},
     {"policy", "policy check [DIR|FILE]: validate policy files", HELP_POLICY,
      .run_argv = run_policy},
 };

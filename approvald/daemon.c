@@ -1,10 +1,12 @@
 /* approvald serve: configuration file, policy (re)loading, expiry ticks, and the server loop. */
 #include <inttypes.h>
 #include <sys/stat.h>
+#include <syslog.h>
 
 #include "approvald/daemon.h"
 
 #include "approvald/audit_state.h"
+#include "approvald/checkpoint.h"
 #include "approvald/verify_job.h"
 #include "approvald/policy_load.h"
 #include "p11gate/kvconf.h"
@@ -29,6 +31,8 @@ void p11g_daemon_config_init(struct p11g_daemon_config *cfg)
 	cfg->limits.default_validity = 3600;
 	cfg->host.socket_mode = 0666;
 	cfg->host.message_max = 16 * 1024 * 1024;
+	cfg->checkpoint_records = 1000;
+	cfg->checkpoint_seconds = 300;
 }
 
 void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
@@ -36,6 +40,7 @@ void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
 	free(cfg->state_dir);
 	free(cfg->socket_path);
 	free(cfg->policy_dir);
+	free(cfg->audit_key_file);
 	p11g_host_config_clear(&cfg->host);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -189,6 +194,22 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		cfg->host.message_max = (size_t)n;
 		return true;
 	}
+	if (!strcmp(key, "audit_key_file"))
+		return set_string(&cfg->audit_key_file, val) == 0;
+	if (!strcmp(key, "audit_checkpoint_records")) {
+		*why = "expected a count, 1 to 10000000";
+		if (!parse_u(val, 10000000, &n) || n < 1)
+			return false;
+		cfg->checkpoint_records = (unsigned)n;
+		return true;
+	}
+	if (!strcmp(key, "audit_checkpoint_seconds")) {
+		*why = "expected seconds, 1 to 86400";
+		if (!parse_u(val, 86400, &n) || n < 1)
+			return false;
+		cfg->checkpoint_seconds = (unsigned)n;
+		return true;
+	}
 	if (!strcmp(key, "pkcs11_object_admins"))
 		return object_admins_add(&cfg->host.object_admins, val, why);
 	if (!strcmp(key, "pkcs11_env")) {
@@ -292,12 +313,38 @@ static void on_changed(void *arg, uint64_t id)
 		p11g_server_wake(d->server, id);
 }
 
+/* A checkpoint when force, or when enough records or time passed since the last. */
+static void checkpoint(struct p11g_daemon *d, bool force)
+{
+	p11g_err err = {0};
+	uint64_t head = 0, through = 0;
+	if (!d->audit_key)
+		return;
+	if (p11g_checkpoint_head(d->ops.store, &head, &err) < 0) {
+		p11g_error("audit checkpoint: %s", err.msg);
+		return;
+	}
+	int64_t now = p11g_mono_us();
+	bool due = head > d->checkpoint_seq &&
+	           (force || head - d->checkpoint_seq >= d->cfg.checkpoint_records ||
+	            now - d->checkpoint_time >= (int64_t)d->cfg.checkpoint_seconds * 1000000);
+	if (!due)
+		return;
+	if (p11g_checkpoint_write(d->ops.store, d->audit_key, &through, &err) < 0) {
+		p11g_error("audit checkpoint: %s", err.msg);
+		return;
+	}
+	d->checkpoint_seq = through ? through + 1 : head;
+	d->checkpoint_time = now;
+}
+
 static void on_tick(void *app)
 {
 	struct p11g_daemon *d = app;
 	p11g_err err = {0};
 	if (p11g_ops_expire_due(&d->ops, &err) < 0)
 		p11g_error("expiry sweep failed: %s", err.msg);
+	checkpoint(d, false);
 }
 
 /* Group commit: the writes of one poll round (uses of many signers, say)
@@ -382,6 +429,13 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 		p11g_error("%s", err.msg);
 		goto out;
 	}
+	if (cfg->audit_key_file) {
+		if (!(d.audit_key = p11g_checkpoint_key_load(cfg->audit_key_file, &err))) {
+			p11g_error("%s", err.msg);
+			goto out;
+		}
+		openlog("approvald", LOG_PID, LOG_AUTHPRIV);
+	}
 	size_t recorded = 0;
 	if (p11g_ops_record_states(&d.ops, &recorded, &err) < 0) {
 		p11g_error("cannot record the state of the active operations: %s", err.msg);
@@ -420,6 +474,7 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	if (d.host)
 		p11g_info("serving PKCS#11 (%s, logged in with %s) on %s", cfg->host.module,
 		          cfg->host.pin_file, cfg->host.socket);
+	checkpoint(&d, true);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
 	p11g_info("stopped");
 out:
@@ -430,6 +485,10 @@ out:
 	/* The refusals counted in the last minute are written, not dropped. */
 	if (d.ops.store && p11g_ops_flush_refusals(&d.ops, true, &err) < 0)
 		p11g_error("writing the counts of refused uses failed: %s", err.msg);
+	/* the last records are signed before approvald goes */
+	if (d.ops.store && d.server)
+		checkpoint(&d, true);
+	EVP_PKEY_free(d.audit_key);
 	if (d.ops.store)
 		p11g_store_close(d.ops.store);
 	p11g_ops_clear(&d.ops);

@@ -2,6 +2,8 @@
 #ifndef P11GATE_DAEMON_H
 #define P11GATE_DAEMON_H
 
+#include <openssl/evp.h>
+
 #include "approvald/host.h"
 #include "approvald/local.h"
 #include "approvald/ops.h"
@@ -17,6 +19,10 @@ struct p11g_daemon_config {
 	struct p11g_server_config server;
 	struct p11g_ops_limits limits;
 	struct p11g_host_config host; /* the PKCS#11 socket (host.c) */
+	/* signed audit checkpoints (checkpoint.h): the key, and how often */
+	char *audit_key_file;
+	unsigned checkpoint_records; /* after this many new records (1000) */
+	unsigned checkpoint_seconds; /* or this long after new ones (300) */
 };
 
 struct p11g_daemon {
@@ -24,6 +30,9 @@ struct p11g_daemon {
 	struct p11g_ops ops;
 	struct p11g_server *server;
 	const struct p11g_host_ops *host; /* NULL: not hosting PKCS#11 */
+	EVP_PKEY *audit_key;              /* NULL: no checkpoints */
+	uint64_t checkpoint_seq;          /* the head when the last checkpoint was written */
+	int64_t checkpoint_time;          /* p11g_mono_us() then */
 };
 
 /* Defaults for every setting. */

@@ -1,6 +1,7 @@
 /* The verb table: checks each request's arguments strictly, then hands them to ops. */
 #include <inttypes.h>
 
+#include "approvald/checkpoint.h"
 #include "approvald/daemon.h"
 #include "approvald/textsafe.h"
 #include "approvald/verify_job.h"
@@ -307,18 +308,32 @@ static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req
 	                      err);
 }
 
+static void pkey_freep(EVP_PKEY **k)
+{
+	EVP_PKEY_free(*k);
+}
+
 static int h_verify(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
                     p11g_err *err, struct p11g_wait *wait)
 {
-	static const char *const allowed[] = {"full", NULL};
-	const json_t *full = json_object_get(req, "full");
+	static const char *const allowed[] = {"full", "pubkey", NULL};
+	const json_t *full = json_object_get(req, "full"), *pub = json_object_get(req, "pubkey");
+	__attribute__((cleanup(pkey_freep))) EVP_PKEY *pubkey = NULL;
 	if (check_request(req, allowed, err) < 0)
 		return -1;
 	if (full && !json_is_boolean(full))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"full\" must be true or false");
+	if (pub && !json_is_string(pub))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "\"pubkey\" is not a public key (base64 DER)");
+	/* the key matters when the walk starts: a resumed request has one under way */
+	if (pub && !wait->resumed &&
+	    !(pubkey = p11g_checkpoint_pubkey_b64(json_string_value(pub), err)))
+		return -1;
 	uint64_t id = wait->resumed ? wait->op_id : 0;
 	bool expired = wait->resumed && p11g_mono_us() >= wait->deadline_us;
-	int r = p11g_ops_verify(ops_of(app), caller, json_is_true(full), &id, expired, ret, err);
+	int r = p11g_ops_verify(ops_of(app), caller, json_is_true(full), pubkey, &id, expired, ret,
+	                        err);
 	if (r != 1)
 		return r;
 	if (!wait->resumed)

@@ -1,5 +1,7 @@
 /* The local verbs in approvald-local: the daemon, policy check, the offline audit (local.h). */
 #include "approvald/audit_state.h"
+#include "approvald/checkpoint.h"
+#include "p11gate/wire.h"
 #include "approvald/cli.h"
 #include "approvald/daemon.h"
 #include "approvald/policy_load.h"
@@ -59,7 +61,9 @@ int p11g_local_policy_check(const char *path)
 
 struct audit_ctx {
 	bool verify;
-	uint64_t since, count;
+	uint64_t since;
+	EVP_PKEY *pubkey;
+	json_t *report;
 	p11g_audit_visit_fn visit;
 	void *arg;
 };
@@ -67,29 +71,78 @@ struct audit_ctx {
 static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct audit_ctx *c = arg;
-	if (c->verify) {
-		json_t *report = NULL;
-		if (p11g_audit_check(t, NULL, &report, err) < 0)
-			return -1;
-		c->count = (uint64_t)json_integer_value(json_object_get(report, "records"));
-		json_decref(report);
-		return 0;
-	}
+	if (c->verify)
+		return p11g_audit_check(t, NULL, c->pubkey, &c->report, err);
 	return p11g_txn_audit_foreach(t, c->since, c->visit, c->arg, err) < 0 ? -1 : 0;
 }
 
-int p11g_local_audit(const char *dir, bool verify, uint64_t since, p11g_audit_visit_fn visit,
-                     void *arg, uint64_t *ret_count, p11g_err *err)
+static EVP_PKEY *pubkey_read(const char *path, p11g_err *err)
+{
+	char buf[3 * P11G_CHECKPOINT_PUBKEY_MAX];
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "--pubkey %s: %m", path);
+		return NULL;
+	}
+	size_t n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	EVP_PKEY *k = p11g_checkpoint_pubkey_parse(buf, n, err);
+	if (!k)
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "--pubkey %s: not a public key in PEM", path);
+	return k;
+}
+
+int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint64_t since,
+                     p11g_audit_visit_fn visit, void *arg, json_t **ret_report, p11g_err *err)
 {
 	struct p11g_store_options so = {.read_only = true};
 	struct audit_ctx c = {.verify = verify, .since = since, .visit = visit, .arg = arg};
 	p11g_store *s = NULL;
 
-	if (p11g_store_open(dir, &so, &s, err) < 0)
+	if (pubkey_file && !(c.pubkey = pubkey_read(pubkey_file, err)))
 		return -1;
-	int r = p11g_store_read(s, audit_body, &c, err);
-	p11g_store_close(s);
-	if (ret_count)
-		*ret_count = c.count;
+	int r = p11g_store_open(dir, &so, &s, err);
+	if (r == 0) {
+		r = p11g_store_read(s, audit_body, &c, err);
+		p11g_store_close(s);
+	}
+	EVP_PKEY_free(c.pubkey);
+	if (ret_report)
+		*ret_report = c.report;
+	else
+		json_decref(c.report);
 	return r ? -1 : 0;
+}
+
+int p11g_local_export_pubkey(const char *config)
+{
+	struct p11g_daemon_config cfg;
+	p11g_err err = {0};
+	int rc = 1;
+
+	p11g_daemon_config_init(&cfg);
+	if (config && p11g_daemon_config_load(config, &cfg, &err) < 0) {
+		print_message("", err.msg);
+		goto out;
+	}
+	if (!cfg.audit_key_file) {
+		fprintf(stderr, "approvald: no audit_key_file in %s\n",
+		        config ? config : "the configuration (use --config FILE)");
+		goto out;
+	}
+	EVP_PKEY *key = p11g_checkpoint_key_load(cfg.audit_key_file, &err);
+	char *pem = key ? p11g_checkpoint_pubkey_pem(key) : NULL;
+	char id[80];
+	if (!key) {
+		print_message("", err.msg);
+	} else if (pem && p11g_checkpoint_key_id(key, id) == 0) {
+		fputs(pem, stdout);
+		fprintf(stderr, "approvald: audit key %s\n", id);
+		rc = 0;
+	}
+	free(pem);
+	EVP_PKEY_free(key);
+out:
+	p11g_daemon_config_clear(&cfg);
+	return rc;
 }

@@ -32,9 +32,14 @@ int p11g_local_serve(const char *config, const char *state_dir, const char *sock
 int p11g_local_policy_check(const char *path);
 
 /* approvald audit --state-dir DIR: visits the records after since (verify
- * false) or walks the chain (verify true, *ret_count set).  0, or -1 with err
- * (audit_broken for a broken chain). */
-int p11g_local_audit(const char *dir, bool verify, uint64_t since, p11g_audit_visit_fn visit,
-                     void *arg, uint64_t *ret_count, p11g_err *err);
+ * false) or checks the store (verify true: the chain, the operations against
+ * it, and with pubkey_file (a PEM public key) every checkpoint; *ret_report
+ * set, audit_state.h).  0, or -1 with err (audit_broken for a broken chain). */
+int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint64_t since,
+                     p11g_audit_visit_fn visit, void *arg, json_t **ret_report, p11g_err *err);
+
+/* approvald audit --export-pubkey [--config FILE]: prints the public half of
+ * the config's audit_key_file (PEM).  Returns the exit status. */
+int p11g_local_export_pubkey(const char *config);
 
 #endif

@@ -46,7 +46,8 @@ static int run_local(void)
 	}
 	execv(path, saved_argv);
 	fprintf(stderr,
-	        "approvald: cannot run %s: %s (serve, policy check and audit --state-dir run it)\n",
+	        "approvald: cannot run %s: %s (serve, policy check, audit --state-dir and "
+	        "--export-pubkey run it)\n",
 	        path, strerror(errno));
 	return EXIT_REFUSED;
 }
@@ -67,15 +68,22 @@ int p11g_local_policy_check(const char *path)
 	return run_local();
 }
 
-int p11g_local_audit(const char *dir, bool verify, uint64_t since, p11g_audit_visit_fn visit,
-                     void *arg, uint64_t *ret_count, p11g_err *err)
+int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint64_t since,
+                     p11g_audit_visit_fn visit, void *arg, json_t **ret_report, p11g_err *err)
 {
 	(void)dir;
 	(void)verify;
+	(void)pubkey_file;
 	(void)since;
 	(void)visit;
 	(void)arg;
-	(void)ret_count;
+	(void)ret_report;
 	(void)err;
 	exit(run_local());
+}
+
+int p11g_local_export_pubkey(const char *config)
+{
+	(void)config;
+	return run_local();
 }

@@ -16,6 +16,10 @@
  * ms).  A whole listing costs about the same in all (0.9-1.5 s there, 118 calls), and signers
  * get their turns between the calls. */
 #define LIST_SCAN_MAX 256
+/* ... and a call ends after about this long whatever it read (at least one operation: every
+ * call gets on): a page of operations the caller may see costs 5-7 ms at 256 (root's `list
+ * --all` on tests/bench/stall's store), which every use arriving meanwhile waited for. */
+#define LIST_SCAN_US 1000
 
 struct read_ctx {
 	struct p11g_ops *o;
@@ -26,6 +30,7 @@ struct read_ctx {
 	unsigned n;
 	size_t bytes; /* encoded size so far: a reply must fit in one frame */
 	bool more;
+	int64_t started_us; /* list: when the call began (LIST_SCAN_US) */
 	uint64_t since;
 	unsigned limit;
 	bool oom; /* a visitor could not build what it found: the reply is an error, not short */
@@ -128,7 +133,8 @@ static int list_one(struct read_ctx *c, const struct p11g_op *op)
 static int list_visit(const struct p11g_op *op, void *arg)
 {
 	struct read_ctx *c = arg;
-	if (c->scanned++ == LIST_SCAN_MAX) {
+	if (c->scanned++ == LIST_SCAN_MAX ||
+	    (c->scanned % 8 == 0 && p11g_mono_us() - c->started_us > LIST_SCAN_US)) {
 		c->more = true;
 		return 1;
 	}
@@ -151,8 +157,12 @@ static int list_body(p11g_txn *t, void *arg, p11g_err *err)
 int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,
                   const struct p11g_list_args *args, json_t **ret_result, p11g_err *err)
 {
-	struct read_ctx c = {
-	    .o = o, .caller = caller, .list = args, .last = args->after, .out = json_array()};
+	struct read_ctx c = {.o = o,
+	                     .caller = caller,
+	                     .list = args,
+	                     .last = args->after,
+	                     .out = json_array(),
+	                     .started_us = p11g_mono_us()};
 	if (args->state) {
 		if (p11g_op_state_parse(args->state, &c.state) < 0) {
 			json_decref(c.out);

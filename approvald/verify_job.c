@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -24,6 +25,7 @@ struct p11g_verify_job {
 	int fd;    /* its report */
 	uint64_t gen_running, gen_done;
 	bool next_wanted, next_full; /* someone asked while a walk was under way */
+	EVP_PKEY *next_pubkey;       /* and with this audit key: the next walk checks checkpoints */
 	/* verified through here in this daemon's life: walks start after it */
 	struct p11g_audit_mark mark;
 	/* the last walk's answer: report or error */
@@ -55,6 +57,7 @@ void p11g_verify_job_free(struct p11g_ops *o)
 		kill(j->pid, SIGKILL);
 	if (j->fd >= 0)
 		close(j->fd);
+	EVP_PKEY_free(j->next_pubkey);
 	json_decref(j->report);
 	free(j);
 	o->verify = NULL;
@@ -62,26 +65,32 @@ void p11g_verify_job_free(struct p11g_ops *o)
 
 struct walk {
 	struct p11g_audit_mark from;
+	EVP_PKEY *pubkey;
 	json_t *report;
 };
 
 static int walk_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct walk *w = arg;
-	return p11g_audit_check(t, &w->from, &w->report, err);
+	return p11g_audit_check(t, &w->from, w->pubkey, &w->report, err);
 }
 
 /* In the child: the walk on its own read-only environment (LMDB's of the parent must not be
  * used after fork), its answer as one JSON text on fd. */
 static void __attribute__((noreturn))
-child_walk(const char *dir, struct p11g_audit_mark from, int fd)
+child_walk(const char *dir, struct p11g_audit_mark from, EVP_PKEY *pubkey, int fd)
 {
 	struct p11g_store_options so = {.read_only = true};
 	p11g_store *s = NULL;
 	p11g_err err = {0};
-	struct walk w = {.from = from};
+	struct walk w = {.from = from, .pubkey = pubkey};
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* The walk yields the CPU to approvald and everything else: it may take a while, the
+	 * signers waiting on approvald may not. */
+	struct sched_param sp = {0};
+	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0)
+		p11g_debug("audit verification: SCHED_IDLE: %m");
 	if (fd > 3)
 		close_range(3, (unsigned)fd - 1, 0);
 	close_range((unsigned)fd + 1, ~0U, 0);
@@ -104,10 +113,11 @@ child_walk(const char *dir, struct p11g_audit_mark from, int fd)
 	_exit(text ? 0 : 1);
 }
 
-static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, p11g_err *err)
+static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, EVP_PKEY *pubkey,
+                 p11g_err *err)
 {
 	int p[2];
-	struct p11g_audit_mark from = full ? (struct p11g_audit_mark){0} : j->mark;
+	struct p11g_audit_mark from = full || pubkey ? (struct p11g_audit_mark){0} : j->mark;
 
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot verify: pipe: %m");
@@ -119,7 +129,7 @@ static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, p11g_
 	}
 	if (pid == 0) {
 		close(p[0]);
-		child_walk(p11g_store_dir(o->store), from, p[1]);
+		child_walk(p11g_store_dir(o->store), from, pubkey, p[1]);
 	}
 	close(p[1]);
 	j->pid = pid;
@@ -205,9 +215,13 @@ bool p11g_verify_job_exited(struct p11g_ops *o, pid_t pid, int status)
 		o->changed(o->changed_arg, P11G_VERIFY_WAKE_BASE + j->gen_done);
 	if (j->next_wanted) {
 		bool full = j->next_full;
+		EVP_PKEY *pubkey = j->next_pubkey;
 		p11g_err err = {0};
 		j->next_wanted = j->next_full = false;
-		if (start(o, j, full, &err) < 0) {
+		j->next_pubkey = NULL;
+		int r = start(o, j, full, pubkey, &err);
+		EVP_PKEY_free(pubkey);
+		if (r < 0) {
 			j->error = err;
 			json_decref(j->report);
 			j->report = NULL;
@@ -230,7 +244,8 @@ static void inflight_drop(struct p11g_verify_job *j, uid_t uid, uint64_t gen)
 }
 
 int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, bool full,
-                    uint64_t *wake_id, bool expired, json_t **ret_result, p11g_err *err)
+                    EVP_PKEY *pubkey, uint64_t *wake_id, bool expired, json_t **ret_result,
+                    p11g_err *err)
 {
 	struct p11g_verify_job *j;
 
@@ -273,11 +288,20 @@ int p11g_ops_verify(struct p11g_ops *o, const struct p11g_ident *caller, bool fu
 		                    INFLIGHT_MAX);
 	uint64_t gen;
 	if (!j->pid) {
-		if (start(o, j, full || j->mark.seq == 0, err) < 0)
+		if (start(o, j, full || j->mark.seq == 0, pubkey, err) < 0)
 			return -1;
 		gen = j->gen_running;
 	} else {
 		/* the walk under way started before this request: the next one covers it */
+		if (pubkey && j->next_pubkey && EVP_PKEY_eq(pubkey, j->next_pubkey) != 1)
+			return p11g_err_set(err, P11G_E_LIMIT,
+			                    "a verification with another audit key is waiting; ask "
+			                    "again later");
+		if (pubkey && !j->next_pubkey) {
+			if (EVP_PKEY_up_ref(pubkey) != 1)
+				return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+			j->next_pubkey = pubkey;
+		}
 		j->next_wanted = true;
 		j->next_full |= full;
 		gen = j->gen_running + 1;

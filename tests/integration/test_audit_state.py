@@ -212,9 +212,16 @@ def test_verify_reports_what_it_compared(daemon):
     for i in range(3):
         approved(d, "st5-%d" % i, 1)
     r = expect_ok(d.cli("audit", "--verify"))
-    m = re.search(r"audit chain intact: (\d+) records \(records 1 to (\d+) walked now.*\); "
-                  r"(\d+) operations agree", r.out)
-    assert m and m.group(1) == m.group(2) and int(m.group(3)) == 3, r
+    # the first verify of a daemon walks all
+    m = re.search(r"audit chain intact: (\d+) records; (\d+) operations agree", r.out)
+    assert m and int(m.group(1)) == len(d.audit()) and int(m.group(2)) == 3, r
+    approved(d, "st5-x", 1)
+    head = len(d.audit())
+    r = expect_ok(d.cli("audit", "--verify"))
+    m = re.search(r"audit chain intact: (\d+) records \(records (\d+) to (\d+) walked now, the "
+                  r"rest verified before by this approvald\); (\d+) operations agree", r.out)
+    assert m and int(m.group(1)) == head and int(m.group(3)) == head, r
+    assert 1 < int(m.group(2)) <= head and int(m.group(4)) == 4, r
 
 
 # ---- the walk leaves the event loop -----------------------------------------------------
@@ -297,10 +304,180 @@ def test_incremental_verify_sees_a_rewrite_before_its_mark(daemon):
     d = daemon
     approved(d, "st7", 1)
     first = expect_ok(d.cli("audit", "--verify"))
-    assert "records 1 to" in first.out, first
+    assert "walked now" not in first.out, first
     approved(d, "st8", 1)
     r = expect_ok(d.cli("audit", "--verify"))
-    assert not re.search(r"records 1 to", r.out), r
+    assert re.search(r"records [2-9]\d* to \d+ walked now", r.out), r
     rewrite_chain(d.state, {1: lambda rec: rec.__setitem__("path", "/elsewhere")})
     r = d.cli("audit", "--verify")
     assert r.rc == 1 and re.search(r"record \d+: no longer the record verified before", r.err), r
+
+
+# ---- signed checkpoints -----------------------------------------------------------------
+
+def make_key(d, name="audit.key", alg="ed25519"):
+    path = os.path.join(d, name)
+    args = ["openssl", "genpkey", "-out", path]
+    args += ["-algorithm", "ed25519"] if alg == "ed25519" else [
+        "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    r = p11g.run(args)
+    assert r.rc == 0, r
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.fixture
+def keyed(start_daemon):
+    """A daemon that signs checkpoints (every 5 records, or 1 s after new ones), its key's
+    public half exported with approvald audit --export-pubkey."""
+    work = tempfile.mkdtemp(prefix="p11gt-key-")
+    key = make_key(work)
+    conf = {"audit_key_file": key, "audit_checkpoint_records": 5,
+            "audit_checkpoint_seconds": 3600}
+    d = start_daemon(config=conf)
+    pub = os.path.join(work, "audit.pub")
+    r = p11g.approvald("audit", "--export-pubkey", "--config", d.config)
+    assert r.rc == 0 and "-----BEGIN PUBLIC KEY-----" in r.out, r
+    with open(pub, "w") as f:
+        f.write(r.out)
+    yield d, work, key, pub
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def checkpoints(d):
+    return [r for r in d.audit() if r["event"] == "checkpoint"]
+
+
+def test_checkpoints_signed_listed_and_verified(keyed):
+    d, work, key, pub = keyed
+    # one at start, signing what the start wrote
+    assert len(checkpoints(d)) == 1
+    for i in range(3):
+        approved(d, "cp1-%d" % i, 1)
+    assert p11g.wait_for(lambda: len(checkpoints(d)) >= 2, 5), d.audit()
+    cps = checkpoints(d)
+    recs = d.audit()
+    for c in cps:
+        assert c["through"] == c["seq"] - 1 and c["head"] == recs[c["seq"] - 2]["hash"], c
+        assert c["key"].startswith("sha256:") and c["sig"], c
+    # the copy outside the store: approvald's log (and syslog)
+    assert "audit checkpoint through=%d head=%s" % (cps[-1]["through"], cps[-1]["head"]) \
+        in d.stderr()
+    r = expect_ok(d.cli("audit", "--checkpoints"))
+    lines = r.out.splitlines()
+    assert lines[0].split()[:3] == ["SEQ", "THROUGH", "SIGNED"], r
+    assert len(lines) == 1 + len(cps), r
+    r = expect_ok(d.cli("audit", "--verify", "--pubkey", pub))
+    assert re.search(r"checkpoints: %d, each signed by the audit key; records 1 to %d covered"
+                     % (len(cps), cps[-1]["seq"]), r.out), r
+    c = copy_store(d)
+    try:
+        r = verify_offline_pub(c, pub)
+        assert r.rc == 0 and "checkpoints: %d" % len(cps) in r.out, r
+    finally:
+        shutil.rmtree(c, ignore_errors=True)
+
+
+def verify_offline_pub(path, pub):
+    return p11g.approvald("audit", "--verify", "--pubkey", pub, "--state-dir", path)
+
+
+def test_records_after_the_last_checkpoint_are_counted(start_daemon):
+    work = tempfile.mkdtemp(prefix="p11gt-key-")
+    try:
+        key = make_key(work, alg="ec")
+        d = start_daemon(config={"audit_key_file": key})
+        pub = os.path.join(work, "audit.pub")
+        r = p11g.approvald("audit", "--export-pubkey", "--config", d.config)
+        assert r.rc == 0, r
+        with open(pub, "w") as f:
+            f.write(r.out)
+        covered = checkpoints(d)[-1]["seq"]
+        approved(d, "cp2", 1)
+        head = d.audit()[-1]["seq"]
+        r = expect_ok(d.cli("audit", "--verify", "--pubkey", pub))
+        assert "%d records after record %d not yet covered by a checkpoint" % (
+            head - covered, covered) in r.out, r
+        # at shutdown approvald signs the rest
+        assert d.stop() == 0
+        r = verify_offline_pub(d.state, pub)
+        assert r.rc == 0 and "not yet covered" not in r.out, r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_rewrite_before_a_checkpoint_is_detected(keyed):
+    d, work, key, pub = keyed
+    for i in range(3):
+        approved(d, "cp3-%d" % i, 1)
+    assert p11g.wait_for(lambda: len(checkpoints(d)) >= 2, 5)
+    cp = checkpoints(d)[-1]
+    prior = checkpoints(d)[-2]
+    target = prior["seq"] + 1  # a record between the two checkpoints
+    c = copy_store(d)
+    try:
+        rewrite_chain(c, {target: lambda rec: rec.__setitem__("time", rec["time"] - 3600)})
+        # the chain alone cannot tell: every hash was made again
+        r = verify_offline(c)
+        assert r.rc == 0, r
+        # the checkpoint's signature can: it signed the hash the record had
+        r = verify_offline_pub(c, pub)
+        assert r.rc == 1, r
+        assert re.search(r"records %d to %d: rewritten \(the checkpoint in record %d signed "
+                         r"another hash for record %d\)" % (prior["seq"] + 1,
+                                                             cp["through"], cp["seq"],
+                                                             cp["through"]), r.err), r
+    finally:
+        shutil.rmtree(c, ignore_errors=True)
+
+
+@pytest.mark.parametrize("forgery", ["bad signature", "other key"])
+def test_forged_checkpoint_is_detected(keyed, forgery):
+    d, work, key, pub = keyed
+    approved(d, "cp4", 1)
+    c = copy_store(d)
+    try:
+        env = open_env(c)
+        with env.begin() as txn:
+            head = json.loads(txn.get(b"audit_head", db=env.open_db(b"meta", txn=txn)))
+        env.close()
+        real = checkpoints(d)[0]
+        key_id = real["key"] if forgery == "bad signature" else "sha256:" + "ab" * 32
+        # a checkpoint appended after the head, made to look like approvald's
+        forged = {"event": "checkpoint", "through": head["seq"], "head": head["hash"],
+                  "signed": int(time.time()), "key": key_id, "sig": real["sig"],
+                  "seq": head["seq"] + 1, "time": int(time.time())}
+        env = open_env(c)
+        try:
+            audit = env.open_db(b"audit", create=False)
+            meta = env.open_db(b"meta", create=False)
+            with env.begin(write=True) as txn:
+                text, h = seal(forged, head["hash"])
+                txn.put(key8(head["seq"] + 1), text, db=audit)
+                txn.put(b"audit_head", json.dumps({"seq": head["seq"] + 1, "hash": h}).encode(),
+                        db=meta)
+        finally:
+            env.close()
+        assert verify_offline(c).rc == 0
+        r = verify_offline_pub(c, pub)
+        want = "signature does not verify" if forgery == "bad signature" else "signed by another key"
+        assert r.rc == 1 and re.search(r"record %d: a checkpoint that is not approvald's \(%s\)"
+                                       % (head["seq"] + 1, want), r.err), r
+    finally:
+        shutil.rmtree(c, ignore_errors=True)
+
+
+def test_audit_key_file_others_can_read_is_refused(accounts):
+    work = tempfile.mkdtemp(prefix="p11gt-key-")
+    try:
+        key = make_key(work)
+        os.chmod(key, 0o644)
+        d = p11g.Daemon(config={"audit_key_file": key})
+        try:
+            with pytest.raises(AssertionError, match="readable by it alone"):
+                d.start()
+        finally:
+            d.kill()
+            d.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
