@@ -415,9 +415,18 @@ static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req,
 }
 
 const struct p11g_handler p11g_handlers[] = {
-    {"request", h_request}, {"list", h_list},         {"show", h_show},     {"approve", h_approve},
-    {"reject", h_reject},   {"withdraw", h_withdraw}, {"revoke", h_revoke}, {"status", h_status},
-    {"audit", h_audit},     {"verify", h_verify},     {"key", h_key},       {"use", h_use},
+    {"request", h_request},
+    {"list", h_list, .reader = true},
+    {"show", h_show, .reader = true},
+    {"approve", h_approve},
+    {"reject", h_reject},
+    {"withdraw", h_withdraw},
+    {"revoke", h_revoke},
+    {"status", h_status, .reader = true},
+    {"audit", h_audit, .reader = true},
+    {"verify", h_verify},
+    {"key", h_key},
+    {"use", h_use},
     {"wait", h_wait},
 };
 const size_t p11g_n_handlers = P11G_ARRAY_SIZE(p11g_handlers);

@@ -19,7 +19,7 @@
 /* ... and a call ends after about this long whatever it read (at least one operation: every
  * call gets on): a page of operations the caller may see costs 5-7 ms at 256 (root's `list
  * --all` on tests/bench/stall's store), which every use arriving meanwhile waited for. */
-#define LIST_SCAN_US 1000
+#define LIST_SCAN_US 500
 
 struct read_ctx {
 	struct p11g_ops *o;

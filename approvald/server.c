@@ -56,6 +56,7 @@ struct conn {
 	const struct p11g_handler *parked_handler;
 	struct p11g_wait wait;
 	bool woken;
+	bool reader_waits; /* parked_req is a reader's, run after the round's commit */
 };
 
 /* Flood-prone warnings (limit hits, accept failures) go out at most once a
@@ -109,8 +110,9 @@ struct p11g_server {
 	char *extra_path;
 	p11g_accept_fn extra_fn;
 
-	bool stop, any_woken;
+	bool stop, any_woken, any_reader;
 	bool in_round; /* between ops.round_begin and ops.round_end */
+	bool ids_ok;   /* the round's identity cache may be used (the round and its readers) */
 	/* Identities resolved by recent rounds, by (uid, gid): see caller_of. */
 	struct cached_ident ids[CACHED_IDENTS];
 	size_t n_ids;
@@ -398,13 +400,13 @@ static void round_end(struct p11g_server *s)
  * The caller of c's request: user name and groups from the databases.  Rounds
  * share the lookup of a (uid, gid) while the files it was read from stay as they
  * were, for at most IDENT_TTL_US (see ids_refresh): a group change applies from
- * the next round.  Outside a round (a parked request resumed) every call looks
- * up afresh.  *ret_owned is true when the caller must clear *ret.  0 or -ENOMEM.
+ * the next round.  Outside a round and its readers (a parked request resumed)
+ * every call looks up afresh.  *ret_owned is true when the caller must clear *ret.  0 or -ENOMEM.
  */
 static int caller_of(struct p11g_server *s, const struct conn *c, struct p11g_ident *ret,
                      bool *ret_owned)
 {
-	for (size_t i = 0; s->in_round && i < s->n_ids; i++) {
+	for (size_t i = 0; s->ids_ok && i < s->n_ids; i++) {
 		const struct p11g_ident *id = &s->ids[i].id;
 		if (id->uid == c->uid && id->gid == c->gid) {
 			*ret = *id; /* shares the group names, which the cache owns */
@@ -417,7 +419,7 @@ static int caller_of(struct p11g_server *s, const struct conn *c, struct p11g_id
 	if (r < 0)
 		return r;
 	*ret_owned = true;
-	if (s->in_round && s->n_ids < CACHED_IDENTS) {
+	if (s->ids_ok && s->n_ids < CACHED_IDENTS) {
 		s->ids[s->n_ids++] = (struct cached_ident){.id = *ret, .at_us = p11g_mono_us()};
 		*ret_owned = false;
 	}
@@ -508,7 +510,28 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 		return;
 	}
 	memset(&c->wait, 0, sizeof(c->wait));
+	if (s->in_round && h->reader) {
+		/* Readers run once the round's writes are committed and answered: a use read in
+		 * the same round as a listing page does not wait for the page. */
+		c->parked_req = json_incref(req);
+		c->parked_handler = h;
+		c->reader_waits = s->any_reader = true;
+		return;
+	}
 	run_handler(s, c, h, req, now);
+}
+
+static void run_readers(struct p11g_server *s)
+{
+	for (size_t i = 0; s->any_reader && i < s->n_conns; i++) {
+		struct conn *c = s->conns[i];
+		_cleanup_json_ json_t *req = c->reader_waits ? c->parked_req : NULL;
+		if (c->reader_waits && !c->dead)
+			run_handler(s, c, c->parked_handler, req, p11g_mono_us());
+		c->parked_req = c->reader_waits ? NULL : c->parked_req;
+		c->reader_waits = false;
+	}
+	s->any_reader = false;
 }
 
 static void conn_read(struct p11g_server *s, struct conn *c, int64_t now)
@@ -895,7 +918,7 @@ int p11g_server_run(struct p11g_server *s)
 		if (s->ops.round_begin)
 			s->ops.round_begin(s->app);
 		ids_refresh(s, now);
-		s->in_round = true;
+		s->in_round = s->ids_ok = true;
 		for (size_t i = FIXED_FDS; i < n; i++) {
 			struct conn *c = s->pconns[i - FIXED_FDS];
 			short rev = s->pfds[i].revents;
@@ -917,6 +940,8 @@ int p11g_server_run(struct p11g_server *s)
 			}
 		}
 		round_end(s);
+		run_readers(s);
+		s->ids_ok = false;
 		expire(s, now);
 		if (now >= s->next_tick_us) {
 			if (s->ops.tick)
