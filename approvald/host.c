@@ -32,6 +32,10 @@
  * else's identity.
  */
 
+/* What the link of a PKCS#11 host may ask approvald (server.c refuses and
+ * logs anything else): the gate's own requests, module/client.c's. */
+static const char *const host_verbs[] = {"key", "use", "request", "wait", NULL};
+
 static struct {
 	const struct p11g_host_config *cfg;
 	struct p11g_server *server;
@@ -393,7 +397,7 @@ static void on_accept(void *app, int fd, const struct ucred *peer)
 		return;
 	}
 	/* Limits first: the client's gate counts as one of its connections. */
-	if (p11g_server_adopt(host.server, sp[0], peer, &err) < 0) {
+	if (p11g_server_adopt(host.server, sp[0], peer, host_verbs, &err) < 0) {
 		p11g_warn("PKCS#11 client uid %u pid %d: %s; connection closed",
 		          (unsigned)peer->uid, (int)peer->pid, err.msg);
 		close(sp[1]);
