@@ -52,7 +52,6 @@ static struct {
 	 * with the exec). */
 	unsigned char *pin;
 	size_t pin_len;
-	pid_t parent;
 	char program[PATH_MAX];    /* approvald-pkcs11-host */
 	gid_t groups[NGROUPS_MAX]; /* pkcs11_user's supplementary groups */
 	int n_groups;
@@ -241,8 +240,9 @@ oom:
 	return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 }
 
-/* In the child of fork: fds to 3, 4, 5 (host_proto.h), nothing else open
- * above stderr, default signals, then the program. */
+/* In the child of fork: /dev/null as stdin and stdout, fds to 3, 4, 5
+ * (host_proto.h), nothing else open above stderr, default signals, then the
+ * program. */
 static void exec_host(int client_fd, int link_fd, int setup_fd, bool checking)
 {
 	char *argv[] = {(char *)P11G_HOST_PROGRAM, checking ? (char *)"--check" : NULL, NULL};
@@ -254,6 +254,10 @@ static void exec_host(int client_fd, int link_fd, int setup_fd, bool checking)
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
+	/* stdin and stdout: not approvald's (stderr stays: the host's log lines) */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0)
+		_exit(127);
 	/* above any target first, so no dup2 overwrites a source */
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
@@ -317,7 +321,6 @@ static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 	pid_t pid;
 
 	host.cfg = cfg;
-	host.parent = getpid();
 	/* approvald holds the PIN for as long as it runs: no core file of it,
 	 * no ptrace by another process of its uid. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)

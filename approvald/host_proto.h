@@ -5,8 +5,8 @@
 /*
  * approvald forks and executes approvald-pkcs11-host (pkcs11_host.c) for each
  * PKCS#11 client, and once at start-up with "--check" to log in.  The new
- * program inherits exactly these descriptors above stderr (close_range'd
- * before the exec):
+ * program inherits approvald's stderr, /dev/null as stdin and stdout, and
+ * exactly these descriptors above them (close_range'd before the exec):
  *
  *   3  the client's connection (absent with --check)
  *   4  its link to approvald, served as a connection of the client's uid

@@ -252,6 +252,7 @@ def test_host_process_holds_nothing_of_approvalds(deploy):
         assert not any(t.startswith(d.state) or t.startswith(d.policy_dir) or
                        t in (d.sock, dep.tok.pkcs11_sock, dep.tok.pin_file)
                        for t in fds.values()), fds
+        assert fds[0] == fds[1] == "/dev/null" and fds[2] == d.log, fds
         assert fds[3].startswith("socket:") and fds[4].startswith("socket:"), fds
         assert not any(t.startswith("pipe:") for t in fds.values()), fds  # setup: read, closed
         others = {n: t for n, t in fds.items() if n > 4 and not t.startswith("socket:")}
