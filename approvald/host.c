@@ -299,11 +299,8 @@ static int user_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 			          "pkcs11_user to an unprivileged user that can read the token");
 		return 0;
 	}
-	if (geteuid() != 0 && cfg->user_uid != geteuid())
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-		                    "pkcs11_user %s: approvald must run as root to start the "
-		                    "PKCS#11 processes as another user",
-		                    cfg->user);
+	/* Whether approvald may switch to it (root, or CAP_SETUID and
+	 * CAP_SETGID) the start-up check shows. */
 	if (cfg->user_uid == 0)
 		p11g_warn("pkcs11_user %s is uid 0: each PKCS#11 client's process runs as root",
 		          cfg->user);

@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <linux/prctl.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "p11gate/errors.h"
 
@@ -16,24 +18,47 @@
  * in it, and ASan's and UBSan's runtime calls are in the list.  Every build
  * kills on ptrace. */
 
+/* Empties every capability set this process has (a non-root approvald given
+ * CAP_SETUID and CAP_SETGID as ambient capabilities would pass them on). */
+static int drop_capabilities(p11g_err *err)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {{0}};
+
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return p11g_err_set(err, P11G_E_INTERNAL, "clearing ambient capabilities: %m");
+	if (syscall(SYS_capset, &h, d) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "dropping capabilities: %m");
+	if (syscall(SYS_capget, &h, d) < 0 || d[0].permitted || d[1].permitted || d[0].effective ||
+	    d[1].effective || d[0].inheritable || d[1].inheritable)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "capabilities remain after dropping them");
+	return 0;
+}
+
 int p11g_sandbox_user(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups, p11g_err *err)
 {
 	uid_t r, e, s;
 	gid_t rg, eg, sg;
 
+	if (getresuid(&r, &e, &s) == 0 && getresgid(&rg, &eg, &sg) == 0 && r == uid && e == uid &&
+	    s == uid && rg == gid && eg == gid && sg == gid && uid != 0)
+		return drop_capabilities(err); /* already that user (approvald's own) */
 	if (setgroups(n_groups, groups) < 0 || setresgid(gid, gid, gid) < 0 ||
 	    setresuid(uid, uid, uid) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "cannot switch to pkcs11_user (uid %u gid %u): %m",
+		                    "cannot switch to pkcs11_user (uid %u gid %u): %m (approvald "
+		                    "needs to run as root, or with CAP_SETUID and CAP_SETGID)",
 		                    (unsigned)uid, (unsigned)gid);
 	if (getresuid(&r, &e, &s) < 0 || getresgid(&rg, &eg, &sg) < 0 || r != uid || e != uid ||
 	    s != uid || rg != gid || eg != gid || sg != gid)
 		return p11g_err_set(err, P11G_E_INTERNAL, "switching to uid %u gid %u did not take",
 		                    (unsigned)uid, (unsigned)gid);
-	/* uid 0 keeps nothing either: a set-uid back must fail. */
-	if (uid != 0 && setresuid(0, 0, 0) == 0)
-		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "uid 0 could be had back after the switch");
+	if (uid != 0 && drop_capabilities(err) < 0)
+		return -1;
+	/* nothing left to switch back with */
+	if (uid != 0 && (setresuid(0, 0, 0) == 0 || setresgid(0, 0, 0) == 0))
+		return p11g_err_set(err, P11G_E_INTERNAL, "uid or gid 0 could be had back");
 	return 0;
 }
 
