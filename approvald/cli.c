@@ -926,7 +926,9 @@ static int run_policy(int argc, char **argv)
 	"pkcs11_wait (seconds), pkcs11_message_max (bytes), pkcs11_env (NAME=VALUE for the\n"      \
 	"module, repeatable), pkcs11_object_admins (principals user:NAME group:NAME uid:N,\n"      \
 	"blank- or comma-separated, repeatable: who may create, change and destroy token\n"        \
-	"objects through the PKCS#11 socket; nobody by default).\n"
+	"objects through the PKCS#11 socket; nobody by default), pkcs11_user (the user\n"          \
+	"each client's process runs as; default approvald's own), pkcs11_seccomp\n"                \
+	"(kill|log|off, default kill: that process's system-call allow-list).\n"
 
 /* The id verbs know each other's options: one given to a verb it does not fit is answered
  * with a sentence ("--yes does not go with show"), not as an unknown option. */

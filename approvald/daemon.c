@@ -1,5 +1,6 @@
 /* approvald serve: configuration file, policy (re)loading, expiry ticks, and the server loop. */
 #include <inttypes.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <syslog.h>
 
@@ -54,6 +55,7 @@ void p11g_host_config_clear(struct p11g_host_config *cfg)
 	free(cfg->module);
 	free(cfg->pin_file);
 	free(cfg->token);
+	free(cfg->user);
 	for (size_t i = 0; i < cfg->n_env; i++)
 		free(cfg->env[i]);
 	memset(cfg, 0, sizeof(*cfg));
@@ -125,6 +127,27 @@ static bool object_admins_add(struct p11g_principals *ps, const char *val, const
 		any = true;
 	}
 	return any;
+}
+
+/* pkcs11_user: a user that exists now (its uid and group are kept). */
+static bool host_user_set(struct p11g_host_config *h, const char *val, const char **why)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	static char msg[160];
+
+	if (getpwnam_r(val, &pw, buf, sizeof(buf), &res) != 0 || !res) {
+		snprintf(msg, sizeof(msg), "no user \"%.64s\"", val);
+		*why = msg;
+		return false;
+	}
+	if (set_string(&h->user, val) < 0) {
+		*why = out_of_memory;
+		return false;
+	}
+	h->user_uid = pw.pw_uid;
+	h->user_gid = pw.pw_gid;
+	return true;
 }
 
 /* One setting; false with a message for an unknown key (unknown_setting) or a bad value. */
@@ -208,6 +231,20 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		if (!parse_u(val, 86400, &n) || n < 1)
 			return false;
 		cfg->checkpoint_seconds = (unsigned)n;
+		return true;
+	}
+	if (!strcmp(key, "pkcs11_user"))
+		return host_user_set(&cfg->host, val, why);
+	if (!strcmp(key, "pkcs11_seccomp")) {
+		*why = "pkcs11_seccomp is kill, log or off";
+		if (!strcmp(val, "kill"))
+			cfg->host.seccomp = P11G_SECCOMP_KILL;
+		else if (!strcmp(val, "log"))
+			cfg->host.seccomp = P11G_SECCOMP_LOG;
+		else if (!strcmp(val, "off"))
+			cfg->host.seccomp = P11G_SECCOMP_OFF;
+		else
+			return false;
 		return true;
 	}
 	if (!strcmp(key, "pkcs11_object_admins"))

@@ -2,20 +2,18 @@
 #include "approvald/host.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-/* p11_kit_remote_serve_module is stable in practice: p11-kit server and
- * p11-kit remote are built on it. */
-#define P11_KIT_FUTURE_UNSTABLE_API 1
-#include <p11-kit/remote.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "approvald/server.h"
+#include "approvald/host_proto.h"
 #include "approvald/names.h"
+#include "approvald/server.h"
 #include "module/gate_host.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -24,23 +22,40 @@
  * Why a process per client: the client's sessions, operations and login
  * state live and die with its connection (a client killed mid-operation
  * takes nothing of anyone else's with it), the real module is loaded fresh
- * after fork (SoftHSMv2 does not survive a fork of an initialised module),
- * and a module crash takes one client down, not approvald.  The process
- * never touches the store: every decision is a request on a socketpair
- * approvald serves as a connection of the client's uid and pid, read from
- * SO_PEERCRED on the PKCS#11 socket, so the client cannot claim anyone
- * else's identity.
+ * in each process (SoftHSMv2 does not survive a fork of an initialised
+ * module), and a module crash takes one client down, not approvald.  The
+ * process never touches the store: every decision is a request on a
+ * socketpair approvald serves as a connection of the client's uid and pid,
+ * read from SO_PEERCRED on the PKCS#11 socket, so the client cannot claim
+ * anyone else's identity.
+ *
+ * Privilege separation (OpenSSH's): the process is not a fork of approvald
+ * but approvald-pkcs11-host (pkcs11_host.c), executed fresh, so it holds
+ * nothing of approvald's (no LMDB mapping, no store descriptor, no other
+ * client's connection, no policy): its client's connection, its link and a
+ * pipe with the settings and the PIN (host_proto.h).  It becomes
+ * pkcs11_user, sets no-new-privileges, stays non-dumpable and loads a
+ * seccomp allow-list before it loads the module or reads the client; its
+ * link accepts only the gate's verbs (host_verbs).
  */
+
+/* What the link of a PKCS#11 host may ask approvald (server.c refuses and
+ * logs anything else): the gate's own requests, module/client.c's. */
+static const char *const host_verbs[] = {"key", "use", "request", "wait", NULL};
 
 static struct {
 	const struct p11g_host_config *cfg;
 	struct p11g_server *server;
 	/* P11G_HOST_PIN_MAX bytes of a page of their own (p11g_secret_alloc):
-	 * approvald keeps the PIN for the client processes it forks, each of
-	 * which wipes its copy of this page once its gate holds the PIN. */
+	 * approvald keeps the PIN for the host processes it starts, and writes
+	 * it into each one's setup pipe (the fork's copy of this page goes
+	 * with the exec). */
 	unsigned char *pin;
 	size_t pin_len;
-	pid_t parent;
+	char program[PATH_MAX];    /* approvald-pkcs11-host */
+	gid_t groups[NGROUPS_MAX]; /* pkcs11_user's supplementary groups */
+	int n_groups;
+	char **env; /* the host's whole environment (pkcs11_env, sanitizer options) */
 } host;
 
 static void pin_wipe(void)
@@ -98,26 +113,203 @@ static int read_pin(const char *path, p11g_err *err)
 	return 0;
 }
 
-static CK_FUNCTION_LIST_3_0 *gate_for(int approvald_fd, const struct ucred *peer, bool object_admin)
+/* approvald-pkcs11-host beside this binary (a build tree, or an install that
+ * keeps both in one directory), else in P11GATE_LIBEXECDIR. */
+static int find_program(p11g_err *err)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		self[n] = 0;
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = 0;
+			int w = snprintf(host.program, sizeof(host.program), "%s/%s", self,
+			                 P11G_HOST_PROGRAM);
+			if (w > 0 && (size_t)w < sizeof(host.program) &&
+			    access(host.program, X_OK) == 0)
+				return 0;
+		}
+	}
+	snprintf(host.program, sizeof(host.program), "%s/%s", P11GATE_LIBEXECDIR,
+	         P11G_HOST_PROGRAM);
+	if (access(host.program, X_OK) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "cannot serve PKCS#11: %s: %m (installed with approvald-local)",
+		                    host.program);
+	return 0;
+}
+
+/* The host's whole environment: pkcs11_env, and the sanitizer runtimes'
+ * options of a test build.  Nothing else of approvald's. */
+static int build_env(const struct p11g_host_config *cfg, p11g_err *err)
+{
+	static const char *const passed[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
+	size_t n = 0;
+
+	host.env = calloc(cfg->n_env + P11G_ARRAY_SIZE(passed) + 1, sizeof(*host.env));
+	if (!host.env)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	for (size_t i = 0; i < cfg->n_env; i++)
+		host.env[n++] = cfg->env[i];
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(passed); i++) {
+		const char *v = getenv(passed[i]);
+		if (v && asprintf(&host.env[n], "%s=%s", passed[i], v) >= 0)
+			n++;
+	}
+	return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* json_decrefp comes with jansson (>= 2.11). */
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+
+/* A pipe holding the setup message (host_proto.h), its write end closed;
+ * the read end, or -1 with err. */
+static int setup_pipe(const struct ucred *peer, bool object_admin, p11g_err *err)
 {
 	const struct p11g_host_config *cfg = host.cfg;
-	struct p11g_gate_host_config g = {
-	    .module = cfg->module,
-	    .approvald_fd = approvald_fd,
-	    .socket = cfg->socket,
-	    .pin = host.pin,
-	    .pin_len = host.pin_len,
-	    .token = cfg->token,
-	    .wait = cfg->wait,
-	    .uid = peer ? peer->uid : geteuid(),
-	    .pid = peer ? peer->pid : getpid(),
-	    .object_admin = object_admin,
-	};
-	CK_FUNCTION_LIST_3_0 *l = p11g_gate_host(&g);
-	/* The gate has its own copy now: this process's copy of approvald's
-	 * page goes (approvald's stays). */
-	pin_wipe();
-	return l;
+	static const char *const modes[] = {"kill", "log", "off"};
+	_cleanup_json_ json_t *j = NULL, *env = json_array(), *user = NULL;
+	_cleanup_free_ char *text = NULL;
+	unsigned char len[4];
+	int p[2];
+
+	if (!env)
+		goto oom;
+	for (char **e = host.env; *e; e++)
+		if (json_array_append_new(env, json_string(*e)) < 0)
+			goto oom;
+	if (cfg->user) {
+		json_t *g = json_array();
+		for (int i = 0; g && i < host.n_groups; i++)
+			json_array_append_new(g, json_integer(host.groups[i]));
+		user = json_pack("{s:I, s:I, s:o?}", "uid", (json_int_t)cfg->user_uid, "gid",
+		                 (json_int_t)cfg->user_gid, "groups", g);
+		if (!user)
+			goto oom;
+	}
+	j = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:I, s:O, s:O?, s:s, s:I}", "module", cfg->module,
+	              "socket", cfg->socket, "token", cfg->token, "wait", (json_int_t)cfg->wait,
+	              "frame_ms", (json_int_t)cfg->frame_ms, "message_max",
+	              (json_int_t)cfg->message_max, "env", env, "user", user, "seccomp",
+	              modes[cfg->seccomp], "parent", (json_int_t)getpid());
+	if (!j)
+		goto oom;
+	if (peer && json_object_set_new(j, "client_uid", json_integer(peer->uid)) |
+	                json_object_set_new(j, "client_pid", json_integer(peer->pid)) |
+	                json_object_set_new(j, "object_admin", json_boolean(object_admin)))
+		goto oom;
+	if (!(text = json_dumps(j, JSON_COMPACT)))
+		goto oom;
+	if (strlen(text) > P11G_HOST_SETUP_MAX)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "the PKCS#11 host's settings are too long");
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "pipe: %m");
+	/* All of it fits (64 KiB) before the host reads: approvald never waits
+	 * on it. */
+	(void)fcntl(p[1], F_SETPIPE_SZ, 65536);
+	fcntl(p[1], F_SETFL, O_NONBLOCK);
+	p11g_be32_put(len, (uint32_t)strlen(text));
+	int bad = write_all(p[1], len, 4) < 0 || write_all(p[1], text, strlen(text)) < 0;
+	p11g_be32_put(len, (uint32_t)host.pin_len);
+	bad = bad || write_all(p[1], len, 4) < 0 || write_all(p[1], host.pin, host.pin_len) < 0;
+	close(p[1]);
+	if (bad) {
+		close(p[0]);
+		return p11g_err_set(err, P11G_E_INTERNAL, "writing the PKCS#11 host's setup: %m");
+	}
+	return p[0];
+oom:
+	return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+}
+
+/* In the child of fork: /dev/null as stdin and stdout, fds to 3, 4, 5
+ * (host_proto.h), nothing else open above stderr, default signals, then the
+ * program. */
+static void exec_host(int client_fd, int link_fd, int setup_fd, bool checking)
+{
+	char *argv[] = {(char *)P11G_HOST_PROGRAM, checking ? (char *)"--check" : NULL, NULL};
+	int fds[3] = {client_fd, link_fd, setup_fd};
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	/* stdin and stdout: not approvald's (stderr stays: the host's log lines) */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0)
+		_exit(127);
+	/* above any target first, so no dup2 overwrites a source */
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) < 0)
+			_exit(127);
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0 ? dup2(fds[i], P11G_HOST_FD_CLIENT + i) < 0
+		                : (close(P11G_HOST_FD_CLIENT + i), false))
+			_exit(127);
+	close_range(P11G_HOST_FD_SETUP + 1, ~0U, 0);
+	execve(host.program, argv, host.env);
+	p11g_error("cannot run %s: %m", host.program);
+	_exit(127);
+}
+
+/* Forks and executes the host; its pid, or -1 with err. */
+static pid_t spawn(int client_fd, int link_fd, const struct ucred *peer, bool object_admin,
+                   p11g_err *err)
+{
+	int setup_fd = setup_pipe(peer, object_admin, err);
+	pid_t pid;
+
+	if (setup_fd < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0)
+		exec_host(client_fd, link_fd, setup_fd, peer == NULL);
+	close(setup_fd);
+	if (pid < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "fork: %m");
+	return pid;
+}
+
+static int user_prepare(const struct p11g_host_config *cfg, p11g_err *err)
+{
+	if (!cfg->user) {
+		if (geteuid() == 0)
+			p11g_warn("pkcs11_user is not set: each PKCS#11 client's process runs as "
+			          "root, which could read approvald's state directory; set "
+			          "pkcs11_user to an unprivileged user that can read the token");
+		return 0;
+	}
+	/* Whether approvald may switch to it (root, or CAP_SETUID and
+	 * CAP_SETGID) the start-up check shows. */
+	if (cfg->user_uid == 0)
+		p11g_warn("pkcs11_user %s is uid 0: each PKCS#11 client's process runs as root",
+		          cfg->user);
+	host.n_groups = NGROUPS_MAX;
+	if (getgrouplist(cfg->user, cfg->user_gid, host.groups, &host.n_groups) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "pkcs11_user %s is in more than %d groups", cfg->user,
+		                    NGROUPS_MAX);
+	return 0;
 }
 
 static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
@@ -126,9 +318,8 @@ static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 	pid_t pid;
 
 	host.cfg = cfg;
-	host.parent = getpid();
 	/* approvald holds the PIN for as long as it runs: no core file of it,
-	 * no ptrace by another process of its uid.  Its children inherit this. */
+	 * no ptrace by another process of its uid. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "prctl(PR_SET_DUMPABLE): %m");
 	if (!cfg->module || !cfg->pin_file)
@@ -137,220 +328,32 @@ static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 	if (cfg->module[0] != '/')
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "pkcs11_module must be an absolute path: %s", cfg->module);
-	if (read_pin(cfg->pin_file, err) < 0)
+	if (user_prepare(cfg, err) < 0 || find_program(err) < 0 || build_env(cfg, err) < 0 ||
+	    read_pin(cfg->pin_file, err) < 0)
 		return -1;
-	for (size_t i = 0; i < cfg->n_env; i++)
-		if (putenv(cfg->env[i]) != 0)
-			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	/* A log-in in a throw-away child: a wrong PIN, module or token stops
-	 * approvald now, not each client later.  The daemon never loads the
-	 * module itself. */
-	pid = fork();
-	if (pid < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "fork: %m");
-	if (pid == 0) {
-		CK_FUNCTION_LIST_3_0 *l = gate_for(-1, NULL, false);
-		CK_RV rv = l->C_Initialize(NULL);
-		if (rv == CKR_OK)
-			l->C_Finalize(NULL);
-		p11g_gate_host_wipe();
-		_exit(rv == CKR_OK ? 0 : 1);
-	}
+	/* A log-in by the host as it runs for a client (its user, its filter):
+	 * a wrong PIN, module, token or a pkcs11_user that cannot read the
+	 * token stops approvald now, not each client later.  The daemon never
+	 * loads the module itself. */
+	if ((pid = spawn(-1, -1, NULL, false, err)) < 0)
+		return -1;
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
 			return p11g_err_set(err, P11G_E_INTERNAL, "waitpid: %m");
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		char how[64];
+		if (WIFSIGNALED(status))
+			snprintf(how, sizeof(how), "killed by signal %d%s", WTERMSIG(status),
+			         WTERMSIG(status) == SIGSYS ? ", its seccomp filter" : "");
+		else
+			snprintf(how, sizeof(how), "exit %d", WEXITSTATUS(status));
 		return p11g_err_set(
 		    err, P11G_E_BAD_REQUEST,
-		    "cannot serve PKCS#11: loading %s and logging in with %s failed "
-		    "(the line above says why)",
-		    cfg->module, cfg->pin_file);
-	return 0;
-}
-
-/* Keeps only keep[0..1] open above stderr. */
-static void close_others(int a, int b)
-{
-	int lo = a < b ? a : b, hi = a < b ? b : a;
-
-	if (lo > 3)
-		close_range(3, (unsigned)lo - 1, 0);
-	if (hi > lo + 1)
-		close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
-	close_range((unsigned)hi + 1, ~0U, 0);
-}
-
-/* ---- the frame check in front of p11-kit ------------------------------------- */
-
-/*
- * p11-kit's RPC reader trusts the lengths in a message header (it allocates
- * what they say and waits for that many bytes, for ever).  A relay thread
- * reads the client first: the protocol byte, then each message's 12-byte
- * header (call code, options length, body length), checks the lengths
- * against the limits, and passes the message on only whole and in time.
- * Between messages a client may stay silent as long as it likes (an
- * application holding its session); a message once begun must arrive
- * within frame_timeout.  A violation closes this client's connection, and
- * only it: its process ends.
- */
-#define RPC_HEADER      12
-#define RPC_OPTIONS_MAX 4096 /* p11-kit sends none or a few bytes */
-#define RELAY_CHUNK     65536
-
-struct relay {
-	int client;    /* the client's socket (p11-kit writes replies to it directly) */
-	int to_p11kit; /* what p11-kit reads */
-	struct ucred peer;
-	int frame_ms;
-	size_t message_max;
-};
-
-/* 1 when n bytes were read, 0 on EOF before the first, -1 on error or when
- * deadline_us (0: none) passed (errno ETIMEDOUT). */
-static int read_full(int fd, unsigned char *buf, size_t n, int64_t deadline_us)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		if (deadline_us) {
-			int64_t left = deadline_us - p11g_mono_us();
-			struct pollfd p = {.fd = fd, .events = POLLIN};
-			int r = left > 0 ? poll(&p, 1, (int)((left + 999) / 1000)) : 0;
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r == 0) {
-				errno = ETIMEDOUT;
-				return -1;
-			}
-		}
-		ssize_t r = read(fd, buf + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0) {
-			if (got == 0)
-				return 0;
-			errno = ECONNRESET;
-			return -1;
-		}
-		got += (size_t)r;
-	}
-	return 1;
-}
-
-static int write_full(int fd, const unsigned char *buf, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, buf, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		buf += w;
-		n -= (size_t)w;
+		    "cannot serve PKCS#11: loading %s and logging in with %s failed (%s; the "
+		    "line above says why)",
+		    cfg->module, cfg->pin_file, how);
 	}
 	return 0;
-}
-
-#define relay_warn(r, fmt, ...)                                                                    \
-	p11g_warn("PKCS#11 client uid %u pid %d: " fmt "; connection closed",                      \
-	          (unsigned)(r)->peer.uid, (int)(r)->peer.pid, ##__VA_ARGS__)
-
-/* Relays until EOF or a violation; returns after closing p11-kit's input. */
-static void *relay_main(void *arg)
-{
-	struct relay *r = arg;
-	unsigned char *chunk = malloc(RELAY_CHUNK);
-	unsigned char hdr[RPC_HEADER];
-	int got;
-
-	if (!chunk)
-		goto violation;
-	/* the protocol version byte */
-	if ((got = read_full(r->client, hdr, 1, 0)) <= 0 || write_full(r->to_p11kit, hdr, 1) < 0)
-		goto end;
-	for (;;) {
-		/* idle as long as the client likes, then the whole message in time */
-		if ((got = read_full(r->client, hdr, 1, 0)) <= 0)
-			goto end;
-		int64_t deadline = p11g_mono_us() + (int64_t)r->frame_ms * 1000;
-		if (read_full(r->client, hdr + 1, RPC_HEADER - 1, deadline) <= 0) {
-			relay_warn(r, "message header incomplete (%s)",
-			           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
-			goto violation;
-		}
-		uint32_t olen = p11g_be32_get(hdr + 4), blen = p11g_be32_get(hdr + 8);
-		if (olen > RPC_OPTIONS_MAX || blen > r->message_max) {
-			relay_warn(
-			    r, "message of %u + %u bytes over the limit (%zu; pkcs11_message_max)",
-			    olen, blen, r->message_max);
-			goto violation;
-		}
-		if (write_full(r->to_p11kit, hdr, RPC_HEADER) < 0)
-			goto end;
-		for (size_t left = (size_t)olen + blen; left > 0;) {
-			size_t n = left < RELAY_CHUNK ? left : RELAY_CHUNK;
-			if (read_full(r->client, chunk, n, deadline) <= 0) {
-				relay_warn(r, "message incomplete (%s)",
-				           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
-				goto violation;
-			}
-			if (write_full(r->to_p11kit, chunk, n) < 0)
-				goto end;
-			left -= n;
-		}
-	}
-violation:
-	/* p11-kit may be writing a reply: make that fail too. */
-	shutdown(r->client, SHUT_RDWR);
-end:
-	free(chunk);
-	close(r->to_p11kit);
-	return NULL;
-}
-
-static void serve_child(int client_fd, int link_fd, const struct ucred *peer, bool object_admin)
-{
-	int fl, pp[2];
-	pthread_t relay_thread;
-	struct relay relay;
-
-	/* approvald gone: so is its gate (the client sees the connection
-	 * drop instead of a gate that can only refuse). */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != host.parent)
-		_exit(1);
-	p11g_server_close_in_child(host.server);
-	close_others(client_fd, link_fd);
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGCHLD, SIG_DFL);
-	fl = fcntl(client_fd, F_GETFL);
-	if (fl >= 0)
-		fcntl(client_fd, F_SETFL, fl & ~O_NONBLOCK);
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) < 0) {
-		p11g_warn("PKCS#11 client uid %u pid %d: socketpair: %m", (unsigned)peer->uid,
-		          (int)peer->pid);
-		_exit(1);
-	}
-	relay = (struct relay){.client = client_fd,
-	                       .to_p11kit = pp[1],
-	                       .peer = *peer,
-	                       .frame_ms = host.cfg->frame_ms,
-	                       .message_max = host.cfg->message_max};
-	if (pthread_create(&relay_thread, NULL, relay_main, &relay) != 0) {
-		p11g_warn("PKCS#11 client uid %u pid %d: cannot start a thread",
-		          (unsigned)peer->uid, (int)peer->pid);
-		_exit(1);
-	}
-	CK_FUNCTION_LIST_3_0 *l = gate_for(link_fd, peer, object_admin);
-	/* p11-kit calls C_Initialize and C_Finalize as the client does. */
-	p11_kit_remote_serve_module((CK_FUNCTION_LIST *)l, pp[0], client_fd);
-	/* A client that died or forgot C_Finalize: end the module's state
-	 * tidily (CKR_CRYPTOKI_NOT_INITIALIZED otherwise, harmless). */
-	l->C_Finalize(NULL);
-	p11g_gate_host_wipe();
-	_exit(0);
 }
 
 /* Whether the client is in pkcs11_object_admins.  -1 when its identity
@@ -393,19 +396,17 @@ static void on_accept(void *app, int fd, const struct ucred *peer)
 		return;
 	}
 	/* Limits first: the client's gate counts as one of its connections. */
-	if (p11g_server_adopt(host.server, sp[0], peer, &err) < 0) {
+	if (p11g_server_adopt(host.server, sp[0], peer, host_verbs, &err) < 0) {
 		p11g_warn("PKCS#11 client uid %u pid %d: %s; connection closed",
 		          (unsigned)peer->uid, (int)peer->pid, err.msg);
 		close(sp[1]);
 		close(fd);
 		return;
 	}
-	pid = fork();
-	if (pid == 0)
-		serve_child(fd, sp[1], peer, object_admin);
+	pid = spawn(fd, sp[1], peer, object_admin, &err);
 	if (pid < 0)
-		p11g_warn("PKCS#11 client uid %u pid %d: fork: %m; connection closed",
-		          (unsigned)peer->uid, (int)peer->pid);
+		p11g_warn("PKCS#11 client uid %u pid %d: %s; connection closed",
+		          (unsigned)peer->uid, (int)peer->pid, err.msg);
 	else
 		p11g_debug("PKCS#11 client uid %u pid %d: served by process %d",
 		           (unsigned)peer->uid, (int)peer->pid, (int)pid);
@@ -424,7 +425,12 @@ static int host_listen(const struct p11g_host_config *cfg, struct p11g_server *s
 
 static void host_child_exited(pid_t pid, int status)
 {
-	if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+		p11g_warn("PKCS#11 client process %d was killed by its seccomp filter (signal %d, "
+		          "SIGSYS): it made a system call outside pkcs11_seccomp's allow-list; "
+		          "pkcs11_seccomp = log names the calls a module needs",
+		          (int)pid, SIGSYS);
+	else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
 		p11g_warn("PKCS#11 client process %d died of signal %d", (int)pid,
 		          WTERMSIG(status));
 	else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
@@ -433,9 +439,19 @@ static void host_child_exited(pid_t pid, int status)
 		p11g_debug("PKCS#11 client process %d ended", (int)pid);
 }
 
+static void host_end(void)
+{
+	pin_wipe();
+	if (host.env)
+		for (size_t i = host.cfg ? host.cfg->n_env : 0; host.env[i]; i++)
+			free(host.env[i]);
+	free(host.env);
+	host.env = NULL;
+}
+
 const struct p11g_host_ops p11g_isolated_host = {
     .prepare = host_prepare,
     .listen = host_listen,
     .child_exited = host_child_exited,
-    .end = pin_wipe,
+    .end = host_end,
 };

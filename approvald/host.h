@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include "approvald/host_proto.h"
 #include "p11gate/common.h"
 #include "policy/policy.h"
 
@@ -23,6 +24,12 @@ struct p11g_host_config {
 	/* who may create, change and destroy token objects through the socket
 	 * (pkcs11_object_admins); nobody when empty */
 	struct p11g_principals object_admins;
+	/* pkcs11_user: the user each client's process runs as (NULL: approvald's
+	 * own); its uid and primary group, looked up when the setting is read */
+	char *user;
+	uid_t user_uid;
+	gid_t user_gid;
+	enum p11g_seccomp_mode seccomp; /* pkcs11_seccomp: kill (default), log, off */
 };
 
 struct p11g_server;
@@ -37,13 +44,15 @@ void p11g_host_config_clear(struct p11g_host_config *cfg);
  */
 struct p11g_host_ops {
 	/* Makes this process non-dumpable, reads the PIN file (refusing one
-	 * other users could read) into memory kept out of core dumps, sets the
-	 * environment and logs in once in a child process to prove the
-	 * configuration.  -1 with err saying what is wrong. */
+	 * other users could read) into memory kept out of core dumps, finds
+	 * approvald-pkcs11-host and runs it once to log in as it will for each
+	 * client (as pkcs11_user, under its filter), proving the configuration.
+	 * -1 with err saying what is wrong. */
 	int (*prepare)(const struct p11g_host_config *cfg, p11g_err *err);
-	/* Listens on the PKCS#11 socket: each connection gets a process that
-	 * serves the gated module to it, its decisions bound to the client's
-	 * SO_PEERCRED.  cfg must outlive the server. */
+	/* Listens on the PKCS#11 socket: each connection gets a process
+	 * (approvald-pkcs11-host, executed fresh) that serves the gated module to
+	 * it, its decisions bound to the client's SO_PEERCRED, its link to
+	 * approvald limited to the gate's verbs.  cfg must outlive the server. */
 	int (*listen)(const struct p11g_host_config *cfg, struct p11g_server *server,
 	              p11g_err *err);
 	/* SIGCHLD: a client's process ended. */

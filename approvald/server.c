@@ -40,7 +40,8 @@ struct conn {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	bool adopted;  /* p11g_server_adopt: identity given, no idle timeout */
+	bool adopted;             /* p11g_server_adopt: identity given, no idle timeout */
+	const char *const *verbs; /* adopted: the only verbs it may send */
 	bool deferred; /* a reply made in this round, sent once the round's commit is done */
 	enum conn_state state;
 	bool dead;
@@ -483,6 +484,14 @@ static const struct p11g_handler *handler_for(const struct p11g_server *s, const
 	return NULL;
 }
 
+static bool verb_listed(const char *const *verbs, const char *verb)
+{
+	for (; *verbs; verbs++)
+		if (!strcmp(*verbs, verb))
+			return true;
+	return false;
+}
+
 static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 {
 	_cleanup_json_ json_t *req = NULL;
@@ -505,6 +514,14 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 	verb = p11g_wire_request_verb(req, &err);
 	if (verb && !(h = handler_for(s, verb)))
 		p11g_err_set(&err, P11G_E_UNKNOWN_VERB, "unknown verb \"%.64s\"", verb);
+	if (verb && c->verbs && !verb_listed(c->verbs, verb)) {
+		conn_log(P11G_LOG_WARN, c,
+		         "its PKCS#11 host process sent \"%.64s\", which it may not; refused",
+		         verb);
+		p11g_err_set(&err, P11G_E_FORBIDDEN, "\"%.64s\" is not served to a PKCS#11 host",
+		             verb);
+		h = NULL;
+	}
 	if (!verb || !h) {
 		conn_reply_error(s, c, err.code, err.msg, now);
 		return;
@@ -649,7 +666,8 @@ static int add_conn(struct p11g_server *s, int fd, const struct ucred *uc, bool 
 	return 0;
 }
 
-int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer, p11g_err *err)
+int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer,
+                      const char *const *verbs, p11g_err *err)
 {
 	int fl = fcntl(fd, F_GETFL);
 
@@ -662,7 +680,10 @@ int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer, p
 		close(fd);
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot set up a connection: %m");
 	}
-	return add_conn(s, fd, peer, true, p11g_mono_us(), err);
+	if (add_conn(s, fd, peer, true, p11g_mono_us(), err) < 0)
+		return -1;
+	s->conns[s->n_conns - 1]->verbs = verbs;
+	return 0;
 }
 
 /* accept4 on a listener; -1 when there is nothing (more) to take. */

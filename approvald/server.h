@@ -77,9 +77,12 @@ int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mod
                              p11g_accept_fn fn, p11g_err *err);
 /* Serves fd as a connection of peer (identity given, not read from fd: the
  * other end is a process approvald started for that peer).  Counts against
- * the connection limits; no idle timeout.  On error fd is closed and err
- * says why (P11G_E_LIMIT for a limit). */
-int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer, p11g_err *err);
+ * the connection limits; no idle timeout.  verbs (NULL-terminated, kept;
+ * NULL: all) are the only verbs it may send: any other is refused with
+ * P11G_E_FORBIDDEN and a warning naming the peer.  On error fd is closed and
+ * err says why (P11G_E_LIMIT for a limit). */
+int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer,
+                      const char *const *verbs, p11g_err *err);
 /* In a child after fork: closes every descriptor the server holds (sockets,
  * connections, signalfd) without removing files, restores the signal mask. */
 void p11g_server_close_in_child(struct p11g_server *s);

@@ -1,0 +1,405 @@
+/* approvald-pkcs11-host: one PKCS#11 client's gated module, in a process that holds nothing of
+ * approvald's. */
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+/* p11_kit_remote_serve_module is stable in practice: p11-kit server and
+ * p11-kit remote are built on it. */
+#define P11_KIT_FUTURE_UNSTABLE_API 1
+#include <p11-kit/remote.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#if HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
+#include "approvald/host_proto.h"
+#include "approvald/host_sandbox.h"
+#include "module/gate_host.h"
+#include "p11gate/log.h"
+#include "p11gate/wire.h"
+
+/*
+ * approvald (host.c) starts this program for each client of its PKCS#11
+ * socket, fork and exec: it begins with none of approvald's memory (no
+ * LMDB mapping, no store, no other client's connection), only the
+ * descriptors and the setup message host_proto.h describes.  Before it reads
+ * a byte from the client or loads the module it becomes pkcs11_user, sets
+ * PR_SET_NO_NEW_PRIVS and loads its seccomp filter (host_sandbox.c); it was
+ * made non-dumpable before it read the PIN.  Its link to approvald answers
+ * the gate's verbs only (key, use, request, wait): the process can ask for
+ * what its client could ask for, nothing more.
+ */
+
+struct setup {
+	json_t *j;
+	unsigned char *pin; /* P11G_HOST_PIN_MAX bytes of p11g_secret_alloc */
+	size_t pin_len;
+};
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p11g_error("PKCS#11 host: %s", msg);
+	_exit(1);
+}
+
+static void read_exact(int fd, void *buf, size_t n, const char *what)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, (unsigned char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			die("setup message: %s cut short", what);
+		got += (size_t)r;
+	}
+}
+
+static void read_setup(struct setup *s)
+{
+	unsigned char len[4];
+	uint32_t n;
+	json_error_t jerr;
+	_cleanup_free_ char *text = NULL;
+
+	read_exact(P11G_HOST_FD_SETUP, len, 4, "length");
+	n = p11g_be32_get(len);
+	if (n == 0 || n > P11G_HOST_SETUP_MAX || !(text = malloc(n)))
+		die("setup message: bad length %u", n);
+	read_exact(P11G_HOST_FD_SETUP, text, n, "settings");
+	if (!(s->j = json_loadb(text, n, 0, &jerr)) || !json_is_object(s->j))
+		die("setup message: %s", jerr.text);
+	read_exact(P11G_HOST_FD_SETUP, len, 4, "PIN length");
+	n = p11g_be32_get(len);
+	if (n == 0 || n >= P11G_HOST_PIN_MAX)
+		die("setup message: bad PIN length %u", n);
+	if (!(s->pin = p11g_secret_alloc(P11G_HOST_PIN_MAX)))
+		die("no memory for the PIN: %m");
+	read_exact(P11G_HOST_FD_SETUP, s->pin, n, "PIN");
+	s->pin_len = n;
+	close(P11G_HOST_FD_SETUP);
+}
+
+static const char *str_of(const json_t *j, const char *key)
+{
+	const json_t *v = json_object_get(j, key);
+	if (json_is_null(v))
+		return NULL;
+	if (!json_is_string(v))
+		die("setup message: \"%s\" is not a string", key);
+	return json_string_value(v);
+}
+
+static json_int_t int_of(const json_t *j, const char *key)
+{
+	const json_t *v = json_object_get(j, key);
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		die("setup message: \"%s\" is not a number", key);
+	return json_integer_value(v);
+}
+
+/* The environment: pkcs11_env's entries and nothing else. */
+static void set_env(const json_t *env)
+{
+	size_t i;
+	const json_t *v;
+
+	if (clearenv() != 0)
+		die("clearenv failed");
+	/* the setup's strings live as long as the process */
+	json_array_foreach(env, i, v)
+	{
+		char *e = json_is_string(v) ? (char *)json_string_value(v) : NULL;
+		if (!e || !strchr(e, '=') || putenv(e) != 0)
+			die("setup message: a bad environment entry");
+	}
+}
+
+static void become_user(const json_t *user)
+{
+	gid_t groups[NGROUPS_MAX];
+	size_t i, n = 0;
+	const json_t *g, *list = json_object_get(user, "groups");
+	p11g_err err = {0};
+
+	if (json_is_null(user))
+		return; /* pkcs11_user unset: approvald's own user */
+	json_array_foreach(list, i, g)
+	{
+		if (n == NGROUPS_MAX || !json_is_integer(g))
+			die("setup message: bad group list");
+		groups[n++] = (gid_t)json_integer_value(g);
+	}
+	if (p11g_sandbox_user((uid_t)int_of(user, "uid"), (gid_t)int_of(user, "gid"), groups, n,
+	                      &err) < 0)
+		die("%s", err.msg);
+}
+
+static enum p11g_seccomp_mode seccomp_of(const char *s)
+{
+	if (s && !strcmp(s, "kill"))
+		return P11G_SECCOMP_KILL;
+	if (s && !strcmp(s, "log"))
+		return P11G_SECCOMP_LOG;
+	if (s && !strcmp(s, "off"))
+		return P11G_SECCOMP_OFF;
+	die("setup message: bad \"seccomp\"");
+}
+
+/* ---- the frame check in front of p11-kit ------------------------------------- */
+
+/*
+ * p11-kit's RPC reader trusts the lengths in a message header (it allocates
+ * what they say and waits for that many bytes, for ever).  A relay thread
+ * reads the client first: the protocol byte, then each message's 12-byte
+ * header (call code, options length, body length), checks the lengths
+ * against the limits, and passes the message on only whole and in time.
+ * Between messages a client may stay silent as long as it likes (an
+ * application holding its session); a message once begun must arrive
+ * within frame_timeout.  A violation closes this client's connection, and
+ * only it: its process ends.
+ */
+#define RPC_HEADER      12
+#define RPC_OPTIONS_MAX 4096 /* p11-kit sends none or a few bytes */
+#define RELAY_CHUNK     65536
+
+struct relay {
+	int client;    /* the client's socket (p11-kit writes replies to it directly) */
+	int to_p11kit; /* what p11-kit reads */
+	struct ucred peer;
+	int frame_ms;
+	size_t message_max;
+};
+
+/* 1 when n bytes were read, 0 on EOF before the first, -1 on error or when
+ * deadline_us (0: none) passed (errno ETIMEDOUT). */
+static int read_full(int fd, unsigned char *buf, size_t n, int64_t deadline_us)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		if (deadline_us) {
+			int64_t left = deadline_us - p11g_mono_us();
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+			int r = left > 0 ? poll(&p, 1, (int)((left + 999) / 1000)) : 0;
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r == 0) {
+				errno = ETIMEDOUT;
+				return -1;
+			}
+		}
+		ssize_t r = read(fd, buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			if (got == 0)
+				return 0;
+			errno = ECONNRESET;
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	return 1;
+}
+
+static int write_full(int fd, const unsigned char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, buf, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		buf += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+#define relay_warn(r, fmt, ...)                                                                    \
+	p11g_warn("PKCS#11 client uid %u pid %d: " fmt "; connection closed",                      \
+	          (unsigned)(r)->peer.uid, (int)(r)->peer.pid, ##__VA_ARGS__)
+
+/* Relays until EOF or a violation; returns after closing p11-kit's input. */
+static void *relay_main(void *arg)
+{
+	struct relay *r = arg;
+	unsigned char *chunk = malloc(RELAY_CHUNK);
+	unsigned char hdr[RPC_HEADER];
+	int got;
+
+	if (!chunk)
+		goto violation;
+	/* the protocol version byte */
+	if ((got = read_full(r->client, hdr, 1, 0)) <= 0 || write_full(r->to_p11kit, hdr, 1) < 0)
+		goto end;
+	for (;;) {
+		/* idle as long as the client likes, then the whole message in time */
+		if ((got = read_full(r->client, hdr, 1, 0)) <= 0)
+			goto end;
+		int64_t deadline = p11g_mono_us() + (int64_t)r->frame_ms * 1000;
+		if (read_full(r->client, hdr + 1, RPC_HEADER - 1, deadline) <= 0) {
+			relay_warn(r, "message header incomplete (%s)",
+			           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
+			goto violation;
+		}
+		uint32_t olen = p11g_be32_get(hdr + 4), blen = p11g_be32_get(hdr + 8);
+		if (olen > RPC_OPTIONS_MAX || blen > r->message_max) {
+			relay_warn(
+			    r, "message of %u + %u bytes over the limit (%zu; pkcs11_message_max)",
+			    olen, blen, r->message_max);
+			goto violation;
+		}
+		if (write_full(r->to_p11kit, hdr, RPC_HEADER) < 0)
+			goto end;
+		for (size_t left = (size_t)olen + blen; left > 0;) {
+			size_t n = left < RELAY_CHUNK ? left : RELAY_CHUNK;
+			if (read_full(r->client, chunk, n, deadline) <= 0) {
+				relay_warn(r, "message incomplete (%s)",
+				           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
+				goto violation;
+			}
+			if (write_full(r->to_p11kit, chunk, n) < 0)
+				goto end;
+			left -= n;
+		}
+	}
+violation:
+	/* p11-kit may be writing a reply: make that fail too. */
+	shutdown(r->client, SHUT_RDWR);
+end:
+	free(chunk);
+	close(r->to_p11kit);
+	return NULL;
+}
+
+static CK_FUNCTION_LIST_3_0 *gate_for(const json_t *j, struct setup *s, int approvald_fd,
+                                      const struct ucred *peer, bool object_admin)
+{
+	struct p11g_gate_host_config g = {
+	    .module = str_of(j, "module"),
+	    .approvald_fd = approvald_fd,
+	    .socket = str_of(j, "socket"),
+	    .pin = s->pin,
+	    .pin_len = s->pin_len,
+	    .token = str_of(j, "token"),
+	    .wait = (unsigned)int_of(j, "wait"),
+	    .uid = peer ? peer->uid : geteuid(),
+	    .pid = peer ? peer->pid : getpid(),
+	    .object_admin = object_admin,
+	};
+	if (!g.module)
+		die("setup message: no module");
+	CK_FUNCTION_LIST_3_0 *l = p11g_gate_host(&g);
+	/* The gate has its own copy now. */
+	p11g_secret_free(s->pin, P11G_HOST_PIN_MAX);
+	s->pin = NULL;
+	s->pin_len = 0;
+	return l;
+}
+
+/* --check: log in once and out, to prove the configuration at start-up. */
+static int check(const json_t *j, struct setup *s)
+{
+	CK_FUNCTION_LIST_3_0 *l = gate_for(j, s, -1, NULL, false);
+	CK_RV rv = l->C_Initialize(NULL);
+
+	if (rv == CKR_OK)
+		l->C_Finalize(NULL);
+	p11g_gate_host_wipe();
+	return rv == CKR_OK ? 0 : 1;
+}
+
+static int serve(const json_t *j, struct setup *s)
+{
+	int fl, pp[2], client_fd = P11G_HOST_FD_CLIENT, link_fd = P11G_HOST_FD_LINK;
+	pthread_t relay_thread;
+	struct relay relay;
+	struct ucred peer = {.uid = (uid_t)int_of(j, "client_uid"),
+	                     .pid = (pid_t)int_of(j, "client_pid")};
+	const json_t *admin = json_object_get(j, "object_admin");
+
+	fl = fcntl(client_fd, F_GETFL);
+	if (fl < 0 || fcntl(link_fd, F_GETFL) < 0)
+		die("started without its client connection and link to approvald");
+	fcntl(client_fd, F_SETFL, fl & ~O_NONBLOCK);
+	fcntl(client_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(link_fd, F_SETFD, FD_CLOEXEC);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) < 0)
+		die("PKCS#11 client uid %u pid %d: socketpair: %m", (unsigned)peer.uid,
+		    (int)peer.pid);
+	relay = (struct relay){.client = client_fd,
+	                       .to_p11kit = pp[1],
+	                       .peer = peer,
+	                       .frame_ms = (int)int_of(j, "frame_ms"),
+	                       .message_max = (size_t)int_of(j, "message_max")};
+	if (pthread_create(&relay_thread, NULL, relay_main, &relay) != 0)
+		die("PKCS#11 client uid %u pid %d: cannot start a thread", (unsigned)peer.uid,
+		    (int)peer.pid);
+	CK_FUNCTION_LIST_3_0 *l = gate_for(j, s, link_fd, &peer, json_is_true(admin));
+	/* p11-kit calls C_Initialize and C_Finalize as the client does. */
+	p11_kit_remote_serve_module((CK_FUNCTION_LIST *)l, pp[0], client_fd);
+	/* A client that died or forgot C_Finalize: end the module's state
+	 * tidily (CKR_CRYPTOKI_NOT_INITIALIZED otherwise, harmless). */
+	l->C_Finalize(NULL);
+	p11g_gate_host_wipe();
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct setup s = {0};
+	bool checking = argc == 2 && !strcmp(argv[1], "--check");
+	p11g_err err = {0};
+
+	p11g_log_ident = "approvald";
+	/* Before the PIN is read: no core file, no ptrace by approvald's uid
+	 * (exec made this process dumpable again). */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die("prctl(PR_SET_DUMPABLE): %m");
+	if (argc > 2 || (argc == 2 && !checking))
+		die("usage: %s [--check] (approvald starts it; see host_proto.h)", argv[0]);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	read_setup(&s);
+	set_env(json_object_get(s.j, "env"));
+	become_user(json_object_get(s.j, "user"));
+	/* After the switch (a change of uid clears both): approvald gone, so is
+	 * its gate; and non-dumpable again. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		die("prctl: %m");
+	if (getppid() != (pid_t)int_of(s.j, "parent"))
+		_exit(1);
+	enum p11g_seccomp_mode mode = seccomp_of(str_of(s.j, "seccomp"));
+#if HAVE_VALGRIND_H
+	/* valgrind cannot run a process under a seccomp filter (it has no
+	 * seccomp(2)): a memcheck run of the tests goes without. */
+	if (RUNNING_ON_VALGRIND && mode != P11G_SECCOMP_OFF) {
+		p11g_warn("PKCS#11 host: under valgrind, which cannot run a seccomp filter: "
+		          "pkcs11_seccomp is off in this process");
+		mode = P11G_SECCOMP_OFF;
+	}
+#endif
+	if (p11g_sandbox_seccomp(mode, &err) < 0)
+		die("%s", err.msg);
+	/* Nothing of the setup is freed: the settings outlive the gate (its
+	 * module path, its socket's name), and the process ends with _exit. */
+	_exit(checking ? check(s.j, &s) : serve(s.j, &s));
+}
