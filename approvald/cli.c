@@ -5,19 +5,14 @@
 #include <time.h>
 
 #include "approvald/cli.h"
+#include "approvald/cli_internal.h"
 #include "approvald/local.h"
 #include "approvald/textsafe.h"
 #include "p11gate/wire.h"
 
-#define CALL_TIMEOUT_MS 30000
+const char *cli_socket_opt;
 
-#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
-
-static const char *socket_opt;
-
-static int usage_error(const char *verb, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int usage_error(const char *verb, const char *fmt, ...)
+int cli_usage_error(const char *verb, const char *fmt, ...)
 {
 	va_list ap;
 	fputs("approvald: ", stderr);
@@ -33,8 +28,8 @@ static int bad_option(const char *verb, char **argv)
 {
 	const char *opt = optind > 0 ? argv[optind - 1] : "?";
 	if (optopt && optopt != '?')
-		return usage_error(verb, "option '%s' needs a value or is not known", opt);
-	return usage_error(verb, "unknown option '%s'", opt);
+		return cli_usage_error(verb, "option '%s' needs a value or is not known", opt);
+	return cli_usage_error(verb, "unknown option '%s'", opt);
 }
 
 /*
@@ -42,7 +37,7 @@ static int bad_option(const char *verb, char **argv)
  * tokens may hold what requests may no longer carry (textsafe.h), and a person's terminal
  * must show it, not obey it.
  */
-static json_t *shown(const json_t *j)
+json_t *cli_shown(const json_t *j)
 {
 	json_t *e = j ? p11g_text_escape_json(j) : json_object();
 	if (!e)
@@ -52,7 +47,7 @@ static json_t *shown(const json_t *j)
 
 /* The one error line, "approvald: WHAT MESSAGE (CODE)", escaped (an escape is at most four
  * times the byte it shows). */
-static void print_error(const char *what, const p11g_err *err)
+void cli_print_error(const char *what, const p11g_err *err)
 {
 	char msg[4 * sizeof(err->msg)], code[64];
 	const char *c = err->code ? err->code : "error";
@@ -61,23 +56,24 @@ static void print_error(const char *what, const p11g_err *err)
 	fprintf(stderr, "approvald: %s%s (%s)\n", what, msg, code);
 }
 
-static int report(const p11g_err *err)
+int cli_report(const p11g_err *err)
 {
-	print_error("", err);
+	cli_print_error("", err);
 	if (err->code && !strcmp(err->code, P11G_E_UNAVAILABLE))
 		return EXIT_UNREACHABLE;
 	return EXIT_REFUSED;
 }
 
 /* One call; on failure prints the one-line error and returns the exit code. */
-static int call(const char *verb, json_t *args, json_t **ret, int timeout_ms)
+int cli_call(const char *verb, json_t *args, json_t **ret, int timeout_ms)
 {
 	p11g_err err = {0};
 	json_t *req = args ? args : json_object();
 	json_object_set_new(req, "verb", json_string(verb));
-	int r = p11g_wire_call_path(p11g_wire_socket_path(socket_opt), req, ret, timeout_ms, &err);
+	int r =
+	    p11g_wire_call_path(p11g_wire_socket_path(cli_socket_opt), req, ret, timeout_ms, &err);
 	json_decref(req);
-	return r < 0 ? report(&err) : 0;
+	return r < 0 ? cli_report(&err) : 0;
 }
 
 static bool parse_id(const char *s, uint64_t *ret)
@@ -94,7 +90,7 @@ static bool parse_id(const char *s, uint64_t *ret)
 }
 
 /* jansson escapes C0 controls; DEL, C1 and bidirectional formatting are escaped here. */
-static void print_json(const json_t *j, size_t flags)
+void cli_print_json(const json_t *j, size_t flags)
 {
 	_cleanup_free_ char *s = json_dumps(j, flags | JSON_ENCODE_ANY);
 	_cleanup_free_ char *safe = s ? p11g_text_json_safe(s) : NULL;
@@ -106,18 +102,18 @@ static void print_json(const json_t *j, size_t flags)
 
 /* ---- formatting --------------------------------------------------------- */
 
-static const char *str(const json_t *obj, const char *name)
+const char *cli_str(const json_t *obj, const char *name)
 {
 	const char *s = json_string_value(json_object_get(obj, name));
 	return s ? s : "";
 }
 
-static int64_t num(const json_t *obj, const char *name)
+int64_t cli_num(const json_t *obj, const char *name)
 {
 	return (int64_t)json_integer_value(json_object_get(obj, name));
 }
 
-static void fmt_time(int64_t t, char *buf, size_t n)
+void cli_fmt_time(int64_t t, char *buf, size_t n)
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
@@ -141,13 +137,13 @@ static void fmt_rel(int64_t t, char *buf, size_t n)
 		snprintf(buf, n, "%s%lldd%s", pre, (long long)d / 86400, post);
 }
 
-static void fmt_who(const json_t *who, char *buf, size_t n)
+void cli_fmt_who(const json_t *who, char *buf, size_t n)
 {
-	const char *user = str(who, "user");
+	const char *user = cli_str(who, "user");
 	if (*user)
-		snprintf(buf, n, "%s (uid %lld)", user, (long long)num(who, "uid"));
+		snprintf(buf, n, "%s (uid %lld)", user, (long long)cli_num(who, "uid"));
 	else
-		snprintf(buf, n, "uid %lld", (long long)num(who, "uid"));
+		snprintf(buf, n, "uid %lld", (long long)cli_num(who, "uid"));
 }
 
 /* Long listings go through a pager when a person is reading them. */
@@ -208,32 +204,33 @@ static int print_op(FILE *f, const json_t *raw)
 	char who[128], t1[40], t2[40];
 	const json_t *k, *a, *d;
 	size_t i;
-	_cleanup_json_ json_t *op = shown(raw);
+	_cleanup_json_ json_t *op = cli_shown(raw);
 
 	if (!op)
 		return -1;
-	fprintf(f, "operation %lld: %s", (long long)num(op, "id"), str(op, "state"));
-	if (*str(op, "needs"))
-		fprintf(f, " (%s)", str(op, "needs"));
+	fprintf(f, "operation %lld: %s", (long long)cli_num(op, "id"), cli_str(op, "state"));
+	if (*cli_str(op, "needs"))
+		fprintf(f, " (%s)", cli_str(op, "needs"));
 	fputc('\n', f);
-	fmt_who(json_object_get(op, "orderer"), who, sizeof(who));
+	cli_fmt_who(json_object_get(op, "orderer"), who, sizeof(who));
 	fprintf(f, "  orderer:     %s\n", who);
-	fprintf(f, "  signer:      %s\n", str(op, "signer"));
-	fmt_time(num(op, "created"), t1, sizeof(t1));
+	fprintf(f, "  signer:      %s\n", cli_str(op, "signer"));
+	cli_fmt_time(cli_num(op, "created"), t1, sizeof(t1));
 	fprintf(f, "  created:     %s\n", t1);
-	fmt_time(num(op, "expires"), t1, sizeof(t1));
-	fmt_rel(num(op, "expires"), t2, sizeof(t2));
+	cli_fmt_time(cli_num(op, "expires"), t1, sizeof(t1));
+	fmt_rel(cli_num(op, "expires"), t2, sizeof(t2));
 	fprintf(f, "  expires:     %s (%s)\n", t1, t2);
-	fprintf(f, "  description: %s\n", str(op, "description"));
-	if (*str(op, "context"))
-		fprintf(f, "  context:     %s\n", str(op, "context"));
+	fprintf(f, "  description: %s\n", cli_str(op, "description"));
+	if (*cli_str(op, "context"))
+		fprintf(f, "  context:     %s\n", cli_str(op, "context"));
 	/* The images approvald read from the payloads themselves; the requester's own "oci"
 	 * words only where there are none (an operation from before payloads were read). */
 	const json_t *images = json_object_get(op, "images"), *img;
 	json_array_foreach(images, i, img)
 	{
-		fprintf(f, "  image:       %s@%s\n", str(img, "reference"), str(img, "digest"));
-		fprintf(f, "    payload:   %s\n", str(img, "payload_digest"));
+		fprintf(f, "  image:       %s@%s\n", cli_str(img, "reference"),
+		        cli_str(img, "digest"));
+		fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
 		print_annotations(f, json_object_get(img, "annotations"));
 	}
 	const json_t *oci = json_object_get(op, "oci");
@@ -241,11 +238,11 @@ static int print_op(FILE *f, const json_t *raw)
 		fprintf(
 		    f,
 		    "  image:       %s/%s@%s  (as the requester says; not read from a payload)\n",
-		    str(oci, "registry"), str(oci, "repository"), str(oci, "digest"));
+		    cli_str(oci, "registry"), cli_str(oci, "repository"), cli_str(oci, "digest"));
 	fprintf(f, "  keys:\n");
-	json_array_foreach(json_object_get(op, "keys"), i, k)
-	    fprintf(f, "    %s  (rule %s, used %lld of %lld)\n", str(k, "uri"), str(k, "rule"),
-	            (long long)num(k, "used"), (long long)num(k, "uses"));
+	json_array_foreach(json_object_get(op, "keys"), i, k) fprintf(
+	    f, "    %s  (rule %s, used %lld of %lld)\n", cli_str(k, "uri"), cli_str(k, "rule"),
+	    (long long)cli_num(k, "used"), (long long)cli_num(k, "uses"));
 	if (json_array_size(json_object_get(op, "digests"))) {
 		fprintf(f, "  pinned digests:\n");
 		json_array_foreach(json_object_get(op, "digests"), i, d)
@@ -255,8 +252,8 @@ static int print_op(FILE *f, const json_t *raw)
 	        json_array_size(json_object_get(op, "approvals")) ? "" : " none");
 	json_array_foreach(json_object_get(op, "approvals"), i, a)
 	{
-		fmt_who(a, who, sizeof(who));
-		fmt_time(num(a, "time"), t1, sizeof(t1));
+		cli_fmt_who(a, who, sizeof(who));
+		cli_fmt_time(cli_num(a, "time"), t1, sizeof(t1));
 		fprintf(f, "    %s at %s\n", who, t1);
 	}
 	const char *ends[] = {"rejection", "revocation"};
@@ -264,10 +261,10 @@ static int print_op(FILE *f, const json_t *raw)
 		const json_t *e = json_object_get(op, ends[i]);
 		if (!e)
 			continue;
-		fmt_who(e, who, sizeof(who));
-		fmt_time(num(e, "time"), t1, sizeof(t1));
+		cli_fmt_who(e, who, sizeof(who));
+		cli_fmt_time(cli_num(e, "time"), t1, sizeof(t1));
 		fprintf(f, "  %s: by %s at %s: %s\n", i ? "revoked" : "rejected", who, t1,
-		        str(e, "reason"));
+		        cli_str(e, "reason"));
 	}
 	return 0;
 }
@@ -276,7 +273,7 @@ static void print_op_table(FILE *f, const json_t *raw)
 {
 	size_t i, j;
 	const json_t *op, *k;
-	_cleanup_json_ json_t *ops = shown(raw);
+	_cleanup_json_ json_t *ops = cli_shown(raw);
 	fprintf(f, "%-6s %-9s %-16s %-40s %-10s %s\n", "ID", "STATE", "ORDERER", "KEYS (used/uses)",
 	        "EXPIRES", "DESCRIPTION");
 	json_array_foreach(ops, i, op)
@@ -285,20 +282,21 @@ static void print_op_table(FILE *f, const json_t *raw)
 		size_t off = 0;
 		json_array_foreach(json_object_get(op, "keys"), j, k)
 		{
-			int n = snprintf(keys + off, sizeof(keys) - off, "%s%s (%lld/%lld)",
-			                 j ? ", " : "", str(k, "uri"), (long long)num(k, "used"),
-			                 (long long)num(k, "uses"));
+			int n =
+			    snprintf(keys + off, sizeof(keys) - off, "%s%s (%lld/%lld)",
+			             j ? ", " : "", cli_str(k, "uri"),
+			             (long long)cli_num(k, "used"), (long long)cli_num(k, "uses"));
 			if (n < 0 || (size_t)n >= sizeof(keys) - off)
 				break;
 			off += (size_t)n;
 		}
 		const json_t *o = json_object_get(op, "orderer");
-		snprintf(who, sizeof(who), "%s", *str(o, "user") ? str(o, "user") : "");
+		snprintf(who, sizeof(who), "%s", *cli_str(o, "user") ? cli_str(o, "user") : "");
 		if (!who[0])
-			snprintf(who, sizeof(who), "uid %lld", (long long)num(o, "uid"));
-		fmt_rel(num(op, "expires"), rel, sizeof(rel));
-		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s\n", (long long)num(op, "id"),
-		        str(op, "state"), who, keys, rel, str(op, "description"));
+			snprintf(who, sizeof(who), "uid %lld", (long long)cli_num(o, "uid"));
+		fmt_rel(cli_num(op, "expires"), rel, sizeof(rel));
+		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s\n", (long long)cli_num(op, "id"),
+		        cli_str(op, "state"), who, keys, rel, cli_str(op, "description"));
 	}
 }
 
@@ -326,13 +324,13 @@ static int set_uses(struct args *a, const char *arg)
 	unsigned long long n;
 	char *end;
 	if (!json_array_size(a->keys))
-		return usage_error("request", "--uses follows the --key it counts");
+		return cli_usage_error("request", "--uses follows the --key it counts");
 	if (a->uses_given)
-		return usage_error("request", "--uses given twice for one --key");
+		return cli_usage_error("request", "--uses given twice for one --key");
 	errno = 0;
 	n = strtoull(arg, &end, 10);
 	if (errno || *end || !*arg || *arg == '-' || n == 0 || n > 1000000)
-		return usage_error("request", "--uses takes a number from 1 to 1000000");
+		return cli_usage_error("request", "--uses takes a number from 1 to 1000000");
 	json_object_set_new(json_array_get(a->keys, json_array_size(a->keys) - 1), "uses",
 	                    json_integer((json_int_t)n));
 	a->uses_given = true;
@@ -343,7 +341,8 @@ static int set_valid(struct args *a, const char *arg)
 {
 	int64_t d = p11g_duration_parse(arg);
 	if (d <= 0)
-		return usage_error("request", "--valid takes a duration such as 90s, 15m, 24h, 7d");
+		return cli_usage_error("request",
+		                       "--valid takes a duration such as 90s, 15m, 24h, 7d");
 	json_object_set_new(a->req, "valid", json_integer(d));
 	return 0;
 }
@@ -362,7 +361,7 @@ static int set_wait(struct args *a, const char *arg)
 		errno = 0;
 		a->wait_s = strtol(arg, &end, 10);
 		if (errno || *end || !*arg || a->wait_s < 0 || a->wait_s > 86400)
-			return usage_error("request", "--wait takes seconds from 0 to 86400");
+			return cli_usage_error("request", "--wait takes seconds from 0 to 86400");
 	}
 	return 0;
 }
@@ -370,13 +369,13 @@ static int set_wait(struct args *a, const char *arg)
 static int set_since(struct args *a, const char *arg)
 {
 	if (!parse_id(arg, &a->since) && strcmp(arg, "0"))
-		return usage_error("audit", "--since takes a record number");
+		return cli_usage_error("audit", "--since takes a record number");
 	return 0;
 }
 
 static int set_socket(struct args *a, const char *arg)
 {
-	socket_opt = arg;
+	cli_socket_opt = arg;
 	return 0;
 }
 
@@ -458,14 +457,14 @@ static int wait_decision(uint64_t id, long seconds)
 		int64_t left = (deadline - p11g_mono_us()) / 1000000;
 		if (left < 0)
 			left = 0;
-		int rc = call("wait",
-		              json_pack("{s:I, s:I}", "id", (json_int_t)id, "timeout",
-		                        (json_int_t)(left > 3600 ? 3600 : left)),
-		              &res, -1);
+		int rc = cli_call("wait",
+		                  json_pack("{s:I, s:I}", "id", (json_int_t)id, "timeout",
+		                            (json_int_t)(left > 3600 ? 3600 : left)),
+		                  &res, -1);
 		if (rc)
 			return rc;
-		_cleanup_json_ json_t *op = shown(json_object_get(res, "operation"));
-		const char *state = str(op, "state");
+		_cleanup_json_ json_t *op = cli_shown(json_object_get(res, "operation"));
+		const char *state = cli_str(op, "state");
 		if (!strcmp(state, "approved")) {
 			fprintf(stderr, "approvald: operation %" PRIu64 " approved\n", id);
 			return 0;
@@ -488,25 +487,26 @@ static int wait_decision(uint64_t id, long seconds)
 static int run_request(struct args *a)
 {
 	if (!json_array_size(a->keys))
-		return usage_error("request", "give at least one --key URI");
+		return cli_usage_error("request", "give at least one --key URI");
 	json_object_set(a->req, "keys", a->keys);
 	if (json_array_size(a->digests))
 		json_object_set(a->req, "digests", a->digests);
 	json_t *res = NULL;
-	int rc = call("request", json_incref(a->req), &res, CALL_TIMEOUT_MS);
+	int rc = cli_call("request", json_incref(a->req), &res, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	uint64_t id = (uint64_t)num(res, "id");
+	uint64_t id = (uint64_t)cli_num(res, "id");
 	if (a->json)
-		print_json(json_object_get(res, "operation"), JSON_INDENT(2));
+		cli_print_json(json_object_get(res, "operation"), JSON_INDENT(2));
 	else
 		printf("%" PRIu64 "\n", id);
 	fflush(stdout);
 	if (!a->json && isatty(STDERR_FILENO)) {
-		_cleanup_json_ json_t *e = shown(res);
-		fprintf(stderr, "approvald: operation %" PRIu64 " is %s\n", id, str(e, "state"));
+		_cleanup_json_ json_t *e = cli_shown(res);
+		fprintf(stderr, "approvald: operation %" PRIu64 " is %s\n", id,
+		        cli_str(e, "state"));
 	}
-	bool pending = !strcmp(str(res, "state"), "pending");
+	bool pending = !strcmp(cli_str(res, "state"), "pending");
 	json_decref(res);
 	if (a->wait && pending)
 		return wait_decision(id, a->wait_s);
@@ -525,24 +525,24 @@ static int run_list(struct args *a)
 		                         (json_int_t)after, "limit", 1000);
 		if (a->state)
 			json_object_set_new(args, "state", json_string(a->state));
-		int rc = call("list", args, &res, CALL_TIMEOUT_MS);
+		int rc = cli_call("list", args, &res, CALL_TIMEOUT_MS);
 		if (rc)
 			return rc;
 		json_t *page = json_object_get(res, "operations");
 		json_array_extend(ops, page);
 		if (!json_is_true(json_object_get(res, "more")))
 			break;
-		uint64_t next = (uint64_t)num(res, "next");
+		uint64_t next = (uint64_t)cli_num(res, "next");
 		if (next <= after) {
 			p11g_err err = {0};
 			p11g_err_set(&err, P11G_E_PROTOCOL,
 			             "list: a page with more and no \"next\" past %" PRIu64, after);
-			return report(&err);
+			return cli_report(&err);
 		}
 		after = next;
 	}
 	if (a->json) {
-		print_json(ops, JSON_INDENT(2));
+		cli_print_json(ops, JSON_INDENT(2));
 		return 0;
 	}
 	if (!json_array_size(ops)) {
@@ -560,7 +560,7 @@ static int run_list(struct args *a)
 static int confirm_approval(uint64_t id)
 {
 	_cleanup_json_ json_t *cur = NULL;
-	int rc = call("show", json_pack("{s:I}", "id", (json_int_t)id), &cur, CALL_TIMEOUT_MS);
+	int rc = cli_call("show", json_pack("{s:I}", "id", (json_int_t)id), &cur, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
 	if (print_op(stdout, json_object_get(cur, "operation")) < 0)
@@ -595,18 +595,19 @@ static int run_id_verb(struct args *a)
 	json_t *args = json_pack("{s:I}", "id", (json_int_t)a->id);
 	if (a->reason)
 		json_object_set_new(args, "reason", json_string(a->reason));
-	if ((rc = call(name, args, &res, CALL_TIMEOUT_MS)) != 0)
+	if ((rc = cli_call(name, args, &res, CALL_TIMEOUT_MS)) != 0)
 		return rc;
 	const json_t *op = json_object_get(res, "operation");
 	if (a->json) {
-		print_json(op, JSON_INDENT(2));
+		cli_print_json(op, JSON_INDENT(2));
 	} else if (!strcmp(name, "show")) {
 		if (print_op(stdout, op) < 0)
 			return EXIT_REFUSED;
 	} else {
-		_cleanup_json_ json_t *e = shown(op);
-		printf("operation %" PRIu64 " is %s%s%s%s\n", a->id, str(e, "state"),
-		       *str(e, "needs") ? " (" : "", str(e, "needs"), *str(e, "needs") ? ")" : "");
+		_cleanup_json_ json_t *e = cli_shown(op);
+		printf("operation %" PRIu64 " is %s%s%s%s\n", a->id, cli_str(e, "state"),
+		       *cli_str(e, "needs") ? " (" : "", cli_str(e, "needs"),
+		       *cli_str(e, "needs") ? ")" : "");
 	}
 	return 0;
 }
@@ -614,245 +615,45 @@ static int run_id_verb(struct args *a)
 static int run_status(struct args *a)
 {
 	_cleanup_json_ json_t *raw = NULL;
-	int rc = call("status", NULL, &raw, CALL_TIMEOUT_MS);
+	int rc = cli_call("status", NULL, &raw, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
 	if (a->json) {
-		print_json(raw, JSON_INDENT(2));
+		cli_print_json(raw, JSON_INDENT(2));
 		return 0;
 	}
-	_cleanup_json_ json_t *res = shown(raw);
+	_cleanup_json_ json_t *res = cli_shown(raw);
 	if (!res)
 		return EXIT_REFUSED;
 	const json_t *pol = json_object_get(res, "policy");
-	printf("pending:          %lld (%lld waiting for you)\n", (long long)num(res, "pending"),
-	       (long long)num(res, "pending_for_you"));
-	printf("approved:         %lld\n", (long long)num(res, "approved"));
+	printf("pending:          %lld (%lld waiting for you)\n",
+	       (long long)cli_num(res, "pending"), (long long)cli_num(res, "pending_for_you"));
+	printf("approved:         %lld\n", (long long)cli_num(res, "approved"));
 	printf("policy:           %lld rules in %lld files, default %s, sha256 %.16s…\n",
-	       (long long)num(pol, "rules"), (long long)num(pol, "files"), str(pol, "default"),
-	       str(pol, "digest"));
+	       (long long)cli_num(pol, "rules"), (long long)cli_num(pol, "files"),
+	       cli_str(pol, "default"), cli_str(pol, "digest"));
 	return 0;
 }
 
 /* ---- audit ---------------------------------------------------------------- */
 
-static void print_audit_row(const json_t *raw)
-{
-	char t[40], who[96] = "";
-	_cleanup_json_ json_t *r = shown(raw);
-	if (!r)
-		return;
-	const json_t *actor = json_object_get(r, "actor");
-	fmt_time(num(r, "time"), t, sizeof(t));
-	if (actor)
-		fmt_who(actor, who, sizeof(who));
-	char detail[512] = "";
-	const char *parts[] = {"key", "mechanism", "digest", "reason", "state", "path"};
-	size_t off = 0;
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(parts); i++) {
-		const char *v = str(r, parts[i]);
-		if (!*v)
-			continue;
-		int n = snprintf(detail + off, sizeof(detail) - off, "%s%s=%s", off ? " " : "",
-		                 parts[i], v);
-		if (n < 0 || (size_t)n >= sizeof(detail) - off)
-			break;
-		off += (size_t)n;
-	}
-	char op[24] = "-";
-	if (json_object_get(r, "op"))
-		snprintf(op, sizeof(op), "%lld", (long long)num(r, "op"));
-	printf("%-6lld %-23s %-14s %-24s %-6s %s\n", (long long)num(r, "seq"), t, str(r, "event"),
-	       who, op, detail);
-}
-
-struct offline_ctx {
-	uint64_t since;
-	bool json, checkpoints, header;
-};
-
-static void print_checkpoint_row(const json_t *r)
-{
-	char t[32];
-	fmt_time(num(r, "signed"), t, sizeof(t));
-	printf("%-8lld %-8lld %-23s %s\n", (long long)num(r, "seq"), (long long)num(r, "through"),
-	       t, str(r, "key"));
-}
-
-static void print_record(struct offline_ctx *c, const json_t *rec)
-{
-	if (c->checkpoints && strcmp(str(rec, "event"), "checkpoint") != 0)
-		return;
-	if (c->json) {
-		print_json(rec, JSON_COMPACT | JSON_SORT_KEYS);
-		return;
-	}
-	if (c->header) {
-		if (c->checkpoints)
-			printf("%-8s %-8s %-23s %s\n", "SEQ", "THROUGH", "SIGNED", "KEY");
-		else
-			printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR",
-			       "OP", "DETAILS");
-		c->header = false;
-	}
-	if (c->checkpoints)
-		print_checkpoint_row(rec);
-	else
-		print_audit_row(rec);
-}
-
-static int offline_visit(uint64_t seq, json_t *rec, void *arg)
-{
-	(void)seq;
-	print_record(arg, rec);
-	return 0;
-}
-
-static void print_verify_report(const json_t *res, bool all)
-{
-	if (all)
-		printf("audit chain intact: %lld records", (long long)num(res, "records"));
-	else
-		printf(
-		    "audit chain intact: %lld records (records %lld to %lld walked now, the rest "
-		    "verified before by this approvald)",
-		    (long long)num(res, "records"), (long long)num(res, "from"),
-		    (long long)num(res, "records"));
-	printf("; %lld operations agree with their records", (long long)num(res, "operations"));
-	if (num(res, "unrecorded"))
-		printf(", %lld ended before state records (not compared)",
-		       (long long)num(res, "unrecorded"));
-	printf("\n");
-	if (json_object_get(res, "checkpoints")) {
-		printf("checkpoints: %lld, each signed by the audit key; records 1 to %lld covered",
-		       (long long)num(res, "checkpoints"), (long long)num(res, "covered"));
-		if (num(res, "uncovered"))
-			printf("; %lld records after record %lld not yet covered by a checkpoint",
-			       (long long)num(res, "uncovered"), (long long)num(res, "covered"));
-		printf("\n");
-	}
-}
-
-/* A PEM public key file as the verify verb takes it: the base64 between its armour lines
- * (DER SubjectPublicKeyInfo).  NULL with a message printed. */
-static char *pubkey_b64(const char *path)
-{
-	static const char begin[] = "-----BEGIN PUBLIC KEY-----",
-	                  end[] = "-----END PUBLIC KEY-----";
-	char line[256], *out = calloc(1, 8192);
-	size_t len = 0;
-	int state = 0; /* 0 before, 1 inside, 2 after */
-	FILE *f = fopen(path, "re");
-	if (!f || !out) {
-		fprintf(stderr, "approvald: --pubkey %s: %s\n", path, strerror(errno));
-		if (f)
-			fclose(f);
-		free(out);
-		return NULL;
-	}
-	while (state < 2 && fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\r\n")] = '\0';
-		if (state == 0 && !strcmp(line, begin))
-			state = 1;
-		else if (state == 1 && !strcmp(line, end))
-			state = 2;
-		else if (state == 1 && len + strlen(line) < 8191 &&
-		         strspn(
-		             line,
-		             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
-		             strlen(line)) {
-			memcpy(out + len, line, strlen(line));
-			len += strlen(line);
-		} else if (state == 1) {
-			state = 3;
-		}
-	}
-	fclose(f);
-	if (state != 2 || !len) {
-		fprintf(
-		    stderr,
-		    "approvald: --pubkey %s: not a PEM public key (approvald audit --export-pubkey "
-		    "prints it)\n",
-		    path);
-		free(out);
-		return NULL;
-	}
-	return out;
-}
-
 static int run_audit(struct args *a)
 {
-	struct offline_ctx oc = {
-	    .since = a->since, .json = a->json, .checkpoints = a->checkpoints, .header = !a->json};
-
-	if (a->export_pubkey)
-		return p11g_local_export_pubkey(a->config);
-	if (a->pubkey && !a->verify)
-		return usage_error("audit", "--pubkey goes with --verify");
-	if (a->dir) {
-		p11g_err err = {0};
-		_cleanup_json_ json_t *res = NULL;
-		if (p11g_local_audit(a->dir, a->verify, a->pubkey, oc.since, offline_visit, &oc,
-		                     &res, &err) < 0) {
-			if (a->verify && err.code && !strcmp(err.code, P11G_E_AUDIT_BROKEN))
-				print_error("audit chain broken: ", &err);
-			else
-				report(&err);
-			return EXIT_REFUSED;
-		}
-		if (a->verify)
-			print_verify_report(res, true);
-		return 0;
-	}
-
-	if (a->verify) {
-		_cleanup_json_ json_t *res = NULL;
-		_cleanup_free_ char *pub = a->pubkey ? pubkey_b64(a->pubkey) : NULL;
-		p11g_err err = {0};
-		if (a->pubkey && !pub)
-			return EXIT_REFUSED;
-		json_t *req = json_pack("{s:s, s:b}", "verb", "verify", "full", a->full);
-		if (pub)
-			json_object_set_new(req, "pubkey", json_string(pub));
-		int r = p11g_wire_call_path(p11g_wire_socket_path(socket_opt), req, &res, -1, &err);
-		json_decref(req);
-		if (r < 0) {
-			if (err.code && !strcmp(err.code, P11G_E_AUDIT_BROKEN)) {
-				print_error("audit chain broken: ", &err);
-				return EXIT_REFUSED;
-			}
-			return report(&err);
-		}
-		print_verify_report(res, num(res, "from") == 1);
-		return 0;
-	}
-
-	uint64_t since = oc.since;
-	for (;;) {
-		_cleanup_json_ json_t *res = NULL;
-		int rc = call("audit", json_pack("{s:I}", "since", (json_int_t)since), &res,
-		              CALL_TIMEOUT_MS);
-		if (rc)
-			return rc;
-		const json_t *recs = json_object_get(res, "records"), *r;
-		size_t i;
-		json_array_foreach(recs, i, r)
-		{
-			print_record(&oc, r);
-			since = (uint64_t)num(r, "seq");
-		}
-		if (!json_is_true(json_object_get(res, "more")) || !json_array_size(recs))
-			break;
-	}
-	if (oc.header && !oc.json && !a->checkpoints)
-		printf("%-6s %-23s %-14s %-24s %-6s %s\n", "SEQ", "TIME", "EVENT", "ACTOR", "OP",
-		       "DETAILS");
-	return 0;
+	struct p11g_cli_audit c = {.json = a->json,
+	                           .verify = a->verify,
+	                           .full = a->full,
+	                           .checkpoints = a->checkpoints,
+	                           .export_pubkey = a->export_pubkey,
+	                           .pubkey = a->pubkey,
+	                           .dir = a->dir,
+	                           .config = a->config,
+	                           .since = a->since};
+	return p11g_cli_audit(&c);
 }
 
 static int run_serve(struct args *a)
 {
-	return p11g_local_serve(a->config, a->dir, socket_opt, a->policy_dir);
+	return p11g_local_serve(a->config, a->dir, cli_socket_opt, a->policy_dir);
 }
 
 #define HELP_POLICY                                                                                \
@@ -867,10 +668,10 @@ static int run_policy(int argc, char **argv)
 			fputs("Usage: approvald policy check [DIR|FILE]\n", stdout);
 			return 0;
 		}
-		return usage_error("policy", "the policy verb is 'policy check [DIR|FILE]'");
+		return cli_usage_error("policy", "the policy verb is 'policy check [DIR|FILE]'");
 	}
 	if (argc > 3)
-		return usage_error("policy", "give one directory or file");
+		return cli_usage_error("policy", "give one directory or file");
 	if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
 		fputs(HELP_POLICY, stdout);
 		return 0;
@@ -994,7 +795,8 @@ static int parse_args(const struct verb *v, int argc, char **argv, struct args *
 			return bad_option(v->name, argv);
 		const struct opt *o = &options[c - 1];
 		if (v->refused & (1u << (c - 1)))
-			return usage_error(v->name, "--%s does not go with %s", o->name, v->name);
+			return cli_usage_error(v->name, "--%s does not go with %s", o->name,
+			                       v->name);
 		if (c - 1 == O_HELP) {
 			fputs(v->help, stdout);
 			return -1;
@@ -1010,16 +812,16 @@ static int parse_args(const struct verb *v, int argc, char **argv, struct args *
 	}
 	if (!v->id) {
 		if (optind < argc)
-			return usage_error(v->name, "unexpected argument '%s'", argv[optind]);
+			return cli_usage_error(v->name, "unexpected argument '%s'", argv[optind]);
 		return 0;
 	}
 	if (optind + 1 != argc)
-		return usage_error(v->name, "give exactly one operation ID");
+		return cli_usage_error(v->name, "give exactly one operation ID");
 	if (!parse_id(argv[optind], &a->id))
-		return usage_error(v->name, "'%s' is not an operation ID (a positive number)",
-		                   argv[optind]);
+		return cli_usage_error(v->name, "'%s' is not an operation ID (a positive number)",
+		                       argv[optind]);
 	if (v->reason_required && (!a->reason || !*a->reason))
-		return usage_error(v->name, "%s needs --reason TEXT", v->name);
+		return cli_usage_error(v->name, "%s needs --reason TEXT", v->name);
 	return 0;
 }
 

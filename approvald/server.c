@@ -1,6 +1,8 @@
 /* approvald's socket server: one poll() loop, peer credentials, framing, limits, dispatch. */
 #include "approvald/server.h"
 
+#include "approvald/idcache.h"
+
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -21,9 +23,7 @@
 #define DEFAULT_MAX_PER_UID 64
 #define DEFAULT_IDLE_MS     60000
 #define DEFAULT_FRAME_MS    10000
-#define CACHED_IDENTS       8       /* distinct (uid, gid) whose lookup rounds share */
-#define IDENT_TTL_US        1000000 /* a cached lookup older than this is made again */
-#define FIXED_FDS           3       /* signalfd, the socket, the second socket */
+#define FIXED_FDS           3 /* signalfd, the socket, the second socket */
 #define TICK_US             1000000
 #define ACCEPT_BATCH        64      /* per wakeup, so a connect storm cannot starve readers */
 #define ACCEPT_PAUSE_US     100000  /* after EMFILE & co: the listener would spin otherwise */
@@ -67,23 +67,6 @@ struct ratelimit {
 	unsigned suppressed;
 };
 
-/* The files user and group lookups read, and what changing them looks like. */
-static const char *const id_files[] = {"/etc/passwd", "/etc/group", "/etc/nsswitch.conf"};
-#define N_ID_FILES (sizeof(id_files) / sizeof(id_files[0]))
-
-struct file_sig {
-	int err; /* stat's errno, 0 when it succeeded */
-	dev_t dev;
-	ino_t ino;
-	off_t size;
-	struct timespec mtime, ctime;
-};
-
-struct cached_ident {
-	struct p11g_ident id;
-	int64_t at_us; /* when it was looked up */
-};
-
 struct p11g_server {
 	char *socket_path;
 	mode_t socket_mode;
@@ -113,11 +96,8 @@ struct p11g_server {
 
 	bool stop, any_woken, any_reader;
 	bool in_round; /* between ops.round_begin and ops.round_end */
-	bool ids_ok;   /* the round's identity cache may be used (the round and its readers) */
-	/* Identities resolved by recent rounds, by (uid, gid): see caller_of. */
-	struct cached_ident ids[CACHED_IDENTS];
-	size_t n_ids;
-	struct file_sig id_files[N_ID_FILES]; /* what the cached lookups were made from */
+	struct p11g_idcache
+	    ids; /* the callers of recent rounds (usable in a round and its readers) */
 	int64_t next_tick_us, accept_paused_until_us;
 	struct ratelimit rl_limit, rl_accept;
 };
@@ -314,62 +294,6 @@ static void conn_reply_error(struct p11g_server *s, struct conn *c, const char *
 	conn_reply(s, c, p11g_wire_reply_error(code, message), now);
 }
 
-static void ids_clear(struct p11g_server *s)
-{
-	for (size_t i = 0; i < s->n_ids; i++)
-		p11g_ident_clear(&s->ids[i].id);
-	s->n_ids = 0;
-}
-
-static void file_sig_of(const char *path, struct file_sig *ret)
-{
-	struct stat st;
-	memset(ret, 0, sizeof(*ret));
-	if (stat(path, &st) < 0) {
-		ret->err = errno;
-		return;
-	}
-	ret->dev = st.st_dev;
-	ret->ino = st.st_ino;
-	ret->size = st.st_size;
-	ret->mtime = st.st_mtim;
-	ret->ctime = st.st_ctim;
-}
-
-static bool file_sig_eq(const struct file_sig *a, const struct file_sig *b)
-{
-	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
-	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
-}
-
-/* At the start of a round (no handler runs, so nothing borrows a cached
- * identity): forgets every lookup when a file they were read from changed
- * (useradd, gpasswd and editors replace or rewrite it), and lookups older
- * than IDENT_TTL_US (for sources that are not files). */
-static void ids_refresh(struct p11g_server *s, int64_t now)
-{
-	struct file_sig sig[N_ID_FILES];
-	bool same = true;
-	for (size_t i = 0; i < N_ID_FILES; i++) {
-		file_sig_of(id_files[i], &sig[i]);
-		same = same && file_sig_eq(&sig[i], &s->id_files[i]);
-	}
-	if (!same) {
-		ids_clear(s);
-		memcpy(s->id_files, sig, sizeof(sig));
-		return;
-	}
-	size_t keep = 0;
-	for (size_t i = 0; i < s->n_ids; i++) {
-		if (now - s->ids[i].at_us < IDENT_TTL_US)
-			s->ids[keep++] = s->ids[i];
-		else
-			p11g_ident_clear(&s->ids[i].id);
-	}
-	s->n_ids = keep;
-}
-
 /* Ends a round: commits its writes, then sends its replies (or, when the
  * commit failed, an error in place of each). */
 static void round_end(struct p11g_server *s)
@@ -397,34 +321,12 @@ static void round_end(struct p11g_server *s)
 	}
 }
 
-/*
- * The caller of c's request: user name and groups from the databases.  Rounds
- * share the lookup of a (uid, gid) while the files it was read from stay as they
- * were, for at most IDENT_TTL_US (see ids_refresh): a group change applies from
- * the next round.  Outside a round and its readers (a parked request resumed)
- * every call looks up afresh.  *ret_owned is true when the caller must clear *ret.  0 or -ENOMEM.
- */
+/* The caller of c's request: user name and groups from the databases, shared by the requests
+ * of a round (idcache.h): a group change applies from the next round. */
 static int caller_of(struct p11g_server *s, const struct conn *c, struct p11g_ident *ret,
                      bool *ret_owned)
 {
-	for (size_t i = 0; s->ids_ok && i < s->n_ids; i++) {
-		const struct p11g_ident *id = &s->ids[i].id;
-		if (id->uid == c->uid && id->gid == c->gid) {
-			*ret = *id; /* shares the group names, which the cache owns */
-			ret->pid = c->pid;
-			*ret_owned = false;
-			return 0;
-		}
-	}
-	int r = p11g_ident_resolve(c->uid, c->gid, c->pid, ret);
-	if (r < 0)
-		return r;
-	*ret_owned = true;
-	if (s->ids_ok && s->n_ids < CACHED_IDENTS) {
-		s->ids[s->n_ids++] = (struct cached_ident){.id = *ret, .at_us = p11g_mono_us()};
-		*ret_owned = false;
-	}
-	return 0;
+	return p11g_idcache_get(&s->ids, c->uid, c->gid, c->pid, ret, ret_owned);
 }
 
 /* Runs h for req (first call or resumed) and answers, or parks. */
@@ -938,8 +840,8 @@ int p11g_server_run(struct p11g_server *s)
 			accept_extra(s, now);
 		if (s->ops.round_begin)
 			s->ops.round_begin(s->app);
-		ids_refresh(s, now);
-		s->in_round = s->ids_ok = true;
+		p11g_idcache_refresh(&s->ids, now);
+		s->in_round = s->ids.usable = true;
 		for (size_t i = FIXED_FDS; i < n; i++) {
 			struct conn *c = s->pconns[i - FIXED_FDS];
 			short rev = s->pfds[i].revents;
@@ -962,7 +864,7 @@ int p11g_server_run(struct p11g_server *s)
 		}
 		round_end(s);
 		run_readers(s);
-		s->ids_ok = false;
+		s->ids.usable = false;
 		expire(s, now);
 		if (now >= s->next_tick_us) {
 			if (s->ops.tick)
@@ -997,7 +899,7 @@ void p11g_server_free(struct p11g_server *s)
 	free(s->conns);
 	free(s->pfds);
 	free(s->pconns);
-	ids_clear(s);
+	p11g_idcache_clear(&s->ids);
 	p11g_listener_close(&s->extra, s->extra_path);
 	free(s->extra_path);
 	p11g_listener_close(&s->primary, s->socket_path);
