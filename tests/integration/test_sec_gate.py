@@ -515,7 +515,9 @@ def test_a_guarded_keys_private_value_is_never_read(token, start_daemon, account
     assert out["weak"]["value_len"] == -1 and out["weak"]["label"] == "weak", out
     assert any("reading the private value of" in ln for ln in token.refusals(out["stderr"]))
     # the module's own answer for the same kind of key that no rule guards
-    assert out["weak-free"]["rv"] == "CKR_OK" and out["weak-free"]["value_len"] == 32, out
+    # (a P-256 private value is an integer: SoftHSMv2 drops its leading zero bytes, so one
+    # key in 256 has 31 bytes, one in 65 536 has 30)
+    assert out["weak-free"]["rv"] == "CKR_OK" and 28 <= out["weak-free"]["value_len"] <= 32, out
 
 
 SESSION_PUB_THEN_SIGN = r'''
