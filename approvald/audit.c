@@ -160,6 +160,7 @@ struct verify_ctx {
 	EVP_MD_CTX *md;
 	p11g_audit_check_fn visit;
 	void *arg;
+	uint64_t upto;                           /* the last record to walk; 0: to the end */
 	uint64_t expect;                         /* the seq the next key must carry */
 	unsigned char prev[P11G_AUDIT_HASH_LEN]; /* hash of record expect - 1 */
 };
@@ -177,6 +178,8 @@ static int verify_raw(uint64_t key, const char *text, size_t len, void *arg, p11
 	unsigned char prev[P11G_AUDIT_HASH_LEN], hash[P11G_AUDIT_HASH_LEN],
 	    want[P11G_AUDIT_HASH_LEN];
 
+	if (v->upto && key > v->upto)
+		return 1;
 	/* Keys arrive in ascending order, so a gap is a deletion and a key
 	 * below the expected one can only be a record 0 that was never ours. */
 	if (key > v->expect)
@@ -237,13 +240,29 @@ static int check_mark(p11g_txn *t, const struct p11g_audit_mark *from, p11g_err 
 	return 0;
 }
 
+int p11g_txn_audit_head_seq(p11g_txn *t, uint64_t *ret, p11g_err *err)
+{
+	struct p11g_audit_head head;
+	if (p11g_store_audit_head(t, &head, err) < 0)
+		return -1;
+	*ret = head.seq;
+	return 0;
+}
+
 int p11g_txn_audit_verify_from(p11g_txn *t, const struct p11g_audit_mark *from,
                                p11g_audit_check_fn visit, void *arg,
                                struct p11g_audit_mark *ret_through, p11g_err *err)
 {
+	return p11g_txn_audit_verify_range(t, from, 0, visit, arg, ret_through, err);
+}
+
+int p11g_txn_audit_verify_range(p11g_txn *t, const struct p11g_audit_mark *from, uint64_t upto,
+                                p11g_audit_check_fn visit, void *arg,
+                                struct p11g_audit_mark *ret_through, p11g_err *err)
+{
 	struct p11g_audit_head head;
 	_cleanup_md_ EVP_MD_CTX *md = EVP_MD_CTX_new();
-	struct verify_ctx v = {.md = md, .visit = visit, .arg = arg, .expect = 1};
+	struct verify_ctx v = {.md = md, .visit = visit, .arg = arg, .expect = 1, .upto = upto};
 
 	if (!md)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory verifying the audit log");
@@ -265,6 +284,16 @@ int p11g_txn_audit_verify_from(p11g_txn *t, const struct p11g_audit_mark *from,
 
 	/* The records agree with each other; the head says where they end. */
 	uint64_t last = v.expect - 1;
+	if (upto && upto < head.seq) {
+		/* a part of the chain: the head is further on */
+		if (last < upto)
+			return broken(err,
+			              "record %" PRIu64 ": missing (expected after %" PRIu64 ")",
+			              last + 1, last);
+		ret_through->seq = last;
+		memcpy(ret_through->hash, v.prev, sizeof(v.prev));
+		return 0;
+	}
 	if (!head.present && last > 0)
 		return broken(err, "chain head: missing (records 1 to %" PRIu64 " present)", last);
 	if (head.seq > last)

@@ -365,11 +365,19 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 	return 0;
 }
 
+/* Stored operations compared per read transaction, and records verified per one: the walk
+ * takes many short snapshots, so that approvald's writes meanwhile reuse the pages they free
+ * (a snapshot held for the whole walk made every commit grow the file). */
+#define COMPARE_CHUNK 2048
+#define VERIFY_CHUNK  65536
+
 struct compare_ctx {
 	struct p11g_replay *r;
 	p11g_txn *t;
 	p11g_err *err;
-	uint64_t after;
+	uint64_t after; /* the last operation compared */
+	uint64_t head;  /* the chain's head in this snapshot */
+	unsigned n;     /* compared in this snapshot */
 	bool failed;
 };
 
@@ -380,10 +388,23 @@ static int compare_visit(const struct p11g_op *op, void *arg)
 	struct replayed *p = op->id < r->n_ops ? &r->ops[op->id] : NULL;
 	char msg[600];
 
+	if (c->n++ == COMPARE_CHUNK)
+		return 1;
 	c->after = op->id;
 	r->operations++;
 	if (p && p->seq)
 		p->seen = true;
+	if (op->audit_seq > r->through) {
+		/* changed since the walk began: its record is not among those verified */
+		if (op->audit_seq > c->head)
+			finding(r,
+			        "operation %" PRIu64 ": names record %" PRIu64
+			        ", past the end of the log (%" PRIu64 ")",
+			        op->id, op->audit_seq, c->head);
+		else
+			r->changed++;
+		return 0;
+	}
 	if (!op->audit_seq) {
 		if (p11g_op_state_active(op->state) || (p && p->seq))
 			finding(r, "operation %" PRIu64 ": %s, and names no record of its state",
@@ -401,13 +422,6 @@ static int compare_visit(const struct p11g_op *op, void *arg)
 	}
 	if (r->full && !(p && p->seq)) {
 		finding(r, "operation %" PRIu64 ": no record in the audit log changed it", op->id);
-		return 0;
-	}
-	if (op->audit_seq > r->through) {
-		finding(r,
-		        "operation %" PRIu64 ": names record %" PRIu64
-		        ", after the last record verified (%" PRIu64 ")",
-		        op->id, op->audit_seq, r->through);
 		return 0;
 	}
 	_cleanup_json_ json_t *rec = NULL;
@@ -432,13 +446,25 @@ static int compare_visit(const struct p11g_op *op, void *arg)
 	return 0;
 }
 
-int p11g_replay_compare(p11g_txn *t, struct p11g_replay *r, p11g_err *err)
+static int compare_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	struct compare_ctx c = {.r = r, .t = t, .err = err};
-	if (p11g_txn_op_foreach(t, false, 0, compare_visit, &c, err) < 0)
+	struct compare_ctx *c = arg;
+	c->t = t;
+	c->n = 0;
+	c->failed = false;
+	if (p11g_txn_audit_head_seq(t, &c->head, err) < 0 ||
+	    p11g_txn_op_foreach(t, false, c->after, compare_visit, c, err) < 0)
 		return -1;
-	if (c.failed)
-		return -1;
+	return c->failed ? -1 : 0;
+}
+
+int p11g_replay_compare(p11g_store *s, struct p11g_replay *r, p11g_err *err)
+{
+	struct compare_ctx c = {.r = r, .err = err};
+	do {
+		if (p11g_store_read(s, compare_body, &c, err) != 0)
+			return -1;
+	} while (c.n > COMPARE_CHUNK);
 	for (size_t id = 1; id < r->n_ops; id++)
 		if (r->ops[id].seq && !r->ops[id].seen)
 			finding(r,
@@ -448,13 +474,34 @@ int p11g_replay_compare(p11g_txn *t, struct p11g_replay *r, p11g_err *err)
 	return 0;
 }
 
-int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
+struct verify_chunk {
+	struct p11g_replay *r;
+	const struct p11g_audit_mark *from;
+	uint64_t upto;
+	struct p11g_audit_mark through;
+	uint64_t head;
+};
+
+static int head_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	return p11g_txn_audit_head_seq(t, arg, err);
+}
+
+static int verify_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct verify_chunk *v = arg;
+	return p11g_txn_audit_verify_range(t, v->from, v->upto, p11g_replay_record, v->r,
+	                                   &v->through, err);
+}
+
+int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
                      json_t **ret_report, p11g_err *err)
 {
 	struct p11g_replay r __attribute__((cleanup(p11g_replay_clear)));
-	struct p11g_audit_mark through;
+	struct p11g_audit_mark mark = from ? *from : (struct p11g_audit_mark){0};
 	char hex[2 * P11G_AUDIT_HASH_LEN + 1];
-	bool full = !from || from->seq == 0;
+	bool full = mark.seq == 0;
+	uint64_t target = 0;
 
 	p11g_replay_init(&r, full);
 	r.pubkey = pubkey;
@@ -462,10 +509,21 @@ int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, EVP_PKEY *
 		return p11g_err_set(err, P11G_E_INTERNAL, "checkpoints are checked from record 1");
 	if (!r.findings)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (p11g_txn_audit_verify_from(t, from, p11g_replay_record, &r, &through, err) < 0)
+	/* the records up to the head as the walk begins, a chunk per snapshot (the log only
+	 * grows: what a later snapshot adds is for the next walk) */
+	if (p11g_store_read(s, head_body, &target, err) != 0)
 		return -1;
-	r.through = through.seq;
-	if (p11g_replay_compare(t, &r, err) < 0)
+	do {
+		struct verify_chunk v = {
+		    .r = &r,
+		    .from = mark.seq ? &mark : NULL,
+		    .upto = target - mark.seq > VERIFY_CHUNK ? mark.seq + VERIFY_CHUNK : target};
+		if (p11g_store_read(s, verify_body, &v, err) != 0)
+			return -1;
+		mark = v.through;
+	} while (mark.seq < target);
+	r.through = mark.seq;
+	if (p11g_replay_compare(s, &r, err) < 0)
 		return -1;
 	if (r.n_findings) {
 		char msg[900];
@@ -478,18 +536,19 @@ int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, EVP_PKEY *
 		    err, "the operations disagree with the audit log (%" PRIu64 " finding%s): %s",
 		    r.n_findings, r.n_findings == 1 ? "" : "s", msg);
 	}
-	p11g_hex_encode(through.hash, sizeof(through.hash), hex);
+	p11g_hex_encode(mark.hash, sizeof(mark.hash), hex);
 	*ret_report =
-	    json_pack("{s:I, s:I, s:s, s:I, s:I, s:b}", "records", (json_int_t)through.seq, "from",
-	              (json_int_t)(from ? from->seq + 1 : 1), "hash", hex, "operations",
-	              (json_int_t)r.operations, "unrecorded", (json_int_t)r.unrecorded, "ok", 1);
+	    json_pack("{s:I, s:I, s:s, s:I, s:I, s:I, s:b}", "records", (json_int_t)mark.seq,
+	              "from", (json_int_t)(from ? from->seq + 1 : 1), "hash", hex, "operations",
+	              (json_int_t)r.operations, "unrecorded", (json_int_t)r.unrecorded, "changed",
+	              (json_int_t)r.changed, "ok", 1);
 	if (!*ret_report)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (pubkey) {
 		struct p11g_jb b = {0};
 		p11g_jb_set_int(&b, *ret_report, "checkpoints", (int64_t)r.checkpoints);
 		p11g_jb_set_int(&b, *ret_report, "covered", (int64_t)r.covered);
-		p11g_jb_set_int(&b, *ret_report, "uncovered", (int64_t)(through.seq - r.covered));
+		p11g_jb_set_int(&b, *ret_report, "uncovered", (int64_t)(mark.seq - r.covered));
 		if (b.failed)
 			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}

@@ -31,6 +31,8 @@ struct p11g_replay {
 	uint64_t records;     /* records visited */
 	uint64_t operations;  /* stored operations compared */
 	uint64_t unrecorded;  /* ended operations last changed before state records */
+	uint64_t changed;     /* operations changed since the walk began (their records are the
+	                       * next walk's) */
 	EVP_PKEY *pubkey;     /* the audit key's public half: checkpoints checked (borrowed) */
 	uint64_t checkpoints; /* checkpoints whose signature verified */
 	uint64_t covered;     /* the last verified checkpoint's own record (0: none) */
@@ -41,18 +43,20 @@ struct p11g_replay {
 void p11g_replay_init(struct p11g_replay *r, bool full);
 void p11g_replay_clear(struct p11g_replay *r);
 int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err);
-int p11g_replay_compare(p11g_txn *t, struct p11g_replay *r, p11g_err *err);
+int p11g_replay_compare(p11g_store *s, struct p11g_replay *r, p11g_err *err);
 
 /*
- * audit --verify: the chain after from (NULL or seq 0: all of it), every record replayed, every
+ * audit --verify: the chain after from (NULL or seq 0: all of it) up to the head as it begins,
+ * read in many short transactions (approvald's writes meanwhile reuse the pages they free),
+ * every record replayed, every
  * stored operation compared with its last record, and with pubkey every checkpoint's
  * signature and its place in the chain.  0 with a report {records (the last verified), from,
- * hash (of the last), operations, unrecorded, ok; with pubkey: checkpoints, covered (the last
- * verified checkpoint's record: it and all before are covered), uncovered (records after it)}, or
- * -1 with err audit_broken naming the first break of the chain, or the first findings of the
+ * hash (of the last), operations, unrecorded, changed, ok; with pubkey: checkpoints, covered (the
+ * last verified checkpoint's record: it and all before are covered), uncovered (records after it)},
+ * or -1 with err audit_broken naming the first break of the chain, or the first findings of the
  * replay.
  */
-int p11g_audit_check(p11g_txn *t, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
+int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
                      json_t **ret_report, p11g_err *err);
 
 #endif

@@ -71,8 +71,6 @@ struct audit_ctx {
 static int audit_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct audit_ctx *c = arg;
-	if (c->verify)
-		return p11g_audit_check(t, NULL, c->pubkey, &c->report, err);
 	return p11g_txn_audit_foreach(t, c->since, c->visit, c->arg, err) < 0 ? -1 : 0;
 }
 
@@ -103,7 +101,8 @@ int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint
 		return -1;
 	int r = p11g_store_open(dir, &so, &s, err);
 	if (r == 0) {
-		r = p11g_store_read(s, audit_body, &c, err);
+		r = verify ? p11g_audit_check(s, NULL, c.pubkey, &c.report, err)
+		           : p11g_store_read(s, audit_body, &c, err);
 		p11g_store_close(s);
 	}
 	EVP_PKEY_free(c.pubkey);

@@ -16,10 +16,10 @@
  * ms).  A whole listing costs about the same in all (0.9-1.5 s there, 118 calls), and signers
  * get their turns between the calls. */
 #define LIST_SCAN_MAX 256
-/* ... and a call ends after about this long whatever it read (at least one operation: every
+/* ... and a call ends after about this long whatever it read (at least eight operations: every
  * call gets on): a page of operations the caller may see costs 5-7 ms at 256 (root's `list
- * --all` on tests/bench/stall's store), which every use arriving meanwhile waited for. */
-#define LIST_SCAN_US 500
+ * --all` on tests/bench/stall's store), which every request arriving meanwhile waited for. */
+#define LIST_SCAN_US 200
 
 struct read_ctx {
 	struct p11g_ops *o;

@@ -442,14 +442,17 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 
 static void run_readers(struct p11g_server *s)
 {
-	for (size_t i = 0; s->any_reader && i < s->n_conns; i++) {
-		struct conn *c = s->conns[i];
-		_cleanup_json_ json_t *req = c->reader_waits ? c->parked_req : NULL;
-		if (c->reader_waits && !c->dead)
-			run_handler(s, c, c->parked_handler, req, p11g_mono_us());
-		c->parked_req = c->reader_waits ? NULL : c->parked_req;
-		c->reader_waits = false;
-	}
+	for (int heavy = 0; heavy < 2; heavy++)
+		for (size_t i = 0; s->any_reader && i < s->n_conns; i++) {
+			struct conn *c = s->conns[i];
+			if (!c->reader_waits || c->parked_handler->heavy != heavy)
+				continue;
+			_cleanup_json_ json_t *req = c->parked_req;
+			if (!c->dead)
+				run_handler(s, c, c->parked_handler, req, p11g_mono_us());
+			c->parked_req = NULL;
+			c->reader_waits = false;
+		}
 	s->any_reader = false;
 }
 

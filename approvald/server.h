@@ -42,8 +42,9 @@ typedef int (*p11g_handler_fn)(void *app, const struct p11g_ident *caller, const
 struct p11g_handler {
 	const char *verb;
 	p11g_handler_fn fn;
-	/* reads only: run after the round's commit and replies, outside its batch */
-	bool reader;
+	/* reads only: run after the round's commit and replies, outside its batch; heavy ones
+	 * (a listing page) after the others */
+	bool reader, heavy;
 };
 
 struct p11g_server_ops {

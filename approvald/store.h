@@ -136,6 +136,9 @@ int p11g_txn_audit_get(p11g_txn *t, uint64_t seq, json_t **ret, p11g_err *err);
 
 #define P11G_AUDIT_HASH_LEN 32
 
+/* The last record's number (0: none). */
+int p11g_txn_audit_head_seq(p11g_txn *t, uint64_t *ret, p11g_err *err);
+
 /* A place in the chain: record seq and its hash (seq 0: before the first record). */
 struct p11g_audit_mark {
 	uint64_t seq;
@@ -156,6 +159,11 @@ typedef int (*p11g_audit_check_fn)(uint64_t seq, const json_t *record, void *arg
 int p11g_txn_audit_verify_from(p11g_txn *t, const struct p11g_audit_mark *from,
                                p11g_audit_check_fn visit, void *arg,
                                struct p11g_audit_mark *ret_through, p11g_err *err);
+/* The same for the records after from up to upto (0, or the head or beyond: to the head, as
+ * above); short of the head, the records must be there up to upto. */
+int p11g_txn_audit_verify_range(p11g_txn *t, const struct p11g_audit_mark *from, uint64_t upto,
+                                p11g_audit_check_fn visit, void *arg,
+                                struct p11g_audit_mark *ret_through, p11g_err *err);
 /* The whole chain, no visitor: *ret_count records. */
 int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err);
 

@@ -69,12 +69,6 @@ struct walk {
 	json_t *report;
 };
 
-static int walk_body(p11g_txn *t, void *arg, p11g_err *err)
-{
-	struct walk *w = arg;
-	return p11g_audit_check(t, &w->from, w->pubkey, &w->report, err);
-}
-
 /* In the child: the walk on its own read-only environment (LMDB's of the parent must not be
  * used after fork), its answer as one JSON text on fd. */
 static void __attribute__((noreturn))
@@ -96,7 +90,7 @@ child_walk(const char *dir, struct p11g_audit_mark from, EVP_PKEY *pubkey, int f
 	close_range((unsigned)fd + 1, ~0U, 0);
 	int r = p11g_store_open(dir, &so, &s, &err);
 	if (r == 0)
-		r = p11g_store_read(s, walk_body, &w, &err);
+		r = p11g_audit_check(s, &w.from, w.pubkey, &w.report, &err);
 	json_t *out = r == 0 ? json_pack("{s:o}", "report", w.report)
 	                     : json_pack("{s:s, s:s}", "code",
 	                                 err.code ? err.code : P11G_E_INTERNAL, "message", err.msg);
