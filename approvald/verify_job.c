@@ -96,15 +96,20 @@ child_walk(const char *dir, struct p11g_audit_mark from, EVP_PKEY *pubkey, int f
 	                                 err.code ? err.code : P11G_E_INTERNAL, "message", err.msg);
 	char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
 	size_t len = text ? strlen(text) : 0, off = 0;
-	while (off < len) {
+	bool ok = text != NULL;
+	while (ok && off < len) {
 		ssize_t n = write(fd, text + off, len - off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			_exit(1);
-		off += (size_t)n;
+		ok = n > 0;
+		off += ok ? (size_t)n : 0;
 	}
-	_exit(text ? 0 : 1);
+	/* everything of the walk's own goes before it ends (valgrind counts it) */
+	free(text);
+	json_decref(out);
+	if (s)
+		p11g_store_close(s);
+	_exit(ok ? 0 : 1);
 }
 
 static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, EVP_PKEY *pubkey,
