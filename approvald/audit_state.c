@@ -18,10 +18,30 @@
 
 #define broken(err, ...) p11g_err_set(err, P11G_E_AUDIT_BROKEN, __VA_ARGS__)
 
-/* The operation's stored form against what its record says it was after the change. */
-static int compare(const struct p11g_op *op, const json_t *rec, char *msg, size_t n)
+/* The first of names where a and b differ: 1 with msg "NAME is A in the store, B in its record
+ * SEQ", or 0. */
+static int diff_members(const json_t *a, const json_t *b, const char *const *names, uint64_t seq,
+                        char *msg, size_t n)
 {
 	char what[128], sa[160], sb[160];
+	for (size_t i = 0; names[i]; i++) {
+		const json_t *x = json_object_get(a, names[i]), *y = json_object_get(b, names[i]);
+		if (!p11g_op_audited_diff(x, y, what, sizeof(what), sa, sb, sizeof(sa)))
+			continue;
+		snprintf(msg, n, "%s%s is %s in the store, %s in its record %" PRIu64, names[i],
+		         what, sa, sb, seq);
+		return 1;
+	}
+	return 0;
+}
+
+/* The operation's stored form against what its record says it was after the change, and its
+ * terms against the record that holds them whole: 1 with msg naming the first difference, 0
+ * when they agree, -1 with err (store, memory). */
+static int compare(p11g_txn *t, const struct p11g_op *op, const json_t *rec, char *msg, size_t n,
+                   p11g_err *err)
+{
+	static const char *const changing[] = {"state", "used", "approvals", NULL};
 	const json_t *after = json_object_get(rec, "after");
 	json_int_t rid = json_integer_value(json_object_get(rec, "op"));
 	if (!json_is_object(after) || rid != (json_int_t)op->id) {
@@ -29,15 +49,40 @@ static int compare(const struct p11g_op *op, const json_t *rec, char *msg, size_
 		         op->audit_seq);
 		return 1;
 	}
-	_cleanup_json_ json_t *mine = p11g_op_audited(op);
+	_cleanup_json_ json_t *mine = p11g_op_audited(op, 0);
 	if (!mine)
-		return -1;
-	if (p11g_op_audited_diff(mine, after, what, sizeof(what), sa, sb, sizeof(sa))) {
-		snprintf(msg, n, "%s is %s in the store, %s in its record %" PRIu64, what, sa, sb,
-		         op->audit_seq);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (diff_members(mine, after, changing, op->audit_seq, msg, n))
+		return 1;
+	/* the terms: whole in this record, or by hash and the record that holds them */
+	const json_t *tseq = json_object_get(after, "terms_seq");
+	uint64_t held = tseq ? (uint64_t)json_integer_value(tseq) : op->audit_seq;
+	if (held != op->terms_seq) {
+		snprintf(msg, n,
+		         "it names record %" PRIu64 " for its terms, its record %" PRIu64
+		         " names record %" PRIu64,
+		         op->terms_seq, op->audit_seq, held);
 		return 1;
 	}
-	return 0;
+	const char *h = json_string_value(json_object_get(after, "terms")),
+	           *mh = json_string_value(json_object_get(mine, "terms"));
+	if (h && mh && !strcmp(h, mh))
+		return 0;
+	_cleanup_json_ json_t *whole = NULL;
+	if (tseq) {
+		int r = p11g_txn_audit_get(t, held, &whole, err);
+		if (r == -ENOENT) {
+			snprintf(msg, n, "the record of its terms (%" PRIu64 ") is missing", held);
+			return 1;
+		}
+		if (r < 0)
+			return -1;
+	}
+	const json_t *tafter = whole ? json_object_get(whole, "after") : after;
+	if (diff_members(mine, tafter, p11g_op_term_names, held, msg, n))
+		return 1;
+	snprintf(msg, n, "its terms do not match their hash in its record %" PRIu64, op->audit_seq);
+	return 1;
 }
 
 int ops_check_audited(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
@@ -52,8 +97,8 @@ int ops_check_audited(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 		snprintf(msg, sizeof(msg), "its record %" PRIu64 " is missing", op->audit_seq);
 	} else if (r < 0) {
 		return -1;
-	} else if ((r = compare(op, rec, msg, sizeof(msg))) < 0) {
-		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	} else if ((r = compare(t, op, rec, msg, sizeof(msg), err)) < 0) {
+		return -1;
 	} else if (r == 0) {
 		return 0;
 	}
@@ -155,33 +200,23 @@ struct replayed {
 	int64_t used;
 	size_t approvals;
 	unsigned char terms[32]; /* SHA-256 of what never changes after creation */
+	uint64_t terms_seq;      /* the record that holds them whole */
 	bool seen;               /* compare: found in the store */
 };
 
-static int terms_hash(const json_t *after, unsigned char out[32])
+/* The terms' hash a record states (its "terms"), checked against the terms themselves when
+ * the record holds them whole: 0, 1 when they disagree, -1 when malformed. */
+static int terms_of(const json_t *after, unsigned char out[32])
 {
-	_cleanup_json_ json_t *t = json_pack(
-	    "{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "orderer", json_object_get(after, "orderer"),
-	    "signer", json_object_get(after, "signer"), "created",
-	    json_object_get(after, "created"), "expires", json_object_get(after, "expires"),
-	    "digests", json_object_get(after, "digests"), "pinned",
-	    json_object_get(after, "pinned"));
-	json_t *keys = json_array(), *k;
-	size_t i;
-	if (!t || !keys) {
-		json_decref(keys);
+	const char *hex = json_string_value(json_object_get(after, "terms"));
+	char mine[65];
+	if (!hex || strlen(hex) != 64 || p11g_hex_decode(hex, 64, out, 32) != 32)
 		return -1;
-	}
-	json_array_foreach(json_object_get(after, "keys"), i, k) json_array_append_new(
-	    keys, json_pack("[O?, O?, O?]", json_object_get(k, "uri"), json_object_get(k, "rule"),
-	                    json_object_get(k, "uses")));
-	json_object_set_new(t, "keys", keys);
-	_cleanup_free_ char *text = json_dumps(t, JSON_COMPACT | JSON_SORT_KEYS);
-	unsigned int len = 0;
-	return text && EVP_Digest(text, strlen(text), out, &len, EVP_sha256(), NULL) == 1 &&
-	               len == 32
-	           ? 0
-	           : -1;
+	if (json_object_get(after, "terms_seq"))
+		return 0;
+	if (p11g_op_terms_hash(after, mine) < 0)
+		return -1;
+	return strcmp(mine, hex) ? 1 : 0;
 }
 
 static int64_t used_of(const json_t *after)
@@ -189,8 +224,7 @@ static int64_t used_of(const json_t *after)
 	int64_t n = 0;
 	size_t i;
 	json_t *k;
-	json_array_foreach(json_object_get(after, "keys"), i, k) n +=
-	    json_integer_value(json_object_get(k, "used"));
+	json_array_foreach(json_object_get(after, "used"), i, k) n += json_integer_value(k);
 	return n;
 }
 
@@ -298,9 +332,9 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 		                    "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
 		                    " cannot be replayed (out of memory or id out of range)",
 		                    seq, id);
-	if (!json_is_object(after) || !event ||
-	    p11g_op_state_parse(json_string_value(json_object_get(after, "state")), &state) < 0 ||
-	    terms_hash(after, terms) < 0) {
+	int tr = json_is_object(after) ? terms_of(after, terms) : -1;
+	if (!event || tr < 0 ||
+	    p11g_op_state_parse(json_string_value(json_object_get(after, "state")), &state) < 0) {
 		finding(r,
 		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
 		        ": its state after the change is malformed",
@@ -310,6 +344,23 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 	int64_t used = used_of(after);
 	size_t approvals = json_array_size(json_object_get(after, "approvals"));
 	bool first = p->seq == 0;
+	const json_t *tseq = json_object_get(after, "terms_seq");
+	if (tr == 1)
+		finding(r,
+		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+		        ": its terms do not match their hash",
+		        seq, id);
+	if (tseq && !first && (uint64_t)json_integer_value(tseq) != p->terms_seq)
+		finding(r,
+		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+		        ": names record %" JSON_INTEGER_FORMAT " for its terms, record %" PRIu64
+		        " holds them",
+		        seq, id, json_integer_value(tseq), p->terms_seq);
+	if (tseq && first && r->full)
+		finding(r,
+		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
+		        ": its terms by hash before any record of them whole",
+		        seq, id);
 	if (first && r->full && strcmp(event, "created") != 0 && strcmp(event, "recorded") != 0)
 		finding(r,
 		        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
@@ -358,6 +409,7 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 			        seq, id, event);
 	}
 	p->seq = seq;
+	p->terms_seq = tseq ? (uint64_t)json_integer_value(tseq) : seq;
 	p->state = state;
 	p->used = used;
 	p->approvals = approvals;
@@ -435,9 +487,8 @@ static int compare_visit(const struct p11g_op *op, void *arg)
 		c->failed = true;
 		return -1;
 	}
-	int d = compare(op, rec, msg, sizeof(msg));
+	int d = compare(c->t, op, rec, msg, sizeof(msg), c->err);
 	if (d < 0) {
-		p11g_err_set(c->err, P11G_E_INTERNAL, "out of memory");
 		c->failed = true;
 		return -1;
 	}

@@ -30,9 +30,9 @@ int p11g_op_state_parse(const char *name, enum p11g_op_state *ret)
 
 /* The members decode knows; the rest are kept in extra. */
 static const char *const known[] = {
-    "id",          "state",   "orderer",   "signer",     "created",  "expires",
-    "description", "context", "digests",   "keys",       "rules",    "approvals",
-    "images",      "oci",     "rejection", "revocation", "implicit", "audit_seq",
+    "id",        "state",      "orderer",  "signer",    "created",   "expires", "description",
+    "context",   "digests",    "keys",     "rules",     "approvals", "images",  "oci",
+    "rejection", "revocation", "implicit", "audit_seq", "terms_seq",
 };
 
 #define damaged(err, what)                                                                         \
@@ -204,6 +204,10 @@ static int decode_head(const json_t *j, struct p11g_op *op, p11g_err *err)
 	if (aseq && (!json_is_integer(aseq) || json_integer_value(aseq) < 1))
 		return damaged(err, "audit_seq");
 	op->audit_seq = aseq ? (uint64_t)json_integer_value(aseq) : 0;
+	const json_t *tseq = json_object_get(j, "terms_seq");
+	if (tseq && (!json_is_integer(tseq) || json_integer_value(tseq) < 1))
+		return damaged(err, "terms_seq");
+	op->terms_seq = tseq ? (uint64_t)json_integer_value(tseq) : 0;
 	if (!json_is_object(json_object_get(j, "rules")))
 		return damaged(err, "rules");
 	return 0;
@@ -296,6 +300,8 @@ json_t *p11g_op_encode(const struct p11g_op *op)
 		p11g_jb_set(&b, j, "implicit", json_true());
 	if (op->audit_seq)
 		p11g_jb_set_int(&b, j, "audit_seq", (int64_t)op->audit_seq);
+	if (op->terms_seq)
+		p11g_jb_set_int(&b, j, "terms_seq", (int64_t)op->terms_seq);
 	json_object_foreach(op->extra, name, v) p11g_jb_set(&b, j, name, json_incref(v));
 	if (b.failed) {
 		json_decref(j);
@@ -493,7 +499,7 @@ int p11g_op_end(struct p11g_op *op, enum p11g_op_state state, const struct p11g_
 	return 0;
 }
 
-json_t *p11g_op_audited(const struct p11g_op *op)
+json_t *p11g_op_terms(const struct p11g_op *op)
 {
 	struct p11g_jb b = {0};
 	json_t *j = p11g_jb_new(&b, json_object());
@@ -501,7 +507,6 @@ json_t *p11g_op_audited(const struct p11g_op *op)
 	char hex[65];
 	unsigned int mdlen = 0;
 
-	p11g_jb_set_str(&b, j, "state", p11g_op_state_name(op->state));
 	p11g_jb_set_int(&b, j, "orderer", op->orderer.uid);
 	p11g_jb_set_str(&b, j, "signer", op->signer ? op->signer : "");
 	p11g_jb_set_int(&b, j, "created", op->created);
@@ -509,15 +514,10 @@ json_t *p11g_op_audited(const struct p11g_op *op)
 	json_t *keys = p11g_jb_new(&b, json_array());
 	for (size_t i = 0; i < op->n_keys; i++)
 		p11g_jb_append(&b, keys,
-		               json_pack("{s:s, s:s, s:I, s:I}", "uri", op->keys[i].uri, "rule",
+		               json_pack("{s:s, s:s, s:I}", "uri", op->keys[i].uri, "rule",
 		                         op->keys[i].rule ? op->keys[i].rule : "", "uses",
-		                         (json_int_t)op->keys[i].uses, "used",
-		                         (json_int_t)op->keys[i].used));
+		                         (json_int_t)op->keys[i].uses));
 	p11g_jb_set(&b, j, "keys", keys);
-	json_t *apv = p11g_jb_new(&b, json_array());
-	for (size_t i = 0; i < op->n_approvals; i++)
-		p11g_jb_append(&b, apv, json_integer(op->approvals[i].who.uid));
-	p11g_jb_set(&b, j, "approvals", apv);
 	/* the pinned digests, one per line, hashed: a record of bounded size */
 	EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
 	bool ok = md_ctx && EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) == 1;
@@ -526,13 +526,73 @@ json_t *p11g_op_audited(const struct p11g_op *op)
 		     EVP_DigestUpdate(md_ctx, "\n", 1) == 1;
 	ok = ok && EVP_DigestFinal_ex(md_ctx, md, &mdlen) == 1 && mdlen == sizeof(md);
 	EVP_MD_CTX_free(md_ctx);
-	if (!ok) {
-		json_decref(j);
-		return NULL;
-	}
 	p11g_hex_encode(md, sizeof(md), hex);
 	p11g_jb_set_int(&b, j, "pinned", (int64_t)op->n_digests);
 	p11g_jb_set_str(&b, j, "digests", hex);
+	if (!ok || b.failed) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+const char *const p11g_op_term_names[] = {"orderer", "signer", "keys",    "created",
+                                          "expires", "pinned", "digests", NULL};
+
+int p11g_op_terms_hash(const json_t *after, char hex[65])
+{
+	json_t *t = json_object();
+	unsigned char md[32];
+	unsigned int len = 0;
+	for (size_t i = 0; t && p11g_op_term_names[i]; i++) {
+		json_t *v = json_object_get(after, p11g_op_term_names[i]);
+		if (!v || json_object_set(t, p11g_op_term_names[i], v) < 0) {
+			json_decref(t);
+			return -1;
+		}
+	}
+	char *text = t ? json_dumps(t, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(t);
+	int ok = text && EVP_Digest(text, strlen(text), md, &len, EVP_sha256(), NULL) == 1 &&
+	         len == sizeof(md);
+	free(text);
+	if (!ok)
+		return -1;
+	p11g_hex_encode(md, sizeof(md), hex);
+	return 0;
+}
+
+json_t *p11g_op_audited(const struct p11g_op *op, uint64_t terms_seq)
+{
+	struct p11g_jb b = {0};
+	json_t *j = p11g_jb_new(&b, terms_seq ? json_object() : p11g_op_terms(op));
+	char hex[65];
+
+	if (!j)
+		return NULL;
+	p11g_jb_set_str(&b, j, "state", p11g_op_state_name(op->state));
+	json_t *used = p11g_jb_new(&b, json_array());
+	for (size_t i = 0; i < op->n_keys; i++)
+		p11g_jb_append(&b, used, json_integer(op->keys[i].used));
+	p11g_jb_set(&b, j, "used", used);
+	json_t *apv = p11g_jb_new(&b, json_array());
+	for (size_t i = 0; i < op->n_approvals; i++)
+		p11g_jb_append(&b, apv, json_integer(op->approvals[i].who.uid));
+	p11g_jb_set(&b, j, "approvals", apv);
+	if (terms_seq) {
+		json_t *terms = p11g_op_terms(op);
+		if (!terms || p11g_op_terms_hash(terms, hex) < 0) {
+			json_decref(terms);
+			json_decref(j);
+			return NULL;
+		}
+		json_decref(terms);
+		p11g_jb_set_int(&b, j, "terms_seq", (int64_t)terms_seq);
+	} else if (p11g_op_terms_hash(j, hex) < 0) {
+		json_decref(j);
+		return NULL;
+	}
+	p11g_jb_set_str(&b, j, "terms", hex);
 	if (b.failed) {
 		json_decref(j);
 		return NULL;

@@ -67,6 +67,7 @@ struct p11g_op {
 	bool implicit; /* created, approved and used at once under a rule needing no approvals */
 	uint64_t audit_seq; /* the audit record of its last change (which holds p11g_op_audited
 	                     * of it); 0 for an operation last changed before such records */
+	uint64_t terms_seq; /* the audit record holding its terms whole (p11g_op_audited) */
 	json_t *extra;      /* members this version does not know, kept as they were (owned) */
 };
 
@@ -81,13 +82,22 @@ void p11g_op_clear(struct p11g_op *op);
 int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret);
 
 /*
- * What the audit log keeps of an operation after each change (the record's "after"): state,
- * orderer, signer, window, each key's URI, rule, uses granted and used, the approvers' uids
- * and a SHA-256 of the pinned digests.  What decides a use or a decision is here; a stored
+ * What the audit log keeps of an operation after each change (the record's "after").  Its
+ * terms, which never change after creation (p11g_op_terms: orderer, signer, window, each key's
+ * URI, rule and uses granted, a SHA-256 of the pinned digests), are written whole by the record
+ * that creates it (or records it at start; terms_seq 0) and by their hash ("terms") with
+ * terms_seq, that record's number, in every later one; each holds the state, the uses made per
+ * key ("used") and the approvers' uids.  What decides a use or a decision is here; a stored
  * operation that differs from its last record was changed behind approvald.  NULL when memory
  * ran out.
  */
-json_t *p11g_op_audited(const struct p11g_op *op);
+json_t *p11g_op_audited(const struct p11g_op *op, uint64_t terms_seq);
+json_t *p11g_op_terms(const struct p11g_op *op);
+/* The member names of the terms, NULL-terminated. */
+extern const char *const p11g_op_term_names[];
+/* SHA-256 (hex) of the terms members of obj (a full "after" or p11g_op_terms), compact with
+ * sorted keys.  -1 when one is missing or memory ran out. */
+int p11g_op_terms_hash(const json_t *obj, char hex[65]);
 /* The first member where the audited forms a and b differ, named as "keys[0].uses" and with
  * both values as text in sa and sb (truncated to n bytes each); false when they agree. */
 bool p11g_op_audited_diff(const json_t *a, const json_t *b, char *what, size_t what_n, char *sa,

@@ -218,10 +218,14 @@ int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor,
 	if (actor)
 		p11g_jb_set(&b, rec, "actor", ops_actor_json(actor));
 	p11g_jb_set_int(&b, rec, "op", (int64_t)op->id);
-	p11g_jb_set(&b, rec, "after", p11g_op_audited(op));
+	/* the terms whole where they begin, by hash after */
+	bool whole = !op->terms_seq || !strcmp(event, "created") || !strcmp(event, "recorded");
+	p11g_jb_set(&b, rec, "after", p11g_op_audited(op, whole ? 0 : op->terms_seq));
 	if (p11g_jb_check(&b, err) < 0 || p11g_txn_audit_append(t, rec, &seq, err) < 0)
 		return -1;
 	op->audit_seq = seq;
+	if (whole)
+		op->terms_seq = seq;
 	return p11g_txn_op_put(t, op, err);
 }
 

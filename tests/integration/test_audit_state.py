@@ -89,6 +89,16 @@ def rewrite_chain(state, edits):
         env.close()
 
 
+TERMS = ("orderer", "signer", "keys", "created", "expires", "pinned", "digests")
+
+
+def terms_hash(after):
+    """The hash approvald gives an operation's terms (p11g_op_terms_hash)."""
+    t = {k: after[k] for k in TERMS}
+    return hashlib.sha256(json.dumps(t, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
 def copy_store(d):
     d.status()
     dst = tempfile.mkdtemp(prefix="p11gt-store-")
@@ -118,12 +128,16 @@ def test_every_change_records_the_state_it_left(daemon):
     daemon.use_ok("orderer", "prod", "st0", dig=digest("st0-a"))
     recs = [r for r in records(daemon) if r.get("op") == op]
     assert [r["event"] for r in recs] == ["created", "approved", "approved", "use_granted"]
-    for r in recs:
-        after = r["after"]
-        assert after["keys"][0]["uri"] == PROD % "st0" and after["keys"][0]["uses"] == 3, r
+    # the terms whole where they begin, then by their hash and that record's number
+    created = recs[0]["after"]
+    assert created["keys"] == [{"uri": PROD % "st0", "rule": "prod", "uses": 3}], created
+    assert created["terms"] == terms_hash(created), created
+    for r in recs[1:]:
+        assert "keys" not in r["after"] and r["after"]["terms_seq"] == recs[0]["seq"], r
+        assert r["after"]["terms"] == created["terms"], r
     assert [r["after"]["state"] for r in recs] == ["pending", "pending", "approved", "approved"]
     assert [len(r["after"]["approvals"]) for r in recs] == [0, 1, 2, 2]
-    assert [r["after"]["keys"][0]["used"] for r in recs] == [0, 0, 0, 1]
+    assert [r["after"]["used"] for r in recs] == [[0], [0], [0], [1]]
     r = expect_ok(daemon.cli("audit", "--verify"))
     assert "operations agree with their records" in r.out, r
 
@@ -198,9 +212,14 @@ def test_rewritten_history_is_caught_by_the_replay(daemon):
     granted never changes after creation)."""
     d = daemon
     op = approved(d, "st4", 3)
-    last = [r for r in records(d) if r.get("op") == op][-1]["seq"]
+    recs = [r for r in records(d) if r.get("op") == op]
+    last = recs[-1]["seq"]
+    raised = dict(recs[0]["after"])
+    raised["keys"] = [dict(raised["keys"][0], uses=1000)]
     edit_op(d.state, op, lambda o: o["keys"][0].__setitem__("uses", 1000))
-    rewrite_chain(d.state, {last: lambda r: r["after"]["keys"][0].__setitem__("uses", 1000)})
+    rewrite_chain(d.state, {last: lambda r: r["after"].__setitem__("terms", terms_hash(raised))})
+    # the use-time check agrees with the rewritten record: only the replay can tell
+    d.use_ok("orderer", "prod", "st4", dig=digest("st4-a"))
     r = d.cli("audit", "--verify", "--full")
     assert r.rc == 1, r
     assert re.search(r"record %d: operation %d: its terms .* changed since record \d+"
