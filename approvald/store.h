@@ -107,6 +107,11 @@ int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void 
 int p11g_txn_meta_get_int(p11g_txn *t, const char *name, int64_t *ret, p11g_err *err);
 int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err *err);
 
+/* Visits the pending operations (through the index of pending ones by orderer), and says how
+ * many operations are active (pending or approved) in all: the cost of status grows with
+ * what is pending, not with what is approved. */
+int p11g_txn_op_foreach_pending(p11g_txn *t, p11g_op_visit_fn fn, void *arg, size_t *ret_active,
+                                p11g_err *err);
 /* How many pending operations uid ordered. */
 int p11g_txn_pending_count(p11g_txn *t, uid_t uid, size_t *ret, p11g_err *err);
 

@@ -516,6 +516,39 @@ static int count_visit(const struct p11g_op *op, void *arg)
 	return 0;
 }
 
+static int pending_visit(const struct p11g_op *op, void *arg)
+{
+	struct {
+		p11g_op_visit_fn fn;
+		void *arg;
+	} *c = arg;
+	return op->state == P11G_OP_PENDING ? c->fn(op, c->arg) : 0;
+}
+
+int p11g_txn_op_foreach_pending(p11g_txn *t, p11g_op_visit_fn fn, void *arg, size_t *ret_active,
+                                p11g_err *err)
+{
+	_cleanup_free_ uint64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	MDB_stat st;
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	int rc = mdb_stat(t->txn, t->s->active, &st);
+	if (rc)
+		return p11g_store_txn_fail(t, err, rc, "cannot count the active operations");
+	*ret_active = st.ms_entries;
+	if (!t->s->indexed) {
+		struct {
+			p11g_op_visit_fn fn;
+			void *arg;
+		} c = {fn, arg};
+		return p11g_txn_op_foreach(t, true, 0, pending_visit, &c, err);
+	}
+	if (ids_with_prefix(t, t->s->pending_by, NULL, 0, NULL, &ids, &n, &cap, err) < 0)
+		return -1;
+	return visit_ids(t, ids, n, fn, arg, err);
+}
+
 int p11g_txn_pending_count(p11g_txn *t, uid_t uid, size_t *ret, p11g_err *err)
 {
 	_cleanup_free_ uint64_t *ids = NULL;

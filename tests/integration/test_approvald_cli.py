@@ -171,6 +171,19 @@ def test_status_json(daemon):
     # wire.h: status ; {pending, pending_for_you, approved, total, policy: {files, rules, loaded}}
     assert st.get("total") == 2, "status --json lacks total: %r" % st
     assert "loaded" in st["policy"], "status --json lacks policy.loaded: %r" % st
+    # counted from the store's indexes: what ends leaves the counts
+    p3 = daemon.request("orderer", PROD % "st3")
+    daemon.approve("alice", p3)
+    st = expect_ok(daemon.cli("status", "--json")).json()
+    assert (st["pending"], st["approved"], st["total"]) == (2, 1, 3), st
+    daemon.approve("bob", p3)
+    daemon.use_ok("orderer", "dev", "st2")
+    st = expect_ok(daemon.cli("status", "--json")).json()
+    assert (st["pending"], st["approved"]) == (1, 1), st
+    expect_ok(daemon.cli("reject", st["total"] - 2, "--reason", "no", user="carol"))
+    st = expect_ok(daemon.cli("status", "--json")).json()
+    assert (st["pending"], st["approved"]) == (0, 1), st
+    assert expect_ok(daemon.cli("status", "--json", user="alice")).json()["pending_for_you"] == 0
 
 
 def test_human_output(daemon):
