@@ -223,7 +223,7 @@ static int verify_raw(uint64_t key, const char *text, size_t len, void *arg, p11
 }
 
 /* Record from->seq still carries from->hash. */
-static int check_mark(p11g_txn *t, const struct p11g_audit_mark *from, p11g_err *err)
+int p11g_txn_audit_check_mark(p11g_txn *t, const struct p11g_audit_mark *from, p11g_err *err)
 {
 	_cleanup_json_ json_t *rec = NULL;
 	unsigned char have[P11G_AUDIT_HASH_LEN];
@@ -274,7 +274,7 @@ int p11g_txn_audit_verify_range(p11g_txn *t, const struct p11g_audit_mark *from,
 			              "chain head: records after %" PRIu64 " deleted (%" PRIu64
 			              " were verified before)",
 			              head.seq, from->seq);
-		if (check_mark(t, from, err) < 0)
+		if (p11g_txn_audit_check_mark(t, from, err) < 0)
 			return -1;
 		v.expect = from->seq + 1;
 		memcpy(v.prev, from->hash, sizeof(v.prev));

@@ -85,13 +85,41 @@ static int compare(p11g_txn *t, const struct p11g_op *op, const json_t *rec, cha
 	return 1;
 }
 
+/* Whether approvald wrote a later record of op than the one it names (the operation was put
+ * back to an earlier state of itself): 1 with msg, 0, or -1 with err.  The record approvald
+ * remembers may be gone (its transaction undone) or be another operation's (its number then
+ * reused): then it proves nothing. */
+static int rolled_back(p11g_txn *t, const struct p11g_op *op, char *msg, size_t n, p11g_err *err)
+{
+	uint64_t last = 0;
+	_cleanup_json_ json_t *rec = NULL;
+	if (p11g_txn_op_recent(t, op->id, &last) < 0 || last <= op->audit_seq)
+		return 0;
+	int r = p11g_txn_audit_get(t, last, &rec, err);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return -1;
+	if (json_integer_value(json_object_get(rec, "op")) != (json_int_t)op->id)
+		return 0;
+	snprintf(msg, n,
+	         "it names record %" PRIu64 ", approvald last wrote record %" PRIu64
+	         " of it (put back to an earlier state)",
+	         op->audit_seq, last);
+	return 1;
+}
+
 int ops_check_audited(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 {
 	_cleanup_json_ json_t *rec = NULL;
 	char msg[600];
 	int r;
 
-	if (!op->audit_seq) {
+	if ((r = rolled_back(t, op, msg, sizeof(msg), err)) < 0)
+		return -1;
+	if (r) {
+		/* named below */
+	} else if (!op->audit_seq) {
 		snprintf(msg, sizeof(msg), "it names no audit record of its state");
 	} else if ((r = p11g_txn_audit_get(t, op->audit_seq, &rec, err)) == -ENOENT) {
 		snprintf(msg, sizeof(msg), "its record %" PRIu64 " is missing", op->audit_seq);
@@ -401,12 +429,27 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
 			        ": a use granted while it was %s",
 			        seq, id, p11g_op_state_name(p->state));
-		bool decision = !strcmp(event, "approved") || !strcmp(event, "withdrawn");
-		if (!decision && approvals != p->approvals)
+		/* an approval adds its approver's, a withdrawal takes it away, nothing else
+		 * changes who approved (an approval "by" the policy adds none) */
+		bool by_policy = json_object_get(rec, "by") != NULL;
+		bool approve = !strcmp(event, "approved") && !by_policy,
+		     withdraw = !strcmp(event, "withdrawn");
+		json_int_t actor =
+		    json_integer_value(json_object_get(json_object_get(rec, "actor"), "uid"));
+		bool listed = false;
+		size_t k;
+		json_t *u;
+		json_array_foreach(json_object_get(after, "approvals"), k, u) listed |=
+		    json_integer_value(u) == actor;
+		size_t want = approve    ? p->approvals + 1
+		              : withdraw ? p->approvals - 1
+		                         : p->approvals;
+		if (approvals != want || (approve && !listed) || (withdraw && listed))
 			finding(r,
 			        "record %" PRIu64 ": operation %" JSON_INTEGER_FORMAT
-			        ": approvals changed by \"%s\"",
-			        seq, id, event);
+			        ": %zu approvals after \"%s\" by uid %" JSON_INTEGER_FORMAT
+			        ", %zu before",
+			        seq, id, approvals, event, actor, p->approvals);
 	}
 	p->seq = seq;
 	p->terms_seq = tseq ? (uint64_t)json_integer_value(tseq) : seq;
@@ -545,8 +588,14 @@ static int verify_body(p11g_txn *t, void *arg, p11g_err *err)
 	                                   &v->through, err);
 }
 
-int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
-                     json_t **ret_report, p11g_err *err)
+static int mark_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	return p11g_txn_audit_check_mark(t, arg, err);
+}
+
+int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from,
+                     const struct p11g_audit_mark *known, EVP_PKEY *pubkey, json_t **ret_report,
+                     p11g_err *err)
 {
 	struct p11g_replay r __attribute__((cleanup(p11g_replay_clear)));
 	struct p11g_audit_mark mark = from ? *from : (struct p11g_audit_mark){0};
@@ -565,6 +614,7 @@ int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from, EVP_PKEY
 	if (p11g_store_read(s, head_body, &target, err) != 0)
 		return -1;
 	do {
+		uint64_t before = mark.seq;
 		struct verify_chunk v = {
 		    .r = &r,
 		    .from = mark.seq ? &mark : NULL,
@@ -572,7 +622,23 @@ int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from, EVP_PKEY
 		if (p11g_store_read(s, verify_body, &v, err) != 0)
 			return -1;
 		mark = v.through;
+		if (mark.seq <= before && mark.seq < target)
+			return broken(err,
+			              "chain head: moved back to record %" PRIu64
+			              " during the walk (it was at %" PRIu64 ")",
+			              mark.seq, target);
 	} while (mark.seq < target);
+	/* a walk from record 1 still checks the record a walk before ended at: its hash in
+	 * approvald's memory is what a rewrite that re-hashed the chain cannot keep */
+	if (known && known->seq && known->seq <= mark.seq &&
+	    p11g_store_read(s, mark_body, (void *)known, err) != 0)
+		return -1;
+	if (pubkey && r.checkpoints == 0 && mark.seq > 0)
+		return broken(err,
+		              "no checkpoint signed by this audit key: none of the %" PRIu64
+		              " records is covered (were the checkpoints removed, or is it another "
+		              "key?)",
+		              mark.seq);
 	r.through = mark.seq;
 	if (p11g_replay_compare(s, &r, err) < 0)
 		return -1;

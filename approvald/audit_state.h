@@ -55,8 +55,11 @@ int p11g_replay_compare(p11g_store *s, struct p11g_replay *r, p11g_err *err);
  * last verified checkpoint's record: it and all before are covered), uncovered (records after it)},
  * or -1 with err audit_broken naming the first break of the chain, or the first findings of the
  * replay.
+ * known (optional): a record a walk before ended at, which must still carry its hash.  With
+ * pubkey, a log that no checkpoint of that key covers is broken too.
  */
-int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from, EVP_PKEY *pubkey,
-                     json_t **ret_report, p11g_err *err);
+int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from,
+                     const struct p11g_audit_mark *known, EVP_PKEY *pubkey, json_t **ret_report,
+                     p11g_err *err);
 
 #endif

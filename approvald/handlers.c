@@ -1,6 +1,7 @@
 /* The verb table: checks each request's arguments strictly, then hands them to ops. */
 #include <inttypes.h>
 
+#include "approvald/authz.h"
 #include "approvald/checkpoint.h"
 #include "approvald/daemon.h"
 #include "approvald/textsafe.h"
@@ -326,7 +327,12 @@ static int h_verify(void *app, const struct p11g_ident *caller, const json_t *re
 	if (pub && !json_is_string(pub))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "\"pubkey\" is not a public key (base64 DER)");
-	/* the key matters when the walk starts: a resumed request has one under way */
+	/* the key matters when the walk starts: a resumed request has one under way; and only
+	 * for those who may verify (nobody else makes approvald parse one) */
+	if (pub && !wait->resumed &&
+	    !p11g_authz_may_read_audit(ops_of(app)->policy, ops_of(app)->daemon_uid, caller))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+		                    "the audit log is for root, approvers and admins");
 	if (pub && !wait->resumed &&
 	    !(pubkey = p11g_checkpoint_pubkey_b64(json_string_value(pub), err)))
 		return -1;

@@ -101,7 +101,7 @@ int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint
 		return -1;
 	int r = p11g_store_open(dir, &so, &s, err);
 	if (r == 0) {
-		r = verify ? p11g_audit_check(s, NULL, c.pubkey, &c.report, err)
+		r = verify ? p11g_audit_check(s, NULL, NULL, c.pubkey, &c.report, err)
 		           : p11g_store_read(s, audit_body, &c, err);
 		p11g_store_close(s);
 	}

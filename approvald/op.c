@@ -529,6 +529,20 @@ json_t *p11g_op_terms(const struct p11g_op *op)
 	p11g_hex_encode(md, sizeof(md), hex);
 	p11g_jb_set_int(&b, j, "pinned", (int64_t)op->n_digests);
 	p11g_jb_set_str(&b, j, "digests", hex);
+	/* what a use is judged against besides (the rules as approved: mechanisms, digests
+	 * bound, registries; the images approvers saw), hashed */
+	const json_t *judged[] = {op->rules, op->images, op->oci};
+	const char *names[] = {"rules", "images", "oci"};
+	for (size_t i = 0; ok && i < P11G_ARRAY_SIZE(judged); i++) {
+		char *text =
+		    judged[i] ? json_dumps(judged[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		ok = !judged[i] ||
+		     (text && EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) == 1);
+		if (ok && judged[i])
+			p11g_hex_encode(md, sizeof(md), hex);
+		p11g_jb_set_str(&b, j, names[i], judged[i] ? hex : "");
+		free(text);
+	}
 	if (!ok || b.failed) {
 		json_decref(j);
 		return NULL;
@@ -537,7 +551,8 @@ json_t *p11g_op_terms(const struct p11g_op *op)
 }
 
 const char *const p11g_op_term_names[] = {"orderer", "signer", "keys",    "created",
-                                          "expires", "pinned", "digests", NULL};
+                                          "expires", "pinned", "digests", "rules",
+                                          "images",  "oci",    NULL};
 
 int p11g_op_terms_hash(const json_t *after, char hex[65])
 {

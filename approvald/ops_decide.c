@@ -1,4 +1,5 @@
 /* Decisions on an operation: approve, reject, withdraw an approval, revoke. */
+#include "approvald/audit_state.h"
 #include "approvald/authz.h"
 #include "approvald/op.h"
 #include "approvald/ops_internal.h"
@@ -73,7 +74,8 @@ static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 	_cleanup_op_ struct p11g_op op = {0};
 	int64_t now = p11g_now();
 
-	if (ops_load_op(t, c->id, &op, err) < 0)
+	/* an approval counts with those before it: they must be what the log says */
+	if (ops_load_op(t, c->id, &op, err) < 0 || ops_check_audited(t, &op, err) < 0)
 		return -1;
 	if (p11g_authz_check_approver(&op, c->caller, c->id, err) < 0 ||
 	    check_pending(&op, now, err) < 0)
@@ -147,7 +149,7 @@ static int withdraw_body(p11g_txn *t, void *arg, p11g_err *err)
 	struct txn_ctx *c = arg;
 	_cleanup_op_ struct p11g_op op = {0};
 
-	if (ops_load_op(t, c->id, &op, err) < 0)
+	if (ops_load_op(t, c->id, &op, err) < 0 || ops_check_audited(t, &op, err) < 0)
 		return -1;
 	ssize_t at = p11g_op_approval_of(&op, c->caller->uid);
 	if (at < 0)

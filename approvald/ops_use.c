@@ -396,7 +396,7 @@ static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *
 {
 	int64_t now = p11g_now();
 	_cleanup_op_ struct p11g_op op = {
-	    .state = P11G_OP_EXHAUSTED, .created = now, .expires = now, .implicit = true};
+	    .state = P11G_OP_APPROVED, .created = now, .expires = now, .implicit = true};
 	char signer[32];
 
 	snprintf(signer, sizeof(signer), "uid:%u", (unsigned)c->caller->uid);
@@ -412,20 +412,24 @@ static int use_implicit(p11g_txn *t, struct txn_ctx *c, const struct p11g_rule *
 	op.orderer_pid = false; /* the record of an implicit use names no process */
 	op.n_keys = 1;
 	op.keys[0] = (struct p11g_op_key){
-	    .uri = strdup(uri), .rule = strdup(rule->name), .uses = 1, .used = 1};
+	    .uri = strdup(uri), .rule = strdup(rule->name), .uses = 1, .used = 0};
 	if (!op.keys[0].uri || !op.keys[0].rule)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	uint64_t id = op.id;
 	_cleanup_json_ json_t *granted = json_deep_copy(what);
 	if (!granted || json_object_set_new(granted, "implicit", json_true()) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (ops_audit(
-	        t, "created", c->caller, id,
+	/* its records as for any operation: created and approved by the policy, then used up */
+	if (ops_audit_op(
+	        t, "created", c->caller, &op,
 	        json_pack("{s:[s], s:s, s:b}", "keys", uri, "signer", op.signer, "implicit", 1),
 	        err) < 0 ||
-	    ops_audit(t, "approved", c->caller, id,
-	              json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0 ||
-	    ops_audit_op(t, "use_granted", c->caller, &op, json_incref(granted), err) < 0)
+	    ops_audit_op(t, "approved", c->caller, &op,
+	                 json_pack("{s:s, s:s}", "state", "approved", "by", "policy"), err) < 0)
+		return -1;
+	op.keys[0].used = 1;
+	op.state = P11G_OP_EXHAUSTED;
+	if (ops_audit_op(t, "use_granted", c->caller, &op, json_incref(granted), err) < 0)
 		return -1;
 	ops_ctx_result(c, json_pack("{s:I, s:i, s:b}", "operation", (json_int_t)id, "remaining", 0,
 	                            "implicit", 1));

@@ -447,11 +447,13 @@ static void run_readers(struct p11g_server *s)
 			struct conn *c = s->conns[i];
 			if (!c->reader_waits || c->parked_handler->heavy != heavy)
 				continue;
+			/* the request is ours before the handler runs: a reply that cannot be
+			 * sent closes the connection, which frees what it still holds */
 			_cleanup_json_ json_t *req = c->parked_req;
-			if (!c->dead)
-				run_handler(s, c, c->parked_handler, req, p11g_mono_us());
 			c->parked_req = NULL;
 			c->reader_waits = false;
+			if (!c->dead)
+				run_handler(s, c, c->parked_handler, req, p11g_mono_us());
 		}
 	s->any_reader = false;
 }

@@ -537,6 +537,14 @@ int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 	}
 }
 
+void p11g_store_reader_check(p11g_store *s)
+{
+	int dead = 0;
+	if (s && s->env && mdb_reader_check(s->env, &dead) == 0 && dead)
+		p11g_warn("store in %s: %d read transaction%s of a process that died released",
+		          s->dir, dead, dead == 1 ? "" : "s");
+}
+
 const char *p11g_store_dir(const p11g_store *s)
 {
 	return s->dir;

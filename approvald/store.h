@@ -29,6 +29,9 @@ struct p11g_store_options {
 int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_store **ret,
                     p11g_err *err);
 void p11g_store_close(p11g_store *s);
+/* Releases the reader slots of processes that died in a read transaction (a killed verify
+ * walk's snapshot would otherwise keep the file growing). */
+void p11g_store_reader_check(p11g_store *s);
 /* The directory it was opened in. */
 const char *p11g_store_dir(const p11g_store *s);
 
@@ -107,6 +110,10 @@ int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void 
 int p11g_txn_meta_get_int(p11g_txn *t, const char *name, int64_t *ret, p11g_err *err);
 int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err *err);
 
+/* The audit record this process last wrote for operation id (p11g_txn_op_put of an operation
+ * with audit_seq, whether or not its transaction was then committed): 0, or -ENOENT when it
+ * wrote none (or remembers no more). */
+int p11g_txn_op_recent(p11g_txn *t, uint64_t id, uint64_t *ret_seq);
 /* Visits the pending operations (through the index of pending ones by orderer), and says how
  * many operations are active (pending or approved) in all: the cost of status grows with
  * what is pending, not with what is approved. */
@@ -169,6 +176,8 @@ int p11g_txn_audit_verify_from(p11g_txn *t, const struct p11g_audit_mark *from,
 int p11g_txn_audit_verify_range(p11g_txn *t, const struct p11g_audit_mark *from, uint64_t upto,
                                 p11g_audit_check_fn visit, void *arg,
                                 struct p11g_audit_mark *ret_through, p11g_err *err);
+/* Record mark->seq still carries mark->hash: 0, or -1 with err audit_broken. */
+int p11g_txn_audit_check_mark(p11g_txn *t, const struct p11g_audit_mark *mark, p11g_err *err);
 /* The whole chain, no visitor: *ret_count records. */
 int p11g_txn_audit_verify(p11g_txn *t, uint64_t *ret_count, p11g_err *err);
 

@@ -40,6 +40,13 @@ struct p11g_store {
 		size_t len;
 		struct p11g_op *op; /* never changed once here */
 	} op_cache[OP_CACHE];
+	/* The audit record this process last wrote for each operation it changed (an open
+	 * addressing table by id; at most RECENT_MAX): a use refuses an operation put back to
+	 * an earlier record of itself behind approvald (store_ops.c, p11g_txn_op_recent). */
+	struct op_recent {
+		uint64_t id, seq; /* id 0: free */
+	} * recent;
+	size_t n_recent, cap_recent;
 	/* The audit chain head as last read or written, by its exact bytes. */
 	char head_text[128];
 	size_t head_len; /* 0: none kept */

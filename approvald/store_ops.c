@@ -33,6 +33,9 @@ void p11g_store_ops_free(p11g_store *s)
 {
 	for (size_t i = 0; i < OP_CACHE; i++)
 		op_cached_set(&s->op_cache[i], 0, NULL, 0, NULL);
+	free(s->recent);
+	s->recent = NULL;
+	s->n_recent = s->cap_recent = 0;
 }
 
 /* The operation stored as the bytes v under id, decoded into *ret. */
@@ -144,6 +147,53 @@ int p11g_txn_op_get(p11g_txn *t, uint64_t id, struct p11g_op *ret, p11g_err *err
 	return 0;
 }
 
+#define RECENT_MAX (1u << 22) /* operations remembered: 64 MiB of table at most */
+
+static size_t recent_slot(const struct op_recent *tab, size_t cap, uint64_t id)
+{
+	size_t i = (size_t)(id * 0x9e3779b97f4a7c15ULL) & (cap - 1);
+	while (tab[i].id && tab[i].id != id)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+/* Remembers seq as op id's last record; a full or unallocatable table remembers no more
+ * (the check then trusts the store for the rest, as before a restart). */
+static void recent_set(p11g_store *s, uint64_t id, uint64_t seq)
+{
+	bool known = s->cap_recent && s->recent[recent_slot(s->recent, s->cap_recent, id)].id;
+	if (!known && s->n_recent >= RECENT_MAX)
+		return;
+	if (!known && 2 * (s->n_recent + 1) > s->cap_recent) {
+		size_t cap = s->cap_recent ? 2 * s->cap_recent : 1024;
+		struct op_recent *tab = calloc(cap, sizeof(*tab));
+		if (!tab)
+			return;
+		for (size_t i = 0; i < s->cap_recent; i++)
+			if (s->recent[i].id)
+				tab[recent_slot(tab, cap, s->recent[i].id)] = s->recent[i];
+		free(s->recent);
+		s->recent = tab;
+		s->cap_recent = cap;
+	}
+	size_t i = recent_slot(s->recent, s->cap_recent, id);
+	if (!s->recent[i].id)
+		s->n_recent++;
+	s->recent[i] = (struct op_recent){id, seq};
+}
+
+int p11g_txn_op_recent(p11g_txn *t, uint64_t id, uint64_t *ret_seq)
+{
+	const p11g_store *s = t->s;
+	if (!s->cap_recent)
+		return -ENOENT;
+	size_t i = recent_slot(s->recent, s->cap_recent, id);
+	if (!s->recent[i].id)
+		return -ENOENT;
+	*ret_seq = s->recent[i].seq;
+	return 0;
+}
+
 int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 {
 	unsigned char kb[8];
@@ -206,6 +256,8 @@ int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 	}
 	if (rc)
 		return p11g_store_txn_fail(t, err, rc, "cannot index operation %" PRIu64, id);
+	if (op->audit_seq)
+		recent_set(t->s, id, op->audit_seq);
 	/* The next read of these bytes takes what they decode to without decoding them. */
 	op_cached_set(&t->s->op_cache[id % OP_CACHE], id, text, len, back);
 	text = NULL; /* the cache's now */

@@ -64,7 +64,7 @@ void p11g_verify_job_free(struct p11g_ops *o)
 }
 
 struct walk {
-	struct p11g_audit_mark from;
+	struct p11g_audit_mark from, known;
 	EVP_PKEY *pubkey;
 	json_t *report;
 };
@@ -72,14 +72,17 @@ struct walk {
 /* In the child: the walk on its own read-only environment (LMDB's of the parent must not be
  * used after fork), its answer as one JSON text on fd. */
 static void __attribute__((noreturn))
-child_walk(const char *dir, struct p11g_audit_mark from, EVP_PKEY *pubkey, int fd)
+child_walk(const char *dir, struct p11g_audit_mark from, struct p11g_audit_mark known,
+           EVP_PKEY *pubkey, pid_t parent, int fd)
 {
 	struct p11g_store_options so = {.read_only = true};
 	p11g_store *s = NULL;
 	p11g_err err = {0};
-	struct walk w = {.from = from, .pubkey = pubkey};
+	struct walk w = {.from = from, .known = known, .pubkey = pubkey};
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
 	/* The walk yields the CPU to approvald and everything else: it may take a while, the
 	 * signers waiting on approvald may not. */
 	struct sched_param sp = {0};
@@ -90,7 +93,7 @@ child_walk(const char *dir, struct p11g_audit_mark from, EVP_PKEY *pubkey, int f
 	close_range((unsigned)fd + 1, ~0U, 0);
 	int r = p11g_store_open(dir, &so, &s, &err);
 	if (r == 0)
-		r = p11g_audit_check(s, &w.from, w.pubkey, &w.report, &err);
+		r = p11g_audit_check(s, &w.from, &w.known, w.pubkey, &w.report, &err);
 	json_t *out = r == 0 ? json_pack("{s:o}", "report", w.report)
 	                     : json_pack("{s:s, s:s}", "code",
 	                                 err.code ? err.code : P11G_E_INTERNAL, "message", err.msg);
@@ -120,7 +123,7 @@ static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, EVP_P
 
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot verify: pipe: %m");
-	pid_t pid = fork();
+	pid_t parent = getpid(), pid = fork();
 	if (pid < 0) {
 		close(p[0]);
 		close(p[1]);
@@ -128,7 +131,7 @@ static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, EVP_P
 	}
 	if (pid == 0) {
 		close(p[0]);
-		child_walk(p11g_store_dir(o->store), from, pubkey, p[1]);
+		child_walk(p11g_store_dir(o->store), from, j->mark, pubkey, parent, p[1]);
 	}
 	close(p[1]);
 	j->pid = pid;
@@ -164,6 +167,8 @@ bool p11g_verify_job_exited(struct p11g_ops *o, pid_t pid, int status)
 	close(j->fd);
 	j->fd = -1;
 	j->pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		p11g_store_reader_check(o->store);
 	json_decref(j->report);
 	j->report = NULL;
 	json_error_t jerr;

@@ -89,7 +89,8 @@ def rewrite_chain(state, edits):
         env.close()
 
 
-TERMS = ("orderer", "signer", "keys", "created", "expires", "pinned", "digests")
+TERMS = ("orderer", "signer", "keys", "created", "expires", "pinned", "digests", "rules",
+         "images", "oci")
 
 
 def terms_hash(after):
@@ -498,5 +499,95 @@ def test_audit_key_file_others_can_read_is_refused(accounts):
         finally:
             d.kill()
             d.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- what a review found: each a way around the checks above -----------------------------
+
+def test_operation_put_back_to_an_earlier_record_is_refused(daemon):
+    """Used up, then put back in the store to its state after the approvals (record and all):
+    the operation agrees with that record, but approvald wrote a later one."""
+    d = daemon
+    op = approved(d, "rb1", 1)
+    d.use_ok("orderer", "prod", "rb1", dig=digest("rb1-a"))
+    recs = [r for r in records(d) if r.get("op") == op]
+    earlier = recs[-2]
+    assert earlier["event"] == "approved" and recs[-1]["event"] == "use_granted"
+
+    def back(o):
+        o["state"] = "approved"
+        o["keys"][0]["used"] = 0
+        o["audit_seq"] = earlier["seq"]
+    edit_op(d.state, op, back)
+    rep = d.use("orderer", "prod", "rb1", dig=digest("rb1-b"))
+    assert_refused(rep, "audit_broken")
+    assert "put back to an earlier state" in rep["error"]["message"], rep
+    r = d.cli("audit", "--verify")
+    assert r.rc == 1 and "operation %d" % op in r.err, r
+
+
+def test_approval_added_in_the_store_does_not_count(daemon):
+    """A fake approval put into a pending operation, then one real approval: the approval
+    refuses (the operation disagrees with its record), nothing is signed."""
+    d = daemon
+    op = d.request("orderer", (PROD % "fa1", 1))
+
+    def fake(o):
+        o["approvals"].append({"uid": 0, "user": "root", "groups": [], "time": o["created"]})
+    edit_op(d.state, op, fake)
+    r = d.cli("approve", op, "--yes", user="alice")
+    assert r.rc == 1 and "audit_broken" in r.err, r
+    assert_refused(d.use("orderer", "prod", "fa1", dig=digest("fa1")), "pending")
+    assert d.state_of(op) == "pending"
+    r = d.cli("audit", "--verify")
+    assert r.rc == 1 and re.search(r"operation %d: approvals" % op, r.err), r
+
+
+def test_rules_as_approved_are_part_of_the_terms(daemon):
+    """The rule snapshot a use is judged against (mechanisms, digests bound) is covered."""
+    d = daemon
+    op = approved(d, "ru1", 2)
+
+    def widen(o):
+        for snap in o["rules"].values():
+            snap["mechanisms"] = ["CKM_ECDSA", "CKM_RSA_PKCS"]
+    edit_op(d.state, op, widen)
+    rep = d.use("orderer", "prod", "ru1", dig=digest("ru1"))
+    assert_refused(rep, "audit_broken")
+    assert "rules is" in rep["error"]["message"], rep
+
+
+def test_a_full_verify_of_implicit_uses_is_intact(daemon):
+    """A rule needing no approvals makes a one-use operation at the use; its records replay
+    like any other's (they did not: every first verify of such a store failed)."""
+    d = daemon
+    d.use_ok("orderer", "dev", "im1", dig=digest("im1"))
+    ops = {r["op"] for r in records(d) if r.get("op")}
+    assert ops, records(d)
+    r = expect_ok(d.cli("audit", "--verify", "--full"))
+    assert "%d operations agree" % len(ops) in r.out, r
+
+
+def test_a_full_verify_still_checks_the_remembered_record(daemon):
+    d = daemon
+    approved(d, "fm1", 1)
+    expect_ok(d.cli("audit", "--verify"))
+    rewrite_chain(d.state, {1: lambda rec: rec.__setitem__("path", "/elsewhere")})
+    for args in (["--verify"], ["--verify", "--full"], ["--verify"]):
+        r = d.cli("audit", *args)
+        assert r.rc == 1 and "no longer the record verified before" in r.err, (args, r)
+
+
+def test_pubkey_on_a_log_no_checkpoint_covers_fails(daemon):
+    work = tempfile.mkdtemp(prefix="p11gt-key-")
+    try:
+        key = make_key(work)
+        pub = os.path.join(work, "audit.pub")
+        r = p11g.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub])
+        assert r.rc == 0, r
+        approved(daemon, "np1", 1)
+        r = daemon.cli("audit", "--verify", "--pubkey", pub)
+        assert r.rc == 1 and "no checkpoint signed by this audit key" in r.err, r
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -453,3 +453,19 @@ def test_a_module_that_defaults_to_token_objects_makes_none_for_a_client(iso, st
     assert token_labels(iso) == before
     if token_default:
         assert any("the module made a token object" in ln for ln in d.stderr().splitlines())
+
+
+def test_readers_that_hang_up_before_their_reply(daemon):
+    """status, show, list and audit run after the round's commit; a client gone by then made
+    approvald free its request twice (the sanitizer build aborted on the first)."""
+    import socket
+    import struct
+    for verb in ("status", "list", "audit", "show"):
+        body = json.dumps({"v": 1, "verb": verb, **({"id": 1} if verb == "show" else {})})
+        for _ in range(50):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(daemon.sock)
+            s.sendall(struct.pack(">I", len(body)) + body.encode())
+            s.close()
+    assert daemon.status()["pending"] == 0
+    assert daemon.alive()
