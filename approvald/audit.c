@@ -52,7 +52,7 @@ int p11g_txn_audit_append(p11g_txn *t, const json_t *event, uint64_t *ret_seq, p
 	if (!json_is_object(event) || !json_is_string(json_object_get(event, "event")))
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "audit record without an \"event\" string");
-	if (p11g_store_audit_head(t, &head, err) < 0)
+	if (p11g_store_audit_head(t, &head, err) < 0 || p11g_store_audit_expect(t, &head, err) < 0)
 		return -1;
 	if (head.seq >= (uint64_t)INT64_MAX)
 		return p11g_err_set(err, P11G_E_STORE, "audit log: record numbers exhausted");

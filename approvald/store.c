@@ -293,6 +293,18 @@ static int tables_open(p11g_store *s, p11g_err *err)
 	return 0;
 }
 
+static int head_trust_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	return p11g_store_audit_head(t, arg, err);
+}
+
+/* The head as approvald finds it at open is the one it trusts (what was done to the store
+ * while approvald was down is for audit --verify to find). */
+static int head_trust(p11g_store *s, p11g_err *err)
+{
+	return p11g_store_read(s, head_trust_body, &s->trusted, err);
+}
+
 int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_store **ret,
                     p11g_err *err)
 {
@@ -349,7 +361,7 @@ int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_
 		                    mdb_strerror(rc));
 	if (!s->read_only && !fresh && (rc = env_fit_map(s, initial)) != 0)
 		return store_fail(s, err, rc, "cannot size the map");
-	if (tables_open(s, err) < 0)
+	if (tables_open(s, err) < 0 || (!s->read_only && head_trust(s, err) < 0))
 		return -1;
 	*ret = s;
 	s = NULL;
@@ -433,6 +445,9 @@ static int batch_commit(p11g_store *s, p11g_err *err)
 		return 0;
 	rc = mdb_txn_commit(s->batch);
 	s->batch = NULL;
+	if (rc == 0 && s->batch_head.present)
+		s->trusted = s->batch_head;
+	s->batch_head = (struct p11g_audit_head){0};
 	if (rc) {
 		s->batch_failed = rc;
 		store_fail(s, err, rc, "cannot record");
@@ -521,8 +536,15 @@ int p11g_store_write(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 				return store_fail(s, err, t.failed, "cannot record");
 			rc = mdb_txn_commit(txn);
 			txn = NULL;
-			if (rc == 0)
+			if (rc == 0) {
+				if (t.wrote.present) {
+					if (s->batching)
+						s->batch_head = t.wrote;
+					else
+						s->trusted = t.wrote;
+				}
 				return 0;
+			}
 			if (rc != MDB_MAP_FULL)
 				return store_fail(s, err, rc, "cannot record");
 		}
@@ -703,7 +725,29 @@ int p11g_store_audit_put(p11g_txn *t, uint64_t seq, const char *text, size_t len
 	struct p11g_audit_head h = {.present = true, .seq = seq};
 	memcpy(h.hash, hash, sizeof(h.hash));
 	head_keep(t->s, head, (size_t)n, &h);
+	t->wrote = h;
 	return 0;
+}
+
+int p11g_store_audit_expect(p11g_txn *t, const struct p11g_audit_head *head, p11g_err *err)
+{
+	const p11g_store *s = t->s;
+	const struct p11g_audit_head *want = t->wrote.present                    ? &t->wrote
+	                                     : s->batch && s->batch_head.present ? &s->batch_head
+	                                                                         : &s->trusted;
+	if (head->seq == want->seq && head->present == want->present &&
+	    !memcmp(head->hash, want->hash, sizeof(head->hash)))
+		return 0;
+	p11g_error("store in %s: the audit chain's head is record %" PRIu64
+	           ", approvald last wrote record %" PRIu64
+	           ": the store was changed behind approvald; it records nothing more (run "
+	           "approvald audit --verify, restart approvald once the store is sound)",
+	           s->dir, head->seq, want->seq);
+	return p11g_err_set(
+	    err, P11G_E_AUDIT_BROKEN,
+	    "the audit log was changed behind approvald (its head is record %" PRIu64
+	    ", approvald wrote %" PRIu64 "): nothing is recorded or granted",
+	    head->seq, want->seq);
 }
 
 int p11g_store_audit_scan(p11g_txn *t, uint64_t since, p11g_store_raw_fn fn, void *arg,

@@ -16,6 +16,10 @@ struct p11g_audit_head {
  * meta cannot be read. */
 int p11g_store_audit_head(p11g_txn *t, struct p11g_audit_head *ret, p11g_err *err);
 
+/* Whether head (read in t) is the one approvald wrote last: 0, or -1 with err audit_broken
+ * (logged) when the store's chain was changed behind it. */
+int p11g_store_audit_expect(p11g_txn *t, const struct p11g_audit_head *head, p11g_err *err);
+
 /* Stores len bytes of record text under seq, which must not exist yet, and
  * moves the head to (seq, hash) in the same transaction.  Errors: -1 with err
  * store_error (LMDB, map full: the write is retried), or audit_broken when a

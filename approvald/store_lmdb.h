@@ -47,6 +47,10 @@ struct p11g_store {
 		uint64_t id, seq; /* id 0: free */
 	} * recent;
 	size_t n_recent, cap_recent;
+	/* The chain head approvald knows it wrote: read at open, then what each commit left
+	 * (trusted); what the open batch's committed nested transactions left (batch_head).  An
+	 * append that finds another head in the store refuses (p11g_store_audit_expect). */
+	struct p11g_audit_head trusted, batch_head;
 	/* The audit chain head as last read or written, by its exact bytes. */
 	char head_text[128];
 	size_t head_len; /* 0: none kept */
@@ -60,6 +64,8 @@ struct p11g_txn {
 	/* The first LMDB error: LMDB refuses to commit after it, and the write
 	 * loop must see MDB_MAP_FULL even when the body turned it into -1. */
 	int failed;
+	/* the head this transaction's appends left (present: it appended) */
+	struct p11g_audit_head wrote;
 };
 
 static inline void p11g_txn_abortp(MDB_txn **txn)

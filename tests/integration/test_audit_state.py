@@ -207,18 +207,20 @@ def test_record_removed_with_the_edit_is_not_blessed_at_start(start_daemon):
     assert r.rc == 1 and "operation %d" % op in r.err, r
 
 
-def test_rewritten_history_is_caught_by_the_replay(daemon):
+def test_rewritten_history_is_caught_by_the_replay(start_daemon):
     """Raising the count in the store and in the operation's last record, and re-hashing the
-    chain after it: the chain and the use-time check agree, the replay does not (the count
-    granted never changes after creation)."""
-    d = daemon
+    chain after it, while approvald is down: the chain and the use-time check agree, the
+    replay does not (the count granted never changes after creation)."""
+    d = start_daemon()
     op = approved(d, "st4", 3)
     recs = [r for r in records(d) if r.get("op") == op]
     last = recs[-1]["seq"]
     raised = dict(recs[0]["after"])
     raised["keys"] = [dict(raised["keys"][0], uses=1000)]
+    assert d.stop() == 0
     edit_op(d.state, op, lambda o: o["keys"][0].__setitem__("uses", 1000))
     rewrite_chain(d.state, {last: lambda r: r["after"].__setitem__("terms", terms_hash(raised))})
+    d.start()
     # the use-time check agrees with the rewritten record: only the replay can tell
     d.use_ok("orderer", "prod", "st4", dig=digest("st4-a"))
     r = d.cli("audit", "--verify", "--full")
@@ -591,3 +593,33 @@ def test_pubkey_on_a_log_no_checkpoint_covers_fails(daemon):
         assert r.rc == 1 and "no checkpoint signed by this audit key" in r.err, r
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_chain_changed_while_approvald_runs_records_nothing(keyed):
+    """A record appended (or the chain re-hashed) behind a running approvald: its next write
+    finds a head it did not write and refuses, so nothing is granted, and no checkpoint signs
+    the forged record."""
+    d, work, key, pub = keyed
+    op = approved(d, "hd1", 2)
+    before = len(checkpoints(d))
+    env = open_env(d.state)
+    try:
+        audit = env.open_db(b"audit", create=False)
+        meta = env.open_db(b"meta", create=False)
+        with env.begin(write=True) as txn:
+            head = json.loads(txn.get(b"audit_head", db=meta))
+            forged = {"event": "approved", "op": op, "seq": head["seq"] + 1, "time": 1,
+                      "actor": {"uid": 0, "user": "root", "pid": 1}, "state": "approved"}
+            text, h = seal(forged, head["hash"])
+            txn.put(key8(head["seq"] + 1), text, db=audit)
+            txn.put(b"audit_head", json.dumps({"seq": head["seq"] + 1, "hash": h}).encode(),
+                    db=meta)
+    finally:
+        env.close()
+    assert_refused(d.use("orderer", "prod", "hd1", dig=digest("hd1")), "audit_broken")
+    r = d.cli("request", "--key", PROD % "hd2", user="orderer")
+    assert r.rc == 1 and "audit_broken" in r.err, r
+    assert "the audit chain's head is record %d, approvald last wrote record %d" % (
+        head["seq"] + 1, head["seq"]) in d.stderr()
+    time.sleep(1.5)  # a tick: a checkpoint would be due (5 records), none is written
+    assert len(checkpoints(d)) == before

@@ -239,16 +239,23 @@ def test_one_count_per_key_up_to_max_uses(daemon):
 
 def edit_op(d, op_id, fn):
     """With the daemon stopped, edits operation op_id as stored (an operation written by an
-    approvald before the check), then starts it again."""
+    approvald before the check), then starts it again.  As an older approvald wrote it: no
+    record of its state (audit_seq, terms_seq), and among the operations the store held when
+    this version first opened it (meta legacy_ops_through), so approvald records its state
+    at start."""
     assert d.stop() == 0
-    env = lmdb.open(d.state, max_dbs=8, map_size=1 << 30)
+    env = lmdb.open(d.state, max_dbs=16, map_size=1 << 30)
     try:
         ops = env.open_db(b"ops", create=False)
+        meta = env.open_db(b"meta", create=False)
         with env.begin(write=True) as txn:
             key = struct.pack(">Q", op_id)
             op = json.loads(txn.get(key, db=ops))
             fn(op)
+            op.pop("audit_seq", None)
+            op.pop("terms_seq", None)
             txn.put(key, json.dumps(op).encode(), db=ops)
+            txn.put(b"legacy_ops_through", str(op_id).encode(), db=meta)
     finally:
         env.close()
     d.start()
