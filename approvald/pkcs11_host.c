@@ -3,8 +3,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <poll.h>
-#include <pthread.h>
 /* p11_kit_remote_serve_module is stable in practice: p11-kit server and
  * p11-kit remote are built on it. */
 #define P11_KIT_FUTURE_UNSTABLE_API 1
@@ -18,6 +16,7 @@
 #include <valgrind/valgrind.h>
 #endif
 
+#include "approvald/host_frames.h"
 #include "approvald/host_proto.h"
 #include "approvald/host_sandbox.h"
 #include "module/gate_host.h"
@@ -160,136 +159,6 @@ static enum p11g_seccomp_mode seccomp_of(const char *s)
 	die("setup message: bad \"seccomp\"");
 }
 
-/* ---- the frame check in front of p11-kit ------------------------------------- */
-
-/*
- * p11-kit's RPC reader trusts the lengths in a message header (it allocates
- * what they say and waits for that many bytes, for ever).  A relay thread
- * reads the client first: the protocol byte, then each message's 12-byte
- * header (call code, options length, body length), checks the lengths
- * against the limits, and passes the message on only whole and in time.
- * Between messages a client may stay silent as long as it likes (an
- * application holding its session); a message once begun must arrive
- * within frame_timeout.  A violation closes this client's connection, and
- * only it: its process ends.
- */
-#define RPC_HEADER      12
-#define RPC_OPTIONS_MAX 4096 /* p11-kit sends none or a few bytes */
-#define RELAY_CHUNK     65536
-
-struct relay {
-	int client;    /* the client's socket (p11-kit writes replies to it directly) */
-	int to_p11kit; /* what p11-kit reads */
-	struct ucred peer;
-	int frame_ms;
-	size_t message_max;
-};
-
-/* 1 when n bytes were read, 0 on EOF before the first, -1 on error or when
- * deadline_us (0: none) passed (errno ETIMEDOUT). */
-static int read_full(int fd, unsigned char *buf, size_t n, int64_t deadline_us)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		if (deadline_us) {
-			int64_t left = deadline_us - p11g_mono_us();
-			struct pollfd p = {.fd = fd, .events = POLLIN};
-			int r = left > 0 ? poll(&p, 1, (int)((left + 999) / 1000)) : 0;
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r == 0) {
-				errno = ETIMEDOUT;
-				return -1;
-			}
-		}
-		ssize_t r = read(fd, buf + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0) {
-			if (got == 0)
-				return 0;
-			errno = ECONNRESET;
-			return -1;
-		}
-		got += (size_t)r;
-	}
-	return 1;
-}
-
-static int write_full(int fd, const unsigned char *buf, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, buf, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		buf += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-#define relay_warn(r, fmt, ...)                                                                    \
-	p11g_warn("PKCS#11 client uid %u pid %d: " fmt "; connection closed",                      \
-	          (unsigned)(r)->peer.uid, (int)(r)->peer.pid, ##__VA_ARGS__)
-
-/* Relays until EOF or a violation; returns after closing p11-kit's input. */
-static void *relay_main(void *arg)
-{
-	struct relay *r = arg;
-	unsigned char *chunk = malloc(RELAY_CHUNK);
-	unsigned char hdr[RPC_HEADER];
-	int got;
-
-	if (!chunk)
-		goto violation;
-	/* the protocol version byte */
-	if ((got = read_full(r->client, hdr, 1, 0)) <= 0 || write_full(r->to_p11kit, hdr, 1) < 0)
-		goto end;
-	for (;;) {
-		/* idle as long as the client likes, then the whole message in time */
-		if ((got = read_full(r->client, hdr, 1, 0)) <= 0)
-			goto end;
-		int64_t deadline = p11g_mono_us() + (int64_t)r->frame_ms * 1000;
-		if (read_full(r->client, hdr + 1, RPC_HEADER - 1, deadline) <= 0) {
-			relay_warn(r, "message header incomplete (%s)",
-			           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
-			goto violation;
-		}
-		uint32_t olen = p11g_be32_get(hdr + 4), blen = p11g_be32_get(hdr + 8);
-		if (olen > RPC_OPTIONS_MAX || blen > r->message_max) {
-			relay_warn(
-			    r, "message of %u + %u bytes over the limit (%zu; pkcs11_message_max)",
-			    olen, blen, r->message_max);
-			goto violation;
-		}
-		if (write_full(r->to_p11kit, hdr, RPC_HEADER) < 0)
-			goto end;
-		for (size_t left = (size_t)olen + blen; left > 0;) {
-			size_t n = left < RELAY_CHUNK ? left : RELAY_CHUNK;
-			if (read_full(r->client, chunk, n, deadline) <= 0) {
-				relay_warn(r, "message incomplete (%s)",
-				           errno == ETIMEDOUT ? "frame timeout" : strerror(errno));
-				goto violation;
-			}
-			if (write_full(r->to_p11kit, chunk, n) < 0)
-				goto end;
-			left -= n;
-		}
-	}
-violation:
-	/* p11-kit may be writing a reply: make that fail too. */
-	shutdown(r->client, SHUT_RDWR);
-end:
-	free(chunk);
-	close(r->to_p11kit);
-	return NULL;
-}
-
 static CK_FUNCTION_LIST_3_0 *gate_for(const json_t *j, struct setup *s, int approvald_fd,
                                       const struct ucred *peer, bool object_admin)
 {
@@ -329,9 +198,7 @@ static int check(const json_t *j, struct setup *s)
 
 static int serve(const json_t *j, struct setup *s)
 {
-	int fl, pp[2], client_fd = P11G_HOST_FD_CLIENT, link_fd = P11G_HOST_FD_LINK;
-	pthread_t relay_thread;
-	struct relay relay;
+	int fl, in_fd, client_fd = P11G_HOST_FD_CLIENT, link_fd = P11G_HOST_FD_LINK;
 	struct ucred peer = {.uid = (uid_t)int_of(j, "client_uid"),
 	                     .pid = (pid_t)int_of(j, "client_pid")};
 	const json_t *admin = json_object_get(j, "object_admin");
@@ -342,20 +209,23 @@ static int serve(const json_t *j, struct setup *s)
 	fcntl(client_fd, F_SETFL, fl & ~O_NONBLOCK);
 	fcntl(client_fd, F_SETFD, FD_CLOEXEC);
 	fcntl(link_fd, F_SETFD, FD_CLOEXEC);
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp) < 0)
+	/* p11-kit reads the client through the frame check (host_frames.c) and
+	 * writes its replies to the client directly. */
+	in_fd = p11g_frames_start(
+	    &(struct p11g_frames){.client = client_fd,
+	                          .peer = peer,
+	                          .frame_ms = (int)int_of(j, "frame_ms"),
+	                          .message_max = (size_t)int_of(j, "message_max")});
+	if (in_fd < 0)
 		die("PKCS#11 client uid %u pid %d: socketpair: %m", (unsigned)peer.uid,
-		    (int)peer.pid);
-	relay = (struct relay){.client = client_fd,
-	                       .to_p11kit = pp[1],
-	                       .peer = peer,
-	                       .frame_ms = (int)int_of(j, "frame_ms"),
-	                       .message_max = (size_t)int_of(j, "message_max")};
-	if (pthread_create(&relay_thread, NULL, relay_main, &relay) != 0)
-		die("PKCS#11 client uid %u pid %d: cannot start a thread", (unsigned)peer.uid,
 		    (int)peer.pid);
 	CK_FUNCTION_LIST_3_0 *l = gate_for(j, s, link_fd, &peer, json_is_true(admin));
 	/* p11-kit calls C_Initialize and C_Finalize as the client does. */
-	p11_kit_remote_serve_module((CK_FUNCTION_LIST *)l, pp[0], client_fd);
+	p11_kit_remote_serve_module((CK_FUNCTION_LIST *)l, in_fd, client_fd);
+	if (!p11g_frames_used())
+		p11g_error("PKCS#11 client uid %u pid %d: p11-kit did not read the client through "
+		           "the frame check (read(2) not interposed?); connection closed",
+		           (unsigned)peer.uid, (int)peer.pid);
 	/* A client that died or forgot C_Finalize: end the module's state
 	 * tidily (CKR_CRYPTOKI_NOT_INITIALIZED otherwise, harmless). */
 	l->C_Finalize(NULL);

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -235,6 +236,68 @@ def test_garbage_on_the_socket_closes_only_that_connection(iso, start_daemon):
     finally:
         good.stdin.close()
         good.wait(10)
+    assert d.alive()
+
+
+def test_a_message_that_arrives_in_pieces_within_frame_timeout_is_served(iso, start_daemon):
+    """The frame check reads what a message has sent so far and waits for the rest only until
+    the message's deadline (host_frames.c): a client whose messages arrive a few bytes at a time,
+    each message whole within frame_timeout, signs as any other."""
+    d = iso.start(start_daemon, {"default": "allow", "rules": []}, frame_timeout="3s")
+    proxy_path = os.path.join(iso.dir, "pieces.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(proxy_path)
+    os.chmod(proxy_path, 0o777)
+    lsock.listen(4)
+
+    def pump(src, dst, piece, pause):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                for i in range(0, len(data), piece):
+                    dst.sendall(data[i:i + piece])
+                    time.sleep(pause)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def serve():
+        try:
+            while True:
+                c, _ = lsock.accept()
+                u = socket.socket(socket.AF_UNIX)
+                u.connect(iso.pkcs11_sock)
+                # the client's bytes 5 at a time, 2 ms apart; the replies as they come
+                threading.Thread(target=pump, args=(c, u, 5, 0.002), daemon=True).start()
+                threading.Thread(target=pump, args=(u, c, 65536, 0), daemon=True).start()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    env = dict(iso.gate_env(d), P11_KIT_SERVER_ADDRESS="unix:path=" + proxy_path)
+    script = ("import sys, json\n"
+              "sys.path.insert(0, %r)\n"
+              "import pk11\n"
+              "m = pk11.Module(%r); m.init(); h = m.open(%r)\n"
+              "k = m.find(h, pk11.CKO_PRIVATE_KEY, 'ec')\n"
+              "steps, sig = m.sign(h, k, 'CKM_ECDSA', bytes(32))\n"
+              "print(json.dumps([steps, sig]))\n" % (os.path.dirname(PK11), P11KIT_CLIENT, TOKEN))
+    try:
+        r = subprocess.run(["/usr/bin/python3", "-c", script], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        steps, sig = json.loads(r.stdout)
+        assert sig, steps
+        log = d.stderr()
+        assert "frame timeout" not in log and "incomplete" not in log, log
+    finally:
+        lsock.close()
     assert d.alive()
 
 
