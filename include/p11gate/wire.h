@@ -81,7 +81,7 @@
 #define P11G_DEFAULT_SOCKET "/run/approvald/approvald.sock"
 
 /* Every length on approvald's sockets is big-endian: this frame header, and
- * p11-kit's RPC header that approvald relays (host.c). */
+ * p11-kit's RPC header that approvald's PKCS#11 host checks (host_frames.c). */
 static inline uint32_t p11g_be32_get(const unsigned char *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
