@@ -1,0 +1,249 @@
+"""Issue 18, item 4: audit checkpoints signed by a key on a token (`audit_key = pkcs11:...`).
+
+approvald never loads the module itself: approvald-audit-signer, executed fresh for each
+checkpoint (and once at start for the public key), logs in with pin_file's PIN, finds the one
+private key the URI names and signs; approvald verifies each signature with the public key it
+read at start before it appends the checkpoint.  Auditors get the public key with
+`approvald audit --export-pubkey --config FILE` and check with `audit --verify --pubkey`."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import p11g  # noqa: E402
+from p11g import expect_ok  # noqa: E402
+from test_module_gate import PIN, SOFTHSM, TOKEN, Token, sh  # noqa: E402
+
+AUDIT_EC = "pkcs11:token=%s;object=audit-ec;type=private" % TOKEN
+AUDIT_RSA = "pkcs11:token=%s;object=audit-rsa" % TOKEN
+
+
+@pytest.fixture
+def hsm(accounts):
+    """A SoftHSMv2 token (root's alone, as approvald's) with an EC P-256 and an RSA audit key
+    besides the test keys, and their public keys as the token holds them (DER)."""
+    t = Token("isolated")
+    t.audit_pub = {}
+    for label, kid, kt in (("audit-ec", "10", "EC:prime256v1"), ("audit-rsa", "11", "rsa:2048")):
+        sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin", PIN,
+            "--keypairgen", "--key-type", kt, "--label", label, "--id", kid], t.env)
+        der = os.path.join(t.dir, label + ".der")
+        sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--read-object",
+            "--type", "pubkey", "--label", label, "--output-file", der], t.env)
+        with open(der, "rb") as f:
+            t.audit_pub[label] = f.read()
+    yield t
+    t.cleanup()
+
+
+def token_config(t, uri=AUDIT_EC, **extra):
+    """The local deployment: no pkcs11_socket, only what approvald needs to log in."""
+    conf = {"pkcs11_module": SOFTHSM, "pin_file": t.pin_file,
+            "pkcs11_env": "SOFTHSM2_CONF=" + t.conf, "audit_key": uri,
+            "audit_checkpoint_records": 3, "audit_checkpoint_seconds": 3600}
+    conf.update(extra)
+    return {k: v for k, v in conf.items() if v is not None}
+
+
+def checkpoints(d):
+    return [r for r in d.audit() if r["event"] == "checkpoint"]
+
+
+def approved(d, label, uses=1):
+    op = d.request("orderer", ("pkcs11:token=prod;object=%s" % label, uses))
+    d.approve("alice", op)
+    d.approve("bob", op)
+    return op
+
+
+def export_pubkey(config, work):
+    r = p11g.approvald("audit", "--export-pubkey", "--config", config)
+    assert r.rc == 0 and r.out.startswith("-----BEGIN PUBLIC KEY-----"), r
+    pub = os.path.join(work, "audit.pub")
+    with open(pub, "w") as f:
+        f.write(r.out)
+    return pub, r
+
+
+def spki_id(pem_path):
+    """sha256:HEX of the PEM's DER SubjectPublicKeyInfo, as openssl makes it."""
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", pem_path, "-outform", "DER"],
+                         check=True, stdout=subprocess.PIPE).stdout
+    return "sha256:" + hashlib.sha256(der).hexdigest(), der
+
+
+def start_failure(config):
+    d = p11g.Daemon({"default": "deny", "rules": []}, config=config)
+    try:
+        with pytest.raises(AssertionError) as e:
+            d.start(timeout=20)
+        return str(e.value)
+    finally:
+        d.kill()
+        d.cleanup()
+
+
+def signs_and_verifies(d, t, label, work):
+    """Checkpoints of d: one at start, more as records come, each verified live and offline
+    with the exported key, whose id is the token's public key's."""
+    pub, r = export_pubkey(d.config, work)
+    kid, der = spki_id(pub)
+    # the token's own public key object, as pkcs11-tool reads it
+    assert der == t.audit_pub[label]
+    assert "audit key %s" % kid in r.err, r
+    assert len(checkpoints(d)) == 1, d.audit()
+    for i in range(3):
+        approved(d, "%s-%d" % (label, i))
+    assert p11g.wait_for(lambda: len(checkpoints(d)) >= 2, 10), d.stderr()
+    cps = checkpoints(d)
+    assert all(c["key"] == kid for c in cps), cps
+    assert "audit checkpoints signed on the token by" in d.stderr()
+    assert "audit checkpoint through=%d" % cps[-1]["through"] in d.stderr()
+    r = expect_ok(d.cli("audit", "--verify", "--pubkey", pub))
+    assert re.search(r"checkpoints: %d, each signed by the audit key" % len(cps), r.out), r
+    # at shutdown the rest is signed; the store verifies offline with the same key
+    approved(d, label + "-last")
+    assert d.stop() == 0
+    r = p11g.approvald("audit", "--verify", "--pubkey", pub, "--state-dir", d.state)
+    assert r.rc == 0 and "not yet covered" not in r.out, r
+    assert len(checkpoints_offline(d)) > len(cps)
+    # a key that is not the token's is refused
+    other = os.path.join(work, "other.pem")
+    sh(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-out", other], os.environ)
+    r = p11g.approvald("audit", "--verify", "--pubkey", other, "--state-dir", d.state)
+    assert r.rc == 1 and "signed by another key" in r.err, r
+
+
+def checkpoints_offline(d):
+    r = p11g.approvald("audit", "--state-dir", d.state, "--json")
+    assert r.rc == 0, r
+    recs = [json.loads(ln) for ln in r.out.splitlines() if ln.strip()]
+    return [x for x in recs if x.get("event") == "checkpoint"]
+
+
+def test_ec_key_on_token_signs_checkpoints_local_deployment(hsm, start_daemon):
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    try:
+        d = start_daemon(config=token_config(hsm))
+        assert not os.path.exists(hsm.pkcs11_sock)
+        signs_and_verifies(d, hsm, "audit-ec", work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_rsa_key_on_token_signs_checkpoints(hsm, start_daemon):
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    try:
+        d = start_daemon(config=token_config(hsm, AUDIT_RSA))
+        signs_and_verifies(d, hsm, "audit-rsa", work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_same_token_in_the_isolated_deployment(hsm, start_daemon):
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    try:
+        # the token approvald serves on its PKCS#11 socket; the URI names no token:
+        # pkcs11_token picks it
+        uri = "pkcs11:object=audit-ec;id=%10"
+        d = start_daemon(config=token_config(hsm, uri, pkcs11_socket=hsm.pkcs11_sock,
+                                             pkcs11_token=TOKEN))
+        assert os.path.exists(hsm.pkcs11_sock)
+        assert "serving PKCS#11" in d.stderr()
+        signs_and_verifies(d, hsm, "audit-ec", work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_approvald_never_loads_the_module(hsm, start_daemon):
+    d = start_daemon(config=token_config(hsm))
+    with open("/proc/%d/maps" % d.proc.pid) as f:
+        maps = f.read()
+    assert "softhsm" not in maps
+    assert len(checkpoints(d)) == 1
+
+
+def test_wrong_key_or_pin_stops_approvald_at_start(hsm, tmp_path):
+    msg = start_failure(token_config(hsm, "pkcs11:token=%s;object=nope" % TOKEN))
+    assert "no private key matches pkcs11:token=%s;object=nope" % TOKEN in msg, msg
+    msg = start_failure(token_config(hsm, "pkcs11:token=elsewhere;object=audit-ec"))
+    assert "no initialised token matches pkcs11:token=elsewhere;object=audit-ec" in msg, msg
+    # two private keys by that id? no: by no label at all, both audit keys' class matches
+    msg = start_failure(token_config(hsm, "pkcs11:token=%s;object=audit-ec" % TOKEN,
+                                     pkcs11_token="other"))
+    assert "no initialised token matches" in msg and "pkcs11_token other" in msg, msg
+    wrong = tmp_path / "pin-wrong"
+    wrong.write_text("0000\n")
+    wrong.chmod(0o600)
+    msg = start_failure(token_config(hsm, pin_file=str(wrong)))
+    assert re.search(r"logging in with pin_file's PIN failed: .*PIN", msg), msg
+    assert "audit_key %s: reading the public key" % AUDIT_EC in msg, msg
+    # the export says the same and prints nothing
+    d = p11g.Daemon(config=token_config(hsm, pin_file=str(wrong)))
+    try:
+        r = p11g.approvald("audit", "--export-pubkey", "--config", d.config)
+        assert r.rc != 0 and r.out == "" and "pin_file's PIN failed" in r.err, r
+    finally:
+        d.cleanup()
+
+
+def test_a_uri_naming_two_keys_is_refused(hsm, start_daemon):
+    # the same label on a second private key
+    sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin", PIN,
+        "--keypairgen", "--key-type", "EC:prime256v1", "--label", "audit-ec", "--id", "12"],
+       hsm.env)
+    msg = start_failure(token_config(hsm))
+    assert "more than one private key matches %s" % AUDIT_EC in msg, msg
+    # id= picks one: the key of id 10, whose public key is exported
+    d = start_daemon(config=token_config(hsm, AUDIT_EC + ";id=%10"))
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    try:
+        pub, _ = export_pubkey(d.config, work)
+        kid, der = spki_id(pub)
+        assert der == hsm.audit_pub["audit-ec"]
+        assert [c["key"] for c in checkpoints(d)] == [kid]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def config_error(content):
+    d = p11g.Daemon(config=content)
+    try:
+        r = p11g.approvald("serve", "--config", d.config, "--state-dir", d.state,
+                           "--socket", d.sock, "--policy-dir", d.policy_dir)
+        assert r.rc != 0, r
+        return r.err
+    finally:
+        d.cleanup()
+
+
+def test_configuration_errors_name_file_line_and_column(hsm, tmp_path):
+    key = tmp_path / "audit.key"
+    sh(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key)], os.environ)
+    key.chmod(0o600)
+    base = "pkcs11_module = %s\npin_file = %s\n" % (SOFTHSM, hsm.pin_file)
+    err = config_error(base + "audit_key_file = %s\naudit_key = %s\n" % (key, AUDIT_EC))
+    assert re.search(r"approvald\.conf:4:13: audit_key: audit_key_file is set too", err), err
+    err = config_error(base + "audit_key = %s\naudit_key_file = %s\n" % (AUDIT_EC, key))
+    assert re.search(r"approvald\.conf:4:18: audit_key_file: audit_key is set too", err), err
+    err = config_error("audit_key = %s\n" % AUDIT_EC)
+    assert re.search(r"approvald\.conf:1:13: audit_key: needs pkcs11_module and pin_file",
+                     err), err
+    err = config_error(base + "audit_key = /etc/audit.key\n")
+    assert re.search(r"approvald\.conf:3:13: audit_key: expected a PKCS#11 URI", err), err
+    err = config_error(base + "audit_key = pkcs11:token=%s\n" % TOKEN)
+    assert re.search(r"approvald\.conf:3:13: audit_key: the URI must name the key", err), err
+    err = config_error(base + "audit_key = pkcs11:object=a;type=public\n")
+    assert "the audit key is a private key" in err, err
+    err = config_error(base + "audit_key = pkcs11:object=a?pin-value=1234\n")
+    assert "no PIN in the URI" in err, err
