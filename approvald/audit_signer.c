@@ -23,12 +23,32 @@
  * (--pubkey), as it executes approvald-pkcs11-host: stdin and stdout /dev/null, stderr
  * approvald's, the setup message on fd 5 (host_proto.h) with two more settings, "audit_key"
  * (the URI) and with --sign "text" (what to sign), and the write end of a pipe on fd 4 for the
- * answer: the DER signature (ECDSA-Sig-Value for EC, PKCS#1 v1.5 for RSA, raw for EdDSA) or
- * the DER SubjectPublicKeyInfo, then EOF and exit 0.  It becomes pkcs11_user and loads the
- * seccomp filter before it loads the module.  Any failure: one line on stderr, exit 1.
+ * answer: a byte 0 and the DER signature (ECDSA-Sig-Value for EC, PKCS#1 v1.5 for RSA, raw for
+ * EdDSA) or the DER SubjectPublicKeyInfo, then EOF and exit 0; or a byte 1 and why not (text),
+ * exit 1.  It becomes pkcs11_user and loads the seccomp filter before it loads the module.
  */
 #define FD_ANSWER P11G_HOST_FD_LINK
 
+/* The answer's first byte: what follows is the answer, or why there is none. */
+#define ANSWER_OK    0
+#define ANSWER_ERROR 1
+
+static bool write_all(int fd, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	while (n > 0) {
+		ssize_t w = write(fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		b += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Why, to approvald (which makes it its one error line), or to stderr when it cannot be. */
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
@@ -36,9 +56,11 @@ static void die(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[0] = ANSWER_ERROR;
+	vsnprintf(msg + 1, sizeof(msg) - 1, fmt, ap);
 	va_end(ap);
-	p11g_error("audit_key: %s", msg);
+	if (!write_all(FD_ANSWER, msg, strlen(msg + 1) + 1))
+		p11g_error("audit_key: %s", msg + 1);
 	_exit(1);
 }
 
@@ -222,7 +244,7 @@ static void find_key(const char *uri_text, const char *token, const unsigned cha
 
 	if (!uri ||
 	    p11_kit_uri_parse(uri_text, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, uri) != P11_KIT_URI_OK)
-		die("%s is not a PKCS#11 URI of a key", uri_text);
+		die("not a PKCS#11 URI of a key");
 	CK_ATTRIBUTE *a = p11_kit_uri_get_attributes(uri, &nattrs);
 	nt = 1;
 	for (CK_ULONG i = 0; i < nattrs; i++)
@@ -266,14 +288,12 @@ static void find_key(const char *uri_text, const char *token, const unsigned cha
 		}
 	}
 	if (tokens == 0)
-		die("no initialised token matches %s%s%s", uri_text,
-		    token ? " and pkcs11_token " : "", token ? token : "");
+		die("no initialised token matches it%s%s", token ? " and pkcs11_token " : "",
+		    token ? token : "");
 	if (f->count == 0)
-		die("no private key matches %s (on %u token%s)", uri_text, tokens,
-		    tokens == 1 ? "" : "s");
+		die("no private key matches it (on %u token%s)", tokens, tokens == 1 ? "" : "s");
 	if (f->count > 1)
-		die("more than one private key matches %s: name one (object=, id=, token=)",
-		    uri_text);
+		die("more than one private key matches it: name one (object=, id=, token=)");
 	p11_kit_uri_free(uri);
 }
 
@@ -293,15 +313,10 @@ static CK_KEY_TYPE key_type(const struct found *f)
 
 static void answer(const void *p, size_t n)
 {
-	const unsigned char *b = p;
-	while (n > 0) {
-		ssize_t w = write(FD_ANSWER, b, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			die("writing the answer: %m");
-		b += w;
-		n -= (size_t)w;
+	unsigned char ok = ANSWER_OK;
+	if (!write_all(FD_ANSWER, &ok, 1) || !write_all(FD_ANSWER, p, n)) {
+		p11g_error("audit_key: writing the answer: %m");
+		_exit(1);
 	}
 }
 

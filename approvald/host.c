@@ -15,6 +15,7 @@
 #include "approvald/host_proto.h"
 #include "approvald/names.h"
 #include "approvald/server.h"
+#include "approvald/textsafe.h"
 #include "module/gate_host.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -536,6 +537,14 @@ static int run_signer(const struct p11g_host_config *cfg, const char *uri, const
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "audit_key %s: %s did not answer within %d s; killed", uri,
 		                    P11G_AUDIT_SIGNER_PROGRAM, SIGNER_TIMEOUT_MS / 1000);
+	/* the signer's own words: one line, the token's text escaped */
+	if (got > 1 && buf[0] == 1) {
+		_cleanup_free_ char *why = p11g_text_escaped((char *)buf + 1, got - 1);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "audit_key %s: %s (%s with %s)", uri,
+		                    why ? why : "out of memory",
+		                    text ? "signing a checkpoint" : "reading the public key",
+		                    cfg->module);
+	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		char how[64];
 		if (WIFSIGNALED(status))
@@ -546,14 +555,15 @@ static int run_signer(const struct p11g_host_config *cfg, const char *uri, const
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "audit_key %s: %s with %s and %s failed (%s; the line above "
 		                    "says why)",
-		                    uri, text ? "signing" : "reading the public key", cfg->module,
-		                    cfg->pin_file, how);
+		                    uri, text ? "signing a checkpoint" : "reading the public key",
+		                    cfg->module, cfg->pin_file, how);
 	}
-	if (got == 0 || got == SIGNER_ANSWER_MAX)
+	if (got <= 1 || got == SIGNER_ANSWER_MAX || buf[0] != 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "audit_key %s: %s gave %s answer", uri,
-		                    P11G_AUDIT_SIGNER_PROGRAM, got ? "too long an" : "no");
+		                    P11G_AUDIT_SIGNER_PROGRAM, got > 1 ? "a malformed" : "no");
+	*ret_len = got - 1;
+	memmove(buf, buf + 1, *ret_len);
 	*ret = buf;
-	*ret_len = got;
 	buf = NULL;
 	return 0;
 }
