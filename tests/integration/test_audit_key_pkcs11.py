@@ -6,6 +6,7 @@ private key the URI names and signs; approvald verifies each signature with the 
 read at start before it appends the checkpoint.  Auditors get the public key with
 `approvald audit --export-pubkey --config FILE` and check with `audit --verify --pubkey`."""
 
+import base64
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from test_module_gate import PIN, SOFTHSM, TOKEN, Token, sh  # noqa: E402
 
 AUDIT_EC = "pkcs11:token=%s;object=audit-ec;type=private" % TOKEN
 AUDIT_RSA = "pkcs11:token=%s;object=audit-rsa" % TOKEN
+AUDIT_ED = "pkcs11:token=%s;object=audit-ed" % TOKEN
 
 
 @pytest.fixture
@@ -33,14 +35,19 @@ def hsm(accounts):
     besides the test keys, and their public keys as the token holds them (DER)."""
     t = Token("isolated")
     t.audit_pub = {}
-    for label, kid, kt in (("audit-ec", "10", "EC:prime256v1"), ("audit-rsa", "11", "rsa:2048")):
+    for label, kid, kt in (("audit-ec", "10", "EC:prime256v1"), ("audit-rsa", "11", "rsa:2048"),
+                           ("audit-ed", "13", "EC:edwards25519")):
         sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin", PIN,
             "--keypairgen", "--key-type", kt, "--label", label, "--id", kid], t.env)
         der = os.path.join(t.dir, label + ".der")
         sh(["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--read-object",
             "--type", "pubkey", "--label", label, "--output-file", der], t.env)
         with open(der, "rb") as f:
-            t.audit_pub[label] = f.read()
+            data = f.read()
+        if data.startswith(b"-----BEGIN PUBLIC KEY-----"):
+            # pkcs11-tool writes an EdDSA key as PEM
+            data = base64.b64decode(b"".join(data.splitlines()[1:-1]))
+        t.audit_pub[label] = data
     yield t
     t.cleanup()
 
@@ -150,6 +157,46 @@ def test_rsa_key_on_token_signs_checkpoints(hsm, start_daemon):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_ed25519_key_on_token_signs_checkpoints(hsm, start_daemon):
+    # SoftHSMv2 has CKM_EDDSA: Ed25519 signs the checkpoint's text itself
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    try:
+        d = start_daemon(config=token_config(hsm, AUDIT_ED))
+        signs_and_verifies(d, hsm, "audit-ed", work)
+        r = p11g.run(["openssl", "pkey", "-pubin", "-in", os.path.join(work, "audit.pub"),
+                      "-noout", "-text"])
+        assert r.rc == 0 and "ED25519 Public-Key" in r.out, r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_failed_signing_appends_nothing_and_is_retried(hsm, start_daemon):
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    tokens = os.path.join(hsm.dir, "tokens")
+    try:
+        d = start_daemon(config=token_config(hsm))
+        pub, _ = export_pubkey(d.config, work)
+        assert len(checkpoints(d)) == 1
+        # the token gone: each tick's attempt fails, says why, appends nothing
+        os.rename(tokens, tokens + ".away")
+        for i in range(3):
+            approved(d, "retry-%d" % i)
+        assert p11g.wait_for(lambda: d.stderr().count("audit checkpoint: audit_key") >= 2, 10), \
+            d.stderr()
+        assert "(signing a checkpoint with %s)" % SOFTHSM in d.stderr()
+        assert len(checkpoints(d)) == 1
+        assert all(r["event"] != "checkpoint" or r.get("sig") for r in d.audit())
+        # back: the next tick signs all of it
+        os.rename(tokens + ".away", tokens)
+        assert p11g.wait_for(lambda: len(checkpoints(d)) == 2, 10), d.stderr()
+        r = expect_ok(d.cli("audit", "--verify", "--pubkey", pub))
+        assert "checkpoints: 2, each signed by the audit key" in r.out, r
+    finally:
+        if os.path.exists(tokens + ".away"):
+            os.rename(tokens + ".away", tokens)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_same_token_in_the_isolated_deployment(hsm, start_daemon):
     work = tempfile.mkdtemp(prefix="p11gt-akey-")
     try:
@@ -175,19 +222,22 @@ def test_approvald_never_loads_the_module(hsm, start_daemon):
 
 def test_wrong_key_or_pin_stops_approvald_at_start(hsm, tmp_path):
     msg = start_failure(token_config(hsm, "pkcs11:token=%s;object=nope" % TOKEN))
-    assert "no private key matches pkcs11:token=%s;object=nope" % TOKEN in msg, msg
+    assert "audit_key pkcs11:token=%s;object=nope: no private key matches it (on 1 token) " \
+        "(reading the public key with %s)" % (TOKEN, SOFTHSM) in msg, msg
     msg = start_failure(token_config(hsm, "pkcs11:token=elsewhere;object=audit-ec"))
-    assert "no initialised token matches pkcs11:token=elsewhere;object=audit-ec" in msg, msg
+    assert "audit_key pkcs11:token=elsewhere;object=audit-ec: no initialised token matches " \
+        "it" in msg, msg
     # two private keys by that id? no: by no label at all, both audit keys' class matches
-    msg = start_failure(token_config(hsm, "pkcs11:token=%s;object=audit-ec" % TOKEN,
-                                     pkcs11_token="other"))
-    assert "no initialised token matches" in msg and "pkcs11_token other" in msg, msg
+    msg = start_failure(token_config(hsm, "pkcs11:object=audit-ec", pkcs11_token="other"))
+    assert "no initialised token matches it and pkcs11_token other" in msg, msg
     wrong = tmp_path / "pin-wrong"
     wrong.write_text("0000\n")
     wrong.chmod(0o600)
     msg = start_failure(token_config(hsm, pin_file=str(wrong)))
-    assert re.search(r"logging in with pin_file's PIN failed: .*PIN", msg), msg
-    assert "audit_key %s: reading the public key" % AUDIT_EC in msg, msg
+    assert "audit_key %s: token \"%s\": logging in with pin_file's PIN failed: The password " \
+        "or PIN is incorrect" % (AUDIT_EC, TOKEN) in msg, msg
+    # one line says it all
+    assert len([ln for ln in msg.splitlines() if "audit_key" in ln]) == 1, msg
     # the export says the same and prints nothing
     d = p11g.Daemon(config=token_config(hsm, pin_file=str(wrong)))
     try:
@@ -203,7 +253,7 @@ def test_a_uri_naming_two_keys_is_refused(hsm, start_daemon):
         "--keypairgen", "--key-type", "EC:prime256v1", "--label", "audit-ec", "--id", "12"],
        hsm.env)
     msg = start_failure(token_config(hsm))
-    assert "more than one private key matches %s" % AUDIT_EC in msg, msg
+    assert "audit_key %s: more than one private key matches it" % AUDIT_EC in msg, msg
     # id= picks one: the key of id 10, whose public key is exported
     d = start_daemon(config=token_config(hsm, AUDIT_EC + ";id=%10"))
     work = tempfile.mkdtemp(prefix="p11gt-akey-")
