@@ -252,7 +252,9 @@ oom:
 static void exec_host(const char *program, const char *arg, int client_fd, int link_fd,
                       int setup_fd)
 {
-	char *argv[] = {(char *)program, (char *)arg, NULL};
+	/* argv[0]: its name alone, as ps shows it */
+	const char *name = strrchr(program, '/') ? strrchr(program, '/') + 1 : program;
+	char *argv[] = {(char *)name, (char *)arg, NULL};
 	int fds[3] = {client_fd, link_fd, setup_fd};
 	sigset_t none;
 
