@@ -297,3 +297,26 @@ def test_configuration_errors_name_file_line_and_column(hsm, tmp_path):
     assert "the audit key is a private key" in err, err
     err = config_error(base + "audit_key = pkcs11:object=a?pin-value=1234\n")
     assert "no PIN in the URI" in err, err
+
+
+def test_signer_runs_as_pkcs11_user(hsm, start_daemon):
+    from test_isolated_privsep import HSM_USER, ensure_hsm_user
+    uid = ensure_hsm_user()
+    # the token root's alone (0700): approvald-audit-signer, as pkcs11_user, cannot read it
+    msg = start_failure(token_config(hsm, pkcs11_user=HSM_USER))
+    assert re.search(r"^approvald: audit_key %s: .*\(reading the public key with %s\)$"
+                     % (re.escape(AUDIT_EC), re.escape(SOFTHSM)), msg, re.M), msg
+    # the token the user's: it signs, approvald (root) still never loads the module
+    for root, dirs, files in os.walk(os.path.join(hsm.dir, "tokens")):
+        for n in [root] + [os.path.join(root, f) for f in dirs + files]:
+            os.chown(n, uid, -1)
+    d = start_daemon(config=token_config(hsm, pkcs11_user=HSM_USER))
+    approved(d, "as-user")
+    assert d.stop() == 0
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    try:
+        pub, _ = export_pubkey(d.config, work)
+        r = p11g.approvald("audit", "--verify", "--pubkey", pub, "--state-dir", d.state)
+        assert r.rc == 0 and "checkpoints: 2, each signed by the audit key" in r.out, r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
