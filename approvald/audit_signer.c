@@ -239,7 +239,7 @@ static void find_key(const char *uri_text, const char *token, const unsigned cha
 	CK_ULONG nslots = 0, nattrs = 0, nt = 0;
 	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}};
-	CK_SLOT_ID slots[64];
+	_cleanup_free_ CK_SLOT_ID *slots = NULL;
 	unsigned tokens = 0;
 
 	if (!uri ||
@@ -251,11 +251,11 @@ static void find_key(const char *uri_text, const char *token, const unsigned cha
 		if (a[i].type == CKA_LABEL || a[i].type == CKA_ID)
 			t[nt++] = a[i];
 	CK_RV rv = F->C_GetSlotList(CK_TRUE, NULL, &nslots);
-	if (rv == CKR_OK && nslots > P11G_ARRAY_SIZE(slots))
-		nslots = P11G_ARRAY_SIZE(slots);
-	if (rv == CKR_OK)
+	if (rv == CKR_OK && nslots > 0 && !(slots = calloc(nslots, sizeof(*slots))))
+		die("out of memory");
+	if (rv == CKR_OK && nslots > 0)
 		rv = F->C_GetSlotList(CK_TRUE, slots, &nslots);
-	if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+	if (rv != CKR_OK)
 		die("C_GetSlotList: %s", p11_kit_strerror(rv));
 	memset(f, 0, sizeof(*f));
 	for (CK_ULONG i = 0; i < nslots; i++) {

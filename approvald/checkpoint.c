@@ -217,8 +217,10 @@ static char *sign_elsewhere(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *a
 	if (sign(arg, text, &sig, &siglen, err) < 0)
 		return NULL;
 	if (!verify_raw(pub, sig, siglen, text, len)) {
-		p11g_err_set(err, P11G_E_INTERNAL,
-		             "the audit key's signature does not verify with its public key");
+		p11g_err_set(
+		    err, P11G_E_INTERNAL,
+		    "a signature by the audit key does not verify with the public key found "
+		    "for it (do the token's private and public key objects match?)");
 		return NULL;
 	}
 	if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1))) {
@@ -227,6 +229,15 @@ static char *sign_elsewhere(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *a
 	}
 	EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
 	return b64;
+}
+
+int p11g_checkpoint_probe(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *sign_arg,
+                          p11g_err *err)
+{
+	static const char probe[] = "p11gate audit key probe v1\n";
+	char *b64 = sign_elsewhere(pub, sign, sign_arg, probe, sizeof(probe) - 1, err);
+	free(b64);
+	return b64 ? 0 : -1;
 }
 
 struct write_ctx {

@@ -37,6 +37,11 @@ typedef int (*p11g_checkpoint_sign_fn)(void *arg, const char *text, unsigned cha
 int p11g_checkpoint_write(p11g_store *s, EVP_PKEY *key, p11g_checkpoint_sign_fn sign,
                           void *sign_arg, uint64_t *ret_through, p11g_err *err);
 
+/* Whether sign signs with the private half of pub: a probe text signed and verified.  0, or
+ * -1 with err. */
+int p11g_checkpoint_probe(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *sign_arg,
+                          p11g_err *err);
+
 /* A public key from its DER SubjectPublicKeyInfo, or NULL. */
 EVP_PKEY *p11g_checkpoint_pubkey_der(const unsigned char *der, size_t len);
 

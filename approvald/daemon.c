@@ -444,7 +444,12 @@ static int audit_key_token(struct p11g_daemon *d, const struct p11g_host_ops *ho
 		           d->cfg.audit_key);
 		return -1;
 	}
+	/* and that the key signs, and the public key found is its own */
 	d->audit_signer = host;
+	if (p11g_checkpoint_probe(d->audit_key, sign_on_token, d, &err) < 0) {
+		p11g_error("%s", err.msg);
+		return -1;
+	}
 	p11g_info("audit checkpoints signed on the token by %s (%s)", d->cfg.audit_key, id);
 	return 0;
 }
@@ -629,7 +634,7 @@ out:
 	 * PIN is still held) */
 	if (d.ops.store && d.server)
 		checkpoint(&d, true);
-	if (d.host || d.audit_signer)
+	if (host && (d.host || cfg->audit_key))
 		host->end();
 	EVP_PKEY_free(d.audit_key);
 	if (d.ops.store)
