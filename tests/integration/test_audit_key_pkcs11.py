@@ -320,3 +320,22 @@ def test_signer_runs_as_pkcs11_user(hsm, start_daemon):
         assert r.rc == 0 and "checkpoints: 2, each signed by the audit key" in r.out, r
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_public_key_that_is_not_the_private_keys_stops_approvald(hsm, tmp_path):
+    # the private key's public key object replaced by another key's, same label and id
+    tool = ["pkcs11-tool", "--module", SOFTHSM, "--token-label", TOKEN, "--login", "--pin", PIN]
+    sh(tool + ["--keypairgen", "--key-type", "EC:prime256v1", "--label", "mix", "--id", "30"],
+       hsm.env)
+    sh(tool + ["--delete-object", "--type", "pubkey", "--id", "30"], hsm.env)
+    other = tmp_path / "other.pem"
+    der = tmp_path / "other.der"
+    sh(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-out", str(other)], os.environ)
+    sh(["openssl", "pkey", "-in", str(other), "-pubout", "-outform", "DER", "-out", str(der)],
+       os.environ)
+    sh(tool + ["--write-object", str(der), "--type", "pubkey", "--label", "mix", "--id", "30"],
+       hsm.env)
+    msg = start_failure(token_config(hsm, "pkcs11:object=mix"))
+    assert "a signature by the audit key does not verify with the public key found for it" \
+        in msg, msg
