@@ -7,6 +7,10 @@
 #include <signal.h>
 #include <sys/prctl.h>
 
+#if HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 
@@ -156,6 +160,14 @@ static void confine(const json_t *j)
 		m = P11G_SECCOMP_OFF;
 	else
 		die("setup message: bad \"seccomp\"");
+#if HAVE_VALGRIND_H
+	/* as in pkcs11_host.c: valgrind cannot run a process under a seccomp filter */
+	if (RUNNING_ON_VALGRIND && m != P11G_SECCOMP_OFF) {
+		p11g_warn("audit signer: under valgrind, which cannot run a seccomp filter: "
+		          "pkcs11_seccomp is off in this process");
+		m = P11G_SECCOMP_OFF;
+	}
+#endif
 	if (p11g_sandbox_seccomp(m, &err) < 0)
 		die("%s", err.msg);
 }
