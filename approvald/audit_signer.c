@@ -452,7 +452,9 @@ int main(int argc, char **argv)
 	if (argc != 2 || (!signing && strcmp(argv[1], "--pubkey")))
 		die("usage: %s --sign|--pubkey (approvald starts it; see audit_signer.c)", argv[0]);
 	signal(SIGPIPE, SIG_IGN);
-	json_t *j = read_setup(&pin, &pin_len);
+	/* kept to the end (the environment's strings are its), reachable from here */
+	static json_t *j;
+	j = read_setup(&pin, &pin_len);
 	const char *module = str_of(j, "module"), *uri = str_of(j, "audit_key"),
 	           *text = str_of(j, "text");
 	if (!module || !uri || (signing && !text))
