@@ -184,8 +184,66 @@ int p11g_checkpoint_head(p11g_store *s, uint64_t *ret, p11g_err *err)
 	return p11g_store_read(s, head_body, ret, err);
 }
 
+/* 1 when sig over msg verifies with pub. */
+static bool verify_raw(EVP_PKEY *pub, const unsigned char *sig, size_t siglen, const char *msg,
+                       size_t len)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	bool ok = ctx && EVP_DigestVerifyInit(ctx, NULL, md_for(pub), NULL, pub) == 1 &&
+	          EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)msg, len) == 1;
+	EVP_MD_CTX_free(ctx);
+	return ok;
+}
+
+EVP_PKEY *p11g_checkpoint_pubkey_der(const unsigned char *der, size_t len)
+{
+	const unsigned char *p = der;
+	EVP_PKEY *k = len < P11G_CHECKPOINT_PUBKEY_MAX ? d2i_PUBKEY(NULL, &p, (long)len) : NULL;
+	if (k && p != der + len) {
+		EVP_PKEY_free(k);
+		k = NULL;
+	}
+	return k;
+}
+
+/* The signature the token made, checked with the public key approvald holds. */
+static char *sign_elsewhere(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *arg,
+                            const char *text, size_t len, p11g_err *err)
+{
+	_cleanup_free_ unsigned char *sig = NULL;
+	size_t siglen = 0;
+	char *b64;
+
+	if (sign(arg, text, &sig, &siglen, err) < 0)
+		return NULL;
+	if (!verify_raw(pub, sig, siglen, text, len)) {
+		p11g_err_set(
+		    err, P11G_E_INTERNAL,
+		    "a signature by the audit key does not verify with the public key found "
+		    "for it (do the token's private and public key objects match?)");
+		return NULL;
+	}
+	if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1))) {
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		return NULL;
+	}
+	EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
+	return b64;
+}
+
+int p11g_checkpoint_probe(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *sign_arg,
+                          p11g_err *err)
+{
+	static const char probe[] = "p11gate audit key probe v1\n";
+	char *b64 = sign_elsewhere(pub, sign, sign_arg, probe, sizeof(probe) - 1, err);
+	free(b64);
+	return b64 ? 0 : -1;
+}
+
 struct write_ctx {
 	EVP_PKEY *key;
+	p11g_checkpoint_sign_fn sign;
+	void *sign_arg;
 	uint64_t through;
 	char line[600];
 };
@@ -212,10 +270,14 @@ static int write_body(p11g_txn *t, void *arg, p11g_err *err)
 	int len = p11g_checkpoint_text(text, sizeof(text), head.seq, hex, now);
 	if (len < 0 || p11g_checkpoint_key_id(c->key, id) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot sign an audit checkpoint");
-	_cleanup_free_ char *sig = sign_b64(c->key, text, (size_t)len);
-	if (!sig)
+	_cleanup_free_ char *sig = NULL;
+	if (c->sign) {
+		if (!(sig = sign_elsewhere(c->key, c->sign, c->sign_arg, text, (size_t)len, err)))
+			return -1;
+	} else if (!(sig = sign_b64(c->key, text, (size_t)len))) {
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "cannot sign an audit checkpoint with the audit key");
+	}
 	_cleanup_json_ json_t *rec = json_pack(
 	    "{s:s, s:I, s:s, s:I, s:s, s:s}", "event", "checkpoint", "through",
 	    (json_int_t)head.seq, "head", hex, "signed", (json_int_t)now, "key", id, "sig", sig);
@@ -230,9 +292,10 @@ static int write_body(p11g_txn *t, void *arg, p11g_err *err)
 	return 0;
 }
 
-int p11g_checkpoint_write(p11g_store *s, EVP_PKEY *key, uint64_t *ret_through, p11g_err *err)
+int p11g_checkpoint_write(p11g_store *s, EVP_PKEY *key, p11g_checkpoint_sign_fn sign,
+                          void *sign_arg, uint64_t *ret_through, p11g_err *err)
 {
-	struct write_ctx c = {.key = key};
+	struct write_ctx c = {.key = key, .sign = sign, .sign_arg = sign_arg};
 	if (p11g_store_write(s, write_body, &c, err) < 0)
 		return -1;
 	*ret_through = c.through;
@@ -276,12 +339,7 @@ int p11g_checkpoint_check(EVP_PKEY *pub, const json_t *rec, const char **why)
 		*why = "malformed signature";
 		return -1;
 	}
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int ok = ctx && EVP_DigestVerifyInit(ctx, NULL, md_for(pub), NULL, pub) == 1 &&
-	         EVP_DigestVerify(ctx, raw, (size_t)n - pad, (const unsigned char *)text,
-	                          (size_t)len) == 1;
-	EVP_MD_CTX_free(ctx);
-	if (!ok) {
+	if (!verify_raw(pub, raw, (size_t)n - pad, text, (size_t)len)) {
 		*why = "signature does not verify";
 		return 1;
 	}

@@ -24,11 +24,26 @@ int p11g_checkpoint_key_id(EVP_PKEY *key, char out[80]);
 /* The public half as PEM (malloc'd), or NULL. */
 char *p11g_checkpoint_pubkey_pem(EVP_PKEY *key);
 
+/* Signs text elsewhere (the audit key on a token): the raw signature, malloc'd; -1 with err. */
+typedef int (*p11g_checkpoint_sign_fn)(void *arg, const char *text, unsigned char **sig,
+                                       size_t *sig_len, p11g_err *err);
+
 /* Appends a checkpoint over the chain's head if it has records after the last checkpoint:
  * {"event": "checkpoint", "through": N, "head": HEX, "signed": TIME, "key": ID, "sig":
  * BASE64} with the signature over p11g_checkpoint_text; logs it to syslog (LOG_AUTHPRIV) and
- * stderr.  0 (*ret_through the record signed, 0 when nothing was new), or -1 with err. */
-int p11g_checkpoint_write(p11g_store *s, EVP_PKEY *key, uint64_t *ret_through, p11g_err *err);
+ * stderr.  key signs, or with sign it is the public key that each signature sign makes must
+ * verify with before it is appended.  0 (*ret_through the record signed, 0 when nothing was
+ * new), or -1 with err (nothing appended). */
+int p11g_checkpoint_write(p11g_store *s, EVP_PKEY *key, p11g_checkpoint_sign_fn sign,
+                          void *sign_arg, uint64_t *ret_through, p11g_err *err);
+
+/* Whether sign signs with the private half of pub: a probe text signed and verified.  0, or
+ * -1 with err. */
+int p11g_checkpoint_probe(EVP_PKEY *pub, p11g_checkpoint_sign_fn sign, void *sign_arg,
+                          p11g_err *err);
+
+/* A public key from its DER SubjectPublicKeyInfo, or NULL. */
+EVP_PKEY *p11g_checkpoint_pubkey_der(const unsigned char *der, size_t len);
 
 /* The chain head's record number (0: empty log). */
 int p11g_checkpoint_head(p11g_store *s, uint64_t *ret, p11g_err *err);

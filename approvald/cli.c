@@ -706,7 +706,8 @@ static int run_policy(int argc, char **argv)
 	"last verify (--full: all of them) in a process of its own.  --pubkey FILE (the\n"         \
 	"audit key's public half, PEM) walks all and checks every checkpoint's signature and\n"    \
 	"that the chain passes through it, and counts the records no checkpoint covers yet.\n"     \
-	"--export-pubkey prints the public half of the configuration's audit_key_file.\n"          \
+	"--export-pubkey prints the public half of the configuration's audit_key_file or\n"        \
+	"audit_key (a key on a token, read by approvald-audit-signer).\n"                          \
 	"--state-dir reads a store directory directly instead of asking the daemon (for\n"         \
 	"copies and backups; always all records).\n"
 
@@ -719,7 +720,10 @@ static int run_policy(int argc, char **argv)
 	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                 \
 	"max_connections, max_connections_per_uid, max_pending_per_user,\n"                        \
 	"max_requests_per_minute, max_request_bytes_per_minute (per uid; root aside),\n"           \
-	"idle_timeout, frame_timeout, default_validity, max_map_size.\n"                           \
+	"idle_timeout, frame_timeout, default_validity, max_map_size.  Signed audit\n"             \
+	"checkpoints: audit_key_file (a private key file) or audit_key (pkcs11:URI of a\n"         \
+	"private key on a token; needs pkcs11_module and pin_file, with or without\n"              \
+	"pkcs11_socket), audit_checkpoint_records, audit_checkpoint_seconds.\n"                    \
 	"Serving PKCS#11 (the isolated deployment: approvald alone holds the token and\n"          \
 	"its PIN; clients load p11-kit-client.so with P11_KIT_SERVER_ADDRESS=unix:path=...):\n"    \
 	"pkcs11_socket (enables it), pkcs11_module, pin_file (mode 0600, approvald's user),\n"     \

@@ -1,5 +1,6 @@
 /* approvald serve: configuration file, policy (re)loading, expiry ticks, and the server loop. */
 #include <inttypes.h>
+#include <p11-kit/uri.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <syslog.h>
@@ -42,6 +43,7 @@ void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
 	free(cfg->socket_path);
 	free(cfg->policy_dir);
 	free(cfg->audit_key_file);
+	free(cfg->audit_key);
 	p11g_host_config_clear(&cfg->host);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -150,6 +152,48 @@ static bool host_user_set(struct p11g_host_config *h, const char *val, const cha
 	return true;
 }
 
+/* audit_key: a PKCS#11 URI naming one private key (object= or id=; type=private if any), with
+ * no PIN in it (pin_file's is used). */
+static bool audit_key_uri_ok(const char *val, const char **why)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	CK_ULONG n = 0;
+	bool named = false, ok = false;
+
+	*why = "expected a PKCS#11 URI of a private key, such as "
+	       "pkcs11:token=NAME;object=LABEL;type=private";
+	if (!u) {
+		*why = out_of_memory;
+		return false;
+	}
+	if (strncmp(val, "pkcs11:", 7) ||
+	    p11_kit_uri_parse(val, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u) != P11_KIT_URI_OK)
+		goto out;
+	CK_ATTRIBUTE *a = p11_kit_uri_get_attributes(u, &n);
+	for (CK_ULONG i = 0; i < n; i++) {
+		if (a[i].type == CKA_LABEL || a[i].type == CKA_ID)
+			named = true;
+		if (a[i].type == CKA_CLASS &&
+		    (a[i].ulValueLen != sizeof(CK_OBJECT_CLASS) ||
+		     *(CK_OBJECT_CLASS *)a[i].pValue != CKO_PRIVATE_KEY)) {
+			*why = "the audit key is a private key: type=private, or no type";
+			goto out;
+		}
+	}
+	if (!named) {
+		*why = "the URI must name the key: object=LABEL and/or id=%XX...";
+		goto out;
+	}
+	if (p11_kit_uri_get_pin_value(u) || p11_kit_uri_get_pin_source(u)) {
+		*why = "no PIN in the URI: approvald logs in with pin_file's";
+		goto out;
+	}
+	ok = true;
+out:
+	p11_kit_uri_free(u);
+	return ok;
+}
+
 /* One setting; false with a message for an unknown key (unknown_setting) or a bad value. */
 static bool config_set(struct p11g_daemon_config *cfg, const char *key, const char *val,
                        const char **why)
@@ -217,8 +261,19 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 		cfg->host.message_max = (size_t)n;
 		return true;
 	}
-	if (!strcmp(key, "audit_key_file"))
-		return set_string(&cfg->audit_key_file, val) == 0;
+	if (!strcmp(key, "audit_key_file") || !strcmp(key, "audit_key")) {
+		bool file = !strcmp(key, "audit_key_file");
+		*why = file
+		           ? "audit_key is set too: checkpoints are signed by one key, a file "
+		             "(audit_key_file) or a key on a token (audit_key)"
+		           : "audit_key_file is set too: checkpoints are signed by one key, a file "
+		             "(audit_key_file) or a key on a token (audit_key)";
+		if (file ? cfg->audit_key != NULL : cfg->audit_key_file != NULL)
+			return false;
+		if (!file && !audit_key_uri_ok(val, why))
+			return false;
+		return set_string(file ? &cfg->audit_key_file : &cfg->audit_key, val) == 0;
+	}
 	if (!strcmp(key, "audit_checkpoint_records")) {
 		*why = "expected a count, 1 to 10000000";
 		if (!parse_u(val, 10000000, &n) || n < 1)
@@ -310,7 +365,7 @@ int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p1
 	_cleanup_free_ char *line = NULL;
 	size_t size = 0;
 	ssize_t n;
-	unsigned lineno = 0;
+	unsigned lineno = 0, key_line = 0, key_column = 0;
 	int rc = 0;
 
 	if (!f)
@@ -336,8 +391,15 @@ int p11g_daemon_config_load(const char *path, struct p11g_daemon_config *cfg, p1
 			    err, why == out_of_memory ? P11G_E_INTERNAL : P11G_E_BAD_REQUEST, path,
 			    lineno, why == unknown_setting ? kv.column : kv.value_column, "%s: %s",
 			    key ? key : "", why);
+		else if (!strcmp(key, "audit_key"))
+			key_line = lineno, key_column = kv.value_column;
 	}
 	fclose(f);
+	/* approvald logs in to the token itself, with or without pkcs11_socket */
+	if (rc == 0 && key_line && (!cfg->host.module || !cfg->host.pin_file))
+		rc = p11g_err_set_at(err, P11G_E_BAD_REQUEST, path, key_line, key_column,
+		                     "audit_key: needs pkcs11_module and pin_file (the token's "
+		                     "module and the PIN approvald logs in with)");
 	return rc;
 }
 
@@ -348,6 +410,48 @@ static void on_changed(void *arg, uint64_t id)
 	struct p11g_daemon *d = arg;
 	if (d->server)
 		p11g_server_wake(d->server, id);
+}
+
+static int sign_on_token(void *arg, const char *text, unsigned char **sig, size_t *sig_len,
+                         p11g_err *err)
+{
+	struct p11g_daemon *d = arg;
+	return d->audit_signer->audit_sign(&d->cfg.host, d->cfg.audit_key, text, sig, sig_len, err);
+}
+
+/* The audit key on a token: its public key now (a wrong URI, PIN or module stops approvald
+ * here), its signatures at each checkpoint.  -1 after one error line. */
+static int audit_key_token(struct p11g_daemon *d, const struct p11g_host_ops *host)
+{
+	p11g_err err = {0};
+	unsigned char *der = NULL;
+	size_t len = 0;
+	char id[80];
+
+	if (!host) {
+		p11g_error("audit_key is set, but this binary cannot use PKCS#11");
+		return -1;
+	}
+	if (host->audit_pubkey(&d->cfg.host, d->cfg.audit_key, &der, &len, &err) < 0) {
+		p11g_error("%s", err.msg);
+		return -1;
+	}
+	d->audit_key = p11g_checkpoint_pubkey_der(der, len);
+	free(der);
+	if (!d->audit_key || p11g_checkpoint_key_id(d->audit_key, id) < 0) {
+		p11g_error("audit_key %s: the token's public key is not one approvald can verify "
+		           "with",
+		           d->cfg.audit_key);
+		return -1;
+	}
+	/* and that the key signs, and the public key found is its own */
+	d->audit_signer = host;
+	if (p11g_checkpoint_probe(d->audit_key, sign_on_token, d, &err) < 0) {
+		p11g_error("%s", err.msg);
+		return -1;
+	}
+	p11g_info("audit checkpoints signed on the token by %s (%s)", d->cfg.audit_key, id);
+	return 0;
 }
 
 /* A checkpoint when force, or when enough records or time passed since the last. */
@@ -367,7 +471,9 @@ static void checkpoint(struct p11g_daemon *d, bool force)
 	            now - d->checkpoint_time >= (int64_t)d->cfg.checkpoint_seconds * 1000000);
 	if (!due)
 		return;
-	if (p11g_checkpoint_write(d->ops.store, d->audit_key, &through, &err) < 0) {
+	if (p11g_checkpoint_write(d->ops.store, d->audit_key,
+	                          d->audit_signer ? sign_on_token : NULL, d, &through, &err) < 0) {
+		/* nothing appended: the next tick tries again */
 		p11g_error("audit checkpoint: %s", err.msg);
 		return;
 	}
@@ -472,6 +578,10 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 			goto out;
 		}
 		openlog("approvald", LOG_PID, LOG_AUTHPRIV);
+	} else if (cfg->audit_key) {
+		if (audit_key_token(&d, host) < 0)
+			goto out;
+		openlog("approvald", LOG_PID, LOG_AUTHPRIV);
 	}
 	size_t recorded = 0;
 	if (p11g_ops_record_states(&d.ops, &recorded, &err) < 0) {
@@ -517,14 +627,15 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 out:
 	if (d.server)
 		p11g_server_free(d.server);
-	if (d.host)
-		d.host->end();
 	/* The refusals counted in the last minute are written, not dropped. */
 	if (d.ops.store && p11g_ops_flush_refusals(&d.ops, true, &err) < 0)
 		p11g_error("writing the counts of refused uses failed: %s", err.msg);
-	/* the last records are signed before approvald goes */
+	/* the last records are signed before approvald goes (a key on a token: while the
+	 * PIN is still held) */
 	if (d.ops.store && d.server)
 		checkpoint(&d, true);
+	if (host && (d.host || cfg->audit_key))
+		host->end();
 	EVP_PKEY_free(d.audit_key);
 	if (d.ops.store)
 		p11g_store_close(d.ops.store);

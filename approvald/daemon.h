@@ -21,6 +21,7 @@ struct p11g_daemon_config {
 	struct p11g_host_config host; /* the PKCS#11 socket (host.c) */
 	/* signed audit checkpoints (checkpoint.h): the key, and how often */
 	char *audit_key_file;
+	char *audit_key; /* or a key on a token: pkcs11:URI (approvald-audit-signer signs) */
 	unsigned checkpoint_records; /* after this many new records (1000) */
 	unsigned checkpoint_seconds; /* or this long after new ones (300) */
 };
@@ -31,8 +32,10 @@ struct p11g_daemon {
 	struct p11g_server *server;
 	const struct p11g_host_ops *host; /* NULL: not hosting PKCS#11 */
 	EVP_PKEY *audit_key;              /* NULL: no checkpoints */
-	uint64_t checkpoint_seq;          /* the head when the last checkpoint was written */
-	int64_t checkpoint_time;          /* p11g_mono_us() then */
+	/* audit_key = pkcs11:: signs on the token (audit_key then the public key) */
+	const struct p11g_host_ops *audit_signer;
+	uint64_t checkpoint_seq; /* the head when the last checkpoint was written */
+	int64_t checkpoint_time; /* p11g_mono_us() then */
 };
 
 /* Defaults for every setting. */

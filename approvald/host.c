@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -14,6 +15,7 @@
 #include "approvald/host_proto.h"
 #include "approvald/names.h"
 #include "approvald/server.h"
+#include "approvald/textsafe.h"
 #include "module/gate_host.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -53,6 +55,8 @@ static struct {
 	unsigned char *pin;
 	size_t pin_len;
 	char program[PATH_MAX];    /* approvald-pkcs11-host */
+	char signer[PATH_MAX];     /* approvald-audit-signer */
+	bool prepared;             /* prepare_common ran */
 	gid_t groups[NGROUPS_MAX]; /* pkcs11_user's supplementary groups */
 	int n_groups;
 	char **env; /* the host's whole environment (pkcs11_env, sanitizer options) */
@@ -113,9 +117,10 @@ static int read_pin(const char *path, p11g_err *err)
 	return 0;
 }
 
-/* approvald-pkcs11-host beside this binary (a build tree, or an install that
- * keeps both in one directory), else in P11GATE_LIBEXECDIR. */
-static int find_program(p11g_err *err)
+/* name (approvald-pkcs11-host, approvald-audit-signer) beside this binary (a
+ * build tree, or an install that keeps both in one directory), else in
+ * P11GATE_LIBEXECDIR; into out (PATH_MAX). */
+static int find_program(const char *name, char *out, p11g_err *err)
 {
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -125,19 +130,16 @@ static int find_program(p11g_err *err)
 		char *slash = strrchr(self, '/');
 		if (slash) {
 			*slash = 0;
-			int w = snprintf(host.program, sizeof(host.program), "%s/%s", self,
-			                 P11G_HOST_PROGRAM);
-			if (w > 0 && (size_t)w < sizeof(host.program) &&
-			    access(host.program, X_OK) == 0)
+			int w = snprintf(out, PATH_MAX, "%s/%s", self, name);
+			if (w > 0 && w < PATH_MAX && access(out, X_OK) == 0)
 				return 0;
 		}
 	}
-	snprintf(host.program, sizeof(host.program), "%s/%s", P11GATE_LIBEXECDIR,
-	         P11G_HOST_PROGRAM);
-	if (access(host.program, X_OK) < 0)
+	snprintf(out, PATH_MAX, "%s/%s", P11GATE_LIBEXECDIR, name);
+	if (access(out, X_OK) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "cannot serve PKCS#11: %s: %m (installed with approvald-local)",
-		                    host.program);
+		                    "cannot use PKCS#11: %s: %m (installed with approvald-local)",
+		                    out);
 	return 0;
 }
 
@@ -180,13 +182,14 @@ static int write_all(int fd, const void *buf, size_t n)
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
 /* A pipe holding the setup message (host_proto.h), its write end closed;
- * the read end, or -1 with err. */
-static int setup_pipe(const struct ucred *peer, bool object_admin, p11g_err *err)
+ * the read end, or -1 with err.  audit_key (and text): approvald-audit-signer's. */
+static int setup_pipe(const struct ucred *peer, bool object_admin, const char *audit_key,
+                      const char *text, p11g_err *err)
 {
 	const struct p11g_host_config *cfg = host.cfg;
 	static const char *const modes[] = {"kill", "log", "off"};
 	_cleanup_json_ json_t *j = NULL, *env = json_array(), *user = NULL;
-	_cleanup_free_ char *text = NULL;
+	_cleanup_free_ char *setup = NULL;
 	unsigned char len[4];
 	int p[2];
 
@@ -204,9 +207,9 @@ static int setup_pipe(const struct ucred *peer, bool object_admin, p11g_err *err
 		if (!user)
 			goto oom;
 	}
-	j = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:I, s:O, s:O?, s:s, s:I}", "module", cfg->module,
-	              "socket", cfg->socket, "token", cfg->token, "wait", (json_int_t)cfg->wait,
-	              "frame_ms", (json_int_t)cfg->frame_ms, "message_max",
+	j = json_pack("{s:s, s:s?, s:s?, s:I, s:I, s:I, s:O, s:O?, s:s, s:I}", "module",
+	              cfg->module, "socket", cfg->socket, "token", cfg->token, "wait",
+	              (json_int_t)cfg->wait, "frame_ms", (json_int_t)cfg->frame_ms, "message_max",
 	              (json_int_t)cfg->message_max, "env", env, "user", user, "seccomp",
 	              modes[cfg->seccomp], "parent", (json_int_t)getpid());
 	if (!j)
@@ -215,9 +218,12 @@ static int setup_pipe(const struct ucred *peer, bool object_admin, p11g_err *err
 	                json_object_set_new(j, "client_pid", json_integer(peer->pid)) |
 	                json_object_set_new(j, "object_admin", json_boolean(object_admin)))
 		goto oom;
-	if (!(text = json_dumps(j, JSON_COMPACT)))
+	if (audit_key && json_object_set_new(j, "audit_key", json_string(audit_key)) |
+	                     json_object_set_new(j, "text", text ? json_string(text) : json_null()))
 		goto oom;
-	if (strlen(text) > P11G_HOST_SETUP_MAX)
+	if (!(setup = json_dumps(j, JSON_COMPACT)))
+		goto oom;
+	if (strlen(setup) > P11G_HOST_SETUP_MAX)
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "the PKCS#11 host's settings are too long");
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -226,8 +232,8 @@ static int setup_pipe(const struct ucred *peer, bool object_admin, p11g_err *err
 	 * on it. */
 	(void)fcntl(p[1], F_SETPIPE_SZ, 65536);
 	fcntl(p[1], F_SETFL, O_NONBLOCK);
-	p11g_be32_put(len, (uint32_t)strlen(text));
-	int bad = write_all(p[1], len, 4) < 0 || write_all(p[1], text, strlen(text)) < 0;
+	p11g_be32_put(len, (uint32_t)strlen(setup));
+	int bad = write_all(p[1], len, 4) < 0 || write_all(p[1], setup, strlen(setup)) < 0;
 	p11g_be32_put(len, (uint32_t)host.pin_len);
 	bad = bad || write_all(p[1], len, 4) < 0 || write_all(p[1], host.pin, host.pin_len) < 0;
 	close(p[1]);
@@ -243,9 +249,12 @@ oom:
 /* In the child of fork: /dev/null as stdin and stdout, fds to 3, 4, 5
  * (host_proto.h), nothing else open above stderr, default signals, then the
  * program. */
-static void exec_host(int client_fd, int link_fd, int setup_fd, bool checking)
+static void exec_host(const char *program, const char *arg, int client_fd, int link_fd,
+                      int setup_fd)
 {
-	char *argv[] = {(char *)P11G_HOST_PROGRAM, checking ? (char *)"--check" : NULL, NULL};
+	/* argv[0]: its name alone, as ps shows it */
+	const char *name = strrchr(program, '/') ? strrchr(program, '/') + 1 : program;
+	char *argv[] = {(char *)name, (char *)arg, NULL};
 	int fds[3] = {client_fd, link_fd, setup_fd};
 	sigset_t none;
 
@@ -267,8 +276,8 @@ static void exec_host(int client_fd, int link_fd, int setup_fd, bool checking)
 		                : (close(P11G_HOST_FD_CLIENT + i), false))
 			_exit(127);
 	close_range(P11G_HOST_FD_SETUP + 1, ~0U, 0);
-	execve(host.program, argv, host.env);
-	p11g_error("cannot run %s: %m", host.program);
+	execve(program, argv, host.env);
+	p11g_error("cannot run %s: %m", program);
 	_exit(127);
 }
 
@@ -276,14 +285,14 @@ static void exec_host(int client_fd, int link_fd, int setup_fd, bool checking)
 static pid_t spawn(int client_fd, int link_fd, const struct ucred *peer, bool object_admin,
                    p11g_err *err)
 {
-	int setup_fd = setup_pipe(peer, object_admin, err);
+	int setup_fd = setup_pipe(peer, object_admin, NULL, NULL, err);
 	pid_t pid;
 
 	if (setup_fd < 0)
 		return -1;
 	pid = fork();
 	if (pid == 0)
-		exec_host(client_fd, link_fd, setup_fd, peer == NULL);
+		exec_host(host.program, peer ? NULL : "--check", client_fd, link_fd, setup_fd);
 	close(setup_fd);
 	if (pid < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "fork: %m");
@@ -293,7 +302,7 @@ static pid_t spawn(int client_fd, int link_fd, const struct ucred *peer, bool ob
 static int user_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 {
 	if (!cfg->user) {
-		if (geteuid() == 0)
+		if (geteuid() == 0 && cfg->socket)
 			p11g_warn("pkcs11_user is not set: each PKCS#11 client's process runs as "
 			          "root, which could read approvald's state directory; set "
 			          "pkcs11_user to an unprivileged user that can read the token");
@@ -312,24 +321,37 @@ static int user_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 	return 0;
 }
 
-static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
+/* What the PKCS#11 host and the audit signer both need: the PIN, the user, the
+ * environment.  Once. */
+static int prepare_common(const struct p11g_host_config *cfg, const char *what, p11g_err *err)
 {
-	int status;
-	pid_t pid;
-
+	if (host.prepared)
+		return 0;
 	host.cfg = cfg;
 	/* approvald holds the PIN for as long as it runs: no core file of it,
 	 * no ptrace by another process of its uid. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "prctl(PR_SET_DUMPABLE): %m");
 	if (!cfg->module || !cfg->pin_file)
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-		                    "pkcs11_socket needs pkcs11_module and pin_file");
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s needs pkcs11_module and pin_file",
+		                    what);
 	if (cfg->module[0] != '/')
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "pkcs11_module must be an absolute path: %s", cfg->module);
-	if (user_prepare(cfg, err) < 0 || find_program(err) < 0 || build_env(cfg, err) < 0 ||
+	if (user_prepare(cfg, err) < 0 || build_env(cfg, err) < 0 ||
 	    read_pin(cfg->pin_file, err) < 0)
+		return -1;
+	host.prepared = true;
+	return 0;
+}
+
+static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
+{
+	int status;
+	pid_t pid;
+
+	if (prepare_common(cfg, "pkcs11_socket", err) < 0 ||
+	    find_program(P11G_HOST_PROGRAM, host.program, err) < 0)
 		return -1;
 	/* A log-in by the host as it runs for a client (its user, its filter):
 	 * a wrong PIN, module, token or a pkcs11_user that cannot read the
@@ -447,6 +469,117 @@ static void host_end(void)
 			free(host.env[i]);
 	free(host.env);
 	host.env = NULL;
+	host.prepared = false;
+}
+
+/* ---- the audit key on a token (approvald-audit-signer) ------------------- */
+
+#define SIGNER_ANSWER_MAX 16384
+#define SIGNER_TIMEOUT_MS 30000
+
+/* Runs approvald-audit-signer (--sign with text, else --pubkey) and reads its
+ * answer (malloc'd).  0, or -1 with err. */
+static int run_signer(const struct p11g_host_config *cfg, const char *uri, const char *text,
+                      unsigned char **ret, size_t *ret_len, p11g_err *err)
+{
+	_cleanup_free_ unsigned char *buf = NULL;
+	size_t got = 0;
+	int ans[2], status, setup_fd;
+	bool timed_out = false;
+	pid_t pid;
+
+	*ret = NULL;
+	*ret_len = 0;
+	if (prepare_common(cfg, "audit_key", err) < 0)
+		return -1;
+	if (!host.signer[0] && find_program(P11G_AUDIT_SIGNER_PROGRAM, host.signer, err) < 0) {
+		host.signer[0] = 0;
+		return -1;
+	}
+	if (!(buf = malloc(SIGNER_ANSWER_MAX)))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if ((setup_fd = setup_pipe(NULL, false, uri, text, err)) < 0)
+		return -1;
+	if (pipe2(ans, O_CLOEXEC) < 0) {
+		close(setup_fd);
+		return p11g_err_set(err, P11G_E_INTERNAL, "pipe: %m");
+	}
+	pid = fork();
+	if (pid == 0)
+		exec_host(host.signer, text ? "--sign" : "--pubkey", -1, ans[1], setup_fd);
+	close(setup_fd);
+	close(ans[1]);
+	if (pid < 0) {
+		close(ans[0]);
+		return p11g_err_set(err, P11G_E_INTERNAL, "fork: %m");
+	}
+	int64_t deadline = p11g_mono_us() + SIGNER_TIMEOUT_MS * 1000LL;
+	for (;;) {
+		struct pollfd pfd = {.fd = ans[0], .events = POLLIN};
+		int64_t left = deadline - p11g_mono_us();
+		int r = left > 0 ? poll(&pfd, 1, (int)((left + 999) / 1000)) : 0;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			timed_out = true;
+			kill(pid, SIGKILL);
+			break;
+		}
+		ssize_t n = read(ans[0], buf + got, SIGNER_ANSWER_MAX - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || (got += (size_t)n) == SIGNER_ANSWER_MAX)
+			break;
+	}
+	close(ans[0]);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return p11g_err_set(err, P11G_E_INTERNAL, "waitpid: %m");
+	if (timed_out)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "audit_key %s: %s did not answer within %d s; killed", uri,
+		                    P11G_AUDIT_SIGNER_PROGRAM, SIGNER_TIMEOUT_MS / 1000);
+	/* the signer's own words: one line, the token's text escaped */
+	if (got > 1 && buf[0] == 1) {
+		_cleanup_free_ char *why = p11g_text_escaped((char *)buf + 1, got - 1);
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "audit_key %s: %s (%s with %s)", uri,
+		                    why ? why : "out of memory",
+		                    text ? "signing a checkpoint" : "reading the public key",
+		                    cfg->module);
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		char how[64];
+		if (WIFSIGNALED(status))
+			snprintf(how, sizeof(how), "killed by signal %d%s", WTERMSIG(status),
+			         WTERMSIG(status) == SIGSYS ? ", its seccomp filter" : "");
+		else
+			snprintf(how, sizeof(how), "exit %d", WEXITSTATUS(status));
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "audit_key %s: %s with %s and %s failed (%s; the line above "
+		                    "says why)",
+		                    uri, text ? "signing a checkpoint" : "reading the public key",
+		                    cfg->module, cfg->pin_file, how);
+	}
+	if (got <= 1 || got == SIGNER_ANSWER_MAX || buf[0] != 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "audit_key %s: %s gave %s answer", uri,
+		                    P11G_AUDIT_SIGNER_PROGRAM, got > 1 ? "a malformed" : "no");
+	*ret_len = got - 1;
+	memmove(buf, buf + 1, *ret_len);
+	*ret = buf;
+	buf = NULL;
+	return 0;
+}
+
+static int host_audit_pubkey(const struct p11g_host_config *cfg, const char *uri,
+                             unsigned char **der, size_t *der_len, p11g_err *err)
+{
+	return run_signer(cfg, uri, NULL, der, der_len, err);
+}
+
+static int host_audit_sign(const struct p11g_host_config *cfg, const char *uri, const char *text,
+                           unsigned char **sig, size_t *sig_len, p11g_err *err)
+{
+	return run_signer(cfg, uri, text, sig, sig_len, err);
 }
 
 const struct p11g_host_ops p11g_isolated_host = {
@@ -454,4 +587,6 @@ const struct p11g_host_ops p11g_isolated_host = {
     .listen = host_listen,
     .child_exited = host_child_exited,
     .end = host_end,
+    .audit_pubkey = host_audit_pubkey,
+    .audit_sign = host_audit_sign,
 };

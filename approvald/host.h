@@ -59,6 +59,15 @@ struct p11g_host_ops {
 	void (*child_exited)(pid_t pid, int status);
 	/* Wipes the PIN prepare read; the host serves no more. */
 	void (*end)(void);
+	/* The audit key on a token (audit_key = pkcs11:URI): approvald-audit-signer,
+	 * executed fresh as the host is (the PIN, pkcs11_user, its filter; prepare's
+	 * checks run on first use when there is no pkcs11_socket), gives the key's
+	 * DER SubjectPublicKeyInfo, or signs text (DER ECDSA-Sig-Value, PKCS#1
+	 * v1.5 over SHA-256, or EdDSA).  Malloc'd answer; -1 with err. */
+	int (*audit_pubkey)(const struct p11g_host_config *cfg, const char *uri,
+	                    unsigned char **der, size_t *der_len, p11g_err *err);
+	int (*audit_sign)(const struct p11g_host_config *cfg, const char *uri, const char *text,
+	                  unsigned char **sig, size_t *sig_len, p11g_err *err);
 };
 
 /* The host of approvald-local (host.c, over module/gate_host.h). */

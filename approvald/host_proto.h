@@ -30,6 +30,11 @@
 
 #define P11G_HOST_PROGRAM "approvald-pkcs11-host"
 
+/* approvald-audit-signer (audit_signer.c): the same setup message with
+ * "audit_key" (the URI) and "text" (what --sign signs), fd 4 the pipe for its
+ * answer, no fd 3. */
+#define P11G_AUDIT_SIGNER_PROGRAM "approvald-audit-signer"
+
 /* The setup message's JSON is at most this long (16 env entries, paths). */
 #define P11G_HOST_SETUP_MAX 49152
 

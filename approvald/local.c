@@ -113,6 +113,24 @@ int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint
 	return r ? -1 : 0;
 }
 
+/* audit_key = pkcs11:: the public key approvald-audit-signer reads from the token. */
+static EVP_PKEY *token_pubkey(struct p11g_daemon_config *cfg, p11g_err *err)
+{
+	unsigned char *der = NULL;
+	size_t len = 0;
+	EVP_PKEY *key = NULL;
+
+	if (p11g_isolated_host.audit_pubkey(&cfg->host, cfg->audit_key, &der, &len, err) == 0 &&
+	    !(key = p11g_checkpoint_pubkey_der(der, len)))
+		p11g_err_set(err, P11G_E_INTERNAL,
+		             "audit_key %s: the token's public key is not one "
+		             "approvald can verify with",
+		             cfg->audit_key);
+	free(der);
+	p11g_isolated_host.end();
+	return key;
+}
+
 int p11g_local_export_pubkey(const char *config)
 {
 	struct p11g_daemon_config cfg;
@@ -124,12 +142,13 @@ int p11g_local_export_pubkey(const char *config)
 		print_message("", err.msg);
 		goto out;
 	}
-	if (!cfg.audit_key_file) {
-		fprintf(stderr, "approvald: no audit_key_file in %s\n",
+	if (!cfg.audit_key_file && !cfg.audit_key) {
+		fprintf(stderr, "approvald: no audit_key_file or audit_key in %s\n",
 		        config ? config : "the configuration (use --config FILE)");
 		goto out;
 	}
-	EVP_PKEY *key = p11g_checkpoint_key_load(cfg.audit_key_file, &err);
+	EVP_PKEY *key = cfg.audit_key ? token_pubkey(&cfg, &err)
+	                              : p11g_checkpoint_key_load(cfg.audit_key_file, &err);
 	char *pem = key ? p11g_checkpoint_pubkey_pem(key) : NULL;
 	char id[80];
 	if (!key) {

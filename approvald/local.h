@@ -39,7 +39,8 @@ int p11g_local_audit(const char *dir, bool verify, const char *pubkey_file, uint
                      p11g_audit_visit_fn visit, void *arg, json_t **ret_report, p11g_err *err);
 
 /* approvald audit --export-pubkey [--config FILE]: prints the public half of
- * the config's audit_key_file (PEM).  Returns the exit status. */
+ * the config's audit_key_file, or of its audit_key on a token (read by
+ * approvald-audit-signer), as PEM.  Returns the exit status. */
 int p11g_local_export_pubkey(const char *config);
 
 #endif

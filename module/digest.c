@@ -279,7 +279,7 @@ static void unwrap_octets(const unsigned char **v, size_t *n)
 	*n = len;
 }
 
-int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65])
+int p11g_spki_der(const struct p11g_pubkey_parts *k, unsigned char **ret, size_t *ret_len)
 {
 	static const unsigned char rsa_alg[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
 	                                        0x0d, 0x01, 0x01, 0x01, 0x05, 0x00};
@@ -293,7 +293,6 @@ int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65])
 	static const unsigned char ed448_name[] = "\x13\x0a"
 	                                          "edwards448";
 	struct der alg = {0}, key = {0}, bits = {0}, spki = {0}, out = {0};
-	unsigned char md[32];
 	int r = -1;
 
 	if (k->spki_len) {
@@ -345,9 +344,11 @@ int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65])
 			goto out;
 		der_tlv(&out, 0x30, spki.p, spki.len);
 	}
-	if (out.failed || !EVP_Digest(out.p, out.len, md, NULL, EVP_sha256(), NULL))
+	if (out.failed)
 		goto out;
-	p11g_hex_encode(md, sizeof(md), ret);
+	*ret = out.p;
+	*ret_len = out.len;
+	out.p = NULL;
 	r = 0;
 out:
 	free(alg.p);
@@ -356,4 +357,19 @@ out:
 	free(spki.p);
 	free(out.p);
 	return r < 0 ? -ENOMEM : 0;
+}
+
+int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65])
+{
+	unsigned char *der = NULL, md[32];
+	size_t len = 0;
+	int r = p11g_spki_der(k, &der, &len);
+
+	if (r < 0)
+		return r;
+	r = EVP_Digest(der, len, md, NULL, EVP_sha256(), NULL) ? 0 : -ENOMEM;
+	free(der);
+	if (r == 0)
+		p11g_hex_encode(md, sizeof(md), ret);
+	return r;
 }

@@ -188,6 +188,9 @@ struct p11g_pubkey_parts {
 /* SHA-256 of the key's DER SubjectPublicKeyInfo, lowercase hex, into ret.  -ENOENT when the
  * parts do not make a key, -ENOMEM. */
 int p11g_spki_fingerprint(const struct p11g_pubkey_parts *k, char ret[65]);
+/* The key's DER SubjectPublicKeyInfo (malloc'd) in *ret, its length in *ret_len; errors as
+ * p11g_spki_fingerprint's. */
+int p11g_spki_der(const struct p11g_pubkey_parts *k, unsigned char **ret, size_t *ret_len);
 
 /* ---- sessions (sessions.c) ----------------------------------------------- */
 
