@@ -633,12 +633,6 @@ int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from,
 	if (known && known->seq && known->seq <= mark.seq &&
 	    p11g_store_read(s, mark_body, (void *)known, err) != 0)
 		return -1;
-	if (pubkey && r.checkpoints == 0 && mark.seq > 0)
-		return broken(err,
-		              "no checkpoint signed by this audit key: none of the %" PRIu64
-		              " records is covered (were the checkpoints removed, or is it another "
-		              "key?)",
-		              mark.seq);
 	r.through = mark.seq;
 	if (p11g_replay_compare(s, &r, err) < 0)
 		return -1;
@@ -653,6 +647,12 @@ int p11g_audit_check(p11g_store *s, const struct p11g_audit_mark *from,
 		    err, "the operations disagree with the audit log (%" PRIu64 " finding%s): %s",
 		    r.n_findings, r.n_findings == 1 ? "" : "s", msg);
 	}
+	if (pubkey && r.checkpoints == 0 && mark.seq > 0)
+		return broken(err,
+		              "no checkpoint signed by this audit key: none of the %" PRIu64
+		              " records is covered (were the checkpoints removed, or is it another "
+		              "key?)",
+		              mark.seq);
 	p11g_hex_encode(mark.hash, sizeof(mark.hash), hex);
 	*ret_report =
 	    json_pack("{s:I, s:I, s:s, s:I, s:I, s:I, s:b}", "records", (json_int_t)mark.seq,
