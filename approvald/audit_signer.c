@@ -135,7 +135,12 @@ static void confine(const json_t *j)
 		if (!e || !strchr(e, '=') || putenv(e) != 0)
 			die("setup message: a bad environment entry");
 	}
+	if (json_is_null(user) && p11g_sandbox_drop_capabilities(&err) < 0)
+		die("%s", err.msg);
 	if (!json_is_null(user)) {
+		if (!json_is_integer(json_object_get(user, "uid")) ||
+		    !json_is_integer(json_object_get(user, "gid")))
+			die("setup message: a user without uid or gid");
 		json_array_foreach(json_object_get(user, "groups"), i, v)
 		{
 			if (n == NGROUPS_MAX || !json_is_integer(v))

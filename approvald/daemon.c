@@ -469,14 +469,25 @@ static void checkpoint(struct p11g_daemon *d, bool force)
 	bool due = head > d->checkpoint_seq &&
 	           (force || head - d->checkpoint_seq >= d->cfg.checkpoint_records ||
 	            now - d->checkpoint_time >= (int64_t)d->cfg.checkpoint_seconds * 1000000);
-	if (!due)
+	/* after a failure, the next try waits 1, 2, 4 ... s, at most audit_checkpoint_seconds:
+	 * a token that is down (a signing holds approvald up to the signer's time limit) costs
+	 * a try now and then, not one every tick */
+	if (!due || (!force && now < d->checkpoint_retry_us))
 		return;
 	if (p11g_checkpoint_write(d->ops.store, d->audit_key,
 	                          d->audit_signer ? sign_on_token : NULL, d, &through, &err) < 0) {
-		/* nothing appended: the next tick tries again */
-		p11g_error("audit checkpoint: %s", err.msg);
+		/* nothing appended */
+		int64_t cap = (int64_t)d->cfg.checkpoint_seconds * 1000000;
+		d->checkpoint_backoff_us =
+		    d->checkpoint_backoff_us ? 2 * d->checkpoint_backoff_us : 1000000;
+		if (d->checkpoint_backoff_us > cap)
+			d->checkpoint_backoff_us = cap;
+		d->checkpoint_retry_us = p11g_mono_us() + d->checkpoint_backoff_us;
+		p11g_error("audit checkpoint: %s (next try in %lld s)", err.msg,
+		           (long long)(d->checkpoint_backoff_us / 1000000));
 		return;
 	}
+	d->checkpoint_backoff_us = 0;
 	d->checkpoint_seq = through ? through + 1 : head;
 	d->checkpoint_time = now;
 }

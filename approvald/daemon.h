@@ -34,8 +34,10 @@ struct p11g_daemon {
 	EVP_PKEY *audit_key;              /* NULL: no checkpoints */
 	/* audit_key = pkcs11:: signs on the token (audit_key then the public key) */
 	const struct p11g_host_ops *audit_signer;
-	uint64_t checkpoint_seq; /* the head when the last checkpoint was written */
-	int64_t checkpoint_time; /* p11g_mono_us() then */
+	uint64_t checkpoint_seq;       /* the head when the last checkpoint was written */
+	int64_t checkpoint_time;       /* p11g_mono_us() then */
+	int64_t checkpoint_backoff_us; /* after failures: the wait before the next try */
+	int64_t checkpoint_retry_us;   /* not before this (p11g_mono_us()) */
 };
 
 /* Defaults for every setting. */

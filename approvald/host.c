@@ -532,9 +532,27 @@ static int run_signer(const struct p11g_host_config *cfg, const char *uri, const
 			break;
 	}
 	close(ans[0]);
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
+	/* the signer ends within the same time limit: a token whose C_Finalize never returns
+	 * must not hold approvald for ever */
+	bool killed_late = false;
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR)
 			return p11g_err_set(err, P11G_E_INTERNAL, "waitpid: %m");
+		if (p11g_mono_us() >= deadline) {
+			kill(pid, SIGKILL);
+			killed_late = !timed_out;
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			break;
+		}
+		poll(NULL, 0, 2);
+	}
+	if (killed_late)
+		p11g_warn("audit_key %s: %s answered but did not end within %d s; killed", uri,
+		          P11G_AUDIT_SIGNER_PROGRAM, SIGNER_TIMEOUT_MS / 1000);
 	if (timed_out)
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "audit_key %s: %s did not answer within %d s; killed", uri,
@@ -547,7 +565,7 @@ static int run_signer(const struct p11g_host_config *cfg, const char *uri, const
 		                    text ? "signing a checkpoint" : "reading the public key",
 		                    cfg->module);
 	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	if (!killed_late && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
 		char how[64];
 		if (WIFSIGNALED(status))
 			snprintf(how, sizeof(how), "killed by signal %d%s", WTERMSIG(status),

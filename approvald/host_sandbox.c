@@ -1,6 +1,9 @@
 /* The PKCS#11 host's confinement: its user, no new privileges, a seccomp allow-list. */
 #include "approvald/host_sandbox.h"
 
+#include <linux/netlink.h>
+#include <sched.h>
+
 #include <errno.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -21,7 +24,7 @@
 
 /* Empties every capability set this process has (a non-root approvald given
  * CAP_SETUID and CAP_SETGID as ambient capabilities would pass them on). */
-static int drop_capabilities(p11g_err *err)
+int p11g_sandbox_drop_capabilities(p11g_err *err)
 {
 	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {{0}};
@@ -43,8 +46,8 @@ int p11g_sandbox_user(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups
 	gid_t rg, eg, sg;
 
 	if (getresuid(&r, &e, &s) == 0 && getresgid(&rg, &eg, &sg) == 0 && r == uid && e == uid &&
-	    s == uid && rg == gid && eg == gid && sg == gid && uid != 0)
-		return drop_capabilities(err); /* already that user (approvald's own) */
+	    s == uid && rg == gid && eg == gid && sg == gid)
+		return p11g_sandbox_drop_capabilities(err); /* already that user */
 	if (setgroups(n_groups, groups) < 0 || setresgid(gid, gid, gid) < 0 ||
 	    setresuid(uid, uid, uid) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL,
@@ -55,7 +58,8 @@ int p11g_sandbox_user(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups
 	    s != uid || rg != gid || eg != gid || sg != gid)
 		return p11g_err_set(err, P11G_E_INTERNAL, "switching to uid %u gid %u did not take",
 		                    (unsigned)uid, (unsigned)gid);
-	if (uid != 0 && drop_capabilities(err) < 0)
+	/* root too: a uid 0 without capabilities reads what root owns, and nothing else */
+	if (p11g_sandbox_drop_capabilities(err) < 0)
 		return -1;
 	/* nothing left to switch back with */
 	if (uid != 0 && (setresuid(0, 0, 0) == 0 || setresgid(0, 0, 0) == 0))
@@ -92,7 +96,7 @@ static const char *const allowed[] = {
     "mmap", "mmap2", "munmap", "mprotect", "mremap", "madvise", "brk", "mlock", "mlock2",
     "munlock", "mlockall", "munlockall", "msync", "mincore", "membarrier", "get_mempolicy",
     /* threads, time, scheduling */
-    "clone", "clone3", "futex", "futex_waitv", "set_robust_list", "get_robust_list",
+    "futex", "futex_waitv", "set_robust_list", "get_robust_list",
     "set_tid_address", "rseq", "exit", "exit_group", "gettid", "getpid", "getppid",
     "sched_yield", "sched_getaffinity", "sched_getparam", "sched_getscheduler",
     "sched_get_priority_max", "sched_get_priority_min", "getpriority", "nanosleep",
@@ -160,7 +164,6 @@ int p11g_sandbox_seccomp(enum p11g_seccomp_mode mode, p11g_err *err)
 	scmp_filter_ctx ctx;
 	uint32_t refuse = mode == P11G_SECCOMP_LOG ? SCMP_ACT_ERRNO(EPERM) : SCMP_ACT_KILL_PROCESS;
 	int r, self = (int)getpid();
-	static const int families[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL, "prctl(PR_SET_NO_NEW_PRIVS): %m");
@@ -184,11 +187,31 @@ int p11g_sandbox_seccomp(enum p11g_seccomp_mode mode, p11g_err *err)
 		for (size_t i = 0; i < P11G_ARRAY_SIZE(never); i++)
 			if (add(ctx, refuse, never[i], 0, NULL, err) < 0)
 				goto fail;
-	/* sockets of these families only (no raw packets, no kernel crypto, ...) */
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(families); i++)
-		if (add_cmp(ctx, SCMP_ACT_ALLOW, "socket", SCMP_A0_32(SCMP_CMP_EQ, families[i]),
-		            err) < 0)
-			goto fail;
+	/* threads and processes, but no new namespaces (a user namespace gives its creator
+	 * every capability in it, and the kernel's netfilter and more with them); clone3's flags
+	 * are out of a filter's reach: it answers ENOSYS, and the C library falls back to clone */
+	const uint64_t new_ns = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
+	                        CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET;
+	if (add_cmp(ctx, SCMP_ACT_ALLOW, "clone", SCMP_A0_64(SCMP_CMP_MASKED_EQ, new_ns, 0), err) <
+	        0 ||
+	    add(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL, err) < 0)
+		goto fail;
+	/* sockets: Unix ones of any type; IPv4 and IPv6 streams and datagrams (no raw packets);
+	 * netlink for routes only (getaddrinfo), not netfilter or the rest of the kernel */
+	if (add_cmp(ctx, SCMP_ACT_ALLOW, "socket", SCMP_A0_32(SCMP_CMP_EQ, AF_UNIX), err) < 0)
+		goto fail;
+	static const int inet[] = {AF_INET, AF_INET6}, types[] = {SOCK_STREAM, SOCK_DGRAM};
+	for (size_t f = 0; f < P11G_ARRAY_SIZE(inet); f++)
+		for (size_t ty = 0; ty < P11G_ARRAY_SIZE(types); ty++) {
+			struct scmp_arg_cmp c[2] = {SCMP_A0_32(SCMP_CMP_EQ, inet[f]),
+			                            SCMP_A1_32(SCMP_CMP_MASKED_EQ, 0xf, types[ty])};
+			if (add(ctx, SCMP_ACT_ALLOW, "socket", 2, c, err) < 0)
+				goto fail;
+		}
+	struct scmp_arg_cmp nl[2] = {SCMP_A0_32(SCMP_CMP_EQ, AF_NETLINK),
+	                             SCMP_A2_32(SCMP_CMP_EQ, NETLINK_ROUTE)};
+	if (add(ctx, SCMP_ACT_ALLOW, "socket", 2, nl, err) < 0)
+		goto fail;
 	/* signals to this process alone (raise, abort, a thread's pthread_kill) */
 	if (add_cmp(ctx, SCMP_ACT_ALLOW, "kill", SCMP_A0_32(SCMP_CMP_EQ, (uint32_t)self), err) <
 	        0 ||

@@ -10,6 +10,8 @@
 
 /* Switches to uid, gid and exactly groups[0..n_groups) (all three ids of each, no
  * capabilities left) and checks it took.  -1 with err. */
+/* Empties the capability sets (and the ambient one): 0, or -1 with err. */
+int p11g_sandbox_drop_capabilities(p11g_err *err);
 int p11g_sandbox_user(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups, p11g_err *err);
 
 /* Sets PR_SET_NO_NEW_PRIVS and, unless mode is P11G_SECCOMP_OFF, loads the

@@ -135,8 +135,12 @@ static void become_user(const json_t *user)
 	const json_t *g, *list = json_object_get(user, "groups");
 	p11g_err err = {0};
 
-	if (json_is_null(user))
-		return; /* pkcs11_user unset: approvald's own user */
+	if (json_is_null(user)) {
+		/* pkcs11_user unset: approvald's own user, but none of its capabilities */
+		if (p11g_sandbox_drop_capabilities(&err) < 0)
+			die("%s", err.msg);
+		return;
+	}
 	json_array_foreach(list, i, g)
 	{
 		if (n == NGROUPS_MAX || !json_is_integer(g))

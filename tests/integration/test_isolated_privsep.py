@@ -201,6 +201,15 @@ def test_kill_mode_kills_the_host_on_a_call_outside_the_list(deploy):
     assert out is None or out["results"][0]["signature"] is None, (out, err)
     assert p11g.wait_for(lambda: d.stderr().count("killed by its seccomp filter") == 2, 5), \
         d.stderr()
+    # a new user namespace (every capability inside it), netfilter's netlink: killed too
+    for n, attack in enumerate(("userns", "netfilter"), 3):
+        dep.disarm()
+        dep.arm(attack)
+        rc, out, err = dep.sign()
+        head, steps = dep.outcomes()
+        assert steps[attack] == "start" and "done" not in steps, (attack, steps)
+        assert p11g.wait_for(lambda: d.stderr().count("killed by its seccomp filter") == n,
+                             5), d.stderr()
     # approvald stays up; the next client signs (a killed host used nothing)
     dep.disarm()
     assert d.alive()

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +31,8 @@
  *                                   it approve, revoke and audit for operation OPID; then
  *                                   ptrace(PTRACE_ATTACH) the parent
  *                     "keyctl"      call keyctl (outside any PKCS#11 library's needs)
+ *                     "userns"      clone into a new user and network namespace
+ *                     "netfilter"   open a netlink socket to netfilter
  *                   Each step's outcome is a line of HOSTILE_DIR/result-PID, written before
  *                   the next step starts ("NAME start", then "NAME OUTCOME"): a step that
  *                   kills the process leaves its start line alone.
@@ -192,6 +195,22 @@ static void attack(void)
 		/* KEYCTL_GET_KEYRING_ID of the session keyring */
 		long r = syscall(SYS_keyctl, 0, -3, 0);
 		note("keyctl %s", outcome(r >= 0));
+	} else if (!strcmp(what, "userns")) {
+		/* a user namespace would give the process every capability inside it */
+		note("userns start");
+		long r = syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0);
+		if (r == 0)
+			_exit(0);
+		if (r > 0)
+			waitpid((pid_t)r, NULL, 0);
+		note("userns %s", outcome(r >= 0));
+	} else if (!strcmp(what, "netfilter")) {
+		/* the kernel's netfilter (and raw packets) are no PKCS#11 library's business */
+		note("netfilter start");
+		int fd = socket(AF_NETLINK, SOCK_RAW, 12 /* NETLINK_NETFILTER */);
+		note("netfilter %s", outcome(fd >= 0));
+		if (fd >= 0)
+			close(fd);
 	}
 	note("done");
 	fclose(out);
