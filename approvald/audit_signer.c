@@ -68,46 +68,6 @@ static void die(const char *fmt, ...)
 	_exit(1);
 }
 
-static void read_exact(int fd, void *buf, size_t n, const char *what)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = read(fd, (unsigned char *)buf + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			die("setup message: %s cut short", what);
-		got += (size_t)r;
-	}
-}
-
-static json_t *read_setup(unsigned char **pin, size_t *pin_len)
-{
-	unsigned char len[4];
-	json_error_t jerr;
-	json_t *j;
-	_cleanup_free_ char *text = NULL;
-
-	read_exact(P11G_HOST_FD_SETUP, len, 4, "length");
-	uint32_t n = p11g_be32_get(len);
-	if (n == 0 || n > P11G_HOST_SETUP_MAX || !(text = malloc(n)))
-		die("setup message: bad length %u", n);
-	read_exact(P11G_HOST_FD_SETUP, text, n, "settings");
-	if (!(j = json_loadb(text, n, 0, &jerr)) || !json_is_object(j))
-		die("setup message: %s", jerr.text);
-	read_exact(P11G_HOST_FD_SETUP, len, 4, "PIN length");
-	n = p11g_be32_get(len);
-	if (n == 0 || n >= P11G_HOST_PIN_MAX)
-		die("setup message: bad PIN length %u", n);
-	if (!(*pin = p11g_secret_alloc(P11G_HOST_PIN_MAX)))
-		die("no memory for the PIN: %m");
-	read_exact(P11G_HOST_FD_SETUP, *pin, n, "PIN");
-	*pin_len = n;
-	close(P11G_HOST_FD_SETUP);
-	return j;
-}
-
 static const char *str_of(const json_t *j, const char *key)
 {
 	const json_t *v = json_object_get(j, key);
@@ -459,7 +419,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* kept to the end (the environment's strings are its), reachable from here */
 	static json_t *j;
-	j = read_setup(&pin, &pin_len);
+	p11g_err serr = {0};
+	if (p11g_host_setup_read(&j, &pin, &pin_len, &serr) < 0)
+		die("%s", serr.msg);
 	const char *module = str_of(j, "module"), *uri = str_of(j, "audit_key"),
 	           *text = str_of(j, "text");
 	if (!module || !uri || (signing && !text))

@@ -345,6 +345,17 @@ static int prepare_common(const struct p11g_host_config *cfg, const char *what, 
 	return 0;
 }
 
+/* "killed by signal N" (and whether by its seccomp filter) or "exit N", for a process that
+ * did not end well. */
+static void how_it_ended(int status, char *how, size_t n)
+{
+	if (WIFSIGNALED(status))
+		snprintf(how, n, "killed by signal %d%s", WTERMSIG(status),
+		         WTERMSIG(status) == SIGSYS ? ", its seccomp filter" : "");
+	else
+		snprintf(how, n, "exit %d", WEXITSTATUS(status));
+}
+
 static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 {
 	int status;
@@ -364,11 +375,7 @@ static int host_prepare(const struct p11g_host_config *cfg, p11g_err *err)
 			return p11g_err_set(err, P11G_E_INTERNAL, "waitpid: %m");
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		char how[64];
-		if (WIFSIGNALED(status))
-			snprintf(how, sizeof(how), "killed by signal %d%s", WTERMSIG(status),
-			         WTERMSIG(status) == SIGSYS ? ", its seccomp filter" : "");
-		else
-			snprintf(how, sizeof(how), "exit %d", WEXITSTATUS(status));
+		how_it_ended(status, how, sizeof(how));
 		return p11g_err_set(
 		    err, P11G_E_BAD_REQUEST,
 		    "cannot serve PKCS#11: loading %s and logging in with %s failed (%s; the "
@@ -567,11 +574,7 @@ static int run_signer(const struct p11g_host_config *cfg, const char *uri, const
 	}
 	if (!killed_late && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
 		char how[64];
-		if (WIFSIGNALED(status))
-			snprintf(how, sizeof(how), "killed by signal %d%s", WTERMSIG(status),
-			         WTERMSIG(status) == SIGSYS ? ", its seccomp filter" : "");
-		else
-			snprintf(how, sizeof(how), "exit %d", WEXITSTATUS(status));
+		how_it_ended(status, how, sizeof(how));
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "audit_key %s: %s with %s and %s failed (%s; the line above "
 		                    "says why)",

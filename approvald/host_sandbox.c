@@ -15,7 +15,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "module/gate_host.h"
 #include "p11gate/errors.h"
+#include "p11gate/wire.h"
 
 /* A sanitized build (ASan, UBSan) needs nothing more: the host ends with _exit,
  * so LeakSanitizer's check at exit, which stops threads with ptrace, never runs
@@ -251,5 +253,61 @@ int p11g_sandbox_seccomp(enum p11g_seccomp_mode mode, p11g_err *err)
 	return 0;
 fail:
 	seccomp_release(ctx);
+	return -1;
+}
+
+static int read_exact(int fd, void *buf, size_t n, const char *what, p11g_err *err)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, (unsigned char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "setup message: %s cut short",
+			                    what);
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+int p11g_host_setup_read(json_t **ret, unsigned char **pin, size_t *pin_len, p11g_err *err)
+{
+	unsigned char len[4];
+	json_error_t jerr;
+	json_t *j = NULL;
+	_cleanup_free_ char *text = NULL;
+
+	if (read_exact(P11G_HOST_FD_SETUP, len, 4, "length", err) < 0)
+		return -1;
+	uint32_t n = p11g_be32_get(len);
+	if (n == 0 || n > P11G_HOST_SETUP_MAX || !(text = malloc(n)))
+		return p11g_err_set(err, P11G_E_INTERNAL, "setup message: bad length %u", n);
+	if (read_exact(P11G_HOST_FD_SETUP, text, n, "settings", err) < 0)
+		return -1;
+	if (!(j = json_loadb(text, n, 0, &jerr)) || !json_is_object(j)) {
+		json_decref(j);
+		return p11g_err_set(err, P11G_E_INTERNAL, "setup message: %s", jerr.text);
+	}
+	if (read_exact(P11G_HOST_FD_SETUP, len, 4, "PIN length", err) < 0)
+		goto fail;
+	n = p11g_be32_get(len);
+	if (n == 0 || n >= P11G_HOST_PIN_MAX) {
+		p11g_err_set(err, P11G_E_INTERNAL, "setup message: bad PIN length %u", n);
+		goto fail;
+	}
+	if (!(*pin = p11g_secret_alloc(P11G_HOST_PIN_MAX))) {
+		p11g_err_set(err, P11G_E_INTERNAL, "no memory for the PIN: %m");
+		goto fail;
+	}
+	if (read_exact(P11G_HOST_FD_SETUP, *pin, n, "PIN", err) < 0)
+		goto fail;
+	*pin_len = n;
+	close(P11G_HOST_FD_SETUP);
+	*ret = j;
+	return 0;
+fail:
+	json_decref(j);
 	return -1;
 }

@@ -54,45 +54,6 @@ static void die(const char *fmt, ...)
 	_exit(1);
 }
 
-static void read_exact(int fd, void *buf, size_t n, const char *what)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = read(fd, (unsigned char *)buf + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			die("setup message: %s cut short", what);
-		got += (size_t)r;
-	}
-}
-
-static void read_setup(struct setup *s)
-{
-	unsigned char len[4];
-	uint32_t n;
-	json_error_t jerr;
-	_cleanup_free_ char *text = NULL;
-
-	read_exact(P11G_HOST_FD_SETUP, len, 4, "length");
-	n = p11g_be32_get(len);
-	if (n == 0 || n > P11G_HOST_SETUP_MAX || !(text = malloc(n)))
-		die("setup message: bad length %u", n);
-	read_exact(P11G_HOST_FD_SETUP, text, n, "settings");
-	if (!(s->j = json_loadb(text, n, 0, &jerr)) || !json_is_object(s->j))
-		die("setup message: %s", jerr.text);
-	read_exact(P11G_HOST_FD_SETUP, len, 4, "PIN length");
-	n = p11g_be32_get(len);
-	if (n == 0 || n >= P11G_HOST_PIN_MAX)
-		die("setup message: bad PIN length %u", n);
-	if (!(s->pin = p11g_secret_alloc(P11G_HOST_PIN_MAX)))
-		die("no memory for the PIN: %m");
-	read_exact(P11G_HOST_FD_SETUP, s->pin, n, "PIN");
-	s->pin_len = n;
-	close(P11G_HOST_FD_SETUP);
-}
-
 static const char *str_of(const json_t *j, const char *key)
 {
 	const json_t *v = json_object_get(j, key);
@@ -252,7 +213,9 @@ int main(int argc, char **argv)
 		die("usage: %s [--check] (approvald starts it; see host_proto.h)", argv[0]);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGCHLD, SIG_DFL);
-	read_setup(&s);
+	p11g_err serr = {0};
+	if (p11g_host_setup_read(&s.j, &s.pin, &s.pin_len, &serr) < 0)
+		die("%s", serr.msg);
 	set_env(json_object_get(s.j, "env"));
 	become_user(json_object_get(s.j, "user"));
 	/* After the switch (a change of uid clears both): approvald gone, so is
