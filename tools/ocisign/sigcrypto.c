@@ -62,6 +62,32 @@ static const unsigned char *unwrap_octet_string(const unsigned char *p, size_t l
 	return p;
 }
 
+/* The public key q on curve, checked to be on it; NULL when it is not one. */
+static EVP_PKEY *ec_public_key(const char *curve, const unsigned char *q, size_t qlen)
+{
+	EVP_PKEY *pk = NULL;
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *op = NULL;
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	if (bld && ctx &&
+	    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve, 0) &&
+	    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, q, qlen) &&
+	    (op = OSSL_PARAM_BLD_to_param(bld)) && EVP_PKEY_fromdata_init(ctx) == 1 &&
+	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, op) == 1) {
+		/* fromdata does not check the point is on the curve */
+		EVP_PKEY_CTX *chk = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
+		if (!chk || EVP_PKEY_public_check(chk) != 1) {
+			EVP_PKEY_free(pk);
+			pk = NULL;
+		}
+		EVP_PKEY_CTX_free(chk);
+	}
+	OSSL_PARAM_free(op);
+	OSSL_PARAM_BLD_free(bld);
+	EVP_PKEY_CTX_free(ctx);
+	return pk;
+}
+
 EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsigned char *point,
                            size_t qlen, p11g_err *err)
 {
@@ -95,28 +121,14 @@ EVP_PKEY *oci_pkey_from_ec(const unsigned char *params, size_t plen, const unsig
 		             "the key's CKA_EC_PARAMS is not a named curve OpenSSL knows");
 		return NULL;
 	}
-	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-	OSSL_PARAM *op = NULL;
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-	if (bld && ctx &&
-	    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve, 0) &&
-	    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, q, plen2) &&
-	    (op = OSSL_PARAM_BLD_to_param(bld)) && EVP_PKEY_fromdata_init(ctx) == 1 &&
-	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, op) == 1) {
-		/* fromdata does not check the point is on the curve */
-		EVP_PKEY_CTX *chk = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
-		if (!chk || EVP_PKEY_public_check(chk) != 1) {
-			EVP_PKEY_free(pk);
-			pk = NULL;
-		}
-		EVP_PKEY_CTX_free(chk);
-	}
+	/* a bare point whose first coordinate byte reads as the rest's length looks wrapped:
+	 * the bytes as they came are the other reading */
+	pk = ec_public_key(curve, q, plen2);
+	if (!pk && q != point)
+		pk = ec_public_key(curve, point, qlen);
 	if (!pk)
 		p11g_err_set(err, P11G_E_PROTOCOL, "the key's CKA_EC_POINT is not a point on %s",
 		             curve);
-	OSSL_PARAM_free(op);
-	OSSL_PARAM_BLD_free(bld);
-	EVP_PKEY_CTX_free(ctx);
 	return pk;
 }
 
