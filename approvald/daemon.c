@@ -9,6 +9,7 @@
 
 #include "approvald/audit_state.h"
 #include "approvald/checkpoint.h"
+#include "approvald/read_worker.h"
 #include "approvald/verify_job.h"
 #include "approvald/policy_load.h"
 #include "p11gate/kvconf.h"
@@ -524,10 +525,29 @@ static void on_child_exited(void *app, pid_t pid, int status)
 {
 	struct p11g_daemon *d = app;
 	/* audit --verify's walk, or one of the host's clients */
-	if (p11g_verify_job_exited(&d->ops, pid, status))
+	if (p11g_verify_job_exited(&d->ops, pid, status) ||
+	    p11g_read_worker_exited(&d->ops, pid, status))
 		return;
 	if (d->host)
 		d->host->child_exited(pid, status);
+}
+
+static int on_app_fd(void *app)
+{
+	struct p11g_daemon *d = app;
+	return p11g_read_worker_fd(&d->ops);
+}
+
+static void on_app_ready(void *app)
+{
+	struct p11g_daemon *d = app;
+	p11g_read_worker_ready(&d->ops);
+}
+
+static void on_parked_gone(void *app, uint64_t wake_id)
+{
+	struct p11g_daemon *d = app;
+	p11g_read_job_cancel(&d->ops, wake_id);
 }
 
 static void on_reload(void *app)
@@ -615,6 +635,9 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	    .tick = on_tick,
 	    .reload = on_reload,
 	    .child_exited = on_child_exited,
+	    .app_fd = on_app_fd,
+	    .app_ready = on_app_ready,
+	    .parked_gone = on_parked_gone,
 	    .round_begin = on_round_begin,
 	    .round_end = on_round_end,
 	};

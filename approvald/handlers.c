@@ -5,6 +5,7 @@
 #include "approvald/checkpoint.h"
 #include "approvald/daemon.h"
 #include "approvald/textsafe.h"
+#include "approvald/read_worker.h"
 #include "approvald/verify_job.h"
 #include "p11gate/mech.h"
 #include "p11gate/wire.h"
@@ -15,7 +16,12 @@
 #define AUDIT_LIMIT_MAX     5000
 #define WAIT_MAX            86400
 #define VERIFY_WAIT_MAX     3600 /* a walk of a few million records takes a minute */
-#define REASON_MAX          1024
+#define READ_WAIT_MAX       30   /* a listing page takes milliseconds */
+
+#ifndef _cleanup_json_
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+#endif
+#define REASON_MAX 1024
 
 /* Every member of req is one of the verb's names (or v/verb). */
 static int check_members(const json_t *req, const char *const *allowed, p11g_err *err)
@@ -255,6 +261,25 @@ ID_VERB(revoke, V_REVOKE)
 static const char *const states[] = {"pending", "approved", "exhausted", "expired",
                                      "revoked", "rejected", NULL};
 
+/* A listing page read by approvald's reading process (read_worker.h): first call (args set)
+ * P11G_HANDLER_WAIT, or 0 when the page is to be read here; resumed, 0 with the reply frame in
+ * wait->frame, or -1. */
+static int read_elsewhere(void *app, const struct p11g_ident *caller, const char *verb,
+                          json_t *args, struct p11g_wait *wait, p11g_err *err)
+{
+	struct p11g_read_job_args a = {.verb = verb, .args = args};
+	uint64_t id = wait->resumed ? wait->op_id : 0;
+	bool expired = wait->resumed && p11g_mono_us() >= wait->deadline_us;
+	int r = p11g_read_job(ops_of(app), caller, &a, &id, expired, &wait->frame, &wait->frame_len,
+	                      err);
+	if (r <= 0)
+		return r;
+	if (!wait->resumed)
+		wait->deadline_us = p11g_mono_us() + (int64_t)READ_WAIT_MAX * 1000000;
+	wait->op_id = id;
+	return P11G_HANDLER_WAIT;
+}
+
 static int h_list(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
                   p11g_err *err, struct p11g_wait *wait)
 {
@@ -282,7 +307,18 @@ static int h_list(void *app, const struct p11g_ident *caller, const json_t *req,
 	}
 	if (a.limit == 0)
 		a.limit = LIST_LIMIT_DEFAULT;
-	return p11g_ops_list(ops_of(app), caller, &a, ret, err);
+	if (!wait->resumed) {
+		_cleanup_json_ json_t *args =
+		    json_pack("{s:b, s:I, s:I}", "all", a.all, "after", (json_int_t)a.after,
+		              "limit", (json_int_t)a.limit);
+		if (!args || (a.state && json_object_set_new(args, "state", json_string(a.state))))
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		int r = read_elsewhere(app, caller, "list", args, wait, err);
+		if (r != 0)
+			return r;
+		return p11g_ops_list(ops_of(app), caller, &a, ret, err);
+	}
+	return read_elsewhere(app, caller, "list", NULL, wait, err);
 }
 
 static int h_status(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
@@ -301,12 +337,24 @@ static int h_audit(void *app, const struct p11g_ident *caller, const json_t *req
 	static const char *const allowed[] = {"since", "limit", NULL};
 	uint64_t since;
 	unsigned limit;
-	(void)wait;
+	if (wait->resumed)
+		return read_elsewhere(app, caller, "audit", NULL, wait, err);
 	if (check_request(req, allowed, err) < 0 || get_id(req, "since", false, &since, err) < 0 ||
 	    get_uint(req, "limit", AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX, &limit, err) < 0)
 		return -1;
-	return p11g_ops_audit(ops_of(app), caller, since, limit ? limit : AUDIT_LIMIT_DEFAULT, ret,
-	                      err);
+	limit = limit ? limit : AUDIT_LIMIT_DEFAULT;
+	/* the right to read it is the policy's, which the reading process does not have */
+	if (!p11g_authz_may_read_audit(ops_of(app)->policy, ops_of(app)->daemon_uid, caller))
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+		                    "the audit log is for root, approvers and admins");
+	_cleanup_json_ json_t *args =
+	    json_pack("{s:I, s:I}", "since", (json_int_t)since, "limit", (json_int_t)limit);
+	if (!args)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	int r = read_elsewhere(app, caller, "audit", args, wait, err);
+	if (r != 0)
+		return r;
+	return p11g_ops_audit(ops_of(app), caller, since, limit, ret, err);
 }
 
 static void pkey_freep(EVP_PKEY **k)

@@ -5,6 +5,7 @@
 #include "approvald/op.h"
 #include "approvald/names.h"
 #include "approvald/ops_internal.h"
+#include "approvald/read_worker.h"
 #include "approvald/verify_job.h"
 #include "approvald/refusals.h"
 
@@ -50,6 +51,7 @@ void p11g_ops_clear(struct p11g_ops *o)
 {
 	struct p11g_rule_cache *rc = o->rule_cache;
 	p11g_verify_job_free(o);
+	p11g_read_worker_free(o);
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
 	free(o->budget);

@@ -39,6 +39,8 @@ struct p11g_ops {
 	struct p11g_request_budget *budget;
 	/* audit --verify's walks (verify_job.h) */
 	struct p11g_verify_job *verify;
+	/* the process that reads listing pages (read_worker.h) */
+	struct p11g_read_worker *reader;
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and
@@ -104,6 +106,9 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
                     p11g_err *err);
 int p11g_ops_audit(struct p11g_ops *o, const struct p11g_ident *caller, uint64_t since,
                    unsigned limit, json_t **ret_result, p11g_err *err);
+/* The same page for a caller whose right to read the audit was checked before. */
+int p11g_ops_audit_page(struct p11g_ops *o, uint64_t since, unsigned limit, json_t **ret_result,
+                        p11g_err *err);
 
 /* Marks operations whose window closed as expired (audited).  Returns the
  * number expired, or -1. */

@@ -23,7 +23,7 @@
 #define DEFAULT_MAX_PER_UID 64
 #define DEFAULT_IDLE_MS     60000
 #define DEFAULT_FRAME_MS    10000
-#define FIXED_FDS           3 /* signalfd, the socket, the second socket */
+#define FIXED_FDS           4 /* signalfd, the socket, the second socket, the app's */
 #define TICK_US             1000000
 #define ACCEPT_BATCH        64      /* per wakeup, so a connect storm cannot starve readers */
 #define ACCEPT_PAUSE_US     100000  /* after EMFILE & co: the listener would spin otherwise */
@@ -209,6 +209,8 @@ static void sweep_dead(struct p11g_server *s)
 	size_t j = 0;
 
 	for (size_t i = 0; i < s->n_conns; i++) {
+		if (s->conns[i]->dead && s->conns[i]->state == CONN_PARKED && s->ops.parked_gone)
+			s->ops.parked_gone(s->app, s->conns[i]->wait.op_id);
 		if (s->conns[i]->dead)
 			free(s->conns[i]);
 		else
@@ -257,6 +259,23 @@ static void conn_flush(struct p11g_server *s, struct conn *c, int64_t now)
 
 /* Queues rep (consumed) and starts writing it; the write timeout runs from
  * here so a client that stops reading cannot hold its buffers forever. */
+/* Sends out (a whole frame, taken) once the round's writes are durable. */
+static void conn_reply_frame(struct p11g_server *s, struct conn *c, char *out, size_t len,
+                             int64_t now)
+{
+	c->out = out;
+	c->out_len = len;
+	c->out_sent = 0;
+	c->state = CONN_WRITE;
+	c->deadline_us = now + (int64_t)s->frame_ms * 1000;
+	if (s->in_round) {
+		/* Not before the round's writes are durable. */
+		c->deferred = true;
+		return;
+	}
+	conn_flush(s, c, now);
+}
+
 static void conn_reply(struct p11g_server *s, struct conn *c, json_t *rep, int64_t now)
 {
 	size_t len = 0;
@@ -275,17 +294,7 @@ static void conn_reply(struct p11g_server *s, struct conn *c, json_t *rep, int64
 			return;
 		}
 	}
-	c->out = out;
-	c->out_len = len;
-	c->out_sent = 0;
-	c->state = CONN_WRITE;
-	c->deadline_us = now + (int64_t)s->frame_ms * 1000;
-	if (s->in_round) {
-		/* Not before the round's writes are durable. */
-		c->deferred = true;
-		return;
-	}
-	conn_flush(s, c, now);
+	conn_reply_frame(s, c, out, len, now);
 }
 
 static void conn_reply_error(struct p11g_server *s, struct conn *c, const char *code,
@@ -351,6 +360,14 @@ static void run_handler(struct p11g_server *s, struct conn *c, const struct p11g
 		p11g_ident_clear(&caller);
 	now = p11g_mono_us();
 
+	char *frame = c->wait.frame;
+	c->wait.frame = NULL;
+	if (rc == 0 && frame) {
+		json_decref(result);
+		conn_reply_frame(s, c, frame, c->wait.frame_len, now);
+		return;
+	}
+	free(frame);
 	if (rc == 0) {
 		conn_reply(s, c, p11g_wire_reply_ok(result ? result : json_object()), now);
 		return;
@@ -815,6 +832,8 @@ int p11g_server_run(struct p11g_server *s)
 		    .fd = s->accept_paused_until_us > now ? -1 : s->extra.fd,
 		    .events = POLLIN,
 		};
+		s->pfds[3] = (struct pollfd){.fd = s->ops.app_fd ? s->ops.app_fd(s->app) : -1,
+		                             .events = POLLIN};
 		for (size_t i = 0; i < s->n_conns; i++) {
 			struct conn *c = s->conns[i];
 			short ev = c->state == CONN_WRITE    ? POLLOUT
@@ -843,6 +862,8 @@ int p11g_server_run(struct p11g_server *s)
 			accept_clients(s, now);
 		if (s->pfds[2].revents & POLLIN)
 			accept_extra(s, now);
+		if (s->pfds[3].revents && s->ops.app_ready)
+			s->ops.app_ready(s->app);
 		if (s->ops.round_begin)
 			s->ops.round_begin(s->app);
 		p11g_idcache_refresh(&s->ids, now);

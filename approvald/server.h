@@ -25,6 +25,10 @@ struct p11g_wait {
 	uint64_t op_id;
 	int64_t deadline_us; /* p11g_mono_us() clock */
 	bool resumed;
+	/* A handler returning 0 with this set (malloc'd: a whole reply frame, header included,
+	 * which the server frees) answers with it instead of *ret_result. */
+	char *frame;
+	size_t frame_len;
 };
 
 #define P11G_HANDLER_WAIT 1
@@ -59,6 +63,12 @@ struct p11g_server_ops {
 	int (*round_end)(void *app, p11g_err *err);
 	/* A child process ended (reaped on SIGCHLD); NULL: reaped silently. */
 	void (*child_exited)(void *app, pid_t pid, int status);
+	/* One more descriptor polled for reading (-1: none now), and what to do when it is
+	 * readable (before the round's requests are read).  Both optional. */
+	int (*app_fd)(void *app);
+	void (*app_ready)(void *app);
+	/* A parked request's connection closed: what it waited on (wait.op_id) is nobody's. */
+	void (*parked_gone)(void *app, uint64_t wake_id);
 };
 
 struct ucred;
