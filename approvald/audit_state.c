@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 
 #include "approvald/checkpoint.h"
+#include "approvald/checkpoint_job.h"
 #include "approvald/jbuild.h"
 #include "approvald/op.h"
 #include "approvald/ops_internal.h"
@@ -266,6 +267,7 @@ void p11g_replay_init(struct p11g_replay *r, bool full)
 void p11g_replay_clear(struct p11g_replay *r)
 {
 	free(r->ops);
+	free(r->recent);
 	json_decref(r->findings);
 	memset(r, 0, sizeof(*r));
 }
@@ -308,14 +310,34 @@ static bool terminal(enum p11g_op_state s)
 	return s != P11G_OP_PENDING && s != P11G_OP_APPROVED;
 }
 
-/* A checkpoint signs the record before it (through) and that record's hash, which the chain
- * walk has checked as this record's prev: a rewrite up to there that re-hashed the chain
- * leaves the signed hash behind, and a signature cannot be made without the key. */
+struct p11g_replay_hash {
+	uint64_t seq;
+	char hex[2 * P11G_AUDIT_HASH_LEN + 1];
+};
+
+/* Each record's prev, the hash of the record before it (which the chain walk checked), kept
+ * for the checkpoints that come after it. */
+static int remember_prev(struct p11g_replay *r, uint64_t seq, const json_t *rec, p11g_err *err)
+{
+	const char *prev = json_string_value(json_object_get(rec, "prev"));
+	if (!r->pubkey || seq < 2 || !prev || strlen(prev) != 2 * P11G_AUDIT_HASH_LEN)
+		return 0;
+	if (!r->recent && !(r->recent = calloc(P11G_CHECKPOINT_LAG_MAX, sizeof(*r->recent))))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	struct p11g_replay_hash *h = &r->recent[(seq - 1) % P11G_CHECKPOINT_LAG_MAX];
+	h->seq = seq - 1;
+	memcpy(h->hex, prev, sizeof(h->hex));
+	return 0;
+}
+
+/* A checkpoint signs a record before it (through: the one just before, or one some records
+ * back when it was signed while approvald went on, checkpoint_job.h) and that record's hash,
+ * which the chain walk has checked: a rewrite up to there that re-hashed the chain leaves the
+ * signed hash behind, and a signature cannot be made without the key. */
 static int replay_checkpoint(struct p11g_replay *r, uint64_t seq, const json_t *rec)
 {
 	const char *why = NULL;
-	const char *head = json_string_value(json_object_get(rec, "head")),
-	           *prev = json_string_value(json_object_get(rec, "prev"));
+	const char *head = json_string_value(json_object_get(rec, "head")), *known = NULL;
 	json_int_t through = json_integer_value(json_object_get(rec, "through"));
 
 	if (!r->pubkey)
@@ -326,7 +348,11 @@ static int replay_checkpoint(struct p11g_replay *r, uint64_t seq, const json_t *
 		        why);
 		return 0;
 	}
-	if (through != (json_int_t)seq - 1 || !head || !prev || strcmp(head, prev) != 0) {
+	if (through > 0 && through < (json_int_t)seq &&
+	    (uint64_t)(seq - 1 - (uint64_t)through) < P11G_CHECKPOINT_LAG_MAX && r->recent &&
+	    r->recent[(uint64_t)through % P11G_CHECKPOINT_LAG_MAX].seq == (uint64_t)through)
+		known = r->recent[(uint64_t)through % P11G_CHECKPOINT_LAG_MAX].hex;
+	if (!known || !head || strcmp(head, known) != 0) {
 		finding(r,
 		        "records %" PRIu64 " to %" JSON_INTEGER_FORMAT
 		        ": rewritten (the checkpoint in record %" PRIu64
@@ -334,9 +360,12 @@ static int replay_checkpoint(struct p11g_replay *r, uint64_t seq, const json_t *
 		        r->covered + 1, through, seq, through);
 		return 0;
 	}
-	/* the checkpoint's own record holds what it signs and the signature */
+	/* the checkpoint's own record holds what it signs and the signature: right after what
+	 * it signs, it is covered too */
 	r->checkpoints++;
-	r->covered = seq;
+	uint64_t covered = (uint64_t)through == seq - 1 ? seq : (uint64_t)through;
+	if (covered > r->covered)
+		r->covered = covered;
 	return 0;
 }
 
@@ -350,6 +379,8 @@ int p11g_replay_record(uint64_t seq, const json_t *rec, void *arg, p11g_err *err
 	unsigned char terms[32];
 
 	r->records++;
+	if (remember_prev(r, seq, rec, err) < 0)
+		return -1;
 	if (event && !strcmp(event, "checkpoint"))
 		return replay_checkpoint(r, seq, rec);
 	if (!after)

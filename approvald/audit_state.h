@@ -35,7 +35,9 @@ struct p11g_replay {
 	                       * next walk's) */
 	EVP_PKEY *pubkey;     /* the audit key's public half: checkpoints checked (borrowed) */
 	uint64_t checkpoints; /* checkpoints whose signature verified */
-	uint64_t covered;     /* the last verified checkpoint's own record (0: none) */
+	uint64_t covered;     /* the last record a verified checkpoint covers (0: none) */
+	/* with pubkey: the hashes of the last P11G_CHECKPOINT_LAG_MAX records, by seq modulo */
+	struct p11g_replay_hash *recent;
 	uint64_t n_findings;
 	json_t *findings; /* the first P11G_REPLAY_FINDINGS_MAX, as text */
 };

@@ -455,12 +455,44 @@ static int audit_key_token(struct p11g_daemon *d, const struct p11g_host_ops *ho
 	return 0;
 }
 
-/* A checkpoint when force, or when enough records or time passed since the last. */
+/* A failed signing: nothing appended; the next try waits 1, 2, 4 ... s, at most
+ * audit_checkpoint_seconds (a token that is down costs a try now and then, not one a tick). */
+static void checkpoint_failed(struct p11g_daemon *d, const p11g_err *err)
+{
+	int64_t cap = (int64_t)d->cfg.checkpoint_seconds * 1000000;
+	d->checkpoint_backoff_us =
+	    d->checkpoint_backoff_us ? 2 * d->checkpoint_backoff_us : 1000000;
+	if (d->checkpoint_backoff_us > cap)
+		d->checkpoint_backoff_us = cap;
+	d->checkpoint_retry_us = p11g_mono_us() + d->checkpoint_backoff_us;
+	p11g_error("audit checkpoint: %s (next try in %lld s)", err->msg,
+	           (long long)(d->checkpoint_backoff_us / 1000000));
+}
+
+static void checkpoint_done(struct p11g_daemon *d, uint64_t through, uint64_t head)
+{
+	d->checkpoint_backoff_us = 0;
+	d->checkpoint_seq = through ? through : head;
+	d->checkpoint_time = p11g_mono_us();
+}
+
+static void close_in_child(void *arg)
+{
+	struct p11g_daemon *d = arg;
+	if (d->server)
+		p11g_server_close_in_child(d->server);
+}
+
+/* A checkpoint when force, or when enough records or time passed since the last.  With the
+ * key on a token, one in the loop is signed in a child (checkpoint_job.h) and appended when it
+ * ends; forced (at start and stop) it is signed here, and one under way is given up. */
 static void checkpoint(struct p11g_daemon *d, bool force)
 {
 	p11g_err err = {0};
 	uint64_t head = 0, through = 0;
 	if (!d->audit_key)
+		return;
+	if (!force && d->checkpoint_job.pid)
 		return;
 	if (p11g_checkpoint_head(d->ops.store, &head, &err) < 0) {
 		p11g_error("audit checkpoint: %s", err.msg);
@@ -470,27 +502,24 @@ static void checkpoint(struct p11g_daemon *d, bool force)
 	bool due = head > d->checkpoint_seq &&
 	           (force || head - d->checkpoint_seq >= d->cfg.checkpoint_records ||
 	            now - d->checkpoint_time >= (int64_t)d->cfg.checkpoint_seconds * 1000000);
-	/* after a failure, the next try waits 1, 2, 4 ... s, at most audit_checkpoint_seconds:
-	 * a token that is down (a signing holds approvald up to the signer's time limit) costs
-	 * a try now and then, not one every tick */
 	if (!due || (!force && now < d->checkpoint_retry_us))
 		return;
-	if (p11g_checkpoint_write(d->ops.store, d->audit_key,
-	                          d->audit_signer ? sign_on_token : NULL, d, &through, &err) < 0) {
-		/* nothing appended */
-		int64_t cap = (int64_t)d->cfg.checkpoint_seconds * 1000000;
-		d->checkpoint_backoff_us =
-		    d->checkpoint_backoff_us ? 2 * d->checkpoint_backoff_us : 1000000;
-		if (d->checkpoint_backoff_us > cap)
-			d->checkpoint_backoff_us = cap;
-		d->checkpoint_retry_us = p11g_mono_us() + d->checkpoint_backoff_us;
-		p11g_error("audit checkpoint: %s (next try in %lld s)", err.msg,
-		           (long long)(d->checkpoint_backoff_us / 1000000));
+	if (d->audit_signer && !force) {
+		int r = p11g_checkpoint_job_start(d->ops.store, sign_on_token, d, close_in_child, d,
+		                                  &d->checkpoint_job, &err);
+		if (r < 0)
+			checkpoint_failed(d, &err);
+		else if (r == 0)
+			checkpoint_done(d, 0, head);
 		return;
 	}
-	d->checkpoint_backoff_us = 0;
-	d->checkpoint_seq = through ? through + 1 : head;
-	d->checkpoint_time = now;
+	p11g_checkpoint_job_cancel(&d->checkpoint_job);
+	if (p11g_checkpoint_write(d->ops.store, d->audit_key,
+	                          d->audit_signer ? sign_on_token : NULL, d, &through, &err) < 0) {
+		checkpoint_failed(d, &err);
+		return;
+	}
+	checkpoint_done(d, through, head);
 }
 
 static void on_tick(void *app)
@@ -528,6 +557,16 @@ static void on_child_exited(void *app, pid_t pid, int status)
 	if (p11g_verify_job_exited(&d->ops, pid, status) ||
 	    p11g_read_worker_exited(&d->ops, pid, status))
 		return;
+	if (d->checkpoint_job.pid && pid == d->checkpoint_job.pid) {
+		p11g_err err = {0};
+		uint64_t through = 0;
+		if (p11g_checkpoint_job_finish(d->ops.store, d->audit_key, &d->checkpoint_job,
+		                               status, &through, &err) < 0)
+			checkpoint_failed(d, &err);
+		else
+			checkpoint_done(d, through, d->checkpoint_seq);
+		return;
+	}
 	if (d->host)
 		d->host->child_exited(pid, status);
 }
@@ -576,7 +615,8 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 {
 	/* No host unless the PKCS#11 socket asks for one: the host's state (the PIN) then
 	 * never exists. */
-	struct p11g_daemon d = {.cfg = *cfg, .host = cfg->host.socket ? host : NULL};
+	struct p11g_daemon d = {
+	    .cfg = *cfg, .host = cfg->host.socket ? host : NULL, .checkpoint_job = {.fd = -1}};
 	struct p11g_store_options so = {.durability = cfg->durability,
 	                                .max_map_size = cfg->max_map_size};
 	p11g_err err = {0};

@@ -6,6 +6,7 @@
 
 #include "approvald/host.h"
 #include "approvald/local.h"
+#include "approvald/checkpoint_job.h"
 #include "approvald/ops.h"
 #include "approvald/server.h"
 #include "approvald/store.h"
@@ -34,7 +35,9 @@ struct p11g_daemon {
 	EVP_PKEY *audit_key;              /* NULL: no checkpoints */
 	/* audit_key = pkcs11:: signs on the token (audit_key then the public key) */
 	const struct p11g_host_ops *audit_signer;
-	uint64_t checkpoint_seq;       /* the head when the last checkpoint was written */
+	/* a checkpoint on the token being signed (checkpoint_job.h) */
+	struct p11g_checkpoint_job checkpoint_job;
+	uint64_t checkpoint_seq;       /* the last record a checkpoint signed */
 	int64_t checkpoint_time;       /* p11g_mono_us() then */
 	int64_t checkpoint_backoff_us; /* after failures: the wait before the next try */
 	int64_t checkpoint_retry_us;   /* not before this (p11g_mono_us()) */

@@ -339,3 +339,83 @@ def test_a_public_key_that_is_not_the_private_keys_stops_approvald(hsm, tmp_path
     msg = start_failure(token_config(hsm, "pkcs11:object=mix"))
     assert "a signature by the audit key does not verify with the public key found for it" \
         in msg, msg
+
+
+def _signers_of(pid):
+    """pids of approvald-audit-signer processes below pid (comm is cut to 15 characters)."""
+    kids, found = {pid}, []
+    for _ in range(3):  # approvald -> its signing child -> the signer
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            rest = st[st.rindex(")") + 2:].split()
+            if int(rest[1]) in kids:
+                kids.add(int(p))
+                if st[st.index("(") + 1:st.rindex(")")] == "approvald-audit":
+                    found.append(int(p))
+    return sorted(set(found))
+
+
+def test_a_checkpoint_being_signed_holds_up_nobody(hsm, start_daemon):
+    """The token signs in a child process: a signer that does not answer (stopped here) holds
+    up no request, and the checkpoint it makes, appended after the records that came
+    meanwhile, names the record it signs and verifies."""
+    import signal
+    import threading
+    import time
+    work = tempfile.mkdtemp(prefix="p11gt-akey-")
+    d = start_daemon(config=token_config(hsm, audit_checkpoint_records=1))
+    stopped, done = [], threading.Event()
+
+    def catch():
+        while not done.is_set() and not stopped:
+            for pid in _signers_of(d.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+                    break
+                except ProcessLookupError:
+                    pass
+
+    t = threading.Thread(target=catch)
+    t.start()
+    try:
+        pub, _ = export_pubkey(d.config, work)
+        deadline = time.monotonic() + 60
+        i = 0
+        while not stopped:
+            assert time.monotonic() < deadline, "no signer caught while it ran"
+            d.request("orderer", "pkcs11:token=dev;object=cp-%d" % i)
+            i += 1
+        # the signer stopped: approvald answers at once, again and again
+        seq_stopped = d.audit()[-1]["seq"]
+        for j in range(5):
+            t0 = time.monotonic()
+            d.request("orderer", "pkcs11:token=dev;object=meanwhile-%d" % j)
+            r = expect_ok(d.cli("status"))
+            assert time.monotonic() - t0 < 3, "a request waited %.1f s" % (time.monotonic() - t0)
+        assert "pending" in r.out
+        before = len(checkpoints(d))
+        os.kill(stopped[0], signal.SIGCONT)
+        assert p11g.wait_for(lambda: len(checkpoints(d)) > before, 20), d.stderr()
+        cps = checkpoints(d)
+        late = [c for c in cps if c["through"] < c["seq"] - 1]
+        assert late, cps
+        assert late[0]["through"] <= seq_stopped, (late, seq_stopped)
+        # the records before it are covered by it, and the whole log verifies
+        r = expect_ok(d.cli("audit", "--verify", "--pubkey", pub))
+        assert "checkpoints: %d, each signed by the audit key" % len(checkpoints(d)) in r.out, r
+    finally:
+        done.set()
+        t.join()
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
