@@ -263,7 +263,7 @@ static int write_body(p11g_txn *t, void *arg, p11g_err *err)
 	/* nothing new since the last checkpoint: nothing to sign */
 	if (p11g_txn_audit_get(t, head.seq, &last, err) < 0)
 		return -1;
-	if (!strcmp(json_string_value(json_object_get(last, "event")) ?: "", "checkpoint"))
+	if (p11g_checkpoint_covers_head(last, head.seq))
 		return 0;
 	p11g_hex_encode(head.hash, sizeof(head.hash), hex);
 	int64_t now = p11g_now();
@@ -305,6 +305,13 @@ int p11g_checkpoint_write(p11g_store *s, EVP_PKEY *key, p11g_checkpoint_sign_fn 
 		p11g_info("%s", c.line);
 	}
 	return 0;
+}
+
+bool p11g_checkpoint_covers_head(const json_t *last, uint64_t seq)
+{
+	const char *ev = json_string_value(json_object_get(last, "event"));
+	json_int_t through = json_integer_value(json_object_get(last, "through"));
+	return ev && !strcmp(ev, "checkpoint") && seq > 0 && through == (json_int_t)(seq - 1);
 }
 
 int p11g_checkpoint_check(EVP_PKEY *pub, const json_t *rec, const char **why)

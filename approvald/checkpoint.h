@@ -52,6 +52,11 @@ int p11g_checkpoint_head(p11g_store *s, uint64_t *ret, p11g_err *err);
 int p11g_checkpoint_text(char *out, size_t n, uint64_t through, const char *head_hex,
                          int64_t signed_time);
 
+/* Whether last, the record at the head (seq), is a checkpoint of the record before it: then
+ * there is nothing to sign.  A checkpoint that signed a record further back (checkpoint_job.h)
+ * leaves the records after that one, and itself, to the next. */
+bool p11g_checkpoint_covers_head(const json_t *last, uint64_t seq);
+
 /* A checkpoint record checked with pub: 0 when its signature verifies, 1 when it does not
  * (or names another key, in *why), -1 when the record is malformed (in *why). */
 int p11g_checkpoint_check(EVP_PKEY *pub, const json_t *rec, const char **why);

@@ -39,7 +39,7 @@ static int start_body(p11g_txn *t, void *arg, p11g_err *err)
 		c->nothing = !head.present;
 		return head.present ? -1 : 0;
 	}
-	if (!strcmp(json_string_value(json_object_get(last, "event")) ?: "", "checkpoint")) {
+	if (p11g_checkpoint_covers_head(last, head.seq)) {
 		c->nothing = true;
 		return 0;
 	}
@@ -117,6 +117,7 @@ int p11g_checkpoint_job_start(p11g_store *s, p11g_checkpoint_sign_fn sign, void 
 	close(p[1]);
 	j->pid = pid;
 	j->fd = p[0];
+	j->started_us = p11g_mono_us();
 	return 1;
 }
 

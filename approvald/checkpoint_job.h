@@ -18,7 +18,12 @@ struct p11g_checkpoint_job {
 	uint64_t through;
 	char head[2 * P11G_AUDIT_HASH_LEN + 1];
 	int64_t signed_time;
+	int64_t started_us; /* p11g_mono_us() */
 };
+
+/* A child still signing this long after it started is given up (the signer's own limit is
+ * 30 s; a signer stuck where SIGKILL does not reach keeps its parent waiting). */
+#define P11G_CHECKPOINT_JOB_MAX_US (45 * 1000000LL)
 
 /* Starts signing the chain's head with sign in a child (in_child, optional, runs there first:
  * approvald's listening sockets and connections closed); nothing when the head is a

@@ -492,8 +492,16 @@ static void checkpoint(struct p11g_daemon *d, bool force)
 	uint64_t head = 0, through = 0;
 	if (!d->audit_key)
 		return;
-	if (!force && d->checkpoint_job.pid)
+	if (!force && d->checkpoint_job.pid) {
+		if (p11g_mono_us() - d->checkpoint_job.started_us < P11G_CHECKPOINT_JOB_MAX_US)
+			return;
+		p11g_checkpoint_job_cancel(&d->checkpoint_job);
+		p11g_err_set(&err, P11G_E_TIMEOUT,
+		             "the process signing the checkpoint did not end within %lld s; killed",
+		             P11G_CHECKPOINT_JOB_MAX_US / 1000000);
+		checkpoint_failed(d, &err);
 		return;
+	}
 	if (p11g_checkpoint_head(d->ops.store, &head, &err) < 0) {
 		p11g_error("audit checkpoint: %s", err.msg);
 		return;

@@ -410,6 +410,13 @@ def test_a_checkpoint_being_signed_holds_up_nobody(hsm, start_daemon):
         # the records before it are covered by it, and the whole log verifies
         r = expect_ok(d.cli("audit", "--verify", "--pubkey", pub))
         assert "checkpoints: %d, each signed by the audit key" % len(checkpoints(d)) in r.out, r
+        # the records after the one it signed, and itself, are signed by a later checkpoint
+        # (at the latest as approvald stops): none is left uncovered
+        assert d.stop() == 0
+        r = p11g.approvald("audit", "--verify", "--pubkey", pub, "--state-dir", d.state)
+        assert r.rc == 0 and "not yet covered" not in r.out, r
+        last = checkpoints_offline(d)[-1]
+        assert last["through"] == last["seq"] - 1, last
     finally:
         done.set()
         t.join()
