@@ -704,6 +704,9 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 		p11g_info("serving PKCS#11 (%s, logged in with %s) on %s", cfg->host.module,
 		          cfg->host.pin_file, cfg->host.socket);
 	checkpoint(&d, true);
+	if (host && (d.host || cfg->audit_key))
+		d.ops.forget_secrets = host->forget;
+	p11g_read_worker_start(&d.ops);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
 	p11g_info("stopped");
 out:

@@ -608,6 +608,7 @@ const struct p11g_host_ops p11g_isolated_host = {
     .listen = host_listen,
     .child_exited = host_child_exited,
     .end = host_end,
+    .forget = pin_wipe,
     .audit_pubkey = host_audit_pubkey,
     .audit_sign = host_audit_sign,
 };

@@ -59,6 +59,9 @@ struct p11g_host_ops {
 	void (*child_exited)(pid_t pid, int status);
 	/* Wipes the PIN prepare read; the host serves no more. */
 	void (*end)(void);
+	/* Wipes this process's copy of the PIN alone: in a child forked from approvald that
+	 * needs none (the listing and verify processes). */
+	void (*forget)(void);
 	/* The audit key on a token (audit_key = pkcs11:URI): approvald-audit-signer,
 	 * executed fresh as the host is (the PIN, pkcs11_user, its filter; prepare's
 	 * checks run on first use when there is no pkcs11_socket), gives the key's

@@ -41,6 +41,9 @@ struct p11g_ops {
 	struct p11g_verify_job *verify;
 	/* the process that reads listing pages (read_worker.h) */
 	struct p11g_read_worker *reader;
+	/* Run first in the children forked to read (listing pages, verify walks): wipes what
+	 * approvald holds that they must not (the PIN).  NULL: nothing held. */
+	void (*forget_secrets)(void);
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and

@@ -133,7 +133,7 @@ static bool child_answer(int fd, uint64_t job, json_t *rep, unsigned char *buf)
 }
 
 static void __attribute__((noreturn))
-child_main(const char *dir, uid_t daemon_uid, pid_t parent, int fd)
+child_main(const char *dir, uid_t daemon_uid, void (*forget)(void), pid_t parent, int fd)
 {
 	struct p11g_store_options so = {.read_only = true};
 	struct p11g_ops o = {.daemon_uid = daemon_uid};
@@ -141,6 +141,8 @@ child_main(const char *dir, uid_t daemon_uid, pid_t parent, int fd)
 	unsigned char *buf = malloc(MSG_MAX + 1);
 	int rc = 0;
 
+	if (forget)
+		forget();
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent || !buf)
 		_exit(1);
@@ -247,7 +249,8 @@ static int start(struct p11g_ops *o, struct p11g_read_worker *w)
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		child_main(p11g_store_dir(o->store), o->daemon_uid, parent, sv[1]);
+		child_main(p11g_store_dir(o->store), o->daemon_uid, o->forget_secrets, parent,
+		           sv[1]);
 	}
 	close(sv[1]);
 	if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
@@ -375,6 +378,13 @@ void p11g_read_job_cancel(struct p11g_ops *o, uint64_t wake_id)
 		job_free(j); /* an answer still to come is dropped */
 }
 
+void p11g_read_worker_start(struct p11g_ops *o)
+{
+	struct p11g_read_worker *w = worker_of(o);
+	if (w && w->fd < 0)
+		start(o, w);
+}
+
 int p11g_read_worker_fd(struct p11g_ops *o)
 {
 	return o->reader ? o->reader->fd : -1;
@@ -442,10 +452,13 @@ void p11g_read_worker_free(struct p11g_ops *o)
 	struct p11g_read_worker *w = o->reader;
 	if (!w)
 		return;
-	if (w->pid > 0)
-		kill(w->pid, SIGKILL);
 	if (w->fd >= 0)
 		close(w->fd);
+	if (w->pid > 0) {
+		kill(w->pid, SIGKILL);
+		while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 	for (size_t i = 0; i < JOBS_MAX; i++)
 		free(w->jobs[i].frame);
 	free(w->buf);

@@ -34,6 +34,9 @@ int p11g_read_job(struct p11g_ops *o, const struct p11g_ident *caller,
                   size_t *frame_len, p11g_err *err);
 /* The request parked on wake_id is gone (its client hung up): its page is dropped. */
 void p11g_read_job_cancel(struct p11g_ops *o, uint64_t wake_id);
+/* Starts the reader now (approvald, before it serves): the first page does not wait for a
+ * fork in the loop.  One that cannot start is tried again at the first page. */
+void p11g_read_worker_start(struct p11g_ops *o);
 /* The descriptor the event loop polls for the reader's answers (-1: none running). */
 int p11g_read_worker_fd(struct p11g_ops *o);
 /* Its answers, read when p11g_read_worker_fd is readable: their waiters woken. */

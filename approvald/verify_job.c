@@ -131,6 +131,8 @@ static int start(struct p11g_ops *o, struct p11g_verify_job *j, bool full, EVP_P
 	}
 	if (pid == 0) {
 		close(p[0]);
+		if (o->forget_secrets)
+			o->forget_secrets();
 		child_walk(p11g_store_dir(o->store), from, j->mark, pubkey, parent, p[1]);
 	}
 	close(p[1]);

@@ -51,7 +51,7 @@ def pk11_as(user, scenario, env, **args):
 
 
 def server_children(d):
-    """pids of approvald's per-client processes."""
+    """pids of approvald's per-client processes (not approvald-read, its listing process)."""
     kids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -61,7 +61,8 @@ def server_children(d):
                 stat = f.read()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == d.proc.pid:
+        if (int(stat.rsplit(")", 1)[1].split()[1]) == d.proc.pid and
+                stat[stat.index("(") + 1:stat.rindex(")")] != "approvald-read"):
             kids.append(int(pid))
     return kids
 
