@@ -28,7 +28,8 @@ static const char *const known_codes[] = {
     P11G_E_EXHAUSTED,       P11G_E_REVOKED,      P11G_E_REJECTED,    P11G_E_DIGEST_MISMATCH,
     P11G_E_MECHANISM,       P11G_E_RAW,          P11G_E_NOT_SIGNER,  P11G_E_DENIED_DEFAULT,
     P11G_E_AUDIT_BROKEN,    P11G_E_STORE,        P11G_E_INTERNAL,    P11G_E_UNAVAILABLE,
-    P11G_E_PROTOCOL,        P11G_E_TIMEOUT,
+    P11G_E_PROTOCOL,        P11G_E_TIMEOUT,      P11G_E_TOKEN_REQUIRED, P11G_E_TOKEN_INVALID,
+    P11G_E_CLAIMS_MISMATCH,
 };
 
 /* json_decrefp comes with jansson (>= 2.11). */

@@ -32,6 +32,11 @@
 #define P11G_E_RAW             "raw_not_allowed"
 #define P11G_E_NOT_SIGNER      "not_signer"
 #define P11G_E_DENIED_DEFAULT  "denied_by_default"
+/* Pipeline identity (approvald/idtoken.h): a rule asks for an ID token the request lacks, the
+ * token does not verify, or its claims are not the ones the rule asks for. */
+#define P11G_E_TOKEN_REQUIRED  "token_required"
+#define P11G_E_TOKEN_INVALID   "token_invalid"
+#define P11G_E_CLAIMS_MISMATCH "claims_mismatch"
 /* Infrastructure. */
 #define P11G_E_AUDIT_BROKEN "audit_broken"
 #define P11G_E_STORE        "store_error" /* disk or map full, I/O: nothing was recorded */
