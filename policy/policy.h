@@ -61,6 +61,32 @@ struct p11g_clause {
 	unsigned count;
 };
 
+/* What a rule asks of a request's pipeline ID token (issue 19): "claims": {"issuer": NAME,
+ * "match": {CLAIM: PATTERN, ...}}, and "actor_claim" beside it. */
+#define P11G_CLAIMS_MATCH_MAX 32
+struct p11g_rule_claims {
+	char *issuer;             /* the name of one of the policy's issuers */
+	char **names, **patterns; /* "match", in document order; '*' in a pattern: any run */
+	size_t n;
+	char *actor_claim;     /* NULL: none; else an approver may not be the user it names */
+	unsigned line, column; /* of "issuer": where a policy naming no such issuer fails */
+};
+
+/* A trusted issuer of pipeline ID tokens: the policy's top-level "issuers". */
+#define P11G_ISSUER_SHOW_MAX 32
+struct p11g_issuer {
+	char *name;                 /* as rules name it: 1 to 64 of A-Z a-z 0-9 . _ - */
+	char *issuer;               /* exact "iss", https:// */
+	char *audience;             /* in "aud" */
+	char *jwks_file, *jwks_url; /* one of them: an absolute path, or https:// */
+	char **algorithms;          /* default RS256, ES256; never none or HMAC */
+	size_t n_algorithms;
+	char **show; /* claim names approvers see */
+	size_t n_show;
+	char *file;
+	unsigned line, column;
+};
+
 struct p11g_rule {
 	char *name;
 	char **keys; /* URI strings as written */
@@ -79,6 +105,7 @@ struct p11g_rule {
 	bool bind_digest;
 	char **registries;
 	size_t n_registries;
+	struct p11g_rule_claims *claims; /* NULL: requests need no ID token */
 	/* where it was defined, for messages */
 	char *file;
 	unsigned line, column;
@@ -89,6 +116,8 @@ struct p11g_policy {
 	struct p11g_rule *rules;
 	size_t n_rules;
 	size_t n_files;
+	struct p11g_issuer *issuers;
+	size_t n_issuers;
 	char digest[65]; /* sha256 hex over the file names and contents, in load order */
 };
 
@@ -123,6 +152,9 @@ void p11g_policy_builder_free(struct p11g_policy_builder *b);
 int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
                       p11g_err *err);
 void p11g_policy_free(struct p11g_policy *p);
+
+/* The issuer of that name, or NULL. */
+const struct p11g_issuer *p11g_policy_issuer(const struct p11g_policy *p, const char *name);
 
 /* Whether one of r's key URIs matches k. */
 bool p11g_rule_covers(const struct p11g_rule *r, const struct p11g_keyid *k);

@@ -109,7 +109,7 @@ static const struct {
                               "]\n")}},
     {"unknown-top.json",
      "unknown-top.json:3:3: unknown member \"rulez\" in the policy "
-     "(expected \"default\" or \"rules\")",
+     "(expected \"default\", \"rules\" or \"issuers\")",
      {TEXT("unknown-top.json", "{\n"
                                "  \"default\": \"deny\",\n"
                                "  \"rulez\": []\n"
@@ -345,6 +345,85 @@ static const struct {
                  "\"orderers\": [], \"approvals\": 0},\n"
                  "    {\"name\": \"prod\", \"keys\": [\"pkcs11:token=prod\"], \"orderers\": [], "
                  "\"approvals\": 0}\n"))}},
+    /* pipeline identity: issuers, and the claims a rule asks for */
+    {"issuer-hmac.json",
+     "issuer-hmac.json:1:161: algorithm \"HS256\" is never accepted (RS256, RS384, RS512, PS256, "
+     "PS384, PS512, ES256, ES384, ES512; never none or an HMAC)",
+     {TEXT("issuer-hmac.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"algorithms\": [\"HS256\"]}]}\n")}},
+    {"issuer-both.json",
+     "issuer-both.json:1:158: an issuer needs one of \"jwks_file\" and \"jwks_url\", not both",
+     {TEXT("issuer-both.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"jwks_url\": \"https://x/k\"}]}\n")}},
+    {"issuer-http.json",
+     "issuer-http.json:1:39: \"issuer\" must be a URL starting with https:// (1 to 256 bytes)",
+     {TEXT("issuer-http.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": \"http://gitlab.example\", \"audience\": "
+           "\"a\", \"jwks_url\": \"https://x\"}]}\n")}},
+    {"issuer-no-aud.json",
+     "issuer-no-aud.json:1:14: an issuer needs \"audience\"",
+     {TEXT("issuer-no-aud.json", "{\"issuers\": [{\"name\": \"gh\", \"issuer\": \"https://a\", "
+                                 "\"jwks_url\": \"https://x\"}]}\n")}},
+    {"issuer-show.json",
+     "issuer-show.json:1:155: bad claim name \"repo sitory\": 1 to 64 of A-Z a-z 0-9 _ . : -",
+     {TEXT("issuer-show.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"show\": [\"repo sitory\"]}]}\n")}},
+    {"issuer-unknown.json",
+     "issuer-unknown.json:1:146: unknown member \"keys\" in an issuer (expected \"name\", "
+     "\"issuer\", \"audience\", \"jwks_file\" or \"jwks_url\", \"algorithms\", \"show\")",
+     {TEXT("issuer-unknown.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"keys\": []}]}\n")}},
+    {"issuer-twice.json",
+     "issuer-twice.json:1:147: issuer \"gh\" is defined twice (first at issuer-twice.json:1:14)",
+     {TEXT("issuer-twice.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\"}, {\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\"}]}\n")}},
+    {"claims-no-issuer.json",
+     "claims-no-issuer.json:1:107: rule \"r\" names no issuer the policy defines (\"gl\"; see "
+     "\"issuers\")",
+     {TEXT("claims-no-issuer.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"claims\": {\"issuer\": \"gl\", \"match\": {\"ref\": "
+           "\"refs/heads/main\"}}}]}\n")}},
+    {"actor-no-claims.json",
+     "actor-no-claims.json:1:86: \"actor_claim\" needs \"claims\" (whose token names the actor)",
+     {TEXT("actor-no-claims.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"actor_claim\": \"actor\"}]}\n")}},
+    {"claims-bad-name.json",
+     "claims-bad-name.json:1:123: bad claim name \"re f\": 1 to 64 of A-Z a-z 0-9 _ . : -",
+     {TEXT(
+         "claims-bad-name.json",
+         "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+         "\"approvals\": 0, \"claims\": {\"issuer\": \"gh\", \"match\": {\"re f\": \"x\"}}}]}\n")}},
+    {"claims-missing-issuer.json",
+     "claims-missing-issuer.json:1:96: \"claims\" needs \"issuer\" (one of the policy's "
+     "\"issuers\")",
+     {TEXT("claims-missing-issuer.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"claims\": {\"match\": {\"ref\": \"x\"}}}]}\n")}},
+    {"claims-empty-pattern.json",
+     "claims-empty-pattern.json:1:130: a claim's pattern is 1 to 256 bytes, no control characters",
+     {TEXT("claims-empty-pattern.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"claims\": {\"issuer\": \"gh\", \"match\": {\"ref\": \"\"}}}]}\n")}},
+    {"claims-unknown.json",
+     "claims-unknown.json:1:113: unknown member \"require\" in \"claims\" (expected \"issuer\" and "
+     "\"match\")",
+     {TEXT("claims-unknown.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"claims\": {\"issuer\": \"gh\", \"require\": {}}}]}\n")}},
 };
 
 /* The three policies of policy/examples, as bytes (test_policy_load loads the files). */
@@ -786,6 +865,75 @@ static json_t *load_json(const char *text)
 	return j;
 }
 
+/* Issuers and a rule's claims: parsed, found by name, and kept in the rule's snapshot. */
+static void test_issuers_and_claims(void **state)
+{
+	static const char issuers[] =
+	    "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+	    "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+	    "\"jwks_url\": \"https://token.actions.githubusercontent.com/.well-known/jwks\", "
+	    "\"show\": [\"repository\", \"ref\", \"actor\"]}]}\n";
+	static const char rules[] =
+	    "{\"rules\": [{\"name\": \"release\", \"keys\": [\"pkcs11:token=t\"], "
+	    "\"orderers\": [\"uid:1000\"], \"approvers\": [\"uid:1001\"], \"approvals\": 1, "
+	    "\"actor_claim\": \"actor\", \"claims\": {\"issuer\": \"gh\", \"match\": "
+	    "{\"repository\": \"acme/*\", \"ref\": \"refs/tags/v*\"}}}]}\n";
+	struct p11g_policy_builder *b = p11g_policy_builder_new();
+	struct p11g_policy *p = NULL;
+	p11g_err err = {0};
+	(void)state;
+	/* the rule's file before the issuer's: the reference is checked once all are read */
+	assert_int_equal(
+	    p11g_policy_builder_add(b, "10-rules.json", rules, sizeof(rules) - 1, &err), 0);
+	assert_int_equal(
+	    p11g_policy_builder_add(b, "20-issuers.json", issuers, sizeof(issuers) - 1, &err), 0);
+	assert_int_equal(p11g_policy_builder_finish(b, &p, &err), 0);
+	const struct p11g_issuer *is = p11g_policy_issuer(p, "gh");
+	assert_non_null(is);
+	assert_null(p11g_policy_issuer(p, "gl"));
+	assert_string_equal(is->audience, "p11gate");
+	assert_null(is->jwks_file);
+	assert_int_equal(is->n_algorithms, 2); /* the default */
+	assert_string_equal(is->algorithms[0], "RS256");
+	assert_string_equal(is->algorithms[1], "ES256");
+	assert_int_equal(is->n_show, 3);
+	const struct p11g_rule *r = &p->rules[0];
+	assert_non_null(r->claims);
+	assert_string_equal(r->claims->issuer, "gh");
+	assert_int_equal(r->claims->n, 2);
+	assert_string_equal(r->claims->names[0], "repository");
+	assert_string_equal(r->claims->patterns[1], "refs/tags/v*");
+	assert_string_equal(r->claims->actor_claim, "actor");
+	/* the snapshot an operation keeps: the same requirement, read back */
+	json_t *snap = p11g_rule_to_json(r);
+	struct p11g_rule *back = NULL;
+	assert_non_null(snap);
+	assert_int_equal(p11g_rule_from_json(snap, &back, &err), 0);
+	assert_non_null(back->claims);
+	assert_string_equal(back->claims->issuer, "gh");
+	assert_int_equal(back->claims->n, 2);
+	assert_string_equal(back->claims->patterns[0], "acme/*");
+	assert_string_equal(back->claims->actor_claim, "actor");
+	json_t *again = p11g_rule_to_json(back);
+	assert_true(json_equal(snap, again));
+	json_decref(again);
+	json_decref(snap);
+	p11g_rule_free(back);
+	/* a rule without claims keeps the snapshot it had: no member is added */
+	struct p11g_policy *q = NULL;
+	assert_int_equal(
+	    p11g_policy_parse("plain.json", RULE("      \"orderers\": [], \"approvals\": 0\n"),
+	                      sizeof(RULE("      \"orderers\": [], \"approvals\": 0\n")) - 1, &q,
+	                      &err),
+	    0);
+	snap = p11g_rule_to_json(&q->rules[0]);
+	assert_null(json_object_get(snap, "claims"));
+	assert_null(json_object_get(snap, "actor_claim"));
+	json_decref(snap);
+	p11g_policy_free(q);
+	p11g_policy_free(p);
+}
+
 static void test_rule_round_trip(void **state)
 {
 	struct p11g_policy *p = examples_ok();
@@ -1204,6 +1352,7 @@ int main(void)
 	    cmocka_unit_test(test_request_judging_agrees_with_match),
 	    cmocka_unit_test(test_default_allow),
 	    cmocka_unit_test(test_digest),
+	    cmocka_unit_test(test_issuers_and_claims),
 	    cmocka_unit_test(test_rule_round_trip),
 	    cmocka_unit_test(test_rule_from_json_strict),
 	    cmocka_unit_test(test_duration),
