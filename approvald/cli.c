@@ -347,6 +347,45 @@ static int set_valid(struct args *a, const char *arg)
 	return 0;
 }
 
+/* The pipeline's ID token from a file ("-": standard input), as a rule with "claims" wants
+ * it: at most 16 KiB, surrounding white space dropped.  Never printed. */
+static int read_id_token(struct args *a, const char *path)
+{
+	char buf[16384 + 2];
+	size_t len = 0;
+	FILE *f = strcmp(path, "-") ? fopen(path, "re") : stdin;
+	if (!f) {
+		fprintf(stderr, "approvald: --id-token %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	bool bad = ferror(f);
+	if (f != stdin)
+		fclose(f);
+	if (bad || len > 16384) {
+		fprintf(stderr, "approvald: --id-token %s: %s\n", path,
+		        bad ? "cannot read it" : "longer than 16 KiB");
+		return -1;
+	}
+	while (len && isspace((unsigned char)buf[len - 1]))
+		len--;
+	size_t start = 0;
+	while (start < len && isspace((unsigned char)buf[start]))
+		start++;
+	json_t *t = json_stringn(buf + start, len - start);
+	explicit_bzero(buf, sizeof(buf));
+	if (!t || json_object_set_new(a->req, "id_token", t) < 0) {
+		fprintf(stderr, "approvald: --id-token %s: not text\n", path);
+		return -1;
+	}
+	return 0;
+}
+
+static int set_id_token(struct args *a, const char *arg)
+{
+	return read_id_token(a, arg) < 0 ? EXIT_USAGE : 0;
+}
+
 static int set_digest(struct args *a, const char *arg)
 {
 	json_array_append_new(a->digests, json_string(arg));
@@ -392,6 +431,7 @@ enum {
 	O_DESCRIPTION,
 	O_CONTEXT,
 	O_DIGEST,
+	O_ID_TOKEN,
 	O_FOR,
 	O_WAIT,
 	O_ALL,
@@ -429,6 +469,7 @@ static const struct opt {
     [O_DESCRIPTION] = {"description", required_argument, .member = "description"},
     [O_CONTEXT] = {"context", required_argument, .member = "context"},
     [O_DIGEST] = {"digest", required_argument, .set = set_digest},
+    [O_ID_TOKEN] = {"id-token", required_argument, .set = set_id_token},
     [O_FOR] = {"for", required_argument, .member = "for"},
     [O_WAIT] = {"wait", optional_argument, .set = set_wait},
     [O_ALL] = {"all", no_argument, FLAG(all)},
@@ -491,6 +532,9 @@ static int run_request(struct args *a)
 	json_object_set(a->req, "keys", a->keys);
 	if (json_array_size(a->digests))
 		json_object_set(a->req, "digests", a->digests);
+	const char *tok = getenv("APPROVALD_ID_TOKEN_FILE");
+	if (!json_object_get(a->req, "id_token") && tok && *tok && read_id_token(a, tok) < 0)
+		return EXIT_USAGE;
 	json_t *res = NULL;
 	int rc = cli_call("request", json_incref(a->req), &res, CALL_TIMEOUT_MS);
 	if (rc)
@@ -684,6 +728,7 @@ static int run_policy(int argc, char **argv)
 #define HELP_REQUEST                                                                               \
 	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
 	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"      \
+	"                         [--id-token FILE|-]  (or $APPROVALD_ID_TOKEN_FILE)\n"            \
 	"                         [--digest sha256:HEX]... [--for PRINCIPAL] [--wait[=SECONDS]]\n" \
 	"                         [--json]\n"                                                      \
 	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
@@ -751,8 +796,8 @@ static const struct verb {
     {"serve", "run the daemon", HELP_SERVE, O(CONFIG) | O(STATE_DIR) | O(POLICY_DIR),
      .run = run_serve},
     {"request", "order uses of keys", HELP_REQUEST,
-     O(KEY) | O(USES) | O(VALID) | O(DESCRIPTION) | O(CONTEXT) | O(DIGEST) | O(FOR) | O(WAIT) |
-         O(JSON),
+     O(KEY) | O(USES) | O(VALID) | O(DESCRIPTION) | O(CONTEXT) | O(DIGEST) | O(ID_TOKEN) | O(FOR) |
+         O(WAIT) | O(JSON),
      .run = run_request},
     {"list", "operations waiting for you (--all: every one you may see)", HELP_LIST,
      O(ALL) | O(STATE) | O(JSON), .run = run_list},

@@ -52,6 +52,8 @@ void p11g_ops_clear(struct p11g_ops *o)
 	struct p11g_rule_cache *rc = o->rule_cache;
 	p11g_verify_job_free(o);
 	p11g_read_worker_free(o);
+	free(o->jti);
+	o->jti = NULL;
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
 	free(o->budget);

@@ -44,6 +44,8 @@ struct p11g_ops {
 	/* Run first in the children forked to read (listing pages, verify walks): wipes what
 	 * approvald holds that they must not (the PIN).  NULL: nothing held. */
 	void (*forget_secrets)(void);
+	/* The "jti" of the ID tokens requests were filed with, until they expire. */
+	struct p11g_jti_seen *jti;
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and

@@ -1,6 +1,7 @@
 /* A request: its arguments parsed and judged against the policy, then one transaction that
  * files the operation (OCI payloads read here, digests normalised, requests budgeted). */
 #include "approvald/authz.h"
+#include "approvald/idtoken.h"
 #include "approvald/jbuild.h"
 #include "approvald/ops_internal.h"
 
@@ -358,6 +359,9 @@ struct request {
 	struct p11g_op op;
 	int64_t valid;
 	bool auto_all; /* every rule approves the caller's requests on creation */
+	/* the ID token's "jti", when a rule asked for a token: kept once the request is filed */
+	char jti[2 * 32 + 1];
+	int64_t jti_exp;
 };
 
 static void request_clear(struct request *q)
@@ -467,6 +471,107 @@ static int parse_key(const struct p11g_ops *o, const struct p11g_ident *caller, 
 	return 0;
 }
 
+/* ---- pipeline ID tokens (issue 19) ----------------------------------------------- */
+
+#define JTI_MAX 65536 /* tokens remembered (each until it expires) */
+
+struct p11g_jti_seen {
+	struct {
+		char key[2 * 32 + 1]; /* sha256(issuer name, NUL, jti) */
+		int64_t exp;
+	} v[JTI_MAX];
+	size_t n;
+};
+
+static void jti_key(const char *issuer, const char *jti, char out[65])
+{
+	unsigned char md[32];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int l = 0;
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, issuer, strlen(issuer) + 1) != 1 ||
+	    EVP_DigestUpdate(ctx, jti, strlen(jti)) != 1 || EVP_DigestFinal_ex(ctx, md, &l) != 1)
+		memset(md, 0, sizeof(md));
+	EVP_MD_CTX_free(ctx);
+	p11g_hex_encode(md, sizeof(md), out);
+}
+
+static bool jti_used(const struct p11g_jti_seen *s, const char *key, int64_t now)
+{
+	for (size_t i = 0; s && i < s->n; i++)
+		if (s->v[i].exp + P11G_IDTOKEN_SKEW >= now && !strcmp(s->v[i].key, key))
+			return true;
+	return false;
+}
+
+/* Remembers a filed request's token until it expires; -1 when the table is full of live ones. */
+static int jti_remember(struct p11g_ops *o, const char *key, int64_t exp, int64_t now)
+{
+	struct p11g_jti_seen *s = o->jti;
+	if (!s && !(s = o->jti = calloc(1, sizeof(*s))))
+		return -1;
+	size_t keep = 0;
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].exp + P11G_IDTOKEN_SKEW >= now)
+			s->v[keep++] = s->v[i];
+	s->n = keep;
+	if (s->n == JTI_MAX)
+		return -1;
+	snprintf(s->v[s->n].key, sizeof(s->v[s->n].key), "%s", key);
+	s->v[s->n++].exp = exp;
+	return 0;
+}
+
+/* A rule with "claims": the request carries an ID token from the rule's issuer, valid, new,
+ * whose claims match.  0, or -1 with err token_required, token_invalid or claims_mismatch. */
+static int check_token(const struct p11g_ops *o, const struct p11g_rule *rule, const json_t *jtok,
+                       struct request *q, p11g_err *err)
+{
+	const struct p11g_rule_claims *rc = rule->claims;
+	const struct p11g_issuer *is = p11g_policy_issuer(o->policy, rc->issuer);
+	size_t idx = is ? (size_t)(is - o->policy->issuers) : 0;
+	const struct p11g_jwks *keys = is && o->policy->jwks ? o->policy->jwks[idx] : NULL;
+	struct p11g_idtoken tok __attribute__((cleanup(p11g_idtoken_clear))) = {0};
+	int64_t now = p11g_now();
+	char why[300];
+
+	if (!jtok)
+		return p11g_err_set(
+		    err, P11G_E_TOKEN_REQUIRED,
+		    "rule %s asks for an ID token from issuer %s (approvald request "
+		    "--id-token FILE)",
+		    rule->name, rc->issuer);
+	if (!json_is_string(jtok))
+		return p11g_err_set(err, P11G_E_TOKEN_INVALID, "ID token: not a string");
+	if (!is || !keys)
+		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
+		                    "ID token: approvald has no keys of issuer %s yet", rc->issuer);
+	unsigned algs = 0;
+	for (size_t i = 0; i < is->n_algorithms; i++)
+		algs |= p11g_idtoken_alg(is->algorithms[i]);
+	struct p11g_idtoken_trust t = {
+	    .issuer = is->issuer, .audience = is->audience, .algs = algs, .keys = keys};
+	if (p11g_idtoken_verify(json_string_value(jtok), json_string_length(jtok), &t, now, &tok,
+	                        NULL, err) < 0)
+		return -1;
+	_cleanup_json_ json_t *match = json_object();
+	for (size_t i = 0; match && i < rc->n; i++)
+		if (json_object_set_new(match, rc->names[i], json_string(rc->patterns[i])) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (!match)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (p11g_claims_match(tok.claims, match, why, sizeof(why)))
+		return p11g_err_set(err, P11G_E_CLAIMS_MISMATCH, "rule %s: %s", rule->name, why);
+	char key[65];
+	jti_key(is->name, tok.jti, key);
+	if (jti_used(o->jti, key, now) || (q->jti[0] && strcmp(q->jti, key) != 0))
+		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
+		                    "ID token: already used for another request (its jti)");
+	snprintf(q->jti, sizeof(q->jti), "%s", key);
+	q->jti_exp = tok.exp;
+	return 0;
+}
+
 /* Everything a request says, checked, in the order its errors are reported: keys and validity,
  * texts, digests, payloads, signer. */
 static int request_parse(const struct p11g_ops *o, const struct p11g_ident *caller,
@@ -500,6 +605,11 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 			return -1;
 		needs_digest |= q->judged[i]->bind_digest;
 	}
+	/* the pipeline that asks, when a rule wants to know */
+	const json_t *jtok = json_object_get(args, "id_token");
+	for (i = 0; i < q->n_keys; i++)
+		if (q->judged[i]->claims && check_token(o, q->judged[i], jtok, q, err) < 0)
+			return -1;
 
 	const json_t *jdesc = json_object_get(args, "description"),
 	             *jctx = json_object_get(args, "context");
@@ -679,6 +789,9 @@ int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const 
 	if (request_parse(o, caller, args, &q, err) < 0)
 		return -1;
 	int r = ops_finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
+	if (r == 0 && q.jti[0] && jti_remember(o, q.jti, q.jti_exp, now) < 0)
+		p11g_warn("more than %d ID tokens to remember: a copy of one may be used again",
+		          JTI_MAX);
 	if (r == 0 && b) {
 		b->n++;
 		b->bytes += bytes;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "approvald/idtoken.h"
 #include "approvald/policy_load.h"
 #include "p11gate/errors.h"
 #include "p11gate/kvconf.h"
@@ -169,6 +170,35 @@ out:
 	return r;
 }
 
+/* Each issuer's jwks_file, read and parsed now: a policy whose key file is missing or bad does
+ * not load (file:line:column of its issuer).  A jwks_url is fetched later (not yet: its issuer
+ * has no keys, and tokens from it are refused). */
+static int load_issuer_keys(struct p11g_policy *p, p11g_err *err)
+{
+	if (!p->n_issuers)
+		return 0;
+	if (!(p->jwks = calloc(p->n_issuers, sizeof(*p->jwks))))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	p->jwks_free = p11g_jwks_free;
+	for (size_t i = 0; i < p->n_issuers; i++) {
+		const struct p11g_issuer *is = &p->issuers[i];
+		char *text = NULL;
+		size_t len = 0;
+		p11g_err e = {0};
+		if (!is->jwks_file)
+			continue;
+		if (read_file(is->jwks_file, &text, &len, &e) < 0 ||
+		    p11g_jwks_parse(text, len, &p->jwks[i], &e) < 0) {
+			free(text);
+			return p11g_err_set_at(err, P11G_E_BAD_REQUEST, is->file, is->line,
+			                       is->column, "issuer \"%s\": jwks_file %s: %s",
+			                       is->name, is->jwks_file, e.msg);
+		}
+		free(text);
+	}
+	return 0;
+}
+
 int p11g_policy_load(const char *path, struct p11g_policy **ret, p11g_err *err)
 {
 	struct p11g_policy_builder *b = p11g_policy_builder_new();
@@ -190,5 +220,13 @@ int p11g_policy_load(const char *path, struct p11g_policy **ret, p11g_err *err)
 		p11g_policy_builder_free(b);
 		return -1;
 	}
-	return p11g_policy_builder_finish(b, ret, err);
+	struct p11g_policy *p = NULL;
+	if (p11g_policy_builder_finish(b, &p, err) < 0)
+		return -1;
+	if (load_issuer_keys(p, err) < 0) {
+		p11g_policy_free(p);
+		return -1;
+	}
+	*ret = p;
+	return 0;
 }

@@ -1188,8 +1188,12 @@ void p11g_policy_free(struct p11g_policy *p)
 	for (size_t i = 0; i < p->n_rules; i++)
 		rule_clear(&p->rules[i]);
 	free(p->rules);
-	for (size_t i = 0; i < p->n_issuers; i++)
+	for (size_t i = 0; i < p->n_issuers; i++) {
+		if (p->jwks && p->jwks_free)
+			p->jwks_free(p->jwks[i]);
 		issuer_clear(&p->issuers[i]);
+	}
+	free(p->jwks);
 	free(p->issuers);
 	free(p);
 }

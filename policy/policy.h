@@ -118,6 +118,10 @@ struct p11g_policy {
 	size_t n_files;
 	struct p11g_issuer *issuers;
 	size_t n_issuers;
+	/* The issuers' key sets, by issuer (approvald's loader fills them: NULL, or one NULL
+	 * set, is an issuer with no keys yet); freed with jwks_free. */
+	struct p11g_jwks **jwks;
+	void (*jwks_free)(struct p11g_jwks *);
 	char digest[65]; /* sha256 hex over the file names and contents, in load order */
 };
 

@@ -1,0 +1,191 @@
+"""Pipeline identity (issue 19): a rule with "claims" takes requests only with a valid ID token
+from its issuer whose claims match.  A test issuer: keys made here, the key set in a file
+(jwks_file), tokens shaped like GitHub Actions' signed here with python3-cryptography."""
+
+import base64
+import json
+import os
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+import p11g
+from p11g import U
+
+ISS = "https://token.actions.githubusercontent.com"
+AUD = "p11gate"
+KEY = "pkcs11:token=ci;object=release"
+
+
+def b64(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def b64int(n, size=None):
+    return b64(n.to_bytes(size or (n.bit_length() + 7) // 8, "big"))
+
+
+class Issuer:
+    def __init__(self):
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.n = 0
+
+    def jwks(self):
+        rn = self.rsa.public_key().public_numbers()
+        en = self.ec.public_key().public_numbers()
+        return {"keys": [
+            {"kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256", "n": b64int(rn.n),
+             "e": b64int(rn.e)},
+            {"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64int(en.x, 32),
+             "y": b64int(en.y, 32)}]}
+
+    def claims(self, **over):
+        self.n += 1
+        now = int(time.time())
+        c = {"iss": ISS, "aud": AUD, "sub": "repo:acme/app:ref:refs/tags/v1.0",
+             "jti": "jti-%d-%d" % (os.getpid(), self.n), "iat": now - 5, "nbf": now - 5,
+             "exp": now + 300, "repository": "acme/app", "ref": "refs/tags/v1.0",
+             "actor": "octocat", "workflow_ref": "acme/app/.github/workflows/rel.yml@v1.0"}
+        c.update(over)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def token(self, claims=None, header=None, key="rsa", secret=None):
+        h = header or {"alg": "RS256" if key == "rsa" else "ES256", "typ": "JWT",
+                       "kid": "r1" if key == "rsa" else "e1"}
+        signing = (b64(json.dumps(h).encode()) + "." +
+                   b64(json.dumps(claims or self.claims()).encode())).encode()
+        if secret is not None:
+            import hmac
+            sig = hmac.new(secret, signing, "sha256").digest()
+        elif key == "rsa":
+            sig = self.rsa.sign(signing, padding.PKCS1v15(), hashes.SHA256())
+        elif key == "ec":
+            r, s = decode_dss_signature(self.ec.sign(signing, ec.ECDSA(hashes.SHA256())))
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        else:
+            sig = b""
+        return signing.decode() + "." + b64(sig)
+
+
+@pytest.fixture
+def issuer():
+    return Issuer()
+
+
+@pytest.fixture
+def ci(start_daemon, issuer, tmp_path):
+    jwks = tmp_path / "gh.jwks"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    os.chmod(tmp_path, 0o755)
+    policy = p11g.default_policy()
+    policy["issuers"] = [{"name": "gh", "issuer": ISS, "audience": AUD,
+                          "jwks_file": str(jwks), "show": ["repository", "ref", "actor"]}]
+    policy["rules"].append({"name": "release", "keys": ["pkcs11:token=ci"],
+                            "orderers": p11g.ORDERERS, "approvers": p11g.APPROVERS,
+                            "approvals": 1,
+                            "claims": {"issuer": "gh", "match": {"repository": "acme/*",
+                                                                  "ref": "refs/tags/v*"}}})
+    d = start_daemon(policy)
+    d.token_dir = tmp_path
+    return d
+
+
+def request(d, token, user="orderer"):
+    path = d.token_dir / ("t-%d" % time.monotonic_ns())
+    args = ["--key", KEY, "--description", "release"]
+    if token is not None:
+        path.write_text(token + "\n")
+        os.chmod(path, 0o644)
+        args += ["--id-token", str(path)]
+    return d.cli("request", *args, user=U(user))
+
+
+def count(d):
+    return len([r for r in d.audit() if r["event"] == "created"])
+
+
+def test_a_valid_token_whose_claims_match_files_the_request(ci, issuer):
+    tok = issuer.token()
+    r = p11g.expect_ok(request(ci, tok))
+    op = int(r.out.strip())
+    assert ci.state_of(op) == "pending"
+    # an EC key of the same issuer too
+    p11g.expect_ok(request(ci, issuer.token(key="ec")))
+    # the token itself is kept nowhere
+    for root, _, files in os.walk(ci.state):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                assert tok.encode() not in fh.read(), f
+    assert tok not in ci.stderr()
+
+
+@pytest.mark.parametrize("what", [
+    "none", "expired", "not_yet", "aud", "iss", "repository", "branch", "alg_none", "hs256",
+    "rs_on_ec", "unknown_kid", "bad_sig", "garbage", "truncated", "oversized"])
+def test_bad_tokens_are_refused_and_nothing_is_recorded(ci, issuer, what):
+    before = count(ci)
+    now = int(time.time())
+    pem = issuer.rsa.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    good = issuer.token()
+    tok, code = {
+        "none": (None, "token_required"),
+        "expired": (issuer.token(issuer.claims(exp=now - 600)), "token_invalid"),
+        "not_yet": (issuer.token(issuer.claims(nbf=now + 600)), "token_invalid"),
+        "aud": (issuer.token(issuer.claims(aud="other")), "token_invalid"),
+        "iss": (issuer.token(issuer.claims(iss="https://gitlab.com")), "token_invalid"),
+        "repository": (issuer.token(issuer.claims(repository="evil/app")), "claims_mismatch"),
+        "branch": (issuer.token(issuer.claims(ref="refs/heads/main")), "claims_mismatch"),
+        "alg_none": (issuer.token(header={"alg": "none", "kid": "r1"}, key=None),
+                     "token_invalid"),
+        "hs256": (issuer.token(header={"alg": "HS256", "kid": "r1"}, secret=pem),
+                  "token_invalid"),
+        "rs_on_ec": (issuer.token(header={"alg": "RS256", "kid": "e1"}), "token_invalid"),
+        "unknown_kid": (issuer.token(header={"alg": "RS256", "kid": "r9"}), "token_invalid"),
+        "bad_sig": (good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
+                    "token_invalid"),
+        "garbage": ("not a token at all", "token_invalid"),
+        "truncated": (good[:len(good) // 2], "token_invalid"),
+        "oversized": (good + "A" * (16385 - len(good)), "token_invalid"),
+    }[what]
+    if what == "oversized":
+        # the CLI reads no more than 16 KiB; approvald refuses more on the wire too
+        r = request(ci, tok)
+        assert r.rc == 2 and "longer than 16 KiB" in r.err, r
+        rep = ci.call({"verb": "request", "keys": [{"uri": KEY}], "id_token": tok},
+                      user=U("orderer"))
+        p11g.assert_refused(rep, code)
+    else:
+        p11g.expect_fail(request(ci, tok), code)
+    assert count(ci) == before
+
+
+def test_a_token_is_good_for_one_request(ci, issuer):
+    tok = issuer.token()
+    p11g.expect_ok(request(ci, tok))
+    p11g.expect_fail(request(ci, tok), "token_invalid")
+    p11g.expect_fail(request(ci, tok, user="ci"), "token_invalid")
+
+
+def test_keys_without_claims_need_no_token(ci):
+    op = ci.request("orderer", "pkcs11:token=dev;object=x")
+    assert ci.state_of(op) == "approved"
+
+
+def test_a_policy_with_a_bad_key_file_does_not_load(issuer, tmp_path):
+    bad = tmp_path / "bad.jwks"
+    bad.write_text('{"keys": [{"kty": "EC", "crv": "P-256", "x": "f8=3", "y": "AAAA"}]}')
+    policy = {"default": "deny", "rules": [], "issuers": [
+        {"name": "gh", "issuer": ISS, "audience": AUD, "jwks_file": str(bad)}]}
+    d = p11g.Daemon(policy)
+    try:
+        with pytest.raises(AssertionError) as e:
+            d.start(timeout=10)
+        assert "issuer \"gh\": jwks_file" in str(e.value) and "base64url" in str(e.value)
+    finally:
+        d.kill()
+        d.cleanup()
