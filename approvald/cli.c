@@ -1,4 +1,5 @@
 /* The approvald command line: a verb table of clients that talk to the daemon's socket. */
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <sys/ioctl.h>

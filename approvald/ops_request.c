@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include "approvald/textsafe.h"
+#include "p11gate/log.h"
 #include "p11gate/wire.h"
 
 #define MAX_KEYS     16

@@ -5,6 +5,9 @@ from its issuer whose claims match.  A test issuer: keys made here, the key set 
 import base64
 import json
 import os
+import pathlib
+import shutil
+import tempfile
 import time
 
 import pytest
@@ -77,10 +80,19 @@ def issuer():
 
 
 @pytest.fixture
-def ci(start_daemon, issuer, tmp_path):
+def token_dir():
+    """Where the test users read their tokens (pytest's tmp_path is root's alone)."""
+    d = tempfile.mkdtemp(prefix="p11gt-tok-")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def ci(start_daemon, issuer, token_dir):
+    tmp_path = token_dir
     jwks = tmp_path / "gh.jwks"
     jwks.write_text(json.dumps(issuer.jwks()))
-    os.chmod(tmp_path, 0o755)
     policy = p11g.default_policy()
     policy["issuers"] = [{"name": "gh", "issuer": ISS, "audience": AUD,
                           "jwks_file": str(jwks), "show": ["repository", "ref", "actor"]}]
