@@ -27,6 +27,8 @@ static int diff_members(const json_t *a, const json_t *b, const char *const *nam
 	char what[128], sa[160], sb[160];
 	for (size_t i = 0; names[i]; i++) {
 		const json_t *x = json_object_get(a, names[i]), *y = json_object_get(b, names[i]);
+		if (!x && !y)
+			continue; /* an optional member neither has */
 		if (!p11g_op_audited_diff(x, y, what, sizeof(what), sa, sb, sizeof(sa)))
 			continue;
 		snprintf(msg, n, "%s%s is %s in the store, %s in its record %" PRIu64, names[i],

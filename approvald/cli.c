@@ -199,6 +199,35 @@ static void print_annotations(FILE *f, const json_t *ann)
 	}
 }
 
+/* The pipeline that asked, from its verified ID token: issuer, subject and the claims kept,
+ * sorted by name. */
+static void print_identity(FILE *f, const json_t *id)
+{
+	const json_t *claims = json_object_get(id, "claims");
+	size_t n = json_object_size(claims), i = 0;
+	const char *k;
+	json_t *v;
+
+	if (!id)
+		return;
+	fprintf(f, "  pipeline:    %s (issuer %s, verified ID token)\n", cli_str(id, "sub"),
+	        cli_str(id, "issuer"));
+	_cleanup_free_ const char **keys = n ? calloc(n, sizeof(*keys)) : NULL;
+	if (!keys)
+		return;
+	json_object_foreach((json_t *)claims, k, v) keys[i++] = k;
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	for (i = 0; i < n; i++) {
+		const json_t *val = json_object_get(claims, keys[i]);
+		_cleanup_free_ char *other =
+		    json_is_string(val) ? NULL : json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
+		fprintf(f, "    %-16s %s\n", keys[i],
+		        json_is_string(val) ? json_string_value(val)
+		        : other             ? other
+		                            : "?");
+	}
+}
+
 /* -1 (nothing printed) when out of memory. */
 static int print_op(FILE *f, const json_t *raw)
 {
@@ -215,6 +244,7 @@ static int print_op(FILE *f, const json_t *raw)
 	fputc('\n', f);
 	cli_fmt_who(json_object_get(op, "orderer"), who, sizeof(who));
 	fprintf(f, "  orderer:     %s\n", who);
+	print_identity(f, json_object_get(op, "identity"));
 	fprintf(f, "  signer:      %s\n", cli_str(op, "signer"));
 	cli_fmt_time(cli_num(op, "created"), t1, sizeof(t1));
 	fprintf(f, "  created:     %s\n", t1);
@@ -296,8 +326,10 @@ static void print_op_table(FILE *f, const json_t *raw)
 		if (!who[0])
 			snprintf(who, sizeof(who), "uid %lld", (long long)cli_num(o, "uid"));
 		fmt_rel(cli_num(op, "expires"), rel, sizeof(rel));
-		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s\n", (long long)cli_num(op, "id"),
-		        cli_str(op, "state"), who, keys, rel, cli_str(op, "description"));
+		const json_t *id = json_object_get(op, "identity");
+		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s%s%s%s\n", (long long)cli_num(op, "id"),
+		        cli_str(op, "state"), who, keys, rel, id ? "[pipeline " : "",
+		        id ? cli_str(id, "sub") : "", id ? "] " : "", cli_str(op, "description"));
 	}
 }
 

@@ -30,9 +30,9 @@ int p11g_op_state_parse(const char *name, enum p11g_op_state *ret)
 
 /* The members decode knows; the rest are kept in extra. */
 static const char *const known[] = {
-    "id",        "state",      "orderer",  "signer",    "created",   "expires", "description",
-    "context",   "digests",    "keys",     "rules",     "approvals", "images",  "oci",
-    "rejection", "revocation", "implicit", "audit_seq", "terms_seq",
+    "id",        "state",      "orderer",  "signer",    "created",   "expires",  "description",
+    "context",   "digests",    "keys",     "rules",     "approvals", "images",   "oci",
+    "rejection", "revocation", "implicit", "audit_seq", "terms_seq", "identity",
 };
 
 #define damaged(err, what)                                                                         \
@@ -228,6 +228,7 @@ int p11g_op_decode(const json_t *j, struct p11g_op *ret, p11g_err *err)
 	    decode_lists(j, &op, err) < 0 || get_json(j, "rules", is_object, &op.rules, err) < 0 ||
 	    get_json(j, "images", is_array, &op.images, err) < 0 ||
 	    get_json(j, "oci", is_object, &op.oci, err) < 0 ||
+	    get_json(j, "identity", is_object, &op.identity, err) < 0 ||
 	    decode_end(json_object_get(j, "rejection"), &op.rejection, "rejection", err) < 0 ||
 	    decode_end(json_object_get(j, "revocation"), &op.revocation, "revocation", err) < 0 ||
 	    decode_extra(j, &op, err) < 0) {
@@ -292,6 +293,8 @@ json_t *p11g_op_encode(const struct p11g_op *op)
 		p11g_jb_set(&b, j, "images", json_incref(op->images));
 	if (op->oci)
 		p11g_jb_set(&b, j, "oci", json_incref(op->oci));
+	if (op->identity)
+		p11g_jb_set(&b, j, "identity", json_incref(op->identity));
 	if (op->rejection.present)
 		p11g_jb_set(&b, j, "rejection", encode_end(&b, &op->rejection));
 	if (op->revocation.present)
@@ -335,6 +338,7 @@ void p11g_op_clear(struct p11g_op *op)
 	json_decref(op->rules);
 	json_decref(op->images);
 	json_decref(op->oci);
+	json_decref(op->identity);
 	end_clear(&op->rejection);
 	end_clear(&op->revocation);
 	json_decref(op->extra);
@@ -463,6 +467,7 @@ int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret)
 	d.rules = json_incref(src->rules);
 	d.images = json_incref(src->images);
 	d.oci = json_incref(src->oci);
+	d.identity = json_incref(src->identity);
 	d.extra = json_incref(src->extra);
 	if (ident_copy(&d.orderer, &src->orderer) < 0 || !dup_str(&d.signer, src->signer) ||
 	    !dup_str(&d.description, src->description) || !dup_str(&d.context, src->context) ||
@@ -531,9 +536,11 @@ json_t *p11g_op_terms(const struct p11g_op *op)
 	p11g_jb_set_str(&b, j, "digests", hex);
 	/* what a use is judged against besides (the rules as approved: mechanisms, digests
 	 * bound, registries; the images approvers saw), hashed */
-	const json_t *judged[] = {op->rules, op->images, op->oci};
-	const char *names[] = {"rules", "images", "oci"};
+	const json_t *judged[] = {op->rules, op->images, op->oci, op->identity};
+	const char *names[] = {"rules", "images", "oci", "identity"};
 	for (size_t i = 0; ok && i < P11G_ARRAY_SIZE(judged); i++) {
+		if (i == 3 && !op->identity)
+			break; /* an optional term: the terms of operations without one unchanged */
 		char *text =
 		    judged[i] ? json_dumps(judged[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 		ok = !judged[i] ||
@@ -550,9 +557,10 @@ json_t *p11g_op_terms(const struct p11g_op *op)
 	return j;
 }
 
-const char *const p11g_op_term_names[] = {"orderer", "signer", "keys",    "created",
-                                          "expires", "pinned", "digests", "rules",
-                                          "images",  "oci",    NULL};
+const char *const p11g_op_term_names[] = {"orderer", "signer", "keys",     "created",
+                                          "expires", "pinned", "digests",  "rules",
+                                          "images",  "oci",    "identity", NULL};
+const size_t p11g_op_term_optional = 10; /* "identity" and after */
 
 int p11g_op_terms_hash(const json_t *after, char hex[65])
 {
@@ -561,6 +569,8 @@ int p11g_op_terms_hash(const json_t *after, char hex[65])
 	unsigned int len = 0;
 	for (size_t i = 0; t && p11g_op_term_names[i]; i++) {
 		json_t *v = json_object_get(after, p11g_op_term_names[i]);
+		if (!v && i >= p11g_op_term_optional)
+			continue;
 		if (!v || json_object_set(t, p11g_op_term_names[i], v) < 0) {
 			json_decref(t);
 			return -1;

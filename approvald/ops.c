@@ -4,6 +4,7 @@
 #include "approvald/jbuild.h"
 #include "approvald/op.h"
 #include "approvald/names.h"
+#include "approvald/idtoken.h"
 #include "approvald/ops_internal.h"
 #include "approvald/read_worker.h"
 #include "approvald/verify_job.h"
@@ -52,8 +53,6 @@ void p11g_ops_clear(struct p11g_ops *o)
 	struct p11g_rule_cache *rc = o->rule_cache;
 	p11g_verify_job_free(o);
 	p11g_read_worker_free(o);
-	free(o->jti);
-	o->jti = NULL;
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
 	free(o->budget);
@@ -295,7 +294,17 @@ static int expire_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct expire_ctx *c = arg;
 	struct p11g_ident me;
+	int64_t now = p11g_now();
+	size_t pruned = 0;
 	c->n = 0;
+	/* the used tokens' jti, once they can no longer be presented: a minute's worth at most,
+	 * once a minute */
+	if (now - c->o->jti_pruned >= 60) {
+		if (p11g_txn_meta_prune_int(t, P11G_JTI_PREFIX, now - P11G_IDTOKEN_SKEW, 4096,
+		                            &pruned, err) < 0)
+			return -1;
+		c->o->jti_pruned = now;
+	}
 	if (p11g_txn_op_foreach_due(t, p11g_now(), expire_visit, c, err) < 0)
 		return -1;
 	for (size_t i = 0; i < c->n; i++) {

@@ -44,8 +44,7 @@ struct p11g_ops {
 	/* Run first in the children forked to read (listing pages, verify walks): wipes what
 	 * approvald holds that they must not (the PIN).  NULL: nothing held. */
 	void (*forget_secrets)(void);
-	/* The "jti" of the ID tokens requests were filed with, until they expire. */
-	struct p11g_jti_seen *jti;
+	int64_t jti_pruned; /* when the sweep last pruned the used tokens' jti */
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and

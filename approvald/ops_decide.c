@@ -5,6 +5,8 @@
 #include "approvald/ops_internal.h"
 
 #include <inttypes.h>
+#include <string.h>
+#include <strings.h>
 
 #include "p11gate/wire.h"
 
@@ -68,6 +70,35 @@ static int settle(p11g_txn *t, struct txn_ctx *c, struct p11g_op *op, const char
 	               err);
 }
 
+/* A rule with "actor_claim": the person the pipeline's token names as its actor (who pushed)
+ * may not approve it.  Names are compared without case, as CI systems compare logins; an
+ * operation under such a rule that does not name its actor is refused to everyone. */
+static int check_actor(const struct p11g_op *op, const struct p11g_ident *caller, p11g_err *err)
+{
+	const char *rule;
+	const json_t *snap;
+	const json_t *claims = json_object_get(op->identity, "claims");
+	json_object_foreach((json_t *)op->rules, rule, snap)
+	{
+		const char *name = json_string_value(json_object_get(snap, "actor_claim"));
+		if (!name)
+			continue;
+		const char *actor = json_string_value(json_object_get(claims, name));
+		if (!actor || !*actor)
+			return p11g_err_set(err, P11G_E_FORBIDDEN,
+			                    "operation %" PRIu64 " does not name its actor (claim "
+			                    "\"%s\" of rule %s): nobody may approve it",
+			                    op->id, name, rule);
+		if (!strcasecmp(actor, caller->user))
+			return p11g_err_set(
+			    err, P11G_E_SELF_APPROVAL,
+			    "the pipeline's token names you as its actor (claim \"%s\" "
+			    "of rule %s): someone else must approve operation %" PRIu64,
+			    name, rule, op->id);
+	}
+	return 0;
+}
+
 static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;
@@ -78,7 +109,7 @@ static int approve_body(p11g_txn *t, void *arg, p11g_err *err)
 	if (ops_load_op(t, c->id, &op, err) < 0 || ops_check_audited(t, &op, err) < 0)
 		return -1;
 	if (p11g_authz_check_approver(&op, c->caller, c->id, err) < 0 ||
-	    check_pending(&op, now, err) < 0)
+	    check_pending(&op, now, err) < 0 || check_actor(&op, c->caller, err) < 0)
 		return -1;
 	if (p11g_op_approval_of(&op, c->caller->uid) >= 0)
 		return p11g_err_set(

@@ -12,6 +12,10 @@ void ops_rule_freep(struct p11g_rule **r);
 
 #define _cleanup_op_ __attribute__((cleanup(p11g_op_clear)))
 
+/* The meta entries of the ID tokens requests were filed with: P11G_JTI_PREFIX + sha256(issuer
+ * name, NUL, jti) in hex, its value the token's exp. */
+#define P11G_JTI_PREFIX "jti:"
+
 json_t *ops_actor_json(const struct p11g_ident *id);
 /* approvald itself as the actor of what it does on its own (expiry, policy loads). */
 const struct p11g_ident *ops_daemon_actor(const struct p11g_ops *o, struct p11g_ident *buf);

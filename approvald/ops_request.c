@@ -474,16 +474,6 @@ static int parse_key(const struct p11g_ops *o, const struct p11g_ident *caller, 
 
 /* ---- pipeline ID tokens (issue 19) ----------------------------------------------- */
 
-#define JTI_MAX 65536 /* tokens remembered (each until it expires) */
-
-struct p11g_jti_seen {
-	struct {
-		char key[2 * 32 + 1]; /* sha256(issuer name, NUL, jti) */
-		int64_t exp;
-	} v[JTI_MAX];
-	size_t n;
-};
-
 static void jti_key(const char *issuer, const char *jti, char out[65])
 {
 	unsigned char md[32];
@@ -497,30 +487,48 @@ static void jti_key(const char *issuer, const char *jti, char out[65])
 	p11g_hex_encode(md, sizeof(md), out);
 }
 
-static bool jti_used(const struct p11g_jti_seen *s, const char *key, int64_t now)
+/* A token is good for one request: its jti is kept in the store, in the transaction that files
+ * the request, until the token expires (P11G_JTI_PREFIX, pruned by the expiry sweep). */
+static int jti_claim(p11g_txn *t, const struct request *q, int64_t now, p11g_err *err)
 {
-	for (size_t i = 0; s && i < s->n; i++)
-		if (s->v[i].exp + P11G_IDTOKEN_SKEW >= now && !strcmp(s->v[i].key, key))
-			return true;
-	return false;
+	char name[sizeof(P11G_JTI_PREFIX) + sizeof(q->jti)];
+	int64_t exp = 0;
+	snprintf(name, sizeof(name), "%s%s", P11G_JTI_PREFIX, q->jti);
+	int r = p11g_txn_meta_get_int(t, name, &exp, err);
+	if (r < 0 && r != -ENOENT)
+		return -1;
+	if (r == 0 && exp + P11G_IDTOKEN_SKEW >= now)
+		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
+		                    "ID token: already used for another request (its jti)");
+	return p11g_txn_meta_put_int(t, name, q->jti_exp, err);
 }
 
-/* Remembers a filed request's token until it expires; -1 when the table is full of live ones. */
-static int jti_remember(struct p11g_ops *o, const char *key, int64_t exp, int64_t now)
+/* Copies claim name of claims into into (an object), when the token has it. */
+static int keep_claim(json_t *into, const json_t *claims, const char *name)
 {
-	struct p11g_jti_seen *s = o->jti;
-	if (!s && !(s = o->jti = calloc(1, sizeof(*s))))
-		return -1;
-	size_t keep = 0;
-	for (size_t i = 0; i < s->n; i++)
-		if (s->v[i].exp + P11G_IDTOKEN_SKEW >= now)
-			s->v[keep++] = s->v[i];
-	s->n = keep;
-	if (s->n == JTI_MAX)
-		return -1;
-	snprintf(s->v[s->n].key, sizeof(s->v[s->n].key), "%s", key);
-	s->v[s->n++].exp = exp;
-	return 0;
+	json_t *v = json_object_get(claims, name);
+	return !v || json_object_set(into, name, v) == 0 ? 0 : -1;
+}
+
+/* What the operation keeps of the pipeline that asked: the issuer and subject, and the claims
+ * the issuer shows approvers, the rule matched, and the one naming the actor. */
+static int keep_identity(struct request *q, const struct p11g_issuer *is,
+                         const struct p11g_rule_claims *rc, const struct p11g_idtoken *tok,
+                         p11g_err *err)
+{
+	json_t *id = q->op.identity, *kept;
+	if (!id && !(id = q->op.identity = json_pack("{s:s, s:s, s:s, s:{}}", "issuer", is->name,
+	                                             "iss", tok->iss, "sub", tok->sub, "claims")))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	kept = json_object_get(id, "claims");
+	int r = 0;
+	for (size_t i = 0; i < is->n_show; i++)
+		r |= keep_claim(kept, tok->claims, is->show[i]);
+	for (size_t i = 0; i < rc->n; i++)
+		r |= keep_claim(kept, tok->claims, rc->names[i]);
+	if (rc->actor_claim)
+		r |= keep_claim(kept, tok->claims, rc->actor_claim);
+	return r ? p11g_err_set(err, P11G_E_INTERNAL, "out of memory") : 0;
 }
 
 /* A rule with "claims": the request carries an ID token from the rule's issuer, valid, new,
@@ -563,11 +571,21 @@ static int check_token(const struct p11g_ops *o, const struct p11g_rule *rule, c
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (p11g_claims_match(tok.claims, match, why, sizeof(why)))
 		return p11g_err_set(err, P11G_E_CLAIMS_MISMATCH, "rule %s: %s", rule->name, why);
+	/* an approver must differ from the actor: a token naming none cannot show that */
+	const json_t *actor = rc->actor_claim ? json_object_get(tok.claims, rc->actor_claim) : NULL;
+	if (rc->actor_claim && (!json_is_string(actor) || !json_string_length(actor)))
+		return p11g_err_set(
+		    err, P11G_E_CLAIMS_MISMATCH,
+		    "rule %s: the token has no string claim \"%s\" naming the actor "
+		    "(whom approvers must differ from)",
+		    rule->name, rc->actor_claim);
+	if (keep_identity(q, is, rc, &tok, err) < 0)
+		return -1;
 	char key[65];
 	jti_key(is->name, tok.jti, key);
-	if (jti_used(o->jti, key, now) || (q->jti[0] && strcmp(q->jti, key) != 0))
+	if (q->jti[0] && strcmp(q->jti, key) != 0)
 		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
-		                    "ID token: already used for another request (its jti)");
+		                    "ID token: the keys' rules name different issuers");
 	snprintf(q->jti, sizeof(q->jti), "%s", key);
 	q->jti_exp = tok.exp;
 	return 0;
@@ -698,6 +716,8 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 
 	uint64_t id;
 	_cleanup_op_ struct p11g_op op = {0};
+	if (q->jti[0] && jti_claim(t, q, now, err) < 0)
+		return -1;
 	if (p11g_txn_next_id(t, &id, err) < 0)
 		return -1;
 	if (p11g_op_copy(&q->op, &op) < 0)
@@ -713,9 +733,10 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		return -1;
 	}
 	if (ops_audit_op(t, "created", c->caller, &op,
-	                 json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*}", "keys", uris, "signer",
+	                 json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*, s:O*}", "keys", uris, "signer",
 	                           op.signer, "expires", (json_int_t)op.expires, "digests",
-	                           q->digests, "description", op.description, "images", op.images),
+	                           q->digests, "description", op.description, "images", op.images,
+	                           "identity", op.identity),
 	                 err) < 0)
 		return -1;
 	if (q->auto_all &&
@@ -790,9 +811,6 @@ int p11g_ops_request(struct p11g_ops *o, const struct p11g_ident *caller, const 
 	if (request_parse(o, caller, args, &q, err) < 0)
 		return -1;
 	int r = ops_finish(&c, p11g_store_write(o->store, request_body, &c, err), ret_op, err);
-	if (r == 0 && q.jti[0] && jti_remember(o, q.jti, q.jti_exp, now) < 0)
-		p11g_warn("more than %d ID tokens to remember: a copy of one may be used again",
-		          JTI_MAX);
 	if (r == 0 && b) {
 		b->n++;
 		b->bytes += bytes;

@@ -171,6 +171,37 @@ int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err
 	return meta_put(t, name, j, err);
 }
 
+int p11g_txn_meta_prune_int(p11g_txn *t, const char *prefix, int64_t before, size_t max,
+                            size_t *ret_n, p11g_err *err)
+{
+	MDB_cursor *cur = NULL;
+	size_t plen = strlen(prefix), n = 0;
+	MDB_val k = {.mv_size = plen, .mv_data = (void *)prefix}, v;
+	int rc;
+
+	*ret_n = 0;
+	if (p11g_store_txn_usable(t, true, err) < 0)
+		return -1;
+	if ((rc = mdb_cursor_open(t->txn, t->s->meta, &cur)) != 0)
+		return p11g_store_txn_fail(t, err, rc, "cannot read meta %s...", prefix);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < max;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		_cleanup_json_ json_t *j = json_from(&v, JSON_DECODE_ANY);
+		if (!json_is_integer(j) || json_integer_value(j) >= before)
+			continue;
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+		n++;
+	}
+	mdb_cursor_close(cur);
+	if (rc && rc != MDB_NOTFOUND)
+		return p11g_store_txn_fail(t, err, rc, "cannot prune meta %s...", prefix);
+	*ret_n = n;
+	return 0;
+}
+
 /* See store_internal.h. */
 char *p11g_json_text_add(const char *obj, const char *name, const char *value)
 {

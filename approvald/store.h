@@ -109,6 +109,10 @@ int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void 
  * 0, -ENOENT (err untouched) when absent, or -1 with err store_error. */
 int p11g_txn_meta_get_int(p11g_txn *t, const char *name, int64_t *ret, p11g_err *err);
 int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err *err);
+/* Deletes up to max of the numbers named prefix... whose value is below before: 0 with how
+ * many went in *ret_n, or -1 with err store_error. */
+int p11g_txn_meta_prune_int(p11g_txn *t, const char *prefix, int64_t before, size_t max,
+                            size_t *ret_n, p11g_err *err);
 
 /* The audit record this process last wrote for operation id (p11g_txn_op_put of an operation
  * with audit_seq, whether or not its transaction was then committed): 0, or -ENOENT when it

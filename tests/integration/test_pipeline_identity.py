@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 import time
@@ -201,3 +202,124 @@ def test_a_policy_with_a_bad_key_file_does_not_load(issuer, tmp_path):
     finally:
         d.kill()
         d.cleanup()
+
+
+# ---- the identity kept with the operation, shown to approvers, and judged ---------------------
+
+ACTOR_KEY = "pkcs11:token=ci2;object=release"
+
+
+@pytest.fixture
+def ci2(start_daemon, issuer, token_dir):
+    """Two rules: "release" (claims matched) and "guarded" (the actor may not approve)."""
+    jwks = token_dir / "gh.jwks"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    policy = p11g.default_policy()
+    policy["issuers"] = [{"name": "gh", "issuer": ISS, "audience": AUD,
+                          "jwks_file": str(jwks), "show": ["repository", "ref", "run_id"]}]
+    match = {"repository": "acme/*", "ref": "refs/tags/v*"}
+    policy["rules"] += [
+        {"name": "release", "keys": ["pkcs11:token=ci"], "orderers": p11g.ORDERERS,
+         "approvers": p11g.APPROVERS, "approvals": 1,
+         "claims": {"issuer": "gh", "match": match}},
+        {"name": "guarded", "keys": ["pkcs11:token=ci2"], "orderers": p11g.ORDERERS,
+         "approvers": p11g.APPROVERS, "approvals": 1,
+         "claims": {"issuer": "gh", "match": match}, "actor_claim": "actor"}]
+    d = start_daemon(policy)
+    d.token_dir = token_dir
+    return d
+
+
+def request_key(d, key, token, user="orderer"):
+    path = d.token_dir / ("t-%d" % time.monotonic_ns())
+    path.write_text(token + "\n")
+    os.chmod(path, 0o644)
+    return d.cli("request", "--key", key, "--description", "release v1.0", "--id-token",
+                 str(path), user=U(user))
+
+
+def test_the_identity_is_kept_shown_and_audited(ci2, issuer):
+    d = ci2
+    tok = issuer.token(issuer.claims(run_id=4242, secret_claim="not for approvers"))
+    op = int(p11g.expect_ok(request_key(d, KEY, tok)).out)
+    shown = d.show(op)
+    ident = shown["identity"]
+    assert ident["issuer"] == "gh" and ident["iss"] == ISS
+    assert ident["sub"] == "repo:acme/app:ref:refs/tags/v1.0"
+    # the issuer's "show" and the rule's matched claims; nothing else of the token
+    assert ident["claims"] == {"repository": "acme/app", "ref": "refs/tags/v1.0",
+                               "run_id": 4242}, ident
+    text = p11g.expect_ok(d.cli("show", str(op), user=U("alice"))).out
+    assert "pipeline:    repo:acme/app:ref:refs/tags/v1.0 (issuer gh, verified ID token)" \
+        in text, text
+    assert re.search(r"^    repository +acme/app$", text, re.M), text
+    assert re.search(r"^    run_id +4242$", text, re.M), text
+    assert "secret_claim" not in text and "jti" not in text
+    table = p11g.expect_ok(d.cli("list", user=U("alice"))).out
+    assert "[pipeline repo:acme/app:ref:refs/tags/v1.0] release v1.0" in table, table
+    created = [r for r in d.audit() if r["event"] == "created" and p11g.op_of(r) == op]
+    assert created and created[0]["identity"] == ident, created
+    p11g.expect_ok(d.cli("audit", "--verify", user="root"))
+
+
+def test_hostile_claim_values_reach_no_terminal(ci2, issuer):
+    d = ci2
+    evil = "acme/app\x1b]0;owned\x07\x1b[2J\u202e"
+    tok = issuer.token(issuer.claims(repository=evil, sub="repo:" + evil))
+    op = int(p11g.expect_ok(request_key(d, KEY, tok)).out)
+    for args in (("show", str(op)), ("list",)):
+        out = p11g.expect_ok(d.cli(*args, user=U("alice"))).out
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, out
+        assert "\\x1b" in out or "\\e" in out or "\\u001b" in out.lower() or "\\033" in out, out
+
+
+def test_an_edited_identity_in_the_store_is_named(ci2, issuer):
+    from test_audit_state import edit_op
+    d = ci2
+    op = int(p11g.expect_ok(request_key(d, KEY, issuer.token())).out)
+    edit_op(d.state, op, lambda o: o["identity"]["claims"].__setitem__("repository",
+                                                                         "acme/other"))
+    r = d.cli("audit", "--verify", user="root")
+    assert r.rc == 1 and "operation %d: identity is" % op in r.err, r
+    p11g.expect_fail(d.cli("approve", str(op), "--yes", user=U("alice")), "audit_broken")
+
+
+def test_the_actor_may_not_approve_the_release(ci2, issuer):
+    d = ci2
+    # the token's actor is alice (as CI systems compare logins: without case)
+    tok = issuer.token(issuer.claims(actor=U("alice").upper()))
+    op = int(p11g.expect_ok(request_key(d, ACTOR_KEY, tok)).out)
+    r = d.cli("approve", str(op), "--yes", user=U("alice"))
+    p11g.expect_fail(r, "self_approval")
+    assert 'claim "actor"' in r.err, r
+    assert d.state_of(op) == "pending"
+    p11g.expect_ok(d.cli("approve", str(op), "--yes", user=U("bob")))
+    assert d.state_of(op) == "approved"
+    # the actor may still reject (stopping one's own release is no risk); here: another one
+    op2 = int(p11g.expect_ok(request_key(d, ACTOR_KEY, issuer.token(
+        issuer.claims(actor=U("alice"))))).out)
+    p11g.expect_ok(d.cli("reject", str(op2), "--reason", "not now", user=U("alice")))
+
+
+def test_a_token_without_the_actor_claim_is_refused_for_an_actor_rule(ci2, issuer):
+    d = ci2
+    before = count(d)
+    r = request_key(d, ACTOR_KEY, issuer.token(issuer.claims(actor=None)))
+    p11g.expect_fail(r, "claims_mismatch")
+    assert '"actor"' in r.err, r
+    r = request_key(d, ACTOR_KEY, issuer.token(issuer.claims(actor=["a", "b"])))
+    p11g.expect_fail(r, "claims_mismatch")
+    assert count(d) == before
+    # the other rule asks for no actor
+    p11g.expect_ok(request_key(d, KEY, issuer.token(issuer.claims(actor=None))))
+
+
+def test_a_used_token_stays_used_across_a_restart(ci2, issuer):
+    d = ci2
+    tok = issuer.token()
+    p11g.expect_ok(request_key(d, KEY, tok))
+    assert d.stop() == 0
+    d.start()
+    p11g.expect_fail(request_key(d, KEY, tok), "token_invalid")
+    # a new token of the same pipeline is fine
+    p11g.expect_ok(request_key(d, KEY, issuer.token()))

@@ -641,6 +641,78 @@ static void test_next_id_persists(void **state)
 	p11g_store_close(s);
 }
 
+/* Numbers under a prefix, some expired (value below 100): the prune removes those and only
+ * those, consecutive ones included, at most max a call, and leaves other names alone. */
+static const int64_t prune_values[] = {5, 6, 150, 7, 200, 8, 9, 99, 100, 1};
+
+static int prune_fill_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	char name[32];
+	(void)arg;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(prune_values); i++) {
+		snprintf(name, sizeof(name), "jti:%02zu", i);
+		if (p11g_txn_meta_put_int(t, name, prune_values[i], err) < 0)
+			return -1;
+	}
+	/* before and after the prefix in key order */
+	if (p11g_txn_meta_put_int(t, "jt", 1, err) < 0 ||
+	    p11g_txn_meta_put_int(t, "jtz", 1, err) < 0)
+		return -1;
+	return 0;
+}
+
+struct prune_args {
+	size_t max, n;
+};
+
+static int prune_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct prune_args *a = arg;
+	return p11g_txn_meta_prune_int(t, "jti:", 100, a->max, &a->n, err);
+}
+
+static int prune_left_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	size_t *left = arg;
+	char name[32];
+	int64_t v;
+	*left = 0;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(prune_values); i++) {
+		snprintf(name, sizeof(name), "jti:%02zu", i);
+		int r = p11g_txn_meta_get_int(t, name, &v, err);
+		if (r == -ENOENT) {
+			assert_true(prune_values[i] < 100);
+			continue;
+		}
+		assert_int_equal(r, 0);
+		assert_int_equal(v, prune_values[i]);
+		(*left)++;
+	}
+	assert_int_equal(p11g_txn_meta_get_int(t, "jt", &v, err), 0);
+	assert_int_equal(p11g_txn_meta_get_int(t, "jtz", &v, err), 0);
+	return 0;
+}
+
+static void test_meta_prune(void **state)
+{
+	struct fx *f = *state;
+	p11g_err err = {0};
+	size_t left = 0;
+	p11g_store *s = open_store(f->dir, &fast);
+	assert_int_equal(p11g_store_write(s, prune_fill_body, NULL, &err), 0);
+	struct prune_args a = {.max = 4};
+	assert_int_equal(p11g_store_write(s, prune_body, &a, &err), 0);
+	assert_int_equal(a.n, 4);
+	a.max = 100;
+	assert_int_equal(p11g_store_write(s, prune_body, &a, &err), 0);
+	assert_int_equal(a.n, 3); /* 7 expired in all */
+	assert_int_equal(p11g_store_read(s, prune_left_body, &left, &err), 0);
+	assert_int_equal(left, 3);
+	assert_int_equal(p11g_store_write(s, prune_body, &a, &err), 0);
+	assert_int_equal(a.n, 0);
+	p11g_store_close(s);
+}
+
 static int failing_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct put_args a = {.n = 2, .audit = true};
@@ -1588,6 +1660,7 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_op_damaged_is_an_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_next_id_persists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_meta_prune, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_abort, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_op_cache_follows_the_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_chain_intact, setup, teardown),
