@@ -709,6 +709,18 @@ static int run_status(struct args *a)
 	printf("policy:           %lld rules in %lld files, default %s, sha256 %.16s…\n",
 	       (long long)cli_num(pol, "rules"), (long long)cli_num(pol, "files"),
 	       cli_str(pol, "default"), cli_str(pol, "digest"));
+	const json_t *ks;
+	size_t i;
+	json_array_foreach(json_object_get(res, "key_sets"), i, ks)
+	{
+		char when[40] = "never";
+		if (cli_num(ks, "fetched"))
+			cli_fmt_time(cli_num(ks, "fetched"), when, sizeof(when));
+		printf("key set:          %s: %lld keys, fetched %s%s%s%s\n", cli_str(ks, "url"),
+		       (long long)cli_num(ks, "keys"), when,
+		       json_is_true(json_object_get(ks, "fetching")) ? ", fetching now" : "",
+		       *cli_str(ks, "error") ? "; last try: " : "", cli_str(ks, "error"));
+	}
 	return 0;
 }
 
@@ -798,7 +810,8 @@ static int run_policy(int argc, char **argv)
 	"state_dir, socket, policy_dir, socket_mode, durability (full|process),\n"                 \
 	"max_connections, max_connections_per_uid, max_pending_per_user,\n"                        \
 	"max_requests_per_minute, max_request_bytes_per_minute (per uid; root aside),\n"           \
-	"idle_timeout, frame_timeout, default_validity, max_map_size.  Signed audit\n"             \
+	"idle_timeout, frame_timeout, default_validity, max_map_size, jwks_refetch (an\n"          \
+	"issuer's jwks_url fetched again at most this often; 10s).  Signed audit\n"                \
 	"checkpoints: audit_key_file (a private key file) or audit_key (pkcs11:URI of a\n"         \
 	"private key on a token; needs pkcs11_module and pin_file, with or without\n"              \
 	"pkcs11_socket), audit_checkpoint_records, audit_checkpoint_seconds.\n"                    \

@@ -341,6 +341,13 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 			cfg->limits.max_request_bytes_per_minute = (size_t)n;
 		return true;
 	}
+	if (!strcmp(key, "jwks_refetch")) {
+		*why = "expected a duration from 1s to 1h";
+		if ((d = p11g_duration_parse(val)) <= 0 || d > 3600)
+			return false;
+		cfg->jwks_refetch = (unsigned)d;
+		return true;
+	}
 	if (!strcmp(key, "idle_timeout") || !strcmp(key, "frame_timeout") ||
 	    !strcmp(key, "default_validity")) {
 		*why = "expected a duration such as 90s, 15m, 24h";
@@ -537,6 +544,7 @@ static void on_tick(void *app)
 	if (p11g_ops_expire_due(&d->ops, &err) < 0)
 		p11g_error("expiry sweep failed: %s", err.msg);
 	checkpoint(d, false);
+	p11g_jwks_sources_tick(&d->jwks);
 }
 
 /* Group commit: the writes of one poll round (uses of many signers, say)
@@ -563,7 +571,8 @@ static void on_child_exited(void *app, pid_t pid, int status)
 	struct p11g_daemon *d = app;
 	/* audit --verify's walk, or one of the host's clients */
 	if (p11g_verify_job_exited(&d->ops, pid, status) ||
-	    p11g_read_worker_exited(&d->ops, pid, status))
+	    p11g_read_worker_exited(&d->ops, pid, status) ||
+	    p11g_jwks_sources_exited(&d->jwks, pid, status))
 		return;
 	if (d->checkpoint_job.pid && pid == d->checkpoint_job.pid) {
 		p11g_err err = {0};
@@ -615,6 +624,7 @@ static void on_reload(void *app)
 	p11g_policy_free(d->ops.policy);
 	d->ops.policy = p;
 	p11g_info("policy reloaded: %zu rules from %zu files", p->n_rules, p->n_files);
+	p11g_jwks_sources_sync(&d->jwks, p);
 	if (p11g_ops_policy_loaded(&d->ops, d->cfg.policy_dir, &err) < 0)
 		p11g_error("could not audit the policy load: %s", err.msg);
 }
@@ -636,6 +646,8 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	d.ops.limits = cfg->limits;
 	d.ops.changed = on_changed;
 	d.ops.changed_arg = &d;
+	d.ops.jwks = &d.jwks;
+	d.jwks.gap_s = cfg->jwks_refetch ? cfg->jwks_refetch : P11G_JWKS_WANT_GAP_S;
 
 	if (p11g_policy_load(cfg->policy_dir, &d.ops.policy, &err) < 0) {
 		p11g_error(
@@ -707,6 +719,7 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	if (host && (d.host || cfg->audit_key))
 		d.ops.forget_secrets = host->forget;
 	p11g_read_worker_start(&d.ops);
+	p11g_jwks_sources_sync(&d.jwks, d.ops.policy);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
 	p11g_info("stopped");
 out:
@@ -722,6 +735,7 @@ out:
 	if (host && (d.host || cfg->audit_key))
 		host->end();
 	EVP_PKEY_free(d.audit_key);
+	p11g_jwks_sources_free(&d.jwks);
 	if (d.ops.store)
 		p11g_store_close(d.ops.store);
 	p11g_ops_clear(&d.ops);

@@ -7,6 +7,7 @@
 #include "approvald/host.h"
 #include "approvald/local.h"
 #include "approvald/checkpoint_job.h"
+#include "approvald/jwks_sources.h"
 #include "approvald/ops.h"
 #include "approvald/server.h"
 #include "approvald/store.h"
@@ -25,6 +26,8 @@ struct p11g_daemon_config {
 	char *audit_key; /* or a key on a token: pkcs11:URI (approvald-audit-signer signs) */
 	unsigned checkpoint_records; /* after this many new records (1000) */
 	unsigned checkpoint_seconds; /* or this long after new ones (300) */
+	unsigned jwks_refetch;       /* seconds: jwks_url fetched again on an unknown kid at most
+	                              * this often, and first retried after a failure (10) */
 };
 
 struct p11g_daemon {
@@ -37,6 +40,7 @@ struct p11g_daemon {
 	const struct p11g_host_ops *audit_signer;
 	/* a checkpoint on the token being signed (checkpoint_job.h) */
 	struct p11g_checkpoint_job checkpoint_job;
+	struct p11g_jwks_sources jwks; /* issuers' key sets from their jwks_url */
 	uint64_t checkpoint_seq;       /* the last record a checkpoint signed */
 	int64_t checkpoint_time;       /* p11g_mono_us() then */
 	int64_t checkpoint_backoff_us; /* after failures: the wait before the next try */

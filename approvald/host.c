@@ -1,5 +1,6 @@
 /* approvald as the HSM's only user: PKCS#11 over p11-kit's RPC, one gated process per client. */
 #include "approvald/host.h"
+#include "approvald/progpath.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -117,29 +118,12 @@ static int read_pin(const char *path, p11g_err *err)
 	return 0;
 }
 
-/* name (approvald-pkcs11-host, approvald-audit-signer) beside this binary (a
- * build tree, or an install that keeps both in one directory), else in
- * P11GATE_LIBEXECDIR; into out (PATH_MAX). */
+/* name beside this binary or in P11GATE_LIBEXECDIR (progpath.h), for PKCS#11. */
 static int find_program(const char *name, char *out, p11g_err *err)
 {
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	if (n > 0) {
-		self[n] = 0;
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			*slash = 0;
-			int w = snprintf(out, PATH_MAX, "%s/%s", self, name);
-			if (w > 0 && w < PATH_MAX && access(out, X_OK) == 0)
-				return 0;
-		}
-	}
-	snprintf(out, PATH_MAX, "%s/%s", P11GATE_LIBEXECDIR, name);
-	if (access(out, X_OK) < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL,
-		                    "cannot use PKCS#11: %s: %m (installed with approvald-local)",
-		                    out);
+	p11g_err e = {0};
+	if (p11g_find_program(name, out, &e) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot use PKCS#11: %s", e.msg);
 	return 0;
 }
 

@@ -45,6 +45,8 @@ struct p11g_ops {
 	 * approvald holds that they must not (the PIN).  NULL: nothing held. */
 	void (*forget_secrets)(void);
 	int64_t jti_pruned; /* when the sweep last pruned the used tokens' jti */
+	/* the key sets of issuers with a jwks_url (the daemon's: they outlive policy loads) */
+	struct p11g_jwks_sources *jwks;
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and

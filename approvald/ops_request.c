@@ -2,6 +2,7 @@
  * files the operation (OCI payloads read here, digests normalised, requests budgeted). */
 #include "approvald/authz.h"
 #include "approvald/idtoken.h"
+#include "approvald/jwks_sources.h"
 #include "approvald/jbuild.h"
 #include "approvald/ops_internal.h"
 
@@ -539,7 +540,10 @@ static int check_token(const struct p11g_ops *o, const struct p11g_rule *rule, c
 	const struct p11g_rule_claims *rc = rule->claims;
 	const struct p11g_issuer *is = p11g_policy_issuer(o->policy, rc->issuer);
 	size_t idx = is ? (size_t)(is - o->policy->issuers) : 0;
-	const struct p11g_jwks *keys = is && o->policy->jwks ? o->policy->jwks[idx] : NULL;
+	const struct p11g_jwks *keys = !is               ? NULL
+	                               : is->jwks_url    ? p11g_jwks_sources_keys(o->jwks, is)
+	                               : o->policy->jwks ? o->policy->jwks[idx]
+	                                                 : NULL;
 	struct p11g_idtoken tok __attribute__((cleanup(p11g_idtoken_clear))) = {0};
 	int64_t now = p11g_now();
 	char why[300];
@@ -552,17 +556,31 @@ static int check_token(const struct p11g_ops *o, const struct p11g_rule *rule, c
 		    rule->name, rc->issuer);
 	if (!json_is_string(jtok))
 		return p11g_err_set(err, P11G_E_TOKEN_INVALID, "ID token: not a string");
-	if (!is || !keys)
+	if (!is || !keys) {
+		const char *last = is && is->jwks_url ? p11g_jwks_sources_want(o->jwks, is) : "";
 		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
-		                    "ID token: approvald has no keys of issuer %s yet", rc->issuer);
+		                    "ID token: approvald has no keys of issuer %s yet%s%s%s",
+		                    rc->issuer, *last ? " (" : "", last, *last ? ")" : "");
+	}
 	unsigned algs = 0;
 	for (size_t i = 0; i < is->n_algorithms; i++)
 		algs |= p11g_idtoken_alg(is->algorithms[i]);
 	struct p11g_idtoken_trust t = {
 	    .issuer = is->issuer, .audience = is->audience, .algs = algs, .keys = keys};
+	bool unknown_kid = false;
 	if (p11g_idtoken_verify(json_string_value(jtok), json_string_length(jtok), &t, now, &tok,
-	                        NULL, err) < 0)
+	                        &unknown_kid, err) < 0) {
+		/* keys rotated: the set is fetched again (rate-limited), the orderer asks again */
+		if (unknown_kid && is->jwks_url) {
+			p11g_jwks_sources_want(o->jwks, is);
+			size_t len = strlen(err->msg);
+			snprintf(err->msg + len, sizeof(err->msg) - len,
+			         "; approvald fetches issuer %s's keys again: ask again in a few "
+			         "seconds",
+			         is->name);
+		}
 		return -1;
+	}
 	_cleanup_json_ json_t *match = json_object();
 	for (size_t i = 0; match && i < rc->n; i++)
 		if (json_object_set_new(match, rc->names[i], json_string(rc->patterns[i])) < 0)

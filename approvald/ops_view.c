@@ -1,6 +1,7 @@
 /* Read-only views of operations and the audit log: show, list, status, audit, verify. */
 #include "approvald/authz.h"
 #include "approvald/op.h"
+#include "approvald/jwks_sources.h"
 #include "approvald/ops_internal.h"
 
 #include <inttypes.h>
@@ -227,14 +228,16 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
 	if (p11g_store_read(o->store, status_body, &c, err) != 0)
 		return -1;
 	p11g_store_stat(o->store, &map, &used);
-	return reply(json_pack("{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}}",
+	return reply(json_pack("{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}, "
+	                       "s:o*}",
 	                       "pending", c.pending, "approved", c.approved, "pending_for_you",
 	                       c.for_you, "total", (json_int_t)c.total, "policy", "rules",
 	                       (int)o->policy->n_rules, "files", (int)o->policy->n_files, "digest",
 	                       o->policy->digest, "default",
 	                       o->policy->default_allow ? "allow" : "deny", "loaded",
 	                       (json_int_t)o->policy_loaded, "store", "map_size", (json_int_t)map,
-	                       "used", (json_int_t)used),
+	                       "used", (json_int_t)used, "key_sets",
+	                       o->jwks && o->jwks->n ? p11g_jwks_sources_status(o->jwks) : NULL),
 	             ret_result, err);
 }
 

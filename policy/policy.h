@@ -79,7 +79,8 @@ struct p11g_issuer {
 	char *issuer;               /* exact "iss", https:// */
 	char *audience;             /* in "aud" */
 	char *jwks_file, *jwks_url; /* one of them: an absolute path, or https:// */
-	char **algorithms;          /* default RS256, ES256; never none or HMAC */
+	char *jwks_ca_file; /* NULL: the system's CA certificates verify jwks_url's server */
+	char **algorithms;  /* default RS256, ES256; never none or HMAC */
 	size_t n_algorithms;
 	char **show; /* claim names approvers see */
 	size_t n_show;

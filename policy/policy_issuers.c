@@ -123,6 +123,7 @@ void pol_issuer_clear(struct p11g_issuer *is)
 	free(is->audience);
 	free(is->jwks_file);
 	free(is->jwks_url);
+	free(is->jwks_ca_file);
 	for (size_t i = 0; i < is->n_algorithms; i++)
 		free(is->algorithms[i]);
 	free(is->algorithms);
@@ -146,8 +147,11 @@ static int issuer_string(struct rule_ctx *c, const struct pjson_member *m, const
 	if (!plain_text(s, m->value->u.str.len, max) ||
 	    (prefix && (strncmp(s, prefix, strlen(prefix)) != 0 || !s[strlen(prefix)])))
 		return pol_fail_at_value(c, m->value, "\"%s\" must be %s%s%s (1 to %zu bytes)",
-		                         m->name, prefix ? "a URL starting with " : "text",
-		                         prefix ? prefix : "",
+		                         m->name,
+		                         !prefix                ? "text"
+		                         : !strcmp(prefix, "/") ? "an absolute path"
+		                                                : "a URL starting with ",
+		                         prefix && strcmp(prefix, "/") ? prefix : "",
 		                         prefix ? "" : " without control characters", max);
 	if (*ret)
 		free(*ret);
@@ -156,7 +160,8 @@ static int issuer_string(struct rule_ctx *c, const struct pjson_member *m, const
 
 static int parse_issuer(struct rule_ctx *c, const struct pjson_value *v, struct p11g_issuer *is)
 {
-	const struct pjson_member *name = NULL, *iss = NULL, *aud = NULL, *file = NULL, *url = NULL;
+	const struct pjson_member *name = NULL, *iss = NULL, *aud = NULL, *file = NULL, *url = NULL,
+	                          *ca = NULL;
 
 	if (v->type != PJSON_OBJECT)
 		return pol_fail_at_value(c, v, "an issuer must be an object, not %s",
@@ -190,6 +195,9 @@ static int parse_issuer(struct rule_ctx *c, const struct pjson_value *v, struct 
 		} else if (strcmp(m->name, "jwks_url") == 0) {
 			url = m;
 			r = issuer_string(c, m, "https://", ISSUER_URL_MAX, &is->jwks_url);
+		} else if (strcmp(m->name, "jwks_ca_file") == 0) {
+			ca = m;
+			r = issuer_string(c, m, "/", ISSUER_URL_MAX, &is->jwks_ca_file);
 		} else if (strcmp(m->name, "algorithms") == 0 || strcmp(m->name, "show") == 0) {
 			bool algs = m->name[0] == 'a';
 			const struct pjson_value *a = m->value;
@@ -235,7 +243,8 @@ static int parse_issuer(struct rule_ctx *c, const struct pjson_value *v, struct 
 			r = pol_fail_unknown(
 			    c, m,
 			    "an issuer (expected \"name\", \"issuer\", \"audience\", "
-			    "\"jwks_file\" or \"jwks_url\", \"algorithms\", \"show\")");
+			    "\"jwks_file\" or \"jwks_url\", \"jwks_ca_file\", \"algorithms\", "
+			    "\"show\")");
 		}
 		if (r < 0)
 			return -1;
@@ -249,6 +258,11 @@ static int parse_issuer(struct rule_ctx *c, const struct pjson_value *v, struct 
 		return pol_fail_at_value(c, file && url ? url->value : v,
 		                         "an issuer needs one of \"jwks_file\" and \"jwks_url\"%s",
 		                         file && url ? ", not both" : "");
+	if (ca && !url)
+		return pol_fail_at_value(
+		    c, ca->value,
+		    "\"jwks_ca_file\" is for \"jwks_url\" (the CA certificates "
+		    "its TLS server is verified with)");
 	if (!is->n_algorithms) {
 		if (!(is->algorithms = calloc(3, sizeof(char *))) ||
 		    !(is->algorithms[0] = strdup("RS256")) ||

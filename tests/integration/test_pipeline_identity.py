@@ -323,3 +323,198 @@ def test_a_used_token_stays_used_across_a_restart(ci2, issuer):
     p11g.expect_fail(request_key(d, KEY, tok), "token_invalid")
     # a new token of the same pipeline is fine
     p11g.expect_ok(request_key(d, KEY, issuer.token()))
+
+
+# ---- key sets fetched from a jwks_url over verified TLS -------------------------------------
+
+class JwksServer:
+    """An issuer's key set over HTTPS on 127.0.0.1, its certificate from a test CA.  mode:
+    "ok", "500", "garbage", "oversized", "http_redirect"; hits counts the GETs."""
+
+    def __init__(self, dir, issuer):
+        import http.server
+        import ssl
+        import threading
+        from ocireg import _self_signed, _pem_cert, _pem_key, free_port
+        self.issuer, self.mode, self.hits, self.doc = issuer, "ok", 0, issuer.jwks()
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _self_signed("p11gate test CA", ca_key, is_ca=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _self_signed("127.0.0.1", key, ca=ca, ca_key=ca_key, san_ip="127.0.0.1")
+        self.ca_file = str(dir / "jwks-ca.pem")
+        (dir / "jwks-ca.pem").write_bytes(_pem_cert(ca))
+        (dir / "jwks-srv.pem").write_bytes(_pem_cert(cert) + _pem_key(key))
+        os.chmod(self.ca_file, 0o644)
+        srv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                srv.hits += 1
+                body, code, extra = json.dumps(srv.doc).encode(), 200, {}
+                if srv.mode == "500":
+                    code, body = 500, b"oops"
+                elif srv.mode == "garbage":
+                    body = b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+                elif srv.mode == "oversized":
+                    body = b'{"keys": [], "pad": "' + b"A" * 70000 + b'"}'
+                elif srv.mode == "http_redirect":
+                    code, body = 302, b""
+                    extra = {"Location": "http://127.0.0.1:%d/jwks" % srv.port}
+                self.send_response(code)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(dir / "jwks-srv.pem"))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d/jwks" % self.port
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def jwks_server(issuer, token_dir):
+    s = JwksServer(token_dir, issuer)
+    yield s
+    s.close()
+
+
+def url_policy(url, ca_file):
+    policy = p11g.default_policy()
+    iss = {"name": "gh", "issuer": ISS, "audience": AUD, "jwks_url": url,
+           "show": ["repository"]}
+    if ca_file:
+        iss["jwks_ca_file"] = ca_file
+    policy["issuers"] = [iss]
+    policy["rules"].append({"name": "release", "keys": ["pkcs11:token=ci"],
+                            "orderers": p11g.ORDERERS, "approvers": p11g.APPROVERS,
+                            "approvals": 1,
+                            "claims": {"issuer": "gh", "match": {"repository": "acme/*"}}})
+    return policy
+
+
+def key_set(d):
+    sets = d.status().get("key_sets", [])
+    assert len(sets) == 1, sets
+    return sets[0]
+
+
+def wait_fetched(d, pred=lambda ks: ks["keys"] > 0 and not ks["fetching"], timeout=15):
+    p11g.wait_for(lambda: pred(key_set(d)), timeout)
+    return key_set(d)
+
+
+GAP = 2  # approvald.conf jwks_refetch in these tests (10 s by default)
+
+
+@pytest.fixture
+def url_daemon(start_daemon, jwks_server, token_dir):
+    d = start_daemon(url_policy(jwks_server.url, jwks_server.ca_file),
+                     config={"jwks_refetch": "%ds" % GAP})
+    d.token_dir = token_dir
+    return d
+
+
+def test_keys_come_from_the_jwks_url_over_verified_tls(url_daemon, jwks_server, issuer):
+    d = url_daemon
+    ks = wait_fetched(d)
+    assert ks["keys"] == 2 and ks["error"] == "" and ks["url"] == jwks_server.url, ks
+    assert jwks_server.hits == 1
+    p11g.expect_ok(request(d, issuer.token()))
+    p11g.expect_ok(request(d, issuer.token(key="ec")))
+    text = p11g.expect_ok(d.cli("status")).out
+    assert re.search(r"key set: +%s: 2 keys, fetched " % re.escape(jwks_server.url), text), text
+    # a reload keeps the keys (no fetch needed to verify)
+    d.hup()
+    p11g.wait_for(lambda: "policy" in d.stderr(), 5)
+    p11g.expect_ok(request(d, issuer.token()))
+
+
+def test_rotated_keys_are_fetched_on_an_unknown_kid_at_most_once_a_gap(url_daemon, jwks_server,
+                                                                      issuer):
+    d = url_daemon
+    wait_fetched(d)
+    # the issuer rotates: a new RSA key under kid r2
+    new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = new.public_key().public_numbers()
+    jwks_server.doc = {"keys": jwks_server.doc["keys"] + [
+        {"kty": "RSA", "kid": "r2", "alg": "RS256", "n": b64int(n.n), "e": b64int(n.e)}]}
+    old_rsa, issuer.rsa = issuer.rsa, new
+
+    def tok():
+        return issuer.token(header={"alg": "RS256", "typ": "JWT", "kid": "r2"})
+
+    time.sleep(GAP + 0.2)  # the start's fetch was less than a gap ago
+    hits = jwks_server.hits
+    r = request(d, tok())
+    p11g.expect_fail(r, "token_invalid")
+    assert "ask again in a few seconds" in r.err, r
+    wait_fetched(d, lambda ks: ks["keys"] == 3 and not ks["fetching"])
+    assert jwks_server.hits == hits + 1
+    p11g.expect_ok(request(d, tok()))
+    # a flood of tokens naming unknown kids fetches at most once a gap
+    hits, n, t0 = jwks_server.hits, 0, time.monotonic()
+    while time.monotonic() - t0 < 3 * GAP:
+        p11g.expect_fail(request(d, issuer.token(header={"alg": "RS256", "kid": "x%d" % n})),
+                         "token_invalid")
+        n += 1
+    wait_fetched(d, lambda ks: not ks["fetching"])
+    fetched = jwks_server.hits - hits
+    assert n >= 8 and 1 <= fetched <= 4, (n, fetched)
+    issuer.rsa = old_rsa
+
+
+@pytest.mark.parametrize("mode,why", [
+    ("500", "500"), ("garbage", "private member"), ("oversized", "longer than 65536"),
+    ("http_redirect", "protocol")])
+def test_a_failed_fetch_keeps_the_last_good_keys(url_daemon, jwks_server, issuer, mode, why):
+    d = url_daemon
+    wait_fetched(d)
+    jwks_server.mode = mode
+    time.sleep(GAP + 0.2)
+    p11g.expect_fail(request(d, issuer.token(header={"alg": "RS256", "kid": "nope"})),
+                     "token_invalid")
+    ks = wait_fetched(d, lambda ks: ks["error"] != "" and not ks["fetching"])
+    assert ks["keys"] == 2 and why.lower() in ks["error"].lower(), ks
+    assert "keys fetched" in d.stderr() and "stay in use" in d.stderr()
+    p11g.expect_ok(request(d, issuer.token()))
+
+
+def test_an_unreachable_or_untrusted_issuer_still_loads_and_refuses_its_tokens(
+        start_daemon, jwks_server, token_dir, issuer):
+    from ocireg import free_port
+    # nothing listens there
+    d = start_daemon(url_policy("https://127.0.0.1:%d/jwks" % free_port(), None),
+                     config={"jwks_refetch": "%ds" % GAP})
+    d.token_dir = token_dir
+    ks = wait_fetched(d, lambda ks: ks["error"] != "" and not ks["fetching"])
+    assert ks["keys"] == 0 and ks["fetched"] == 0, ks
+    r = request(d, issuer.token())
+    p11g.expect_fail(r, "token_invalid")
+    assert "no keys of issuer gh yet" in r.err, r
+    # other keys are served as ever
+    assert d.state_of(d.request("orderer", "pkcs11:token=dev;object=x")) == "approved"
+    d.stop()
+    # a server whose certificate the system's CAs do not vouch for
+    d = start_daemon(url_policy(jwks_server.url, None), config={"jwks_refetch": "%ds" % GAP})
+    d.token_dir = token_dir
+    ks = wait_fetched(d, lambda ks: ks["error"] != "" and not ks["fetching"])
+    assert ks["keys"] == 0 and "certificate" in ks["error"].lower(), ks
+    assert jwks_server.hits == 0  # TLS failed before any request was sent
+    p11g.expect_fail(request(d, issuer.token()), "token_invalid")

@@ -376,11 +376,26 @@ static const struct {
            "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"show\": [\"repo sitory\"]}]}\n")}},
     {"issuer-unknown.json",
      "issuer-unknown.json:1:146: unknown member \"keys\" in an issuer (expected \"name\", "
-     "\"issuer\", \"audience\", \"jwks_file\" or \"jwks_url\", \"algorithms\", \"show\")",
+     "\"issuer\", \"audience\", \"jwks_file\" or \"jwks_url\", \"jwks_ca_file\", "
+     "\"algorithms\", \"show\")",
      {TEXT("issuer-unknown.json",
            "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
            "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
            "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"keys\": []}]}\n")}},
+    {"issuer-ca-file.json",
+     "issuer-ca-file.json:1:162: \"jwks_ca_file\" is for \"jwks_url\" (the CA certificates its "
+     "TLS server is verified with)",
+     {TEXT("issuer-ca-file.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_file\": \"/etc/p11gate/gh.jwks\", \"jwks_ca_file\": \"/etc/ca.pem\"}]}\n")}},
+    {"issuer-ca-relative.json",
+     "issuer-ca-relative.json:1:152: \"jwks_ca_file\" must be an absolute path (1 to 2048 "
+     "bytes)",
+     {TEXT("issuer-ca-relative.json",
+           "{\"issuers\": [{\"name\": \"gh\", \"issuer\": "
+           "\"https://token.actions.githubusercontent.com\", \"audience\": \"p11gate\", "
+           "\"jwks_url\": \"https://a/k\", \"jwks_ca_file\": \"ca.pem\"}]}\n")}},
     {"issuer-twice.json",
      "issuer-twice.json:1:147: issuer \"gh\" is defined twice (first at issuer-twice.json:1:14)",
      {TEXT("issuer-twice.json",
