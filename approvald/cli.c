@@ -122,22 +122,6 @@ void cli_fmt_time(int64_t t, char *buf, size_t n)
 	strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
 }
 
-static void fmt_rel(int64_t t, char *buf, size_t n)
-{
-	int64_t d = t - p11g_now();
-	const char *pre = d >= 0 ? "in " : "", *post = d >= 0 ? "" : " ago";
-	if (d < 0)
-		d = -d;
-	if (d < 120)
-		snprintf(buf, n, "%s%llds%s", pre, (long long)d, post);
-	else if (d < 7200)
-		snprintf(buf, n, "%s%lldm%s", pre, (long long)d / 60, post);
-	else if (d < 2 * 86400)
-		snprintf(buf, n, "%s%lldh%s", pre, (long long)d / 3600, post);
-	else
-		snprintf(buf, n, "%s%lldd%s", pre, (long long)d / 86400, post);
-}
-
 void cli_fmt_who(const json_t *who, char *buf, size_t n)
 {
 	const char *user = cli_str(who, "user");
@@ -145,192 +129,6 @@ void cli_fmt_who(const json_t *who, char *buf, size_t n)
 		snprintf(buf, n, "%s (uid %lld)", user, (long long)cli_num(who, "uid"));
 	else
 		snprintf(buf, n, "uid %lld", (long long)cli_num(who, "uid"));
-}
-
-/* Long listings go through a pager when a person is reading them. */
-static FILE *pager_open(size_t lines)
-{
-	struct winsize ws;
-	const char *pager = getenv("PAGER");
-	if (!isatty(STDOUT_FILENO) || ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0 ||
-	    lines < ws.ws_row)
-		return stdout;
-	if (!pager || !*pager)
-		pager = "less -FRX";
-	FILE *p = popen(pager, "w");
-	return p ? p : stdout;
-}
-
-static void pager_close(FILE *f)
-{
-	if (f != stdout)
-		pclose(f);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The annotations a payload signs (cosign's "optional"), sorted: what a verifier's `-a k=v`
- * will rely on, so the approver reads every one. */
-static void print_annotations(FILE *f, const json_t *ann)
-{
-	size_t n = json_object_size(ann), i = 0;
-	const char *k;
-	json_t *v;
-
-	if (!n)
-		return;
-	_cleanup_free_ const char **keys = calloc(n, sizeof(*keys));
-	if (!keys)
-		return;
-	json_object_foreach((json_t *)ann, k, v) keys[i++] = k;
-	qsort(keys, n, sizeof(*keys), cmp_str);
-	fprintf(f, "    signed annotations:\n");
-	for (i = 0; i < n; i++) {
-		const json_t *val = json_object_get(ann, keys[i]);
-		_cleanup_free_ char *other =
-		    json_is_string(val) ? NULL : json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
-		fprintf(f, "      %s = %s\n", keys[i],
-		        json_is_string(val) ? json_string_value(val)
-		        : other             ? other
-		                            : "?");
-	}
-}
-
-/* The pipeline that asked, from its verified ID token: issuer, subject and the claims kept,
- * sorted by name. */
-static void print_identity(FILE *f, const json_t *id)
-{
-	const json_t *claims = json_object_get(id, "claims");
-	size_t n = json_object_size(claims), i = 0;
-	const char *k;
-	json_t *v;
-
-	if (!id)
-		return;
-	fprintf(f, "  pipeline:    %s (issuer %s, verified ID token)\n", cli_str(id, "sub"),
-	        cli_str(id, "issuer"));
-	_cleanup_free_ const char **keys = n ? calloc(n, sizeof(*keys)) : NULL;
-	if (!keys)
-		return;
-	json_object_foreach((json_t *)claims, k, v) keys[i++] = k;
-	qsort(keys, n, sizeof(*keys), cmp_str);
-	for (i = 0; i < n; i++) {
-		const json_t *val = json_object_get(claims, keys[i]);
-		_cleanup_free_ char *other =
-		    json_is_string(val) ? NULL : json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
-		fprintf(f, "    %-16s %s\n", keys[i],
-		        json_is_string(val) ? json_string_value(val)
-		        : other             ? other
-		                            : "?");
-	}
-}
-
-/* -1 (nothing printed) when out of memory. */
-static int print_op(FILE *f, const json_t *raw)
-{
-	char who[128], t1[40], t2[40];
-	const json_t *k, *a, *d;
-	size_t i;
-	_cleanup_json_ json_t *op = cli_shown(raw);
-
-	if (!op)
-		return -1;
-	fprintf(f, "operation %lld: %s", (long long)cli_num(op, "id"), cli_str(op, "state"));
-	if (*cli_str(op, "needs"))
-		fprintf(f, " (%s)", cli_str(op, "needs"));
-	fputc('\n', f);
-	cli_fmt_who(json_object_get(op, "orderer"), who, sizeof(who));
-	fprintf(f, "  orderer:     %s\n", who);
-	print_identity(f, json_object_get(op, "identity"));
-	fprintf(f, "  signer:      %s\n", cli_str(op, "signer"));
-	cli_fmt_time(cli_num(op, "created"), t1, sizeof(t1));
-	fprintf(f, "  created:     %s\n", t1);
-	cli_fmt_time(cli_num(op, "expires"), t1, sizeof(t1));
-	fmt_rel(cli_num(op, "expires"), t2, sizeof(t2));
-	fprintf(f, "  expires:     %s (%s)\n", t1, t2);
-	fprintf(f, "  description: %s\n", cli_str(op, "description"));
-	if (*cli_str(op, "context"))
-		fprintf(f, "  context:     %s\n", cli_str(op, "context"));
-	/* The images approvald read from the payloads themselves; the requester's own "oci"
-	 * words only where there are none (an operation from before payloads were read). */
-	const json_t *images = json_object_get(op, "images"), *img;
-	json_array_foreach(images, i, img)
-	{
-		fprintf(f, "  image:       %s@%s\n", cli_str(img, "reference"),
-		        cli_str(img, "digest"));
-		fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
-		print_annotations(f, json_object_get(img, "annotations"));
-	}
-	const json_t *oci = json_object_get(op, "oci");
-	if (oci && !json_array_size(images))
-		fprintf(
-		    f,
-		    "  image:       %s/%s@%s  (as the requester says; not read from a payload)\n",
-		    cli_str(oci, "registry"), cli_str(oci, "repository"), cli_str(oci, "digest"));
-	fprintf(f, "  keys:\n");
-	json_array_foreach(json_object_get(op, "keys"), i, k) fprintf(
-	    f, "    %s  (rule %s, used %lld of %lld)\n", cli_str(k, "uri"), cli_str(k, "rule"),
-	    (long long)cli_num(k, "used"), (long long)cli_num(k, "uses"));
-	if (json_array_size(json_object_get(op, "digests"))) {
-		fprintf(f, "  pinned digests:\n");
-		json_array_foreach(json_object_get(op, "digests"), i, d)
-		    fprintf(f, "    %s\n", json_string_value(d));
-	}
-	fprintf(f, "  approvals:  %s\n",
-	        json_array_size(json_object_get(op, "approvals")) ? "" : " none");
-	json_array_foreach(json_object_get(op, "approvals"), i, a)
-	{
-		cli_fmt_who(a, who, sizeof(who));
-		cli_fmt_time(cli_num(a, "time"), t1, sizeof(t1));
-		fprintf(f, "    %s at %s\n", who, t1);
-	}
-	const char *ends[] = {"rejection", "revocation"};
-	for (i = 0; i < 2; i++) {
-		const json_t *e = json_object_get(op, ends[i]);
-		if (!e)
-			continue;
-		cli_fmt_who(e, who, sizeof(who));
-		cli_fmt_time(cli_num(e, "time"), t1, sizeof(t1));
-		fprintf(f, "  %s: by %s at %s: %s\n", i ? "revoked" : "rejected", who, t1,
-		        cli_str(e, "reason"));
-	}
-	return 0;
-}
-
-static void print_op_table(FILE *f, const json_t *raw)
-{
-	size_t i, j;
-	const json_t *op, *k;
-	_cleanup_json_ json_t *ops = cli_shown(raw);
-	fprintf(f, "%-6s %-9s %-16s %-40s %-10s %s\n", "ID", "STATE", "ORDERER", "KEYS (used/uses)",
-	        "EXPIRES", "DESCRIPTION");
-	json_array_foreach(ops, i, op)
-	{
-		char keys[256] = "", rel[32], who[64];
-		size_t off = 0;
-		json_array_foreach(json_object_get(op, "keys"), j, k)
-		{
-			int n =
-			    snprintf(keys + off, sizeof(keys) - off, "%s%s (%lld/%lld)",
-			             j ? ", " : "", cli_str(k, "uri"),
-			             (long long)cli_num(k, "used"), (long long)cli_num(k, "uses"));
-			if (n < 0 || (size_t)n >= sizeof(keys) - off)
-				break;
-			off += (size_t)n;
-		}
-		const json_t *o = json_object_get(op, "orderer");
-		snprintf(who, sizeof(who), "%s", *cli_str(o, "user") ? cli_str(o, "user") : "");
-		if (!who[0])
-			snprintf(who, sizeof(who), "uid %lld", (long long)cli_num(o, "uid"));
-		fmt_rel(cli_num(op, "expires"), rel, sizeof(rel));
-		const json_t *id = json_object_get(op, "identity");
-		fprintf(f, "%-6lld %-9s %-16s %-40s %-10s %s%s%s%s\n", (long long)cli_num(op, "id"),
-		        cli_str(op, "state"), who, keys, rel, id ? "[pipeline " : "",
-		        id ? cli_str(id, "sub") : "", id ? "] " : "", cli_str(op, "description"));
-	}
 }
 
 /* ---- verbs -------------------------------------------------------------- */
@@ -425,6 +223,39 @@ static int set_digest(struct args *a, const char *arg)
 	return 0;
 }
 
+/* --payload-name NAME names the --digest before it (as --uses counts the --key before it). */
+static int set_payload_name(struct args *a, const char *arg)
+{
+	size_t n = json_array_size(a->digests);
+	json_t *names = json_object_get(a->req, "payload_names");
+	if (!n)
+		return cli_usage_error("request", "--payload-name follows the --digest it names");
+	if (!names && json_object_set_new(a->req, "payload_names", names = json_array()) < 0)
+		return EXIT_USAGE;
+	if (json_array_size(names) >= n)
+		return cli_usage_error("request", "--payload-name given twice for one --digest");
+	while (json_array_size(names) < n - 1)
+		json_array_append_new(names, json_string(""));
+	json_array_append_new(names, json_string(arg));
+	return 0;
+}
+
+/* --meta KEY=VALUE, repeatable: the request's metadata (approvald checks the sizes). */
+static int set_meta(struct args *a, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	json_t *meta = json_object_get(a->req, "meta");
+	if (!eq || eq == arg)
+		return cli_usage_error("request", "--meta takes KEY=VALUE");
+	if (!meta && json_object_set_new(a->req, "meta", meta = json_object()) < 0)
+		return EXIT_USAGE;
+	_cleanup_free_ char *key = strndup(arg, (size_t)(eq - arg));
+	if (!key || json_object_get(meta, key))
+		return cli_usage_error("request", "--meta %s given twice", key ? key : "KEY");
+	json_object_set_new(meta, key, json_string(eq + 1));
+	return 0;
+}
+
 static int set_wait(struct args *a, const char *arg)
 {
 	char *end;
@@ -464,6 +295,9 @@ enum {
 	O_DESCRIPTION,
 	O_CONTEXT,
 	O_DIGEST,
+	O_PAYLOAD_NAME,
+	O_NAME,
+	O_META,
 	O_ID_TOKEN,
 	O_FOR,
 	O_WAIT,
@@ -502,6 +336,9 @@ static const struct opt {
     [O_DESCRIPTION] = {"description", required_argument, .member = "description"},
     [O_CONTEXT] = {"context", required_argument, .member = "context"},
     [O_DIGEST] = {"digest", required_argument, .set = set_digest},
+    [O_PAYLOAD_NAME] = {"payload-name", required_argument, .set = set_payload_name},
+    [O_NAME] = {"name", required_argument, .member = "name"},
+    [O_META] = {"meta", required_argument, .set = set_meta},
     [O_ID_TOKEN] = {"id-token", required_argument, .set = set_id_token},
     [O_FOR] = {"for", required_argument, .member = "for"},
     [O_WAIT] = {"wait", optional_argument, .set = set_wait},
@@ -627,9 +464,9 @@ static int run_list(struct args *a)
 		                          : "nothing waits for your approval\n");
 		return 0;
 	}
-	FILE *f = pager_open(json_array_size(ops) + 1);
-	print_op_table(f, ops);
-	pager_close(f);
+	FILE *f = cli_pager_open(json_array_size(ops) + 1);
+	cli_print_op_table(f, ops);
+	cli_pager_close(f);
 	return 0;
 }
 
@@ -640,7 +477,7 @@ static int confirm_approval(uint64_t id)
 	int rc = cli_call("show", json_pack("{s:I}", "id", (json_int_t)id), &cur, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	if (print_op(stdout, json_object_get(cur, "operation")) < 0)
+	if (cli_print_op(stdout, json_object_get(cur, "operation")) < 0)
 		return EXIT_REFUSED;
 	FILE *tty = fopen("/dev/tty", "re");
 	if (!tty) {
@@ -678,7 +515,7 @@ static int run_id_verb(struct args *a)
 	if (a->json) {
 		cli_print_json(op, JSON_INDENT(2));
 	} else if (!strcmp(name, "show")) {
-		if (print_op(stdout, op) < 0)
+		if (cli_print_op(stdout, op) < 0)
 			return EXIT_REFUSED;
 	} else {
 		_cleanup_json_ json_t *e = cli_shown(op);
@@ -773,10 +610,12 @@ static int run_policy(int argc, char **argv)
 #define HELP_REQUEST                                                                               \
 	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
 	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"      \
+	"                         [--name TEXT] [--meta KEY=VALUE]...\n"                           \
 	"                         [--id-token FILE|-]  (or $APPROVALD_ID_TOKEN_FILE)\n"            \
-	"                         [--digest sha256:HEX]... [--for PRINCIPAL] [--wait[=SECONDS]]\n" \
-	"                         [--json]\n"                                                      \
+	"                         [--digest sha256:HEX [--payload-name NAME]]...\n"                \
+	"                         [--for PRINCIPAL] [--wait[=SECONDS]] [--json]\n"                 \
 	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
+	"--payload-name names the --digest before it; --name is a short title for lists.\n"        \
 	"--valid defaults to 1h (capped by the rule).  Prints the new operation id alone;\n"       \
 	"with --wait, then waits for the decision (exit 0 approved, 1 otherwise).\n"
 
@@ -842,8 +681,8 @@ static const struct verb {
     {"serve", "run the daemon", HELP_SERVE, O(CONFIG) | O(STATE_DIR) | O(POLICY_DIR),
      .run = run_serve},
     {"request", "order uses of keys", HELP_REQUEST,
-     O(KEY) | O(USES) | O(VALID) | O(DESCRIPTION) | O(CONTEXT) | O(DIGEST) | O(ID_TOKEN) | O(FOR) |
-         O(WAIT) | O(JSON),
+     O(KEY) | O(USES) | O(VALID) | O(DESCRIPTION) | O(CONTEXT) | O(DIGEST) | O(PAYLOAD_NAME) |
+         O(NAME) | O(META) | O(ID_TOKEN) | O(FOR) | O(WAIT) | O(JSON),
      .run = run_request},
     {"list", "operations waiting for you (--all: every one you may see)", HELP_LIST,
      O(ALL) | O(STATE) | O(JSON), .run = run_list},

@@ -31,6 +31,13 @@ int64_t cli_num(const json_t *obj, const char *name);
 void cli_fmt_time(int64_t t, char *buf, size_t n);
 void cli_fmt_who(const json_t *who, char *buf, size_t n);
 
+/* cli_show.c: an operation in full (-1, nothing printed, when out of memory), a table of them,
+ * and a pager for long tables when a person reads them. */
+int cli_print_op(FILE *f, const json_t *raw);
+void cli_print_op_table(FILE *f, const json_t *raw);
+FILE *cli_pager_open(size_t lines);
+void cli_pager_close(FILE *f);
+
 /* approvald audit's options. */
 struct p11g_cli_audit {
 	bool json, verify, full, checkpoints, export_pubkey;

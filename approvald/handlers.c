@@ -186,9 +186,9 @@ static json_t *wrap_op(json_t *op)
 static int h_request(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
                      p11g_err *err, struct p11g_wait *wait)
 {
-	static const char *const allowed[] = {"keys",     "valid",    "description", "context",
-	                                      "digests",  "id_token", "for",         "oci",
-	                                      "payloads", NULL};
+	static const char *const allowed[] = {
+	    "keys", "valid",    "description",   "context", "digests", "id_token", "for",
+	    "oci",  "payloads", "payload_names", "name",    "meta",    NULL};
 	json_t *op;
 	(void)wait;
 	if (check_request(req, allowed, err) < 0 ||

@@ -30,9 +30,10 @@ int p11g_op_state_parse(const char *name, enum p11g_op_state *ret)
 
 /* The members decode knows; the rest are kept in extra. */
 static const char *const known[] = {
-    "id",        "state",      "orderer",  "signer",    "created",   "expires",  "description",
-    "context",   "digests",    "keys",     "rules",     "approvals", "images",   "oci",
-    "rejection", "revocation", "implicit", "audit_seq", "terms_seq", "identity",
+    "id",          "state",    "orderer",   "signer",     "created",       "expires",
+    "description", "context",  "digests",   "keys",       "rules",         "approvals",
+    "images",      "oci",      "rejection", "revocation", "implicit",      "audit_seq",
+    "terms_seq",   "identity", "name",      "meta",       "payload_names",
 };
 
 #define damaged(err, what)                                                                         \
@@ -229,6 +230,9 @@ int p11g_op_decode(const json_t *j, struct p11g_op *ret, p11g_err *err)
 	    get_json(j, "images", is_array, &op.images, err) < 0 ||
 	    get_json(j, "oci", is_object, &op.oci, err) < 0 ||
 	    get_json(j, "identity", is_object, &op.identity, err) < 0 ||
+	    (json_object_get(j, "name") && get_str(j, "name", &op.name, err) < 0) ||
+	    get_json(j, "meta", is_object, &op.meta, err) < 0 ||
+	    get_json(j, "payload_names", is_array, &op.payload_names, err) < 0 ||
 	    decode_end(json_object_get(j, "rejection"), &op.rejection, "rejection", err) < 0 ||
 	    decode_end(json_object_get(j, "revocation"), &op.revocation, "revocation", err) < 0 ||
 	    decode_extra(j, &op, err) < 0) {
@@ -295,6 +299,12 @@ json_t *p11g_op_encode(const struct p11g_op *op)
 		p11g_jb_set(&b, j, "oci", json_incref(op->oci));
 	if (op->identity)
 		p11g_jb_set(&b, j, "identity", json_incref(op->identity));
+	if (op->name)
+		p11g_jb_set_str(&b, j, "name", op->name);
+	if (op->meta)
+		p11g_jb_set(&b, j, "meta", json_incref(op->meta));
+	if (op->payload_names)
+		p11g_jb_set(&b, j, "payload_names", json_incref(op->payload_names));
 	if (op->rejection.present)
 		p11g_jb_set(&b, j, "rejection", encode_end(&b, &op->rejection));
 	if (op->revocation.present)
@@ -339,6 +349,9 @@ void p11g_op_clear(struct p11g_op *op)
 	json_decref(op->images);
 	json_decref(op->oci);
 	json_decref(op->identity);
+	free(op->name);
+	json_decref(op->meta);
+	json_decref(op->payload_names);
 	end_clear(&op->rejection);
 	end_clear(&op->revocation);
 	json_decref(op->extra);
@@ -468,10 +481,14 @@ int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret)
 	d.images = json_incref(src->images);
 	d.oci = json_incref(src->oci);
 	d.identity = json_incref(src->identity);
+	d.name = NULL;
+	d.meta = json_incref(src->meta);
+	d.payload_names = json_incref(src->payload_names);
 	d.extra = json_incref(src->extra);
 	if (ident_copy(&d.orderer, &src->orderer) < 0 || !dup_str(&d.signer, src->signer) ||
 	    !dup_str(&d.description, src->description) || !dup_str(&d.context, src->context) ||
-	    !copy_lists(&d, src) || !copy_end(&d.rejection, &src->rejection) ||
+	    (src->name && !dup_str(&d.name, src->name)) || !copy_lists(&d, src) ||
+	    !copy_end(&d.rejection, &src->rejection) ||
 	    !copy_end(&d.revocation, &src->revocation)) {
 		p11g_op_clear(&d);
 		return -ENOMEM;
@@ -536,11 +553,19 @@ json_t *p11g_op_terms(const struct p11g_op *op)
 	p11g_jb_set_str(&b, j, "digests", hex);
 	/* what a use is judged against besides (the rules as approved: mechanisms, digests
 	 * bound, registries; the images approvers saw), hashed */
-	const json_t *judged[] = {op->rules, op->images, op->oci, op->identity};
-	const char *names[] = {"rules", "images", "oci", "identity"};
+	/* what the requester called it, when it did (optional: older terms hash as before) */
+	json_t *labels __attribute__((cleanup(json_decrefp))) = NULL;
+	if (op->name || op->meta || op->payload_names) {
+		labels = json_pack("{s:s?, s:O?, s:O?}", "name", op->name, "meta", op->meta,
+		                   "payload_names", op->payload_names);
+		ok = ok && labels;
+	}
+	const json_t *judged[] = {op->rules, op->images, op->oci, op->identity, labels};
+	const char *names[] = {"rules", "images", "oci", "identity", "labels"};
 	for (size_t i = 0; ok && i < P11G_ARRAY_SIZE(judged); i++) {
-		if (i == 3 && !op->identity)
-			break; /* an optional term: the terms of operations without one unchanged */
+		if (i >= 3 && !judged[i])
+			continue; /* optional terms: the terms of operations without them unchanged
+			           */
 		char *text =
 		    judged[i] ? json_dumps(judged[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 		ok = !judged[i] ||
@@ -557,9 +582,9 @@ json_t *p11g_op_terms(const struct p11g_op *op)
 	return j;
 }
 
-const char *const p11g_op_term_names[] = {"orderer", "signer", "keys",     "created",
-                                          "expires", "pinned", "digests",  "rules",
-                                          "images",  "oci",    "identity", NULL};
+const char *const p11g_op_term_names[] = {"orderer",  "signer",  "keys",  "created", "expires",
+                                          "pinned",   "digests", "rules", "images",  "oci",
+                                          "identity", "labels",  NULL};
 const size_t p11g_op_term_optional = 10; /* "identity" and after */
 
 int p11g_op_terms_hash(const json_t *after, char hex[65])

@@ -64,9 +64,14 @@ struct p11g_op {
 	json_t *images; /* what approvers saw of the OCI payloads; NULL when none (owned) */
 	json_t *oci;    /* the requester's word on the image; NULL when none (owned) */
 	/* the pipeline that asked, from its verified ID token (issue 19): {"issuer": NAME,
-	 * "iss", "sub", "claims": {the claims approvers are shown, matched or judged by}};
+	 * "iss", "subject", "jti", "claims": {the claims approvers are shown, matched or
+	 * judged by}};
 	 * NULL when the request carried none (owned) */
 	json_t *identity;
+	/* what the requester calls it (issue 19): a short title, {KEY: VALUE} metadata, and names
+	 * of the pinned digests (by index; "" for none); NULL when not given (owned) */
+	char *name;
+	json_t *meta, *payload_names;
 	struct p11g_op_end rejection, revocation;
 	bool implicit; /* created, approved and used at once under a rule needing no approvals */
 	uint64_t audit_seq; /* the audit record of its last change (which holds p11g_op_audited
@@ -98,7 +103,8 @@ int p11g_op_copy(const struct p11g_op *src, struct p11g_op *ret);
 json_t *p11g_op_audited(const struct p11g_op *op, uint64_t terms_seq);
 json_t *p11g_op_terms(const struct p11g_op *op);
 /* The member names of the terms, NULL-terminated; the last ones (from
- * p11g_op_term_optional) are there only when the operation has them ("identity"). */
+ * p11g_op_term_optional) are there only when the operation has them ("identity", "labels":
+ * its name, metadata and payload names). */
 extern const char *const p11g_op_term_names[];
 extern const size_t p11g_op_term_optional;
 /* SHA-256 (hex) of the terms members of obj (a full "after" or p11g_op_terms), compact with

@@ -21,6 +21,10 @@
 #define MAX_VALIDITY (10LL * 365 * 86400)
 #define MAX_TEXT     1024
 #define MAX_CONTEXT  4096
+#define MAX_NAME     128 /* a request's title */
+#define MAX_META     32  /* metadata entries */
+#define MAX_META_KEY 64  /* [A-Za-z0-9._-] */
+#define MAX_META_VAL 1024
 #define MAX_PAYLOAD  16384 /* bytes of one cosign payload */
 #define MAX_REFNAME  512   /* bytes of a payload's docker-reference */
 
@@ -511,15 +515,17 @@ static int keep_claim(json_t *into, const json_t *claims, const char *name)
 	return !v || json_object_set(into, name, v) == 0 ? 0 : -1;
 }
 
-/* What the operation keeps of the pipeline that asked: the issuer and subject, and the claims
+/* What the operation keeps of the pipeline that asked (never the token): the issuer, subject and
+ * jti, and the claims
  * the issuer shows approvers, the rule matched, and the one naming the actor. */
 static int keep_identity(struct request *q, const struct p11g_issuer *is,
                          const struct p11g_rule_claims *rc, const struct p11g_idtoken *tok,
                          p11g_err *err)
 {
 	json_t *id = q->op.identity, *kept;
-	if (!id && !(id = q->op.identity = json_pack("{s:s, s:s, s:s, s:{}}", "issuer", is->name,
-	                                             "iss", tok->iss, "sub", tok->sub, "claims")))
+	if (!id && !(id = q->op.identity =
+	                 json_pack("{s:s, s:s, s:s, s:s, s:{}}", "issuer", is->name, "iss",
+	                           tok->iss, "subject", tok->sub, "jti", tok->jti, "claims")))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	kept = json_object_get(id, "claims");
 	int r = 0;
@@ -609,6 +615,70 @@ static int check_token(const struct p11g_ops *o, const struct p11g_rule *rule, c
 	return 0;
 }
 
+static bool meta_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+	if (n == 0 || n > MAX_META_KEY)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)k[i]) && !strchr("._-", k[i]))
+			return false;
+	return true;
+}
+
+/* What the requester calls the operation: "name", "meta" {KEY: VALUE} and "payload_names" (one
+ * per entry of "digests", "" for none).  Checked here, shown escaped wherever it is shown. */
+static int request_labels(const json_t *args, struct request *q, p11g_err *err)
+{
+	const json_t *jname = json_object_get(args, "name"), *jmeta = json_object_get(args, "meta"),
+	             *jpn = json_object_get(args, "payload_names"), *v;
+	const char *k;
+	size_t i;
+
+	if (jname && (!json_is_string(jname) || json_string_length(jname) == 0 ||
+	              json_string_length(jname) > MAX_NAME ||
+	              strlen(json_string_value(jname)) != json_string_length(jname)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "name: 1 to %d bytes of text",
+		                    MAX_NAME);
+	if (jname && !(q->op.name = strdup(json_string_value(jname))))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (jmeta && (!json_is_object(jmeta) || json_object_size(jmeta) > MAX_META))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "meta: an object of at most %d KEY: VALUE texts", MAX_META);
+	json_object_foreach((json_t *)jmeta, k, v)
+	{
+		if (!meta_key_ok(k))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "meta: a key is 1 to %d of A-Z a-z 0-9 . _ -",
+			                    MAX_META_KEY);
+		if (!json_is_string(v) || json_string_length(v) > MAX_META_VAL ||
+		    strlen(json_string_value(v)) != json_string_length(v))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "meta: %s: a value is text of at most %d bytes", k,
+			                    MAX_META_VAL);
+	}
+	if (jmeta && json_object_size(jmeta))
+		q->op.meta = json_deep_copy(jmeta);
+	const json_t *jdig = json_object_get(args, "digests");
+	if (jpn && (!json_is_array(jpn) || json_array_size(jpn) > json_array_size(jdig)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payload_names: an array naming the entries of digests");
+	json_array_foreach(jpn, i, v)
+	{
+		if (!json_is_string(v) || json_string_length(v) > MAX_TEXT ||
+		    strlen(json_string_value(v)) != json_string_length(v))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "payload_names[%zu]: text of at most %d bytes", i,
+			                    MAX_TEXT);
+	}
+	if (jpn && json_array_size(jpn))
+		q->op.payload_names = json_deep_copy(jpn);
+	if ((jmeta && json_object_size(jmeta) && !q->op.meta) ||
+	    (jpn && json_array_size(jpn) && !q->op.payload_names))
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return 0;
+}
+
 /* Everything a request says, checked, in the order its errors are reported: keys and validity,
  * texts, digests, payloads, signer. */
 static int request_parse(const struct p11g_ops *o, const struct p11g_ident *caller,
@@ -659,6 +729,8 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 	if (!(q->op.description = strdup(jdesc ? json_string_value(jdesc) : "")) ||
 	    !(q->op.context = strdup(jctx ? json_string_value(jctx) : "")))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	if (request_labels(args, q, err) < 0)
+		return -1;
 
 	const json_t *jdig = json_object_get(args, "digests");
 	if (jdig && (!json_is_array(jdig) || json_array_size(jdig) > MAX_DIGESTS))
@@ -751,10 +823,12 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 		return -1;
 	}
 	if (ops_audit_op(t, "created", c->caller, &op,
-	                 json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*, s:O*}", "keys", uris, "signer",
-	                           op.signer, "expires", (json_int_t)op.expires, "digests",
-	                           q->digests, "description", op.description, "images", op.images,
-	                           "identity", op.identity),
+	                 json_pack("{s:o, s:s, s:I, s:O, s:s, s:O*, s:O*, s:s*, s:O*, s:O*}",
+	                           "keys", uris, "signer", op.signer, "expires",
+	                           (json_int_t)op.expires, "digests", q->digests, "description",
+	                           op.description, "images", op.images, "identity", op.identity,
+	                           "name", op.name, "meta", op.meta, "payload_names",
+	                           op.payload_names),
 	                 err) < 0)
 		return -1;
 	if (q->auto_all &&

@@ -245,7 +245,9 @@ def test_the_identity_is_kept_shown_and_audited(ci2, issuer):
     shown = d.show(op)
     ident = shown["identity"]
     assert ident["issuer"] == "gh" and ident["iss"] == ISS
-    assert ident["sub"] == "repo:acme/app:ref:refs/tags/v1.0"
+    assert ident["subject"] == "repo:acme/app:ref:refs/tags/v1.0"
+    assert ident["jti"].startswith("jti-") and set(ident) == {"issuer", "iss", "subject", "jti",
+                                                               "claims"}, ident
     # the issuer's "show" and the rule's matched claims; nothing else of the token
     assert ident["claims"] == {"repository": "acme/app", "ref": "refs/tags/v1.0",
                                "run_id": 4242}, ident
