@@ -9,6 +9,7 @@
 #include "approvald/cli_internal.h"
 #include "approvald/local.h"
 #include "approvald/textsafe.h"
+#include "p11gate/idtoken_src.h"
 #include "p11gate/wire.h"
 
 const char *cli_socket_opt;
@@ -179,34 +180,15 @@ static int set_valid(struct args *a, const char *arg)
 }
 
 /* The pipeline's ID token from a file ("-": standard input), as a rule with "claims" wants
- * it: at most 16 KiB, surrounding white space dropped.  Never printed. */
+ * it (p11gate/idtoken_src.h).  Never printed. */
 static int read_id_token(struct args *a, const char *path)
 {
-	char buf[16384 + 2];
-	size_t len = 0;
-	FILE *f = strcmp(path, "-") ? fopen(path, "re") : stdin;
-	if (!f) {
-		fprintf(stderr, "approvald: --id-token %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	len = fread(buf, 1, sizeof(buf) - 1, f);
-	bool bad = ferror(f);
-	if (f != stdin)
-		fclose(f);
-	if (bad || len > 16384) {
-		fprintf(stderr, "approvald: --id-token %s: %s\n", path,
-		        bad ? "cannot read it" : "longer than 16 KiB");
-		return -1;
-	}
-	while (len && isspace((unsigned char)buf[len - 1]))
-		len--;
-	size_t start = 0;
-	while (start < len && isspace((unsigned char)buf[start]))
-		start++;
-	json_t *t = json_stringn(buf + start, len - start);
-	explicit_bzero(buf, sizeof(buf));
-	if (!t || json_object_set_new(a->req, "id_token", t) < 0) {
-		fprintf(stderr, "approvald: --id-token %s: not text\n", path);
+	p11g_err err = {0};
+	char *tok = p11g_id_token_load(path, NULL, &err);
+	json_t *t = tok ? json_string(tok) : NULL;
+	p11g_id_token_free(tok);
+	if (!tok || !t || json_object_set_new(a->req, "id_token", t) < 0) {
+		fprintf(stderr, "approvald: --id-token: %s\n", tok ? "not text" : err.msg);
 		return -1;
 	}
 	return 0;

@@ -7,6 +7,8 @@
 #include "module/module.h"
 #include "module/ttl_cache.h"
 #include "p11gate/log.h"
+#include "approvald/textsafe.h"
+#include "p11gate/idtoken_src.h"
 #include "p11gate/wire.h"
 
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
@@ -284,8 +286,17 @@ static uint64_t request(const struct p11g_keyid *k, const struct p11g_use_digest
 		prog[pn++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
 	prog[pn] = '\0';
 	snprintf(desc, sizeof(desc), "on-demand signature by %s (pid %ld)", prog, (long)getpid());
-	req = json_pack("{s:s, s:[{s:s, s:i}], s:s, s:[s]}", "verb", "request", "keys", "uri", uri,
-	                "uses", 1, "description", desc, "digests", d->text);
+	/* the pipeline's ID token, for a key whose rule asks who orders (read anew: tokens
+	 * expire) */
+	char *tok = NULL;
+	const struct p11g_config *cfg = &p11g_m.cfg;
+	if ((cfg->id_token_file[0] || cfg->id_token_env[0]) &&
+	    !(tok = p11g_id_token_load(cfg->id_token_file[0] ? cfg->id_token_file : NULL,
+	                               cfg->id_token_file[0] ? NULL : cfg->id_token_env, err)))
+		return 0;
+	req = json_pack("{s:s, s:[{s:s, s:i}], s:s, s:[s], s:s*}", "verb", "request", "keys", "uri",
+	                uri, "uses", 1, "description", desc, "digests", d->text, "id_token", tok);
+	p11g_id_token_free(tok);
 	if (!req) {
 		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		return 0;
@@ -377,6 +388,15 @@ int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
 		/* The refusal of the use is what the signer can act on; why the
 		 * request failed (not an orderer, say) only in the debug log. */
 		p11g_debug("on-demand request refused (%s): %s", rerr.code, rerr.msg);
+		/* but a pipeline's token that was missing or refused is the signer's to mend */
+		if (code_is(&rerr, P11G_E_TOKEN_REQUIRED) || code_is(&rerr, P11G_E_TOKEN_INVALID) ||
+		    code_is(&rerr, P11G_E_CLAIMS_MISMATCH) || code_is(&rerr, P11G_E_BAD_REQUEST)) {
+			char *msg =
+			    p11g_text_escaped(rerr.msg, strnlen(rerr.msg, sizeof(rerr.msg)));
+			fprintf(stderr, "p11gate: on-demand request refused: %s (%s)\n",
+			        msg ? msg : "?", rerr.code);
+			free(msg);
+		}
 		return -1;
 	}
 	if (strcmp(state, "approved")) {

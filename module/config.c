@@ -69,7 +69,15 @@ static bool parse_user(const char *s, size_t n, uid_t *ret, char *why, size_t wh
 }
 
 /* bit per setting, for "given twice" */
-enum { SEEN_MODULE = 1, SEEN_SOCKET = 2, SEEN_WAIT = 4, SEEN_REMOTE = 8, SEEN_USER = 16 };
+enum {
+	SEEN_MODULE = 1,
+	SEEN_SOCKET = 2,
+	SEEN_WAIT = 4,
+	SEEN_REMOTE = 8,
+	SEEN_USER = 16,
+	SEEN_TOKEN_FILE = 32,
+	SEEN_TOKEN_ENV = 64,
+};
 
 /* kv read from where (a file, or an environment variable with kv->line 0): a
  * message about its key or its value names that column. */
@@ -95,9 +103,13 @@ static int set_value(struct p11g_config *cfg, const struct p11g_kv *kv, unsigned
 		bit = SEEN_REMOTE;
 	else if (klen == 14 && !memcmp(key, "approvald_user", 14))
 		bit = SEEN_USER;
+	else if (klen == 13 && !memcmp(key, "id_token_file", 13))
+		bit = SEEN_TOKEN_FILE;
+	else if (klen == 12 && !memcmp(key, "id_token_env", 12))
+		bit = SEEN_TOKEN_ENV;
 	else
 		return KEY_FAIL("unknown setting \"%.*s\" (known: module, socket, wait, remote, "
-		                "approvald_user)",
+		                "approvald_user, id_token_file, id_token_env)",
 		                (int)(klen > 64 ? 64 : klen), key);
 	if (*seen & bit)
 		return KEY_FAIL("\"%.*s\" is set twice", (int)klen, key);
@@ -130,6 +142,21 @@ static int set_value(struct p11g_config *cfg, const struct p11g_kv *kv, unsigned
 			return VALUE_FAIL("%s", why);
 		p11g_config_approvald_user.set = true;
 		p11g_config_approvald_user.uid = uid;
+		break;
+	}
+	case SEEN_TOKEN_FILE:
+		if (!set_string(cfg->id_token_file, sizeof(cfg->id_token_file), val, vlen) ||
+		    cfg->id_token_file[0] != '/')
+			return VALUE_FAIL("id_token_file must be an absolute path");
+		break;
+	case SEEN_TOKEN_ENV: {
+		bool ok = set_string(cfg->id_token_env, sizeof(cfg->id_token_env), val, vlen);
+		for (size_t i = 0; ok && i < vlen; i++)
+			ok = (val[i] >= 'A' && val[i] <= 'Z') || (val[i] >= 'a' && val[i] <= 'z') ||
+			     (val[i] >= '0' && val[i] <= '9' && i > 0) || val[i] == '_';
+		if (!ok)
+			return VALUE_FAIL("id_token_env is the name of an environment variable "
+			                  "([A-Za-z_][A-Za-z0-9_]*)");
 		break;
 	}
 	case SEEN_WAIT:
@@ -249,8 +276,15 @@ int p11g_config_load(struct p11g_config *ret, p11g_err *err)
 	}
 	if (apply_env(&cfg, "P11GATE_MODULE", "module", err) < 0 ||
 	    apply_env(&cfg, "P11GATE_SOCKET", "socket", err) < 0 ||
-	    apply_env(&cfg, "P11GATE_WAIT", "wait", err) < 0)
+	    apply_env(&cfg, "P11GATE_WAIT", "wait", err) < 0 ||
+	    apply_env(&cfg, "P11GATE_ID_TOKEN_FILE", "id_token_file", err) < 0)
 		return -1;
+	if (cfg.id_token_file[0] && cfg.id_token_env[0]) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%s: \"id_token_file\" and \"id_token_env\" exclude each other",
+		             cfg.source[0] ? cfg.source : path);
+		return -1;
+	}
 	if (cfg.remote[0] && cfg.module[0]) {
 		p11g_err_set(
 		    err, P11G_E_BAD_REQUEST,

@@ -25,6 +25,11 @@ struct p11g_config {
 	unsigned wait;         /* seconds to wait for an on-demand approval; 0: do not ask */
 	char remote[PATH_MAX]; /* "unix:path=...": approvald serves the module, we forward */
 	char source[PATH_MAX]; /* the file read, for messages ("" when none) */
+	/* the pipeline's ID token an on-demand request carries (issue 19): read anew from the
+	 * file for each request, or taken from the environment variable (GitLab's id_tokens);
+	 * "": none */
+	char id_token_file[PATH_MAX];
+	char id_token_env[128];
 };
 
 /*

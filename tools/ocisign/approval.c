@@ -35,7 +35,10 @@ int oci_approval_get(const struct oci_approval *a, p11g_err *err)
 	p11g_err e = {0};
 	json_t *res = NULL;
 
-	json_t *digests = json_array(), *payloads = json_array();
+	json_t *digests = json_array(), *payloads = json_array(), *names = json_array();
+	for (size_t i = 0; names && i < a->n_payloads; i++)
+		json_array_append_new(names,
+		                      json_string(a->payload_names ? a->payload_names[i] : ""));
 	for (size_t i = 0; i < a->n_payloads; i++) {
 		char *b64 =
 		    oci_b64_encode((const unsigned char *)a->payloads[i], a->payload_lens[i]);
@@ -44,15 +47,19 @@ int oci_approval_get(const struct oci_approval *a, p11g_err *err)
 		free(b64);
 	}
 	json_t *req = NULL;
-	if (json_array_size(payloads) == a->n_payloads)
-		req = json_pack("{s:s, s:[{s:s, s:I}], s:s, s:o, s:O, s:{s:s, s:s, s:s, s:s}}",
+	if (json_array_size(payloads) == a->n_payloads && json_array_size(names) == a->n_payloads)
+		req = json_pack("{s:s, s:[{s:s, s:I}], s:s, s:o, s:O, s:{s:s, s:s, s:s, s:s}, s:o, "
+		                "s:s*, s:s*}",
 		                "verb", "request", "keys", "uri", a->key_uri, "uses",
 		                (json_int_t)a->n_payloads, "description", a->description, "digests",
 		                digests, "payloads", payloads, "oci", "registry", a->registry,
 		                "repository", a->repository, "reference", a->reference, "digest",
-		                a->digest);
-	else
+		                a->digest, "payload_names", names, "name", a->name, "id_token",
+		                a->id_token);
+	else {
 		json_decref(digests);
+		json_decref(names);
+	}
 	json_decref(payloads);
 	if (!req)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");

@@ -16,7 +16,10 @@ struct oci_approval {
 	const char *const *payload_digests; /* "sha256:<hex>" of each payload */
 	size_t n_payloads;                  /* also the number of uses asked for */
 	const char *description;
-	long timeout_s; /* how long to wait for the decision */
+	const char *name;                 /* the request's title */
+	const char *const *payload_names; /* what each payload signs (its manifest) */
+	const char *id_token;             /* the pipeline's ID token, or NULL */
+	long timeout_s;                   /* how long to wait for the decision */
 };
 
 /* Files the request (one use per payload, every payload digest pinned, the

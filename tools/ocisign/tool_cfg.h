@@ -21,6 +21,7 @@ struct oci_config {
 	size_t n_ann;
 	const char *payload_file, *signature_file;
 	const char *socket;
+	const char *id_token; /* --id-token FILE|-, else $APPROVALD_ID_TOKEN_FILE */
 	long wait_s;
 	/* registry */
 	const char *creds;

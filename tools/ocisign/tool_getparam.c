@@ -68,7 +68,11 @@ static const char help_sign[] =
     "  --socket PATH          approvald's socket (default $APPROVALD_SOCKET, else\n"
     "                         /run/approvald/approvald.sock); also given to p11gate.so\n"
     "                         as P11GATE_SOCKET unless that is set\n"
-    "  --wait SECONDS         how long --request waits for approval (default 3600)\n" COMMON_HELP;
+    "  --wait SECONDS         how long --request waits for approval (default 3600)\n"
+    "  --id-token FILE|-      the pipeline's OIDC ID token for --request, for a key\n"
+    "                         whose rule asks for one (default $APPROVALD_ID_TOKEN_FILE);\n"
+    "                         the request is named after the image, each payload after\n"
+    "                         the manifest it signs\n" COMMON_HELP;
 
 static const char help_attach[] =
     "Usage: ocisign attach --payload FILE --signature FILE [OPTIONS] IMAGE\n"
@@ -109,6 +113,7 @@ enum {
 	OPT_SIGNATURE,
 	OPT_SOCKET,
 	OPT_WAIT,
+	OPT_ID_TOKEN,
 	OPT_HELP,
 };
 
@@ -126,6 +131,7 @@ static const struct option all_opts[] = {
     {"signature", required_argument, 0, OPT_SIGNATURE},
     {"socket", required_argument, 0, OPT_SOCKET},
     {"wait", required_argument, 0, OPT_WAIT},
+    {"id-token", required_argument, 0, OPT_ID_TOKEN},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -139,9 +145,9 @@ struct verb_desc {
 };
 
 static const int gen_allowed[] = {'a', OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
-static const int sign_allowed[] = {OPT_KEY,       OPT_MODULE,  OPT_PIN_FILE, OPT_REQUEST,
-                                   OPT_RECURSIVE, 'a',         OPT_SOCKET,   OPT_WAIT,
-                                   OPT_CREDS,     OPT_CA_FILE, OPT_INSECURE, 0};
+static const int sign_allowed[] = {
+    OPT_KEY,  OPT_MODULE,   OPT_PIN_FILE, OPT_REQUEST, OPT_RECURSIVE, 'a', OPT_SOCKET,
+    OPT_WAIT, OPT_ID_TOKEN, OPT_CREDS,    OPT_CA_FILE, OPT_INSECURE,  0};
 static const int attach_allowed[] = {OPT_PAYLOAD, OPT_SIGNATURE, OPT_CREDS,
                                      OPT_CA_FILE, OPT_INSECURE,  0};
 static const int verify_allowed[] = {OPT_KEY, OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
@@ -255,6 +261,9 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		case OPT_SIGNATURE:
 			cfg->signature_file = optarg;
 			break;
+		case OPT_ID_TOKEN:
+			cfg->id_token = optarg;
+			break;
 		case OPT_SOCKET:
 			cfg->socket = optarg;
 			break;
@@ -301,8 +310,8 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		return usage(v->name, "--key is required");
 	if (v->verb == OCI_ATTACH && (!cfg->payload_file || !cfg->signature_file))
 		return usage(v->name, "--payload FILE and --signature FILE are required");
-	if ((cfg->socket || cfg->wait_s != OCI_DEFAULT_WAIT) && !cfg->request)
-		return usage(v->name, "--socket and --wait go with --request");
+	if ((cfg->socket || cfg->wait_s != OCI_DEFAULT_WAIT || cfg->id_token) && !cfg->request)
+		return usage(v->name, "--socket, --wait and --id-token go with --request");
 	return OCI_PARAM_RUN;
 }
 

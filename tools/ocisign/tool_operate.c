@@ -13,6 +13,7 @@
 #include "tool_cfg.h"
 
 #include "approvald/textsafe.h"
+#include "p11gate/idtoken_src.h"
 
 #define MAX_CHILDREN 1024 /* manifests of one index that --recursive signs */
 
@@ -152,7 +153,7 @@ static int do_sign(struct oci_config *cfg)
 	char name[600], (*targets)[OCI_DIGEST_LEN + 1] = NULL;
 	char **payloads = NULL, **pdigests = NULL;
 	size_t *plens = NULL, n = 0;
-	char *req_uri = NULL;
+	char *req_uri = NULL, *id_token = NULL, **pnames = NULL;
 	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
@@ -201,7 +202,38 @@ static int do_sign(struct oci_config *cfg)
 		else
 			snprintf(desc, sizeof(desc), "ocisign: sign image %s@%s (%s)", name,
 			         m.digest, oci_ref_reference(&ref));
+		/* the pipeline's ID token, when it has one to give */
+		const char *tok_file =
+		    cfg->id_token ? cfg->id_token : getenv("APPROVALD_ID_TOKEN_FILE");
+		if (tok_file && *tok_file && !(id_token = p11g_id_token_load(tok_file, NULL, &err)))
+			goto failed;
+		/* named after the image; each payload after the manifest it signs */
+		/* approvald takes a title of 128 bytes; an image name is ASCII */
+		char title[129], *full = NULL;
+		if (asprintf(&full, "Sign %s%s%s", name, ref.digest[0] ? "@" : ":",
+		             oci_ref_reference(&ref)) < 0) {
+			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
+			goto failed;
+		}
+		if (strlen(full) < sizeof(title))
+			snprintf(title, sizeof(title), "%s", full);
+		else
+			snprintf(title, sizeof(title), "%.125s...", full);
+		free(full);
+		if (!(pnames = calloc(n, sizeof(*pnames)))) {
+			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
+			goto failed;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (asprintf(&pnames[i], "%s@%s", name, targets[i]) < 0) {
+				pnames[i] = NULL;
+				p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
+				goto failed;
+			}
 		struct oci_approval a = {
+		    .name = title,
+		    .payload_names = (const char *const *)pnames,
+		    .id_token = id_token,
 		    .socket = cfg->socket,
 		    .key_uri = req_uri,
 		    .registry = ref.registry,
@@ -252,7 +284,11 @@ out:
 			free(payloads[i]);
 		if (pdigests)
 			free(pdigests[i]);
+		if (pnames)
+			free(pnames[i]);
 	}
+	free(pnames);
+	p11g_id_token_free(id_token);
 	free(payloads);
 	free(pdigests);
 	free(plens);

@@ -1,0 +1,163 @@
+"""Pipeline identity (issue 19) through the clients that sign: `ocisign sign --request` passes
+the pipeline's ID token on (--id-token, or $APPROVALD_ID_TOKEN_FILE) and names its request
+after the image, and p11gate.so's on-demand requests (`wait`) carry the token of
+id_token_file or of the variable id_token_env names."""
+
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+
+import ocireg
+import p11g
+import test_ocisign_sign as ocisign_test
+from ocireg import REPO, ocisign
+from test_module_gate import DIGEST, PIN, TOKEN, Token, host_env
+from test_pipeline_identity import AUD, ISS, Issuer
+from test_sec_gate import CLIENT, HERE, ONE_SIGN
+
+
+def issuer_policy(issuer, token_dir, rules):
+    jwks = os.path.join(token_dir, "gh.jwks")
+    with open(jwks, "w") as f:
+        json.dump(issuer.jwks(), f)
+    os.chmod(jwks, 0o644)
+    return {"default": "deny", "rules": rules, "issuers": [
+        {"name": "gh", "issuer": ISS, "audience": AUD, "jwks_file": jwks,
+         "show": ["repository", "ref"]}]}
+
+
+def write_token(token_dir, tok, name="id_token"):
+    path = os.path.join(token_dir, name)
+    with open(path, "w") as f:
+        f.write(tok + "\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.fixture
+def issuer():
+    return Issuer()
+
+
+def test_ocisign_request_carries_the_token_and_names_the_image(start_daemon, oci_registry,
+                                                               oci_token, issuer, tmp_path):
+    client = oci_registry.client()
+    digest = client.push_image(REPO, tag="v1")
+    image = "%s/%s:v1" % (oci_registry.host, REPO)
+    rule = ocisign_test.policy([oci_registry.host])["rules"][0]
+    rule["claims"] = {"issuer": "gh", "match": {"repository": "acme/*"}}
+    tdir = oci_token.dir if hasattr(oci_token, "dir") else str(tmp_path)
+    os.makedirs(tdir, exist_ok=True)
+    d = start_daemon(policy=issuer_policy(issuer, tdir, [rule]))
+    env = ocisign_test.gate_env(oci_token, d)
+
+    # no token: approvald refuses the request, nothing is signed or attached
+    r = ocisign("sign", "--key", oci_token.uri("ec"), "--request", *ocireg.PLAIN_HTTP, image,
+                user="orderer", env=env)
+    assert r.rc == 1 and "(token_required)" in r.err, r
+    # a token of another repository
+    bad = write_token(tdir, issuer.token(issuer.claims(repository="evil/app")), "bad")
+    r = ocisign("sign", "--key", oci_token.uri("ec"), "--request", "--id-token", bad,
+                *ocireg.PLAIN_HTTP, image, user="orderer", env=env)
+    assert r.rc == 1 and "(claims_mismatch)" in r.err and "repository" in r.err, r
+    assert d.list("--all") == [] and client.signatures(REPO, digest) == []
+    # --id-token goes with --request
+    r = ocisign("sign", "--key", oci_token.uri("ec"), "--id-token", bad, *ocireg.PLAIN_HTTP,
+                image, user="orderer", env=env)
+    assert r.rc == 2 and "go with --request" in r.err, r
+
+    # the token from $APPROVALD_ID_TOKEN_FILE
+    good = write_token(tdir, issuer.token())
+    p = ocireg.ocisign_popen("sign", "--key", oci_token.uri("ec"), "--request",
+                             *ocireg.PLAIN_HTTP, image, user="orderer",
+                             env=dict(env, APPROVALD_ID_TOKEN_FILE=good))
+    m = ocireg.wait_for_line(p.stderr, r"approval request (\d+) filed")
+    op_id = int(m.group(1))
+    with ocireg.killed_after(p):
+        op = d.show(op_id)
+        assert op["identity"]["subject"] == "repo:acme/app:ref:refs/tags/v1.0", op
+        assert op["identity"]["claims"]["repository"] == "acme/app", op
+        assert op["name"] == "Sign %s/%s:v1" % (oci_registry.host, REPO), op
+        assert op["payload_names"] == ["%s/%s@%s" % (oci_registry.host, REPO, digest)], op
+        text = p11g.expect_ok(d.cli("show", str(op_id), user=p11g.U("alice"))).out
+        assert "pipeline:    repo:acme/app:ref:refs/tags/v1.0" in text, text
+        d.approve("alice", op_id)
+        rc, out, err = ocisign_test.finish(p)
+    assert rc == 0, (out, err)
+    assert len(client.signatures(REPO, digest)) == 1
+    # the token was good for one request
+    r = ocisign("sign", "--key", oci_token.uri("ec"), "--request", "--id-token", good,
+                *ocireg.PLAIN_HTTP, image, user="orderer", env=env)
+    assert r.rc == 1 and "(token_invalid)" in r.err, r
+
+
+def on_demand(token, d, env, timeout=60):
+    """One C_Sign through p11gate.so with `wait` set; returns (process, operation id)."""
+    code = CLIENT % {"here": HERE, "body": ONE_SIGN}
+    p = subprocess.Popen(["/usr/bin/python3", "-c", code,
+                          json.dumps({"module": token.module, "token": TOKEN, "pin": PIN,
+                                      "digest": DIGEST.hex()})],
+                         env=host_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return p
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_on_demand_requests_carry_the_token(start_daemon, accounts, issuer, source):
+    token = Token("local")
+    try:
+        rules = [{"name": "guarded", "keys": ["pkcs11:token=%s" % TOKEN],
+                  "orderers": ["uid:0"], "approvers": ["group:p11gt-approvers"],
+                  "approvals": 1, "claims": {"issuer": "gh", "match": {"ref": "refs/tags/*"}}}]
+        d = token.start(start_daemon, issuer_policy(issuer, token.dir, rules))
+        env = token.gate_env(d)
+        tok = issuer.token()
+        with open(env["P11GATE_CONF"], "a") as f:
+            f.write("wait = 60\n")
+            if source == "file":
+                f.write("id_token_file = %s\n" % write_token(token.dir, tok))
+            else:
+                f.write("id_token_env = CI_JOB_ID_TOKEN\n")
+                env["CI_JOB_ID_TOKEN"] = tok
+        p = on_demand(token, d, env)
+        try:
+            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), p.poll()
+            op = d.list_ids("--all")[0]
+            o = d.show(op)
+            assert o["identity"]["claims"]["ref"] == "refs/tags/v1.0", o
+            d.approve("alice", op)
+            so, se = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert json.loads(so)["r"]["sign"] == "CKR_OK", (so, se)
+        assert tok.encode() not in se
+    finally:
+        token.cleanup()
+
+
+def test_on_demand_request_without_a_usable_token_says_why(start_daemon, accounts, issuer):
+    token = Token("local")
+    try:
+        rules = [{"name": "guarded", "keys": ["pkcs11:token=%s" % TOKEN],
+                  "orderers": ["uid:0"], "approvers": ["group:p11gt-approvers"],
+                  "approvals": 1, "claims": {"issuer": "gh", "match": {"ref": "refs/tags/*"}}}]
+        d = token.start(start_daemon, issuer_policy(issuer, token.dir, rules))
+        env = token.gate_env(d)
+        with open(env["P11GATE_CONF"], "a") as f:
+            f.write("wait = 5\n")
+        # no token configured: approvald says which is missing
+        so, se = on_demand(token, d, env).communicate(timeout=60)
+        assert json.loads(so)["r"]["sign"] == "CKR_FUNCTION_REJECTED", (so, se)
+        assert b"on-demand request refused" in se and b"(token_required)" in se, se
+        # a file that is not there
+        with open(env["P11GATE_CONF"], "a") as f:
+            f.write("id_token_file = %s/missing\n" % token.dir)
+        so, se = on_demand(token, d, env).communicate(timeout=60)
+        assert json.loads(so)["r"]["sign"] == "CKR_FUNCTION_REJECTED", (so, se)
+        assert b"ID token file" in se and b"No such file" in se, se
+        assert d.list_ids("--all") == []
+    finally:
+        token.cleanup()
