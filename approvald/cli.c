@@ -179,24 +179,40 @@ static int set_valid(struct args *a, const char *arg)
 	return 0;
 }
 
-/* The pipeline's ID token from a file ("-": standard input), as a rule with "claims" wants
- * it (p11gate/idtoken_src.h).  Never printed. */
-static int read_id_token(struct args *a, const char *path)
+/* The pipeline's ID token, as a rule with "claims" wants it (p11gate/idtoken_src.h): from a
+ * file ("-": standard input), an environment variable (GitLab's id_tokens), or GitHub's token
+ * service for an audience.  Once; never printed. */
+static int id_token_from(struct args *a, const char *opt, const char *file, const char *env,
+                         const char *github)
 {
 	p11g_err err = {0};
-	char *tok = p11g_id_token_load(path, NULL, &err);
+	if (json_object_get(a->req, "id_token"))
+		return cli_usage_error("request", "one ID token: --id-token, --id-token-env or "
+		                                  "--id-token-github, once");
+	char *tok =
+	    github ? p11g_id_token_github(github, &err) : p11g_id_token_load(file, env, &err);
 	json_t *t = tok ? json_string(tok) : NULL;
 	p11g_id_token_free(tok);
 	if (!tok || !t || json_object_set_new(a->req, "id_token", t) < 0) {
-		fprintf(stderr, "approvald: --id-token: %s\n", tok ? "not text" : err.msg);
-		return -1;
+		fprintf(stderr, "approvald: %s: %s\n", opt, tok ? "not text" : err.msg);
+		return EXIT_USAGE;
 	}
 	return 0;
 }
 
 static int set_id_token(struct args *a, const char *arg)
 {
-	return read_id_token(a, arg) < 0 ? EXIT_USAGE : 0;
+	return id_token_from(a, "--id-token", arg, NULL, NULL);
+}
+
+static int set_id_token_env(struct args *a, const char *arg)
+{
+	return id_token_from(a, "--id-token-env", NULL, arg, NULL);
+}
+
+static int set_id_token_github(struct args *a, const char *arg)
+{
+	return id_token_from(a, "--id-token-github", NULL, NULL, arg);
 }
 
 static int set_digest(struct args *a, const char *arg)
@@ -281,6 +297,8 @@ enum {
 	O_NAME,
 	O_META,
 	O_ID_TOKEN,
+	O_ID_TOKEN_ENV,
+	O_ID_TOKEN_GITHUB,
 	O_FOR,
 	O_WAIT,
 	O_ALL,
@@ -322,6 +340,8 @@ static const struct opt {
     [O_NAME] = {"name", required_argument, .member = "name"},
     [O_META] = {"meta", required_argument, .set = set_meta},
     [O_ID_TOKEN] = {"id-token", required_argument, .set = set_id_token},
+    [O_ID_TOKEN_ENV] = {"id-token-env", required_argument, .set = set_id_token_env},
+    [O_ID_TOKEN_GITHUB] = {"id-token-github", required_argument, .set = set_id_token_github},
     [O_FOR] = {"for", required_argument, .member = "for"},
     [O_WAIT] = {"wait", optional_argument, .set = set_wait},
     [O_ALL] = {"all", no_argument, FLAG(all)},
@@ -385,7 +405,8 @@ static int run_request(struct args *a)
 	if (json_array_size(a->digests))
 		json_object_set(a->req, "digests", a->digests);
 	const char *tok = getenv("APPROVALD_ID_TOKEN_FILE");
-	if (!json_object_get(a->req, "id_token") && tok && *tok && read_id_token(a, tok) < 0)
+	if (!json_object_get(a->req, "id_token") && tok && *tok &&
+	    id_token_from(a, "$APPROVALD_ID_TOKEN_FILE", tok, NULL, NULL))
 		return EXIT_USAGE;
 	json_t *res = NULL;
 	int rc = cli_call("request", json_incref(a->req), &res, CALL_TIMEOUT_MS);
@@ -593,7 +614,8 @@ static int run_policy(int argc, char **argv)
 	"Usage: approvald request --key URI [--uses N] [--key URI [--uses N]]...\n"                \
 	"                         [--valid DURATION] [--description TEXT] [--context TEXT]\n"      \
 	"                         [--name TEXT] [--meta KEY=VALUE]...\n"                           \
-	"                         [--id-token FILE|-]  (or $APPROVALD_ID_TOKEN_FILE)\n"            \
+	"                         [--id-token FILE|- | --id-token-env NAME |\n"                    \
+	"                          --id-token-github AUDIENCE]  (or $APPROVALD_ID_TOKEN_FILE)\n"   \
 	"                         [--digest sha256:HEX [--payload-name NAME]]...\n"                \
 	"                         [--for PRINCIPAL] [--wait[=SECONDS]] [--json]\n"                 \
 	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
@@ -664,7 +686,8 @@ static const struct verb {
      .run = run_serve},
     {"request", "order uses of keys", HELP_REQUEST,
      O(KEY) | O(USES) | O(VALID) | O(DESCRIPTION) | O(CONTEXT) | O(DIGEST) | O(PAYLOAD_NAME) |
-         O(NAME) | O(META) | O(ID_TOKEN) | O(FOR) | O(WAIT) | O(JSON),
+         O(NAME) | O(META) | O(ID_TOKEN) | O(ID_TOKEN_ENV) | O(ID_TOKEN_GITHUB) | O(FOR) | O(WAIT) |
+         O(JSON),
      .run = run_request},
     {"list", "operations waiting for you (--all: every one you may see)", HELP_LIST,
      O(ALL) | O(STATE) | O(JSON), .run = run_list},

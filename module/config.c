@@ -77,6 +77,7 @@ enum {
 	SEEN_USER = 16,
 	SEEN_TOKEN_FILE = 32,
 	SEEN_TOKEN_ENV = 64,
+	SEEN_TOKEN_GITHUB = 128,
 };
 
 /* kv read from where (a file, or an environment variable with kv->line 0): a
@@ -107,9 +108,11 @@ static int set_value(struct p11g_config *cfg, const struct p11g_kv *kv, unsigned
 		bit = SEEN_TOKEN_FILE;
 	else if (klen == 12 && !memcmp(key, "id_token_env", 12))
 		bit = SEEN_TOKEN_ENV;
+	else if (klen == 15 && !memcmp(key, "id_token_github", 15))
+		bit = SEEN_TOKEN_GITHUB;
 	else
 		return KEY_FAIL("unknown setting \"%.*s\" (known: module, socket, wait, remote, "
-		                "approvald_user, id_token_file, id_token_env)",
+		                "approvald_user, id_token_file, id_token_env, id_token_github)",
 		                (int)(klen > 64 ? 64 : klen), key);
 	if (*seen & bit)
 		return KEY_FAIL("\"%.*s\" is set twice", (int)klen, key);
@@ -159,6 +162,11 @@ static int set_value(struct p11g_config *cfg, const struct p11g_kv *kv, unsigned
 			                  "([A-Za-z_][A-Za-z0-9_]*)");
 		break;
 	}
+	case SEEN_TOKEN_GITHUB:
+		if (!set_string(cfg->id_token_github, sizeof(cfg->id_token_github), val, vlen))
+			return VALUE_FAIL("id_token_github is an audience of at most %zu bytes",
+			                  sizeof(cfg->id_token_github) - 1);
+		break;
 	case SEEN_WAIT:
 		if (!parse_wait(val, vlen, &cfg->wait))
 			return VALUE_FAIL(
@@ -279,9 +287,10 @@ int p11g_config_load(struct p11g_config *ret, p11g_err *err)
 	    apply_env(&cfg, "P11GATE_WAIT", "wait", err) < 0 ||
 	    apply_env(&cfg, "P11GATE_ID_TOKEN_FILE", "id_token_file", err) < 0)
 		return -1;
-	if (cfg.id_token_file[0] && cfg.id_token_env[0]) {
+	if (!!cfg.id_token_file[0] + !!cfg.id_token_env[0] + !!cfg.id_token_github[0] > 1) {
 		p11g_err_set(err, P11G_E_BAD_REQUEST,
-		             "%s: \"id_token_file\" and \"id_token_env\" exclude each other",
+		             "%s: \"id_token_file\", \"id_token_env\" and \"id_token_github\" "
+		             "exclude each other",
 		             cfg.source[0] ? cfg.source : path);
 		return -1;
 	}

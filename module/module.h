@@ -30,6 +30,7 @@ struct p11g_config {
 	 * "": none */
 	char id_token_file[PATH_MAX];
 	char id_token_env[128];
+	char id_token_github[256]; /* the audience of a GitHub Actions job's token */
 };
 
 /*

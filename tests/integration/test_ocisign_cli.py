@@ -57,7 +57,7 @@ def test_help_texts():
     (["attach", "--payload", "p", "img"], "--payload FILE and --signature FILE are required"),
     (["generate", "-a", "novalue", "img"], "expected KEY=VALUE with exactly one '='"),
     (["generate", "-a", "a=b=c", "img"], "expected KEY=VALUE with exactly one '='"),
-    (["sign", "--key", "pkcs11:object=x", "--wait", "5", "img"], "--socket and --wait go with --request"),
+    (["sign", "--key", "pkcs11:object=x", "--wait", "5", "img"], "--socket, --wait and --id-token go with --request"),
     (["sign", "--key", "pkcs11:object=x", "--request", "--wait", "0", "img"], "--wait takes seconds"),
     (["pubkey", "--key", "pkcs11:object=x", "extra"], "unexpected argument 'extra'"),
 ])

@@ -161,3 +161,140 @@ def test_on_demand_request_without_a_usable_token_says_why(start_daemon, account
         assert d.list_ids("--all") == []
     finally:
         token.cleanup()
+
+
+# ---- a GitHub Actions job: the token asked of GitHub's token service ------------------------
+
+class GitHubTokenService:
+    """What a GitHub Actions job's $ACTIONS_ID_TOKEN_REQUEST_URL serves: the job's token for the
+    audience asked, to the bearer of $ACTIONS_ID_TOKEN_REQUEST_TOKEN; over HTTPS on
+    127.0.0.1 with a test CA."""
+
+    BEARER = "ghs_runner-request-token"
+
+    def __init__(self, dir, issuer):
+        import http.server
+        import ssl
+        import threading
+        import urllib.parse
+        from ocireg import _self_signed, _pem_cert, _pem_key, free_port
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self.asked = []
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _self_signed("github test CA", ca_key, is_ca=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _self_signed("127.0.0.1", key, ca=ca, ca_key=ca_key, san_ip="127.0.0.1")
+        self.ca_file = os.path.join(dir, "gh-ca.pem")
+        with open(self.ca_file, "wb") as f:
+            f.write(_pem_cert(ca))
+        os.chmod(self.ca_file, 0o644)
+        srv_pem = os.path.join(dir, "gh-srv.pem")
+        with open(srv_pem, "wb") as f:
+            f.write(_pem_cert(cert) + _pem_key(key))
+        svc = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                auth = self.headers.get("Authorization", "")
+                svc.asked.append((q, auth))
+                if auth != "bearer " + svc.BEARER:
+                    code, body = 401, b'{"message": "Bad credentials"}'
+                else:
+                    aud = q.get("audience", [""])[0]
+                    code, body = 200, json.dumps(
+                        {"count": 1, "value": issuer.token(issuer.claims(aud=aud))}).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(srv_pem)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def env(self, bearer=None):
+        return {"ACTIONS_ID_TOKEN_REQUEST_URL":
+                "https://127.0.0.1:%d/token?api-version=2.0" % self.port,
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bearer or self.BEARER,
+                "CURL_CA_BUNDLE": self.ca_file}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def github(issuer):
+    import tempfile
+    d = tempfile.mkdtemp(prefix="p11gt-gh-")
+    os.chmod(d, 0o755)
+    s = GitHubTokenService(d, issuer)
+    yield s
+    s.close()
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def gh_daemon(start_daemon, issuer, dir):
+    rules = [{"name": "release", "keys": ["pkcs11:token=ci"], "orderers": p11g.ORDERERS,
+              "approvers": p11g.APPROVERS, "approvals": 1,
+              "claims": {"issuer": "gh", "match": {"repository": "acme/*"}}}]
+    return start_daemon(issuer_policy(issuer, dir, rules))
+
+
+def test_the_cli_asks_github_for_the_job_token(start_daemon, issuer, github):
+    d = gh_daemon(start_daemon, issuer, os.path.dirname(github.ca_file))
+    env = dict(os.environ, APPROVALD_SOCKET=d.sock, **github.env())
+    args = [p11g.APPROVALD, "request", "--key", "pkcs11:token=ci;object=k", "--description",
+            "release", "--id-token-github", AUD]
+    r = p11g.run(args, user=p11g.U("orderer"), env=env)
+    assert r.rc == 0, r
+    op = int(r.out)
+    assert d.show(op)["identity"]["claims"]["repository"] == "acme/app"
+    q, auth = github.asked[-1]
+    assert q["audience"] == [AUD] and q["api-version"] == ["2.0"], q
+    assert auth == "bearer " + github.BEARER
+    # the runner's request token is refused: said, nothing filed
+    r = p11g.run(args, user=p11g.U("orderer"), env=dict(env, **github.env("wrong")))
+    assert r.rc == 2 and "--id-token-github" in r.err and "401" in r.err, r
+    # not in a GitHub Actions job
+    plain = {k: v for k, v in env.items() if not k.startswith("ACTIONS_")}
+    r = p11g.run(args, user=p11g.U("orderer"), env=plain)
+    assert r.rc == 2 and "ACTIONS_ID_TOKEN_REQUEST_URL" in r.err and "id-token: write" in r.err, r
+    assert github.BEARER not in r.err
+    assert d.list_ids("--all") == [op]
+
+
+def test_p11gate_so_asks_github_for_the_job_token(start_daemon, accounts, issuer, github):
+    token = Token("local")
+    try:
+        rules = [{"name": "guarded", "keys": ["pkcs11:token=%s" % TOKEN],
+                  "orderers": ["uid:0"], "approvers": ["group:p11gt-approvers"],
+                  "approvals": 1, "claims": {"issuer": "gh", "match": {"ref": "refs/tags/*"}}}]
+        d = token.start(start_daemon, issuer_policy(issuer, token.dir, rules))
+        env = dict(token.gate_env(d), **github.env(),
+                   P11GATE_FETCH=os.path.join(p11g.BUILD, "approvald", "approvald-fetch"))
+        with open(env["P11GATE_CONF"], "a") as f:
+            f.write("wait = 60\nid_token_github = %s\n" % AUD)
+        p = on_demand(token, d, env)
+        try:
+            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), p.poll()
+            op = d.list_ids("--all")[0]
+            assert d.show(op)["identity"]["claims"]["ref"] == "refs/tags/v1.0"
+            d.approve("alice", op)
+            so, se = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert json.loads(so)["r"]["sign"] == "CKR_OK", (so, se)
+        assert github.asked and github.asked[-1][0]["audience"] == [AUD]
+    finally:
+        token.cleanup()

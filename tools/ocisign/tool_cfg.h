@@ -21,7 +21,9 @@ struct oci_config {
 	size_t n_ann;
 	const char *payload_file, *signature_file;
 	const char *socket;
-	const char *id_token; /* --id-token FILE|-, else $APPROVALD_ID_TOKEN_FILE */
+	const char *id_token;        /* --id-token FILE|-, else $APPROVALD_ID_TOKEN_FILE */
+	const char *id_token_env;    /* --id-token-env NAME */
+	const char *id_token_github; /* --id-token-github AUDIENCE */
 	long wait_s;
 	/* registry */
 	const char *creds;

@@ -71,6 +71,8 @@ static const char help_sign[] =
     "  --wait SECONDS         how long --request waits for approval (default 3600)\n"
     "  --id-token FILE|-      the pipeline's OIDC ID token for --request, for a key\n"
     "                         whose rule asks for one (default $APPROVALD_ID_TOKEN_FILE);\n"
+    "  --id-token-env NAME    the token in that variable (GitLab CI's id_tokens)\n"
+    "  --id-token-github AUDIENCE  the GitHub Actions job's token for AUDIENCE\n"
     "                         the request is named after the image, each payload after\n"
     "                         the manifest it signs\n" COMMON_HELP;
 
@@ -114,6 +116,8 @@ enum {
 	OPT_SOCKET,
 	OPT_WAIT,
 	OPT_ID_TOKEN,
+	OPT_ID_TOKEN_ENV,
+	OPT_ID_TOKEN_GITHUB,
 	OPT_HELP,
 };
 
@@ -132,6 +136,8 @@ static const struct option all_opts[] = {
     {"socket", required_argument, 0, OPT_SOCKET},
     {"wait", required_argument, 0, OPT_WAIT},
     {"id-token", required_argument, 0, OPT_ID_TOKEN},
+    {"id-token-env", required_argument, 0, OPT_ID_TOKEN_ENV},
+    {"id-token-github", required_argument, 0, OPT_ID_TOKEN_GITHUB},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -145,9 +151,21 @@ struct verb_desc {
 };
 
 static const int gen_allowed[] = {'a', OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
-static const int sign_allowed[] = {
-    OPT_KEY,  OPT_MODULE,   OPT_PIN_FILE, OPT_REQUEST, OPT_RECURSIVE, 'a', OPT_SOCKET,
-    OPT_WAIT, OPT_ID_TOKEN, OPT_CREDS,    OPT_CA_FILE, OPT_INSECURE,  0};
+static const int sign_allowed[] = {OPT_KEY,
+                                   OPT_MODULE,
+                                   OPT_PIN_FILE,
+                                   OPT_REQUEST,
+                                   OPT_RECURSIVE,
+                                   'a',
+                                   OPT_SOCKET,
+                                   OPT_WAIT,
+                                   OPT_ID_TOKEN,
+                                   OPT_ID_TOKEN_ENV,
+                                   OPT_ID_TOKEN_GITHUB,
+                                   OPT_CREDS,
+                                   OPT_CA_FILE,
+                                   OPT_INSECURE,
+                                   0};
 static const int attach_allowed[] = {OPT_PAYLOAD, OPT_SIGNATURE, OPT_CREDS,
                                      OPT_CA_FILE, OPT_INSECURE,  0};
 static const int verify_allowed[] = {OPT_KEY, OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
@@ -262,7 +280,14 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 			cfg->signature_file = optarg;
 			break;
 		case OPT_ID_TOKEN:
-			cfg->id_token = optarg;
+		case OPT_ID_TOKEN_ENV:
+		case OPT_ID_TOKEN_GITHUB:
+			if (cfg->id_token || cfg->id_token_env || cfg->id_token_github)
+				return usage(v->name, "one ID token: --id-token, --id-token-env or "
+				                      "--id-token-github, once");
+			*(c == OPT_ID_TOKEN       ? &cfg->id_token
+			  : c == OPT_ID_TOKEN_ENV ? &cfg->id_token_env
+			                          : &cfg->id_token_github) = optarg;
 			break;
 		case OPT_SOCKET:
 			cfg->socket = optarg;
@@ -310,7 +335,9 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		return usage(v->name, "--key is required");
 	if (v->verb == OCI_ATTACH && (!cfg->payload_file || !cfg->signature_file))
 		return usage(v->name, "--payload FILE and --signature FILE are required");
-	if ((cfg->socket || cfg->wait_s != OCI_DEFAULT_WAIT || cfg->id_token) && !cfg->request)
+	if ((cfg->socket || cfg->wait_s != OCI_DEFAULT_WAIT || cfg->id_token || cfg->id_token_env ||
+	     cfg->id_token_github) &&
+	    !cfg->request)
 		return usage(v->name, "--socket, --wait and --id-token go with --request");
 	return OCI_PARAM_RUN;
 }

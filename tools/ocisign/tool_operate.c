@@ -205,7 +205,14 @@ static int do_sign(struct oci_config *cfg)
 		/* the pipeline's ID token, when it has one to give */
 		const char *tok_file =
 		    cfg->id_token ? cfg->id_token : getenv("APPROVALD_ID_TOKEN_FILE");
-		if (tok_file && *tok_file && !(id_token = p11g_id_token_load(tok_file, NULL, &err)))
+		bool want = cfg->id_token_github || cfg->id_token_env || (tok_file && *tok_file);
+		if (cfg->id_token_github)
+			id_token = p11g_id_token_github(cfg->id_token_github, &err);
+		else if (cfg->id_token_env)
+			id_token = p11g_id_token_load(NULL, cfg->id_token_env, &err);
+		else if (want)
+			id_token = p11g_id_token_load(tok_file, NULL, &err);
+		if (want && !id_token)
 			goto failed;
 		/* named after the image; each payload after the manifest it signs */
 		/* approvald takes a title of 128 bytes; an image name is ASCII */
