@@ -190,11 +190,13 @@ static int id_token_from(struct args *a, const char *opt, const char *file, cons
 		return cli_usage_error("request", "one ID token: --id-token, --id-token-env or "
 		                                  "--id-token-github, once");
 	char *tok =
-	    github ? p11g_id_token_github(github, &err) : p11g_id_token_load(file, env, &err);
+	    github ? p11g_id_token_github(github, true, &err) : p11g_id_token_load(file, env, &err);
 	json_t *t = tok ? json_string(tok) : NULL;
 	p11g_id_token_free(tok);
 	if (!tok || !t || json_object_set_new(a->req, "id_token", t) < 0) {
-		fprintf(stderr, "approvald: %s: %s\n", opt, tok ? "not text" : err.msg);
+		_cleanup_free_ char *msg =
+		    tok ? NULL : p11g_text_escaped(err.msg, strnlen(err.msg, sizeof(err.msg)));
+		fprintf(stderr, "approvald: %s: %s\n", opt, tok ? "not text" : msg ? msg : "?");
 		return EXIT_USAGE;
 	}
 	return 0;

@@ -151,8 +151,9 @@ int main(int argc, char **argv)
 	bad |= curl_easy_setopt(c, CURLOPT_WRITEDATA, &b) != CURLE_OK;
 	bad |=
 	    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)P11G_JWKS_MAX) != CURLE_OK;
-	if (ca && *ca)
-		bad |= curl_easy_setopt(c, CURLOPT_CAINFO, ca) != CURLE_OK;
+	if (ca && *ca) /* these CA certificates alone, not the system's directory besides */
+		bad |= curl_easy_setopt(c, CURLOPT_CAINFO, ca) != CURLE_OK ||
+		       curl_easy_setopt(c, CURLOPT_CAPATH, NULL) != CURLE_OK;
 	if (auth[0]) {
 		headers = curl_slist_append(NULL, auth);
 		bad |= !headers || curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers) != CURLE_OK;

@@ -98,7 +98,7 @@ static ssize_t read_back(int fd, char *buf, size_t n)
 	return (ssize_t)got;
 }
 
-char *p11g_id_token_github(const char *audience, p11g_err *err)
+char *p11g_id_token_github(const char *audience, bool beside_self, p11g_err *err)
 {
 	const char *helper = secure_getenv("P11GATE_FETCH");
 	char prog[4096], parent[24];
@@ -108,9 +108,9 @@ char *p11g_id_token_github(const char *audience, p11g_err *err)
 	pid_t pid = -1;
 	int status = 0;
 
-	/* $P11GATE_FETCH, else beside this program (approvald's build tree or install), else in
-	 * the libexec directory */
-	ssize_t sn = readlink("/proc/self/exe", prog, sizeof(prog) - 1);
+	/* $P11GATE_FETCH, else beside this program (approvald's build tree or install; not for a
+	 * module, whose program is anyone's), else in the libexec directory */
+	ssize_t sn = beside_self ? readlink("/proc/self/exe", prog, sizeof(prog) - 1) : -1;
 	char *slash = sn > 0 ? (prog[sn] = '\0', strrchr(prog, '/')) : NULL;
 	if (helper && *helper)
 		snprintf(prog, sizeof(prog), "%s", helper);
@@ -123,28 +123,44 @@ char *p11g_id_token_github(const char *audience, p11g_err *err)
 		goto done;
 	}
 	const char *argv[] = {prog, "--parent", parent, "--github-id-token", audience, NULL};
-	int r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
-	        posix_spawn_file_actions_adddup2(&fa, out, 1) ||
-	        posix_spawn_file_actions_adddup2(&fa, errfd, 2) ||
-	        posix_spawn(&pid, prog, &fa, NULL, (char *const *)argv, environ);
+	int r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (!r)
+		r = posix_spawn_file_actions_adddup2(&fa, out, 1);
+	if (!r)
+		r = posix_spawn_file_actions_adddup2(&fa, errfd, 2);
+	if (!r)
+		r = posix_spawn(&pid, prog, &fa, NULL, (char *const *)argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r) {
 		p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot run %s: %s", prog, strerror(r));
 		pid = -1;
 		goto done;
 	}
-	/* the helper gives up after 20 s; 30 s is its end, however it ends */
+	/* the helper gives up after 20 s; 30 s is its end, however it ends.  A program that
+	 * ignores SIGCHLD (or reaps every child) leaves no status to wait for: then what the
+	 * helper wrote decides (it writes a token only when it succeeds). */
+	bool unknown = false;
 	for (int waited = 0;; waited += 10) {
 		pid_t w = waitpid(pid, &status, waited >= 30000 ? 0 : WNOHANG);
 		if (w == pid)
 			break;
+		if (w < 0 && errno == ECHILD) {
+			unknown = true;
+			break;
+		}
 		if (w < 0 && errno != EINTR) {
+			kill(pid, SIGKILL);
+			(void)waitpid(pid, NULL, 0);
 			p11g_err_set(err, P11G_E_INTERNAL, "waitpid: %m");
 			goto done;
 		}
 		if (waited >= 30000 - 10)
 			kill(pid, SIGKILL);
 		nanosleep(&(struct timespec){.tv_nsec = 10 * 1000000}, NULL);
+	}
+	if (unknown) {
+		char probe[2];
+		status = read_back(out, probe, sizeof(probe)) > 0 ? 0 : 1 << 8;
 	}
 	pid = -1;
 	char buf[P11G_ID_TOKEN_MAX + 2];

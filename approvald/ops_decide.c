@@ -72,7 +72,8 @@ static int settle(p11g_txn *t, struct txn_ctx *c, struct p11g_op *op, const char
 
 /* A rule with "actor_claim": the person the pipeline's token names as its actor (who pushed)
  * may not approve it.  Names are compared without case, as CI systems compare logins; an
- * operation under such a rule that does not name its actor is refused to everyone. */
+ * operation under such a rule that does not name its actor is refused to everyone.  This holds
+ * as far as approvers' account names are the CI system's logins (README). */
 static int check_actor(const struct p11g_op *op, const struct p11g_ident *caller, p11g_err *err)
 {
 	const char *rule;
@@ -89,7 +90,11 @@ static int check_actor(const struct p11g_op *op, const struct p11g_ident *caller
 			                    "operation %" PRIu64 " does not name its actor (claim "
 			                    "\"%s\" of rule %s): nobody may approve it",
 			                    op->id, name, rule);
-		if (!strcasecmp(actor, caller->user))
+		/* the account name, and its user part where the name service qualifies names
+		 * (SSSD's alice@corp.example): the same person either way */
+		size_t local = strcspn(caller->user, "@");
+		if (!strcasecmp(actor, caller->user) ||
+		    (local && strlen(actor) == local && !strncasecmp(actor, caller->user, local)))
 			return p11g_err_set(
 			    err, P11G_E_SELF_APPROVAL,
 			    "the pipeline's token names you as its actor (claim \"%s\" "

@@ -12,8 +12,8 @@ void ops_rule_freep(struct p11g_rule **r);
 
 #define _cleanup_op_ __attribute__((cleanup(p11g_op_clear)))
 
-/* The meta entries of the ID tokens requests were filed with: P11G_JTI_PREFIX + sha256(issuer
- * name, NUL, jti) in hex, its value the token's exp. */
+/* The meta entries of the ID tokens requests were filed with: P11G_JTI_PREFIX + sha256(the token's
+ * iss, NUL, jti) in hex, its value the token's exp. */
 #define P11G_JTI_PREFIX "jti:"
 
 json_t *ops_actor_json(const struct p11g_ident *id);

@@ -494,7 +494,7 @@ static void jti_key(const char *issuer, const char *jti, char out[65])
 
 /* A token is good for one request: its jti is kept in the store, in the transaction that files
  * the request, until the token expires (P11G_JTI_PREFIX, pruned by the expiry sweep). */
-static int jti_claim(p11g_txn *t, const struct request *q, int64_t now, p11g_err *err)
+static int jti_claim(p11g_txn *t, const struct request *q, p11g_err *err)
 {
 	char name[sizeof(P11G_JTI_PREFIX) + sizeof(q->jti)];
 	int64_t exp = 0;
@@ -502,7 +502,8 @@ static int jti_claim(p11g_txn *t, const struct request *q, int64_t now, p11g_err
 	int r = p11g_txn_meta_get_int(t, name, &exp, err);
 	if (r < 0 && r != -ENOENT)
 		return -1;
-	if (r == 0 && exp + P11G_IDTOKEN_SKEW >= now)
+	/* kept until it could no longer verify (the sweep prunes it after): present is used */
+	if (r == 0)
 		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
 		                    "ID token: already used for another request (its jti)");
 	return p11g_txn_meta_put_int(t, name, q->jti_exp, err);
@@ -606,7 +607,7 @@ static int check_token(const struct p11g_ops *o, const struct p11g_rule *rule, c
 	if (keep_identity(q, is, rc, &tok, err) < 0)
 		return -1;
 	char key[65];
-	jti_key(is->name, tok.jti, key);
+	jti_key(tok.iss, tok.jti, key); /* the token's issuer, whatever the policy calls it */
 	if (q->jti[0] && strcmp(q->jti, key) != 0)
 		return p11g_err_set(err, P11G_E_TOKEN_INVALID,
 		                    "ID token: the keys' rules name different issuers");
@@ -671,11 +672,52 @@ static int request_labels(const json_t *args, struct request *q, p11g_err *err)
 			                    "payload_names[%zu]: text of at most %d bytes", i,
 			                    MAX_TEXT);
 	}
-	if (jpn && json_array_size(jpn))
-		q->op.payload_names = json_deep_copy(jpn);
-	if ((jmeta && json_object_size(jmeta) && !q->op.meta) ||
-	    (jpn && json_array_size(jpn) && !q->op.payload_names))
+	if (jmeta && json_object_size(jmeta) && !q->op.meta)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return 0;
+}
+
+/* The payload names, by the pinned digest each names, in the order of the operation's pinned
+ * digests (which the payloads may have reordered): a name goes with its digest, whatever
+ * order the request gave them in.  After the digests are final. */
+static int align_payload_names(const json_t *args, struct request *q, p11g_err *err)
+{
+	const json_t *jpn = json_object_get(args, "payload_names"),
+	             *jdig = json_object_get(args, "digests"), *v;
+	size_t i;
+	char norm[160];
+	bool any = false;
+
+	if (!json_array_size(jpn))
+		return 0;
+	_cleanup_json_ json_t *by = json_object(), *names = json_array();
+	if (!by || !names)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	json_array_foreach(jpn, i, v)
+	{
+		const json_t *old;
+		if (!p11g_digest_normalise(json_string_value(json_array_get(jdig, i)), norm,
+		                           sizeof(norm)))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "payload_names[%zu]: no digest", i);
+		if (!json_string_length(v))
+			continue;
+		if ((old = json_object_get(by, norm)) && !json_equal(old, (json_t *)v))
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "payload_names[%zu]: digest %s has another name already", i, norm);
+		if (json_object_set(by, norm, (json_t *)v) < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	for (i = 0; i < q->op.n_digests; i++) {
+		const json_t *n = json_object_get(by, q->op.digests[i]);
+		any |= n != NULL;
+		if (json_array_append_new(names, n ? json_incref((json_t *)n) : json_string("")) <
+		    0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	if (any)
+		q->op.payload_names = json_incref(names);
 	return 0;
 }
 
@@ -758,6 +800,8 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 		if (!(q->op.digests[q->op.n_digests++] = strdup(json_string_value(d))))
 			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
+	if (align_payload_names(args, q, err) < 0)
+		return -1;
 	if (needs_digest && json_array_size(q->digests) == 0)
 		return p11g_err_set(
 		    err, P11G_E_BAD_REQUEST,
@@ -806,7 +850,7 @@ static int request_body(p11g_txn *t, void *arg, p11g_err *err)
 
 	uint64_t id;
 	_cleanup_op_ struct p11g_op op = {0};
-	if (q->jti[0] && jti_claim(t, q, now, err) < 0)
+	if (q->jti[0] && jti_claim(t, q, err) < 0)
 		return -1;
 	if (p11g_txn_next_id(t, &id, err) < 0)
 		return -1;

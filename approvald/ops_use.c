@@ -4,6 +4,7 @@
 #include "approvald/audit_state.h"
 #include "approvald/authz.h"
 #include "approvald/jbuild.h"
+#include "approvald/idtoken.h"
 #include "approvald/ops_internal.h"
 #include "approvald/refusals.h"
 
@@ -40,7 +41,8 @@ enum refusal {
 	REF_MECHANISM,
 	REF_DIGEST,
 	REF_IMAGE, /* a rule with registries, and no payload of one of its images with the digest */
-	REF_DAMAGED, /* its rule snapshot cannot be read back */
+	REF_IDENTITY, /* the rule now asks for a pipeline the operation does not show */
+	REF_DAMAGED,  /* its rule snapshot cannot be read back */
 };
 
 struct use_scan {
@@ -124,6 +126,26 @@ static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, con
 			return true;
 	}
 	return false;
+}
+
+/* A rule with claims (issue 19): the operation was filed with a verified ID token of the
+ * rule's issuer whose kept claims match the rule as it stands (a claim the operation did not
+ * keep fails: when in doubt, refuse). */
+static bool identity_holds(const struct p11g_op *op, const struct p11g_rule *r)
+{
+	const struct p11g_rule_claims *rc = r->claims;
+	char why[160];
+	if (!rc)
+		return true;
+	const char *issuer = json_string_value(json_object_get(op->identity, "issuer"));
+	if (!issuer || strcmp(issuer, rc->issuer))
+		return false;
+	_cleanup_json_ json_t *match = json_object();
+	for (size_t i = 0; match && i < rc->n; i++)
+		if (json_object_set_new(match, rc->names[i], json_string(rc->patterns[i])) < 0)
+			return false;
+	return match && p11g_claims_match(json_object_get(op->identity, "claims"), match, why,
+	                                  sizeof(why)) == 0;
 }
 
 static bool digest_pinned(const struct p11g_op *op, const char *digest)
@@ -210,6 +232,12 @@ static int scan_visit(const struct p11g_op *op, void *arg)
 		note(s, REF_IMAGE, id);
 		return 0;
 	}
+	/* The rule now may ask who ordered (claims added or tightened since): the operation's
+	 * verified identity must satisfy it as it stands. */
+	if (!identity_holds(op, s->rule)) {
+		note(s, REF_IDENTITY, id);
+		return 0;
+	}
 	/* Spend the operation that ends soonest first. */
 	if (!s->best_id || op->expires < s->best_expires) {
 		s->best_id = id;
@@ -244,6 +272,8 @@ static const char *refusal_code(enum refusal r)
 		return P11G_E_DIGEST_MISMATCH;
 	case REF_IMAGE:
 		return P11G_E_REGISTRY;
+	case REF_IDENTITY:
+		return P11G_E_CLAIMS_MISMATCH;
 	case REF_DAMAGED:
 		return P11G_E_INTERNAL;
 	case REF_NONE:
@@ -318,6 +348,13 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 		             "approvald read: ocisign sign --request)",
 		             id, s->a->digest ? s->a->digest : "(none)", uri);
 		break;
+	case REF_IDENTITY:
+		p11g_err_set(err, code,
+		             "operation %" PRIu64 " for %s does not show the pipeline rule %s now "
+		             "asks for (its ID token's issuer and claims); request one with an ID "
+		             "token",
+		             id, uri, s->rule->name);
+		break;
 	case REF_DAMAGED:
 		p11g_err_set(err, code,
 		             "operation %" PRIu64
@@ -381,10 +418,11 @@ static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, bool role, p11g_
 static bool implicit_allowed(const struct p11g_rule *rule, const struct use_scan *s)
 {
 	const struct p11g_use_args *a = s->a;
-	/* A pending operation for the key holds its uses until it is decided. */
-	return !s->best_id && s->why != REF_PENDING && p11g_rule_may_order(rule, s->caller) &&
-	       p11g_rule_auto_approves(rule, s->caller) && !rule->bind_digest &&
-	       rule->n_registries == 0 &&
+	/* A pending operation for the key holds its uses until it is decided; a rule that asks
+	 * who orders (claims) takes requests with ID tokens only, never a bare use. */
+	return !s->best_id && s->why != REF_PENDING && !rule->claims &&
+	       p11g_rule_may_order(rule, s->caller) && p11g_rule_auto_approves(rule, s->caller) &&
+	       !rule->bind_digest && rule->n_registries == 0 &&
 	       ((s->mech->family != P11G_MECH_RAW && !a->raw) || rule->allow_raw) &&
 	       p11g_rule_allows_mechanism(rule, a->mechanism);
 }

@@ -291,7 +291,7 @@ static uint64_t request(const struct p11g_keyid *k, const struct p11g_use_digest
 	char *tok = NULL;
 	const struct p11g_config *cfg = &p11g_m.cfg;
 	if (cfg->id_token_github[0])
-		tok = p11g_id_token_github(cfg->id_token_github, err);
+		tok = p11g_id_token_github(cfg->id_token_github, false, err);
 	else if (cfg->id_token_file[0] || cfg->id_token_env[0])
 		tok = p11g_id_token_load(cfg->id_token_file[0] ? cfg->id_token_file : NULL,
 		                         cfg->id_token_file[0] ? NULL : cfg->id_token_env, err);

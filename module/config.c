@@ -287,6 +287,10 @@ int p11g_config_load(struct p11g_config *ret, p11g_err *err)
 	    apply_env(&cfg, "P11GATE_WAIT", "wait", err) < 0 ||
 	    apply_env(&cfg, "P11GATE_ID_TOKEN_FILE", "id_token_file", err) < 0)
 		return -1;
+	/* the environment's token file stands for the file's way of finding one */
+	const char *tf = secure_getenv("P11GATE_ID_TOKEN_FILE");
+	if (tf && *tf)
+		cfg.id_token_env[0] = cfg.id_token_github[0] = '\0';
 	if (!!cfg.id_token_file[0] + !!cfg.id_token_env[0] + !!cfg.id_token_github[0] > 1) {
 		p11g_err_set(err, P11G_E_BAD_REQUEST,
 		             "%s: \"id_token_file\", \"id_token_env\" and \"id_token_github\" "

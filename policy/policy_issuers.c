@@ -51,7 +51,7 @@ int pol_claim_name_member(struct rule_ctx *c, const struct pjson_member *m, char
 int pol_parse_claims(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r)
 {
 	const struct pjson_value *v = m->value;
-	const struct pjson_member *issuer = NULL;
+	const struct pjson_member *issuer = NULL, *match = NULL;
 
 	if (pol_expect_type(c, m, PJSON_OBJECT) < 0)
 		return -1;
@@ -72,6 +72,7 @@ int pol_parse_claims(struct rule_ctx *c, const struct pjson_member *m, struct p1
 			r->claims->column = e->value->column;
 		} else if (strcmp(e->name, "match") == 0) {
 			const struct pjson_value *mv = e->value;
+			match = e;
 			if (pol_expect_type(c, e, PJSON_OBJECT) < 0)
 				return -1;
 			if (mv->u.obj.n > P11G_CLAIMS_MATCH_MAX)
@@ -113,6 +114,16 @@ int pol_parse_claims(struct rule_ctx *c, const struct pjson_member *m, struct p1
 		return pol_fail_at_value(c, v,
 		                         "\"claims\" needs \"issuer\" (one of the policy's "
 		                         "\"issuers\")");
+	/* any repository can have a token of a public CI issuer made for any audience: a rule
+	 * must say which pipelines it trusts */
+	bool constrains = false;
+	for (size_t k = 0; k < r->claims->n && !constrains; k++)
+		constrains = strspn(r->claims->patterns[k], "*") != strlen(r->claims->patterns[k]);
+	if (!constrains)
+		return pol_fail_at_value(c, match ? match->value : v,
+		                         "\"claims\" needs \"match\" with at least one claim "
+		                         "pattern other than \"*\" (which pipelines are trusted: "
+		                         "any project can get a token of a public CI issuer)");
 	return 0;
 }
 

@@ -13,9 +13,10 @@
  * naming where it looked (unreadable, empty, longer than 16 KiB, not text). */
 char *p11g_id_token_load(const char *path, const char *env, p11g_err *err);
 /* In a GitHub Actions job: the job's ID token for audience, asked of GitHub's token service by
- * approvald-fetch (P11GATE_LIBEXECDIR, or $P11GATE_FETCH); at most 30 s.  NULL with err
- * bad_request saying why (not in such a job, the service's refusal). */
-char *p11g_id_token_github(const char *audience, p11g_err *err);
+ * approvald-fetch ($P11GATE_FETCH, else beside the running program when beside_self, else in
+ * P11GATE_LIBEXECDIR); at most 30 s.  NULL with err bad_request saying why (not in such a job,
+ * the service's refusal). */
+char *p11g_id_token_github(const char *audience, bool beside_self, p11g_err *err);
 void p11g_id_token_free(char *tok);
 
 #endif

@@ -444,18 +444,20 @@ def test_keys_come_from_the_jwks_url_over_verified_tls(url_daemon, jwks_server, 
     assert re.search(r"key set: +%s: 2 keys, fetched " % re.escape(jwks_server.url), text), text
     # a reload keeps the keys (no fetch needed to verify)
     d.hup()
-    p11g.wait_for(lambda: "policy" in d.stderr(), 5)
+    assert p11g.wait_for(lambda: "policy unchanged" in d.stderr(), 5), d.stderr()
     p11g.expect_ok(request(d, issuer.token()))
+    assert jwks_server.hits == 1
 
 
 def test_rotated_keys_are_fetched_on_an_unknown_kid_at_most_once_a_gap(url_daemon, jwks_server,
                                                                       issuer):
     d = url_daemon
     wait_fetched(d)
-    # the issuer rotates: a new RSA key under kid r2
+    old_token = issuer.token()  # signed with r1, valid until approvald drops r1
+    # the issuer rotates: a new RSA key under kid r2, the old one r1 dropped
     new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     n = new.public_key().public_numbers()
-    jwks_server.doc = {"keys": jwks_server.doc["keys"] + [
+    jwks_server.doc = {"keys": [k for k in jwks_server.doc["keys"] if k["kid"] != "r1"] + [
         {"kty": "RSA", "kid": "r2", "alg": "RS256", "n": b64int(n.n), "e": b64int(n.e)}]}
     old_rsa, issuer.rsa = issuer.rsa, new
 
@@ -467,9 +469,13 @@ def test_rotated_keys_are_fetched_on_an_unknown_kid_at_most_once_a_gap(url_daemo
     r = request(d, tok())
     p11g.expect_fail(r, "token_invalid")
     assert "ask again in a few seconds" in r.err, r
-    wait_fetched(d, lambda ks: ks["keys"] == 3 and not ks["fetching"])
+    wait_fetched(d, lambda ks: ks["keys"] == 2 and not ks["fetching"] and ks["error"] == "")
     assert jwks_server.hits == hits + 1
     p11g.expect_ok(request(d, tok()))
+    # the dropped key verifies nothing any more
+    r = request(d, old_token)
+    p11g.expect_fail(r, "token_invalid")
+    assert '"r1"' in r.err or "r1" in r.err, r
     # a flood of tokens naming unknown kids fetches at most once a gap
     hits, n, t0 = jwks_server.hits, 0, time.monotonic()
     while time.monotonic() - t0 < 3 * GAP:
@@ -520,3 +526,128 @@ def test_an_unreachable_or_untrusted_issuer_still_loads_and_refuses_its_tokens(
     assert ks["keys"] == 0 and "certificate" in ks["error"].lower(), ks
     assert jwks_server.hits == 0  # TLS failed before any request was sent
     p11g.expect_fail(request(d, issuer.token()), "token_invalid")
+
+
+# ---- a GitLab-shaped token -----------------------------------------------------------------
+
+GL = "https://gitlab.example.com"
+
+
+def gitlab_claims(issuer, **over):
+    issuer.n += 1
+    now = int(time.time())
+    c = {"iss": GL, "aud": AUD, "sub": "project_path:acme/firmware:ref_type:tag:ref:v2.1",
+         "jti": "gl-%d-%d" % (os.getpid(), issuer.n), "iat": now - 5, "nbf": now - 5,
+         "exp": now + 300, "namespace_id": "12", "namespace_path": "acme",
+         "project_id": "345", "project_path": "acme/firmware", "user_id": "7",
+         "user_login": U("carol"), "user_email": "carol@example.com", "pipeline_id": "98765",
+         "pipeline_source": "push", "job_id": "1212", "ref": "v2.1", "ref_type": "tag",
+         "ref_protected": "true", "runner_id": 3, "runner_environment": "self-hosted"}
+    c.update(over)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def test_a_gitlab_token_its_claims_and_its_user_login(start_daemon, issuer, token_dir):
+    jwks = token_dir / "gl.jwks"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    policy = p11g.default_policy()
+    policy["issuers"] = [{"name": "gitlab", "issuer": GL, "audience": AUD,
+                          "jwks_file": str(jwks),
+                          "show": ["project_path", "ref", "pipeline_id", "user_login"]}]
+    policy["rules"].append({
+        "name": "firmware", "keys": ["pkcs11:token=fw"], "orderers": p11g.ORDERERS,
+        "approvers": ["group:p11gt-approvers", "user:p11gt-carol"], "approvals": 1,
+        "claims": {"issuer": "gitlab", "match": {"project_path": "acme/firmware",
+                                                 "ref_protected": "true"}},
+        "actor_claim": "user_login"})
+    d = start_daemon(policy)
+    d.token_dir = token_dir
+    key = "pkcs11:token=fw;object=release"
+    tok = issuer.token(gitlab_claims(issuer), key="ec",
+                       header={"alg": "ES256", "typ": "JWT", "kid": "e1"})
+    op = int(p11g.expect_ok(request_key(d, key, tok)).out)
+    ident = d.show(op)["identity"]
+    assert ident["issuer"] == "gitlab" and ident["subject"].startswith("project_path:"), ident
+    assert ident["claims"] == {"project_path": "acme/firmware", "ref": "v2.1",
+                               "pipeline_id": "98765", "user_login": U("carol"),
+                               "ref_protected": "true"}, ident
+    # who pushed may not approve; another approver may
+    p11g.expect_fail(d.cli("approve", str(op), "--yes", user=U("carol")), "self_approval")
+    p11g.expect_ok(d.cli("approve", str(op), "--yes", user=U("bob")))
+    # an unprotected ref, another project
+    for over in ({"ref_protected": "false"}, {"project_path": "acme/firmware-fork"}):
+        r = request_key(d, key, issuer.token(gitlab_claims(issuer, **over), key="ec",
+                                             header={"alg": "ES256", "kid": "e1"}))
+        p11g.expect_fail(r, "claims_mismatch")
+        assert list(over)[0] in r.err, r
+
+
+# ---- no signature of a rule with claims without a pipeline's request ------------------------
+
+def claims_rule(name, token, **extra):
+    r = {"name": name, "keys": ["pkcs11:token=%s" % token], "orderers": p11g.ORDERERS,
+         "claims": {"issuer": "gh", "match": {"repository": "acme/*"}}}
+    r.update(extra)
+    return r
+
+
+def test_no_implicit_use_under_a_rule_with_claims(start_daemon, issuer, token_dir):
+    """A rule needing no approvals (or auto-approving the signer) gives a signer without an
+    operation an implicit one: not when the rule asks who orders."""
+    jwks = token_dir / "gh.jwks"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    policy = p11g.default_policy()
+    policy["issuers"] = [{"name": "gh", "issuer": ISS, "audience": AUD,
+                          "jwks_file": str(jwks)}]
+    policy["rules"] += [claims_rule("noapprovals", "ci0", approvals=0),
+                        claims_rule("autoci", "ci1", approvers=p11g.APPROVERS, approvals=1,
+                                    auto_approve=["user:p11gt-orderer"])]
+    d = start_daemon(policy)
+    d.token_dir = token_dir
+    for tokname in ("ci0", "ci1"):
+        d.use_refused(U("orderer"), tokname, "k", "no_operation")
+        # with the pipeline's request: approved at once, then the use
+        op = int(p11g.expect_ok(request_key(d, "pkcs11:token=%s;object=k" % tokname,
+                                            issuer.token())).out)
+        assert d.state_of(op) == "approved"
+        d.use_ok(U("orderer"), tokname, "k")
+    assert not [r for r in d.audit() if r["event"] == "use_granted" and
+                r.get("implicit")], "an implicit use was granted"
+
+
+def test_an_operation_filed_before_the_rule_asked_who_orders_signs_no_more(
+        start_daemon, issuer, token_dir):
+    jwks = token_dir / "gh.jwks"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    policy = p11g.default_policy()
+    policy["issuers"] = [{"name": "gh", "issuer": ISS, "audience": AUD,
+                          "jwks_file": str(jwks)}]
+    plain = {"name": "late", "keys": ["pkcs11:token=late"], "orderers": p11g.ORDERERS,
+             "approvers": p11g.APPROVERS, "approvals": 1}
+    policy["rules"].append(plain)
+    d = start_daemon(policy)
+    d.token_dir = token_dir
+    op = d.request("orderer", ("pkcs11:token=late;object=k", 5))
+    d.approve("alice", op)
+    d.use_ok(U("orderer"), "late", "k", dig=p11g.digest("late-1"))
+    # the rule now asks for the pipeline: the old operation has none to show
+    policy["rules"][-1] = dict(plain, claims={"issuer": "gh",
+                                              "match": {"repository": "acme/*"}})
+    d.write_policy("10-test.json", policy)
+    d.hup()
+    assert p11g.wait_for(lambda: "policy reloaded" in d.stderr(), 5), d.stderr()
+    rep = d.use(U("orderer"), "late", "k", dig=p11g.digest("late-2"))
+    p11g.assert_refused(rep, "claims_mismatch")
+    assert "does not show the pipeline rule late now asks for" in json.dumps(rep), rep
+    # one filed with the pipeline's token signs
+    new = int(p11g.expect_ok(request_key(d, "pkcs11:token=late;object=k",
+                                         issuer.token())).out)
+    d.approve("alice", new)
+    d.use_ok(U("orderer"), "late", "k", dig=p11g.digest("late-3"))
+    # and a rule tightened further refuses it too (its kept claims no longer match)
+    policy["rules"][-1]["claims"]["match"] = {"repository": "acme/other"}
+    d.write_policy("10-test.json", policy)
+    d.hup()
+    assert p11g.wait_for(lambda: d.stderr().count("policy reloaded") >= 2, 5), d.stderr()
+    p11g.assert_refused(d.use(U("orderer"), "late", "k", dig=p11g.digest("late-4")),
+                        "claims_mismatch")

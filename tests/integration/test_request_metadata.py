@@ -72,6 +72,11 @@ def test_bad_metadata_is_refused_and_nothing_recorded(daemon):
                          (("--meta", "k=1", "--meta", "k=2"), "given twice")]:
         r = file_request(d, *extra)
         assert r.rc == 2 and words in r.err, r
+    # one digest, two names
+    r = file_request(d, "--digest", x, "--payload-name", "a", "--digest", x, "--payload-name",
+                     "b")
+    p11g.expect_fail(r, "bad_request")
+    assert "has another name" in r.err, r
     # more names than digests, on the wire
     rep = d.call({"verb": "request", "keys": [{"uri": KEY}], "digests": [x],
                   "payload_names": ["a", "b"]}, user=U("orderer"))

@@ -411,6 +411,21 @@ static const struct {
            "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
            "\"approvals\": 0, \"claims\": {\"issuer\": \"gl\", \"match\": {\"ref\": "
            "\"refs/heads/main\"}}}]}\n")}},
+    {"claims-no-match.json",
+     "claims-no-match.json:1:96: \"claims\" needs \"match\" with at least one claim pattern "
+     "other than \"*\" (which pipelines are trusted: any project can get a token of a public "
+     "CI issuer)",
+     {TEXT("claims-no-match.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"claims\": {\"issuer\": \"gl\"}}]}\n")}},
+    {"claims-star.json",
+     "claims-star.json:1:122: \"claims\" needs \"match\" with at least one claim pattern other "
+     "than \"*\" (which pipelines are trusted: any project can get a token of a public CI "
+     "issuer)",
+     {TEXT("claims-star.json",
+           "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
+           "\"approvals\": 0, \"claims\": {\"issuer\": \"gl\", \"match\": {\"project_path\": "
+           "\"*\", \"ref\": \"**\"}}}]}\n")}},
     {"actor-no-claims.json",
      "actor-no-claims.json:1:86: \"actor_claim\" needs \"claims\" (whose token names the actor)",
      {TEXT("actor-no-claims.json",

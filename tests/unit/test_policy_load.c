@@ -137,7 +137,8 @@ static void test_file_errors(void **state)
 
 static void test_examples(void **state)
 {
-	static const char *const files[] = {"dev.json", "prod.json", "quorum.json"};
+	static const char *const files[] = {"dev.json", "pipeline.json", "prod.json",
+	                                    "quorum.json"};
 	char path[512];
 
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(files); i++) {
@@ -149,13 +150,20 @@ static void test_examples(void **state)
 	}
 
 	struct p11g_policy *p = load_ok(EXAMPLES_DIR);
-	assert_int_equal(p->n_files, 3);
-	assert_int_equal(p->n_rules, 3);
-	/* Name order: dev, prod, quorum. */
+	assert_int_equal(p->n_files, 4);
+	assert_int_equal(p->n_rules, 4);
+	/* Name order: dev, pipeline, prod, quorum. */
 	assert_string_equal(p->rules[0].name, "dev-signing");
-	assert_string_equal(p->rules[1].name, "prod-firmware");
-	assert_string_equal(p->rules[2].name, "prod-images");
-	assert_string_equal(p->rules[1].file, EXAMPLES_DIR "/prod.json");
+	assert_string_equal(p->rules[1].name, "release-images");
+	assert_string_equal(p->rules[2].name, "prod-firmware");
+	assert_string_equal(p->rules[3].name, "prod-images");
+	assert_string_equal(p->rules[2].file, EXAMPLES_DIR "/prod.json");
+	/* the pipeline example's issuer, with a key set from its URL (none read at load) */
+	const struct p11g_issuer *is = p11g_policy_issuer(p, "github");
+	assert_non_null(is);
+	assert_non_null(is->jwks_url);
+	assert_non_null(p->rules[1].claims);
+	assert_string_equal(p->rules[1].claims->actor_claim, "actor");
 	p11g_policy_free(p);
 }
 

@@ -207,7 +207,7 @@ static int do_sign(struct oci_config *cfg)
 		    cfg->id_token ? cfg->id_token : getenv("APPROVALD_ID_TOKEN_FILE");
 		bool want = cfg->id_token_github || cfg->id_token_env || (tok_file && *tok_file);
 		if (cfg->id_token_github)
-			id_token = p11g_id_token_github(cfg->id_token_github, &err);
+			id_token = p11g_id_token_github(cfg->id_token_github, true, &err);
 		else if (cfg->id_token_env)
 			id_token = p11g_id_token_load(NULL, cfg->id_token_env, &err);
 		else if (want)
