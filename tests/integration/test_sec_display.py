@@ -570,3 +570,45 @@ def test_policy_check_messages_are_escaped(accounts):
         assert b'unknown member "b\\x1b[2J\\u202ex"' in p.stderr, p
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_pipeline_claims_through_the_approval_confirmation(start_daemon, term):
+    """A pipeline's ID token is the requester's text too (issue 19): a claim that draws a line
+    of its own on the approver's terminal stays one escaped line of the identity."""
+    from test_pipeline_identity import AUD, ISS, Issuer
+    issuer = Issuer()
+    tdir = tempfile.mkdtemp(prefix="p11gt-tok-")
+    os.chmod(tdir, 0o755)
+    try:
+        jwks = os.path.join(tdir, "gh.jwks")
+        with open(jwks, "w") as f:
+            json.dump(issuer.jwks(), f)
+        policy = json.loads(json.dumps(POLICY))
+        policy["issuers"] = [{"name": "gh", "issuer": ISS, "audience": AUD,
+                              "jwks_file": jwks, "show": ["repository", "ref"]}]
+        policy["rules"].append({"name": "ci", "keys": ["pkcs11:token=ci"],
+                                "orderers": ["user:p11gt-orderer"],
+                                "approvers": ["group:p11gt-approvers"], "approvals": 1,
+                                "claims": {"issuer": "gh", "match": {"repository": "acme/*"}}})
+        d = start_daemon(policy)
+        fake = "    ref              refs/tags/v9.9"
+        evil = "acme/app\r" + ESC + "[2K" + fake + ESC + "[?7l"
+        tok = os.path.join(tdir, "tok")
+        with open(tok, "w") as f:
+            f.write(issuer.token(issuer.claims(repository=evil, ref="refs/heads/evil")))
+        os.chmod(tok, 0o644)
+        r = d.cli("request", "--key", "pkcs11:token=ci;object=k", "--id-token", tok,
+                  user=U("orderer"))
+        op = int(expect_ok(r).out)
+        t = term.start(["approve", str(op), "--socket", d.sock], "alice")
+        screen = term.wait(t, lambda s: "Approve operation %d? [y/N]" % op in s)
+        ls = lines_of(screen)
+        assert fake not in ls, screen
+        assert "    ref              refs/heads/evil" in ls, screen
+        assert [l for l in ls if l.startswith("    repository       acme/app\\r\\x1b[2K")], screen
+        term.tmux("send-keys", "-t", t, "n", "Enter")
+        term.wait(t, lambda s: "approvald: not approved\n\n[exit 1]" in s)
+        out, err = raw_out(d, "show", op, user="alice")
+        assert_clean_bytes(out, "show")
+    finally:
+        shutil.rmtree(tdir, ignore_errors=True)
