@@ -146,6 +146,19 @@ static int start(struct p11g_jwks_sources *s, struct p11g_jwks_source *src)
 	return 0;
 }
 
+/* A source no policy names any more: its fetch stopped and reaped, all it holds freed. */
+static void drop(struct p11g_jwks_source *src)
+{
+	if (src->pid > 0) {
+		kill(src->pid, SIGKILL);
+		(void)waitpid(src->pid, NULL, 0);
+	}
+	close_fds(src);
+	p11g_jwks_free(src->keys);
+	free(src->url);
+	free(src->ca_file);
+}
+
 void p11g_jwks_sources_sync(struct p11g_jwks_sources *s, const struct p11g_policy *p)
 {
 	for (size_t i = 0; i < s->n; i++)
@@ -179,18 +192,10 @@ void p11g_jwks_sources_sync(struct p11g_jwks_sources *s, const struct p11g_polic
 	size_t keep = 0;
 	for (size_t i = 0; i < s->n; i++) {
 		struct p11g_jwks_source *src = &s->v[i];
-		if (src->named) {
+		if (src->named)
 			s->v[keep++] = *src;
-			continue;
-		}
-		if (src->pid > 0) {
-			kill(src->pid, SIGKILL);
-			(void)waitpid(src->pid, NULL, 0);
-		}
-		close_fds(src);
-		p11g_jwks_free(src->keys);
-		free(src->url);
-		free(src->ca_file);
+		else
+			drop(src);
 	}
 	s->n = keep;
 	p11g_jwks_sources_tick(s);
@@ -305,17 +310,8 @@ json_t *p11g_jwks_sources_status(const struct p11g_jwks_sources *s)
 
 void p11g_jwks_sources_free(struct p11g_jwks_sources *s)
 {
-	for (size_t i = 0; i < s->n; i++) {
-		struct p11g_jwks_source *src = &s->v[i];
-		if (src->pid > 0) {
-			kill(src->pid, SIGKILL);
-			(void)waitpid(src->pid, NULL, 0);
-		}
-		close_fds(src);
-		p11g_jwks_free(src->keys);
-		free(src->url);
-		free(src->ca_file);
-	}
+	for (size_t i = 0; i < s->n; i++)
+		drop(&s->v[i]);
 	free(s->v);
 	s->v = NULL;
 	s->n = 0;
