@@ -46,6 +46,7 @@ void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
 	free(cfg->audit_key_file);
 	free(cfg->audit_key);
 	p11g_host_config_clear(&cfg->host);
+	p11g_web_config_clear(&cfg->web);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -232,6 +233,21 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 	}
 	if (!strcmp(key, "pkcs11_socket"))
 		return set_string(&cfg->host.socket, val) == 0;
+	if (!strcmp(key, "web_socket")) {
+		*why = "expected an absolute path";
+		return val[0] == '/' && set_string(&cfg->web.socket, val) == 0;
+	}
+	if (!strcmp(key, "web_proxy_user"))
+		return set_string(&cfg->web.proxy_user, val) == 0;
+	if (!strcmp(key, "web_user_header")) {
+		/* an HTTP header name (a token), which the proxy sets after its authentication */
+		*why = "expected an HTTP header name such as X-Remote-User";
+		if (!*val || strlen(val) > 64 ||
+		    strspn(val, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(val))
+			return false;
+		return set_string(&cfg->web.user_header, val) == 0;
+	}
 	if (!strcmp(key, "pkcs11_module"))
 		return set_string(&cfg->host.module, val) == 0;
 	if (!strcmp(key, "pin_file"))
@@ -545,6 +561,7 @@ static void on_tick(void *app)
 		p11g_error("expiry sweep failed: %s", err.msg);
 	checkpoint(d, false);
 	p11g_jwks_sources_tick(&d->jwks);
+	p11g_web_tick(&d->web);
 }
 
 /* Group commit: the writes of one poll round (uses of many signers, say)
@@ -572,7 +589,8 @@ static void on_child_exited(void *app, pid_t pid, int status)
 	/* audit --verify's walk, or one of the host's clients */
 	if (p11g_verify_job_exited(&d->ops, pid, status) ||
 	    p11g_read_worker_exited(&d->ops, pid, status) ||
-	    p11g_jwks_sources_exited(&d->jwks, pid, status))
+	    p11g_jwks_sources_exited(&d->jwks, pid, status) ||
+	    p11g_web_exited(&d->web, pid, status))
 		return;
 	if (d->checkpoint_job.pid && pid == d->checkpoint_job.pid) {
 		p11g_err err = {0};
@@ -715,6 +733,10 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	if (d.host)
 		p11g_info("serving PKCS#11 (%s, logged in with %s) on %s", cfg->host.module,
 		          cfg->host.pin_file, cfg->host.socket);
+	if (p11g_web_start(&d.web, &d.cfg.web, d.server, &err) < 0) {
+		p11g_error("%s", err.msg);
+		goto out;
+	}
 	checkpoint(&d, true);
 	if (host && (d.host || cfg->audit_key))
 		d.ops.forget_secrets = host->forget;
@@ -723,6 +745,7 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
 	p11g_info("stopped");
 out:
+	p11g_web_stop(&d.web);
 	if (d.server)
 		p11g_server_free(d.server);
 	/* The refusals counted in the last minute are written, not dropped. */

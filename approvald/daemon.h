@@ -11,6 +11,7 @@
 #include "approvald/ops.h"
 #include "approvald/server.h"
 #include "approvald/store.h"
+#include "approvald/web.h"
 
 struct p11g_daemon_config {
 	char *state_dir;
@@ -28,6 +29,7 @@ struct p11g_daemon_config {
 	unsigned checkpoint_seconds; /* or this long after new ones (300) */
 	unsigned jwks_refetch;       /* seconds: jwks_url fetched again on an unknown kid at most
 	                              * this often, and first retried after a failure (10) */
+	struct p11g_web_config web;  /* the web page (web.h) */
 };
 
 struct p11g_daemon {
@@ -41,6 +43,7 @@ struct p11g_daemon {
 	/* a checkpoint on the token being signed (checkpoint_job.h) */
 	struct p11g_checkpoint_job checkpoint_job;
 	struct p11g_jwks_sources jwks; /* issuers' key sets from their jwks_url */
+	struct p11g_web web;           /* approvald-web, when web_socket is set */
 	uint64_t checkpoint_seq;       /* the last record a checkpoint signed */
 	int64_t checkpoint_time;       /* p11g_mono_us() then */
 	int64_t checkpoint_backoff_us; /* after failures: the wait before the next try */

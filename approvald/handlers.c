@@ -284,15 +284,21 @@ static int read_elsewhere(void *app, const struct p11g_ident *caller, const char
 static int h_list(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
                   p11g_err *err, struct p11g_wait *wait)
 {
-	static const char *const allowed[] = {"all", "state", "limit", "after", NULL};
+	static const char *const allowed[] = {"all",   "state",        "limit",
+	                                      "after", "newest_first", NULL};
 	struct p11g_list_args a = {0};
-	const json_t *all = json_object_get(req, "all");
+	const json_t *all = json_object_get(req, "all"),
+	             *desc = json_object_get(req, "newest_first");
 	(void)wait;
 	if (check_request(req, allowed, err) < 0 ||
 	    get_str(req, "state", false, 16, &a.state, err) < 0 ||
 	    get_uint(req, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, &a.limit, err) < 0 ||
 	    get_id(req, "after", false, &a.after, err) < 0)
 		return -1;
+	if (desc && !json_is_boolean(desc))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "\"newest_first\" must be true or false");
+	a.desc = json_is_true(desc);
 	if (all && !json_is_boolean(all))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"all\" must be true or false");
 	a.all = json_is_true(all);
@@ -310,8 +316,8 @@ static int h_list(void *app, const struct p11g_ident *caller, const json_t *req,
 		a.limit = LIST_LIMIT_DEFAULT;
 	if (!wait->resumed) {
 		_cleanup_json_ json_t *args =
-		    json_pack("{s:b, s:I, s:I}", "all", a.all, "after", (json_int_t)a.after,
-		              "limit", (json_int_t)a.limit);
+		    json_pack("{s:b, s:I, s:I, s:b}", "all", a.all, "after", (json_int_t)a.after,
+		              "limit", (json_int_t)a.limit, "desc", a.desc);
 		if (!args || (a.state && json_object_set_new(args, "state", json_string(a.state))))
 			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		int r = read_elsewhere(app, caller, "list", args, wait, err);

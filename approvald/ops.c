@@ -24,8 +24,8 @@ void ops_rule_freep(struct p11g_rule **r)
 
 json_t *ops_actor_json(const struct p11g_ident *id)
 {
-	return json_pack("{s:I, s:s, s:I}", "uid", (json_int_t)id->uid, "user", id->user, "pid",
-	                 (json_int_t)id->pid);
+	return json_pack("{s:I, s:s, s:I, s:s*}", "uid", (json_int_t)id->uid, "user", id->user,
+	                 "pid", (json_int_t)id->pid, "via", id->via[0] ? id->via : NULL);
 }
 
 void ops_notify(struct p11g_ops *o, uint64_t id)

@@ -101,6 +101,7 @@ struct p11g_list_args {
 	const char *state; /* NULL: any */
 	uint64_t after;    /* 0, or a previous page's "next" */
 	unsigned limit;    /* operations in a page, at most */
+	bool desc;         /* newest first: after is then the id the walk goes on below */
 };
 /* One page: {"operations": [op...], "more": bool, "next"?: id}.  A call reads a bounded number
  * of stored operations whatever it finds (ops_view.c's LIST_SCAN_MAX), so a page may end with

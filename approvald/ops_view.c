@@ -153,7 +153,11 @@ static int list_body(p11g_txn *t, void *arg, p11g_err *err)
 	/* Only pending and approved operations live in the index; the rest need a full walk. */
 	bool active_only =
 	    (!a->all && !c->has_state) || (c->has_state && p11g_op_state_active(c->state));
-	return walked(c, p11g_txn_op_foreach(t, active_only, a->after, list_visit, c, err), err);
+	return walked(c,
+	              a->desc
+	                  ? p11g_txn_op_foreach_desc(t, active_only, a->after, list_visit, c, err)
+	                  : p11g_txn_op_foreach(t, active_only, a->after, list_visit, c, err),
+	              err);
 }
 
 int p11g_ops_list(struct p11g_ops *o, const struct p11g_ident *caller,

@@ -82,7 +82,8 @@ static json_t *child_read(struct p11g_ops *o, const json_t *msg)
 		    .all = json_is_true(json_object_get(args, "all")),
 		    .state = json_string_value(json_object_get(args, "state")),
 		    .after = (uint64_t)json_integer_value(json_object_get(args, "after")),
-		    .limit = (unsigned)json_integer_value(json_object_get(args, "limit"))};
+		    .limit = (unsigned)json_integer_value(json_object_get(args, "limit")),
+		    .desc = json_is_true(json_object_get(args, "desc"))};
 		r = p11g_ops_list(o, &caller, &a, &result, &err);
 	} else if (!strcmp(verb, "audit")) {
 		r = p11g_ops_audit_page(

@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -42,6 +43,9 @@ struct conn {
 	pid_t pid;
 	bool adopted;             /* p11g_server_adopt: identity given, no idle timeout */
 	const char *const *verbs; /* adopted: the only verbs it may send */
+	/* p11g_server_adopt_web: each request names its caller ("as"), kept here while it runs */
+	bool web;
+	json_t *as;
 	bool deferred; /* a reply made in this round, sent once the round's commit is done */
 	enum conn_state state;
 	bool dead;
@@ -98,6 +102,7 @@ struct p11g_server {
 	bool in_round; /* between ops.round_begin and ops.round_end */
 	struct p11g_idcache
 	    ids; /* the callers of recent rounds (usable in a round and its readers) */
+	uid_t web_refused_uid; /* p11g_server_adopt_web: a user the proxy may not name */
 	int64_t next_tick_us, accept_paused_until_us;
 	struct ratelimit rl_limit, rl_accept;
 };
@@ -200,6 +205,8 @@ static void conn_close(struct conn *c)
 	c->out = NULL;
 	json_decref(c->parked_req);
 	c->parked_req = NULL;
+	json_decref(c->as);
+	c->as = NULL;
 	c->dead = true;
 }
 
@@ -338,6 +345,65 @@ static int caller_of(struct p11g_server *s, const struct conn *c, struct p11g_id
 	return p11g_idcache_get(&s->ids, c->uid, c->gid, c->pid, ret, ret_owned);
 }
 
+/*
+ * The caller a web connection's request names in "as" (its web process read it from the
+ * kernel or its trusted proxy): {"uid", "gid", "pid", "via"} for a peer of the web socket, or
+ * {"user", "via"} for a user the proxy authenticated.  A user named by the proxy is a local
+ * account (the name service's, as for every principal and group here), never root nor
+ * approvald's own: approvals count people by uid, and the proxy vouches for names, not for
+ * the host's administrators.
+ */
+static int web_caller_of(struct p11g_server *s, const struct conn *c, struct p11g_ident *ret,
+                         bool *ret_owned, p11g_err *err)
+{
+	const json_t *as = c->as, *user = json_object_get(as, "user");
+	const char *via = json_string_value(json_object_get(as, "via"));
+	uid_t uid;
+	gid_t gid;
+	pid_t pid = 0;
+
+	if (!json_is_object(as) || !via || strlen(via) >= sizeof(ret->via))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "a web request names its caller");
+	if (user) {
+		struct passwd pw, *found = NULL;
+		char buf[4096];
+		const char *name = json_string_value(user);
+		if (!name || !*name || strlen(name) >= sizeof(ret->user))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "a web request names its caller");
+		int r = getpwnam_r(name, &pw, buf, sizeof(buf), &found);
+		if (r != 0)
+			return p11g_err_set(err, P11G_E_INTERNAL,
+			                    "cannot look up the user the proxy named: %s",
+			                    strerror(r));
+		if (!found)
+			return p11g_err_set(err, P11G_E_FORBIDDEN,
+			                    "the proxy named a user who has no account on this "
+			                    "host");
+		if (pw.pw_uid == 0 || pw.pw_uid == s->web_refused_uid)
+			return p11g_err_set(err, P11G_E_FORBIDDEN,
+			                    "the proxy may not name root or approvald's own user");
+		uid = pw.pw_uid;
+		gid = pw.pw_gid;
+	} else {
+		json_int_t u = json_integer_value(json_object_get(as, "uid")),
+		           g = json_integer_value(json_object_get(as, "gid"));
+		if (!json_is_integer(json_object_get(as, "uid")) ||
+		    !json_is_integer(json_object_get(as, "gid")) || u < 0 || u >= UINT32_MAX ||
+		    g < 0 || g >= UINT32_MAX)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "a web request names its caller");
+		uid = (uid_t)u;
+		gid = (gid_t)g;
+		pid = (pid_t)json_integer_value(json_object_get(as, "pid"));
+	}
+	if (p11g_idcache_get(&s->ids, uid, gid, pid, ret, ret_owned) < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "approvald could not resolve your identity");
+	snprintf(ret->via, sizeof(ret->via), "%s", via);
+	return 0;
+}
+
 /* Runs h for req (first call or resumed) and answers, or parks. */
 static void run_handler(struct p11g_server *s, struct conn *c, const struct p11g_handler *h,
                         json_t *req, int64_t now)
@@ -349,7 +415,11 @@ static void run_handler(struct p11g_server *s, struct conn *c, const struct p11g
 	int rc;
 
 	memset(&caller, 0, sizeof(caller));
-	if (caller_of(s, c, &caller, &owned) < 0) {
+	if (c->web && web_caller_of(s, c, &caller, &owned, &err) < 0) {
+		conn_reply_error(s, c, err.code, err.msg, now);
+		return;
+	}
+	if (!c->web && caller_of(s, c, &caller, &owned) < 0) {
 		conn_log(P11G_LOG_ERROR, c, "cannot resolve the caller's identity");
 		conn_reply_error(s, c, P11G_E_INTERNAL, "approvald could not resolve your identity",
 		                 now);
@@ -428,6 +498,12 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 		conn_close(c);
 		return;
 	}
+	if (c->web) {
+		/* who asks: kept for the handler (and a parked request's resumption) */
+		json_decref(c->as);
+		c->as = json_incref(json_object_get(req, "as"));
+		json_object_del(req, "as");
+	}
 	/* From here on the frame was sound: errors are replies, the
 	 * connection stays. */
 	verb = p11g_wire_request_verb(req, &err);
@@ -435,10 +511,10 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 		p11g_err_set(&err, P11G_E_UNKNOWN_VERB, "unknown verb \"%.64s\"", verb);
 	if (verb && c->verbs && !verb_listed(c->verbs, verb)) {
 		conn_log(P11G_LOG_WARN, c,
-		         "its PKCS#11 host process sent \"%.64s\", which it may not; refused",
-		         verb);
-		p11g_err_set(&err, P11G_E_FORBIDDEN, "\"%.64s\" is not served to a PKCS#11 host",
-		             verb);
+		         "its %s process sent \"%.64s\", which it may not; refused",
+		         c->web ? "web" : "PKCS#11 host", verb);
+		p11g_err_set(&err, P11G_E_FORBIDDEN, "\"%.64s\" is not served to a %s", verb,
+		             c->web ? "web page" : "PKCS#11 host");
 		h = NULL;
 	}
 	if (!verb || !h) {
@@ -607,6 +683,16 @@ int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer,
 	if (add_conn(s, fd, peer, true, p11g_mono_us(), err) < 0)
 		return -1;
 	s->conns[s->n_conns - 1]->verbs = verbs;
+	return 0;
+}
+
+int p11g_server_adopt_web(struct p11g_server *s, int fd, const struct ucred *peer,
+                          const char *const *verbs, uid_t refused_uid, p11g_err *err)
+{
+	if (p11g_server_adopt(s, fd, peer, verbs, err) < 0)
+		return -1;
+	s->conns[s->n_conns - 1]->web = true;
+	s->web_refused_uid = refused_uid;
 	return 0;
 }
 

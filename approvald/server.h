@@ -94,6 +94,13 @@ int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mod
  * err says why (P11G_E_LIMIT for a limit). */
 int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer,
                       const char *const *verbs, p11g_err *err);
+/* As p11g_server_adopt, for approvald's web process: each request names its caller in "as"
+ * ({"uid", "gid", "pid", "via"}: a peer of the web socket; {"user", "via"}: a user its proxy
+ * authenticated, which must have an account here and be neither root nor refused_uid), which
+ * the server resolves as it resolves its own peers' (groups from the group database) and
+ * the audit records with "via". */
+int p11g_server_adopt_web(struct p11g_server *s, int fd, const struct ucred *peer,
+                          const char *const *verbs, uid_t refused_uid, p11g_err *err);
 /* In a child after fork: closes every descriptor the server holds (sockets,
  * connections, signalfd) without removing files, restores the signal mask. */
 void p11g_server_close_in_child(struct p11g_server *s);

@@ -94,6 +94,9 @@ int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err);
 typedef int (*p11g_op_visit_fn)(const struct p11g_op *op, void *arg);
 int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
                         void *arg, p11g_err *err);
+/* The same newest first: ids below before (0: from the newest). */
+int p11g_txn_op_foreach_desc(p11g_txn *t, bool active_only, uint64_t before, p11g_op_visit_fn fn,
+                             void *arg, p11g_err *err);
 
 /* The hot paths' walks, through indexes kept with every put (store_ops.c), so that their cost
  * does not grow with operations they do not concern.  Visitors as above; each visits active

@@ -265,15 +265,11 @@ int p11g_txn_op_put(p11g_txn *t, const struct p11g_op *op, p11g_err *err)
 	return 0;
 }
 
-int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
-                        void *arg, p11g_err *err)
+/* The walk of p11g_txn_op_foreach (ascending from next) and _desc (descending from next). */
+static int op_walk(p11g_txn *t, bool active_only, uint64_t next, bool desc, p11g_op_visit_fn fn,
+                   void *arg, p11g_err *err)
 {
 	_cleanup_cursor_ MDB_cursor *cur = NULL;
-	uint64_t next = after + 1;
-	if (p11g_store_txn_usable(t, false, err) < 0)
-		return -1;
-	if (after == UINT64_MAX)
-		return 0;
 	int rc = mdb_cursor_open(t->txn, active_only ? t->s->active : t->s->ops, &cur);
 	if (rc)
 		return p11g_store_txn_fail(t, err, rc, "cannot walk operations");
@@ -286,6 +282,11 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 		 * (a state change drops the op from the index we walk). */
 		be64_put(next, kb);
 		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		/* descending: the greatest id at or below next */
+		if (desc && rc == MDB_NOTFOUND)
+			rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+		else if (desc && rc == 0 && (k.mv_size != 8 || be64_get(k.mv_data) != next))
+			rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
 		if (rc == MDB_NOTFOUND)
 			return 0;
 		if (rc)
@@ -316,10 +317,30 @@ int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_v
 			if (r > 0)
 				return 0;
 		}
-		if (id == UINT64_MAX)
+		if (desc ? id <= 1 : id == UINT64_MAX)
 			return 0;
-		next = id + 1;
+		next = desc ? id - 1 : id + 1;
 	}
+}
+
+int p11g_txn_op_foreach(p11g_txn *t, bool active_only, uint64_t after, p11g_op_visit_fn fn,
+                        void *arg, p11g_err *err)
+{
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if (after == UINT64_MAX)
+		return 0;
+	return op_walk(t, active_only, after + 1, false, fn, arg, err);
+}
+
+int p11g_txn_op_foreach_desc(p11g_txn *t, bool active_only, uint64_t before, p11g_op_visit_fn fn,
+                             void *arg, p11g_err *err)
+{
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if (before == 1)
+		return 0;
+	return op_walk(t, active_only, before ? before - 1 : UINT64_MAX, true, fn, arg, err);
 }
 
 /* ---- indexes ------------------------------------------------------------------------ */

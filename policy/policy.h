@@ -26,6 +26,9 @@ struct p11g_ident {
 	char user[64]; /* "" when the uid has no passwd entry */
 	char **groups; /* names of every group the user is in (primary included) */
 	size_t n_groups;
+	/* how the caller came when not on approvald's own sockets ("web, proxy uid 33"): audit
+	 * records name it beside the actor; "" otherwise.  Not part of an operation's terms. */
+	char via[48];
 };
 
 void p11g_ident_clear(struct p11g_ident *id);

@@ -44,7 +44,8 @@
  *           operation's digests are their sha256 (digests given must be among
  *           them); a key whose rule names registries needs them, each for an
  *           image in one of those registries, and signs only them.
- * list      all?: bool, state?: string, limit?, after?: id
+ * list      all?: bool, state?: string, limit?, after?: id, newest_first?: bool (after is then
+ *           the id the walk goes on below)
  *           ; {operations: [op...], more: bool, next?: id}
  *           (default: pending operations the caller may approve; one call reads
  *           a bounded number of operations: while more, pass next as after)
