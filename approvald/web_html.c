@@ -372,7 +372,8 @@ static void put_sorted(struct p11g_html *h, const json_t *obj, const char *id)
 		return;
 	}
 	json_object_foreach((json_t *)obj, k, val) keys[i++] = k;
-	qsort(keys, n, sizeof(*keys), cmp_str);
+	if (n)
+		qsort(keys, n, sizeof(*keys), cmp_str);
 	p11g_html_rawf(h, "<dl%s%s%s>", id ? " id=\"" : "", id ? id : "", id ? "\"" : "");
 	for (i = 0; i < n; i++) {
 		p11g_html_raw(h, "<dt>");
