@@ -211,6 +211,7 @@ static void set_state(p11g_store *s, uint64_t id, const char *state)
 
 struct collect {
 	bool active_only;
+	bool desc; /* p11g_txn_op_foreach_desc: after is then "before" */
 	uint64_t after;
 	uint64_t ids[64];
 	size_t n;
@@ -245,7 +246,9 @@ static int collect_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct collect *c = arg;
 	c->txn = c->new_state ? t : NULL;
-	c->ret = p11g_txn_op_foreach(t, c->active_only, c->after, collect_visit, c, err);
+	c->ret = c->desc ? p11g_txn_op_foreach_desc(t, c->active_only, c->after, collect_visit, c,
+	                                            err)
+	                 : p11g_txn_op_foreach(t, c->active_only, c->after, collect_visit, c, err);
 	return c->ret < 0 ? -1 : 0;
 }
 
@@ -475,6 +478,26 @@ static void test_ops_and_active_index(void **state)
 	assert_ids(&after, (uint64_t[]){6}, 1);
 	after = walk(s, false, 6);
 	assert_int_equal(after.n, 0);
+
+	/* newest first (the web page's lists): below before, 0 from the newest */
+	struct collect desc = {.desc = true};
+	assert_int_equal(p11g_store_read(s, collect_body, &desc, &err), 0);
+	assert_ids(&desc, (uint64_t[]){6, 5, 4, 3, 2, 1}, 6);
+	desc = (struct collect){.desc = true, .active_only = true, .after = 6};
+	assert_int_equal(p11g_store_read(s, collect_body, &desc, &err), 0);
+	assert_ids(&desc, (uint64_t[]){4, 2, 1}, 3);
+	desc = (struct collect){.desc = true, .active_only = true, .after = 3};
+	assert_int_equal(p11g_store_read(s, collect_body, &desc, &err), 0);
+	assert_ids(&desc, (uint64_t[]){2, 1}, 2);
+	desc = (struct collect){.desc = true, .after = 100};
+	assert_int_equal(p11g_store_read(s, collect_body, &desc, &err), 0);
+	assert_ids(&desc, (uint64_t[]){6, 5, 4, 3, 2, 1}, 6);
+	desc = (struct collect){.desc = true, .after = 1};
+	assert_int_equal(p11g_store_read(s, collect_body, &desc, &err), 0);
+	assert_int_equal(desc.n, 0);
+	desc = (struct collect){.desc = true, .active_only = true, .stop_after = 2};
+	assert_int_equal(p11g_store_read(s, collect_body, &desc, &err), 0);
+	assert_ids(&desc, (uint64_t[]){6, 4}, 2);
 
 	/* the visitor stops early, or aborts with its own value */
 	struct collect stop = {.active_only = true, .stop_after = 2};
