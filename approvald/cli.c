@@ -669,7 +669,10 @@ static int run_policy(int argc, char **argv)
 	"blank- or comma-separated, repeatable: who may create, change and destroy token\n"        \
 	"objects through the PKCS#11 socket; nobody by default), pkcs11_user (the user\n"          \
 	"each client's process runs as; default approvald's own), pkcs11_seccomp\n"                \
-	"(kill|log|off, default kill: that process's system-call allow-list).\n"
+	"(kill|log|off, default kill: that process's system-call allow-list).\n"            \
+	"The approvals page (approvald-web): web_socket (a Unix socket speaking HTTP; off\n"      \
+	"when absent), web_proxy_user (the reverse proxy's account, trusted to name the\n"      \
+	"user in web_user_header, default X-Remote-User).\n"
 
 /* The id verbs know each other's options: one given to a verb it does not fit is answered
  * with a sentence ("--yes does not go with show"), not as an unknown option. */
