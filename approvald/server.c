@@ -24,7 +24,8 @@
 #define DEFAULT_MAX_PER_UID 64
 #define DEFAULT_IDLE_MS     60000
 #define DEFAULT_FRAME_MS    10000
-#define FIXED_FDS           4 /* signalfd, the socket, the second socket, the app's */
+#define EXTRA_MAX           2               /* more listening sockets: PKCS#11's, the web page's */
+#define FIXED_FDS           (3 + EXTRA_MAX) /* signalfd, the socket, the app's, the extras */
 #define TICK_US             1000000
 #define ACCEPT_BATCH        64      /* per wakeup, so a connect storm cannot starve readers */
 #define ACCEPT_PAUSE_US     100000  /* after EMFILE & co: the listener would spin otherwise */
@@ -43,9 +44,11 @@ struct conn {
 	pid_t pid;
 	bool adopted;             /* p11g_server_adopt: identity given, no idle timeout */
 	const char *const *verbs; /* adopted: the only verbs it may send */
-	/* p11g_server_adopt_web: each request names its caller ("as"), kept here while it runs */
-	bool web;
+	/* p11g_server_adopt_web: one web page connection's channel; through the proxy, each
+	 * request names its user ("as"), kept here while it runs */
+	bool web, web_proxy;
 	json_t *as;
+	char via[48];
 	bool deferred; /* a reply made in this round, sent once the round's commit is done */
 	enum conn_state state;
 	bool dead;
@@ -92,11 +95,15 @@ struct p11g_server {
 	struct conn **pconns; /* pfds[i + FIXED_FDS] belongs to pconns[i] */
 	size_t cap_pfds;
 
-	/* The second socket (p11g_server_listen_extra): its connections are
-	 * handed to extra_fn, never read here. */
-	struct p11g_listener extra;
-	char *extra_path;
-	p11g_accept_fn extra_fn;
+	/* More sockets (p11g_server_listen_extra): their connections are
+	 * handed to their fn, never read here. */
+	struct {
+		struct p11g_listener l;
+		char *path;
+		p11g_accept_fn fn;
+		void *arg;
+	} extra[EXTRA_MAX];
+	size_t n_extra;
 
 	bool stop, any_woken, any_reader;
 	bool in_round; /* between ops.round_begin and ops.round_end */
@@ -170,7 +177,8 @@ int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_serv
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	s->primary.fd = -1;
 	s->signal_fd = -1;
-	s->extra.fd = -1;
+	for (size_t i = 0; i < EXTRA_MAX; i++)
+		s->extra[i].l.fd = -1;
 	s->ops = *ops;
 	s->app = app;
 	s->socket_mode = cfg->socket_mode ? cfg->socket_mode : DEFAULT_SOCKET_MODE;
@@ -346,31 +354,31 @@ static int caller_of(struct p11g_server *s, const struct conn *c, struct p11g_id
 }
 
 /*
- * The caller a web connection's request names in "as" (its web process read it from the
- * kernel or its trusted proxy): {"uid", "gid", "pid", "via"} for a peer of the web socket, or
- * {"user", "via"} for a user the proxy authenticated.  A user named by the proxy is a local
- * account (the name service's, as for every principal and group here), never root nor
- * approvald's own: approvals count people by uid, and the proxy vouches for names, not for
- * the host's administrators.
+ * The caller of a web page connection's request (p11g_server_adopt_web): its peer's, from the
+ * kernel, as for every connection; or, on a connection from the trusted proxy, the user the
+ * request names in "as": {"user": NAME}, which approvald-web read from the proxy's header.
+ * Such a user is a local account (the name service's, as for every principal and group here),
+ * never root nor approvald's own: approvals count people by uid, and the proxy vouches for
+ * names, not for the host's administrators.
  */
 static int web_caller_of(struct p11g_server *s, const struct conn *c, struct p11g_ident *ret,
                          bool *ret_owned, p11g_err *err)
 {
-	const json_t *as = c->as, *user = json_object_get(as, "user");
-	const char *via = json_string_value(json_object_get(as, "via"));
-	uid_t uid;
-	gid_t gid;
-	pid_t pid = 0;
+	uid_t uid = c->uid;
+	gid_t gid = c->gid;
+	pid_t pid = c->pid;
 
-	if (!json_is_object(as) || !via || strlen(via) >= sizeof(ret->via))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "a web request names its caller");
-	if (user) {
+	if (!c->web_proxy && c->as)
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+		                    "only the trusted proxy's connections name their user");
+	if (c->web_proxy) {
+		const char *name = json_string_value(json_object_get(c->as, "user"));
 		struct passwd pw, *found = NULL;
 		char buf[4096];
-		const char *name = json_string_value(user);
-		if (!name || !*name || strlen(name) >= sizeof(ret->user))
-			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-			                    "a web request names its caller");
+		if (!json_is_object(c->as) || json_object_size(c->as) != 1 || !name || !*name ||
+		    strlen(name) >= sizeof(ret->user))
+			return p11g_err_set(err, P11G_E_FORBIDDEN,
+			                    "a request through the proxy names its user");
 		int r = getpwnam_r(name, &pw, buf, sizeof(buf), &found);
 		if (r != 0)
 			return p11g_err_set(err, P11G_E_INTERNAL,
@@ -385,22 +393,12 @@ static int web_caller_of(struct p11g_server *s, const struct conn *c, struct p11
 			                    "the proxy may not name root or approvald's own user");
 		uid = pw.pw_uid;
 		gid = pw.pw_gid;
-	} else {
-		json_int_t u = json_integer_value(json_object_get(as, "uid")),
-		           g = json_integer_value(json_object_get(as, "gid"));
-		if (!json_is_integer(json_object_get(as, "uid")) ||
-		    !json_is_integer(json_object_get(as, "gid")) || u < 0 || u >= UINT32_MAX ||
-		    g < 0 || g >= UINT32_MAX)
-			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-			                    "a web request names its caller");
-		uid = (uid_t)u;
-		gid = (gid_t)g;
-		pid = (pid_t)json_integer_value(json_object_get(as, "pid"));
+		pid = 0;
 	}
 	if (p11g_idcache_get(&s->ids, uid, gid, pid, ret, ret_owned) < 0)
 		return p11g_err_set(err, P11G_E_INTERNAL,
 		                    "approvald could not resolve your identity");
-	snprintf(ret->via, sizeof(ret->via), "%s", via);
+	snprintf(ret->via, sizeof(ret->via), "%s", c->via);
 	return 0;
 }
 
@@ -687,11 +685,15 @@ int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer,
 }
 
 int p11g_server_adopt_web(struct p11g_server *s, int fd, const struct ucred *peer,
-                          const char *const *verbs, uid_t refused_uid, p11g_err *err)
+                          const char *const *verbs, bool proxy, uid_t refused_uid, p11g_err *err)
 {
 	if (p11g_server_adopt(s, fd, peer, verbs, err) < 0)
 		return -1;
-	s->conns[s->n_conns - 1]->web = true;
+	struct conn *c = s->conns[s->n_conns - 1];
+	c->web = true;
+	c->web_proxy = proxy;
+	snprintf(c->via, sizeof(c->via), "web, %s uid %u", proxy ? "proxy" : "peer",
+	         (unsigned)peer->uid);
 	s->web_refused_uid = refused_uid;
 	return 0;
 }
@@ -746,27 +748,36 @@ static void accept_clients(struct p11g_server *s, int64_t now)
 	}
 }
 
-static void accept_extra(struct p11g_server *s, int64_t now)
+static void accept_extra(struct p11g_server *s, size_t x, int64_t now)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct ucred uc;
-		int fd = accept_one(s, s->extra.fd, &uc, now);
+		int fd = accept_one(s, s->extra[x].l.fd, &uc, now);
 		if (fd < 0)
 			return;
-		s->extra_fn(s->app, fd, &uc);
+		s->extra[x].fn(s->extra[x].arg ? s->extra[x].arg : s->app, fd, &uc);
 	}
 }
 
 int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mode,
                              p11g_accept_fn fn, p11g_err *err)
 {
-	if (s->extra_path)
-		return p11g_err_set(err, P11G_E_INTERNAL, "a second socket is already set up");
-	if (!(s->extra_path = strdup(path)))
+	return p11g_server_listen_extra_arg(s, path, mode, fn, NULL, err);
+}
+
+int p11g_server_listen_extra_arg(struct p11g_server *s, const char *path, mode_t mode,
+                                 p11g_accept_fn fn, void *arg, p11g_err *err)
+{
+	if (s->n_extra == EXTRA_MAX)
+		return p11g_err_set(err, P11G_E_INTERNAL, "no more sockets can be served");
+	size_t x = s->n_extra;
+	if (!(s->extra[x].path = strdup(path)))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	s->extra_fn = fn;
-	if (p11g_listen_path(path, mode, &s->extra, err) < 0) {
-		p11g_listener_close(&s->extra, s->extra_path);
+	s->extra[x].fn = fn;
+	s->extra[x].arg = arg;
+	s->n_extra++;
+	if (p11g_listen_path(path, mode, &s->extra[x].l, err) < 0) {
+		p11g_listener_close(&s->extra[x].l, s->extra[x].path);
 		return -1;
 	}
 	return 0;
@@ -777,8 +788,9 @@ void p11g_server_close_in_child(struct p11g_server *s)
 	/* Nothing is freed or unlinked: the parent still owns all of it. */
 	if (s->primary.fd >= 0)
 		close(s->primary.fd);
-	if (s->extra.fd >= 0)
-		close(s->extra.fd);
+	for (size_t i = 0; i < s->n_extra; i++)
+		if (s->extra[i].l.fd >= 0)
+			close(s->extra[i].l.fd);
 	if (s->signal_fd >= 0)
 		close(s->signal_fd);
 	for (size_t i = 0; i < s->n_conns; i++)
@@ -914,12 +926,15 @@ int p11g_server_run(struct p11g_server *s)
 		    .fd = s->accept_paused_until_us > now ? -1 : s->primary.fd,
 		    .events = POLLIN,
 		};
-		s->pfds[2] = (struct pollfd){
-		    .fd = s->accept_paused_until_us > now ? -1 : s->extra.fd,
-		    .events = POLLIN,
-		};
-		s->pfds[3] = (struct pollfd){.fd = s->ops.app_fd ? s->ops.app_fd(s->app) : -1,
+		s->pfds[2] = (struct pollfd){.fd = s->ops.app_fd ? s->ops.app_fd(s->app) : -1,
 		                             .events = POLLIN};
+		for (size_t x = 0; x < EXTRA_MAX; x++)
+			s->pfds[3 + x] = (struct pollfd){
+			    .fd = s->accept_paused_until_us > now || x >= s->n_extra
+			              ? -1
+			              : s->extra[x].l.fd,
+			    .events = POLLIN,
+			};
 		for (size_t i = 0; i < s->n_conns; i++) {
 			struct conn *c = s->conns[i];
 			short ev = c->state == CONN_WRITE    ? POLLOUT
@@ -946,9 +961,10 @@ int p11g_server_run(struct p11g_server *s)
 			handle_signals(s);
 		if (s->pfds[1].revents & POLLIN)
 			accept_clients(s, now);
-		if (s->pfds[2].revents & POLLIN)
-			accept_extra(s, now);
-		if (s->pfds[3].revents && s->ops.app_ready)
+		for (size_t x = 0; x < s->n_extra; x++)
+			if (s->pfds[3 + x].revents & POLLIN)
+				accept_extra(s, x, now);
+		if (s->pfds[2].revents && s->ops.app_ready)
 			s->ops.app_ready(s->app);
 		if (s->ops.round_begin)
 			s->ops.round_begin(s->app);
@@ -1012,8 +1028,10 @@ void p11g_server_free(struct p11g_server *s)
 	free(s->pfds);
 	free(s->pconns);
 	p11g_idcache_clear(&s->ids);
-	p11g_listener_close(&s->extra, s->extra_path);
-	free(s->extra_path);
+	for (size_t i = 0; i < s->n_extra; i++) {
+		p11g_listener_close(&s->extra[i].l, s->extra[i].path);
+		free(s->extra[i].path);
+	}
 	p11g_listener_close(&s->primary, s->socket_path);
 	if (s->signal_fd >= 0) {
 		/* Drained first: a SIGHUP still pending would kill us (its

@@ -86,6 +86,9 @@ int p11g_server_new(const struct p11g_server_config *cfg, const struct p11g_serv
  * PKCS#11 socket).  Removed by p11g_server_free. */
 int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mode,
                              p11g_accept_fn fn, p11g_err *err);
+/* The same with fn called with arg instead of the server's app (at most two more sockets). */
+int p11g_server_listen_extra_arg(struct p11g_server *s, const char *path, mode_t mode,
+                                 p11g_accept_fn fn, void *arg, p11g_err *err);
 /* Serves fd as a connection of peer (identity given, not read from fd: the
  * other end is a process approvald started for that peer).  Counts against
  * the connection limits; no idle timeout.  verbs (NULL-terminated, kept;
@@ -94,13 +97,14 @@ int p11g_server_listen_extra(struct p11g_server *s, const char *path, mode_t mod
  * err says why (P11G_E_LIMIT for a limit). */
 int p11g_server_adopt(struct p11g_server *s, int fd, const struct ucred *peer,
                       const char *const *verbs, p11g_err *err);
-/* As p11g_server_adopt, for approvald's web process: each request names its caller in "as"
- * ({"uid", "gid", "pid", "via"}: a peer of the web socket; {"user", "via"}: a user its proxy
- * authenticated, which must have an account here and be neither root nor refused_uid), which
- * the server resolves as it resolves its own peers' (groups from the group database) and
- * the audit records with "via". */
+/* As p11g_server_adopt, for the channel of one connection to the web page (web.c): peer is
+ * that connection's peer, who asks; or, with proxy (peer is the trusted proxy), each request
+ * names the user the proxy authenticated in "as": {"user": NAME}, who must have an account here
+ * and be neither root nor refused_uid.  Groups come from the group database as for every
+ * caller, and the audit records how they came ("via": "web, peer uid N" or "web, proxy uid
+ * N"). */
 int p11g_server_adopt_web(struct p11g_server *s, int fd, const struct ucred *peer,
-                          const char *const *verbs, uid_t refused_uid, p11g_err *err);
+                          const char *const *verbs, bool proxy, uid_t refused_uid, p11g_err *err);
 /* In a child after fork: closes every descriptor the server holds (sockets,
  * connections, signalfd) without removing files, restores the signal mask. */
 void p11g_server_close_in_child(struct p11g_server *s);

@@ -1,8 +1,11 @@
-/* approvald's side of the web page: the socket, and approvald-web started (and started again)
- * with the socket and a channel of its own.  The channel is a connection of approvald's server
- * like any other, limited to the verbs a page needs, whose requests name their caller
- * (p11g_server_adopt_web): approvald-web read it from the kernel (SO_PEERCRED) or from the
- * trusted proxy's header.  HTTP, HTML and the browser's input never enter approvald. */
+/* approvald's side of the web page.  approvald accepts the connections of web_socket itself
+ * and reads each one's peer from the kernel, as on its own socket.  For each it makes a channel,
+ * a connection of approvald's server limited to the verbs a page needs and whose caller is that
+ * peer (p11g_server_adopt_web), and hands the connection and the channel's other end to
+ * approvald-web (SCM_RIGHTS), which speaks HTTP on the one and asks on the other.  Only a
+ * connection from the trusted proxy's uid may name its user (the proxy's header).  So even an
+ * approvald-web that ran someone else's code could act only as the peers connected to it, and
+ * HTTP, HTML and the browser's input never enter approvald. */
 #include "approvald/web.h"
 
 #include <fcntl.h>
@@ -65,7 +68,7 @@ static void start(struct p11g_web *w)
 {
 	p11g_err err = {0};
 	int sv[2] = {-1, -1};
-	char parent[24], proxy[24];
+	char parent[24];
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
 	sigset_t none, deflt;
@@ -77,15 +80,14 @@ static void start(struct p11g_web *w)
 		p11g_error("web page: %s", err.msg);
 		return;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+	/* connections handed over one message each, with their descriptors */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		p11g_error("web page: socketpair: %m");
 		return;
 	}
 	snprintf(parent, sizeof(parent), "%ld", (long)getpid());
-	snprintf(proxy, sizeof(proxy), "%ld", w->proxy_uid == (uid_t)-1 ? -1L : (long)w->proxy_uid);
 	const char *hdr = w->cfg->user_header ? w->cfg->user_header : P11G_WEB_USER_HEADER_DEFAULT;
-	const char *argv[] = {w->program, "--parent",      parent, "--proxy-uid",
-	                      proxy,      "--user-header", hdr,    NULL};
+	const char *argv[] = {w->program, "--parent", parent, "--user-header", hdr, NULL};
 	sigemptyset(&none);
 	sigemptyset(&deflt);
 	int sigs[] = {SIGPIPE, SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
@@ -104,8 +106,7 @@ static void start(struct p11g_web *w)
 	int r = posix_spawn_file_actions_init(&fa);
 	if (r == 0) {
 		r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
-		    posix_spawn_file_actions_adddup2(&fa, w->listener.fd, 3) ||
-		    posix_spawn_file_actions_adddup2(&fa, sv[1], 4) || posix_spawnattr_init(&at);
+		    posix_spawn_file_actions_adddup2(&fa, sv[1], 3) || posix_spawnattr_init(&at);
 		if (r == 0) {
 			r = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
 			                                      POSIX_SPAWN_SETSIGDEF) ||
@@ -122,31 +123,86 @@ static void start(struct p11g_web *w)
 		p11g_error("web page: cannot start %s", w->program);
 		return;
 	}
-	struct ucred peer = {.pid = pid, .uid = geteuid(), .gid = getegid()};
-	if (p11g_server_adopt_web(w->server, sv[0], &peer, web_verbs, geteuid(), &err) < 0)
-		p11g_error("web page: %s", err.msg); /* it ends when it finds no channel */
+	w->ctl = sv[0];
 	w->pid = pid;
 	w->started_us = p11g_mono_us();
+}
+
+/* A connection approvald-web cannot take now: a short answer, then closed. */
+static void busy(struct p11g_web *w, int fd, const char *why)
+{
+	static const char reply[] = "HTTP/1.1 503 Service Unavailable\r\n"
+	                            "Content-Type: text/plain; charset=utf-8\r\n"
+	                            "Content-Length: 45\r\nConnection: close\r\n\r\n"
+	                            "approvald's web page is busy; try it again.\r\n";
+	(void)send(fd, reply, sizeof(reply) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+	int64_t now = p11g_mono_us();
+	w->dropped++;
+	if (now - w->last_log_us >= 1000000) {
+		p11g_warn("web page: %u connection(s) answered 503: %s", w->dropped, why);
+		w->dropped = 0;
+		w->last_log_us = now;
+	}
+}
+
+/* A connection to web_socket: its channel adopted, both handed to approvald-web. */
+static void on_accept(void *arg, int fd, const struct ucred *peer)
+{
+	struct p11g_web *w = arg;
+	p11g_err err = {0};
+	int sv[2];
+
+	if (w->pid <= 0 || w->ctl < 0)
+		return busy(w, fd, "approvald-web is not running");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return busy(w, fd, "no socket pair for a channel");
+	bool proxy = w->proxy_uid != (uid_t)-1 && peer->uid == w->proxy_uid;
+	if (p11g_server_adopt_web(w->server, sv[0], peer, web_verbs, proxy, geteuid(), &err) < 0) {
+		close(sv[1]);
+		return busy(w, fd, err.msg);
+	}
+	/* one byte: whether the proxy names the user; the connection and the channel's end */
+	unsigned char flag = proxy ? 'P' : 'U';
+	struct iovec iov = {.iov_base = &flag, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr m = {.msg_iov = &iov,
+	                   .msg_iovlen = 1,
+	                   .msg_control = u.buf,
+	                   .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+	memcpy(CMSG_DATA(cm), (int[]){fd, sv[1]}, 2 * sizeof(int));
+	ssize_t n;
+	do
+		n = sendmsg(w->ctl, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	close(sv[1]); /* approvald's end sees the hang-up when the page is done */
+	if (n != 1)
+		return busy(w, fd, "approvald-web takes no more connections now");
+	close(fd);
 }
 
 int p11g_web_start(struct p11g_web *w, const struct p11g_web_config *cfg, struct p11g_server *s,
                    p11g_err *err)
 {
 	memset(w, 0, sizeof(*w));
-	w->listener.fd = -1;
+	w->ctl = -1;
 	w->cfg = cfg;
 	w->server = s;
 	if (!cfg->socket)
 		return 0;
-	if (resolve_proxy(cfg->proxy_user, &w->proxy_uid, err) < 0)
+	if (resolve_proxy(cfg->proxy_user, &w->proxy_uid, err) < 0 ||
+	    p11g_server_listen_extra_arg(s, cfg->socket, 0666, on_accept, w, err) < 0)
 		return -1;
-	if (p11g_listen_path(cfg->socket, 0666, &w->listener, err) < 0)
-		return -1;
-	p11g_info("serving the web page on %s%s%s", cfg->socket,
-	          w->proxy_uid != (uid_t)-1 ? " (proxy: " : "",
-	          w->proxy_uid != (uid_t)-1 ? cfg->proxy_user : "");
+	p11g_info("serving the web page on %s", cfg->socket);
 	if (w->proxy_uid != (uid_t)-1)
-		p11g_info("web page: users named in %s by uid %u",
+		p11g_info("web page: users named in %s by the proxy, uid %u",
 		          cfg->user_header ? cfg->user_header : P11G_WEB_USER_HEADER_DEFAULT,
 		          (unsigned)w->proxy_uid);
 	start(w);
@@ -155,8 +211,7 @@ int p11g_web_start(struct p11g_web *w, const struct p11g_web_config *cfg, struct
 
 void p11g_web_tick(struct p11g_web *w)
 {
-	if (w->cfg && w->cfg->socket && w->listener.fd >= 0 && w->pid <= 0 &&
-	    p11g_mono_us() >= w->start_after_us)
+	if (w->cfg && w->cfg->socket && w->pid <= 0 && p11g_mono_us() >= w->start_after_us)
 		start(w);
 }
 
@@ -165,6 +220,9 @@ bool p11g_web_exited(struct p11g_web *w, pid_t pid, int status)
 	if (!w->cfg || pid <= 0 || pid != w->pid)
 		return false;
 	w->pid = 0;
+	if (w->ctl >= 0)
+		close(w->ctl);
+	w->ctl = -1;
 	if (p11g_mono_us() - w->started_us > STABLE_US)
 		w->backoff_us = 0;
 	else
@@ -193,7 +251,7 @@ void p11g_web_stop(struct p11g_web *w)
 		waitpid(w->pid, NULL, WNOHANG);
 		w->pid = 0;
 	}
-	if (w->listener.fd >= 0 && w->cfg->socket)
-		p11g_listener_close(&w->listener, w->cfg->socket);
-	w->listener.fd = -1;
+	if (w->ctl >= 0)
+		close(w->ctl);
+	w->ctl = -1;
 }

@@ -30,7 +30,10 @@
 #include <strings.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <poll.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,8 +43,8 @@
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 
-#define LISTEN_FD     3
-#define CHANNEL_FD    4
+#define CTL_FD        3     /* from approvald: connections and their channels */
+#define FD_TABLE      8192  /* descriptors above this are not taken */
 #define BODY_MAX      16384 /* a form or an API body */
 #define CONN_MAX      64
 #define CONN_MEMORY   32768 /* per connection: the request's header and buffers */
@@ -53,22 +56,30 @@
 #define NAME_MAX_LEN  64
 
 static const char *const usage_text =
-    "Usage: approvald-web --parent PID [--proxy-uid UID] [--user-header NAME]\n"
-    "approvald's web page.  approvald starts it when web_socket is set, with the socket as\n"
-    "descriptor 3 and its channel to approvald as descriptor 4; it is not run by hand.\n";
+    "Usage: approvald-web --parent PID [--user-header NAME]\n"
+    "approvald's web page.  approvald starts it when web_socket is set and hands it each\n"
+    "connection with a channel of its own on descriptor 3; it is not run by hand.\n";
+
+/* One HTTP connection's own: its channel to approvald, and whether its peer is the proxy. */
+struct conn_ctx {
+	int chan;
+	bool proxy;
+	bool broken; /* the channel failed: answers say approvald is not answering */
+};
 
 static struct {
-	long proxy_uid; /* -1: none */
 	const char *user_header;
 	unsigned char secret[32]; /* the CSRF tokens' key, new at every start */
-	pthread_mutex_t lock;     /* the channel: one exchange at a time */
-	volatile sig_atomic_t broken;
-} g = {.proxy_uid = -1, .user_header = "X-Remote-User", .lock = PTHREAD_MUTEX_INITIALIZER};
+	pthread_mutex_t lock;     /* pending */
+	/* handed over by approvald, until libmicrohttpd starts the connection (by descriptor) */
+	struct conn_ctx *pending[FD_TABLE];
+} g = {.user_header = "X-Remote-User", .lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- who asks ------------------------------------------------------------------------ */
 
 struct who {
-	json_t *as;                   /* what approvald is told */
+	struct conn_ctx *ctx;
+	json_t *as;                   /* through the proxy: the user approvald is told */
 	char principal[96];           /* "uid:1001", "user:alice": the CSRF token's subject */
 	char name[NAME_MAX_LEN + 16]; /* for the page's header */
 	char how[48];
@@ -95,21 +106,31 @@ static void csrf_of(struct who *w)
 		snprintf(w->csrf + 2 * i, 3, "%02x", mac[i]);
 }
 
-/* 0, or an HTTP status with *code and *msg saying why. */
+static struct conn_ctx *ctx_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+/* 0, or an HTTP status with *code and *msg saying why.  approvald decided whether the peer is
+ * the proxy (and acts as the peer otherwise); the uid here is for the page's own words. */
 static int who_of(struct MHD_Connection *c, struct who *w, const char **code, const char **msg)
 {
 	const union MHD_ConnectionInfo *ci =
 	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct conn_ctx *x = ctx_of(c);
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
 
 	memset(w, 0, sizeof(*w));
 	*code = P11G_E_FORBIDDEN;
-	if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+	if (!x || !ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
 		*msg = "the connection's peer is not known";
 		return MHD_HTTP_FORBIDDEN;
 	}
-	if (g.proxy_uid >= 0 && cr.uid == (uid_t)g.proxy_uid) {
+	w->ctx = x;
+	if (x->proxy) {
 		const char *user = MHD_lookup_connection_value(c, MHD_HEADER_KIND, g.user_header);
 		if (!user || !*user) {
 			*msg = "the proxy named no user: its authentication must set the user "
@@ -124,7 +145,11 @@ static int who_of(struct MHD_Connection *c, struct who *w, const char **code, co
 		snprintf(w->principal, sizeof(w->principal), "user:%s", user);
 		snprintf(w->name, sizeof(w->name), "%s", user);
 		snprintf(w->how, sizeof(w->how), "web, proxy uid %u", (unsigned)cr.uid);
-		w->as = json_pack("{s:s, s:s}", "user", user, "via", w->how);
+		if (!(w->as = json_pack("{s:s}", "user", user))) {
+			*code = P11G_E_INTERNAL;
+			*msg = "out of memory";
+			return MHD_HTTP_INTERNAL_SERVER_ERROR;
+		}
 	} else {
 		struct passwd pw, *found = NULL;
 		char buf[2048];
@@ -134,13 +159,6 @@ static int who_of(struct MHD_Connection *c, struct who *w, const char **code, co
 		else
 			snprintf(w->name, sizeof(w->name), "uid %u", (unsigned)cr.uid);
 		snprintf(w->how, sizeof(w->how), "web, peer uid %u", (unsigned)cr.uid);
-		w->as = json_pack("{s:I, s:I, s:I, s:s}", "uid", (json_int_t)cr.uid, "gid",
-		                  (json_int_t)cr.gid, "pid", (json_int_t)cr.pid, "via", w->how);
-	}
-	if (!w->as) {
-		*code = P11G_E_INTERNAL;
-		*msg = "out of memory";
-		return MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
 	csrf_of(w);
 	return 0;
@@ -148,33 +166,30 @@ static int who_of(struct MHD_Connection *c, struct who *w, const char **code, co
 
 /* ---- approvald ----------------------------------------------------------------------- */
 
-/* One call on the channel for w: 0 with *ret, or -1 with err (approvald's code). */
+/* One call on w's connection's channel: 0 with *ret, or -1 with err (approvald's code). */
 static int call(const struct who *w, const char *verb, json_t *args, json_t **ret, p11g_err *err)
 {
 	json_t *req = args ? args : json_object();
 	int r;
 	*ret = NULL;
 	if (!req || json_object_set_new(req, "verb", json_string(verb)) < 0 ||
-	    json_object_set(req, "as", w->as) < 0) {
+	    (w->as && json_object_set(req, "as", w->as) < 0)) {
 		json_decref(req);
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
-	pthread_mutex_lock(&g.lock);
-	if (g.broken) {
+	if (w->ctx->broken) {
 		r = p11g_err_set(err, P11G_E_UNAVAILABLE, "approvald is not answering");
 	} else {
-		r = p11g_wire_call(CHANNEL_FD, req, ret, CALL_MS, err);
+		r = p11g_wire_call(w->ctx->chan, req, ret, CALL_MS, err);
 		if (r < 0 &&
 		    (!strcmp(err->code, P11G_E_UNAVAILABLE) ||
 		     !strcmp(err->code, P11G_E_PROTOCOL) || !strcmp(err->code, P11G_E_TIMEOUT))) {
-			/* the channel is out of step or gone: approvald starts a new process */
-			p11g_error("the channel to approvald failed (%s); ending", err->msg);
+			/* out of step or gone: nothing more is asked on it */
+			p11g_warn("a connection's channel to approvald failed: %s", err->msg);
 			p11g_err_set(err, P11G_E_UNAVAILABLE, "approvald is not answering");
-			g.broken = 1;
-			kill(getpid(), SIGTERM);
+			w->ctx->broken = true;
 		}
 	}
-	pthread_mutex_unlock(&g.lock);
 	json_decref(req);
 	return r;
 }
@@ -860,10 +875,93 @@ static int drop_privileges(void)
 	return 0;
 }
 
+/* libmicrohttpd starts a connection handed over (its context from pending) and ends it (its
+ * channel closed: approvald's end hangs up). */
+static void notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                   enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		int fd = ci ? ci->connect_fd : -1;
+		pthread_mutex_lock(&g.lock);
+		if (fd >= 0 && fd < FD_TABLE) {
+			*socket_context = g.pending[fd];
+			g.pending[fd] = NULL;
+		}
+		pthread_mutex_unlock(&g.lock);
+		return;
+	}
+	struct conn_ctx *x = *socket_context;
+	if (x) {
+		close(x->chan);
+		free(x);
+		*socket_context = NULL;
+	}
+}
+
+/* One connection from approvald: -1 when approvald is gone. */
+static int take(struct MHD_Daemon *d)
+{
+	unsigned char flag = 0;
+	struct iovec iov = {.iov_base = &flag, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr m = {.msg_iov = &iov,
+	                   .msg_iovlen = 1,
+	                   .msg_control = u.buf,
+	                   .msg_controllen = sizeof(u.buf)};
+	int fds[2] = {-1, -1};
+	ssize_t n = recvmsg(CTL_FD, &m, MSG_CMSG_CLOEXEC);
+	if (n < 0 && errno == EINTR)
+		return 0;
+	if (n <= 0)
+		return -1;
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+	    cm->cmsg_len == CMSG_LEN(2 * sizeof(int)))
+		memcpy(fds, CMSG_DATA(cm), sizeof(fds));
+	if (fds[0] < 0 || fds[1] < 0 || (m.msg_flags & MSG_CTRUNC) ||
+	    (flag != 'P' && flag != 'U') || fds[0] >= FD_TABLE) {
+		if (fds[0] >= 0)
+			close(fds[0]);
+		if (fds[1] >= 0)
+			close(fds[1]);
+		return 0;
+	}
+	struct conn_ctx *x = calloc(1, sizeof(*x));
+	if (!x) {
+		close(fds[0]);
+		close(fds[1]);
+		return 0;
+	}
+	x->chan = fds[1];
+	x->proxy = flag == 'P';
+	pthread_mutex_lock(&g.lock);
+	free(g.pending[fds[0]]); /* none: a descriptor is handed over once while open */
+	g.pending[fds[0]] = x;
+	pthread_mutex_unlock(&g.lock);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (MHD_add_connection(d, fds[0], (const struct sockaddr *)&sa, sizeof(sa)) != MHD_YES) {
+		/* the socket is closed by libmicrohttpd; the channel is ours */
+		pthread_mutex_lock(&g.lock);
+		x = g.pending[fds[0]];
+		g.pending[fds[0]] = NULL;
+		pthread_mutex_unlock(&g.lock);
+		if (x) {
+			close(x->chan);
+			free(x);
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"parent", required_argument, NULL, 'p'},
-	                                     {"proxy-uid", required_argument, NULL, 'u'},
 	                                     {"user-header", required_argument, NULL, 'H'},
 	                                     {"help", no_argument, NULL, 'h'},
 	                                     {NULL, 0, NULL, 0}};
@@ -875,9 +973,6 @@ int main(int argc, char **argv)
 		switch (o) {
 		case 'p':
 			parent = strtol(optarg, NULL, 10);
-			break;
-		case 'u':
-			g.proxy_uid = strtol(optarg, NULL, 10);
 			break;
 		case 'H':
 			g.user_header = optarg;
@@ -894,14 +989,11 @@ int main(int argc, char **argv)
 		fputs(usage_text, stderr);
 		return 2;
 	}
-	if (fcntl(LISTEN_FD, F_GETFD) < 0 || fcntl(CHANNEL_FD, F_GETFD) < 0) {
-		fputs("approvald-web: descriptors 3 (the socket) and 4 (the channel) are "
-		      "approvald's to give\n",
-		      stderr);
+	if (fcntl(CTL_FD, F_GETFD) < 0) {
+		fputs("approvald-web: descriptor 3 is approvald's to give\n", stderr);
 		return 2;
 	}
-	fcntl(LISTEN_FD, F_SETFD, FD_CLOEXEC);
-	fcntl(CHANNEL_FD, F_SETFD, FD_CLOEXEC);
+	fcntl(CTL_FD, F_SETFD, FD_CLOEXEC);
 	if (getrandom(g.secret, sizeof(g.secret), 0) != sizeof(g.secret)) {
 		p11g_error("no random bytes for the form tokens: %m");
 		return 1;
@@ -916,30 +1008,54 @@ int main(int argc, char **argv)
 	}
 	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	prctl(PR_SET_DUMPABLE, 0);
-	/* SIGTERM and SIGINT end it (waited for below); SIGPIPE never */
+	/* SIGTERM and SIGINT end it (a signalfd, polled with descriptor 3); SIGPIPE never */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-	struct MHD_Daemon *d = MHD_start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC, 0, NULL, NULL, handle,
-	    NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)LISTEN_FD, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)CONN_MAX, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
-	    completed, NULL, MHD_OPTION_END);
-	if (!d) {
-		p11g_error("cannot serve HTTP on the web socket");
+	sigdelset(&set, SIGPIPE);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0) {
+		p11g_error("signalfd: %m");
 		return 1;
 	}
-	int sig = 0;
-	sigdelset(&set, SIGPIPE);
-	sigwait(&set, &sig);
-	/* The socket is approvald's, shared with the next approvald-web: stopping must not shut
-	 * it down (MHD_stop_daemon would), only stop taking connections from it. */
-	MHD_quiesce_daemon(d);
+
+	struct MHD_Daemon *d = MHD_start_daemon(
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET,
+	    0, NULL, NULL, handle, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
+	    completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify, NULL, MHD_OPTION_END);
+	if (!d) {
+		p11g_error("cannot start serving HTTP");
+		return 1;
+	}
+	int rc = 0;
+	for (;;) {
+		struct pollfd p[2] = {{.fd = CTL_FD, .events = POLLIN},
+		                      {.fd = sfd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = 1;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		if (p[0].revents && take(d) < 0)
+			break; /* approvald is gone */
+	}
 	MHD_stop_daemon(d);
-	return g.broken ? 1 : 0;
+	close(sfd);
+	pthread_mutex_lock(&g.lock);
+	for (size_t i = 0; i < FD_TABLE; i++)
+		if (g.pending[i]) {
+			close(g.pending[i]->chan);
+			free(g.pending[i]);
+			g.pending[i] = NULL;
+		}
+	pthread_mutex_unlock(&g.lock);
+	return rc;
 }
