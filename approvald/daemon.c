@@ -690,6 +690,10 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	} else if (cfg->audit_key) {
 		if (audit_key_token(&d, host) < 0)
 			goto out;
+		if (p11g_keyuri_parse(cfg->audit_key, &d.ops.audit_key, &err) < 0) {
+			p11g_error("audit_key: %s", err.msg);
+			goto out;
+		}
 		openlog("approvald", LOG_PID, LOG_AUTHPRIV);
 	}
 	size_t recorded = 0;

@@ -53,6 +53,9 @@ void p11g_ops_clear(struct p11g_ops *o)
 	struct p11g_rule_cache *rc = o->rule_cache;
 	p11g_verify_job_free(o);
 	p11g_read_worker_free(o);
+	if (o->audit_key)
+		p11_kit_uri_free(o->audit_key);
+	o->audit_key = NULL;
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
 	free(o->budget);

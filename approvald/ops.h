@@ -47,6 +47,12 @@ struct p11g_ops {
 	int64_t jti_pruned; /* when the sweep last pruned the used tokens' jti */
 	/* the key sets of issuers with a jwks_url (the daemon's: they outlive policy loads) */
 	struct p11g_jwks_sources *jwks;
+	/* audit_key = pkcs11:...: the key that signs approvald's checkpoints and nothing else.
+	 * A key it names is guarded whatever the policy says, every use of it refused, and no
+	 * request may name it (a PKCS#11 client of the same token would forge checkpoints).
+	 * p11g_ops_clear frees it. */
+	P11KitUri *audit_key;
+	int64_t audit_key_logged_us; /* refusals logged at most once a second */
 };
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and

@@ -574,6 +574,19 @@ int p11g_ops_use(struct p11g_ops *o, const struct p11g_ident *caller,
                  const struct p11g_use_args *args, json_t **ret_result, p11g_err *err)
 {
 	struct txn_ctx c = {.o = o, .caller = caller, .use = args};
+	if (o->audit_key && p11g_keyid_matches(&args->key, o->audit_key)) {
+		int64_t now = p11g_mono_us();
+		if (now - o->audit_key_logged_us >= 1000000) {
+			o->audit_key_logged_us = now;
+			_cleanup_free_ char *uri = p11g_keyid_to_uri(&args->key);
+			p11g_warn("uid %u asked to sign with the audit key %s: refused (it signs "
+			          "approvald's audit checkpoints and nothing else)",
+			          (unsigned)caller->uid, uri ? uri : "?");
+		}
+		return p11g_err_set(err, P11G_E_FORBIDDEN,
+		                    "this key is approvald's audit key: it signs approvald's audit "
+		                    "checkpoints and nothing else");
+	}
 	int r = p11g_store_write(o->store, use_body, &c, err);
 	if (r == 0 && c.refused) {
 		*err = c.refusal;
@@ -584,6 +597,8 @@ int p11g_ops_use(struct p11g_ops *o, const struct p11g_ident *caller,
 
 json_t *p11g_ops_key_info(struct p11g_ops *o, const struct p11g_keyid *key)
 {
+	if (o->audit_key && p11g_keyid_matches(key, o->audit_key))
+		return json_pack("{s:b, s:b, s:b}", "guarded", 1, "allow_raw", 0, "audit_key", 1);
 	const struct p11g_rule *rule = p11g_policy_match(o->policy, key);
 	if (!rule)
 		return json_pack("{s:b, s:b, s:b}", "guarded", !o->policy->default_allow,

@@ -426,3 +426,34 @@ def test_a_checkpoint_being_signed_holds_up_nobody(hsm, start_daemon):
             except ProcessLookupError:
                 pass
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_audit_key_signs_nothing_through_the_pkcs11_socket(hsm, start_daemon):
+    """Issue 18 (found after item 4): with audit_key on the token approvald serves, a client of
+    the PKCS#11 socket must not get a signature from the audit key (it would forge
+    checkpoints), whatever the policy says of it: default allow here, and a rule covering the
+    whole token with no approvals.  Nor may anyone order uses of it."""
+    from test_isolated import pk11_as
+    from test_module_gate import DIGEST
+    policy = {"default": "allow", "rules": [
+        {"name": "all", "keys": ["pkcs11:token=%s" % TOKEN], "orderers": ["uid:0"],
+         "approvals": 0}]}
+    d = hsm.start(start_daemon, policy, **{
+        "audit_key": "pkcs11:object=audit-ec;id=%10", "pkcs11_token": TOKEN,
+        "audit_checkpoint_records": 3, "audit_checkpoint_seconds": 3600})
+    env = hsm.gate_env(d)
+    # another key of the token signs as the policy says (allowed by the rule: 0 approvals)
+    op = d.request("root", ("pkcs11:token=%s;object=ec" % TOKEN, 1))
+    rc, out, err = pk11_as(None, "sign", env, label="ec", mech="CKM_ECDSA", data=DIGEST.hex())
+    assert rc == 0 and out["results"][0]["signature"], (out, err, op)
+    # the audit key: refused, for root (the rule's orderer) and for anyone else
+    for user in (None, "mallory"):
+        rc, out, err = pk11_as(user, "sign", env, label="audit-ec", mech="CKM_ECDSA",
+                               data=DIGEST.hex())
+        assert rc == 0 and out["results"][0]["signature"] is None, (user, out, err)
+    assert "audit key" in d.stderr(), d.stderr()
+    # and no operation can be ordered for it
+    r = d.cli("request", "--key", "pkcs11:token=%s;object=audit-ec" % TOKEN)
+    assert r.rc == 1 and "audit key" in r.err, r
+    # the checkpoints it signs are still made and verify
+    assert len(checkpoints(d)) >= 1
