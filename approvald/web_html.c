@@ -177,7 +177,8 @@ static void put_rel(struct p11g_html *h, long long t, int64_t now)
 		a /= 3600, unit = "h";
 	else if (a >= 120)
 		a /= 60, unit = "m";
-	p11g_html_rawf(h, d >= 0 ? "in %lld%s" : "%lld%s ago", a, unit);
+	/* now itself is past ("0s ago"): an age, not a time to come */
+	p11g_html_rawf(h, d > 0 ? "in %lld%s" : "%lld%s ago", a, unit);
 }
 
 /* The requester: the account, and the pipeline when a verified token named one. */

@@ -285,7 +285,9 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char
 	                        "base-uri 'none'");
 	MHD_add_response_header(r, "X-Frame-Options", "DENY");
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	/* same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" on the
+	 * page's own form posts, which the origin check must refuse */
+	MHD_add_response_header(r, "Referrer-Policy", "same-origin");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	if (location)
 		MHD_add_response_header(r, "Location", location);
