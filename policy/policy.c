@@ -70,6 +70,9 @@ static void rule_clear(struct p11g_rule *r)
 		free(r->claims->actor_claim);
 		free(r->claims);
 	}
+	for (size_t i = 0; i < r->n_notify; i++)
+		free(r->notify[i]);
+	free(r->notify);
 	free(r->file);
 	memset(r, 0, sizeof(*r));
 }
@@ -546,6 +549,10 @@ static int parse_rule_member(struct rule_ctx *c, const struct pjson_member *m, s
 		seen->actor_claim = m;
 		return 0; /* kept once "claims" is known, wherever it stands */
 	}
+	/* never in a snapshot (p11g_rule_to_json leaves it out: notifications follow the
+	 * policy in force), but harmless there */
+	if (strcmp(n, "notify") == 0)
+		return pol_parse_notify(c, m, r);
 	if (c->snapshot && strcmp(n, "defined_at") == 0) {
 		seen->defined_at = m;
 		return parse_defined_at(c, m, r);
@@ -770,13 +777,20 @@ static int load_text(struct p11g_policy_builder *ld, const char *name, const cha
 					pol_fail_oom(&c);
 					goto out;
 				}
+				if (pol_note_notify(ld, &c, rv, ld->pol->n_rules - 1) < 0)
+					goto out;
 			}
 		} else if (strcmp(m->name, "issuers") == 0) {
 			if (pol_loader_add_issuers(ld, &c, m) < 0)
 				goto out;
+		} else if (strcmp(m->name, "notifiers") == 0) {
+			if (pol_loader_add_notifiers(ld, &c, m) < 0)
+				goto out;
 		} else {
 			pol_fail_unknown(
-			    &c, m, "the policy (expected \"default\", \"rules\" or \"issuers\")");
+			    &c, m,
+			    "the policy (expected \"default\", \"rules\", \"issuers\" or "
+			    "\"notifiers\")");
 			goto out;
 		}
 	}
@@ -812,6 +826,7 @@ void p11g_policy_builder_free(struct p11g_policy_builder *b)
 	p11g_policy_free(b->pol);
 	EVP_MD_CTX_free(b->md);
 	free(b->default_file);
+	free(b->notify_refs);
 	free(b);
 }
 
@@ -839,6 +854,11 @@ int p11g_policy_builder_finish(struct p11g_policy_builder *b, struct p11g_policy
 			p11g_policy_builder_free(b);
 			return -1;
 		}
+	}
+	/* and its "notify" names notifiers that any of them defines */
+	if (pol_check_notify(b, err) < 0) {
+		p11g_policy_builder_free(b);
+		return -1;
 	}
 	if (EVP_DigestFinal_ex(b->md, md, &mdlen) != 1 || mdlen != 32) {
 		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
@@ -880,6 +900,9 @@ void p11g_policy_free(struct p11g_policy *p)
 	}
 	free(p->jwks);
 	free(p->issuers);
+	for (size_t i = 0; i < p->n_notifiers; i++)
+		pol_notifier_clear(&p->notifiers[i]);
+	free(p->notifiers);
 	free(p);
 }
 

@@ -91,6 +91,46 @@ struct p11g_issuer {
 	unsigned line, column;
 };
 
+/* Notifications (issue 21): the events a notifier may hear, as bits of p11g_notifier.events. */
+enum p11g_notify_event {
+	P11G_NOTIFY_CREATED = 1u << 0,   /* approvers must act */
+	P11G_NOTIFY_APPROVAL = 1u << 1,  /* one approved; more are needed */
+	P11G_NOTIFY_APPROVED = 1u << 2,  /* the quorum is met */
+	P11G_NOTIFY_REJECTED = 1u << 3,  /* with the reason: the requester is told */
+	P11G_NOTIFY_WITHDRAWN = 1u << 4, /* an approval withdrawn */
+	P11G_NOTIFY_REVOKED = 1u << 5,
+	P11G_NOTIFY_EXPIRED = 1u << 6,
+	P11G_NOTIFY_EXPIRING = 1u << 7,    /* pending, its window ends within 15 minutes */
+	P11G_NOTIFY_EXHAUSTED = 1u << 8,   /* every use spent */
+	P11G_NOTIFY_USE_REFUSED = 1u << 9, /* refused uses of a key (a minute's burst, at most) */
+	P11G_NOTIFY_TEST = 1u << 10,       /* approvald notify test NAME: every notifier hears it */
+};
+#define P11G_NOTIFY_EVENTS_MAX 11
+/* "created" for P11G_NOTIFY_CREATED, ...; NULL for a value that is not one bit of them. */
+const char *p11g_notify_event_name(unsigned event);
+/* The bit of a name ("created", ...); 0 when none.  "test" gives P11G_NOTIFY_TEST, which a
+ * policy's "events" refuses (every notifier hears a test). */
+unsigned p11g_notify_event_parse(const char *name);
+
+enum p11g_notify_format { P11G_NOTIFY_JSON, P11G_NOTIFY_SLACK, P11G_NOTIFY_TEAMS };
+
+/* A notifier: the policy's top-level "notifiers" (issue 21). */
+struct p11g_notifier {
+	char *name; /* as rules name it: 1 to 64 of A-Z a-z 0-9 . _ - */
+	/* one of url and command: */
+	char *url;      /* https://HOST..., or http:// to 127.0.0.1, [::1] or localhost only */
+	char **command; /* argv, NULL-terminated: an absolute program path, then its arguments */
+	size_t n_command;
+	enum p11g_notify_format format; /* "format" (url only): json (default), slack, teams */
+	/* absolute path of the HMAC key (approvald checks it is 0600); or NULL */
+	char *secret_file;
+	char *ca_file;    /* absolute path: the only CA trusted for url's server; NULL: system's */
+	unsigned events;  /* "events": a non-empty list of p11g_notify_event names */
+	unsigned timeout; /* "timeout": seconds for one delivery (1 to 60; default 10) */
+	char *file;
+	unsigned line, column;
+};
+
 struct p11g_rule {
 	char *name;
 	char **keys; /* URI strings as written */
@@ -110,6 +150,10 @@ struct p11g_rule {
 	char **registries;
 	size_t n_registries;
 	struct p11g_rule_claims *claims; /* NULL: requests need no ID token */
+	char **notify; /* "notify": names of the policy's notifiers (checked at finish), NULL-
+	                * terminated; never in the rule's snapshot: events go to the notifiers of
+	                * the policy in force */
+	size_t n_notify;
 	/* where it was defined, for messages */
 	char *file;
 	unsigned line, column;
@@ -122,6 +166,8 @@ struct p11g_policy {
 	size_t n_files;
 	struct p11g_issuer *issuers;
 	size_t n_issuers;
+	struct p11g_notifier *notifiers;
+	size_t n_notifiers;
 	/* The issuers' key sets, by issuer (approvald's loader fills them: NULL, or one NULL
 	 * set, is an issuer with no keys yet); freed with jwks_free. */
 	struct p11g_jwks **jwks;
@@ -160,6 +206,9 @@ void p11g_policy_builder_free(struct p11g_policy_builder *b);
 int p11g_policy_parse(const char *name, const char *text, size_t len, struct p11g_policy **ret,
                       p11g_err *err);
 void p11g_policy_free(struct p11g_policy *p);
+
+/* The notifier of that name, or NULL. */
+const struct p11g_notifier *p11g_policy_notifier(const struct p11g_policy *p, const char *name);
 
 /* The issuer of that name, or NULL. */
 const struct p11g_issuer *p11g_policy_issuer(const struct p11g_policy *p, const char *name);

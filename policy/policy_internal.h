@@ -1,4 +1,5 @@
-/* What policy.c and policy_issuers.c share: the parsing context and its error helpers. */
+/* What policy.c, policy_issuers.c and policy_notifiers.c share: the parsing context and its error
+ * helpers. */
 #ifndef P11GATE_POLICY_INTERNAL_H
 #define P11GATE_POLICY_INTERNAL_H
 
@@ -15,12 +16,21 @@ struct rule_ctx {
 	bool snapshot; /* accept "defined_at", written by p11g_rule_to_json */
 };
 
+/* Where a rule's "notify" named a notifier: checked once every file is read. */
+struct pol_notify_ref {
+	size_t rule;  /* index in pol->rules */
+	size_t index; /* in that rule's notify */
+	unsigned line, column;
+};
+
 struct p11g_policy_builder {
 	struct p11g_policy *pol;
 	size_t cap;
 	bool default_seen;
 	char *default_file;
 	EVP_MD_CTX *md;
+	struct pol_notify_ref *notify_refs;
+	size_t n_notify_refs;
 };
 
 /* A bad policy text: bad_request "file:line:column: message" (kvconf.h's form); -1. */
@@ -46,5 +56,16 @@ int pol_claim_name_member(struct rule_ctx *c, const struct pjson_member *m, char
 int pol_loader_add_issuers(struct p11g_policy_builder *ld, struct rule_ctx *c,
                            const struct pjson_member *m);
 void pol_issuer_clear(struct p11g_issuer *is);
+
+/* policy_notifiers.c: the top-level "notifiers" and a rule's "notify". */
+int pol_loader_add_notifiers(struct p11g_policy_builder *ld, struct rule_ctx *c,
+                             const struct pjson_member *m);
+void pol_notifier_clear(struct p11g_notifier *n);
+int pol_parse_notify(struct rule_ctx *c, const struct pjson_member *m, struct p11g_rule *r);
+/* Records where the "notify" of rule rv (ld->pol->rules[rule], just added) names notifiers. */
+int pol_note_notify(struct p11g_policy_builder *ld, struct rule_ctx *c,
+                    const struct pjson_value *rv, size_t rule);
+/* At finish: every name a rule's "notify" lists is one of the policy's notifiers. */
+int pol_check_notify(struct p11g_policy_builder *ld, p11g_err *err);
 
 #endif

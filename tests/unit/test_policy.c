@@ -28,6 +28,11 @@ struct text {
 #define RULES(x) "{\n  \"rules\": [\n" x "  ]\n}\n"
 #define RULE(x) \
 	RULES("    {\n      \"name\": \"r\",\n      \"keys\": [\"pkcs11:token=t\"],\n" x "    }\n")
+/* NOTIFIER(x): a policy of one notifier "n" whose further members x are on its line 4;
+ * HOOK is a good "url" member, EVENTS a good "events" one. */
+#define NOTIFIER(x) "{\n  \"notifiers\": [{\n    \"name\": \"n\",\n" x "\n  }]\n}\n"
+#define HOOK "\"url\": \"https://hooks.example.com/h\""
+#define EVENTS "\"events\": [\"created\"]"
 /* clang-format on */
 
 /*
@@ -109,7 +114,7 @@ static const struct {
                               "]\n")}},
     {"unknown-top.json",
      "unknown-top.json:3:3: unknown member \"rulez\" in the policy "
-     "(expected \"default\", \"rules\" or \"issuers\")",
+     "(expected \"default\", \"rules\", \"issuers\" or \"notifiers\")",
      {TEXT("unknown-top.json", "{\n"
                                "  \"default\": \"deny\",\n"
                                "  \"rulez\": []\n"
@@ -454,6 +459,141 @@ static const struct {
      {TEXT("claims-unknown.json",
            "{\"rules\": [{\"name\": \"r\", \"keys\": [\"pkcs11:token=t\"], \"orderers\": [], "
            "\"approvals\": 0, \"claims\": {\"issuer\": \"gh\", \"require\": {}}}]}\n")}},
+    /* notifications: notifiers and a rule's notify */
+    {"notifier-scheme.json",
+     "notifier-scheme.json:4:12: \"url\" must start with https:// (or http:// to 127.0.0.1, "
+     "[::1] or localhost)",
+     {TEXT("notifier-scheme.json",
+           NOTIFIER("    \"url\": \"ftp://hooks.example.com/h\", " EVENTS))}},
+    {"notifier-http.json",
+     "notifier-http.json:4:12: \"url\" is plain http:// to \"hooks.example.com\": http:// is "
+     "only for 127.0.0.1, [::1] or localhost (use https://)",
+     {TEXT("notifier-http.json",
+           NOTIFIER("    \"url\": \"http://hooks.example.com:8080/h\", " EVENTS))}},
+    {"notifier-http-lookalike.json",
+     "notifier-http-lookalike.json:4:12: \"url\" is plain http:// to \"127.0.0.1.example.com\": "
+     "http:// is only for 127.0.0.1, [::1] or localhost (use https://)",
+     {TEXT("notifier-http-lookalike.json",
+           NOTIFIER("    \"url\": \"http://127.0.0.1.example.com/h\", " EVENTS))}},
+    {"notifier-userinfo.json",
+     "notifier-userinfo.json:4:12: \"url\" must not carry a user name or password (\"...@\" "
+     "before the host)",
+     {TEXT("notifier-userinfo.json",
+           NOTIFIER("    \"url\": \"https://u:secret@hooks.example.com/h\", " EVENTS))}},
+    {"notifier-space.json",
+     "notifier-space.json:4:12: \"url\" must be printable ASCII: no spaces or control "
+     "characters (percent-encode others)",
+     {TEXT("notifier-space.json",
+           NOTIFIER("    \"url\": \"https://hooks.example.com/a b\", " EVENTS))}},
+    {"notifier-no-host.json",
+     "notifier-no-host.json:4:12: \"url\" needs a host (a name, an IPv4 address or an [IPv6] "
+     "address) and optionally :PORT after the scheme",
+     {TEXT("notifier-no-host.json", NOTIFIER("    \"url\": \"https://:443/h\", " EVENTS))}},
+    {"notifier-both.json",
+     "notifier-both.json:5:5: notifier \"n\" needs one of \"url\" and \"command\", not both",
+     {TEXT("notifier-both.json", NOTIFIER("    " HOOK ",\n"
+                                          "    \"command\": [\"/usr/sbin/sendmail\"], " EVENTS))}},
+    {"notifier-neither.json",
+     "notifier-neither.json:2:17: notifier \"n\" needs one of \"url\" and \"command\"",
+     {TEXT("notifier-neither.json", NOTIFIER("    " EVENTS))}},
+    {"notifier-format-command.json",
+     "notifier-format-command.json:4:36: \"format\" is for \"url\" (a command reads the event "
+     "as JSON on its standard input)",
+     {TEXT("notifier-format-command.json",
+           NOTIFIER("    \"command\": [\"/usr/bin/mailx\"], \"format\": \"json\", " EVENTS))}},
+    {"notifier-bad-format.json",
+     "notifier-bad-format.json:4:53: \"format\" must be \"json\", \"slack\" or \"teams\", not "
+     "\"discord\"",
+     {TEXT("notifier-bad-format.json",
+           NOTIFIER("    " HOOK ", \"format\": \"discord\", " EVENTS))}},
+    {"notifier-command-relative.json",
+     "notifier-command-relative.json:4:17: \"command\" must start with the program's absolute "
+     "path (it runs without a shell or a PATH search), not \"sendmail\"",
+     {TEXT("notifier-command-relative.json",
+           NOTIFIER("    \"command\": [\"sendmail\", \"-t\"], " EVENTS))}},
+    {"notifier-command-control.json",
+     "notifier-command-control.json:4:30: entries of \"command\" must not hold control "
+     "characters",
+     {TEXT("notifier-command-control.json",
+           NOTIFIER("    \"command\": [\"/bin/echo\", \"a\\nb\"], " EVENTS))}},
+    {"notifier-secret-relative.json",
+     "notifier-secret-relative.json:4:58: \"secret_file\" must be an absolute path (2 to 4096 "
+     "bytes, no control characters)",
+     {TEXT("notifier-secret-relative.json",
+           NOTIFIER("    " HOOK ", \"secret_file\": \"hmac.key\", " EVENTS))}},
+    {"notifier-ca-http.json",
+     "notifier-ca-http.json:4:35: \"ca_file\" is for an https:// \"url\" (the CA certificates "
+     "its TLS server is verified with)",
+     {TEXT(
+         "notifier-ca-http.json",
+         NOTIFIER("    \"url\": \"http://[::1]:8443/h\", \"ca_file\": \"/etc/ca.pem\", " EVENTS))}},
+    {"notifier-unknown-event.json",
+     "notifier-unknown-event.json:4:65: unknown event \"approve\" (created, approval, approved, "
+     "rejected, withdrawn, revoked, expired, expiring, exhausted, use_refused)",
+     {TEXT("notifier-unknown-event.json",
+           NOTIFIER("    " HOOK ", \"events\": [\"created\", \"approve\"]"))}},
+    {"notifier-test-event.json",
+     "notifier-test-event.json:4:54: \"test\" is not an event a policy lists (every notifier "
+     "hears \"approvald notify test\")",
+     {TEXT("notifier-test-event.json", NOTIFIER("    " HOOK ", \"events\": [\"test\"]"))}},
+    {"notifier-event-twice.json",
+     "notifier-event-twice.json:4:77: event \"rejected\" is listed twice",
+     {TEXT("notifier-event-twice.json",
+           NOTIFIER("    " HOOK ", \"events\": [\"rejected\", \"expired\", \"rejected\"]"))}},
+    {"notifier-empty-events.json",
+     "notifier-empty-events.json:4:53: \"events\" must not be empty",
+     {TEXT("notifier-empty-events.json", NOTIFIER("    " HOOK ", \"events\": []"))}},
+    {"notifier-no-events.json",
+     "notifier-no-events.json:2:17: notifier \"n\" needs \"events\"",
+     {TEXT("notifier-no-events.json", NOTIFIER("    " HOOK))}},
+    {"notifier-no-name.json",
+     "notifier-no-name.json:1:16: a notifier needs \"name\"",
+     {TEXT("notifier-no-name.json", "{\"notifiers\": [{" HOOK ", " EVENTS "}]}\n")}},
+    {"notifier-bad-name.json",
+     "notifier-bad-name.json:1:25: bad notifier name \"on call\": 1 to 64 of A-Z a-z 0-9 . _ -",
+     {TEXT("notifier-bad-name.json",
+           "{\"notifiers\": [{\"name\": \"on call\", " HOOK ", " EVENTS "}]}\n")}},
+    {"notifier-timeout.json",
+     "notifier-timeout.json:4:54: \"timeout\" must be 1s to 60s, not \"2m\"",
+     {TEXT("notifier-timeout.json", NOTIFIER("    " HOOK ", \"timeout\": \"2m\", " EVENTS))}},
+    {"notifier-timeout-int.json",
+     "notifier-timeout-int.json:4:54: \"timeout\" must be a string, not an integer",
+     {TEXT("notifier-timeout-int.json", NOTIFIER("    " HOOK ", \"timeout\": 5, " EVENTS))}},
+    {"notifier-unknown.json",
+     "notifier-unknown.json:4:43: unknown member \"headers\" in a notifier (expected \"name\", "
+     "\"url\" or \"command\", \"format\", \"secret_file\", \"ca_file\", \"events\", "
+     "\"timeout\")",
+     {TEXT("notifier-unknown.json", NOTIFIER("    " HOOK ", \"headers\": {}, " EVENTS))}},
+    {"notifiers-not-array.json",
+     "notifiers-not-array.json:1:15: \"notifiers\" must be an array, not an object",
+     {TEXT("notifiers-not-array.json", "{\"notifiers\": {}}\n")}},
+    {"notifier-twice",
+     "notifier-twice/b.json:3:14: notifier \"n\" is defined twice (first at "
+     "notifier-twice/a.json:2:17)",
+     {TEXT("notifier-twice/a.json", NOTIFIER("    " HOOK ", " EVENTS)),
+      TEXT("notifier-twice/b.json",
+           "{\n"
+           "  \"notifiers\": [{\"name\": \"m\", " HOOK ", " EVENTS "},\n"
+           "    {\"name\": \"n\", \"command\": [\"/bin/true\"], " EVENTS "}]\n"
+           "}\n")}},
+    {"notify-unknown",
+     "notify-unknown/a.json:7:23: rule \"r\" names no notifier the policy defines (\"ops\"; "
+     "see \"notifiers\")",
+     {TEXT("notify-unknown/a.json", RULE("      \"orderers\": [], \"approvals\": 0,\n"
+                                         "      \"notify\": [\"n\", \"ops\"]\n")),
+      TEXT("notify-unknown/b.json", NOTIFIER("    " HOOK ", " EVENTS))}},
+    {"notify-twice.json",
+     "notify-twice.json:7:23: notifier \"n\" is listed twice",
+     {TEXT("notify-twice.json", RULE("      \"orderers\": [], \"approvals\": 0,\n"
+                                     "      \"notify\": [\"n\", \"n\"]\n"))}},
+    {"notify-empty.json",
+     "notify-empty.json:7:17: \"notify\" must not be empty",
+     {TEXT("notify-empty.json", RULE("      \"orderers\": [], \"approvals\": 0,\n"
+                                     "      \"notify\": []\n"))}},
+    {"notify-bad-name.json",
+     "notify-bad-name.json:7:18: bad notifier name \"a/b\": 1 to 64 of A-Z a-z 0-9 . _ -",
+     {TEXT("notify-bad-name.json", RULE("      \"orderers\": [], \"approvals\": 0,\n"
+                                        "      \"notify\": [\"a/b\"]\n"))}},
 };
 
 /* The three policies of policy/examples, as bytes (test_policy_load loads the files). */
@@ -964,6 +1104,128 @@ static void test_issuers_and_claims(void **state)
 	p11g_policy_free(p);
 }
 
+/* Notifiers and a rule's notify: parsed, found by name, and never in the rule's snapshot. */
+static void test_notifiers(void **state)
+{
+	static const char rules[] =
+	    "{\"rules\": [{\"name\": \"release\", \"keys\": [\"pkcs11:token=t\"], "
+	    "\"orderers\": [\"uid:1000\"], \"approvers\": [\"uid:1001\"], \"approvals\": 1, "
+	    "\"notify\": [\"mail\", \"slack\"]}]}\n";
+	static const char notifiers[] =
+	    "{\n"
+	    "  \"notifiers\": [\n"
+	    "    {\"name\": \"slack\", \"url\": \"https://hooks.slack.com/services/T0/B0/x\",\n"
+	    "     \"format\": \"slack\", \"secret_file\": \"/etc/approvald/slack.key\",\n"
+	    "     \"ca_file\": \"/etc/ssl/slack-ca.pem\", \"timeout\": \"30s\",\n"
+	    "     \"events\": [\"created\", \"approved\", \"rejected\", \"use_refused\"]},\n"
+	    "    {\"name\": \"mail\", \"command\": [\"/usr/sbin/sendmail\", \"-t\", \"\"],\n"
+	    "     \"events\": [\"rejected\", \"expiring\"]},\n"
+	    "    {\"name\": \"local\", \"url\": \"http://localhost:8080/hook?x=1\", "
+	    "\"events\": [\"exhausted\"]},\n"
+	    "    {\"name\": \"v6\", \"url\": \"http://[::1]/h\", \"events\": [\"expired\"], "
+	    "\"timeout\": \"1m\"},\n"
+	    "    {\"name\": \"teams\", \"url\": \"https://[2001:db8::1]:8443\", \"format\": "
+	    "\"teams\", \"events\": [\"approval\", \"withdrawn\", \"revoked\"]}\n"
+	    "  ]\n"
+	    "}\n";
+	struct p11g_policy_builder *b = p11g_policy_builder_new();
+	struct p11g_policy *p = NULL;
+	p11g_err err = {0};
+	(void)state;
+
+	/* the rule's file before the notifiers': names are checked once all are read */
+	assert_int_equal(
+	    p11g_policy_builder_add(b, "10-rules.json", rules, sizeof(rules) - 1, &err), 0);
+	if (p11g_policy_builder_add(b, "20-notify.json", notifiers, sizeof(notifiers) - 1, &err) <
+	    0)
+		fail_msg("%s", err.msg);
+	if (p11g_policy_builder_finish(b, &p, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(p->n_notifiers, 5);
+	assert_null(p11g_policy_notifier(p, "pager"));
+	assert_null(p11g_policy_notifier(p, NULL));
+
+	const struct p11g_notifier *n = p11g_policy_notifier(p, "slack");
+	assert_non_null(n);
+	assert_string_equal(n->url, "https://hooks.slack.com/services/T0/B0/x");
+	assert_null(n->command);
+	assert_int_equal(n->format, P11G_NOTIFY_SLACK);
+	assert_string_equal(n->secret_file, "/etc/approvald/slack.key");
+	assert_string_equal(n->ca_file, "/etc/ssl/slack-ca.pem");
+	assert_int_equal(n->timeout, 30);
+	assert_int_equal(n->events, P11G_NOTIFY_CREATED | P11G_NOTIFY_APPROVED |
+	                                P11G_NOTIFY_REJECTED | P11G_NOTIFY_USE_REFUSED);
+	assert_string_equal(n->file, "20-notify.json");
+	assert_int_equal(n->line, 3);
+	assert_int_equal(n->column, 5);
+
+	n = p11g_policy_notifier(p, "mail");
+	assert_non_null(n);
+	assert_null(n->url);
+	assert_int_equal(n->n_command, 3);
+	assert_string_equal(n->command[0], "/usr/sbin/sendmail");
+	assert_string_equal(n->command[1], "-t");
+	assert_string_equal(n->command[2], "");
+	assert_null(n->command[3]);
+	assert_int_equal(n->format, P11G_NOTIFY_JSON);
+	assert_null(n->secret_file);
+	assert_null(n->ca_file);
+	assert_int_equal(n->timeout, 10); /* the default */
+	assert_int_equal(n->events, P11G_NOTIFY_REJECTED | P11G_NOTIFY_EXPIRING);
+
+	n = p11g_policy_notifier(p, "local");
+	assert_string_equal(n->url, "http://localhost:8080/hook?x=1");
+	assert_int_equal(n->format, P11G_NOTIFY_JSON);
+	assert_int_equal(p11g_policy_notifier(p, "v6")->timeout, 60);
+	assert_int_equal(p11g_policy_notifier(p, "teams")->format, P11G_NOTIFY_TEAMS);
+
+	const struct p11g_rule *r = &p->rules[0];
+	assert_int_equal(r->n_notify, 2);
+	assert_string_equal(r->notify[0], "mail");
+	assert_string_equal(r->notify[1], "slack");
+	assert_null(r->notify[2]);
+
+	/* the snapshot has no notify (events go to the policy in force), and reads back */
+	json_t *snap = p11g_rule_to_json(r);
+	struct p11g_rule *back = NULL;
+	assert_non_null(snap);
+	assert_null(json_object_get(snap, "notify"));
+	if (p11g_rule_from_json(snap, &back, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(back->n_notify, 0);
+	assert_null(back->notify);
+	json_decref(snap);
+	p11g_rule_free(back);
+	p11g_policy_free(p);
+
+	/* notifiers no rule names are no error */
+	static const char alone[] = "{\"notifiers\": [{\"name\": \"n\", \"command\": "
+	                            "[\"/bin/true\"], \"events\": [\"created\"]}]}";
+	assert_int_equal(p11g_policy_parse("alone.json", alone, sizeof(alone) - 1, &p, &err), 0);
+	assert_int_equal(p->n_notifiers, 1);
+	assert_int_equal(p->n_rules, 0);
+	p11g_policy_free(p);
+
+	/* event names */
+	static const char *const names[] = {"created",   "approval",    "approved", "rejected",
+	                                    "withdrawn", "revoked",     "expired",  "expiring",
+	                                    "exhausted", "use_refused", "test"};
+	assert_int_equal(P11G_ARRAY_SIZE(names), P11G_NOTIFY_EVENTS_MAX);
+	for (unsigned i = 0; i < P11G_NOTIFY_EVENTS_MAX; i++) {
+		assert_string_equal(p11g_notify_event_name(1u << i), names[i]);
+		assert_int_equal(p11g_notify_event_parse(names[i]), 1u << i);
+	}
+	assert_int_equal(p11g_notify_event_parse("test"), P11G_NOTIFY_TEST);
+	assert_int_equal(p11g_notify_event_parse("use_refused"), P11G_NOTIFY_USE_REFUSED);
+	assert_int_equal(p11g_notify_event_parse("Created"), 0);
+	assert_int_equal(p11g_notify_event_parse(""), 0);
+	assert_int_equal(p11g_notify_event_parse(NULL), 0);
+	assert_null(p11g_notify_event_name(0));
+	assert_null(p11g_notify_event_name(P11G_NOTIFY_CREATED | P11G_NOTIFY_APPROVED));
+	assert_null(p11g_notify_event_name(1u << P11G_NOTIFY_EVENTS_MAX));
+	assert_null(p11g_notify_event_name(1u << 31));
+}
+
 static void test_rule_round_trip(void **state)
 {
 	struct p11g_policy *p = examples_ok();
@@ -1383,6 +1645,7 @@ int main(void)
 	    cmocka_unit_test(test_default_allow),
 	    cmocka_unit_test(test_digest),
 	    cmocka_unit_test(test_issuers_and_claims),
+	    cmocka_unit_test(test_notifiers),
 	    cmocka_unit_test(test_rule_round_trip),
 	    cmocka_unit_test(test_rule_from_json_strict),
 	    cmocka_unit_test(test_duration),

@@ -137,7 +137,7 @@ static void test_file_errors(void **state)
 
 static void test_examples(void **state)
 {
-	static const char *const files[] = {"dev.json", "pipeline.json", "prod.json",
+	static const char *const files[] = {"dev.json", "notify.json", "pipeline.json", "prod.json",
 	                                    "quorum.json"};
 	char path[512];
 
@@ -150,20 +150,27 @@ static void test_examples(void **state)
 	}
 
 	struct p11g_policy *p = load_ok(EXAMPLES_DIR);
-	assert_int_equal(p->n_files, 4);
-	assert_int_equal(p->n_rules, 4);
-	/* Name order: dev, pipeline, prod, quorum. */
+	assert_int_equal(p->n_files, 5);
+	assert_int_equal(p->n_rules, 5);
+	/* Name order: dev, notify, pipeline, prod, quorum. */
 	assert_string_equal(p->rules[0].name, "dev-signing");
-	assert_string_equal(p->rules[1].name, "release-images");
-	assert_string_equal(p->rules[2].name, "prod-firmware");
-	assert_string_equal(p->rules[3].name, "prod-images");
-	assert_string_equal(p->rules[2].file, EXAMPLES_DIR "/prod.json");
+	assert_string_equal(p->rules[1].name, "release-packages");
+	assert_string_equal(p->rules[2].name, "release-images");
+	assert_string_equal(p->rules[3].name, "prod-firmware");
+	assert_string_equal(p->rules[4].name, "prod-images");
+	assert_string_equal(p->rules[3].file, EXAMPLES_DIR "/prod.json");
 	/* the pipeline example's issuer, with a key set from its URL (none read at load) */
 	const struct p11g_issuer *is = p11g_policy_issuer(p, "github");
 	assert_non_null(is);
 	assert_non_null(is->jwks_url);
-	assert_non_null(p->rules[1].claims);
-	assert_string_equal(p->rules[1].claims->actor_claim, "actor");
+	assert_non_null(p->rules[2].claims);
+	assert_string_equal(p->rules[2].claims->actor_claim, "actor");
+	/* the notify example's notifiers, which its rule names */
+	assert_int_equal(p->n_notifiers, 2);
+	assert_int_equal(p->rules[1].n_notify, 2);
+	assert_non_null(p11g_policy_notifier(p, "release-slack"));
+	assert_string_equal(p11g_policy_notifier(p, "security-mail")->command[0],
+	                    "/usr/sbin/sendmail");
 	p11g_policy_free(p);
 }
 
