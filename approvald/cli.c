@@ -563,6 +563,17 @@ static int run_status(struct args *a)
 		       json_is_true(json_object_get(ks, "fetching")) ? ", fetching now" : "",
 		       *cli_str(ks, "error") ? "; last try: " : "", cli_str(ks, "error"));
 	}
+	const json_t *nf = json_object_get(res, "notifications"), *v;
+	const char *name;
+	if (nf) {
+		printf("notifications:    %lld waiting (oldest %llds), %lld being delivered, %lld "
+		       "dropped (outbox full)\n",
+		       (long long)cli_num(nf, "outbox"), (long long)cli_num(nf, "oldest_age"),
+		       (long long)cli_num(nf, "in_flight"), (long long)cli_num(nf, "dropped"));
+		json_object_foreach((json_t *)json_object_get(nf, "dead"), name, v)
+		    printf("notifier %-8s  %lld dead deliveries\n", name,
+		           (long long)json_integer_value(v));
+	}
 	return 0;
 }
 
@@ -585,6 +596,34 @@ static int run_audit(struct args *a)
 static int run_serve(struct args *a)
 {
 	return p11g_local_serve(a->config, a->dir, cli_socket_opt, a->policy_dir);
+}
+
+#define HELP_NOTIFY                                                                                \
+	"Usage: approvald notify test NAME [--socket PATH]\nPuts a test event in the outbox for "  \
+	"the "                                                                                     \
+	"policy's notifier NAME\n(root and approvald's user); approvald status shows how it "      \
+	"went.\n"
+
+/* "notify test NAME [--socket PATH]" */
+static int run_notify(int argc, char **argv)
+{
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		fputs(HELP_NOTIFY, stdout);
+		return 0;
+	}
+	if (argc == 5 && !strcmp(argv[3], "--socket"))
+		cli_socket_opt = argv[4];
+	else if (argc != 3)
+		return cli_usage_error("notify", "expected: notify test NAME [--socket PATH]");
+	if (strcmp(argv[1], "test"))
+		return cli_usage_error("notify", "unknown subverb '%s' (test)", argv[1]);
+	_cleanup_json_ json_t *res = NULL;
+	int rc =
+	    cli_call("notify_test", json_pack("{s:s}", "notifier", argv[2]), &res, CALL_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	printf("a test event for %s is in the outbox\n", argv[2]);
+	return 0;
 }
 
 #define HELP_POLICY                                                                                \
@@ -669,9 +708,9 @@ static int run_policy(int argc, char **argv)
 	"blank- or comma-separated, repeatable: who may create, change and destroy token\n"        \
 	"objects through the PKCS#11 socket; nobody by default), pkcs11_user (the user\n"          \
 	"each client's process runs as; default approvald's own), pkcs11_seccomp\n"                \
-	"(kill|log|off, default kill: that process's system-call allow-list).\n"            \
-	"The approvals page (approvald-web): web_socket (a Unix socket speaking HTTP; off\n"      \
-	"when absent), web_proxy_user (the reverse proxy's account, trusted to name the\n"      \
+	"(kill|log|off, default kill: that process's system-call allow-list).\n"                   \
+	"The approvals page (approvald-web): web_socket (a Unix socket speaking HTTP; off\n"       \
+	"when absent), web_proxy_user (the reverse proxy's account, trusted to name the\n"         \
 	"user in web_user_header, default X-Remote-User).\n"
 
 /* The id verbs know each other's options: one given to a verb it does not fit is answered
@@ -719,6 +758,8 @@ static const struct verb {
      .run = run_audit},
     {"policy", "policy check [DIR|FILE]: validate policy files", HELP_POLICY,
      .run_argv = run_policy},
+    {"notify", "notify test NAME: send a test event to a notifier", HELP_NOTIFY,
+     .run_argv = run_notify},
 };
 
 /* 0 with a filled; -1 when --help was answered; or a usage error's exit status. */

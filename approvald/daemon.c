@@ -47,6 +47,7 @@ void p11g_daemon_config_clear(struct p11g_daemon_config *cfg)
 	free(cfg->audit_key);
 	p11g_host_config_clear(&cfg->host);
 	p11g_web_config_clear(&cfg->web);
+	p11g_notify_config_clear(&cfg->notify);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -236,6 +237,29 @@ static bool config_set(struct p11g_daemon_config *cfg, const char *key, const ch
 	if (!strcmp(key, "web_socket")) {
 		*why = "expected an absolute path";
 		return val[0] == '/' && set_string(&cfg->web.socket, val) == 0;
+	}
+	if (!strcmp(key, "web_url")) {
+		/* where people open the approvals page: links in notifications */
+		*why = "expected an http:// or https:// URL without a trailing slash";
+		size_t len = strlen(val);
+		if ((strncmp(val, "https://", 8) && strncmp(val, "http://", 7)) || len > 2000 ||
+		    val[len - 1] == '/' || strpbrk(val, " \t\"<>"))
+			return false;
+		return set_string(&cfg->notify.web_url, val) == 0;
+	}
+	if (!strcmp(key, "notify_retry_for")) {
+		*why = "expected a duration from 1m to 7d";
+		if ((d = p11g_duration_parse(val)) < 60 || d > 7 * 86400)
+			return false;
+		cfg->notify.retry_for = d;
+		return true;
+	}
+	if (!strcmp(key, "notify_outbox_max")) {
+		*why = "expected a number from 100 to 1000000";
+		if (!parse_u(val, 1000000, &n) || n < 100)
+			return false;
+		cfg->notify.outbox_max = (unsigned)n;
+		return true;
 	}
 	if (!strcmp(key, "web_proxy_user"))
 		return set_string(&cfg->web.proxy_user, val) == 0;
@@ -562,6 +586,11 @@ static void on_tick(void *app)
 	checkpoint(d, false);
 	p11g_jwks_sources_tick(&d->jwks);
 	p11g_web_tick(&d->web);
+	if (++d->ticks % 10 == 0 && p11g_notify_expiring(&d->ops, &err) < 0)
+		p11g_error("notifications of expiring operations: %s", err.msg);
+	p11g_notify_sender_tick(&d->notify);
+	if (p11g_notify_added(&d->ops))
+		p11g_server_wake(d->server, P11G_NOTIFY_WAKE);
 }
 
 /* Group commit: the writes of one poll round (uses of many signers, say)
@@ -578,8 +607,12 @@ static int on_round_end(void *app, p11g_err *err)
 	if (p11g_store_batch_end(d->ops.store, err) < 0) {
 		p11g_error("%s; the requests of this round were answered with this error",
 		           err->msg);
+		p11g_notify_added(&d->ops); /* those were not committed */
 		return -1;
 	}
+	/* the sender hears of what this round committed */
+	if (p11g_notify_added(&d->ops))
+		p11g_server_wake(d->server, P11G_NOTIFY_WAKE);
 	return 0;
 }
 
@@ -590,7 +623,8 @@ static void on_child_exited(void *app, pid_t pid, int status)
 	if (p11g_verify_job_exited(&d->ops, pid, status) ||
 	    p11g_read_worker_exited(&d->ops, pid, status) ||
 	    p11g_jwks_sources_exited(&d->jwks, pid, status) ||
-	    p11g_web_exited(&d->web, pid, status))
+	    p11g_web_exited(&d->web, pid, status) ||
+	    p11g_notify_sender_exited(&d->notify, pid, status))
 		return;
 	if (d->checkpoint_job.pid && pid == d->checkpoint_job.pid) {
 		p11g_err err = {0};
@@ -741,6 +775,14 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 		p11g_error("%s", err.msg);
 		goto out;
 	}
+	if (p11g_notify_setup(&d.ops, &cfg->notify) < 0) {
+		p11g_error("out of memory");
+		goto out;
+	}
+	p11g_ops_notify_enable(&d.ops);
+	d.notify.server = d.server;
+	d.notify.ops = &d.ops;
+	p11g_notify_sender_tick(&d.notify);
 	checkpoint(&d, true);
 	if (host && (d.host || cfg->audit_key))
 		d.ops.forget_secrets = host->forget;
@@ -750,6 +792,7 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 	p11g_info("stopped");
 out:
 	p11g_web_stop(&d.web);
+	p11g_notify_sender_stop(&d.notify);
 	if (d.server)
 		p11g_server_free(d.server);
 	/* The refusals counted in the last minute are written, not dropped. */

@@ -12,6 +12,8 @@
 #include "approvald/server.h"
 #include "approvald/store.h"
 #include "approvald/web.h"
+#include "approvald/notify.h"
+#include "approvald/notify_sender.h"
 
 struct p11g_daemon_config {
 	char *state_dir;
@@ -30,6 +32,7 @@ struct p11g_daemon_config {
 	unsigned jwks_refetch;       /* seconds: jwks_url fetched again on an unknown kid at most
 	                              * this often, and first retried after a failure (10) */
 	struct p11g_web_config web;  /* the web page (web.h) */
+	struct p11g_notify_config notify; /* notifications (notify.h) */
 };
 
 struct p11g_daemon {
@@ -42,8 +45,10 @@ struct p11g_daemon {
 	const struct p11g_host_ops *audit_signer;
 	/* a checkpoint on the token being signed (checkpoint_job.h) */
 	struct p11g_checkpoint_job checkpoint_job;
-	struct p11g_jwks_sources jwks; /* issuers' key sets from their jwks_url */
-	struct p11g_web web;           /* approvald-web, when web_socket is set */
+	struct p11g_jwks_sources jwks;    /* issuers' key sets from their jwks_url */
+	struct p11g_web web;              /* approvald-web, when web_socket is set */
+	struct p11g_notify_sender notify; /* approvald-notify, while the policy has notifiers */
+	unsigned ticks;
 	uint64_t checkpoint_seq;       /* the last record a checkpoint signed */
 	int64_t checkpoint_time;       /* p11g_mono_us() then */
 	int64_t checkpoint_backoff_us; /* after failures: the wait before the next try */

@@ -4,6 +4,7 @@
 #include "approvald/authz.h"
 #include "approvald/checkpoint.h"
 #include "approvald/daemon.h"
+#include "approvald/notify.h"
 #include "approvald/textsafe.h"
 #include "approvald/read_worker.h"
 #include "approvald/verify_job.h"
@@ -475,6 +476,55 @@ static int h_wait(void *app, const struct p11g_ident *caller, const json_t *req,
 	return 0;
 }
 
+/* approvald-notify asks for deliveries due: answered at once when some are, else when one is
+ * added (P11G_NOTIFY_WAKE) or a second has passed (backoffs end by the clock). */
+static int h_notify_take(void *app, const struct p11g_ident *caller, const json_t *req,
+                         json_t **ret, p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"max", NULL};
+	unsigned max;
+	(void)caller;
+	if (check_members(req, allowed, err) < 0 ||
+	    get_uint(req, "max", 16, P11G_NOTIFY_INFLIGHT_MAX, &max, err) < 0)
+		return -1;
+	if (!wait->resumed)
+		wait->deadline_us = p11g_mono_us() + 1000000;
+	int r = p11g_notify_take(ops_of(app), max ? max : 16, ret, err);
+	if (r != 1)
+		return r;
+	if (p11g_mono_us() >= wait->deadline_us) {
+		*ret = json_pack("{s:[]}", "deliveries");
+		return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	wait->op_id = P11G_NOTIFY_WAKE;
+	return P11G_HANDLER_WAIT;
+}
+
+static int h_notify_done(void *app, const struct p11g_ident *caller, const json_t *req,
+                         json_t **ret, p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"results", NULL};
+	(void)caller;
+	(void)wait;
+	if (check_members(req, allowed, err) < 0 ||
+	    p11g_notify_done(ops_of(app), json_object_get(req, "results"), err) < 0)
+		return -1;
+	*ret = json_object();
+	return 0;
+}
+
+static int h_notify_test(void *app, const struct p11g_ident *caller, const json_t *req,
+                         json_t **ret, p11g_err *err, struct p11g_wait *wait)
+{
+	static const char *const allowed[] = {"notifier", NULL};
+	const char *name;
+	(void)wait;
+	if (check_request(req, allowed, err) < 0 ||
+	    get_str(req, "notifier", true, 64, &name, err) < 0)
+		return -1;
+	return p11g_notify_test(ops_of(app), caller, name, ret, err);
+}
+
 const struct p11g_handler p11g_handlers[] = {
     {"request", h_request},
     {"list", h_list, .reader = true, .heavy = true},
@@ -489,5 +539,8 @@ const struct p11g_handler p11g_handlers[] = {
     {"key", h_key},
     {"use", h_use},
     {"wait", h_wait},
+    {"notify_test", h_notify_test},
+    {"notify_take", h_notify_take, .reader = true, .internal = true},
+    {"notify_done", h_notify_done, .internal = true},
 };
 const size_t p11g_n_handlers = P11G_ARRAY_SIZE(p11g_handlers);

@@ -4,6 +4,7 @@
 #include "approvald/jbuild.h"
 #include "approvald/op.h"
 #include "approvald/names.h"
+#include "approvald/notify.h"
 #include "approvald/idtoken.h"
 #include "approvald/ops_internal.h"
 #include "approvald/read_worker.h"
@@ -56,6 +57,10 @@ void p11g_ops_clear(struct p11g_ops *o)
 	if (o->audit_key)
 		p11_kit_uri_free(o->audit_key);
 	o->audit_key = NULL;
+	if (o->notify)
+		p11g_notify_config_clear(&o->notify->cfg);
+	free(o->notify);
+	o->notify = NULL;
 	p11g_refusals_free(o->refusals);
 	o->refusals = NULL;
 	free(o->budget);
@@ -214,6 +219,15 @@ int ops_audit(p11g_txn *t, const char *event, const struct p11g_ident *actor, ui
 	return p11g_txn_audit_append(t, rec, NULL, err);
 }
 
+/* The ops whose events become notifications: approvald's own (p11g_ops_notify_enable); one
+ * per process, and never a reader's. */
+static struct p11g_ops *notifying_ops;
+
+void p11g_ops_notify_enable(struct p11g_ops *o)
+{
+	notifying_ops = o;
+}
+
 int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor, struct p11g_op *op,
                  json_t *extra, p11g_err *err)
 {
@@ -232,7 +246,12 @@ int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor,
 	op->audit_seq = seq;
 	if (whole)
 		op->terms_seq = seq;
-	return p11g_txn_op_put(t, op, err);
+	if (p11g_txn_op_put(t, op, err) < 0)
+		return -1;
+	/* who is told, in the same transaction */
+	if (notifying_ops && p11g_notify_op_event(t, notifying_ops, event, actor, op, rec, err) < 0)
+		return -1;
+	return 0;
 }
 
 const struct p11g_ident *ops_daemon_actor(const struct p11g_ops *o, struct p11g_ident *buf)

@@ -53,7 +53,12 @@ struct p11g_ops {
 	 * p11g_ops_clear frees it. */
 	P11KitUri *audit_key;
 	int64_t audit_key_logged_us; /* refusals logged at most once a second */
+	/* notifications (notify.h): the outbox's state here; NULL until the first */
+	struct p11g_notify *notify;
 };
+
+/* Makes o's events notifications (notify.h): approvald's daemon, once. */
+void p11g_ops_notify_enable(struct p11g_ops *o);
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and
  * not yet written are lost: p11g_ops_flush_refusals first. */

@@ -433,10 +433,11 @@ static int parse_key(const struct p11g_ops *o, const struct p11g_ident *caller, 
 		return -1;
 	q->pats[q->n_keys++] = pat;
 	if (o->audit_key && p11g_keyuri_overlap(o->audit_key, pat))
-		return p11g_err_set(err, P11G_E_FORBIDDEN,
-		                    "keys[%zu] could name approvald's audit key, which signs its audit "
-		                    "checkpoints and nothing else",
-		                    i);
+		return p11g_err_set(
+		    err, P11G_E_FORBIDDEN,
+		    "keys[%zu] could name approvald's audit key, which signs its audit "
+		    "checkpoints and nothing else",
+		    i);
 	/* What is stored and shown: the pattern judged, without a query (pin-value). */
 	_cleanup_free_ char *uri = p11g_keyuri_format(pat);
 	if (!uri)

@@ -2,6 +2,7 @@
 #include "approvald/authz.h"
 #include "approvald/op.h"
 #include "approvald/jwks_sources.h"
+#include "approvald/notify.h"
 #include "approvald/ops_internal.h"
 
 #include <inttypes.h>
@@ -233,7 +234,7 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
 		return -1;
 	p11g_store_stat(o->store, &map, &used);
 	return reply(json_pack("{s:i, s:i, s:i, s:I, s:{s:i, s:i, s:s, s:s, s:I}, s:{s:I, s:I}, "
-	                       "s:o*}",
+	                       "s:o*, s:o*}",
 	                       "pending", c.pending, "approved", c.approved, "pending_for_you",
 	                       c.for_you, "total", (json_int_t)c.total, "policy", "rules",
 	                       (int)o->policy->n_rules, "files", (int)o->policy->n_files, "digest",
@@ -241,7 +242,8 @@ int p11g_ops_status(struct p11g_ops *o, const struct p11g_ident *caller, json_t 
 	                       o->policy->default_allow ? "allow" : "deny", "loaded",
 	                       (json_int_t)o->policy_loaded, "store", "map_size", (json_int_t)map,
 	                       "used", (json_int_t)used, "key_sets",
-	                       o->jwks && o->jwks->n ? p11g_jwks_sources_status(o->jwks) : NULL),
+	                       o->jwks && o->jwks->n ? p11g_jwks_sources_status(o->jwks) : NULL,
+	                       "notifications", p11g_notify_status(o)),
 	             ret_result, err);
 }
 

@@ -505,8 +505,11 @@ static void dispatch(struct p11g_server *s, struct conn *c, int64_t now)
 	/* From here on the frame was sound: errors are replies, the
 	 * connection stays. */
 	verb = p11g_wire_request_verb(req, &err);
-	if (verb && !(h = handler_for(s, verb)))
+	if (verb && (!(h = handler_for(s, verb)) ||
+	             (h->internal && !(c->verbs && verb_listed(c->verbs, verb))))) {
+		h = NULL;
 		p11g_err_set(&err, P11G_E_UNKNOWN_VERB, "unknown verb \"%.64s\"", verb);
+	}
 	if (verb && c->verbs && !verb_listed(c->verbs, verb)) {
 		conn_log(P11G_LOG_WARN, c,
 		         "its %s process sent \"%.64s\", which it may not; refused",

@@ -49,6 +49,9 @@ struct p11g_handler {
 	/* reads only: run after the round's commit and replies, outside its batch; heavy ones
 	 * (a listing page) after the others */
 	bool reader, heavy;
+	/* approvald's own helpers' verbs: served only on an adopted connection that lists it
+	 * (p11g_server_adopt's verbs); from anyone else an unknown verb */
+	bool internal;
 };
 
 struct p11g_server_ops {

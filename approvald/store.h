@@ -117,6 +117,18 @@ int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err
 int p11g_txn_meta_prune_int(p11g_txn *t, const char *prefix, int64_t before, size_t max,
                             size_t *ret_n, p11g_err *err);
 
+/* Notifications waiting for delivery (issue 21): entries (JSON objects) by delivery id, written
+ * in the transaction of the event they tell of.  _add gives the next id (never reused);
+ * _foreach visits them in id order from after + 1 (the visitor returns 0 to go on, 1 to
+ * stop, a negative value to abort with it); _get answers -ENOENT (err untouched) for none. */
+int p11g_txn_outbox_add(p11g_txn *t, const json_t *entry, uint64_t *ret_id, p11g_err *err);
+int p11g_txn_outbox_put(p11g_txn *t, uint64_t id, const json_t *entry, p11g_err *err);
+int p11g_txn_outbox_get(p11g_txn *t, uint64_t id, json_t **ret, p11g_err *err);
+int p11g_txn_outbox_del(p11g_txn *t, uint64_t id, p11g_err *err);
+typedef int (*p11g_outbox_visit_fn)(uint64_t id, const json_t *entry, void *arg);
+int p11g_txn_outbox_foreach(p11g_txn *t, uint64_t after, p11g_outbox_visit_fn fn, void *arg,
+                            p11g_err *err);
+
 /* The audit record this process last wrote for operation id (p11g_txn_op_put of an operation
  * with audit_seq, whether or not its transaction was then committed): 0, or -ENOENT when it
  * wrote none (or remembers no more). */

@@ -1,5 +1,6 @@
-/* The store's LMDB side, shared by store.c (environment, transactions, meta, audit table)
- * and store_ops.c (operations, their cache and their indexes).  Nothing else includes it. */
+/* The store's LMDB side, shared by store.c (environment, transactions, meta, audit table),
+ * store_ops.c (operations, their cache and their indexes) and store_outbox.c (notifications
+ * waiting).  Nothing else includes it. */
 #ifndef P11GATE_STORE_LMDB_H
 #define P11GATE_STORE_LMDB_H
 
@@ -18,6 +19,10 @@ struct p11g_store {
 	 * opened read-only (they are built when it is first opened for writing). */
 	MDB_dbi by_key, by_expiry, pending_by;
 	bool indexed;
+	/* Notifications waiting for delivery (store_outbox.c), by delivery id; no_outbox: an
+	 * older store opened read-only, which has none. */
+	MDB_dbi outbox;
+	bool no_outbox;
 	char *dir;
 	unsigned int env_flags;
 	uint64_t max_map;

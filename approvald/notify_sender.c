@@ -1,0 +1,141 @@
+/* approvald-notify's start: two socket pairs whose approvald ends are connections of its server
+ * limited to notify_take and notify_done (internal verbs nobody else may send), the other ends
+ * its descriptors 3 and 4.  When it ends, what it held is handed out again (at least once) and
+ * it is started again after a backoff. */
+#include "approvald/notify_sender.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "approvald/notify.h"
+#include "approvald/ops.h"
+#include "approvald/progpath.h"
+#include "p11gate/log.h"
+
+#define BACKOFF_MIN_US 500000
+#define BACKOFF_MAX_US 30000000
+#define STABLE_US      60000000
+
+extern char **environ;
+
+static const char *const take_verbs[] = {"notify_take", NULL};
+static const char *const done_verbs[] = {"notify_done", NULL};
+
+static void start(struct p11g_notify_sender *s)
+{
+	p11g_err err = {0};
+	int a[2] = {-1, -1}, b[2] = {-1, -1};
+	char parent[24];
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, deflt;
+	pid_t pid;
+
+	s->start_after_us = p11g_mono_us() + (s->backoff_us ? s->backoff_us : BACKOFF_MIN_US);
+	if (!s->program[0] && p11g_find_program(P11G_NOTIFY_PROGRAM, s->program, &err) < 0) {
+		s->program[0] = '\0';
+		p11g_error("notifications: %s", err.msg);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b) < 0) {
+		p11g_error("notifications: socketpair: %m");
+		if (a[0] >= 0) {
+			close(a[0]);
+			close(a[1]);
+		}
+		return;
+	}
+	snprintf(parent, sizeof(parent), "%ld", (long)getpid());
+	const char *argv[] = {s->program, "--parent", parent, NULL};
+	static const char *const passed[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
+	                                     "https_proxy",  "HTTPS_PROXY",   "no_proxy",
+	                                     "NO_PROXY"};
+	char *envp[P11G_ARRAY_SIZE(passed) + 1];
+	size_t ne = 0;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(passed); i++)
+		for (char **e = environ; *e; e++)
+			if (!strncmp(*e, passed[i], strlen(passed[i])) &&
+			    (*e)[strlen(passed[i])] == '=')
+				envp[ne++] = *e;
+	envp[ne] = NULL;
+	sigemptyset(&none);
+	sigemptyset(&deflt);
+	int sigs[] = {SIGPIPE, SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(sigs); i++)
+		sigaddset(&deflt, sigs[i]);
+	int r = posix_spawn_file_actions_init(&fa);
+	if (r == 0) {
+		r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
+		    posix_spawn_file_actions_adddup2(&fa, a[1], 3) ||
+		    posix_spawn_file_actions_adddup2(&fa, b[1], 4) || posix_spawnattr_init(&at);
+		if (r == 0) {
+			r = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+			                                      POSIX_SPAWN_SETSIGDEF) ||
+			    posix_spawnattr_setsigmask(&at, &none) ||
+			    posix_spawnattr_setsigdefault(&at, &deflt) ||
+			    posix_spawn(&pid, s->program, &fa, &at, (char *const *)argv, envp);
+			posix_spawnattr_destroy(&at);
+		}
+		posix_spawn_file_actions_destroy(&fa);
+	}
+	close(a[1]);
+	close(b[1]);
+	if (r != 0) {
+		close(a[0]);
+		close(b[0]);
+		p11g_error("notifications: cannot start %s", s->program);
+		return;
+	}
+	struct ucred peer = {.pid = pid, .uid = geteuid(), .gid = getegid()};
+	if (p11g_server_adopt(s->server, a[0], &peer, take_verbs, &err) < 0 ||
+	    p11g_server_adopt(s->server, b[0], &peer, done_verbs, &err) < 0)
+		p11g_error("notifications: %s", err.msg); /* it ends, and is started again */
+	s->pid = pid;
+	s->started_us = p11g_mono_us();
+}
+
+void p11g_notify_sender_tick(struct p11g_notify_sender *s)
+{
+	if (s->server && s->pid <= 0 && s->ops->policy && s->ops->policy->n_notifiers &&
+	    p11g_mono_us() >= s->start_after_us)
+		start(s);
+}
+
+bool p11g_notify_sender_exited(struct p11g_notify_sender *s, pid_t pid, int status)
+{
+	if (pid <= 0 || pid != s->pid)
+		return false;
+	s->pid = 0;
+	p11g_notify_sender_gone(s->ops);
+	if (p11g_mono_us() - s->started_us > STABLE_US)
+		s->backoff_us = 0;
+	else
+		s->backoff_us = s->backoff_us ? s->backoff_us * 2 : BACKOFF_MIN_US;
+	if (s->backoff_us > BACKOFF_MAX_US)
+		s->backoff_us = BACKOFF_MAX_US;
+	s->start_after_us = p11g_mono_us() + s->backoff_us;
+	p11g_warn("notifications: %s ended (%s %d); started again in %lld ms", P11G_NOTIFY_PROGRAM,
+	          WIFSIGNALED(status) ? "signal" : "status",
+	          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+	          (long long)s->backoff_us / 1000);
+	return true;
+}
+
+void p11g_notify_sender_stop(struct p11g_notify_sender *s)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGTERM);
+	for (int i = 0; i < 100 && waitpid(s->pid, NULL, WNOHANG) == 0; i++)
+		usleep(10000);
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, NULL, WNOHANG);
+	s->pid = 0;
+}
