@@ -284,6 +284,71 @@ int p11g_notify_op_event(p11g_txn *t, struct p11g_ops *o, const char *audit_even
 	return 0;
 }
 
+int p11g_notify_use_refused(p11g_txn *t, struct p11g_ops *o, const struct p11g_ident *caller,
+                            const struct p11g_keyid *key, const char *reason, const char *message,
+                            int *decided, p11g_err *err)
+{
+	const struct p11g_policy *p = o->policy;
+	if (!p || !p->n_notifiers)
+		return 0;
+	const struct p11g_rule *r = p11g_policy_match(p, key);
+	bool wanted = false;
+	for (size_t i = 0; r && i < r->n_notify; i++) {
+		const struct p11g_notifier *nf = p11g_policy_notifier(p, r->notify[i]);
+		wanted |= nf && (nf->events & P11G_NOTIFY_USE_REFUSED);
+	}
+	struct p11g_notify *n = notify_of(o);
+	if (!wanted || !n)
+		return 0;
+	_cleanup_free_ char *uri = p11g_keyid_to_uri(key);
+	if (!uri)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	/* the key's slot (or the oldest one): once a minute per key */
+	int64_t now = p11g_now();
+	size_t slot = 0;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(n->refused); i++) {
+		if (!strcmp(n->refused[i].uri, uri)) {
+			slot = i;
+			break;
+		}
+		if (n->refused[i].told < n->refused[slot].told)
+			slot = i;
+	}
+	if (strcmp(n->refused[slot].uri, uri)) {
+		snprintf(n->refused[slot].uri, sizeof(n->refused[slot].uri), "%s", uri);
+		n->refused[slot].told = 0;
+		n->refused[slot].left_out = 0;
+	}
+	/* decided once per request (a body run again after the map grew tells it again) */
+	if (!*decided) {
+		*decided = now - n->refused[slot].told < 60 ? -1 : 1;
+		if (*decided < 0)
+			n->refused[slot].left_out++;
+		else
+			n->refused[slot].told = now;
+	}
+	if (*decided < 0)
+		return 0;
+	struct p11g_jb b = {0};
+	_cleanup_json_ json_t *body =
+	    p11g_jb_new(&b, event_body(n, P11G_NOTIFY_USE_REFUSED, caller, NULL, NULL));
+	p11g_jb_set_str(&b, body, "key", uri);
+	p11g_jb_set_str(&b, body, "rule", r->name);
+	p11g_jb_set_str(&b, body, "refusal", reason ? reason : "");
+	p11g_jb_set(&b, body, "message", json_string(message ? message : ""));
+	p11g_jb_set_int(&b, body, "left_out", (int64_t)n->refused[slot].left_out);
+	if (b.failed)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	for (size_t i = 0; i < r->n_notify; i++) {
+		const struct p11g_notifier *nf = p11g_policy_notifier(p, r->notify[i]);
+		if (nf && (nf->events & P11G_NOTIFY_USE_REFUSED) &&
+		    enqueue(t, n, nf->name, P11G_NOTIFY_USE_REFUSED, 0, body, err) < 0)
+			return -1;
+	}
+	n->refused[slot].left_out = 0;
+	return 0;
+}
+
 static int test_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct txn_ctx *c = arg;

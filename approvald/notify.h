@@ -33,6 +33,12 @@ struct p11g_notify {
 	uint64_t depth;
 	int64_t oldest;   /* created, seconds; 0: none */
 	uint64_t dropped; /* events not put in a full outbox */
+	/* use_refused: the keys told of lately (at most once a minute each) */
+	struct {
+		char uri[256];
+		int64_t told; /* seconds */
+		uint64_t left_out;
+	} refused[32];
 	int64_t logged_us;
 	unsigned log_suppressed;
 };
@@ -49,6 +55,12 @@ bool p11g_notify_added(struct p11g_ops *o);
 int p11g_notify_op_event(p11g_txn *t, struct p11g_ops *o, const char *audit_event,
                          const struct p11g_ident *actor, const struct p11g_op *op,
                          const json_t *extra, p11g_err *err);
+/* A refused use of key by caller (use_refused): told to the notifiers of the key's rule that
+ * want it, at most once a minute per key (the next one counts those left out).  *decided: 0
+ * before the request's first call (then 1 told, -1 left out), kept across its calls. */
+int p11g_notify_use_refused(p11g_txn *t, struct p11g_ops *o, const struct p11g_ident *caller,
+                            const struct p11g_keyid *key, const char *reason, const char *message,
+                            int *decided, p11g_err *err);
 /* A test event for notifier name (approvald notify test): root and approvald's user only. */
 int p11g_notify_test(struct p11g_ops *o, const struct p11g_ident *caller, const char *name,
                      json_t **ret, p11g_err *err);

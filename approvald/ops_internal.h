@@ -62,6 +62,7 @@ struct txn_ctx {
 	p11g_err refusal;
 	uint64_t refusal_op;
 	bool refusal_noted, refusal_counted; /* refusals.h's verdict, taken once per request */
+	int refusal_told; /* notify.h's verdict on telling it, taken once per request */
 };
 
 void ops_ctx_result(struct txn_ctx *c, json_t *result);

@@ -4,6 +4,7 @@
 #include "approvald/audit_state.h"
 #include "approvald/authz.h"
 #include "approvald/jbuild.h"
+#include "approvald/notify.h"
 #include "approvald/idtoken.h"
 #include "approvald/ops_internal.h"
 #include "approvald/refusals.h"
@@ -397,6 +398,10 @@ static int refuse(p11g_txn *t, struct txn_ctx *c, json_t *what, bool role, p11g_
 		                       c->refusal.code, role, p11g_now()) == P11G_REFUSAL_COUNTED;
 		c->refusal_noted = true;
 	}
+	/* the notifiers of the key's rule hear of it, once a minute per key at most */
+	if (p11g_notify_use_refused(t, o, c->caller, &c->use->key, c->refusal.code, c->refusal.msg,
+	                            &c->refusal_told, err) < 0)
+		return -1;
 	if (c->refusal_counted) {
 		c->refused = true;
 		return 0;
