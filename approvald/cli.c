@@ -711,7 +711,8 @@ static int run_policy(int argc, char **argv)
 	"(kill|log|off, default kill: that process's system-call allow-list).\n"                   \
 	"The approvals page (approvald-web): web_socket (a Unix socket speaking HTTP; off\n"       \
 	"when absent), web_proxy_user (the reverse proxy's account, trusted to name the\n"         \
-	"user in web_user_header, default X-Remote-User).\n"
+	"user in web_user_header, default X-Remote-User), web_url (links in notifications).\n"     \
+	"Notifications: notify_retry_for (24h), notify_outbox_max (10000).\n"
 
 /* The id verbs know each other's options: one given to a verb it does not fit is answered
  * with a sentence ("--yes does not go with show"), not as an unknown option. */
