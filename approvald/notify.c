@@ -26,13 +26,14 @@
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
 
-#define TEXT_MAX        4096  /* bytes of a description (or any text) in a notification */
-#define BODY_MAX        60000 /* a delivery's body, at most */
-#define SECRET_MAX      4096
-#define BACKOFF_MIN     5    /* seconds: the first retry */
-#define BACKOFF_MAX     3600 /* and the longest wait between two */
-#define EXPIRING_WITHIN 900  /* "expires in 15 minutes" */
-#define LOG_INTERVAL_US 60000000
+#define TEXT_MAX          4096  /* bytes of a description (or any text) in a notification */
+#define DELIVERY_BODY_MAX 28000 /* a delivery's body, at most (escaped in a 64 KiB frame) */
+#define TAKE_BYTES_MAX    60000 /* the deliveries of one notify_take reply, encoded */
+#define SECRET_MAX        4096
+#define BACKOFF_MIN       5    /* seconds: the first retry */
+#define BACKOFF_MAX       3600 /* and the longest wait between two */
+#define EXPIRING_WITHIN   900  /* "expires in 15 minutes" */
+#define LOG_INTERVAL_US   60000000
 
 #ifndef _cleanup_json_
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
@@ -508,6 +509,7 @@ struct take_ctx {
 	unsigned max;
 	int64_t now;
 	json_t *out;
+	size_t bytes; /* of out, encoded */
 	uint64_t depth;
 	int64_t oldest;
 	/* entries whose notifier left the policy: dead at once (after the walk) */
@@ -525,11 +527,33 @@ static json_t *delivery(struct take_ctx *c, uint64_t id, const json_t *e,
 	if (!body || json_object_set_new(body, "delivery", json_string(did)) < 0 ||
 	    json_object_set_new(body, "notifier", json_string(nf->name)) < 0)
 		return NULL;
-	char *text = nf->command || nf->format == P11G_NOTIFY_JSON
-	                 ? json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)
-	                 : p11g_notify_render(nf->format, body);
+	char *text = NULL;
+	/* a body fits approvald-notify's frame with room for escaping (at most twice its bytes):
+	 * else the request's metadata and images are left out, said so */
+	for (int pass = 0; pass < 2; pass++) {
+		free(text);
+		text = nf->command || nf->format == P11G_NOTIFY_JSON
+		           ? json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)
+		           : p11g_notify_render(nf->format, body);
+		if (!text || strlen(text) <= DELIVERY_BODY_MAX)
+			break;
+		json_t *op = json_object_get(body, "operation");
+		json_object_del(op, "meta");
+		json_object_del(op, "images");
+		json_object_del(op, "pipeline");
+		json_object_set_new(op, "left_out",
+		                    json_string("metadata, images and pipeline "
+		                                "claims: too large for a "
+		                                "notification (approvald show)"));
+	}
 	if (!text)
 		return NULL;
+	if (strlen(text) > DELIVERY_BODY_MAX) {
+		free(text);
+		return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)id, "delivery", did,
+		                 "notifier", nf->name, "error",
+		                 "the event is too large for a notification");
+	}
 	json_t *d = json_pack("{s:I, s:s, s:s, s:s, s:i}", "id", (json_int_t)id, "delivery", did,
 	                      "event", json_string_value(json_object_get(e, "event")), "notifier",
 	                      nf->name, "timeout", (int)nf->timeout);
@@ -588,7 +612,19 @@ static int take_visit(uint64_t id, const json_t *e, void *arg)
 		return 0;
 	}
 	json_t *d = delivery(c, id, e, nf);
-	if (!d || json_array_append_new(c->out, d) < 0)
+	if (!d)
+		return -ENOMEM;
+	/* one reply frame: the rest waits for the next take */
+	char *enc = json_dumps(d, JSON_COMPACT);
+	size_t size = enc ? strlen(enc) : SIZE_MAX;
+	free(enc);
+	if (json_array_size(c->out) && c->bytes + size > TAKE_BYTES_MAX) {
+		json_decref(d);
+		c->max = 0; /* count the rest of the outbox, take no more */
+		return 0;
+	}
+	c->bytes += size;
+	if (json_array_append_new(c->out, d) < 0)
 		return -ENOMEM;
 	c->n->inflight[c->n->n_inflight++] = id;
 	return 0;
