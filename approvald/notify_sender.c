@@ -133,9 +133,14 @@ void p11g_notify_sender_stop(struct p11g_notify_sender *s)
 	if (s->pid <= 0)
 		return;
 	kill(s->pid, SIGTERM);
-	for (int i = 0; i < 100 && waitpid(s->pid, NULL, WNOHANG) == 0; i++)
-		usleep(10000);
-	kill(s->pid, SIGKILL);
-	waitpid(s->pid, NULL, WNOHANG);
+	/* SIGKILL only to a child not reaped yet (a reaped pid may be someone else's) */
+	bool reaped = false;
+	for (int i = 0; i < 100 && !reaped; i++)
+		if (!(reaped = waitpid(s->pid, NULL, WNOHANG) == s->pid))
+			usleep(10000);
+	if (!reaped) {
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+	}
 	s->pid = 0;
 }

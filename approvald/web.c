@@ -245,10 +245,15 @@ void p11g_web_stop(struct p11g_web *w)
 		return;
 	if (w->pid > 0) {
 		kill(w->pid, SIGTERM);
-		for (int i = 0; i < 100 && waitpid(w->pid, NULL, WNOHANG) == 0; i++)
-			usleep(10000);
-		kill(w->pid, SIGKILL);
-		waitpid(w->pid, NULL, WNOHANG);
+		/* SIGKILL only to a child not reaped yet (a reaped pid may be someone else's) */
+		bool reaped = false;
+		for (int i = 0; i < 100 && !reaped; i++)
+			if (!(reaped = waitpid(w->pid, NULL, WNOHANG) == w->pid))
+				usleep(10000);
+		if (!reaped) {
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, NULL, 0);
+		}
 		w->pid = 0;
 	}
 	if (w->ctl >= 0)

@@ -272,6 +272,8 @@ static void put_keys_inline(struct p11g_html *h, const json_t *op)
 	p11g_html_raw(h, "</ul>");
 }
 
+static void summary(struct p11g_html *h, const struct p11g_web_view *v, const json_t *op, bool ids);
+
 void p11g_html_list(struct p11g_html *h, const struct p11g_web_view *v, const json_t *ops, bool all,
                     const char *state, uint64_t next)
 {
@@ -329,7 +331,7 @@ void p11g_html_list(struct p11g_html *h, const struct p11g_web_view *v, const js
 			               "</td><td class=\"expand\"><details class=\"more\" "
 			               "data-id=\"%lld\"><summary>Details</summary>",
 			               id);
-			p11g_html_summary(h, v, op);
+			summary(h, v, op, false);
 			p11g_html_rawf(h,
 			               "<p><a href=\"/op/%lld\">Open operation %lld</a></p>"
 			               "</details></td></tr>",
@@ -362,7 +364,7 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void put_sorted(struct p11g_html *h, const json_t *obj, const char *id)
+static void put_sorted(struct p11g_html *h, const json_t *obj, const char *name, bool id)
 {
 	size_t n = json_object_size(obj), i = 0;
 	const char *k;
@@ -375,7 +377,11 @@ static void put_sorted(struct p11g_html *h, const json_t *obj, const char *id)
 	json_object_foreach((json_t *)obj, k, val) keys[i++] = k;
 	if (n)
 		qsort(keys, n, sizeof(*keys), cmp_str);
-	p11g_html_rawf(h, "<dl%s%s%s>", id ? " id=\"" : "", id ? id : "", id ? "\"" : "");
+	if (!name)
+		p11g_html_raw(h, "<dl>");
+	else
+		p11g_html_rawf(h, "<dl class=\"%s\"%s%s%s>", name, id ? " id=\"" : "",
+		               id ? name : "", id ? "\"" : "");
 	for (i = 0; i < n; i++) {
 		p11g_html_raw(h, "<dt>");
 		p11g_html_str(h, keys[i]);
@@ -387,7 +393,8 @@ static void put_sorted(struct p11g_html *h, const json_t *obj, const char *id)
 	free(keys);
 }
 
-void p11g_html_summary(struct p11g_html *h, const struct p11g_web_view *v, const json_t *op)
+/* ids: the page's one summary (#meta, #identity); a list's rows say it by class only */
+static void summary(struct p11g_html *h, const struct p11g_web_view *v, const json_t *op, bool ids)
 {
 	size_t i;
 	const json_t *x;
@@ -474,7 +481,7 @@ void p11g_html_summary(struct p11g_html *h, const struct p11g_web_view *v, const
 			jtext(h, x, "digest", 0);
 			if (json_object_size(json_object_get(x, "annotations"))) {
 				p11g_html_raw(h, " signed annotations:");
-				put_sorted(h, json_object_get(x, "annotations"), NULL);
+				put_sorted(h, json_object_get(x, "annotations"), NULL, false);
 			}
 			p11g_html_raw(h, "</li>");
 		}
@@ -491,7 +498,7 @@ void p11g_html_summary(struct p11g_html *h, const struct p11g_web_view *v, const
 	}
 	if (json_object_size(json_object_get(op, "meta"))) {
 		dl_start(h, "Metadata");
-		put_sorted(h, json_object_get(op, "meta"), "meta");
+		put_sorted(h, json_object_get(op, "meta"), "meta", ids);
 		p11g_html_raw(h, "</dd>");
 	}
 	const json_t *id = json_object_get(op, "identity");
@@ -501,7 +508,7 @@ void p11g_html_summary(struct p11g_html *h, const struct p11g_web_view *v, const
 		p11g_html_raw(h, " (issuer ");
 		jtext(h, id, "issuer", 0);
 		p11g_html_raw(h, ", verified ID token)");
-		put_sorted(h, json_object_get(id, "claims"), "identity");
+		put_sorted(h, json_object_get(id, "claims"), "identity", ids);
 		p11g_html_raw(h, "</dd>");
 	}
 	dl_start(h, "Approvals");
@@ -532,6 +539,11 @@ void p11g_html_summary(struct p11g_html *h, const struct p11g_web_view *v, const
 		p11g_html_raw(h, "</span></dd>");
 	}
 	p11g_html_raw(h, "</dl>");
+}
+
+void p11g_html_summary(struct p11g_html *h, const struct p11g_web_view *v, const json_t *op)
+{
+	summary(h, v, op, true);
 }
 
 /* The dialog app.js opens before a decision is sent (it fills the texts). */
@@ -597,7 +609,7 @@ void p11g_html_details(struct p11g_html *h, const struct p11g_web_view *v, const
 		p11g_html_raw(h, "</p>");
 	}
 	p11g_html_raw(h, "<section id=\"summary\">");
-	p11g_html_summary(h, v, op);
+	summary(h, v, op, true);
 	p11g_html_raw(h, "</section>");
 	if (may_decide)
 		put_forms(h, v, id);
@@ -610,7 +622,7 @@ void p11g_html_confirm(struct p11g_html *h, const struct p11g_web_view *v, const
 	bool approve = !strcmp(verb, "approve");
 	p11g_html_rawf(h, "<h1>%s operation %lld?</h1><section id=\"summary\">",
 	               approve ? "Approve" : "Reject", id);
-	p11g_html_summary(h, v, op);
+	summary(h, v, op, true);
 	p11g_html_rawf(h,
 	               "</section><form id=\"confirm-form\" method=\"post\" "
 	               "action=\"/op/%lld/%s\"><input type=\"hidden\" name=\"confirm\" "

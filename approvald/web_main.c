@@ -1,16 +1,16 @@
 /*
- * approvald-web: the approvals page (issue 20).  approvald starts it with two descriptors:
- * 3, web_socket (listening, bound by approvald), and 4, a channel to approvald limited to the
- * verbs a page needs (list, show, approve, reject, status).  It speaks HTTP with libmicrohttpd
- * and asks approvald for everything, naming the caller of each request:
- *  - the peer of the connection, from the kernel (SO_PEERCRED): `ssh -L` to the socket
- *    connects as the approver's own account;
- *  - or, when that peer is the trusted proxy's uid (--proxy-uid), the user its header
- *    (--user-header) names after the proxy's own authentication.  The header of any other
- *    peer is ignored; from the proxy without it, the request is refused.
- * It decides nothing: approvald checks every right as for the CLI.  Its own part is HTTP:
- * bounded sizes and times, CSRF tokens bound to the viewer, Origin and Host, and pages in
- * which everything approvald returned is escaped (web_html.c).
+ * approvald-web: the approvals page (issue 20).  approvald accepts each connection of
+ * web_socket itself, reads its peer from the kernel, and hands it over on descriptor 3 with a
+ * channel of its own to approvald (SCM_RIGHTS), limited to the verbs a page needs (list, show,
+ * approve, reject, status) and acting as that peer — or, for a connection from the trusted
+ * proxy's uid, as the user each request names from the proxy's header (--user-header), which
+ * approvald-web reads after the proxy's own authentication; the header of any other peer is
+ * ignored, and from the proxy without it the request is refused.
+ * It decides nothing: approvald checks every right as for the CLI.  Its own part is HTTP
+ * (libmicrohttpd, a thread per connection: a slow page holds up no other): bounded sizes,
+ * connections (per peer uid too) and times (a request's header within 10 s), CSRF tokens
+ * bound to the viewer, Origin and Host, and pages in which everything approvald returned is
+ * escaped (web_html.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,7 +46,9 @@
 #define CTL_FD        3     /* from approvald: connections and their channels */
 #define FD_TABLE      8192  /* descriptors above this are not taken */
 #define BODY_MAX      16384 /* a form or an API body */
-#define CONN_MAX      64
+#define CONN_MAX      64    /* connections in all */
+#define CONN_PER_UID  8     /* of one peer uid (the proxy's: CONN_MAX) */
+#define HEADER_MS     10000 /* a request's header, whole, within this of its first byte */
 #define CONN_MEMORY   32768 /* per connection: the request's header and buffers */
 #define CONN_TIMEOUT  15    /* seconds a connection may sit without progress */
 #define CALL_MS       35000 /* a listing page may take approvald's reader up to 30 s */
@@ -62,18 +64,28 @@ static const char *const usage_text =
 
 /* One HTTP connection's own: its channel to approvald, and whether its peer is the proxy. */
 struct conn_ctx {
-	int chan;
+	int fd, chan;
+	uid_t uid;
 	bool proxy;
-	bool broken; /* the channel failed: answers say approvald is not answering */
+	bool broken;      /* the channel failed: answers say approvald is not answering */
+	int64_t since_ms; /* waiting for a request's header since then (0: a request is in) */
 };
 
 static struct {
 	const char *user_header;
 	unsigned char secret[32]; /* the CSRF tokens' key, new at every start */
-	pthread_mutex_t lock;     /* pending */
-	/* handed over by approvald, until libmicrohttpd starts the connection (by descriptor) */
-	struct conn_ctx *pending[FD_TABLE];
+	pthread_mutex_t lock;     /* the table below */
+	/* every connection handed over and not yet closed, by descriptor */
+	struct conn_ctx *live[FD_TABLE];
+	unsigned n_live;
 } g = {.user_header = "X-Remote-User", .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ---- who asks ------------------------------------------------------------------------ */
 
@@ -382,14 +394,19 @@ static void req_free(struct req *r)
 	free(r);
 }
 
+static struct conn_ctx *ctx_of(struct MHD_Connection *c);
+
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	(void)c;
 	(void)toe;
 	req_free(*con_cls);
 	*con_cls = NULL;
+	/* the next request's header has its own deadline */
+	struct conn_ctx *x = ctx_of(c);
+	if (x)
+		__atomic_store_n(&x->since_ms, mono_ms(), __ATOMIC_RELAXED);
 }
 
 static bool append(char *dst, size_t cap, uint64_t off, const char *data, size_t size)
@@ -478,12 +495,20 @@ static bool host_name(const char *v, char *out, size_t n)
 	return true;
 }
 
-/* The host the browser asked for: "host[:port]" as sent. */
+/* The host the browser asked for: "host[:port]" as sent; behind the proxy, the last value of
+ * X-Forwarded-Host (the proxy appends its own to whatever the client sent). */
 static const char *asked_host(struct MHD_Connection *c, const struct who *w)
 {
 	const char *fwd =
 	    w->proxy ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-Host") : NULL;
-	return fwd ? fwd : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+	if (!fwd)
+		return MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+	const char *last = strrchr(fwd, ',');
+	if (last)
+		fwd = last + 1;
+	while (*fwd == ' ' || *fwd == '\t')
+		fwd++;
+	return fwd;
 }
 
 /* Cross-site checks: a peer that is not the proxy came through a loopback name (`ssh -L`;
@@ -513,16 +538,12 @@ static int site_check(struct MHD_Connection *c, const struct who *w, bool post, 
 	const char *rest = !strncmp(origin, "http://", 7)    ? origin + 7
 	                   : !strncmp(origin, "https://", 8) ? origin + 8
 	                                                     : NULL;
-	if (!rest || !asked || strcasecmp(rest, asked)) {
-		/* compare "host[:port]" exactly: the first X-Forwarded-Host value */
-		size_t n = asked ? strcspn(asked, ",") : 0;
-		while (n && asked[n - 1] == ' ')
-			n--;
-		if (!rest || !asked || strlen(rest) != n || strncasecmp(rest, asked, n)) {
-			*code = "origin";
-			*msg = "the request came from another site";
-			return -1;
-		}
+	/* "host[:port]" exactly */
+	size_t n = asked ? strcspn(asked, " \t") : 0;
+	if (!rest || !asked || strlen(rest) != n || strncasecmp(rest, asked, n)) {
+		*code = "origin";
+		*msg = "the request came from another site";
+		return -1;
 	}
 	return 0;
 }
@@ -608,6 +629,20 @@ static enum MHD_Result details_page(struct MHD_Connection *c, const struct who *
 	const json_t *op = json_object_get(res, "operation");
 	const char *state = json_string_value(json_object_get(op, "state"));
 	bool may = state && !strcmp(state, "pending") && awaits(w, id);
+	/* a result line from ?done= only when the operation bears it out (a link cannot make the
+	 * page say "Approved." of what nobody approved) */
+	if (kind && !strcmp(kind, "ok") && flash) {
+		bool shown = false;
+		const json_t *a;
+		size_t i;
+		if (!strcmp(flash, "Rejected."))
+			shown = state && !strcmp(state, "rejected");
+		else
+			json_array_foreach(json_object_get(op, "approvals"), i, a) shown |=
+			    !strcmp(json_string_value(json_object_get(a, "user")) ?: "", w->name);
+		if (!shown)
+			kind = flash = NULL;
+	}
 	struct p11g_html h = {0};
 	struct p11g_web_view v;
 	char title[64];
@@ -754,11 +789,12 @@ static enum MHD_Result route(struct MHD_Connection *c, struct req *r, const char
 	enum MHD_Result ret;
 	int st;
 
-	if (!post)
-		for (const struct p11g_web_asset *a = p11g_web_assets; a->path; a++)
-			if (!strcmp(url, a->path))
-				return send_buf(c, 200, a->type, (char *)a->data, a->len, false,
-				                NULL);
+	for (const struct p11g_web_asset *a = p11g_web_assets; a->path; a++)
+		if (!strcmp(url, a->path))
+			return post ? send_buf(c, 405, "text/plain; charset=utf-8",
+			                       (char *)"GET or HEAD only\n", 17, false, NULL)
+			            : send_buf(c, 200, a->type, (char *)a->data, a->len, false,
+			                       NULL);
 	if ((st = who_of(c, &w, &code, &msg)) != 0) {
 		json_decref(w.as);
 		if (is_api)
@@ -820,7 +856,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	(void)version;
 
 	if (!r) {
-		/* the header is in: refuse what is too large before reading it */
+		/* the header is in (its deadline is over); refuse what is too large before
+		 * reading it */
+		struct conn_ctx *x = ctx_of(c);
+		if (x)
+			__atomic_store_n(&x->since_ms, 0, __ATOMIC_RELAXED);
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 		if (!(r = calloc(1, sizeof(*r))))
 			return MHD_NO;
@@ -877,30 +917,47 @@ static int drop_privileges(void)
 	return 0;
 }
 
-/* libmicrohttpd starts a connection handed over (its context from pending) and ends it (its
+/* libmicrohttpd starts a connection handed over (its context from the table) and ends it (its
  * channel closed: approvald's end hangs up). */
 static void notify(void *cls, struct MHD_Connection *c, void **socket_context,
                    enum MHD_ConnectionNotificationCode toe)
 {
 	(void)cls;
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int fd = ci ? ci->connect_fd : -1;
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		const union MHD_ConnectionInfo *ci =
-		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-		int fd = ci ? ci->connect_fd : -1;
 		pthread_mutex_lock(&g.lock);
-		if (fd >= 0 && fd < FD_TABLE) {
-			*socket_context = g.pending[fd];
-			g.pending[fd] = NULL;
-		}
+		if (fd >= 0 && fd < FD_TABLE)
+			*socket_context = g.live[fd];
 		pthread_mutex_unlock(&g.lock);
 		return;
 	}
 	struct conn_ctx *x = *socket_context;
-	if (x) {
-		close(x->chan);
-		free(x);
-		*socket_context = NULL;
+	if (!x)
+		return;
+	pthread_mutex_lock(&g.lock);
+	if (x->fd >= 0 && x->fd < FD_TABLE && g.live[x->fd] == x) {
+		g.live[x->fd] = NULL;
+		g.n_live--;
 	}
+	pthread_mutex_unlock(&g.lock);
+	close(x->chan);
+	free(x);
+	*socket_context = NULL;
+}
+
+/* A connection not taken: a short answer, then closed with its channel. */
+static void turn_away(int fd, int chan, const char *why)
+{
+	char reply[256];
+	int n = snprintf(reply, sizeof(reply),
+	                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "
+	                 "charset=utf-8\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s\n",
+	                 strlen(why) + 1, why);
+	(void)send(fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+	close(chan);
 }
 
 /* One connection from approvald: -1 when approvald is gone. */
@@ -934,31 +991,76 @@ static int take(struct MHD_Daemon *d)
 			close(fds[1]);
 		return 0;
 	}
-	struct conn_ctx *x = calloc(1, sizeof(*x));
-	if (!x) {
-		close(fds[0]);
-		close(fds[1]);
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	if (getsockopt(fds[0], SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+		turn_away(fds[0], fds[1], "the connection's peer is not known");
 		return 0;
 	}
+	struct conn_ctx *x = calloc(1, sizeof(*x));
+	if (!x) {
+		turn_away(fds[0], fds[1], "out of memory");
+		return 0;
+	}
+	x->fd = fds[0];
 	x->chan = fds[1];
+	x->uid = cr.uid;
 	x->proxy = flag == 'P';
+	x->since_ms = mono_ms();
+	/* our own count decides: libmicrohttpd's limit (set higher) is never reached, and one
+	 * peer uid (but the proxy's) holds at most CONN_PER_UID of them */
+	const char *full = NULL;
+	unsigned of_uid = 0;
 	pthread_mutex_lock(&g.lock);
-	free(g.pending[fds[0]]); /* none: a descriptor is handed over once while open */
-	g.pending[fds[0]] = x;
+	for (size_t i = 0; !x->proxy && i < FD_TABLE; i++)
+		of_uid += g.live[i] && g.live[i]->uid == x->uid;
+	if (g.n_live >= CONN_MAX)
+		full = "the approvals page is serving its most connections; try again shortly";
+	else if (!x->proxy && of_uid >= CONN_PER_UID)
+		full = "you have the most connections open to the approvals page already";
+	else if (g.live[x->fd])
+		full = "internal error: a descriptor handed over twice";
+	else {
+		g.live[x->fd] = x;
+		g.n_live++;
+	}
 	pthread_mutex_unlock(&g.lock);
+	if (full) {
+		turn_away(x->fd, x->chan, full);
+		free(x);
+		return 0;
+	}
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (MHD_add_connection(d, fds[0], (const struct sockaddr *)&sa, sizeof(sa)) != MHD_YES) {
-		/* the socket is closed by libmicrohttpd; the channel is ours */
+		/* the socket is closed by libmicrohttpd, which never started it: the channel is
+		 * ours */
 		pthread_mutex_lock(&g.lock);
-		x = g.pending[fds[0]];
-		g.pending[fds[0]] = NULL;
-		pthread_mutex_unlock(&g.lock);
-		if (x) {
-			close(x->chan);
-			free(x);
+		if (g.live[fds[0]] == x) {
+			g.live[fds[0]] = NULL;
+			g.n_live--;
 		}
+		pthread_mutex_unlock(&g.lock);
+		close(x->chan);
+		free(x);
 	}
 	return 0;
+}
+
+/* Connections whose request's header has not come whole within HEADER_MS: shut down (their
+ * threads then end them; a client dribbling bytes holds its slot no longer than that). */
+static void reap_slow(void)
+{
+	int64_t now = mono_ms();
+	pthread_mutex_lock(&g.lock);
+	for (size_t i = 0; g.n_live && i < FD_TABLE; i++) {
+		struct conn_ctx *x = g.live[i];
+		int64_t since = x ? __atomic_load_n(&x->since_ms, __ATOMIC_RELAXED) : 0;
+		if (x && since && now - since > HEADER_MS) {
+			shutdown(x->fd, SHUT_RDWR);
+			__atomic_store_n(&x->since_ms, 0, __ATOMIC_RELAXED);
+		}
+	}
+	pthread_mutex_unlock(&g.lock);
 }
 
 int main(int argc, char **argv)
@@ -1025,8 +1127,9 @@ int main(int argc, char **argv)
 	}
 
 	struct MHD_Daemon *d = MHD_start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET,
-	    0, NULL, NULL, handle, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX,
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+	        MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET,
+	    0, NULL, NULL, handle, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX + 16,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
 	    completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify, NULL, MHD_OPTION_END);
@@ -1038,7 +1141,7 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct pollfd p[2] = {{.fd = CTL_FD, .events = POLLIN},
 		                      {.fd = sfd, .events = POLLIN}};
-		if (poll(p, 2, -1) < 0) {
+		if (poll(p, 2, 1000) < 0) {
 			if (errno == EINTR)
 				continue;
 			rc = 1;
@@ -1046,17 +1149,19 @@ int main(int argc, char **argv)
 		}
 		if (p[1].revents)
 			break;
+		reap_slow();
 		if (p[0].revents && take(d) < 0)
 			break; /* approvald is gone */
 	}
 	MHD_stop_daemon(d);
 	close(sfd);
+	/* libmicrohttpd closed every connection it started; those it never did are ours */
 	pthread_mutex_lock(&g.lock);
 	for (size_t i = 0; i < FD_TABLE; i++)
-		if (g.pending[i]) {
-			close(g.pending[i]->chan);
-			free(g.pending[i]);
-			g.pending[i] = NULL;
+		if (g.live[i]) {
+			close(g.live[i]->chan);
+			free(g.live[i]);
+			g.live[i] = NULL;
 		}
 	pthread_mutex_unlock(&g.lock);
 	return rc;
