@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <inttypes.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -105,8 +106,9 @@ bool p11g_notify_added(struct p11g_ops *o)
 /* The notify event an audited event of op is, or 0. */
 static unsigned event_of(const char *audit_event, const struct p11g_op *op)
 {
+	/* an operation approved as it was made is told once, by its "approved" */
 	if (!strcmp(audit_event, "created"))
-		return op->state == P11G_OP_PENDING ? P11G_NOTIFY_CREATED : P11G_NOTIFY_APPROVED;
+		return op->state == P11G_OP_PENDING ? P11G_NOTIFY_CREATED : 0;
 	if (!strcmp(audit_event, "approved"))
 		return op->state == P11G_OP_APPROVED ? P11G_NOTIFY_APPROVED : P11G_NOTIFY_APPROVAL;
 	if (!strcmp(audit_event, "rejected"))
@@ -255,9 +257,12 @@ int p11g_notify_op_event(p11g_txn *t, struct p11g_ops *o, const char *audit_even
                          const struct p11g_ident *actor, const struct p11g_op *op,
                          const json_t *extra, p11g_err *err)
 {
-	unsigned ev = event_of(audit_event, op);
 	const struct p11g_policy *p = o->policy;
-	if (!ev || !p || !p->n_notifiers)
+	/* the one-use operations of rules without approvals are uses, not decisions */
+	if (!p || !p->n_notifiers || op->implicit)
+		return 0;
+	unsigned ev = event_of(audit_event, op);
+	if (!ev)
 		return 0;
 	struct p11g_notify *n = notify_of(o);
 	if (!n)
@@ -306,23 +311,32 @@ int p11g_notify_use_refused(p11g_txn *t, struct p11g_ops *o, const struct p11g_i
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	/* the key's slot (or the oldest one): once a minute per key */
 	int64_t now = p11g_now();
+	unsigned char h[32];
 	size_t slot = 0;
+	SHA256((const unsigned char *)uri, strlen(uri), h);
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(n->refused); i++) {
-		if (!strcmp(n->refused[i].uri, uri)) {
+		if (!memcmp(n->refused[i].uri_hash, h, sizeof(h))) {
 			slot = i;
 			break;
 		}
 		if (n->refused[i].told < n->refused[slot].told)
 			slot = i;
 	}
-	if (strcmp(n->refused[slot].uri, uri)) {
-		snprintf(n->refused[slot].uri, sizeof(n->refused[slot].uri), "%s", uri);
+	if (memcmp(n->refused[slot].uri_hash, h, sizeof(h))) {
+		memcpy(n->refused[slot].uri_hash, h, sizeof(h));
 		n->refused[slot].told = 0;
 		n->refused[slot].left_out = 0;
 	}
 	/* decided once per request (a body run again after the map grew tells it again) */
 	if (!*decided) {
-		*decided = now - n->refused[slot].told < 60 ? -1 : 1;
+		if (now - n->refused_minute >= 60) {
+			n->refused_minute = now;
+			n->refused_in_minute = 0;
+		}
+		/* and 20 a minute in all: made-up keys cannot fill the outbox */
+		*decided = now - n->refused[slot].told < 60 || n->refused_in_minute >= 20 ? -1 : 1;
+		if (*decided > 0)
+			n->refused_in_minute++;
 		if (*decided < 0)
 			n->refused[slot].left_out++;
 		else
@@ -472,7 +486,7 @@ static void inflight_drop(struct p11g_notify *n, uint64_t id)
 static unsigned char *read_secret(const char *path, size_t *ret_len, char *why, size_t why_size)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	unsigned char *buf = NULL;
 	if (fd < 0) {
 		snprintf(why, why_size, "secret_file %s: %s", path, strerror(errno));
@@ -499,6 +513,11 @@ static unsigned char *read_secret(const char *path, size_t *ret_len, char *why, 
 	size_t len = (size_t)st.st_size;
 	while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		len--;
+	if (!len) {
+		snprintf(why, why_size, "secret_file %s holds no key", path);
+		free(buf);
+		return NULL;
+	}
 	*ret_len = len;
 	return buf;
 }
@@ -510,12 +529,22 @@ struct take_ctx {
 	int64_t now;
 	json_t *out;
 	size_t bytes; /* of out, encoded */
-	uint64_t depth;
-	int64_t oldest;
-	/* entries whose notifier left the policy: dead at once (after the walk) */
-	uint64_t gone[16];
+	/* entries that can never be delivered (their notifier left the policy, too large, no
+	 * longer readable): dead at once, after the walk */
+	struct {
+		uint64_t id;
+		const char *why;
+	} gone[16];
 	size_t n_gone;
 };
+
+static void give_up(struct take_ctx *c, uint64_t id, const char *why)
+{
+	if (c->n_gone < P11G_ARRAY_SIZE(c->gone)) {
+		c->gone[c->n_gone].id = id;
+		c->gone[c->n_gone++].why = why;
+	}
+}
 
 /* One delivery as approvald-notify makes it. */
 static json_t *delivery(struct take_ctx *c, uint64_t id, const json_t *e,
@@ -550,9 +579,7 @@ static json_t *delivery(struct take_ctx *c, uint64_t id, const json_t *e,
 		return NULL;
 	if (strlen(text) > DELIVERY_BODY_MAX) {
 		free(text);
-		return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)id, "delivery", did,
-		                 "notifier", nf->name, "error",
-		                 "the event is too large for a notification");
+		return json_pack("{s:I, s:b}", "id", (json_int_t)id, "too_large", 1);
 	}
 	json_t *d = json_pack("{s:I, s:s, s:s, s:s, s:i}", "id", (json_int_t)id, "delivery", did,
 	                      "event", json_string_value(json_object_get(e, "event")), "notifier",
@@ -585,6 +612,10 @@ static json_t *delivery(struct take_ctx *c, uint64_t id, const json_t *e,
 			for (unsigned i = 0; i < 32; i++)
 				snprintf(hex + 7 + 2 * i, 3, "%02x", mac[i]);
 			json_object_set_new(d, "signature", json_string(hex));
+		} else {
+			/* never sent unsigned */
+			json_object_set_new(d, "error",
+			                    json_string("the body could not be signed"));
 		}
 		if (key)
 			OPENSSL_cleanse(key, klen);
@@ -597,31 +628,38 @@ static json_t *delivery(struct take_ctx *c, uint64_t id, const json_t *e,
 static int take_visit(uint64_t id, const json_t *e, void *arg)
 {
 	struct take_ctx *c = arg;
-	int64_t created = json_integer_value(json_object_get(e, "created"));
-	c->depth++;
-	if (!c->oldest || created < c->oldest)
-		c->oldest = created;
-	if (json_array_size(c->out) >= c->max || inflight(c->n, id) ||
-	    json_integer_value(json_object_get(e, "next")) > c->now)
+	if (json_array_size(c->out) >= c->max)
+		return 1;
+	if (inflight(c->n, id))
 		return 0;
 	const struct p11g_notifier *nf =
 	    p11g_policy_notifier(c->o->policy, json_string_value(json_object_get(e, "notifier")));
 	if (!nf) {
-		if (c->n_gone < P11G_ARRAY_SIZE(c->gone))
-			c->gone[c->n_gone++] = id;
+		give_up(c, id, "the notifier is no longer in the policy");
 		return 0;
 	}
 	json_t *d = delivery(c, id, e, nf);
-	if (!d)
-		return -ENOMEM;
+	if (!d) {
+		give_up(c, id, "the entry in the outbox is not one approvald can send");
+		return 0;
+	}
+	if (json_object_get(d, "too_large")) {
+		json_decref(d);
+		give_up(c, id, "the event is too large for a notification");
+		return 0;
+	}
 	/* one reply frame: the rest waits for the next take */
 	char *enc = json_dumps(d, JSON_COMPACT);
 	size_t size = enc ? strlen(enc) : SIZE_MAX;
 	free(enc);
-	if (json_array_size(c->out) && c->bytes + size > TAKE_BYTES_MAX) {
+	if (size > TAKE_BYTES_MAX) {
 		json_decref(d);
-		c->max = 0; /* count the rest of the outbox, take no more */
+		give_up(c, id, "the event is too large for a notification");
 		return 0;
+	}
+	if (c->bytes + size > TAKE_BYTES_MAX) {
+		json_decref(d);
+		return 1;
 	}
 	c->bytes += size;
 	if (json_array_append_new(c->out, d) < 0)
@@ -633,15 +671,25 @@ static int take_visit(uint64_t id, const json_t *e, void *arg)
 static int take_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct take_ctx *c = arg;
-	c->depth = 0;
-	c->oldest = 0;
-	int r = p11g_txn_outbox_foreach(t, 0, take_visit, c, err);
+	uint64_t count = 0, first = 0;
+	if (p11g_txn_outbox_stat(t, &count, &first, err) < 0)
+		return -1;
+	c->n->depth = count;
+	c->n->oldest = 0;
+	if (first) {
+		_cleanup_json_ json_t *e = NULL;
+		int r = p11g_txn_outbox_get(t, first, &e, err);
+		if (r < 0 && r != -ENOENT)
+			return -1;
+		c->n->oldest = json_integer_value(json_object_get(e, "created"));
+	}
+	int r = p11g_txn_outbox_foreach_due(t, c->now, take_visit, c, err);
 	if (r == -ENOMEM)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	return r < 0 ? -1 : 0;
 }
 
-static int results_body(p11g_txn *t, void *arg, p11g_err *err);
+static int record_results(struct p11g_ops *o, const json_t *results, bool dead, p11g_err *err);
 
 int p11g_notify_take(struct p11g_ops *o, unsigned max, json_t **ret, p11g_err *err)
 {
@@ -659,18 +707,15 @@ int p11g_notify_take(struct p11g_ops *o, unsigned max, json_t **ret, p11g_err *e
 		json_decref(c.out);
 		return -1;
 	}
-	n->depth = c.depth;
-	n->oldest = c.oldest;
 	if (c.n_gone) {
-		/* a notifier the policy no longer has: its deliveries are dead */
+		/* deliveries that can never be made: dead now, not after a day of retries */
 		json_t *res = json_array();
 		for (size_t i = 0; res && i < c.n_gone; i++)
-			json_array_append_new(
-			    res, json_pack("{s:I, s:b, s:s, s:b}", "id", (json_int_t)c.gone[i],
-			                   "ok", 0, "error",
-			                   "the notifier is no longer in the policy", "dead", 1));
+			json_array_append_new(res, json_pack("{s:I, s:b, s:s}", "id",
+			                                     (json_int_t)c.gone[i].id, "ok", 0,
+			                                     "error", c.gone[i].why));
 		p11g_err e2 = {0};
-		if (res && p11g_notify_done(o, res, &e2) < 0)
+		if (res && record_results(o, res, true, &e2) < 0)
 			log_limited(n, "%s", e2.msg);
 		json_decref(res);
 	}
@@ -686,6 +731,7 @@ struct results_ctx {
 	struct p11g_ops *o;
 	struct p11g_notify *n;
 	const json_t *results;
+	bool dead; /* approvald's own verdict: each is dead now */
 };
 
 /* The wait before attempt number attempts + 1: 5 s doubling to an hour, +-20 %. */
@@ -727,18 +773,22 @@ static int results_body(p11g_txn *t, void *arg, p11g_err *err)
 				return -1;
 			continue;
 		}
-		const char *why = json_string_value(json_object_get(res, "error"));
+		/* approvald-notify's words, cut and printable: they reach the log and the audit */
+		char why[201];
+		const char *said = json_string_value(json_object_get(res, "error"));
+		snprintf(why, sizeof(why), "%s", said && *said ? said : "failed");
+		for (char *p = why; *p; p++)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+				*p = '?';
 		const char *name = json_string_value(json_object_get(e, "notifier"));
 		unsigned attempts =
 		    (unsigned)json_integer_value(json_object_get(e, "attempts")) + 1;
 		int64_t created = json_integer_value(json_object_get(e, "created"));
 		int64_t after = json_integer_value(json_object_get(res, "retry_after"));
 		int64_t next = now + backoff(attempts, after);
-		why = why ? why : "failed";
 		log_limited(c->n, "delivery %lld to %s failed (attempt %u): %s", (long long)id,
 		            name ? name : "?", attempts, why);
-		if (json_is_true(json_object_get(res, "dead")) ||
-		    next - created > c->n->cfg.retry_for) {
+		if (c->dead || next - created > c->n->cfg.retry_for) {
 			char meta[96];
 			int64_t dead = 0;
 			snprintf(meta, sizeof(meta), "notify_dead:%.64s", name ? name : "?");
@@ -769,6 +819,12 @@ static int results_body(p11g_txn *t, void *arg, p11g_err *err)
 	return 0;
 }
 
+static int record_results(struct p11g_ops *o, const json_t *results, bool dead, p11g_err *err)
+{
+	struct results_ctx c = {.o = o, .n = o->notify, .results = results, .dead = dead};
+	return p11g_store_write(o->store, results_body, &c, err);
+}
+
 int p11g_notify_done(struct p11g_ops *o, const json_t *results, p11g_err *err)
 {
 	struct p11g_notify *n = notify_of(o);
@@ -776,12 +832,26 @@ int p11g_notify_done(struct p11g_ops *o, const json_t *results, p11g_err *err)
 	const json_t *res;
 	if (!n)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-	if (!json_is_array(results))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "\"results\" must be an array");
+	if (!json_is_array(results) || json_array_size(results) > P11G_NOTIFY_INFLIGHT_MAX)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "\"results\" must be an array of at most "
+		                    "%d",
+		                    P11G_NOTIFY_INFLIGHT_MAX);
+	/* only what was handed out, once: approvald-notify cannot touch any other delivery */
+	json_t *mine = json_array();
+	if (!mine)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	json_array_foreach(results, i, res)
-	    inflight_drop(n, (uint64_t)json_integer_value(json_object_get(res, "id")));
-	struct results_ctx c = {.o = o, .n = n, .results = results};
-	return p11g_store_write(o->store, results_body, &c, err);
+	{
+		json_int_t id = json_integer_value(json_object_get(res, "id"));
+		if (id <= 0 || !inflight(n, (uint64_t)id))
+			continue;
+		inflight_drop(n, (uint64_t)id);
+		json_array_append(mine, (json_t *)res);
+	}
+	int r = json_array_size(mine) ? record_results(o, mine, false, err) : 0;
+	json_decref(mine);
+	return r;
 }
 
 void p11g_notify_sender_gone(struct p11g_ops *o)

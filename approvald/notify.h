@@ -12,7 +12,7 @@
 #include "policy/policy.h"
 
 /* The wake id of a notify_take parked for work (p11g_server_wake). */
-#define P11G_NOTIFY_WAKE         (UINT64_C(1) << 62)
+#define P11G_NOTIFY_WAKE         ((UINT64_C(1) << 63) + 1)
 #define P11G_NOTIFY_INFLIGHT_MAX 64
 
 struct p11g_ops;
@@ -33,12 +33,15 @@ struct p11g_notify {
 	uint64_t depth;
 	int64_t oldest;   /* created, seconds; 0: none */
 	uint64_t dropped; /* events not put in a full outbox */
-	/* use_refused: the keys told of lately (at most once a minute each) */
+	/* use_refused: the keys told of lately (at most once a minute each, by a hash of the
+	 * key's whole URI), and at most 20 such events a minute in all */
 	struct {
-		char uri[256];
+		unsigned char uri_hash[32];
 		int64_t told; /* seconds */
 		uint64_t left_out;
 	} refused[32];
+	int64_t refused_minute;
+	unsigned refused_in_minute;
 	int64_t logged_us;
 	unsigned log_suppressed;
 };

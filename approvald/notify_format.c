@@ -128,6 +128,29 @@ static json_t *facts(const json_t *ev)
 	return f;
 }
 
+/* Slack reads a message's top-level "text" as mrkdwn: & < > escaped as its docs say, so a
+ * requester's <!channel> or <http://...|link> is shown, not acted on. */
+static char *slack_escape(const char *s)
+{
+	char *out = malloc(strlen(s) * 5 + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (; *s; s++) {
+		const char *rep = *s == '&'   ? "&amp;"
+		                  : *s == '<' ? "&lt;"
+		                  : *s == '>' ? "&gt;"
+		                              : NULL;
+		if (rep) {
+			memcpy(o, rep, strlen(rep));
+			o += strlen(rep);
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
 static char *slack(const json_t *ev)
 {
 	_cleanup_free_ char *head = headline(ev);
@@ -171,7 +194,11 @@ static char *slack(const json_t *ev)
 		                                "actions", "elements", "type", "button", "text",
 		                                "type", "plain_text", "text", "Open in p11gate",
 		                                "url", str(ev, "link"), "action_id", "open"));
-	_cleanup_json_ json_t *msg = json_pack("{s:s, s:o}", "text", h, "blocks", blocks);
+	_cleanup_free_ char *fallback = slack_escape(h);
+	_cleanup_json_ json_t *msg =
+	    fallback ? json_pack("{s:s, s:o}", "text", fallback, "blocks", blocks) : NULL;
+	if (!fallback)
+		json_decref(blocks);
 	return msg ? json_dumps(msg, JSON_COMPACT) : NULL;
 }
 

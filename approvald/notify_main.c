@@ -39,13 +39,16 @@ static const char *const usage_text =
     "Delivers approvald's notifications.  approvald starts it with its two connections as\n"
     "descriptors 3 and 4; it is not run by hand.\n";
 
+/* A job keeps its slot from start to end (libcurl holds pointers into it): used marks it. */
 struct job {
+	bool used;
 	json_int_t id;
 	CURL *easy;
 	struct curl_slist *headers;
 	char *body;
 	size_t got; /* bytes of the answer read */
 	pid_t pid;  /* a command's */
+	bool cut;   /* a command's standard input did not take the whole body */
 	int64_t deadline_ms;
 };
 
@@ -154,11 +157,13 @@ static bool start_command(struct job *j, const json_t *d)
 	pid_t pid = fork();
 	if (pid == 0) {
 		static char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-		int null = open("/dev/null", O_RDWR);
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		dup2(p[0], 0);
-		if (null >= 0) {
+		if (null >= 0)
 			dup2(null, 1);
-		}
+		/* nothing of ours but stdin, stdout and stderr (libcurl's sockets included) */
+		close_range(3, ~0U, 0);
+		signal(SIGPIPE, SIG_DFL);
 		setpgid(0, 0);
 		sigset_t none;
 		sigemptyset(&none);
@@ -178,10 +183,13 @@ static bool start_command(struct job *j, const json_t *d)
 	size_t len = strlen(j->body), off = 0;
 	while (off < len) {
 		ssize_t w = write(p[1], j->body + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
 		if (w <= 0)
 			break;
 		off += (size_t)w;
 	}
+	j->cut = off < len; /* not delivered, whatever the program answers */
 	close(p[1]);
 	j->pid = pid;
 	j->deadline_ms = now_ms() + (timeout > 0 ? timeout : 10) * 1000;
@@ -202,8 +210,16 @@ static void start(CURLM *m, const json_t *d)
 		result(id, false, 0, 0, "approvald-notify is busy");
 		return;
 	}
-	struct job *j = &jobs[n_jobs];
+	struct job *j = NULL;
+	for (size_t i = 0; i < MAX_AT_ONCE && !j; i++)
+		if (!jobs[i].used)
+			j = &jobs[i];
+	if (!j) {
+		result(id, false, 0, 0, "approvald-notify is busy");
+		return;
+	}
 	memset(j, 0, sizeof(*j));
+	j->used = true;
 	j->id = id;
 	if (!(j->body = strdup(body))) {
 		result(id, false, 0, 0, "out of memory");
@@ -220,11 +236,10 @@ static void start(CURLM *m, const json_t *d)
 	n_jobs++;
 }
 
-static void finish(size_t i)
+static void finish(struct job *j)
 {
-	job_free(&jobs[i]);
-	jobs[i] = jobs[--n_jobs];
-	memset(&jobs[n_jobs], 0, sizeof(jobs[n_jobs]));
+	job_free(j); /* clears used */
+	n_jobs--;
 }
 
 static void http_done(CURLM *m)
@@ -252,30 +267,29 @@ static void http_done(CURLM *m)
 		curl_multi_remove_handle(m, msg->easy_handle);
 		curl_easy_cleanup(msg->easy_handle);
 		j->easy = NULL;
-		finish((size_t)(j - jobs));
+		finish(j);
 	}
 }
 
 static void commands_done(void)
 {
 	int64_t now = now_ms();
-	for (size_t i = 0; i < n_jobs;) {
+	for (size_t i = 0; i < MAX_AT_ONCE; i++) {
 		struct job *j = &jobs[i];
 		int st;
-		if (!j->pid) {
-			i++;
+		if (!j->used || !j->pid)
 			continue;
-		}
 		pid_t r = waitpid(j->pid, &st, WNOHANG);
-		if (r == 0 && now < j->deadline_ms) {
-			i++;
+		if (r == 0 && now < j->deadline_ms)
 			continue;
-		}
 		if (r == 0) {
 			kill(-j->pid, SIGKILL);
 			kill(j->pid, SIGKILL);
 			waitpid(j->pid, &st, 0);
 			result(j->id, false, 0, 0, "the command did not end within its timeout");
+		} else if (j->cut) {
+			result(j->id, false, 0, 0,
+			       "the command did not read the whole event from its standard input");
 		} else if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
 			result(j->id, true, 0, 0, NULL);
 		} else {
@@ -288,7 +302,7 @@ static void commands_done(void)
 				         WTERMSIG(st));
 			result(j->id, false, 0, 0, why);
 		}
-		finish(i);
+		finish(j);
 	}
 }
 
@@ -376,6 +390,9 @@ int main(int argc, char **argv)
 			json_t *rep = p11g_wire_decode(buf, len, &err);
 			free(buf);
 			asking = false;
+			/* approvald could not hand any out: ask again in a while, not at once */
+			if (!json_is_true(json_object_get(rep, "ok")))
+				usleep(1000000);
 			const json_t *ds = json_object_get(json_object_get(rep, "result"),
 			                                   "deliveries"),
 			             *d;
@@ -410,7 +427,9 @@ int main(int argc, char **argv)
 			json_array_clear(results);
 		}
 	}
-	for (size_t i = 0; i < n_jobs; i++) {
+	for (size_t i = 0; i < MAX_AT_ONCE; i++) {
+		if (!jobs[i].used)
+			continue;
 		if (jobs[i].easy) {
 			curl_multi_remove_handle(m, jobs[i].easy);
 			curl_easy_cleanup(jobs[i].easy);

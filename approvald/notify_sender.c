@@ -37,7 +37,11 @@ static void start(struct p11g_notify_sender *s)
 	sigset_t none, deflt;
 	pid_t pid;
 
-	s->start_after_us = p11g_mono_us() + (s->backoff_us ? s->backoff_us : BACKOFF_MIN_US);
+	/* a start that fails waits longer each time (a missing program is logged that often) */
+	s->backoff_us = s->backoff_us ? s->backoff_us * 2 : BACKOFF_MIN_US;
+	if (s->backoff_us > BACKOFF_MAX_US)
+		s->backoff_us = BACKOFF_MAX_US;
+	s->start_after_us = p11g_mono_us() + s->backoff_us;
 	if (!s->program[0] && p11g_find_program(P11G_NOTIFY_PROGRAM, s->program, &err) < 0) {
 		s->program[0] = '\0';
 		p11g_error("notifications: %s", err.msg);
@@ -94,9 +98,14 @@ static void start(struct p11g_notify_sender *s)
 		return;
 	}
 	struct ucred peer = {.pid = pid, .uid = geteuid(), .gid = getegid()};
-	if (p11g_server_adopt(s->server, a[0], &peer, take_verbs, &err) < 0 ||
-	    p11g_server_adopt(s->server, b[0], &peer, done_verbs, &err) < 0)
-		p11g_error("notifications: %s", err.msg); /* it ends, and is started again */
+	if (p11g_server_adopt(s->server, a[0], &peer, take_verbs, &err) < 0) {
+		close(b[0]); /* a[0] is closed by the server */
+		p11g_error("notifications: %s", err.msg);
+		kill(pid, SIGKILL); /* reaped, and started again after the backoff */
+	} else if (p11g_server_adopt(s->server, b[0], &peer, done_verbs, &err) < 0) {
+		p11g_error("notifications: %s", err.msg);
+		kill(pid, SIGKILL);
+	}
 	s->pid = pid;
 	s->started_us = p11g_mono_us();
 }

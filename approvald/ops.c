@@ -57,6 +57,7 @@ void p11g_ops_clear(struct p11g_ops *o)
 	if (o->audit_key)
 		p11_kit_uri_free(o->audit_key);
 	o->audit_key = NULL;
+	p11g_ops_notify_disable(o);
 	if (o->notify)
 		p11g_notify_config_clear(&o->notify->cfg);
 	free(o->notify);
@@ -226,6 +227,12 @@ static struct p11g_ops *notifying_ops;
 void p11g_ops_notify_enable(struct p11g_ops *o)
 {
 	notifying_ops = o;
+}
+
+void p11g_ops_notify_disable(struct p11g_ops *o)
+{
+	if (notifying_ops == o)
+		notifying_ops = NULL;
 }
 
 int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor, struct p11g_op *op,

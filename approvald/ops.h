@@ -59,6 +59,7 @@ struct p11g_ops {
 
 /* Makes o's events notifications (notify.h): approvald's daemon, once. */
 void p11g_ops_notify_enable(struct p11g_ops *o);
+void p11g_ops_notify_disable(struct p11g_ops *o);
 
 /* Frees what the verbs below keep between calls (not store or policy).  Refusals counted and
  * not yet written are lost: p11g_ops_flush_refusals first. */

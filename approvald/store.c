@@ -14,7 +14,7 @@
 #define DEFAULT_INITIAL_MAP (16 * MIB)
 #define DEFAULT_MAX_MAP     (64 * 1024 * MIB)
 #define SCHEMA_VERSION      2 /* 2: the index tables by_key, by_expiry, pending_by */
-#define N_TABLES            8
+#define N_TABLES            9
 
 static void store_free(p11g_store *s)
 {
@@ -263,7 +263,8 @@ static int tables_open(p11g_store *s, p11g_err *err)
 	                      {"by_key", &s->by_key, true},
 	                      {"by_expiry", &s->by_expiry, true},
 	                      {"pending_by", &s->pending_by, true},
-	                      {"outbox", &s->outbox, true}};
+	                      {"outbox", &s->outbox, true},
+	                      {"outbox_due", &s->outbox_due, true}};
 	_cleanup_txn_ MDB_txn *txn = NULL;
 	_cleanup_json_ json_t *schema = NULL;
 	int rc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0, &txn);
@@ -273,7 +274,8 @@ static int tables_open(p11g_store *s, p11g_err *err)
 	for (size_t i = 0; i < N_TABLES; i++) {
 		rc =
 		    mdb_dbi_open(txn, tables[i].name, s->read_only ? 0 : MDB_CREATE, tables[i].dbi);
-		if (rc == MDB_NOTFOUND && tables[i].dbi == &s->outbox) {
+		if (rc == MDB_NOTFOUND &&
+		    (tables[i].dbi == &s->outbox || tables[i].dbi == &s->outbox_due)) {
 			s->no_outbox = true; /* older, read-only: no notification waits */
 			continue;
 		}

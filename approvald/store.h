@@ -128,6 +128,12 @@ int p11g_txn_outbox_del(p11g_txn *t, uint64_t id, p11g_err *err);
 typedef int (*p11g_outbox_visit_fn)(uint64_t id, const json_t *entry, void *arg);
 int p11g_txn_outbox_foreach(p11g_txn *t, uint64_t after, p11g_outbox_visit_fn fn, void *arg,
                             p11g_err *err);
+/* The entries whose integer member "next" (seconds) is at or before now, soonest first,
+ * through an index kept by _add, _put and _del: a walk costs what is due, not the outbox. */
+int p11g_txn_outbox_foreach_due(p11g_txn *t, int64_t now, p11g_outbox_visit_fn fn, void *arg,
+                                p11g_err *err);
+/* How many entries, and the first (oldest) one's id (0: none). */
+int p11g_txn_outbox_stat(p11g_txn *t, uint64_t *ret_count, uint64_t *ret_first, p11g_err *err);
 
 /* The audit record this process last wrote for operation id (p11g_txn_op_put of an operation
  * with audit_seq, whether or not its transaction was then committed): 0, or -ENOENT when it

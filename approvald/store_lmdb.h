@@ -21,7 +21,7 @@ struct p11g_store {
 	bool indexed;
 	/* Notifications waiting for delivery (store_outbox.c), by delivery id; no_outbox: an
 	 * older store opened read-only, which has none. */
-	MDB_dbi outbox;
+	MDB_dbi outbox, outbox_due; /* and its entries by (next try, id): those due found at once */
 	bool no_outbox;
 	char *dir;
 	unsigned int env_flags;
