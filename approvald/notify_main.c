@@ -154,9 +154,18 @@ static bool start_command(struct job *j, const json_t *d)
 	}
 	for (size_t i = 0; i < n; i++)
 		argv[i] = (char *)json_string_value(json_array_get(argv_j, i));
+	/* what a webhook's headers say, for the program: event, delivery id, signature */
+	char ev[96], dl[64], sig[128];
+	snprintf(ev, sizeof(ev), "P11GATE_EVENT=%.64s",
+	         json_string_value(json_object_get(d, "event")) ?: "");
+	snprintf(dl, sizeof(dl), "P11GATE_DELIVERY=%.32s",
+	         json_string_value(json_object_get(d, "delivery")) ?: "");
+	snprintf(sig, sizeof(sig), "P11GATE_SIGNATURE_256=%.80s",
+	         json_string_value(json_object_get(d, "signature")) ?: "");
+	char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", ev, dl,
+	                json_object_get(d, "signature") ? sig : NULL, NULL};
 	pid_t pid = fork();
 	if (pid == 0) {
-		static char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		dup2(p[0], 0);
 		if (null >= 0)
