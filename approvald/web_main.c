@@ -118,6 +118,21 @@ static void csrf_of(struct who *w)
 		snprintf(w->csrf + 2 * i, 3, "%02x", mac[i]);
 }
 
+struct count_ctx {
+	const char *name;
+	unsigned n;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+	struct count_ctx *c = cls;
+	(void)kind;
+	(void)value;
+	c->n += !strcasecmp(key, c->name);
+	return MHD_YES;
+}
+
 static struct conn_ctx *ctx_of(struct MHD_Connection *c)
 {
 	const union MHD_ConnectionInfo *ci =
@@ -144,6 +159,13 @@ static int who_of(struct MHD_Connection *c, struct who *w, const char **code, co
 	w->ctx = x;
 	if (x->proxy) {
 		const char *user = MHD_lookup_connection_value(c, MHD_HEADER_KIND, g.user_header);
+		struct count_ctx count = {.name = g.user_header};
+		MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &count);
+		if (count.n > 1) {
+			/* which one the proxy set is not for us to guess */
+			*msg = "the request names its user twice";
+			return MHD_HTTP_FORBIDDEN;
+		}
 		if (!user || !*user) {
 			*msg = "the proxy named no user: its authentication must set the user "
 			       "header";
