@@ -521,6 +521,26 @@ def test_proxy_names_the_user(web):
         assert "error" in r.json(), r
         r = web.api(None, "POST", "/operations/%d/approve" % op, proxy_for=who)
         assert r.status in (401, 403), "proxy naming %r: %r" % (who, r)
+    # the proxy naming two users in two headers: which one it meant is not guessed
+    raw = ("GET /api/v1/operations HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+           "%s: %s\r\n%s: %s\r\n\r\n" % (USER_HEADER, U("mallory"), USER_HEADER, U("alice")))
+    path = web.path
+
+    def twice():
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(HTTP_TIMEOUT)
+        s.connect(path)
+        s.sendall(raw.encode())
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        return got.decode("utf-8", "replace")
+    got = p11g.in_child(U(PROXY), twice, HTTP_TIMEOUT + 5)
+    assert got.startswith("HTTP/1.1 403") and "names its user twice" in got, got
     assert d.show(op)["approvals"] == []
     # the proxy approves for alice; the audit says so
     r = web.api(None, "POST", "/operations/%d/approve" % op, proxy_for=U("alice"))
