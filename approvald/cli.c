@@ -611,18 +611,29 @@ static int run_notify(int argc, char **argv)
 		fputs(HELP_NOTIFY, stdout);
 		return 0;
 	}
-	if (argc == 5 && !strcmp(argv[3], "--socket"))
-		cli_socket_opt = argv[4];
-	else if (argc != 3)
+	/* notify test NAME, --socket PATH anywhere after notify */
+	const char *pos[2] = {NULL, NULL};
+	int npos = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+			cli_socket_opt = argv[++i];
+		else if (!strncmp(argv[i], "--socket=", 9))
+			cli_socket_opt = argv[i] + 9;
+		else if (npos < 2 && argv[i][0] != '-')
+			pos[npos++] = argv[i];
+		else
+			return cli_usage_error("notify", "unexpected argument '%s'", argv[i]);
+	}
+	if (npos != 2)
 		return cli_usage_error("notify", "expected: notify test NAME [--socket PATH]");
-	if (strcmp(argv[1], "test"))
-		return cli_usage_error("notify", "unknown subverb '%s' (test)", argv[1]);
+	if (strcmp(pos[0], "test"))
+		return cli_usage_error("notify", "unknown subverb '%s' (test)", pos[0]);
 	_cleanup_json_ json_t *res = NULL;
 	int rc =
-	    cli_call("notify_test", json_pack("{s:s}", "notifier", argv[2]), &res, CALL_TIMEOUT_MS);
+	    cli_call("notify_test", json_pack("{s:s}", "notifier", pos[1]), &res, CALL_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	printf("a test event for %s is in the outbox\n", argv[2]);
+	printf("a test event for %s is in the outbox\n", pos[1]);
 	return 0;
 }
 

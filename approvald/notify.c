@@ -865,19 +865,23 @@ struct dead_ctx {
 	const struct p11g_policy *p;
 };
 
+static int dead_one(const char *name, int64_t n, void *arg)
+{
+	struct dead_ctx *c = arg;
+	return json_object_set_new(c->dead, name, json_integer(n)) < 0 ? -ENOMEM : 0;
+}
+
+/* Every notifier's dead deliveries, those the policy no longer names included (0 for those
+ * of the policy with none). */
 static int dead_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct dead_ctx *c = arg;
-	for (size_t i = 0; i < c->p->n_notifiers; i++) {
-		char meta[96];
-		int64_t dead = 0;
-		snprintf(meta, sizeof(meta), "notify_dead:%.64s", c->p->notifiers[i].name);
-		int r = p11g_txn_meta_get_int(t, meta, &dead, err);
-		if (r < 0 && r != -ENOENT)
-			return -1;
-		json_object_set_new(c->dead, c->p->notifiers[i].name, json_integer(dead));
-	}
-	return 0;
+	for (size_t i = 0; i < c->p->n_notifiers; i++)
+		json_object_set_new(c->dead, c->p->notifiers[i].name, json_integer(0));
+	int r = p11g_txn_meta_foreach_int(t, "notify_dead:", dead_one, c, err);
+	if (r == -ENOMEM)
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	return r < 0 ? -1 : 0;
 }
 
 json_t *p11g_notify_status(struct p11g_ops *o)

@@ -202,6 +202,40 @@ int p11g_txn_meta_prune_int(p11g_txn *t, const char *prefix, int64_t before, siz
 	return 0;
 }
 
+int p11g_txn_meta_foreach_int(p11g_txn *t, const char *prefix,
+                              int (*fn)(const char *name, int64_t value, void *arg), void *arg,
+                              p11g_err *err)
+{
+	MDB_cursor *cur = NULL;
+	size_t plen = strlen(prefix);
+	MDB_val k = {.mv_size = plen, .mv_data = (void *)prefix}, v;
+	int rc, r = 0;
+
+	if (p11g_store_txn_usable(t, false, err) < 0)
+		return -1;
+	if ((rc = mdb_cursor_open(t->txn, t->s->meta, &cur)) != 0)
+		return p11g_store_txn_fail(t, err, rc, "cannot read meta %s...", prefix);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < plen || k.mv_size > 255 || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		_cleanup_json_ json_t *j = json_from(&v, JSON_DECODE_ANY);
+		char name[256];
+		if (!json_is_integer(j))
+			continue;
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = '\0';
+		if ((r = fn(name + plen, (int64_t)json_integer_value(j), arg)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (r < 0)
+		return r;
+	if (rc && rc != MDB_NOTFOUND)
+		return p11g_store_txn_fail(t, err, rc, "cannot read meta %s...", prefix);
+	return 0;
+}
+
 /* See store_internal.h. */
 char *p11g_json_text_add(const char *obj, const char *name, const char *value)
 {

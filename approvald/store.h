@@ -112,6 +112,11 @@ int p11g_txn_op_foreach_due(p11g_txn *t, int64_t now, p11g_op_visit_fn fn, void 
  * 0, -ENOENT (err untouched) when absent, or -1 with err store_error. */
 int p11g_txn_meta_get_int(p11g_txn *t, const char *name, int64_t *ret, p11g_err *err);
 int p11g_txn_meta_put_int(p11g_txn *t, const char *name, int64_t value, p11g_err *err);
+/* Visits the numbers named prefix... in name order: fn gets the name after the prefix; it
+ * returns 0 to go on, 1 to stop, a negative value to abort with it. */
+int p11g_txn_meta_foreach_int(p11g_txn *t, const char *prefix,
+                              int (*fn)(const char *name, int64_t value, void *arg), void *arg,
+                              p11g_err *err);
 /* Deletes up to max of the numbers named prefix... whose value is below before: 0 with how
  * many went in *ret_n, or -1 with err store_error. */
 int p11g_txn_meta_prune_int(p11g_txn *t, const char *prefix, int64_t before, size_t max,
