@@ -1101,3 +1101,30 @@ def test_a_full_outbox_drops_notifications_and_nothing_else(start_daemon, receiv
         "%d requests for %d deliveries (each once expected)\n%s" % (
             len(got), len({h.delivery for h in got}), d.stderr()[-3000:])
     assert_outbox_empties(d)
+
+
+def test_refused_uses_are_told_once_a_minute_per_key(start_daemon, receivers, pki):
+    """use_refused: the first refused use of a key is told (who, which key, why); more of the
+    same key within the minute are counted, not sent; another key is told on its own; made-up
+    keys past 20 in a minute are not told at all (nobody floods the outbox with them)."""
+    R = receivers("sec")
+    d = start_daemon(policy([hook(pki, R, "sec", ["use_refused"])],
+                            rule("nref", "nref", ["sec"])), config=CONFIG)
+    for _ in range(5):
+        d.use_refused("mallory", "nref", "k1", "no_operation")
+    d.use_refused("mallory", "nref", "k2", "no_operation")
+    assert wait_for(lambda: len(R.got()) >= 2, 5), R.got()
+    time.sleep(1.5)
+    got = [h.json for h in R.got()]
+    assert [g["event"] for g in got] == ["use_refused", "use_refused"], got
+    assert sorted(g["key"].split("object=")[1].split(";")[0] for g in got) == ["k1", "k2"], got
+    assert all(g["refusal"] == "no_operation" and g["actor"]["user"] == U("mallory") and
+               g["rule"] == "nref" and "operation" not in g for g in got), got
+    # made-up keys: 20 a minute in all are told, the rest are not
+    for i in range(30):
+        d.use_refused("mallory", "nref", "made-up-%d" % i, "no_operation")
+    time.sleep(2)
+    assert len(R.got()) == 20, len(R.got())
+    # and nothing of it reached the rule's other business: a request still works
+    op = d.request("orderer", key("nref", "real"))
+    assert d.state_of(op) == "pending"
