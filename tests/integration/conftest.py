@@ -9,6 +9,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import p11g  # noqa: E402
 
+import re  # noqa: E402
+
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error: ")
+
 
 @pytest.fixture(scope="session")
 def accounts():
@@ -52,6 +56,10 @@ def start_daemon(accounts):
                             % d.stderr())
         elif rc != 0:
             problems.append("approvald exited %s after SIGTERM; stderr:\n%s" % (rc, d.stderr()))
+        elif SANITIZER_REPORT.search(d.stderr()):
+            # approvald's children (approvald-web, approvald-notify, ...) write to its log: a
+            # report from one that was then started again fails the test too
+            problems.append("a sanitizer report in approvald's log:\n%s" % d.stderr())
         d.cleanup()
     if problems:
         pytest.fail("\n".join(problems))

@@ -1299,3 +1299,31 @@ def test_idle_and_slow_connections_are_closed(web):
         "a connection sending a byte every 2 s was not closed within 36 s (%r)" % \
         closed.get(slow)
     assert web.get("alice", "/api/v1/status").status == 200
+
+
+def test_the_longest_hostile_text_a_request_can_carry_is_inert(web):
+    """Issue 20: 64 KiB strings.  approvald refuses a description over 1 KiB and a context over
+    4 KiB (so a 64 KiB one never reaches a page); the longest it takes, all markup, is shown
+    as text: the list shows the description's start (cut, with an ellipsis), the details page
+    all of both."""
+    d = web.d
+    unit = "<script>alert(1)</script>" + QUOTE + "<img src=x onerror=alert(2)>&"
+    huge = (unit * (65536 // len(unit) + 1))[:60000]  # what a 64 KiB frame carries
+    req = {"verb": "request", "keys": [{"uri": PROD % "huge"}], "description": huge}
+    p11g.assert_refused(d.call(req, user=U("orderer")), "bad_request")
+    desc, ctx = (unit * 50)[:1024], (unit * 200)[:4096]
+    req = dict(req, description=desc, context=ctx)
+    op = int(assert_reply_ok(d.call(req, user=U("orderer")))["id"])
+    r = web.get("alice", "/")
+    assert r.status == 200, r
+    t = assert_inert(r)
+    cell = t.find("tr", cls="op", data_id=str(op)).find("td", cls="description").text()
+    assert cell.endswith("\u2026") and desc.startswith(cell[:-1]), cell[:200]
+    assert len(cell) < 200, len(cell)
+    r = web.get("alice", "/op/%d" % op)
+    assert r.status == 200, r
+    t = assert_inert(r)
+    summary = t.find("section", id="summary")
+    assert summary.find("span", cls="description").text() == desc
+    assert ctx in summary.text()
+    assert "<script>alert" not in r.text and "<img src=x" not in r.text
