@@ -31,9 +31,10 @@
 #define DELIVERY_BODY_MAX 28000 /* a delivery's body, at most (escaped in a 64 KiB frame) */
 #define TAKE_BYTES_MAX    60000 /* the deliveries of one notify_take reply, encoded */
 #define SECRET_MAX        4096
-#define BACKOFF_MIN       5    /* seconds: the first retry */
-#define BACKOFF_MAX       3600 /* and the longest wait between two */
-#define EXPIRING_WITHIN   900  /* "expires in 15 minutes" */
+#define BACKOFF_MIN       5         /* seconds: the first retry */
+#define BACKOFF_MAX       3600      /* and the longest wait between two */
+#define EXPIRING_WITHIN   900       /* "expires in 15 minutes" */
+#define INFLIGHT_MAX_US   180000000 /* a delivery handed out and not reported on */
 #define LOG_INTERVAL_US   60000000
 
 #ifndef _cleanup_json_
@@ -332,11 +333,31 @@ int p11g_notify_use_refused(p11g_txn *t, struct p11g_ops *o, const struct p11g_i
 		if (now - n->refused_minute >= 60) {
 			n->refused_minute = now;
 			n->refused_in_minute = 0;
+			memset(n->refused_by, 0, sizeof(n->refused_by));
 		}
+		size_t u = SIZE_MAX, free_slot = SIZE_MAX;
+		for (size_t i = 0; i < P11G_ARRAY_SIZE(n->refused_by); i++) {
+			if (n->refused_by[i].n && n->refused_by[i].uid == caller->uid) {
+				u = i;
+				break;
+			}
+			if (!n->refused_by[i].n && free_slot == SIZE_MAX)
+				free_slot = i;
+		}
+		if (u == SIZE_MAX && free_slot != SIZE_MAX) {
+			u = free_slot;
+			n->refused_by[u].uid = caller->uid;
+		}
+		/* no slot: 32 uids were told of this minute already */
+		bool uid_full = u == SIZE_MAX || n->refused_by[u].n >= 5;
 		/* and 20 a minute in all: made-up keys cannot fill the outbox */
-		*decided = now - n->refused[slot].told < 60 || n->refused_in_minute >= 20 ? -1 : 1;
-		if (*decided > 0)
+		*decided =
+		    now - n->refused[slot].told < 60 || n->refused_in_minute >= 20 || uid_full ? -1
+		                                                                               : 1;
+		if (*decided > 0) {
+			n->refused_by[u].n++;
 			n->refused_in_minute++;
+		}
 		if (*decided < 0)
 			n->refused[slot].left_out++;
 		else
@@ -477,7 +498,9 @@ static void inflight_drop(struct p11g_notify *n, uint64_t id)
 {
 	for (size_t i = 0; i < n->n_inflight; i++)
 		if (n->inflight[i] == id) {
-			n->inflight[i] = n->inflight[--n->n_inflight];
+			n->n_inflight--;
+			n->inflight[i] = n->inflight[n->n_inflight];
+			n->inflight_since[i] = n->inflight_since[n->n_inflight];
 			return;
 		}
 }
@@ -664,6 +687,7 @@ static int take_visit(uint64_t id, const json_t *e, void *arg)
 	c->bytes += size;
 	if (json_array_append_new(c->out, d) < 0)
 		return -ENOMEM;
+	c->n->inflight_since[c->n->n_inflight] = p11g_mono_us();
 	c->n->inflight[c->n->n_inflight++] = id;
 	return 0;
 }
@@ -696,6 +720,18 @@ int p11g_notify_take(struct p11g_ops *o, unsigned max, json_t **ret, p11g_err *e
 	struct p11g_notify *n = notify_of(o);
 	if (!n)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	/* a delivery handed out and not reported within 3 minutes (its timeout is at most one) is
+	 * handed out again: a report lost stalls nothing */
+	int64_t stale = p11g_mono_us() - INFLIGHT_MAX_US;
+	for (size_t i = 0; i < n->n_inflight;) {
+		if (n->inflight_since[i] < stale) {
+			log_limited(n, "delivery %" PRIu64 " was not reported on; handed out again",
+			            n->inflight[i]);
+			inflight_drop(n, n->inflight[i]);
+		} else {
+			i++;
+		}
+	}
 	if (max > P11G_NOTIFY_INFLIGHT_MAX - n->n_inflight)
 		max = (unsigned)(P11G_NOTIFY_INFLIGHT_MAX - n->n_inflight);
 	struct take_ctx c = {.o = o, .n = n, .max = max, .now = p11g_now(), .out = json_array()};

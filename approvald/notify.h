@@ -27,6 +27,7 @@ struct p11g_notify {
 	struct p11g_notify_config cfg;
 	/* handed to approvald-notify and not yet answered */
 	uint64_t inflight[P11G_NOTIFY_INFLIGHT_MAX];
+	int64_t inflight_since[P11G_NOTIFY_INFLIGHT_MAX]; /* p11g_mono_us() when handed out */
 	size_t n_inflight;
 	bool added; /* an entry was added in this round: wake the sender after the commit */
 	/* what status shows, as of the last scan (about once a second) */
@@ -42,6 +43,12 @@ struct p11g_notify {
 	} refused[32];
 	int64_t refused_minute;
 	unsigned refused_in_minute;
+	/* and at most 5 a minute for the refusals of one uid: one with no role cannot use up the
+	 * others' share with made-up keys */
+	struct {
+		uid_t uid;
+		unsigned n;
+	} refused_by[32];
 	int64_t logged_us;
 	unsigned log_suppressed;
 };

@@ -1105,8 +1105,9 @@ def test_a_full_outbox_drops_notifications_and_nothing_else(start_daemon, receiv
 
 def test_refused_uses_are_told_once_a_minute_per_key(start_daemon, receivers, pki):
     """use_refused: the first refused use of a key is told (who, which key, why); more of the
-    same key within the minute are counted, not sent; another key is told on its own; made-up
-    keys past 20 in a minute are not told at all (nobody floods the outbox with them)."""
+    same key within the minute are counted, not sent; another key is told on its own; one uid's
+    refusals are told 5 times a minute at most (made-up keys flood neither the outbox nor the
+    share of other uids), 20 in all."""
     R = receivers("sec")
     d = start_daemon(policy([hook(pki, R, "sec", ["use_refused"])],
                             rule("nref", "nref", ["sec"])), config=CONFIG)
@@ -1120,11 +1121,15 @@ def test_refused_uses_are_told_once_a_minute_per_key(start_daemon, receivers, pk
     assert sorted(g["key"].split("object=")[1].split(";")[0] for g in got) == ["k1", "k2"], got
     assert all(g["refusal"] == "no_operation" and g["actor"]["user"] == U("mallory") and
                g["rule"] == "nref" and "operation" not in g for g in got), got
-    # made-up keys: 20 a minute in all are told, the rest are not
+    # made-up keys: mallory's refusals are told 5 times a minute, the rest are not...
     for i in range(30):
         d.use_refused("mallory", "nref", "made-up-%d" % i, "no_operation")
     time.sleep(2)
-    assert len(R.got()) == 20, len(R.got())
+    assert len(R.got()) == 5, len(R.got())
+    # ... and another uid's refusal is still told
+    d.use_refused("dave", "nref", "k3", "no_operation")
+    assert wait_for(lambda: len(R.got()) == 6, 5), R.got()
+    assert R.got()[-1].json["actor"]["user"] == U("dave")
     # and nothing of it reached the rule's other business: a request still works
     op = d.request("orderer", key("nref", "real"))
     assert d.state_of(op) == "pending"
