@@ -12,12 +12,11 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const tags[] = {
-    "!DOCTYPE", "html",  "head",  "meta",    "title",   "link",    "script", "body",
-    "header",   "nav",   "a",     "p",       "span",    "main",    "h1",     "h2",
-    "form",     "input", "label", "select",  "option",  "button",  "div",    "table",
-    "thead",    "tbody", "tr",    "th",      "td",      "details", "summary", "dl",
-    "dt",       "dd",    "ul",    "li",      "time",    "code",    "section", "dialog",
-    "pre",      "textarea"};
+    "!DOCTYPE", "html",   "head",    "meta",    "title", "link",    "script", "body",  "header",
+    "nav",      "a",      "p",       "span",    "main",  "h1",      "h2",     "form",  "input",
+    "label",    "select", "option",  "button",  "div",   "table",   "thead",  "tbody", "tr",
+    "th",       "td",     "details", "summary", "dl",    "dt",      "dd",     "ul",    "li",
+    "time",     "code",   "section", "dialog",  "pre",   "textarea"};
 
 static void check(const struct p11g_html *h)
 {
@@ -26,7 +25,8 @@ static void check(const struct p11g_html *h)
 		return;
 	for (const char *p = strchr(h->p, '<'); p; p = strchr(p + 1, '<')) {
 		const char *t = p + 1 + (p[1] == '/');
-		size_t n = strspn(t, "!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
+		size_t n =
+		    strspn(t, "!ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
 		bool known = false;
 		for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
 			known |= strlen(tags[i]) == n && !strncmp(t, tags[i], n);
@@ -51,8 +51,11 @@ static void check(const struct p11g_html *h)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	json_t *j = json_loadb((const char *)data, size, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-	struct p11g_web_view v = {.viewer = "alice<\"'&>", .how = "web, peer uid 1",
-	                          .csrf = "00", .pending = 3, .now = 1700000000};
+	struct p11g_web_view v = {.viewer = "alice<\"'&>",
+	                          .how = "web, peer uid 1",
+	                          .csrf = "00",
+	                          .pending = 3,
+	                          .now = 1700000000};
 	struct p11g_html h = {0};
 
 	/* the text escaper alone: no markup character survives */

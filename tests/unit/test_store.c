@@ -246,9 +246,9 @@ static int collect_body(p11g_txn *t, void *arg, p11g_err *err)
 {
 	struct collect *c = arg;
 	c->txn = c->new_state ? t : NULL;
-	c->ret = c->desc ? p11g_txn_op_foreach_desc(t, c->active_only, c->after, collect_visit, c,
-	                                            err)
-	                 : p11g_txn_op_foreach(t, c->active_only, c->after, collect_visit, c, err);
+	c->ret = c->desc
+	             ? p11g_txn_op_foreach_desc(t, c->active_only, c->after, collect_visit, c, err)
+	             : p11g_txn_op_foreach(t, c->active_only, c->after, collect_visit, c, err);
 	return c->ret < 0 ? -1 : 0;
 }
 
