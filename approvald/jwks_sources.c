@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +17,6 @@
 #include "p11gate/wire.h"
 
 #define FETCH_PROGRAM "approvald-fetch"
-
-extern char **environ;
 
 static bool same(const char *a, const char *b)
 {
@@ -75,9 +72,6 @@ static int start(struct p11g_jwks_sources *s, struct p11g_jwks_source *src)
 {
 	p11g_err err = {0};
 	char parent[24];
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, deflt;
 	pid_t pid;
 
 	src->last_try_us = p11g_mono_us();
@@ -100,41 +94,8 @@ static int start(struct p11g_jwks_sources *s, struct p11g_jwks_source *src)
 		argv[4] = src->ca_file;
 		argv[5] = src->url;
 	}
-	/* the environment: a proxy's settings and a test build's sanitizer options, no more */
-	static const char *const passed[] = {"https_proxy", "HTTPS_PROXY",  "no_proxy",
-	                                     "NO_PROXY",    "ASAN_OPTIONS", "UBSAN_OPTIONS",
-	                                     "LSAN_OPTIONS"};
-	char *envp[P11G_ARRAY_SIZE(passed) + 1] = {0};
-	size_t ne = 0;
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(passed); i++) {
-		size_t len = strlen(passed[i]);
-		for (char **e = environ; e && *e; e++)
-			if (!strncmp(*e, passed[i], len) && (*e)[len] == '=') {
-				envp[ne++] = *e;
-				break;
-			}
-	}
-	sigemptyset(&none);
-	sigemptyset(&deflt);
-	int sigs[] = {SIGPIPE, SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(sigs); i++)
-		sigaddset(&deflt, sigs[i]);
-	int r = posix_spawn_file_actions_init(&fa);
-	if (r == 0) {
-		r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
-		    posix_spawn_file_actions_adddup2(&fa, src->out_fd, 1) ||
-		    posix_spawn_file_actions_adddup2(&fa, src->err_fd, 2) ||
-		    posix_spawnattr_init(&at);
-		if (r == 0) {
-			r = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-			                                      POSIX_SPAWN_SETSIGDEF) ||
-			    posix_spawnattr_setsigmask(&at, &none) ||
-			    posix_spawnattr_setsigdefault(&at, &deflt) ||
-			    posix_spawn(&pid, s->program, &fa, &at, (char *const *)argv, envp);
-			posix_spawnattr_destroy(&at);
-		}
-		posix_spawn_file_actions_destroy(&fa);
-	}
+	const int moves[][2] = {{src->out_fd, 1}, {src->err_fd, 2}};
+	int r = p11g_spawn_helper(s->program, argv, moves, 2, &pid);
 	if (r != 0) {
 		close_fds(src);
 		failed(s, src, "cannot start " FETCH_PROGRAM);

@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,8 +21,6 @@
 #define BACKOFF_MAX_US 30000000
 #define STABLE_US      60000000
 
-extern char **environ;
-
 static const char *const take_verbs[] = {"notify_take", NULL};
 static const char *const done_verbs[] = {"notify_done", NULL};
 
@@ -32,9 +29,6 @@ static void start(struct p11g_notify_sender *s)
 	p11g_err err = {0};
 	int a[2] = {-1, -1}, b[2] = {-1, -1};
 	char parent[24];
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, deflt;
 	pid_t pid;
 
 	/* a start that fails waits longer each time (a missing program is logged that often) */
@@ -58,37 +52,8 @@ static void start(struct p11g_notify_sender *s)
 	}
 	snprintf(parent, sizeof(parent), "%ld", (long)getpid());
 	const char *argv[] = {s->program, "--parent", parent, NULL};
-	static const char *const passed[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
-	                                     "https_proxy",  "HTTPS_PROXY",   "no_proxy",
-	                                     "NO_PROXY"};
-	char *envp[P11G_ARRAY_SIZE(passed) + 1];
-	size_t ne = 0;
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(passed); i++)
-		for (char **e = environ; *e; e++)
-			if (!strncmp(*e, passed[i], strlen(passed[i])) &&
-			    (*e)[strlen(passed[i])] == '=')
-				envp[ne++] = *e;
-	envp[ne] = NULL;
-	sigemptyset(&none);
-	sigemptyset(&deflt);
-	int sigs[] = {SIGPIPE, SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(sigs); i++)
-		sigaddset(&deflt, sigs[i]);
-	int r = posix_spawn_file_actions_init(&fa);
-	if (r == 0) {
-		r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
-		    posix_spawn_file_actions_adddup2(&fa, a[1], 3) ||
-		    posix_spawn_file_actions_adddup2(&fa, b[1], 4) || posix_spawnattr_init(&at);
-		if (r == 0) {
-			r = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-			                                      POSIX_SPAWN_SETSIGDEF) ||
-			    posix_spawnattr_setsigmask(&at, &none) ||
-			    posix_spawnattr_setsigdefault(&at, &deflt) ||
-			    posix_spawn(&pid, s->program, &fa, &at, (char *const *)argv, envp);
-			posix_spawnattr_destroy(&at);
-		}
-		posix_spawn_file_actions_destroy(&fa);
-	}
+	const int moves[][2] = {{a[1], 3}, {b[1], 4}};
+	int r = p11g_spawn_helper(s->program, argv, moves, 2, &pid);
 	close(a[1]);
 	close(b[1]);
 	if (r != 0) {

@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +25,6 @@
 #define BACKOFF_MIN_US 500000
 #define BACKOFF_MAX_US 30000000
 #define STABLE_US      60000000 /* a process that lived this long starts again at once */
-
-extern char **environ;
 
 /* What a page asks: read, and decide.  Never request, use, revoke or the audit. */
 static const char *const web_verbs[] = {"list", "show", "approve", "reject", "status", NULL};
@@ -69,9 +66,6 @@ static void start(struct p11g_web *w)
 	p11g_err err = {0};
 	int sv[2] = {-1, -1};
 	char parent[24];
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, deflt;
 	pid_t pid;
 
 	w->start_after_us = p11g_mono_us() + (w->backoff_us ? w->backoff_us : BACKOFF_MIN_US);
@@ -88,35 +82,8 @@ static void start(struct p11g_web *w)
 	snprintf(parent, sizeof(parent), "%ld", (long)getpid());
 	const char *hdr = w->cfg->user_header ? w->cfg->user_header : P11G_WEB_USER_HEADER_DEFAULT;
 	const char *argv[] = {w->program, "--parent", parent, "--user-header", hdr, NULL};
-	sigemptyset(&none);
-	sigemptyset(&deflt);
-	int sigs[] = {SIGPIPE, SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(sigs); i++)
-		sigaddset(&deflt, sigs[i]);
-	/* the environment: a test build's sanitizer options, no more */
-	static const char *const passed[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
-	char *envp[P11G_ARRAY_SIZE(passed) + 1];
-	size_t ne = 0;
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(passed); i++)
-		for (char **e = environ; *e; e++)
-			if (!strncmp(*e, passed[i], strlen(passed[i])) &&
-			    (*e)[strlen(passed[i])] == '=')
-				envp[ne++] = *e;
-	envp[ne] = NULL;
-	int r = posix_spawn_file_actions_init(&fa);
-	if (r == 0) {
-		r = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
-		    posix_spawn_file_actions_adddup2(&fa, sv[1], 3) || posix_spawnattr_init(&at);
-		if (r == 0) {
-			r = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-			                                      POSIX_SPAWN_SETSIGDEF) ||
-			    posix_spawnattr_setsigmask(&at, &none) ||
-			    posix_spawnattr_setsigdefault(&at, &deflt) ||
-			    posix_spawn(&pid, w->program, &fa, &at, (char *const *)argv, envp);
-			posix_spawnattr_destroy(&at);
-		}
-		posix_spawn_file_actions_destroy(&fa);
-	}
+	const int moves[][2] = {{sv[1], 3}};
+	int r = p11g_spawn_helper(w->program, argv, moves, 1, &pid);
 	close(sv[1]);
 	if (r != 0) {
 		close(sv[0]);
