@@ -12,9 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <poll.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "approvald/helper_user.h"
 #include "p11gate/errors.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -315,22 +314,6 @@ static void commands_done(void)
 	}
 }
 
-/* Root gives way to nobody: deliveries need no privilege. */
-static int drop_privileges(void)
-{
-	if (geteuid() != 0)
-		return 0;
-	struct passwd *pw = getpwnam("nobody");
-	uid_t uid = pw ? pw->pw_uid : 65534;
-	gid_t gid = pw ? pw->pw_gid : 65534;
-	if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 ||
-	    setresuid(uid, uid, uid) < 0) {
-		p11g_error("cannot give up root: %m");
-		return -1;
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"parent", required_argument, NULL, 'p'},
@@ -357,7 +340,7 @@ int main(int argc, char **argv)
 	}
 	fcntl(TAKE_FD, F_SETFD, FD_CLOEXEC);
 	fcntl(DONE_FD, F_SETFD, FD_CLOEXEC);
-	if (drop_privileges() < 0)
+	if (p11g_helper_drop_root() < 0)
 		return 1;
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != (pid_t)parent)

@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -39,6 +38,7 @@
 
 #include "approvald/web_html.h"
 #include "approvald/web_static.h"
+#include "approvald/helper_user.h"
 #include "p11gate/errors.h"
 #include "p11gate/log.h"
 #include "p11gate/wire.h"
@@ -923,22 +923,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 /* ---- main ---------------------------------------------------------------------------- */
 
-/* Root gives way to nobody: the descriptors are all this process needs. */
-static int drop_privileges(void)
-{
-	if (geteuid() != 0)
-		return 0;
-	struct passwd *pw = getpwnam("nobody");
-	uid_t uid = pw ? pw->pw_uid : 65534;
-	gid_t gid = pw ? pw->pw_gid : 65534;
-	if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 ||
-	    setresuid(uid, uid, uid) < 0) {
-		p11g_error("cannot give up root: %m");
-		return -1;
-	}
-	return 0;
-}
-
 /* libmicrohttpd starts a connection handed over (its context from the table) and ends it (its
  * channel closed: approvald's end hangs up). */
 static void notify(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -1124,7 +1108,7 @@ int main(int argc, char **argv)
 		p11g_error("no random bytes for the form tokens: %m");
 		return 1;
 	}
-	if (drop_privileges() < 0)
+	if (p11g_helper_drop_root() < 0)
 		return 1;
 	/* after the change of user, which clears it */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
