@@ -65,6 +65,22 @@ HOSTILE_PAYLOAD = '"><img src=x onerror="%s">' % PWNED
 HOSTILE_META = {"link": "javascript:%s" % PWNED, "note": "<script>%s</script>" % PWNED}
 
 
+
+def click_fresh(find, tries=5):
+    """Clicks the element find() returns.  The list page swaps its rows in every 3 s: an
+    element found just before a swap is gone from the document, so it is found again."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    for i in range(tries):
+        try:
+            find().click()
+            return
+        except (StaleElementReferenceException, WebDriverException) as e:
+            gone = isinstance(e, StaleElementReferenceException) or \
+                "does not belong to the document" in str(e)
+            if not gone or i == tries - 1:
+                raise
+            time.sleep(0.2)
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -622,7 +638,7 @@ def test_approve_in_browser_through_apache_then_sign(web):
         assert s in inline, "expanded row lacks %r:\n%s" % (s, inline)
 
     # the details page
-    link.click()
+    click_fresh(lambda: b.one(b.row(op)).find_element("css selector", "a.open"))
     assert p11g.wait_for(lambda: b.d.current_url == "%s/op/%d" % (base, op), WAIT), \
         b.d.current_url
     summary = b.one("section#summary")
@@ -698,7 +714,7 @@ def test_approve_in_browser_through_apache_then_sign(web):
     # bob, with the keyboard: the second approval, then the key signs
     b.as_user("bob")
     b.get(base + "/")
-    b.one(b.row(op)).find_element("css selector", "a.open").click()
+    click_fresh(lambda: b.one(b.row(op)).find_element("css selector", "a.open"))
     b.decide(base, op, "approve", keyboard=True)
     o = w.d.show(op)
     assert o["state"] == "approved", o
@@ -783,7 +799,7 @@ def test_approve_in_browser_through_the_users_own_connection(web):
             assert b.one(".name", row).text.strip() == "Release 1.5 images"
             assert b.one("#pending-count").text.strip() == \
                 str(w.d.status(user=U(user))["pending_for_you"])
-            b.one("a.open", row).click()
+            click_fresh(lambda: b.one("a.open", b.one(b.row(op))))
             b.decide(base, op, "approve")
         o = w.d.show(op)
         assert o["state"] == "approved", o
