@@ -80,6 +80,18 @@ static void print_sorted(FILE *f, const json_t *obj, int indent, int width, cons
 }
 
 /* The pipeline that asked, from its verified ID token: issuer, subject and the claims kept. */
+/* label, then the strings of arr separated by ", " (nothing without any). */
+static void print_strings(FILE *f, const char *label, const json_t *arr)
+{
+	size_t i;
+	const json_t *s;
+	if (!json_array_size(arr))
+		return;
+	fputs(label, f);
+	json_array_foreach(arr, i, s) fprintf(f, "%s%s", i ? ", " : "", json_string_value(s) ?: "");
+	fputc('\n', f);
+}
+
 static void print_identity(FILE *f, const json_t *id)
 {
 	if (!id)
@@ -126,6 +138,18 @@ int cli_print_op(FILE *f, const json_t *raw)
 	const json_t *images = json_object_get(op, "images"), *img;
 	json_array_foreach(images, i, img)
 	{
+		const json_t *csr = json_object_get(img, "csr");
+		if (csr) {
+			/* read from the request's bytes by approvald (csr_payload.c) */
+			fprintf(f, "  certificate request (PKCS#10): %s\n",
+			        cli_str(csr, "subject"));
+			fprintf(f, "    key:       %s\n", cli_str(csr, "key"));
+			print_strings(f, "    names:     ", json_object_get(csr, "names"));
+			print_strings(f, "    extended key usage: ",
+			              json_object_get(csr, "extended_key_usage"));
+			fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
+			continue;
+		}
 		fprintf(f, "  image:       %s@%s\n", cli_str(img, "reference"),
 		        cli_str(img, "digest"));
 		fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));

@@ -1,6 +1,7 @@
 /* A request: its arguments parsed and judged against the policy, then one transaction that
  * files the operation (OCI payloads read here, digests normalised, requests budgeted). */
 #include "approvald/authz.h"
+#include "approvald/csr_payload.h"
 #include "approvald/idtoken.h"
 #include "approvald/jwks_sources.h"
 #include "approvald/jbuild.h"
@@ -158,7 +159,9 @@ static bool annotations_valid(const json_t *o)
  * {"docker-manifest-digest"}, "type": "cosign container image signature"},
  * "optional": null or annotations}, with nothing else in it.  The image
  * approvers see: {reference, digest, payload_digest: sha256 of the bytes,
- * annotations?}.
+ * annotations?}.  Or the DER CertificationRequestInfo of a PKCS#10 request
+ * (ocisign csr): {csr: {subject, key, names?, extended_key_usage?},
+ * payload_digest} (csr_payload.c).
  */
 static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
 {
@@ -177,6 +180,19 @@ static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
 		                    "payloads[%zu]: expected the base64 of a payload of at most %d "
 		                    "bytes",
 		                    i, MAX_PAYLOAD);
+	if (!EVP_Digest(buf, (size_t)n, md, NULL, EVP_sha256(), NULL))
+		return p11g_err_set(err, P11G_E_INTERNAL, "sha256 failed");
+	p11g_hex_encode(md, sizeof(md), hex);
+	snprintf(pdigest, sizeof(pdigest), "sha256:%s", hex);
+	if (p11g_csr_payload_looks(buf, (size_t)n)) {
+		/* a certificate request (ocisign csr): what approvers see of it is read here */
+		char why[160];
+		json_t *csr = p11g_csr_payload_describe(buf, (size_t)n, why, sizeof(why));
+		if (!csr)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST, "payloads[%zu]: %s", i, why);
+		*ret = json_pack("{s:o, s:s}", "csr", csr, "payload_digest", pdigest);
+		return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
 	_cleanup_json_ json_t *root =
 	    json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, &je);
 	if (!root)
@@ -212,10 +228,6 @@ static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
 		                    "payloads[%zu]: optional must be null or an object of plain "
 		                    "strings",
 		                    i);
-	if (!EVP_Digest(buf, (size_t)n, md, NULL, EVP_sha256(), NULL))
-		return p11g_err_set(err, P11G_E_INTERNAL, "sha256 failed");
-	p11g_hex_encode(md, sizeof(md), hex);
-	snprintf(pdigest, sizeof(pdigest), "sha256:%s", hex);
 	*ret = json_pack("{s:O, s:O, s:s}", "reference", ref, "digest", dig, "payload_digest",
 	                 pdigest);
 	if (*ret && json_object_size(opt) &&
@@ -271,6 +283,8 @@ static bool oci_matches(const json_t *oci, const json_t *images)
 	json_array_foreach(images, i, img)
 	{
 		const char *ref = json_string_value(json_object_get(img, "reference"));
+		if (!ref) /* a certificate request */
+			continue;
 		size_t host = strcspn(ref, "/");
 		if (strlen(reg) == host && !strncmp(ref, reg, host) &&
 		    !strcmp(ref + host + 1, repo) &&
@@ -302,8 +316,9 @@ static int request_images(const json_t *args, const struct p11g_rule *const *rul
 			if (rules[i]->n_registries)
 				return p11g_err_set(
 				    err, P11G_E_BAD_REQUEST,
-				    "rule %s signs only image payloads approvald reads: give them "
-				    "in \"payloads\" (ocisign sign --request does)",
+				    "rule %s signs only image payloads and certificate requests "
+				    "approvald reads: give them in \"payloads\" (ocisign sign "
+				    "--request and ocisign csr --request do)",
 				    rules[i]->name);
 		if (oci)
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
@@ -324,7 +339,8 @@ static int request_images(const json_t *args, const struct p11g_rule *const *rul
 		if (json_array_append_new(images, img) < 0)
 			return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		const char *ref = json_string_value(json_object_get(img, "reference"));
-		for (size_t j = 0; j < n_rules; j++)
+		/* a certificate request names no registry: a rule's registries limit images */
+		for (size_t j = 0; ref && j < n_rules; j++)
 			if (!ops_registry_allowed(rules[j], ref))
 				return p11g_err_set(
 				    err, P11G_E_REGISTRY,

@@ -475,6 +475,37 @@ static void summary(struct p11g_html *h, const struct p11g_web_view *v, const js
 		p11g_html_raw(h, "<ul>");
 		json_array_foreach(images, i, x)
 		{
+			const json_t *csr = json_object_get(x, "csr");
+			if (csr) {
+				/* read from the request's bytes by approvald (csr_payload.c) */
+				const json_t *s;
+				size_t j;
+				p11g_html_raw(h,
+				              "<li class=\"csr\">Certificate request (PKCS#10) for "
+				              "<strong>");
+				jtext(h, csr, "subject", 0);
+				p11g_html_raw(h, "</strong>, key ");
+				jtext(h, csr, "key", 0);
+				if (json_array_size(json_object_get(csr, "names"))) {
+					p11g_html_raw(h, ", names ");
+					json_array_foreach(json_object_get(csr, "names"), j, s)
+					{
+						p11g_html_raw(h, j ? ", " : "");
+						jany(h, s);
+					}
+				}
+				if (json_array_size(json_object_get(csr, "extended_key_usage"))) {
+					p11g_html_raw(h, ", extended key usage ");
+					json_array_foreach(
+					    json_object_get(csr, "extended_key_usage"), j, s)
+					{
+						p11g_html_raw(h, j ? ", " : "");
+						jany(h, s);
+					}
+				}
+				p11g_html_raw(h, "</li>");
+				continue;
+			}
 			p11g_html_raw(h, "<li class=\"image\">");
 			jtext(h, x, "reference", 0);
 			p11g_html_raw(h, "@");

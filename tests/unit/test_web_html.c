@@ -57,6 +57,14 @@ static json_t *hostile_op(void)
 	    "pkcs11:token=prod;object=<k>", "rule", "prod", "uses", 1, "used", 0, "approvals",
 	    "needs", "rule prod needs 1 more approval from group:release", "meta", "<b>", "</dl>");
 	assert_non_null(op);
+	/* what approvald read of a certificate request: the requester chose every byte of it */
+	assert_int_equal(json_object_set_new(
+	                     op, "images",
+	                     json_pack("[{s:{s:s, s:s, s:[s], s:[s]}, s:s}]", "csr", "subject",
+	                               "/CN=<img src=x onerror=alert(2)>", "key", "EC P-256",
+	                               "names", "URI:javascript:alert(3)<b>", "extended_key_usage",
+	                               "codeSigning", "payload_digest", "sha256:00")),
+	                 0);
 	return op;
 }
 
@@ -90,6 +98,11 @@ static void test_pages_escape(void **state)
 	assert_non_null(strstr(h.p, "value=\"&lt;/textarea&gt;&lt;script&gt;\""));
 	assert_non_null(strstr(h.p, "data-code=\"already_decided\""));
 	assert_null(strstr(h.p, " style="));
+	assert_non_null(strstr(h.p,
+	                       "<li class=\"csr\">Certificate request (PKCS#10) for "
+	                       "<strong>/CN=&lt;img src=x onerror=alert(2)&gt;</strong>, key EC "
+	                       "P-256, names URI:javascript:alert(3)&lt;b&gt;, extended key "
+	                       "usage codeSigning</li>"));
 	p11g_html_free(&h);
 	json_decref(ops);
 	json_decref(op);
