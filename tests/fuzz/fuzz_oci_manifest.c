@@ -16,13 +16,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *m = NULL, *c = NULL, *m2 = NULL, *c2 = NULL;
 	size_t mlen = 0, clen = 0, mlen2 = 0, clen2 = 0;
 
-	int r =
-	    oci_sig_manifest_add(data, size, digest, 250, "MEUCIQ==", &m, &mlen, &c, &clen, &err);
+	int r = oci_sig_manifest_add(data, size, digest, 250, "MEUCIQ==", NULL, NULL, &m, &mlen, &c,
+	                             &clen, &err);
 	if (r != 0)
 		return 0;
 	/* The manifest it wrote is one it reads back, with the layer already there. */
-	if (oci_sig_manifest_add((const unsigned char *)m, mlen, digest, 250, "MEUCIQ==", &m2,
-	                         &mlen2, &c2, &clen2, &err) != 1)
+	if (oci_sig_manifest_add((const unsigned char *)m, mlen, digest, 250, "MEUCIQ==", NULL,
+	                         NULL, &m2, &mlen2, &c2, &clen2, &err) != 1)
 		__builtin_trap();
 	free(m);
 	free(c);

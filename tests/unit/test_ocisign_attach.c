@@ -20,7 +20,7 @@ static json_t *add(const char *existing, const char *digest, const char *sig, in
 	p11g_err err;
 	int r =
 	    oci_sig_manifest_add((const unsigned char *)existing, existing ? strlen(existing) : 0,
-	                         digest, 123, sig, &m, &ml, &c, &cl, &err);
+	                         digest, 123, sig, NULL, NULL, &m, &ml, &c, &cl, &err);
 	assert_int_equal(r, want);
 	if (r < 0)
 		assert_string_equal(err.code, P11G_E_PROTOCOL);

@@ -39,28 +39,40 @@ int oci_approval_get(const struct oci_approval *a, p11g_err *err)
 	for (size_t i = 0; names && i < a->n_payloads; i++)
 		json_array_append_new(names,
 		                      json_string(a->payload_names ? a->payload_names[i] : ""));
+	json_t *meta = a->meta ? json_object() : NULL, *oci = NULL;
+	bool ok = !a->meta || meta;
+	for (size_t i = 0; a->meta && a->meta[i]; i += 2)
+		ok &= json_object_set_new(meta, a->meta[i], json_string(a->meta[i + 1])) == 0;
 	for (size_t i = 0; i < a->n_payloads; i++) {
+		json_array_append_new(digests, json_string(a->payload_digests[i]));
+		if (!a->payloads)
+			continue;
 		char *b64 =
 		    oci_b64_encode((const unsigned char *)a->payloads[i], a->payload_lens[i]);
-		json_array_append_new(digests, json_string(a->payload_digests[i]));
 		json_array_append_new(payloads, b64 ? json_string(b64) : NULL);
 		free(b64);
 	}
+	if (a->registry)
+		ok &= (oci = json_pack("{s:s, s:s, s:s, s:s}", "registry", a->registry,
+		                       "repository", a->repository, "reference", a->reference,
+		                       "digest", a->digest)) != NULL;
 	json_t *req = NULL;
-	if (json_array_size(payloads) == a->n_payloads && json_array_size(names) == a->n_payloads)
-		req = json_pack("{s:s, s:[{s:s, s:I}], s:s, s:o, s:O, s:{s:s, s:s, s:s, s:s}, s:o, "
-		                "s:s*, s:s*}",
-		                "verb", "request", "keys", "uri", a->key_uri, "uses",
-		                (json_int_t)a->n_payloads, "description", a->description, "digests",
-		                digests, "payloads", payloads, "oci", "registry", a->registry,
-		                "repository", a->repository, "reference", a->reference, "digest",
-		                a->digest, "payload_names", names, "name", a->name, "id_token",
-		                a->id_token);
+	if (ok && json_array_size(digests) == a->n_payloads &&
+	    json_array_size(payloads) == (a->payloads ? a->n_payloads : 0) &&
+	    json_array_size(names) == a->n_payloads)
+		req = json_pack(
+		    "{s:s, s:[{s:s, s:I}], s:s, s:o, s:O*, s:O*, s:o, s:s*, s:s*, s:O*}", "verb",
+		    "request", "keys", "uri", a->key_uri, "uses", (json_int_t)a->n_payloads,
+		    "description", a->description, "digests", digests, "payloads",
+		    a->payloads ? payloads : NULL, "oci", oci, "payload_names", names, "name",
+		    a->name, "id_token", a->id_token, "meta", meta);
 	else {
 		json_decref(digests);
 		json_decref(names);
 	}
 	json_decref(payloads);
+	json_decref(oci);
+	json_decref(meta);
 	if (!req)
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	int r = p11g_wire_call_path(path, req, &res, CALL_TIMEOUT_MS, &e);

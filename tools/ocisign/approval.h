@@ -7,11 +7,12 @@
 struct oci_approval {
 	const char *socket;   /* --socket, or NULL: $APPROVALD_SOCKET, else the default */
 	const char *key_uri;  /* without query */
-	const char *registry; /* the "oci" object approvers see */
+	const char *registry; /* the "oci" object approvers see (NULL: not an image) */
 	const char *repository;
 	const char *reference;
 	const char *digest;
-	const char *const *payloads; /* each payload to sign, payload_lens[i] bytes */
+	const char *const *payloads; /* each payload to sign, payload_lens[i] bytes (NULL: the
+	                              * digests alone, for what approvald cannot read) */
 	const size_t *payload_lens;
 	const char *const *payload_digests; /* "sha256:<hex>" of each payload */
 	size_t n_payloads;                  /* also the number of uses asked for */
@@ -19,6 +20,7 @@ struct oci_approval {
 	const char *name;                 /* the request's title */
 	const char *const *payload_names; /* what each payload signs (its manifest) */
 	const char *id_token;             /* the pipeline's ID token, or NULL */
+	const char *const *meta;          /* KEY, VALUE, ..., NULL: the request's metadata */
 	long timeout_s;                   /* how long to wait for the decision */
 };
 

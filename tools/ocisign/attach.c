@@ -19,8 +19,9 @@ static char *dump(const json_t *j, size_t *ret_len)
 }
 
 int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char *payload_digest,
-                         size_t payload_size, const char *sig_b64, char **ret_manifest,
-                         size_t *ret_mlen, char **ret_config, size_t *ret_clen, p11g_err *err)
+                         size_t payload_size, const char *sig_b64, const char *cert_pem,
+                         const char *chain_pem, char **ret_manifest, size_t *ret_mlen,
+                         char **ret_config, size_t *ret_clen, p11g_err *err)
 {
 	json_t *layers = json_array(), *old = NULL, *l;
 	json_t *diff_ids = json_array(), *history = json_array();
@@ -66,10 +67,22 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 			json_array_append(layers, l);
 		}
 	}
-	json_array_append_new(layers, json_pack("{s:s, s:I, s:s, s:{s:s}}", "mediaType",
-	                                        OCI_MT_SIMPLESIGNING, "size",
-	                                        (json_int_t)payload_size, "digest", payload_digest,
-	                                        "annotations", OCI_ANN_SIGNATURE, sig_b64));
+	/* cosign's annotations, in the order Go writes a map's keys (sorted) */
+	json_array_append_new(
+	    layers,
+	    cert_pem
+	        ? json_pack("{s:s, s:I, s:s, s:{s:s, s:s, s:s}}", "mediaType", OCI_MT_SIMPLESIGNING,
+	                    "size", (json_int_t)payload_size, "digest", payload_digest,
+	                    "annotations", OCI_ANN_SIGNATURE, sig_b64, OCI_ANN_CERTIFICATE,
+	                    cert_pem, OCI_ANN_CHAIN, chain_pem ? chain_pem : "")
+	        : json_pack("{s:s, s:I, s:s, s:{s:s}}", "mediaType", OCI_MT_SIMPLESIGNING, "size",
+	                    (json_int_t)payload_size, "digest", payload_digest, "annotations",
+	                    OCI_ANN_SIGNATURE, sig_b64));
+	if (json_array_size(layers) == 0 ||
+	    !json_is_object(json_array_get(layers, json_array_size(layers) - 1))) {
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+		goto out;
+	}
 	json_array_foreach(layers, i, l)
 	{
 		/* payload layers are uncompressed: the diff id is the digest */
@@ -114,7 +127,8 @@ out:
 }
 
 int oci_attach(struct oci_reg *r, const char *image_digest, const void *payload, size_t plen,
-               const char *sig_b64, bool *ret_skipped, p11g_err *err)
+               const char *sig_b64, const char *cert_pem, const char *chain_pem, bool *ret_skipped,
+               p11g_err *err)
 {
 	char tag[80], pdigest[OCI_DIGEST_LEN + 1];
 	struct oci_manifest old = {0};
@@ -128,7 +142,8 @@ int oci_attach(struct oci_reg *r, const char *image_digest, const void *payload,
 	if (got < 0)
 		return -1;
 	int b = oci_sig_manifest_add(got == 0 ? old.body.data : NULL, old.body.len, pdigest, plen,
-	                             sig_b64, &manifest, &mlen, &config, &clen, err);
+	                             sig_b64, cert_pem, chain_pem, &manifest, &mlen, &config, &clen,
+	                             err);
 	if (b < 0)
 		goto out;
 	*ret_skipped = b == 1;

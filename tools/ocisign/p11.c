@@ -4,7 +4,9 @@
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
+#include <openssl/err.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "p11.h"
 #include "sigcrypto.h"
@@ -314,7 +316,9 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 			    !p11_kit_uri_match_token_info(u, &ti))
 				continue;
 			tokens++;
-			rv = k->f->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &s);
+			rv = k->f->C_OpenSession(slots[i],
+			                         CKF_SERIAL_SESSION | (o->rw ? CKF_RW_SESSION : 0),
+			                         NULL, NULL, &s);
 			if (rv != CKR_OK) {
 				ckr_fail(err, "C_OpenSession", rv);
 				goto out;
@@ -480,16 +484,17 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 	return 0;
 }
 
-/* Reads one attribute into a malloc'd buffer (at most 16 KiB). */
-static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **ret, size_t *ret_len)
+/* Reads one attribute of obj into a malloc'd buffer (at most max bytes). */
+static int get_obj_attr(struct oci_key *k, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type, size_t max,
+                        unsigned char **ret, size_t *ret_len)
 {
 	CK_ATTRIBUTE a = {type, NULL, 0};
-	if (k->f->C_GetAttributeValue(k->session, k->obj, &a, 1) != CKR_OK ||
-	    a.ulValueLen == (CK_ULONG)-1 || a.ulValueLen == 0 || a.ulValueLen > 16384)
+	if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) != CKR_OK ||
+	    a.ulValueLen == (CK_ULONG)-1 || a.ulValueLen == 0 || a.ulValueLen > max)
 		return -1;
 	if (!(a.pValue = malloc(a.ulValueLen)))
 		return -1;
-	if (k->f->C_GetAttributeValue(k->session, k->obj, &a, 1) != CKR_OK) {
+	if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) != CKR_OK) {
 		free(a.pValue);
 		return -1;
 	}
@@ -498,12 +503,46 @@ static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **r
 	return 0;
 }
 
-int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err)
+static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **ret, size_t *ret_len)
+{
+	return get_obj_attr(k, k->obj, type, 16384, ret, ret_len);
+}
+
+/* The public key object beside the private key: the same CKA_ID, else the same label. */
+static bool find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
+{
+	static const CK_ATTRIBUTE_TYPE by[] = {CKA_ID, CKA_LABEL};
+	CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(by); i++) {
+		unsigned char *v = NULL;
+		size_t vlen = 0;
+		if (get_attr(k, by[i], &v, &vlen) < 0)
+			continue;
+		CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {by[i], v, vlen}};
+		CK_OBJECT_HANDLE found[2];
+		CK_ULONG n = 0;
+		p11g_err ignored;
+		int r = find_objects(k, k->session, t, 2, found, 2, &n, &ignored);
+		free(v);
+		if (r == 0 && n == 1) {
+			*ret = found[0];
+			return true;
+		}
+	}
+	return false;
+}
+
+int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err)
 {
 	unsigned char *a = NULL, *b = NULL;
 	size_t alen = 0, blen = 0;
 	EVP_PKEY *pk = NULL;
-	int res = -1;
+	CK_OBJECT_HANDLE pub, mine = k->obj;
+	bool other = k->cls == CKO_PRIVATE_KEY && find_public_half(k, &pub);
+
+	/* read from the public half when there is one: a private EC key need not keep its point */
+	if (other)
+		k->obj = pub;
 
 	if (k->type == CKK_RSA) {
 		if (get_attr(k, CKA_MODULUS, &a, &alen) < 0 ||
@@ -523,10 +562,156 @@ int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err)
 		else
 			pk = oci_pkey_from_ec(a, alen, b, blen, err);
 	}
-	if (pk)
-		res = oci_pkey_to_pem(pk, ret, err);
-	EVP_PKEY_free(pk);
+	k->obj = mine;
 	free(a);
 	free(b);
+	*ret = pk;
+	return pk ? 0 : -1;
+}
+
+int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err)
+{
+	EVP_PKEY *pk = NULL;
+	int res = oci_key_public(k, &pk, err);
+	if (res == 0)
+		res = oci_pkey_to_pem(pk, ret, err);
+	EVP_PKEY_free(pk);
+	return res;
+}
+
+#define CERTS_ON_TOKEN_MAX 16
+
+/* The token's certificates with the key's CKA_ID: their handles (at most CERTS_ON_TOKEN_MAX). */
+static int certs_of_key(struct oci_key *k, CK_OBJECT_HANDLE *found, CK_ULONG *ret_n, p11g_err *err)
+{
+	unsigned char *id = NULL;
+	size_t idlen = 0;
+	if (get_attr(k, CKA_ID, &id, &idlen) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "key %s has no CKA_ID to tie a certificate to (give the key an "
+		                    "id)",
+		                    k->uri);
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ct = CKC_X_509;
+	CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                     {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+	                     {CKA_ID, id, idlen}};
+	int r = find_objects(k, k->session, t, 3, found, CERTS_ON_TOKEN_MAX, ret_n, err);
+	free(id);
+	return r;
+}
+
+int oci_key_token_cert(struct oci_key *k, EVP_PKEY *pk, X509 **ret, p11g_err *err)
+{
+	CK_OBJECT_HANDLE found[CERTS_ON_TOKEN_MAX];
+	CK_ULONG n = 0;
+	X509 *best = NULL;
+
+	*ret = NULL;
+	if (certs_of_key(k, found, &n, err) < 0)
+		return -1;
+	for (CK_ULONG i = 0; i < n; i++) {
+		unsigned char *der = NULL;
+		size_t len = 0;
+		if (get_obj_attr(k, found[i], CKA_VALUE, 1u << 20, &der, &len) < 0) {
+			X509_free(best);
+			/* a certificate that cannot be read is not taken for an absent one */
+			return p11g_err_set(err, P11G_E_UNAVAILABLE,
+			                    "cannot read a certificate of %s from the token",
+			                    k->uri);
+		}
+		const unsigned char *p = der;
+		X509 *x = d2i_X509(NULL, &p, (long)len);
+		free(der);
+		EVP_PKEY *cpk = x ? X509_get0_pubkey(x) : NULL;
+		if (!cpk || EVP_PKEY_eq(cpk, pk) != 1) {
+			X509_free(x);
+			continue;
+		}
+		if (!best ||
+		    ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0) {
+			X509_free(best);
+			best = x;
+		} else {
+			X509_free(x);
+		}
+	}
+	ERR_clear_error();
+	if (!best)
+		return 1;
+	*ret = best;
+	return 0;
+}
+
+int oci_key_import_cert(struct oci_key *k, X509 *x, unsigned *ret_replaced, p11g_err *err)
+{
+	CK_OBJECT_HANDLE old[CERTS_ON_TOKEN_MAX], made = CK_INVALID_HANDLE;
+	CK_ULONG nold = 0;
+	unsigned char *id = NULL, *label = NULL, *der = NULL, *subj = NULL, *issuer = NULL,
+	              *serial = NULL;
+	size_t idlen = 0, labellen = 0;
+	int res = -1, derlen, subjlen, issuerlen, seriallen;
+	CK_RV rv;
+
+	*ret_replaced = 0;
+	if (certs_of_key(k, old, &nold, err) < 0)
+		return -1;
+	if (get_attr(k, CKA_ID, &id, &idlen) < 0 || get_attr(k, CKA_LABEL, &label, &labellen) < 0) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot read the CKA_ID and CKA_LABEL of %s",
+		             k->uri);
+		goto out;
+	}
+	derlen = i2d_X509(x, &der);
+	subjlen = i2d_X509_NAME(X509_get_subject_name(x), &subj);
+	issuerlen = i2d_X509_NAME(X509_get_issuer_name(x), &issuer);
+	seriallen = i2d_ASN1_INTEGER(X509_get_serialNumber(x), &serial);
+	if (derlen <= 0 || subjlen <= 0 || issuerlen <= 0 || seriallen <= 0) {
+		p11g_err_set(err, P11G_E_INTERNAL, "cannot encode the certificate");
+		goto out;
+	}
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ct = CKC_X_509;
+	CK_ULONG category = 1; /* CK_CERTIFICATE_CATEGORY_TOKEN_USER: the key's own */
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+	    {CKA_TOKEN, &yes, sizeof(yes)},
+	    {CKA_PRIVATE, &no, sizeof(no)},
+	    {CKA_ID, id, idlen},
+	    {CKA_LABEL, label, labellen},
+	    {CKA_SUBJECT, subj, (CK_ULONG)subjlen},
+	    {CKA_ISSUER, issuer, (CK_ULONG)issuerlen},
+	    {CKA_SERIAL_NUMBER, serial, (CK_ULONG)seriallen},
+	    {CKA_CERTIFICATE_CATEGORY, &category, sizeof(category)},
+	    {CKA_VALUE, der, (CK_ULONG)derlen},
+	};
+	rv = k->f->C_CreateObject(k->session, t, P11G_ARRAY_SIZE(t), &made);
+	if (rv != CKR_OK) {
+		ckr_fail(err, "storing the certificate on the token (C_CreateObject)", rv);
+		goto out;
+	}
+	/* the new one is in place: the ones it replaces go */
+	for (CK_ULONG i = 0; i < nold; i++) {
+		if (old[i] == made)
+			continue;
+		if ((rv = k->f->C_DestroyObject(k->session, old[i])) != CKR_OK) {
+			ckr_fail(err,
+			         "the new certificate is stored, but removing the one it replaces "
+			         "(C_DestroyObject)",
+			         rv);
+			goto out;
+		}
+		(*ret_replaced)++;
+	}
+	res = 0;
+out:
+	ERR_clear_error();
+	free(id);
+	free(label);
+	OPENSSL_free(der);
+	OPENSSL_free(subj);
+	OPENSSL_free(issuer);
+	OPENSSL_free(serial);
 	return res;
 }

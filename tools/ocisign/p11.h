@@ -3,6 +3,8 @@
 #ifndef OCISIGN_P11_H
 #define OCISIGN_P11_H
 
+#include <openssl/x509.h>
+
 #include "ocisign.h"
 
 struct oci_key;
@@ -11,6 +13,7 @@ struct oci_key_opts {
 	const char *uri;      /* pkcs11:token=..;object=..[?pin-value=..&module-path=..] */
 	const char *module;   /* --module, or NULL */
 	const char *pin_file; /* --pin-file, or NULL */
+	bool rw;              /* a read-write session (import-cert) */
 };
 
 /* Which module a key URI goes through: --module, else the URI's
@@ -38,6 +41,19 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 
 /* The key's public key as a PEM SubjectPublicKeyInfo (malloc'd). */
 int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err);
+
+/* The key's public key: from its public key object (same CKA_ID, else label), else from the
+ * private key's attributes. */
+int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err);
+
+/* The X.509 certificate on the token for the key: a CKO_CERTIFICATE with the key's CKA_ID whose
+ * public key is the key's (of several, the one valid longest).  1 when there is none. */
+int oci_key_token_cert(struct oci_key *k, EVP_PKEY *pk, X509 **ret, p11g_err *err);
+
+/* Stores x (already checked to certify the key) as a token CKO_CERTIFICATE with the key's
+ * CKA_ID and CKA_LABEL, then removes the certificates with that CKA_ID it replaces (their
+ * number in *ret_replaced).  Needs a key opened rw and for signing (logged in). */
+int oci_key_import_cert(struct oci_key *k, X509 *x, unsigned *ret_replaced, p11g_err *err);
 
 /* "CKR_PIN_INCORRECT" and so on. */
 const char *oci_ckr_name(unsigned long rv);

@@ -7,7 +7,17 @@
 
 #define OCI_DEFAULT_WAIT 3600 /* seconds sign --request waits for approval */
 
-enum oci_verb { OCI_GENERATE, OCI_SIGN, OCI_ATTACH, OCI_VERIFY, OCI_PUBKEY };
+enum oci_verb {
+	OCI_GENERATE,
+	OCI_SIGN,
+	OCI_ATTACH,
+	OCI_VERIFY,
+	OCI_PUBKEY,
+	OCI_CSR,
+	OCI_IMPORT_CERT,
+};
+
+#define OCI_SANS_MAX 32
 
 struct oci_config {
 	enum oci_verb verb;
@@ -25,6 +35,16 @@ struct oci_config {
 	const char *id_token_env;    /* --id-token-env NAME */
 	const char *id_token_github; /* --id-token-github AUDIENCE */
 	long wait_s;
+	/* certificates */
+	const char *subject;            /* csr --subject */
+	const char *sans[OCI_SANS_MAX]; /* csr --san, n_sans of them */
+	size_t n_sans;
+	const char *output;     /* csr -o */
+	const char *cert_file;  /* import-cert --cert, sign --certificate */
+	const char *chain_file; /* import-cert --chain, sign --certificate-chain */
+	bool cert_from_token;   /* sign --certificate-from-token */
+	const char *roots_file; /* verify --certificate-chain */
+	const char *identity;   /* verify --certificate-identity */
 	/* registry */
 	const char *creds;
 	const char *ca_file;

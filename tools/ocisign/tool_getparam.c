@@ -36,7 +36,13 @@ static const char help_main[] =
     "  attach   --payload FILE --signature FILE IMAGE\n"
     "                                       attach a payload and its base64 signature\n"
     "  verify   --key PUBLIC.pem IMAGE      check the attached signatures\n"
+    "           --certificate-chain ROOTS.pem [--certificate-identity ID] IMAGE\n"
+    "                                       check them against a CA instead\n"
     "  pubkey   --key URI [--module SO]     print the key's public key (PEM)\n"
+    "  csr      --key URI --subject DN [--san NAME]... [--request] [-o FILE]\n"
+    "                                       a PKCS#10 request signed by the key, for a CA\n"
+    "  import-cert --key URI --cert FILE [--chain FILE]\n"
+    "                                       store the key's certificate on the token\n"
     "\n"
     "IMAGE is [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST], read as cosign reads it\n"
     "(no registry, or docker.io: index.docker.io).  Signatures go to the\n"
@@ -74,7 +80,14 @@ static const char help_sign[] =
     "  --id-token-env NAME    the token in that variable (GitLab CI's id_tokens)\n"
     "  --id-token-github AUDIENCE  the GitHub Actions job's token for AUDIENCE\n"
     "                         the request is named after the image, each payload after\n"
-    "                         the manifest it signs\n" COMMON_HELP;
+    "                         the manifest it signs\n"
+    "  --certificate FILE     attach this PEM certificate of the key with each signature\n"
+    "                         (cosign's dev.sigstore.cosign/certificate annotation); it\n"
+    "                         must certify the key, be valid now and allow code signing\n"
+    "  --certificate-from-token  the key's certificate stored on the token (import-cert)\n"
+    "  --certificate-chain FILE  its issuers, PEM, from the one that issued it to the root\n"
+    "                         (dev.sigstore.cosign/chain, the file as it is); the\n"
+    "                         certificate must chain to the file's last certificate\n" COMMON_HELP;
 
 static const char help_attach[] =
     "Usage: ocisign attach --payload FILE --signature FILE [OPTIONS] IMAGE\n"
@@ -88,12 +101,26 @@ static const char help_attach[] =
 
 static const char help_verify[] =
     "Usage: ocisign verify --key PUBLIC.pem [OPTIONS] IMAGE\n"
+    "       ocisign verify --certificate-chain ROOTS.pem [OPTIONS] IMAGE\n"
     "Checks the signatures attached to IMAGE with a PEM public key (EC, RSA or\n"
-    "Ed25519, as cosign verify --key): each payload's signature, and that the\n"
-    "payload names IMAGE's manifest digest.  Prints each verified payload on its\n"
-    "own line; exits 1 when none verifies.\n"
+    "Ed25519, as cosign verify --key), or with the certificate attached to each\n"
+    "signature: each payload's signature, and that the payload names IMAGE's\n"
+    "manifest digest.  Prints each verified payload on its own line; exits 1 when\n"
+    "none verifies.\n"
     "\n"
-    "  --key FILE             PEM public key (ocisign pubkey writes one)\n" COMMON_HELP;
+    "  --key FILE             PEM public key (ocisign pubkey writes one)\n"
+    "  --certificate-chain ROOTS.pem\n"
+    "                         trusted CA certificates (PEM): a signature verifies when\n"
+    "                         its certificate chains to a self-signed one of them\n"
+    "                         (through the chain attached with it and any intermediate\n"
+    "                         in the file), every certificate of the chain allows code\n"
+    "                         signing, and the certificate's key verifies it.  Chains\n"
+    "                         are checked at the current time: without a timestamp,\n"
+    "                         the time of signing is not known\n"
+    "  --certificate-identity ID\n"
+    "                         the certificate must be for ID: one of its subject\n"
+    "                         alternative names (email, URI, DNS), or its subject as\n"
+    "                         /CN=../O=.. or CN=..,O=..\n" COMMON_HELP;
 
 static const char help_pubkey[] =
     "Usage: ocisign pubkey --key URI [OPTIONS]\n"
@@ -101,6 +128,38 @@ static const char help_pubkey[] =
     "object with the URI's id or label (CKA_EC_PARAMS/CKA_EC_POINT, or the RSA\n"
     "modulus and exponent), else from the private key's attributes.\n"
     "\n" KEY_HELP;
+
+static const char help_csr[] =
+    "Usage: ocisign csr --key URI --subject DN [OPTIONS]\n"
+    "Writes a PKCS#10 certificate signing request for the key, signed by the key\n"
+    "through PKCS#11 (ECDSA with SHA-256, RSA PKCS#1 v1.5 with SHA-256, Ed25519),\n"
+    "asking for a code-signing certificate: key usage digitalSignature (critical),\n"
+    "extended key usage codeSigning, and the --san names.  It is a signature by the\n"
+    "key, so behind p11gate.so it needs an approved operation like any other.\n"
+    "\n" KEY_HELP
+    "  --subject DN           /CN=NAME[/O=ORG][/OU=..][/C=CC]... (openssl req -subj's\n"
+    "                         form; \\/ for a slash in a value)\n"
+    "  --san NAME             DNS:HOST, email:ADDRESS or URI:URI (repeatable, 32 at most)\n"
+    "  -o, --output FILE      write the request there (PEM) instead of stdout\n"
+    "  --request              first file an approvald request for one use, pinned to\n"
+    "                         the SHA-256 of the request's to-be-signed bytes (given\n"
+    "                         to approvald, which shows approvers the subject, key and\n"
+    "                         names it reads in them), named \"CSR for DN\"; print its\n"
+    "                         id on stderr and wait for the decision\n"
+    "  --socket PATH, --wait SECONDS, --id-token FILE|-, --id-token-env NAME,\n"
+    "  --id-token-github AUDIENCE  as for sign --request\n";
+
+static const char help_import_cert[] =
+    "Usage: ocisign import-cert --key URI --cert FILE [--chain FILE] [OPTIONS]\n"
+    "Stores the key's certificate (PEM, as the CA issued it) on the token: a\n"
+    "CKO_CERTIFICATE with the key's CKA_ID and CKA_LABEL, replacing the\n"
+    "certificates with that id stored before (a renewal).  Refused when the\n"
+    "certificate is not for this key.  sign --certificate-from-token uses it.\n"
+    "\n" KEY_HELP "  --cert FILE            the certificate (its first PEM certificate)\n"
+    "  --chain FILE           its issuers up to the root: the certificate must chain to\n"
+    "                         the file's last certificate and allow code signing.  The\n"
+    "                         chain stays in that file (give it to sign\n"
+    "                         --certificate-chain), as with cosign.\n";
 
 enum {
 	OPT_CREDS = 256,
@@ -118,6 +177,14 @@ enum {
 	OPT_ID_TOKEN,
 	OPT_ID_TOKEN_ENV,
 	OPT_ID_TOKEN_GITHUB,
+	OPT_SUBJECT,
+	OPT_SAN,
+	OPT_CERT,
+	OPT_CHAIN,
+	OPT_CERTIFICATE,
+	OPT_CERT_FROM_TOKEN,
+	OPT_CERT_CHAIN,
+	OPT_CERT_IDENTITY,
 	OPT_HELP,
 };
 
@@ -138,6 +205,15 @@ static const struct option all_opts[] = {
     {"id-token", required_argument, 0, OPT_ID_TOKEN},
     {"id-token-env", required_argument, 0, OPT_ID_TOKEN_ENV},
     {"id-token-github", required_argument, 0, OPT_ID_TOKEN_GITHUB},
+    {"subject", required_argument, 0, OPT_SUBJECT},
+    {"san", required_argument, 0, OPT_SAN},
+    {"output", required_argument, 0, 'o'},
+    {"cert", required_argument, 0, OPT_CERT},
+    {"chain", required_argument, 0, OPT_CHAIN},
+    {"certificate", required_argument, 0, OPT_CERTIFICATE},
+    {"certificate-from-token", no_argument, 0, OPT_CERT_FROM_TOKEN},
+    {"certificate-chain", required_argument, 0, OPT_CERT_CHAIN},
+    {"certificate-identity", required_argument, 0, OPT_CERT_IDENTITY},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -162,14 +238,23 @@ static const int sign_allowed[] = {OPT_KEY,
                                    OPT_ID_TOKEN,
                                    OPT_ID_TOKEN_ENV,
                                    OPT_ID_TOKEN_GITHUB,
+                                   OPT_CERTIFICATE,
+                                   OPT_CERT_FROM_TOKEN,
+                                   OPT_CERT_CHAIN,
                                    OPT_CREDS,
                                    OPT_CA_FILE,
                                    OPT_INSECURE,
                                    0};
 static const int attach_allowed[] = {OPT_PAYLOAD, OPT_SIGNATURE, OPT_CREDS,
                                      OPT_CA_FILE, OPT_INSECURE,  0};
-static const int verify_allowed[] = {OPT_KEY, OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
+static const int verify_allowed[] = {
+    OPT_KEY, OPT_CERT_CHAIN, OPT_CERT_IDENTITY, OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
 static const int pubkey_allowed[] = {OPT_KEY, OPT_MODULE, OPT_PIN_FILE, 0};
+static const int csr_allowed[] = {OPT_KEY,  OPT_MODULE,   OPT_PIN_FILE,     OPT_SUBJECT,
+                                  OPT_SAN,  'o',          OPT_REQUEST,      OPT_SOCKET,
+                                  OPT_WAIT, OPT_ID_TOKEN, OPT_ID_TOKEN_ENV, OPT_ID_TOKEN_GITHUB,
+                                  0};
+static const int import_allowed[] = {OPT_KEY, OPT_MODULE, OPT_PIN_FILE, OPT_CERT, OPT_CHAIN, 0};
 
 static const struct verb_desc verbs[] = {
     {"generate", OCI_GENERATE, help_generate, gen_allowed, true},
@@ -177,6 +262,8 @@ static const struct verb_desc verbs[] = {
     {"attach", OCI_ATTACH, help_attach, attach_allowed, true},
     {"verify", OCI_VERIFY, help_verify, verify_allowed, true},
     {"pubkey", OCI_PUBKEY, help_pubkey, pubkey_allowed, false},
+    {"csr", OCI_CSR, help_csr, csr_allowed, false},
+    {"import-cert", OCI_IMPORT_CERT, help_import_cert, import_allowed, false},
 };
 
 __attribute__((format(printf, 2, 3))) static int usage(const char *verb, const char *fmt, ...)
@@ -227,7 +314,9 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		if (!strcmp(argv[0], verbs[i].name))
 			v = &verbs[i];
 	if (!v)
-		return usage(NULL, "unknown verb '%s': generate, sign, attach, verify or pubkey",
+		return usage(NULL,
+		             "unknown verb '%s': generate, sign, attach, verify, pubkey, csr or "
+		             "import-cert",
 		             argv[0]);
 	cfg->verb = v->verb;
 	cfg->verb_name = v->name;
@@ -236,7 +325,7 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 	opterr = 0;
 	optind = 1;
 	int c;
-	while ((c = getopt_long(argc, argv, ":a:", all_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":a:o:", all_opts, NULL)) != -1) {
 		const char *bad = argv[optind - 1];
 		if (c == OPT_HELP) {
 			fputs(v->help, stdout);
@@ -275,6 +364,33 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 			break;
 		case OPT_PAYLOAD:
 			cfg->payload_file = optarg;
+			break;
+		case OPT_SUBJECT:
+			cfg->subject = optarg;
+			break;
+		case OPT_SAN:
+			if (cfg->n_sans >= OCI_SANS_MAX)
+				return usage(v->name, "at most %d --san", OCI_SANS_MAX);
+			cfg->sans[cfg->n_sans++] = optarg;
+			break;
+		case 'o':
+			cfg->output = optarg;
+			break;
+		case OPT_CERT:
+		case OPT_CERTIFICATE:
+			cfg->cert_file = optarg;
+			break;
+		case OPT_CHAIN:
+			cfg->chain_file = optarg;
+			break;
+		case OPT_CERT_CHAIN:
+			*(v->verb == OCI_VERIFY ? &cfg->roots_file : &cfg->chain_file) = optarg;
+			break;
+		case OPT_CERT_FROM_TOKEN:
+			cfg->cert_from_token = true;
+			break;
+		case OPT_CERT_IDENTITY:
+			cfg->identity = optarg;
 			break;
 		case OPT_SIGNATURE:
 			cfg->signature_file = optarg;
@@ -331,8 +447,29 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 	} else if (rest > 0) {
 		return usage(v->name, "unexpected argument '%s'", argv[optind]);
 	}
-	if ((v->verb == OCI_SIGN || v->verb == OCI_VERIFY || v->verb == OCI_PUBKEY) && !cfg->key)
+	if (v->verb == OCI_VERIFY) {
+		if (!!cfg->key == !!cfg->roots_file)
+			return usage(v->name,
+			             "--key PUBLIC.pem or --certificate-chain ROOTS.pem, one "
+			             "of them");
+		if (cfg->identity && !cfg->roots_file)
+			return usage(v->name,
+			             "--certificate-identity goes with --certificate-chain");
+	} else if (v->verb != OCI_GENERATE && v->verb != OCI_ATTACH && !cfg->key) {
 		return usage(v->name, "--key is required");
+	}
+	if (v->verb == OCI_CSR && !cfg->subject)
+		return usage(v->name, "--subject DN is required");
+	if (v->verb == OCI_IMPORT_CERT && !cfg->cert_file)
+		return usage(v->name, "--cert FILE is required");
+	if (v->verb == OCI_SIGN) {
+		if (cfg->cert_file && cfg->cert_from_token)
+			return usage(v->name,
+			             "--certificate FILE or --certificate-from-token, not both");
+		if (cfg->chain_file && !cfg->cert_file && !cfg->cert_from_token)
+			return usage(v->name, "--certificate-chain goes with --certificate or "
+			                      "--certificate-from-token");
+	}
 	if (v->verb == OCI_ATTACH && (!cfg->payload_file || !cfg->signature_file))
 		return usage(v->name, "--payload FILE and --signature FILE are required");
 	if ((cfg->socket || cfg->wait_s != OCI_DEFAULT_WAIT || cfg->id_token || cfg->id_token_env ||

@@ -1,11 +1,13 @@
 /* ocisign's verbs: generate, sign, attach, verify and pubkey, on top of the registry, key and
  * approval parts. */
 #include <jansson.h>
+#include <openssl/err.h>
 
 #include "p11gate/wire.h"
 
 #include "approval.h"
 #include "attach.h"
+#include "cert.h"
 #include "p11.h"
 #include "ref.h"
 #include "registry.h"
@@ -144,6 +146,99 @@ static int sign_targets(const struct oci_config *cfg, const struct oci_manifest 
 	return 0;
 }
 
+/* The pipeline's ID token for --request, when it has one to give (*ret NULL when not). */
+static int load_id_token(const struct oci_config *cfg, char **ret, p11g_err *err)
+{
+	const char *tok_file = cfg->id_token ? cfg->id_token : getenv("APPROVALD_ID_TOKEN_FILE");
+	bool want = cfg->id_token_github || cfg->id_token_env || (tok_file && *tok_file);
+	*ret = NULL;
+	if (cfg->id_token_github)
+		*ret = p11g_id_token_github(cfg->id_token_github, true, err);
+	else if (cfg->id_token_env)
+		*ret = p11g_id_token_load(NULL, cfg->id_token_env, err);
+	else if (want)
+		*ret = p11g_id_token_load(tok_file, NULL, err);
+	return want && !*ret ? -1 : 0;
+}
+
+/* The certificate sign attaches (cert_pem, NULL without one) and its chain: checked as cosign
+ * checks them (the key's, valid now, code signing, chaining to the chain file's last). */
+static int sign_certificate(const struct oci_config *cfg, struct oci_key *key, char **ret_cert,
+                            char **ret_chain, p11g_err *err)
+{
+	EVP_PKEY *pk = NULL;
+	X509 *leaf = NULL;
+	STACK_OF(X509) *certs = NULL, *chain = NULL;
+	_cleanup_buf_ struct oci_buf chainfile = {0};
+	char what[600];
+	int res = -1;
+
+	*ret_cert = *ret_chain = NULL;
+	if (!cfg->cert_file && !cfg->cert_from_token)
+		return 0;
+	if (oci_key_public(key, &pk, err) < 0)
+		goto out;
+	if (cfg->cert_from_token) {
+		snprintf(what, sizeof(what), "the token's certificate of %s", cfg->key);
+		int r = oci_key_token_cert(key, pk, &leaf, err);
+		if (r < 0)
+			goto out;
+		if (r == 1) {
+			p11g_err_set(err, P11G_E_NOT_FOUND,
+			             "the token has no certificate for this key (a CKO_CERTIFICATE "
+			             "with its CKA_ID: ocisign import-cert stores one)");
+			goto out;
+		}
+	} else {
+		snprintf(what, sizeof(what), "the certificate %s", cfg->cert_file);
+		if (!(certs = oci_certs_load(cfg->cert_file, "certificate", err)))
+			goto out;
+		leaf = sk_X509_shift(certs);
+		if (oci_cert_check_key(leaf, pk, what, err) < 0)
+			goto out;
+	}
+	if (oci_cert_check_time(leaf, what, err) < 0 ||
+	    oci_cert_check_codesign(leaf, what, err) < 0)
+		goto out;
+	if (cfg->chain_file) {
+		if (oci_read_file(cfg->chain_file, OCI_SMALL_MAX, &chainfile, "certificate chain",
+		                  err) < 0 ||
+		    !(chain =
+		          oci_certs_from_pem(chainfile.data, chainfile.len, cfg->chain_file, err)))
+			goto out;
+		/* cosign: the chain's last certificate is its root, the others intermediates */
+		STACK_OF(X509) *root = sk_X509_new_null();
+		X509 *last = sk_X509_pop(chain);
+		if (!root || !sk_X509_push(root, last)) {
+			X509_free(last);
+			sk_X509_free(root);
+			p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+			goto out;
+		}
+		int v = oci_cert_verify_chain(leaf, chain, root, what, err);
+		oci_certs_free(root);
+		if (v < 0)
+			goto out;
+		if (!(*ret_chain = strndup((const char *)chainfile.data, chainfile.len))) {
+			p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+			goto out;
+		}
+	}
+	if (!(*ret_cert = oci_cert_to_pem(leaf, err)))
+		goto out;
+	res = 0;
+out:
+	if (res < 0) {
+		free(*ret_chain);
+		*ret_chain = NULL;
+	}
+	X509_free(leaf);
+	oci_certs_free(certs);
+	oci_certs_free(chain);
+	EVP_PKEY_free(pk);
+	return res;
+}
+
 static int do_sign(struct oci_config *cfg)
 {
 	struct oci_ref ref;
@@ -153,7 +248,7 @@ static int do_sign(struct oci_config *cfg)
 	char name[600], (*targets)[OCI_DIGEST_LEN + 1] = NULL;
 	char **payloads = NULL, **pdigests = NULL;
 	size_t *plens = NULL, n = 0;
-	char *req_uri = NULL, *id_token = NULL, **pnames = NULL;
+	char *req_uri = NULL, *id_token = NULL, **pnames = NULL, *cert = NULL, *chain = NULL;
 	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
@@ -169,7 +264,8 @@ static int do_sign(struct oci_config *cfg)
 	 * or bother approvers. */
 	struct oci_key_opts ko = {
 	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
-	if (oci_key_open(&ko, true, &key, &err) < 0)
+	if (oci_key_open(&ko, true, &key, &err) < 0 ||
+	    sign_certificate(cfg, key, &cert, &chain, &err) < 0)
 		goto failed;
 	struct oci_reg_opts o = reg_opts(cfg, true);
 	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, true, &m, &err) < 0 ||
@@ -202,17 +298,7 @@ static int do_sign(struct oci_config *cfg)
 		else
 			snprintf(desc, sizeof(desc), "ocisign: sign image %s@%s (%s)", name,
 			         m.digest, oci_ref_reference(&ref));
-		/* the pipeline's ID token, when it has one to give */
-		const char *tok_file =
-		    cfg->id_token ? cfg->id_token : getenv("APPROVALD_ID_TOKEN_FILE");
-		bool want = cfg->id_token_github || cfg->id_token_env || (tok_file && *tok_file);
-		if (cfg->id_token_github)
-			id_token = p11g_id_token_github(cfg->id_token_github, true, &err);
-		else if (cfg->id_token_env)
-			id_token = p11g_id_token_load(NULL, cfg->id_token_env, &err);
-		else if (want)
-			id_token = p11g_id_token_load(tok_file, NULL, &err);
-		if (want && !id_token)
+		if (load_id_token(cfg, &id_token, &err) < 0)
 			goto failed;
 		/* named after the image; each payload after the manifest it signs */
 		/* approvald takes a title of 128 bytes; an image name is ASCII */
@@ -270,7 +356,8 @@ static int do_sign(struct oci_config *cfg)
 			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
 			goto failed;
 		}
-		int a = oci_attach(r, targets[i], payloads[i], plens[i], b64, &skipped, &err);
+		int a = oci_attach(r, targets[i], payloads[i], plens[i], b64, cert, chain, &skipped,
+		                   &err);
 		free(b64);
 		if (a < 0)
 			goto failed;
@@ -295,6 +382,8 @@ out:
 			free(pnames[i]);
 	}
 	free(pnames);
+	free(cert);
+	free(chain);
 	p11g_id_token_free(id_token);
 	free(payloads);
 	free(pdigests);
@@ -358,8 +447,8 @@ static int do_attach(struct oci_config *cfg)
 		             cfg->image, m.digest);
 		goto failed;
 	}
-	if (oci_attach(r, m.digest, payload.data, payload.len, (const char *)sigfile.data, &skipped,
-	               &err) < 0)
+	if (oci_attach(r, m.digest, payload.data, payload.len, (const char *)sigfile.data, NULL,
+	               NULL, &skipped, &err) < 0)
 		goto failed;
 	oci_ref_name(&ref, name, sizeof(name));
 	oci_sig_tag(m.digest, tag);
@@ -376,8 +465,63 @@ out:
 	return rc;
 }
 
+/* What verify checks signatures with: a public key, or trusted roots (and an identity). */
+struct verifier {
+	EVP_PKEY *pk;
+	STACK_OF(X509) * roots;
+	const char *identity;
+};
+
+/* The key of a layer's certificate, once the certificate chains to the roots, allows code
+ * signing and is for the identity asked for. */
+static EVP_PKEY *layer_cert_key(const struct verifier *v, const json_t *ann, p11g_err *err)
+{
+	const char *cert = json_string_value(json_object_get(ann, OCI_ANN_CERTIFICATE));
+	const json_t *jchain = json_object_get(ann, OCI_ANN_CHAIN);
+	STACK_OF(X509) *certs = NULL, *chain = NULL;
+	EVP_PKEY *pk = NULL;
+
+	if (!cert) {
+		p11g_err_set(err, P11G_E_BAD_SIGNATURE,
+		             "no certificate is attached (%s annotation)", OCI_ANN_CERTIFICATE);
+		return NULL;
+	}
+	if (jchain && !json_is_string(jchain)) {
+		p11g_err_set(err, P11G_E_PROTOCOL, "the %s annotation is not a string",
+		             OCI_ANN_CHAIN);
+		return NULL;
+	}
+	if (!(certs = oci_certs_from_pem(cert, strlen(cert), "the certificate annotation", err)))
+		return NULL;
+	if (sk_X509_num(certs) != 1) {
+		p11g_err_set(err, P11G_E_PROTOCOL,
+		             "the certificate annotation holds %d certificates, not one",
+		             sk_X509_num(certs));
+		goto out;
+	}
+	/* an empty chain is cosign's "none": the roots' file must then hold the issuer */
+	if (json_string_length(jchain) &&
+	    !(chain = oci_certs_from_pem(json_string_value(jchain), json_string_length(jchain),
+	                                 "the chain annotation", err)))
+		goto out;
+	X509 *leaf = sk_X509_value(certs, 0);
+	char subj[256], what[300];
+	oci_cert_subject(leaf, subj, sizeof(subj));
+	snprintf(what, sizeof(what), "the certificate %s", subj);
+	if (oci_cert_verify_chain(leaf, chain, v->roots, what, err) < 0 ||
+	    (v->identity && oci_cert_check_identity(leaf, v->identity, err) < 0))
+		goto out;
+	if (!(pk = X509_get_pubkey(leaf)))
+		p11g_err_set(err, P11G_E_PROTOCOL, "OpenSSL cannot read the certificate's key");
+out:
+	ERR_clear_error();
+	oci_certs_free(certs);
+	oci_certs_free(chain);
+	return pk;
+}
+
 /* Checks one layer of the .sig manifest; 0 verified (payload in *ret), -1 with the reason. */
-static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
+static int verify_layer(struct oci_reg *r, const struct verifier *v, const json_t *layer,
                         const char *image_digest, struct oci_buf *ret, p11g_err *err)
 {
 	const char *mt = json_string_value(json_object_get(layer, "mediaType"));
@@ -395,16 +539,24 @@ static int verify_layer(struct oci_reg *r, EVP_PKEY *pk, const json_t *layer,
 		return p11g_err_set(err, P11G_E_PROTOCOL, "no digest or no signature annotation");
 	if (oci_b64_decode(sig, strlen(sig), &raw, &rawlen) < 0)
 		return p11g_err_set(err, P11G_E_PROTOCOL, "the signature annotation is not base64");
-	if (oci_reg_get_blob(r, d, OCI_BLOB_MAX, &payload, err) < 0) {
+	EVP_PKEY *pk =
+	    v->pk ? v->pk : layer_cert_key(v, json_object_get(layer, "annotations"), err);
+	if (!pk || oci_reg_get_blob(r, d, OCI_BLOB_MAX, &payload, err) < 0) {
+		if (pk != v->pk)
+			EVP_PKEY_free(pk);
 		free(raw);
 		return -1;
 	}
 	int ok = oci_verify(pk, payload.data, payload.len, raw, rawlen);
+	if (pk != v->pk)
+		EVP_PKEY_free(pk);
 	free(raw);
 	if (!ok) {
 		oci_buf_free(&payload);
 		return p11g_err_set(err, P11G_E_BAD_SIGNATURE,
-		                    "the signature does not verify with this key");
+		                    v->pk ? "the signature does not verify with this key"
+		                          : "the signature does not verify with the certificate's "
+		                            "key");
 	}
 	if (oci_payload_parse(payload.data, payload.len, pdigest, pref, sizeof(pref), err) < 0) {
 		oci_buf_free(&payload);
@@ -424,15 +576,19 @@ static int do_verify(struct oci_config *cfg)
 	struct oci_ref ref;
 	struct oci_reg *r = NULL;
 	struct oci_manifest m = {0}, sigm = {0};
-	EVP_PKEY *pk = NULL;
+	struct verifier v = {.identity = cfg->identity};
 	json_t *root = NULL, *layer;
 	char name[600], tag[80], first_reason[sizeof(((p11g_err *)0)->msg) + 32] = "";
 	size_t i, verified = 0, checked = 0;
 	p11g_err err;
 	int rc = OCI_EXIT_FAIL;
 
-	if (oci_ref_parse(cfg->image, &ref, &err) < 0 || !(pk = oci_pkey_load_pem(cfg->key, &err)))
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
+	    (cfg->key && !(v.pk = oci_pkey_load_pem(cfg->key, &err))) ||
+	    (cfg->roots_file &&
+	     !(v.roots = oci_certs_load(cfg->roots_file, "trusted certificates", &err))))
 		return fail(&err);
+	const char *with = cfg->key ? cfg->key : cfg->roots_file;
 	struct oci_reg_opts o = reg_opts(cfg, false);
 	oci_ref_name(&ref, name, sizeof(name));
 	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, false, &m, &err) < 0)
@@ -459,7 +615,7 @@ static int do_verify(struct oci_config *cfg)
 		if (i >= OCI_SIG_LAYERS_MAX)
 			break;
 		checked++;
-		if (verify_layer(r, pk, layer, m.digest, &payload, &err) < 0) {
+		if (verify_layer(r, &v, layer, m.digest, &payload, &err) < 0) {
 			if (!first_reason[0])
 				snprintf(first_reason, sizeof(first_reason), "signature %zu: %s",
 				         i + 1, err.msg);
@@ -478,19 +634,22 @@ static int do_verify(struct oci_config *cfg)
 	if (verified == 0) {
 		p11g_err_set(&err, P11G_E_BAD_SIGNATURE,
 		             "no signature of %s@%s verifies with %s (%zu checked%s%s)", name,
-		             m.digest, cfg->key, checked, first_reason[0] ? "; " : "",
-		             first_reason);
+		             m.digest, with, checked, first_reason[0] ? "; " : "", first_reason);
 		goto failed;
 	}
 	fprintf(stderr, "ocisign: %zu of %zu signatures of %s@%s verified with %s\n", verified,
-	        checked, name, m.digest, cfg->key);
+	        checked, name, m.digest, with);
+	if (v.roots)
+		fprintf(stderr, "ocisign: certificate chains were checked at the current time: "
+		                "without a timestamp, the time of signing is not known\n");
 	rc = 0;
 	goto out;
 failed:
 	fail(&err);
 out:
 	json_decref(root);
-	EVP_PKEY_free(pk);
+	EVP_PKEY_free(v.pk);
+	oci_certs_free(v.roots);
 	oci_manifest_free(&sigm);
 	oci_manifest_free(&m);
 	oci_reg_close(r);
@@ -518,6 +677,174 @@ static int do_pubkey(struct oci_config *cfg)
 	return rc;
 }
 
+/* "CSR for DN" and the request's metadata: what approvers see of a certificate request. */
+static int csr_approval(const struct oci_config *cfg, const char *req_uri, const char *dn,
+                        const unsigned char *tbs, size_t tlen, p11g_err *err)
+{
+	char digest[OCI_DIGEST_LEN + 1], title[129], desc[2200], sans[1001] = "";
+	char *id_token = NULL;
+	size_t off = 0;
+
+	for (size_t i = 0; i < cfg->n_sans && off < sizeof(sans); i++) {
+		int n =
+		    snprintf(sans + off, sizeof(sans) - off, "%s%s", i ? ", " : "", cfg->sans[i]);
+		off += n > 0 ? (size_t)n : 0;
+	}
+	if (off >= sizeof(sans))
+		snprintf(sans + sizeof(sans) - 4, 4, "...");
+	if (load_id_token(cfg, &id_token, err) < 0)
+		return -1;
+	oci_sha256_digest(tbs, tlen, digest);
+	if ((size_t)snprintf(title, sizeof(title), "CSR for %s", dn) >= sizeof(title))
+		snprintf(title + sizeof(title) - 4, 4, "...");
+	snprintf(desc, sizeof(desc),
+	         "ocisign: PKCS#10 certificate signing request for a code-signing certificate, "
+	         "subject %.900s%s%s",
+	         dn, sans[0] ? ", names " : "", sans);
+	/* approvald reads the request itself: approvers see its subject, key and names */
+	const char *payload = (const char *)tbs, *pdigest = digest, *pname = title;
+	const char *meta[] = {"kind", "PKCS#10 certificate signing request", "subject",
+	                      dn,     sans[0] ? "subject-alt-names" : NULL,  sans,
+	                      NULL};
+	struct oci_approval a = {
+	    .name = title,
+	    .payload_names = &pname,
+	    .id_token = id_token,
+	    .socket = cfg->socket,
+	    .key_uri = req_uri,
+	    .payloads = &payload,
+	    .payload_lens = &tlen,
+	    .payload_digests = &pdigest,
+	    .n_payloads = 1,
+	    .description = desc,
+	    .timeout_s = cfg->wait_s,
+	    .meta = meta,
+	};
+	int r = oci_approval_get(&a, err);
+	p11g_id_token_free(id_token);
+	return r;
+}
+
+static int write_out(const char *path, const char *text, p11g_err *err)
+{
+	FILE *f = path ? fopen(path, "we") : stdout;
+	if (!f)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot write %s: %s", path,
+		                    strerror(errno));
+	int r = write_all(f, text, strlen(text));
+	if (path && fclose(f) != 0)
+		r = -1;
+	if (r < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s",
+		                    path ? path : "to stdout", strerror(errno));
+	return 0;
+}
+
+static int do_csr(struct oci_config *cfg)
+{
+	struct oci_key *key = NULL;
+	EVP_PKEY *pk = NULL;
+	X509_NAME *subj = NULL;
+	X509_REQ *req = NULL;
+	unsigned char *tbs = NULL, *sig = NULL;
+	size_t tlen = 0, slen = 0;
+	char *pem = NULL, *req_uri = NULL, dn[1024];
+	p11g_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (!(subj = oci_subject_parse(cfg->subject, &err)) ||
+	    oci_key_request_uri(cfg->key, &req_uri, &err) < 0) {
+		X509_NAME_free(subj);
+		return fail(&err);
+	}
+	if (!X509_NAME_oneline(subj, dn, sizeof(dn)))
+		snprintf(dn, sizeof(dn), "%s", cfg->subject);
+	if (cfg->request)
+		setenv("P11GATE_SOCKET", p11g_wire_socket_path(cfg->socket), 0);
+	struct oci_key_opts ko = {
+	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
+	if (oci_key_open(&ko, true, &key, &err) < 0 || oci_key_public(key, &pk, &err) < 0 ||
+	    oci_csr_build(pk, subj, cfg->sans, cfg->n_sans, &req, &tbs, &tlen, &err) < 0 ||
+	    (cfg->request && csr_approval(cfg, req_uri, dn, tbs, tlen, &err) < 0) ||
+	    oci_key_sign(key, tbs, tlen, &sig, &slen, &err) < 0 ||
+	    oci_csr_finish(req, pk, sig, slen, &pem, &err) < 0 ||
+	    write_out(cfg->output, pem, &err) < 0) {
+		fail(&err);
+		goto out;
+	}
+	if (cfg->output)
+		fprintf(stderr, "ocisign: certificate request for %s written to %s\n", dn,
+		        cfg->output);
+	rc = 0;
+out:
+	free(pem);
+	free(sig);
+	OPENSSL_free(tbs);
+	free(req_uri);
+	X509_REQ_free(req);
+	X509_NAME_free(subj);
+	EVP_PKEY_free(pk);
+	oci_key_close(key);
+	return rc;
+}
+
+static int do_import_cert(struct oci_config *cfg)
+{
+	struct oci_key *key = NULL;
+	EVP_PKEY *pk = NULL;
+	STACK_OF(X509) *certs = NULL, *chain = NULL, *root = NULL;
+	char what[600], subj[256];
+	unsigned replaced = 0;
+	p11g_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	snprintf(what, sizeof(what), "the certificate %s", cfg->cert_file);
+	/* the files first: a wrong file must not cost a login */
+	if (!(certs = oci_certs_load(cfg->cert_file, "certificate", &err)) ||
+	    (cfg->chain_file &&
+	     !(chain = oci_certs_load(cfg->chain_file, "certificate chain", &err))))
+		goto failed;
+	X509 *leaf = sk_X509_value(certs, 0);
+	oci_cert_subject(leaf, subj, sizeof(subj));
+	struct oci_key_opts ko = {
+	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file, .rw = true};
+	if (oci_key_open(&ko, true, &key, &err) < 0 || oci_key_public(key, &pk, &err) < 0 ||
+	    oci_cert_check_key(leaf, pk, what, &err) < 0 ||
+	    oci_cert_check_time(leaf, what, &err) < 0 ||
+	    oci_cert_check_codesign(leaf, what, &err) < 0)
+		goto failed;
+	if (chain) {
+		X509 *last = sk_X509_pop(chain);
+		if (!(root = sk_X509_new_null()) || !sk_X509_push(root, last)) {
+			X509_free(last);
+			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
+			goto failed;
+		}
+		if (oci_cert_verify_chain(leaf, chain, root, what, &err) < 0)
+			goto failed;
+	}
+	if (oci_key_import_cert(key, leaf, &replaced, &err) < 0)
+		goto failed;
+	char shown[2048];
+	snprintf(shown, sizeof(shown), "%.*s", (int)strcspn(cfg->key, "?"), cfg->key);
+	printf("stored %s on the token as the certificate of %s (its CKA_ID and CKA_LABEL)", subj,
+	       shown);
+	if (replaced)
+		printf(" (replacing %u certificate%s)", replaced, replaced == 1 ? "" : "s");
+	printf("\n");
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	oci_certs_free(certs);
+	oci_certs_free(chain);
+	oci_certs_free(root);
+	EVP_PKEY_free(pk);
+	oci_key_close(key);
+	return rc;
+}
+
 int oci_operate(struct oci_config *cfg)
 {
 	switch (cfg->verb) {
@@ -531,6 +858,10 @@ int oci_operate(struct oci_config *cfg)
 		return do_verify(cfg);
 	case OCI_PUBKEY:
 		return do_pubkey(cfg);
+	case OCI_CSR:
+		return do_csr(cfg);
+	case OCI_IMPORT_CERT:
+		return do_import_cert(cfg);
 	}
 	return OCI_EXIT_USAGE;
 }
