@@ -112,7 +112,8 @@ static ssize_t op_key_index(const struct p11g_op *op, const struct p11g_keyid *k
 }
 
 /* A rule with registries signs only the payloads approvald read for the
- * operation (its images), of images in a registry the rule names. */
+ * operation (its images), of images in a registry the rule names, or a certificate request
+ * approvald read (csr_payload.c: its registries limit images, not requests). */
 static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, const char *digest)
 {
 	size_t i;
@@ -123,7 +124,10 @@ static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, con
 	{
 		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
 		const char *ref = json_string_value(json_object_get(img, "reference"));
-		if (digest && pd && ref && !strcmp(pd, digest) && ops_registry_allowed(r, ref))
+		if (!digest || !pd || strcmp(pd, digest))
+			continue;
+		if (ref ? ops_registry_allowed(r, ref)
+		        : json_is_object(json_object_get(img, "csr")))
 			return true;
 	}
 	return false;

@@ -251,6 +251,7 @@ static void test_certificate_annotations(void **state)
 	assert_int_equal(oci_cert_check_time(x, "c", &err), 0);
 	assert_int_equal(oci_cert_check_identity(x, "/CN=release", &err), 0);
 	assert_int_equal(oci_cert_check_identity(x, "CN=release", &err), 0);
+	assert_int_equal(oci_cert_check_identity(x, "CN=release,O=x", &err), -1);
 	assert_int_equal(oci_cert_check_identity(x, "CN=releasе", &err), -1);
 	assert_int_equal(oci_cert_check_identity(x, "release", &err), -1);
 	free(pem);

@@ -396,15 +396,20 @@ int oci_cert_check_identity(X509 *x, const char *identity, p11g_err *err)
 	char oneline[1024] = "";
 	oci_cert_subject(x, oneline, sizeof(oneline));
 	found |= !strcmp(oneline, identity);
-	BIO *b = BIO_new(BIO_s_mem());
-	char *p;
-	long n;
-	if (!found && b &&
-	    X509_NAME_print_ex(b, X509_get_subject_name(x), 0,
-	                       XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0 &&
-	    (n = BIO_get_mem_data(b, &p)) >= 0)
-		found = (size_t)n == strlen(identity) && !memcmp(p, identity, (size_t)n);
-	BIO_free(b);
+	/* RFC 2253 writes the last attribute first; people (and Go for the usual C, O, CN order)
+	 * write them as the subject lists them: either is taken */
+	static const unsigned long orders[] = {XN_FLAG_RFC2253, XN_FLAG_RFC2253 & ~XN_FLAG_DN_REV};
+	for (size_t i = 0; i < P11G_ARRAY_SIZE(orders) && !found; i++) {
+		BIO *b = BIO_new(BIO_s_mem());
+		char *p;
+		long n;
+		if (b &&
+		    X509_NAME_print_ex(b, X509_get_subject_name(x), 0,
+		                       orders[i] & ~ASN1_STRFLGS_ESC_MSB) >= 0 &&
+		    (n = BIO_get_mem_data(b, &p)) >= 0)
+			found = (size_t)n == strlen(identity) && !memcmp(p, identity, (size_t)n);
+		BIO_free(b);
+	}
 	ERR_clear_error();
 	if (!found)
 		return p11g_err_set(err, P11G_E_BAD_SIGNATURE,

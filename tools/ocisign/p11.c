@@ -28,7 +28,13 @@ struct oci_key {
 	CK_KEY_TYPE type;
 	char uri[2048]; /* for messages, without the query */
 	char module[1024];
+	bool approved; /* an operation was approved for what is signed (--request) */
 };
+
+void oci_key_note_approved(struct oci_key *k)
+{
+	k->approved = true;
+}
 
 const char *oci_ckr_name(unsigned long rv)
 {
@@ -455,6 +461,13 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 		rv = k->f->C_Sign(k->session, (CK_BYTE *)in, inlen, sig, &siglen);
 	if (rv != CKR_OK) {
 		free(sig);
+		if (rv == CKR_FUNCTION_REJECTED && k->approved)
+			return p11g_err_set(
+			    err, P11G_E_FORBIDDEN,
+			    "the PKCS#11 module refused to sign with %s although the "
+			    "operation was approved (CKR_FUNCTION_REJECTED): its reason "
+			    "is on the line before",
+			    k->uri);
 		if (rv == CKR_FUNCTION_REJECTED)
 			return p11g_err_set(
 			    err, P11G_E_FORBIDDEN,

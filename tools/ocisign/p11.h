@@ -55,6 +55,10 @@ int oci_key_token_cert(struct oci_key *k, EVP_PKEY *pk, X509 **ret, p11g_err *er
  * number in *ret_replaced).  Needs a key opened rw and for signing (logged in). */
 int oci_key_import_cert(struct oci_key *k, X509 *x, unsigned *ret_replaced, p11g_err *err);
 
+/* Says that approvers approved what is about to be signed (a refusal is then not "approval
+ * needed"). */
+void oci_key_note_approved(struct oci_key *k);
+
 /* "CKR_PIN_INCORRECT" and so on. */
 const char *oci_ckr_name(unsigned long rv);
 

@@ -179,7 +179,9 @@ static int sign_certificate(const struct oci_config *cfg, struct oci_key *key, c
 	if (oci_key_public(key, &pk, err) < 0)
 		goto out;
 	if (cfg->cert_from_token) {
-		snprintf(what, sizeof(what), "the token's certificate of %s", cfg->key);
+		/* the URI's query may hold the PIN: never shown */
+		snprintf(what, sizeof(what), "the token's certificate of %.*s",
+		         (int)strcspn(cfg->key, "?"), cfg->key);
 		int r = oci_key_token_cert(key, pk, &leaf, err);
 		if (r < 0)
 			goto out;
@@ -342,6 +344,7 @@ static int do_sign(struct oci_config *cfg)
 		};
 		if (oci_approval_get(&a, &err) < 0)
 			goto failed;
+		oci_key_note_approved(key);
 	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char *sig = NULL;
@@ -678,8 +681,8 @@ static int do_pubkey(struct oci_config *cfg)
 }
 
 /* "CSR for DN" and the request's metadata: what approvers see of a certificate request. */
-static int csr_approval(const struct oci_config *cfg, const char *req_uri, const char *dn,
-                        const unsigned char *tbs, size_t tlen, p11g_err *err)
+static int csr_approval(const struct oci_config *cfg, struct oci_key *key, const char *req_uri,
+                        const char *dn, const unsigned char *tbs, size_t tlen, p11g_err *err)
 {
 	char digest[OCI_DIGEST_LEN + 1], title[129], desc[2200], sans[1001] = "";
 	char *id_token = NULL;
@@ -722,6 +725,8 @@ static int csr_approval(const struct oci_config *cfg, const char *req_uri, const
 	};
 	int r = oci_approval_get(&a, err);
 	p11g_id_token_free(id_token);
+	if (r == 0)
+		oci_key_note_approved(key);
 	return r;
 }
 
@@ -765,7 +770,7 @@ static int do_csr(struct oci_config *cfg)
 	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
 	if (oci_key_open(&ko, true, &key, &err) < 0 || oci_key_public(key, &pk, &err) < 0 ||
 	    oci_csr_build(pk, subj, cfg->sans, cfg->n_sans, &req, &tbs, &tlen, &err) < 0 ||
-	    (cfg->request && csr_approval(cfg, req_uri, dn, tbs, tlen, &err) < 0) ||
+	    (cfg->request && csr_approval(cfg, key, req_uri, dn, tbs, tlen, &err) < 0) ||
 	    oci_key_sign(key, tbs, tlen, &sig, &slen, &err) < 0 ||
 	    oci_csr_finish(req, pk, sig, slen, &pem, &err) < 0 ||
 	    write_out(cfg->output, pem, &err) < 0) {
