@@ -363,13 +363,57 @@ def test_registries_rule_refuses_a_request_without_payloads(start_daemon):
                   {"digests": [sha(p)], "oci": {"registry": "ghcr.io", "repository": "org/app",
                                                 "reference": "v1", "digest": IMAGE_DIGEST}}):
         err = p11g.assert_refused(oci_request(d, **extra), "bad_request")
-        assert "rule images signs only image payloads approvald reads" in err["message"], err
+        assert ("rule images signs only image payloads and certificate requests approvald "
+                "reads" in err["message"]), err
     # a key without registries needs none, and a description without its payloads is refused
     p11g.assert_reply_ok(oci_request(d, key="pkcs11:token=plain;object=x"))
     err = p11g.assert_refused(oci_request(d, key="pkcs11:token=plain;object=y", oci={
         "registry": "ghcr.io", "repository": "org/app", "digest": IMAGE_DIGEST}), "bad_request")
     assert "payloads" in err["message"]
     assert [r["event"] for r in d.audit() if r["event"] == "created"] == ["created"]
+
+
+def csr_tbs(cn):
+    """The DER CertificationRequestInfo of a request for a fresh P-256 key (what ocisign csr
+    gives approvald)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    k = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+           .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("ci@acme.example")]),
+                          critical=False)
+           .sign(k, hashes.SHA256()))
+    return csr.tbs_certrequest_bytes
+
+
+def test_certificate_request_payload_is_read_or_refused(start_daemon):
+    """A certificate request is shown as approvald reads it, pinned to its sha256 even under a
+    rule with registries; bytes that only look like one are refused, and so is a digest that
+    is not the request's."""
+    d = start_daemon(oci_policy())
+    tbs = csr_tbs("<script>release</script>")
+    r = p11g.assert_reply_ok(oci_request(d, payloads=[tbs], name="CSR for x"))
+    op = d.show(r["id"])
+    assert op["digests"] == [sha(tbs)]
+    csr = {"subject": "/CN=<script>release<\\/script>", "key": "EC P-256",
+           "names": ["email:ci@acme.example"]}
+    assert op["images"] == [{"csr": csr, "payload_digest": sha(tbs)}], op
+    # shown escaped: approvald show prints the subject it read, the terminal gets no raw byte
+    out = p11g.expect_ok(d.cli("show", r["id"], user="alice")).out
+    # (X509_NAME_oneline writes "\\/" for a slash in a value; the CLI escapes the backslash)
+    assert "certificate request (PKCS#10): /CN=<script>release<\\\\/script>" in out, out
+    for bad, why in ((b"0\x03\x02\x01\x00", "CertificationRequestInfo"),
+                     (tbs + b"\x00", "CertificationRequestInfo"),
+                     (tbs[:-1], "CertificationRequestInfo"),
+                     (b"0\x81" + tbs[1:2] + tbs[2:], "DER")):
+        err = p11g.assert_refused(oci_request(d, payloads=[bad]), "bad_request")
+        assert "payloads[0]" in err["message"] and why in err["message"], (bad, err)
+    err = p11g.assert_refused(oci_request(d, payloads=[tbs], digests=[sha(b"other")]),
+                              "bad_request")
+    assert "not the sha256 of a payload given" in err["message"], err
 
 
 @pytest.mark.parametrize("ref", ["evil.io/x", "ghcr.io.evil.io/org/app", "ghcr.io:443/org/app",
