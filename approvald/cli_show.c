@@ -135,7 +135,8 @@ int cli_print_op(FILE *f, const json_t *raw)
 	}
 	/* The images approvald read from the payloads themselves; the requester's own "oci"
 	 * words only where there are none (an operation from before payloads were read). */
-	const json_t *images = json_object_get(op, "images"), *img;
+	const json_t *images = json_object_get(op, "images"), *img, *x;
+	size_t j;
 	json_array_foreach(images, i, img)
 	{
 		const json_t *csr = json_object_get(img, "csr");
@@ -147,6 +148,8 @@ int cli_print_op(FILE *f, const json_t *raw)
 			print_strings(f, "    names:     ", json_object_get(csr, "names"));
 			print_strings(f, "    extended key usage: ",
 			              json_object_get(csr, "extended_key_usage"));
+			json_array_foreach(json_object_get(csr, "other_extensions"), j, x)
+			    fprintf(f, "    extension: %s\n", json_string_value(x) ?: "");
 			fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
 			continue;
 		}

@@ -6,7 +6,29 @@
 
 #include "approvald/csr_payload.h"
 
-#define CSR_TBS_MAX 16384
+#define CSR_TBS_MAX     16384
+#define CSR_SUBJECT_MAX 1000 /* characters of the subject as shown (a request's metadata's) */
+#define CSR_TEXT_MAX    1000 /* of one extension as shown */
+
+/* bytes as printable ASCII, anything else as \xHH: a name is shown as it is, byte for byte,
+ * whatever its encoding */
+static json_t *safe_string(const unsigned char *p, size_t n)
+{
+	char *s = malloc(4 * n + 1);
+	size_t o = 0;
+	if (!s)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+			s[o++] = (char)p[i];
+		else
+			o += (size_t)snprintf(s + o, 5, "\\x%02x", p[i]);
+	}
+	s[o] = '\0';
+	json_t *j = json_string(s);
+	free(s);
+	return j;
+}
 
 bool p11g_csr_payload_looks(const unsigned char *p, size_t n)
 {
@@ -69,28 +91,31 @@ static json_t *names_of(GENERAL_NAMES *gens)
 		                   : g->type == GEN_DNS ? "DNS"
 		                   : g->type == GEN_URI ? "URI"
 		                                        : NULL;
-		char *s = NULL;
+		json_t *s;
 		if (kind) {
-			/* shown escaped wherever shown; a NUL inside is not hidden behind */
+			/* byte for byte, a NUL or a non-ASCII byte escaped (safe_string) */
 			const unsigned char *d = ASN1_STRING_get0_data(g->d.ia5);
-			int n = ASN1_STRING_length(g->d.ia5);
-			int r = memchr(d, 0, (size_t)n)
-			            ? asprintf(&s, "%s:(contains NUL)", kind)
-			            : asprintf(&s, "%s:%.*s", kind, n, (const char *)d);
-			if (r < 0)
-				s = NULL;
-		} else if (asprintf(&s, "%s",
-		                    g->type == GEN_IPADD     ? "IP address (not shown)"
-		                    : g->type == GEN_DIRNAME ? "directory name (not shown)"
-		                                             : "other name (not shown)") < 0) {
-			s = NULL;
+			size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
+			size_t kl = strlen(kind);
+			unsigned char *both = malloc(kl + 1 + n);
+			if (!both) {
+				json_decref(a);
+				return NULL;
+			}
+			memcpy(both, kind, kl);
+			both[kl] = ':';
+			memcpy(both + kl + 1, d, n);
+			s = safe_string(both, kl + 1 + n);
+			free(both);
+		} else {
+			s = json_string(g->type == GEN_IPADD     ? "IP address (not shown)"
+			                : g->type == GEN_DIRNAME ? "directory name (not shown)"
+			                                         : "other name (not shown)");
 		}
-		if (!s || json_array_append_new(a, json_string(s)) < 0) {
-			free(s);
+		if (!s || json_array_append_new(a, s) < 0) {
 			json_decref(a);
 			return NULL;
 		}
-		free(s);
 	}
 	return a;
 }
@@ -112,6 +137,63 @@ static json_t *ekus_of(EXTENDED_KEY_USAGE *eku)
 		}
 	}
 	return a;
+}
+
+/* Every requested extension but the names and extended key usages (shown apart) as "name
+ * [(critical)]: value", as OpenSSL prints it ("other_extensions"); one it cannot print is
+ * refused. */
+static int others_of(json_t *res, const STACK_OF(X509_EXTENSION) * exts, char *why, size_t why_len)
+{
+	json_t *a = json_array();
+	BIO *b = BIO_new(BIO_s_mem());
+	int rc = -1;
+
+	if (!a || !b) {
+		snprintf(why, why_len, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
+		int nid = OBJ_obj2nid(X509_EXTENSION_get_object(e));
+		if (nid == NID_subject_alt_name || nid == NID_ext_key_usage)
+			continue;
+		char name[80], *p;
+		if (nid != NID_undef)
+			snprintf(name, sizeof(name), "%s", OBJ_nid2ln(nid));
+		else if (OBJ_obj2txt(name, sizeof(name), X509_EXTENSION_get_object(e), 1) <= 0)
+			snprintf(name, sizeof(name), "?");
+		(void)BIO_reset(b);
+		BIO_printf(b, "%s%s: ", name, X509_EXTENSION_get_critical(e) ? " (critical)" : "");
+		if (X509V3_EXT_print(b, e, X509V3_EXT_DEFAULT, 0) != 1) {
+			snprintf(
+			    why, why_len,
+			    "the certificate request asks for an extension approvald cannot show "
+			    "(%.60s)",
+			    name);
+			goto out;
+		}
+		long n = BIO_get_mem_data(b, &p);
+		if (n <= 0 || n > CSR_TEXT_MAX) {
+			snprintf(why, why_len,
+			         "the certificate request's %.60s is too long to show", name);
+			goto out;
+		}
+		/* OpenSSL prints multi-valued extensions on several lines */
+		for (long k = 0; k < n; k++)
+			if (p[k] == '\n' || p[k] == '\r')
+				p[k] = ' ';
+		if (json_array_append_new(a, safe_string((unsigned char *)p, (size_t)n)) < 0) {
+			snprintf(why, why_len, "out of memory");
+			goto out;
+		}
+	}
+	rc = json_array_size(a) && json_object_set(res, "other_extensions", a) < 0 ? -1 : 0;
+	if (rc < 0)
+		snprintf(why, why_len, "out of memory");
+out:
+	BIO_free(b);
+	json_decref(a);
+	return rc;
 }
 
 json_t *p11g_csr_payload_describe(const unsigned char *der, size_t n, char *why, size_t why_len)
@@ -152,15 +234,37 @@ json_t *p11g_csr_payload_describe(const unsigned char *der, size_t n, char *why,
 		         "see must be what is signed)");
 		goto out;
 	}
-	char subject[1024];
-	if (!X509_NAME_oneline(X509_REQ_get_subject_name(req), subject, sizeof(subject))) {
-		snprintf(why, why_len, "the certificate request's subject cannot be read");
+	/* the whole subject (a cut one would show some of it as all of it) */
+	char *subject = X509_NAME_oneline(X509_REQ_get_subject_name(req), NULL, 0);
+	if (!subject || strlen(subject) > CSR_SUBJECT_MAX) {
+		snprintf(why, why_len,
+		         subject ? "the certificate request's subject is longer than %d characters"
+		                 : "the certificate request's subject cannot be read",
+		         CSR_SUBJECT_MAX);
+		OPENSSL_free(subject);
 		goto out;
 	}
-	if (!(res = json_pack("{s:s, s:o}", "subject", subject, "key",
-	                      key_text(X509_REQ_get0_pubkey(req)))))
+	res =
+	    json_pack("{s:s, s:o}", "subject", subject, "key", key_text(X509_REQ_get0_pubkey(req)));
+	OPENSSL_free(subject);
+	if (!res)
 		goto oom;
+	/* one attribute at most, the extension request, read whole: what a CA reads and
+	 * approvers do not see is refused */
+	int n_attr = X509_REQ_get_attr_count(req);
+	if (n_attr > 1 || (n_attr == 1 && OBJ_obj2nid(X509_ATTRIBUTE_get0_object(
+	                                      X509_REQ_get_attr(req, 0))) != NID_ext_req)) {
+		snprintf(why, why_len,
+		         "the certificate request has attributes other than one extension request");
+		goto fail;
+	}
 	exts = X509_REQ_get_extensions(req);
+	if (n_attr == 1 && !exts) {
+		snprintf(why, why_len, "the certificate request's extensions cannot be read");
+		goto fail;
+	}
+	if (others_of(res, exts, why, why_len) < 0)
+		goto fail;
 	int crit = -1;
 	gens = X509V3_get_d2i(exts, NID_subject_alt_name, &crit, NULL);
 	if (!gens && crit != -1) {

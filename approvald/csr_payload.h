@@ -13,8 +13,11 @@ bool p11g_csr_payload_looks(const unsigned char *p, size_t n);
 /* Reads der as a CertificationRequestInfo in DER (nothing after it, encoded as DER re-encodes
  * it: what is shown is what is signed) and describes it: {"subject": "/CN=../O=..", "key":
  * "EC P-256" | "RSA 2048" | "Ed25519" | ..., "names": ["email:..", "URI:..", "DNS:..", ...],
- * "extended_key_usage": ["codeSigning", ...]} (names and usages only when requested).  NULL
- * with the reason in why. */
+ * "extended_key_usage": ["codeSigning", ...], "other_extensions": ["X509v3 Key Usage (critical):
+ * Digital Signature", ...]} (each only when requested; every byte a requester chose escaped
+ * \xHH unless printable ASCII).  Refused (NULL, the reason in why): attributes other than one
+ * extension request, an extension OpenSSL cannot print, a subject of more than 1000
+ * characters. */
 json_t *p11g_csr_payload_describe(const unsigned char *der, size_t n, char *why, size_t why_len);
 
 #endif

@@ -116,6 +116,15 @@ static json_t *facts(const json_t *ev)
 			                                pn && *pn ? " (" : "", pn && *pn ? pn : "",
 			                                pn && *pn ? ")" : ""));
 		}
+		/* a certificate request as approvald read it (csr_payload.c), not as titled */
+		json_array_foreach(json_object_get(op, "images"), i, k)
+		{
+			const json_t *csr = json_object_get(k, "csr");
+			if (csr)
+				json_array_append_new(
+				    f, json_pack("[s, s++]", "Certificate request",
+				                 str(csr, "subject"), ", key ", str(csr, "key")));
+		}
 	}
 	const json_t *actor = json_object_get(ev, "actor");
 	if (actor && *str(actor, "user"))

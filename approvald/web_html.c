@@ -503,6 +503,11 @@ static void summary(struct p11g_html *h, const struct p11g_web_view *v, const js
 						jany(h, s);
 					}
 				}
+				json_array_foreach(json_object_get(csr, "other_extensions"), j, s)
+				{
+					p11g_html_raw(h, j ? "; " : "; extensions: ");
+					jany(h, s);
+				}
 				p11g_html_raw(h, "</li>");
 				continue;
 			}

@@ -287,7 +287,9 @@ def test_csr_approved_certificate_stored_signed_verified(start_daemon, oci_regis
         # approvald read the request's bytes itself
         assert op["images"] == [{"csr": {"subject": SUBJECT, "key": KEY_SHOWN[key],
                                          "names": [SAN, SAN_URI],
-                                         "extended_key_usage": ["codeSigning"]},
+                                         "extended_key_usage": ["codeSigning"],
+                                         "other_extensions": [
+                                             "X509v3 Key Usage (critical): Digital Signature"]},
                                  "payload_digest": op["digests"][0]}], op
         # what an approver reads
         shown = p11g.expect_ok(d.cli("show", op_id, user="alice")).out
@@ -298,6 +300,7 @@ def test_csr_approved_certificate_stored_signed_verified(start_daemon, oci_regis
         assert "    key:       %s\n" % KEY_SHOWN[key] in shown, shown
         assert "    names:     %s, %s\n" % (SAN, SAN_URI) in shown, shown
         assert "    extended key usage: codeSigning\n" in shown, shown
+        assert "    extension: X509v3 Key Usage (critical): Digital Signature\n" in shown, shown
         assert p.poll() is None, "ocisign did not wait for the decision"
         assert not os.path.exists(csr)
         d.approve("alice", op_id)

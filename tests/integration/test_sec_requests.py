@@ -416,6 +416,25 @@ def test_certificate_request_payload_is_read_or_refused(start_daemon):
     assert "not the sha256 of a payload given" in err["message"], err
 
 
+def test_auto_approve_does_not_approve_a_certificate_request(start_daemon):
+    """auto_approve lets an orderer past the approvers for images; a certificate request waits
+    for them.  A rule without approvers needs none, for either."""
+    pol = oci_policy()
+    pol["rules"].append(rule("auto-approved", ["pkcs11:token=oci;object=aa"], approvals=1,
+                             registries=["ghcr.io"], auto_approve=["user:p11gt-orderer"]))
+    d = start_daemon(pol)
+    tbs = csr_tbs("release")
+    aa = "pkcs11:token=oci;object=aa"
+    img = p11g.assert_reply_ok(oci_request(d, payloads=[payload()], key=aa))
+    assert img["state"] == "approved", img
+    csr = p11g.assert_reply_ok(oci_request(d, payloads=[tbs], key=aa))
+    assert csr["state"] == "pending", csr
+    assert d.state_of(csr["id"]) == "pending"
+    free = p11g.assert_reply_ok(oci_request(d, payloads=[tbs],
+                                            key="pkcs11:token=oci;object=auto"))
+    assert free["state"] == "approved", free
+
+
 @pytest.mark.parametrize("ref", ["evil.io/x", "ghcr.io.evil.io/org/app", "ghcr.io:443/org/app",
                                  "GHCR.io/org/app"])
 def test_payload_for_another_registry_is_refused(start_daemon, ref):

@@ -127,6 +127,12 @@ static void test_teams(void **state)
 	(void)state;
 	json_t *e =
 	    event("rejected", "[click](http://evil.example) **now**", "https://a.example/op/42");
+	/* a certificate request, as approvald read it */
+	assert_int_equal(
+	    json_object_set_new(json_object_get(e, "operation"), "images",
+	                        json_pack("[{s:{s:s, s:s}, s:s}]", "csr", "subject", "/CN=release",
+	                                  "key", "Ed25519", "payload_digest", "sha256:00ff")),
+	    0);
 	char *text = p11g_notify_render(P11G_NOTIFY_TEAMS, e);
 	assert_non_null(text);
 	json_t *m = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
@@ -144,7 +150,7 @@ static void test_teams(void **state)
 	                    "http://adaptivecards.io/schemas/adaptive-card.json");
 	const json_t *body = json_object_get(card, "body"), *x;
 	size_t i;
-	bool factset = false, desc = false;
+	bool factset = false, desc = false, csr = false;
 	json_array_foreach(body, i, x)
 	{
 		const char *t = json_string_value(json_object_get(x, "type"));
@@ -157,6 +163,13 @@ static void test_teams(void **state)
 			{
 				assert_true(json_is_string(json_object_get(fact, "title")));
 				assert_true(json_is_string(json_object_get(fact, "value")));
+				if (!strcmp(json_string_value(json_object_get(fact, "title")),
+				            "Certificate request")) {
+					csr = true;
+					assert_string_equal(
+					    json_string_value(json_object_get(fact, "value")),
+					    "/CN=release, key Ed25519");
+				}
 			}
 		}
 		const char *s = json_string_value(json_object_get(x, "text"));
@@ -169,6 +182,7 @@ static void test_teams(void **state)
 	}
 	assert_true(factset);
 	assert_true(desc);
+	assert_true(csr);
 	const json_t *act = json_array_get(json_object_get(card, "actions"), 0);
 	assert_string_equal(json_string_value(json_object_get(act, "type")), "Action.OpenUrl");
 	assert_string_equal(json_string_value(json_object_get(act, "url")),

@@ -241,6 +241,35 @@ static void test_certificate_annotations(void **state)
 	json_decref(jp);
 	json_decref(jc);
 
+	/* a renewal: the same deterministic signature with another certificate replaces the layer
+	 * (once), the same certificate again is a duplicate */
+	char *m0 = NULL, *m1 = NULL, *m2 = NULL;
+	assert_int_equal(
+	    oci_sig_manifest_add(NULL, 0, P1, 123, "c2ln", NULL, NULL, &m0, &ml, &c, &cl, &err), 0);
+	free(c);
+	assert_int_equal(oci_sig_manifest_add((unsigned char *)m0, strlen(m0), P1, 123, "c2ln", pem,
+	                                      NULL, &m1, &ml, &c, &cl, &err),
+	                 0);
+	free(c);
+	json_t *j1 = json_loads(m1, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(j1, "layers")), 1);
+	assert_non_null(strstr(m1, "dev.sigstore.cosign/certificate"));
+	assert_int_equal(oci_sig_manifest_add((unsigned char *)m1, strlen(m1), P1, 123, "c2ln", pem,
+	                                      NULL, &m2, &ml, &c, &cl, &err),
+	                 1);
+	assert_int_equal(oci_sig_manifest_add((unsigned char *)m1, strlen(m1), P1, 123, "c2ln", pem,
+	                                      chain, &m2, &ml, &c, &cl, &err),
+	                 0);
+	free(c);
+	json_t *j2 = json_loads(m2, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(j2, "layers")), 1);
+	assert_non_null(strstr(m2, "AAAA"));
+	json_decref(j1);
+	json_decref(j2);
+	free(m0);
+	free(m1);
+	free(m2);
+
 	/* the key check */
 	EVP_PKEY *other = keygen("EC", "P-256");
 	assert_int_equal(oci_cert_check_key(x, rsa, "c", &err), 0);

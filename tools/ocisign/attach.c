@@ -18,6 +18,11 @@ static char *dump(const json_t *j, size_t *ret_len)
 	return s;
 }
 
+static bool same_text(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
 int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char *payload_digest,
                          size_t payload_size, const char *sig_b64, const char *cert_pem,
                          const char *chain_pem, char **ret_manifest, size_t *ret_mlen,
@@ -61,8 +66,19 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 				goto out;
 			}
 			if (!strcmp(d, payload_digest) && s && !strcmp(s, sig_b64)) {
-				res = 1;
-				goto out;
+				/* RSA and Ed25519 sign the same payload alike: the same signature
+				 * with another certificate (a renewal) replaces the layer */
+				const json_t *ann = json_object_get(l, "annotations");
+				const char *c = json_string_value(
+				               json_object_get(ann, OCI_ANN_CERTIFICATE)),
+				           *ch = json_string_value(
+				               json_object_get(ann, OCI_ANN_CHAIN));
+				if (same_text(c, cert_pem) &&
+				    same_text(ch, cert_pem ? (chain_pem ? chain_pem : "") : NULL)) {
+					res = 1;
+					goto out;
+				}
+				continue;
 			}
 			json_array_append(layers, l);
 		}

@@ -20,7 +20,8 @@ void oci_sig_tag(const char *digest, char out[80]);
  * (NULL: none):
  * earlier layers are kept as they are, the config is rebuilt to list every
  * layer.  Returns 0 with both documents (malloc'd, compact JSON), 1 when an
- * identical layer (same payload, same signature) is already there, -1 for
+ * identical layer (same payload, signature, certificate and chain) is already there
+ * (the same payload and signature with another certificate is replaced), -1 for
  * an existing manifest that is not an OCI image manifest or has too many
  * layers. */
 int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char *payload_digest,

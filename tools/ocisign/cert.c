@@ -393,9 +393,11 @@ int oci_cert_check_identity(X509 *x, const char *identity, p11g_err *err)
 			found = name_is(g->d.ia5, identity);
 	}
 	GENERAL_NAMES_free(gens);
-	char oneline[1024] = "";
+	/* the whole subject: a cut one would match a prefix */
+	char *whole = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0), oneline[256];
+	found |= whole && !strcmp(whole, identity);
+	OPENSSL_free(whole);
 	oci_cert_subject(x, oneline, sizeof(oneline));
-	found |= !strcmp(oneline, identity);
 	/* RFC 2253 writes the last attribute first; people (and Go for the usual C, O, CN order)
 	 * write them as the subject lists them: either is taken */
 	static const unsigned long orders[] = {XN_FLAG_RFC2253, XN_FLAG_RFC2253 & ~XN_FLAG_DN_REV};

@@ -521,7 +521,8 @@ static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **r
 	return get_obj_attr(k, k->obj, type, 16384, ret, ret_len);
 }
 
-/* The public key object beside the private key: the same CKA_ID, else the same label. */
+/* The public key object beside the private key: the same CKA_ID (what ties a key pair
+ * together), or the same label for a key without an id. */
 static bool find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
 {
 	static const CK_ATTRIBUTE_TYPE by[] = {CKA_ID, CKA_LABEL};
@@ -531,6 +532,16 @@ static bool find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
 		size_t vlen = 0;
 		if (get_attr(k, by[i], &v, &vlen) < 0)
 			continue;
+		if (i == 1) {
+			unsigned char *id = NULL;
+			size_t idlen = 0;
+			/* a key with an id whose public half has another id has none here */
+			if (get_attr(k, CKA_ID, &id, &idlen) == 0) {
+				free(id);
+				free(v);
+				return false;
+			}
+		}
 		CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {by[i], v, vlen}};
 		CK_OBJECT_HANDLE found[2];
 		CK_ULONG n = 0;
@@ -551,7 +562,8 @@ int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err)
 	size_t alen = 0, blen = 0;
 	EVP_PKEY *pk = NULL;
 	CK_OBJECT_HANDLE pub, mine = k->obj;
-	bool other = k->cls == CKO_PRIVATE_KEY && find_public_half(k, &pub);
+	/* an RSA private key holds its modulus and exponent: read from the key itself */
+	bool other = k->cls == CKO_PRIVATE_KEY && k->type != CKK_RSA && find_public_half(k, &pub);
 
 	/* read from the public half when there is one: a private EC key need not keep its point */
 	if (other)
@@ -611,6 +623,13 @@ static int certs_of_key(struct oci_key *k, CK_OBJECT_HANDLE *found, CK_ULONG *re
 	                     {CKA_ID, id, idlen}};
 	int r = find_objects(k, k->session, t, 3, found, CERTS_ON_TOKEN_MAX, ret_n, err);
 	free(id);
+	if (r == 0 && *ret_n == CERTS_ON_TOKEN_MAX)
+		/* more may be there: a choice among some is no choice */
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "the token holds %d or more certificates with the CKA_ID of %s: "
+		    "remove the old ones",
+		    CERTS_ON_TOKEN_MAX, k->uri);
 	return r;
 }
 
@@ -641,8 +660,14 @@ int oci_key_token_cert(struct oci_key *k, EVP_PKEY *pk, X509 **ret, p11g_err *er
 			X509_free(x);
 			continue;
 		}
-		if (!best ||
-		    ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0) {
+		/* one valid now before any other; then the one valid longest */
+		bool now = X509_cmp_current_time(X509_get0_notBefore(x)) < 0 &&
+		           X509_cmp_current_time(X509_get0_notAfter(x)) > 0;
+		bool best_now = best && X509_cmp_current_time(X509_get0_notBefore(best)) < 0 &&
+		                X509_cmp_current_time(X509_get0_notAfter(best)) > 0;
+		if (!best || (now && !best_now) ||
+		    (now == best_now &&
+		     ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0)) {
 			X509_free(best);
 			best = x;
 		} else {

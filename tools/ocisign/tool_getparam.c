@@ -455,6 +455,9 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		if (cfg->identity && !cfg->roots_file)
 			return usage(v->name,
 			             "--certificate-identity goes with --certificate-chain");
+		if (cfg->identity && !cfg->identity[0])
+			return usage(v->name,
+			             "--certificate-identity is empty (an unset variable?)");
 	} else if (v->verb != OCI_GENERATE && v->verb != OCI_ATTACH && !cfg->key) {
 		return usage(v->name, "--key is required");
 	}
