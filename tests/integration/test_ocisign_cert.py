@@ -159,15 +159,19 @@ class CA:
 
 
 def issue(ca_pem, ca_key_pem, pub_pem, out, start=-1, end=1,
-          eku=(ExtendedKeyUsageOID.CODE_SIGNING,), cn="Release Signing", email=IDENTITY):
+          eku=(ExtendedKeyUsageOID.CODE_SIGNING,), cn="Release Signing", email=IDENTITY,
+          subject=None):
     """A certificate for pub_pem from the CA in the files ca_pem and ca_key_pem, with explicit
-    dates (days from now) and extended key usages (None: no EKU extension)."""
+    dates (days from now) and extended key usages (None: no EKU extension); the subject is
+    /CN=cn/O=Acme unless given whole (an x509.Name)."""
     ca_cert = x509.load_pem_x509_certificate(CA.read(ca_pem))
     ca_key = serialization.load_pem_private_key(CA.read(ca_key_pem), None)
     now = datetime.datetime.now(datetime.timezone.utc)
+    if subject is None:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme")])
     b = (x509.CertificateBuilder()
-         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                                  x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme")]))
+         .subject_name(subject)
          .issuer_name(ca_cert.subject)
          .public_key(serialization.load_pem_public_key(pub_pem.encode()))
          .serial_number(x509.random_serial_number())
@@ -435,6 +439,66 @@ def test_import_cert_refusals_store_nothing(oci_token, pki, tmp_path):
     assert [(c["ID"], c["Label"]) for c in certs] == [("02", "ec")], certs
 
 
+def test_public_half_found_by_id_only(pki, tmp_path):
+    """A private key whose public key object was deleted has no public key here, even when
+    another key pair on the token carries the same label: ocisign used to fall back to the
+    label, print the other pair's public key as this key's, and store a certificate of the
+    other key beside this one (p11.c find_public_half)."""
+    acme, _ = pki
+    token = ocireg.SoftToken(label="pubhalf")
+    try:
+        env = token.env()
+
+        def tool(*args):
+            return run(["pkcs11-tool", "--module", ocireg.SOFTHSM, "--token-label", token.label,
+                        "--login", "--pin", token.PIN, *args], env=env)
+
+        for kid in ("0a", "0b"):  # A and B: two EC key pairs with the label "k"
+            tool("--keypairgen", "--key-type", "EC:prime256v1", "--label", "k", "--id", kid)
+        tool("--delete-object", "--type", "pubkey", "--id", "0a")
+        listed = tool("--list-objects").stdout
+        keys = re.findall(r"^(Public|Private) Key Object; EC\b.*\n(?:  .*\n)*?  ID: +(\w+)$",
+                          listed, re.M)
+        assert sorted(keys) == [("Private", "02"), ("Private", "0a"), ("Private", "0b"),
+                                ("Public", "02"), ("Public", "0b")], listed
+
+        def uri(kid):
+            return "pkcs11:token=%s;id=%%%s;type=private?pin-value=%s" % (token.label, kid,
+                                                                          token.PIN)
+
+        # B's public key, as ocisign prints it and as its public key object holds it
+        r = ocisign("pubkey", "--key", uri("0b"), "--module", ocireg.SOFTHSM, env=env)
+        assert r.rc == 0 and r.out.startswith("-----BEGIN PUBLIC KEY-----"), r
+        b_pub = r.out
+        der = str(tmp_path / "b-pub.der")
+        tool("--read-object", "--type", "pubkey", "--id", "0b", "--output-file", der)
+        assert serialization.load_pem_public_key(b_pub.encode()).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == \
+            CA.read(der)
+
+        # A: no public key (SoftHSM's private EC key has no CKA_EC_POINT), not B's
+        r = ocisign("pubkey", "--key", uri("0a"), "--module", ocireg.SOFTHSM, env=env)
+        assert_failed(r, "CKA_EC_POINT", "no public key object",
+                      "pkcs11:token=pubhalf;id=%0a;type=private")
+        assert r.out == "", "A's public key printed as B's: %r" % r
+
+        # a good certificate of B's key is not stored as A's
+        b_cert = acme.issue(b_pub, str(tmp_path / "b.pem"))
+        r = ocisign("import-cert", "--key", uri("0a"), "--module", ocireg.SOFTHSM,
+                    "--cert", b_cert, "--chain", acme.chain, env=env)
+        assert_failed(r, "CKA_EC_POINT")
+        assert r.out == "", r
+        assert token_certs(token) == []
+        # ... and is B's own
+        r = ocisign("import-cert", "--key", uri("0b"), "--module", ocireg.SOFTHSM,
+                    "--cert", b_cert, "--chain", acme.chain, env=env)
+        assert r.rc == 0, r
+        assert r.out.startswith("stored /CN=Release Signing/O=Acme on the token"), r
+        assert [(c["ID"], c["Label"]) for c in token_certs(token)] == [("0b", "k")]
+    finally:
+        token.cleanup()
+
+
 def test_sign_refusals_attach_nothing(oci_registry, oci_token, pki, tmp_path):
     acme, other = pki
     client = oci_registry.client()
@@ -558,6 +622,69 @@ def test_certificate_without_chain_annotation(oci_registry, oci_token, pki):
     assert r.out == payload.decode() + "\n"
 
 
+@pytest.mark.parametrize("key", ["rsa", "ed"])
+def test_renewed_certificate_replaces_the_layer_of_an_identical_signature(
+        oci_registry, oci_token, pki, tmp_path, key):
+    """RSA PKCS#1 v1.5 and Ed25519 sign the same payload alike: signing again with a renewed
+    certificate (same key, new serial and validity) gives the same signature, and its layer
+    now carries the new certificate (ocisign used to say "already carries this signature" and
+    keep the old one); signing once more with it changes nothing (attach.c)."""
+    acme, _ = pki
+    client = oci_registry.client()
+    image, digest, payload, cert1 = signed_image(oci_registry, oci_token, acme, key=key)
+    body1, man1 = sig_manifest(client, digest)
+    assert len(man1["layers"]) == 1
+    ann1 = man1["layers"][0]["annotations"]
+    c1 = x509.load_pem_x509_certificate(CA.read(cert1))
+    assert ann1[ANN_CERT] == go_pem(c1.public_bytes(serialization.Encoding.DER))
+    cert2 = acme.issue(pubkey_pem(oci_token, key), str(tmp_path / "renewed.pem"), end=2)
+    c2 = x509.load_pem_x509_certificate(CA.read(cert2))
+    assert c2.serial_number != c1.serial_number
+    assert c2.not_valid_after > c1.not_valid_after
+    assert c2.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo) == \
+        c1.public_key().public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    carries = "ocisign: %s/%s@%s already carries this signature" % (oci_registry.host, REPO,
+                                                                     digest)
+
+    def sign(cert):
+        r = ocisign("sign", "--key", oci_token.uri(key), "--module", ocireg.SOFTHSM,
+                    "--certificate", cert, "--certificate-chain", acme.chain,
+                    *ocireg.PLAIN_HTTP, image, env=oci_token.env())
+        assert r.rc == 0, r
+        assert r.out == "%s/%s:%s\n" % (oci_registry.host, REPO, ocireg.sig_tag(digest)), r
+        return r
+
+    # the renewal: the layer of the same payload and signature now carries cert2
+    r = sign(cert2)
+    assert carries not in r.err, "the renewed certificate was not attached: %r" % r
+    body2, man2 = sig_manifest(client, digest)
+    assert len(man2["layers"]) == 1, man2
+    layer = man2["layers"][0]
+    assert layer["digest"] == man1["layers"][0]["digest"]
+    ann = layer["annotations"]
+    assert list(ann) == [ANN_SIG, ANN_CERT, ANN_CHAIN], ann
+    assert ann[ANN_SIG] == ann1[ANN_SIG], "not the same signature: the test proves nothing"
+    assert ann[ANN_CERT] == go_pem(c2.public_bytes(serialization.Encoding.DER)), (
+        "the signature's layer still carries the old certificate (serial %x, not %x)"
+        % (x509.load_pem_x509_certificate(ann[ANN_CERT].encode()).serial_number,
+           c2.serial_number))
+    assert ann[ANN_CHAIN] == CA.read(acme.chain).decode()
+    assert client.signatures(REPO, digest) == [(payload, base64.b64decode(ann1[ANN_SIG]))]
+    # the config lists the one layer
+    config = json.loads(client.get_blob(REPO, man2["config"]["digest"]))
+    assert config["rootfs"]["diff_ids"] == [layer["digest"]], config
+    r = ocisign("verify", "--certificate-chain", acme.root, *ocireg.PLAIN_HTTP, image)
+    assert r.rc == 0 and r.out == payload.decode() + "\n", r
+
+    # the same certificate again: nothing to do
+    r = sign(cert2)
+    assert carries in r.err, r
+    body3, _ = sig_manifest(client, digest)
+    assert ocireg.sha256(body3) == ocireg.sha256(body2)
+
+
 def test_verify_refusals(oci_registry, oci_token, pki):
     acme, other = pki
     image, digest, payload, leaf = signed_image(oci_registry, oci_token, acme, key="ed")
@@ -605,6 +732,53 @@ def test_identity_as_the_subject_in_the_documented_comma_form(oci_registry, oci_
     r = ocisign("verify", "--certificate-chain", acme.root, "--certificate-identity",
                 "O=Acme,CN=Release Signing", *ocireg.PLAIN_HTTP, image)
     assert r.rc == 0, r
+
+
+def test_empty_identity_refused(oci_registry, oci_token, pki):
+    """--certificate-identity "" (an unset variable in a script) is a usage error, not an
+    identity that some check could let through."""
+    acme, _ = pki
+    image, digest, payload, leaf = signed_image(oci_registry, oci_token, acme, key="ec")
+    r = ocisign("verify", "--certificate-chain", acme.root, *ocireg.PLAIN_HTTP, image)
+    assert r.rc == 0 and r.out == payload.decode() + "\n", r
+    r = ocisign("verify", "--certificate-chain", acme.root, "--certificate-identity", "",
+                *ocireg.PLAIN_HTTP, image)
+    assert r.rc == 2, r
+    assert "--certificate-identity is empty" in r.err, r
+    assert r.out == "", r
+
+
+def test_identity_is_the_whole_subject(oci_registry, oci_token, pki, tmp_path):
+    """A subject longer than ocisign's 1024-byte one-line buffer once it is escaped (64 emoji
+    of 4 bytes, each byte written \\xHH): the identity is matched against the whole subject,
+    not the first attributes that fit ("/CN=release/O=Acme")."""
+    acme, _ = pki
+    ou = "\U0001F600" * 64
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "release"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme"),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)])
+    leaf = acme.issue(pubkey_pem(oci_token, "ec"), str(tmp_path / "long.pem"), subject=subject)
+    assert x509.load_pem_x509_certificate(CA.read(leaf)).subject.rfc4514_string() == \
+        "OU=%s,O=Acme,CN=release" % ou
+    image, digest, payload, _ = signed_image(oci_registry, oci_token, acme, key="ec",
+                                             certificate=leaf)
+
+    def verify(identity):
+        return ocisign("verify", "--certificate-chain", acme.root, "--certificate-identity",
+                       identity, *ocireg.PLAIN_HTTP, image)
+
+    r = verify("/CN=release/O=Acme")
+    assert_failed(r, "is not for /CN=release/O=Acme")
+    assert r.out == "", "a prefix of the subject taken as its identity: %r" % r
+    r = verify("CN=release,O=Acme")
+    assert_failed(r, "is not for CN=release,O=Acme")
+    # the certificate's names are still its identities
+    r = verify(IDENTITY)
+    assert r.rc == 0 and r.out == payload.decode() + "\n", r
+    r = verify("/CN=release/O=Acme/OU=" + "\\xF0\\x9F\\x98\\x80" * 64)
+    assert r.rc == 0 and r.out == payload.decode() + "\n", r
+    r = verify("CN=release,O=Acme,OU=" + ou)
+    assert r.rc == 0 and r.out == payload.decode() + "\n", r
 
 
 def test_tampered_annotations_do_not_verify(oci_registry, oci_token, pki, tmp_path):

@@ -582,7 +582,8 @@ int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err)
 			p11g_err_set(err, P11G_E_NOT_FOUND,
 			             "cannot read CKA_EC_PARAMS and CKA_EC_POINT of %s%s", k->uri,
 			             k->cls == CKO_PRIVATE_KEY
-			                 ? " (there is no public key object with its id or label)"
+			                 ? " (there is no public key object with its CKA_ID, or "
+			                   "with its label for a key without one)"
 			                 : "");
 		else
 			pk = oci_pkey_from_ec(a, alen, b, blen, err);
