@@ -672,7 +672,8 @@ static int run_policy(int argc, char **argv)
 	"                         [--for PRINCIPAL] [--wait[=SECONDS]] [--json]\n"                 \
 	"Orders uses of keys.  --uses sets the count of the --key before it (default 1);\n"        \
 	"--payload-name names the --digest before it; --name is a short title for lists.\n"        \
-	"--valid defaults to 1h (capped by the rule).  Prints the new operation id alone;\n"       \
+	"--valid defaults to 1h (shortened to the rule's max_validity; a longer --valid is\n"      \
+	"refused).  Prints the new operation id alone;\n"                                          \
 	"with --wait, then waits for the decision (exit 0 approved, 1 otherwise).\n"
 
 #define HELP_LIST                                                                                  \

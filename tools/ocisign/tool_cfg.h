@@ -35,6 +35,7 @@ struct oci_config {
 	const char *id_token_env;    /* --id-token-env NAME */
 	const char *id_token_github; /* --id-token-github AUDIENCE */
 	long wait_s;
+	bool wait_set; /* --wait given */
 	/* certificates */
 	const char *subject;            /* csr --subject */
 	const char *sans[OCI_SANS_MAX]; /* csr --san, n_sans of them */

@@ -70,17 +70,16 @@ static const char help_sign[] =
     "  --request              first file an approvald request for this key, one use\n"
     "                         per payload, pinned to the SHA-256 of each payload and\n"
     "                         naming the image; print its id on stderr and wait for\n"
-    "                         the decision\n"
+    "                         the decision.  The request is named after the image,\n"
+    "                         each payload after the manifest it signs\n"
     "  --socket PATH          approvald's socket (default $APPROVALD_SOCKET, else\n"
     "                         /run/approvald/approvald.sock); also given to p11gate.so\n"
     "                         as P11GATE_SOCKET unless that is set\n"
     "  --wait SECONDS         how long --request waits for approval (default 3600)\n"
     "  --id-token FILE|-      the pipeline's OIDC ID token for --request, for a key\n"
-    "                         whose rule asks for one (default $APPROVALD_ID_TOKEN_FILE);\n"
+    "                         whose rule asks for one (default $APPROVALD_ID_TOKEN_FILE)\n"
     "  --id-token-env NAME    the token in that variable (GitLab CI's id_tokens)\n"
     "  --id-token-github AUDIENCE  the GitHub Actions job's token for AUDIENCE\n"
-    "                         the request is named after the image, each payload after\n"
-    "                         the manifest it signs\n"
     "  --certificate FILE     attach this PEM certificate of the key with each signature\n"
     "                         (cosign's dev.sigstore.cosign/certificate annotation); it\n"
     "                         must certify the key, be valid now and allow code signing\n"
@@ -124,9 +123,10 @@ static const char help_verify[] =
 
 static const char help_pubkey[] =
     "Usage: ocisign pubkey --key URI [OPTIONS]\n"
-    "Prints the key's public key as a PEM SubjectPublicKeyInfo: from the public key\n"
-    "object with the URI's id or label (CKA_EC_PARAMS/CKA_EC_POINT, or the RSA\n"
-    "modulus and exponent), else from the private key's attributes.\n"
+    "Prints the key's public key as a PEM SubjectPublicKeyInfo (CKA_EC_PARAMS and\n"
+    "CKA_EC_POINT, or the RSA modulus and exponent): from the public key object the\n"
+    "URI names, else from the private key's own attributes (RSA) or its public half\n"
+    "(the public key object with its CKA_ID; with its label for a key without one).\n"
     "\n" KEY_HELP;
 
 static const char help_csr[] =
@@ -415,6 +415,7 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 			if (errno || *end || end == optarg || w < 1 || w > 86400)
 				return usage(v->name, "--wait takes seconds from 1 to 86400");
 			cfg->wait_s = w;
+			cfg->wait_set = true;
 			break;
 		}
 		case 'a': {
@@ -475,7 +476,7 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 	}
 	if (v->verb == OCI_ATTACH && (!cfg->payload_file || !cfg->signature_file))
 		return usage(v->name, "--payload FILE and --signature FILE are required");
-	if ((cfg->socket || cfg->wait_s != OCI_DEFAULT_WAIT || cfg->id_token || cfg->id_token_env ||
+	if ((cfg->socket || cfg->wait_set || cfg->id_token || cfg->id_token_env ||
 	     cfg->id_token_github) &&
 	    !cfg->request)
 		return usage(v->name, "--socket, --wait and --id-token go with --request");
