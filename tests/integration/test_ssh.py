@@ -9,7 +9,11 @@ tunnel: approvald sees the SSH account sshd connects as, never the runner.
   signature is refused before approval and made after, and the audit names the account;
 - an approver approves through a forwarded control socket, identity their SSH account;
 - an account with no rule gets nothing;
-- a dropped SSH connection mid-signature costs no use and leaks no process."""
+- a dropped SSH connection mid-signature costs no use and leaks no process.
+
+sshd runs without PAM here, and so refuses accounts whose password field is locked ("!", as
+useradd leaves the test users): the test sets the three accounts' fields to "*" (no password
+either way)."""
 
 import json
 import os
