@@ -1,8 +1,10 @@
 """Signers and approvers on other machines over SSH (issue 23): the transport p11-kit documents
 for remote tokens, with identity still from the kernel.  A real sshd (openssh-server) listens on
 127.0.0.1 with its own host key and configuration; each account may only forward Unix sockets
-(`restrict,port-forwarding` in its key's line, `AllowStreamLocalForwarding local` and nothing
-else in a `Match` block).  The "runner" is root here, on the "other machine"'s side of the
+(`restrict,port-forwarding` in its key's line; in a `Match` block `AllowStreamLocalForwarding
+local`, and `AllowTcpForwarding local` with `PermitOpen [PATH]:*` naming approvald's sockets,
+which limits both kinds of forward: OpenSSH checks Unix-socket forwards against the TCP
+settings).  The "runner" is root here, on the "other machine"'s side of the
 tunnel: approvald sees the SSH account sshd connects as, never the runner.
 
 - a CI account forwards approvald's PKCS#11 and control sockets: its request is its own, its
