@@ -10,6 +10,7 @@
 #include "approvald/audit_state.h"
 #include "approvald/checkpoint.h"
 #include "approvald/read_worker.h"
+#include "approvald/sdnotify.h"
 #include "approvald/verify_job.h"
 #include "approvald/policy_load.h"
 #include "p11gate/kvconf.h"
@@ -658,9 +659,18 @@ static void on_parked_gone(void *app, uint64_t wake_id)
 	p11g_read_job_cancel(&d->ops, wake_id);
 }
 
+static void reload_policy(struct p11g_daemon *d);
+
+/* SIGHUP: the policy again, told to systemd as a reload (systemctl reload waits for it) */
 static void on_reload(void *app)
 {
-	struct p11g_daemon *d = app;
+	p11g_sd_notify("RELOADING=1");
+	reload_policy(app);
+	p11g_sd_notify("READY=1");
+}
+
+static void reload_policy(struct p11g_daemon *d)
+{
 	struct p11g_policy *p = NULL;
 	p11g_err err = {0};
 
@@ -788,7 +798,13 @@ int p11g_daemon_run(const struct p11g_daemon_config *cfg, const struct p11g_host
 		d.ops.forget_secrets = host->forget;
 	p11g_read_worker_start(&d.ops);
 	p11g_jwks_sources_sync(&d.jwks, d.ops.policy);
+	/* every socket listens and the store is open: systemd may start what depends on us */
+	char ready[600];
+	snprintf(ready, sizeof(ready), "READY=1\nSTATUS=serving on %s: %zu rules", cfg->socket_path,
+	         d.ops.policy->n_rules);
+	p11g_sd_notify(ready);
 	rc = p11g_server_run(d.server) == 0 ? 0 : 1;
+	p11g_sd_notify("STOPPING=1");
 	p11g_info("stopped");
 out:
 	p11g_web_stop(&d.web);

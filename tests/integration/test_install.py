@@ -158,7 +158,7 @@ def test_unit_verifies_and_is_sandboxed(installed, capsys):
                         "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes",
                         "LockPersonality=yes", "ExecReload=/bin/kill -HUP $MAINPID",
                         "Restart=on-failure", "StateDirectory=approvald",
-                        "RuntimeDirectory=approvald", "User=approvald"):
+                        "RuntimeDirectory=approvald", "User=approvald", "Type=notify"):
             assert "\n" + setting in open(os.path.join(
                 root, expected_files(o)[1][1:], "approvald.service")).read(), setting
     finally:
