@@ -661,10 +661,14 @@ static void on_parked_gone(void *app, uint64_t wake_id)
 
 static void reload_policy(struct p11g_daemon *d);
 
-/* SIGHUP: the policy again, told to systemd as a reload (systemctl reload waits for it) */
+/* SIGHUP: the policy again, told to systemd as a reload (Type=notify-reload, systemd 253 and
+ * later, waits for READY=1; with 252's Type=notify it is shown in the unit's state) */
 static void on_reload(void *app)
 {
-	p11g_sd_notify("RELOADING=1");
+	char reloading[64];
+	snprintf(reloading, sizeof(reloading), "RELOADING=1\nMONOTONIC_USEC=%" PRId64,
+	         p11g_mono_us());
+	p11g_sd_notify(reloading);
 	reload_policy(app);
 	p11g_sd_notify("READY=1");
 }

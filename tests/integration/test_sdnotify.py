@@ -81,9 +81,14 @@ def test_ready_reloading_stopping(abstract):
             # a reload is told as one
             with open(os.path.join(tmp, "policy", "a.json"), "w") as f:
                 f.write('{"default": "allow", "rules": []}\n')
+            before = time.monotonic_ns() // 1000
             p.send_signal(signal.SIGHUP)
             got = messages(rx, "READY=1")
-            assert got == ["RELOADING=1", "READY=1"], got
+            assert len(got) == 2 and got[1] == "READY=1", got
+            first = got[0].split("\n")
+            assert first[0] == "RELOADING=1" and first[1].startswith("MONOTONIC_USEC="), got
+            # CLOCK_MONOTONIC in µs, as Type=notify-reload reads it
+            assert before <= int(first[1].split("=")[1]) <= time.monotonic_ns() // 1000, got
         finally:
             err = stop(p)
         assert "policy reloaded" in err, err

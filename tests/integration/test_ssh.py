@@ -79,7 +79,7 @@ class Sshd:
             self.keys[a] = k
             with open(os.path.join(keys, p11g.U(a)), "w") as f:
                 # forwarding, and nothing else: no shell, pty, agent, X11 or commands
-                f.write("restrict,port-forwarding,command=\"/bin/false\" %s"
+                f.write("restrict,port-forwarding,command=\"/usr/sbin/nologin\" %s"
                         % open(k + ".pub").read())
             # sshd (without PAM) turns away accounts whose password field is locked ("!");
             # "*" has no password either, so keys alone log in
@@ -111,9 +111,17 @@ PermitTTY no
 PermitTunnel no
 PermitUserRC no
 Match User %s
+    AuthenticationMethods publickey
+    PasswordAuthentication no
+    ForceCommand /usr/sbin/nologin
     AllowStreamLocalForwarding local
     AllowTcpForwarding local
     PermitOpen %s
+    PermitListen none
+    PermitTunnel no
+    X11Forwarding no
+    AllowAgentForwarding no
+    PermitTTY no
 """ % (self.port, host, self.dir, keys, " ".join(p11g.U(a) for a in ACCOUNTS), users,
        " ".join("[%s]:*" % p for p in paths)))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation dir
