@@ -816,13 +816,10 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 		return -1;
 	/* auto_approve lets a rule's orderers past its approvers for the images it names: a
 	 * certificate request is the approvers' call (a rule without approvers needs none) */
-	json_array_foreach(q->op.images, i, d)
-	{
-		for (size_t r = 0; json_object_get(d, "csr") && r < q->n_keys; r++)
-			for (size_t m = 0; m < q->judged[r]->n_quorum; m++)
-				if (q->judged[r]->quorum[m].count > 0)
-					q->auto_all = false;
-	}
+	bool csr = false;
+	json_array_foreach(q->op.images, i, d) csr |= json_object_get(d, "csr") != NULL;
+	for (size_t r = 0; csr && r < q->n_keys; r++)
+		q->auto_all &= !p11g_rule_needs_approval(q->judged[r]);
 	q->op.oci = json_incref(json_object_get(args, "oci"));
 	if (!(q->op.digests = calloc(json_array_size(q->digests) + 1, sizeof(char *))))
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");

@@ -242,6 +242,8 @@ bool p11g_rule_may_order(const struct p11g_rule *r, const struct p11g_ident *id)
 /* In any quorum clause's principals. */
 bool p11g_rule_may_approve(const struct p11g_rule *r, const struct p11g_ident *id);
 bool p11g_rule_is_admin(const struct p11g_rule *r, const struct p11g_ident *id);
+/* Some quorum clause needs at least one approval. */
+bool p11g_rule_needs_approval(const struct p11g_rule *r);
 /* Approved on creation for this orderer: no clause needs anyone, or the
  * orderer is in auto_approve. */
 bool p11g_rule_auto_approves(const struct p11g_rule *r, const struct p11g_ident *orderer);

@@ -62,10 +62,7 @@ json_t *p11g_rule_to_json(const struct p11g_rule *r)
 	if (set_new(o, "orderers", principals_to_json(&r->orderers)) < 0)
 		goto fail;
 	/* Both policy forms normalise to clauses; a rule that needs nobody says so. */
-	bool needs_someone = false;
-	for (size_t i = 0; i < r->n_quorum; i++)
-		needs_someone |= r->quorum[i].count > 0;
-	if (!needs_someone) {
+	if (!p11g_rule_needs_approval(r)) {
 		if (set_new(o, "approvals", json_integer(0)) < 0)
 			goto fail;
 	} else {

@@ -22,14 +22,19 @@ bool p11g_rule_is_admin(const struct p11g_rule *r, const struct p11g_ident *id)
 	return r && p11g_principals_match(&r->admins, id);
 }
 
+bool p11g_rule_needs_approval(const struct p11g_rule *r)
+{
+	for (size_t i = 0; i < r->n_quorum; i++)
+		if (r->quorum[i].count > 0)
+			return true;
+	return false;
+}
+
 bool p11g_rule_auto_approves(const struct p11g_rule *r, const struct p11g_ident *orderer)
 {
 	if (!r)
 		return false;
-	for (size_t i = 0; i < r->n_quorum; i++)
-		if (r->quorum[i].count > 0)
-			return p11g_principals_match(&r->auto_approve, orderer);
-	return true;
+	return !p11g_rule_needs_approval(r) || p11g_principals_match(&r->auto_approve, orderer);
 }
 
 /* Unknown mechanisms are treated like raw ones: p11gate cannot say which
