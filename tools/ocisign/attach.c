@@ -84,18 +84,16 @@ int oci_sig_manifest_add(const unsigned char *existing, size_t elen, const char 
 		}
 	}
 	/* cosign's annotations, in the order Go writes a map's keys (sorted) */
-	json_array_append_new(
-	    layers,
-	    cert_pem
-	        ? json_pack("{s:s, s:I, s:s, s:{s:s, s:s, s:s}}", "mediaType", OCI_MT_SIMPLESIGNING,
-	                    "size", (json_int_t)payload_size, "digest", payload_digest,
-	                    "annotations", OCI_ANN_SIGNATURE, sig_b64, OCI_ANN_CERTIFICATE,
-	                    cert_pem, OCI_ANN_CHAIN, chain_pem ? chain_pem : "")
-	        : json_pack("{s:s, s:I, s:s, s:{s:s}}", "mediaType", OCI_MT_SIMPLESIGNING, "size",
-	                    (json_int_t)payload_size, "digest", payload_digest, "annotations",
-	                    OCI_ANN_SIGNATURE, sig_b64));
-	if (json_array_size(layers) == 0 ||
-	    !json_is_object(json_array_get(layers, json_array_size(layers) - 1))) {
+	json_t *layer = json_pack("{s:s, s:I, s:s, s:{s:s}}", "mediaType", OCI_MT_SIMPLESIGNING,
+	                          "size", (json_int_t)payload_size, "digest", payload_digest,
+	                          "annotations", OCI_ANN_SIGNATURE, sig_b64);
+	json_t *sig_ann = json_object_get(layer, "annotations");
+	/* layers owns the layer from here, even when the append fails */
+	if (!layer || json_array_append_new(layers, layer) < 0 ||
+	    (cert_pem &&
+	     (json_object_set_new(sig_ann, OCI_ANN_CERTIFICATE, json_string(cert_pem)) < 0 ||
+	      json_object_set_new(sig_ann, OCI_ANN_CHAIN, json_string(chain_pem ? chain_pem : "")) <
+	          0))) {
 		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 		goto out;
 	}

@@ -8,6 +8,14 @@
 
 #define SAN_MAX 255 /* bytes of one subject alternative name */
 
+/* What was written to a memory BIO, as a malloc'd string (NULL: nothing, or out of memory). */
+static char *bio_string(BIO *b)
+{
+	char *p;
+	long n = BIO_get_mem_data(b, &p);
+	return n >= 0 ? strndup(p, (size_t)n) : NULL;
+}
+
 X509_NAME *oci_subject_parse(const char *s, p11g_err *err)
 {
 	X509_NAME *name = X509_NAME_new();
@@ -221,10 +229,7 @@ int oci_csr_finish(X509_REQ *req, EVP_PKEY *pk, const unsigned char *sig, size_t
 		             "public key");
 		goto out;
 	}
-	char *p;
-	long n;
-	if (PEM_write_bio_X509_REQ(b, req) != 1 || (n = BIO_get_mem_data(b, &p)) <= 0 ||
-	    !(*ret_pem = strndup(p, (size_t)n))) {
+	if (PEM_write_bio_X509_REQ(b, req) != 1 || !(*ret_pem = bio_string(b))) {
 		ERR_clear_error();
 		p11g_err_set(err, P11G_E_INTERNAL, "cannot write the request as PEM");
 		goto out;
@@ -299,10 +304,7 @@ STACK_OF(X509) * oci_certs_load(const char *path, const char *what, p11g_err *er
 char *oci_cert_to_pem(X509 *x, p11g_err *err)
 {
 	BIO *b = BIO_new(BIO_s_mem());
-	char *p, *res = NULL;
-	long n;
-	if (b && PEM_write_bio_X509(b, x) == 1 && (n = BIO_get_mem_data(b, &p)) > 0)
-		res = strndup(p, (size_t)n);
+	char *res = b && PEM_write_bio_X509(b, x) == 1 ? bio_string(b) : NULL;
 	BIO_free(b);
 	if (!res) {
 		ERR_clear_error();
@@ -320,11 +322,9 @@ void oci_cert_subject(const X509 *x, char *out, size_t len)
 static void time_text(const ASN1_TIME *t, char *out, size_t len)
 {
 	BIO *b = BIO_new(BIO_s_mem());
-	char *p;
-	long n;
-	snprintf(out, len, "?");
-	if (b && ASN1_TIME_print(b, t) == 1 && (n = BIO_get_mem_data(b, &p)) > 0)
-		snprintf(out, len, "%.*s", (int)n, p);
+	char *s = b && ASN1_TIME_print(b, t) == 1 ? bio_string(b) : NULL;
+	snprintf(out, len, "%s", s ? s : "?");
+	free(s);
 	BIO_free(b);
 }
 
@@ -342,6 +342,12 @@ int oci_cert_check_key(X509 *x, EVP_PKEY *pk, const char *what, p11g_err *err)
 		                    what, subj);
 	}
 	return 0;
+}
+
+bool oci_cert_valid_now(const X509 *x)
+{
+	return X509_cmp_current_time(X509_get0_notBefore(x)) < 0 &&
+	       X509_cmp_current_time(X509_get0_notAfter(x)) > 0;
 }
 
 int oci_cert_check_time(const X509 *x, const char *what, p11g_err *err)
@@ -403,13 +409,12 @@ int oci_cert_check_identity(X509 *x, const char *identity, p11g_err *err)
 	static const unsigned long orders[] = {XN_FLAG_RFC2253, XN_FLAG_RFC2253 & ~XN_FLAG_DN_REV};
 	for (size_t i = 0; i < P11G_ARRAY_SIZE(orders) && !found; i++) {
 		BIO *b = BIO_new(BIO_s_mem());
-		char *p;
-		long n;
-		if (b &&
-		    X509_NAME_print_ex(b, X509_get_subject_name(x), 0,
-		                       orders[i] & ~ASN1_STRFLGS_ESC_MSB) >= 0 &&
-		    (n = BIO_get_mem_data(b, &p)) >= 0)
-			found = (size_t)n == strlen(identity) && !memcmp(p, identity, (size_t)n);
+		char *name = b && X509_NAME_print_ex(b, X509_get_subject_name(x), 0,
+		                                     orders[i] & ~ASN1_STRFLGS_ESC_MSB) >= 0
+		                 ? bio_string(b)
+		                 : NULL;
+		found = name && !strcmp(name, identity);
+		free(name);
 		BIO_free(b);
 	}
 	ERR_clear_error();
@@ -469,5 +474,19 @@ out:
 	ERR_clear_error();
 	X509_STORE_CTX_free(ctx);
 	X509_STORE_free(store);
+	return res;
+}
+
+int oci_cert_verify_chain_file(X509 *leaf, STACK_OF(X509) * chain, const char *what, p11g_err *err)
+{
+	/* the stacks share chain's certificates: freed shallow */
+	STACK_OF(X509) *mid = sk_X509_dup(chain), *root = sk_X509_new_null();
+	int res = -1;
+	if (!mid || !root || sk_X509_num(chain) < 1 || !sk_X509_push(root, sk_X509_pop(mid)))
+		p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	else
+		res = oci_cert_verify_chain(leaf, mid, root, what, err);
+	sk_X509_free(mid);
+	sk_X509_free(root);
 	return res;
 }

@@ -43,6 +43,7 @@ void oci_cert_subject(const X509 *x, char *out, size_t len);
 /* Refusals with the reason, each naming what the certificate is (e.g. "cert.pem"). */
 int oci_cert_check_key(X509 *x, EVP_PKEY *pk, const char *what, p11g_err *err);
 int oci_cert_check_time(const X509 *x, const char *what, p11g_err *err);
+bool oci_cert_valid_now(const X509 *x);
 int oci_cert_check_codesign(X509 *x, const char *what, p11g_err *err);
 /* identity equals one of the certificate's subject alternative names (email, URI, DNS) or
  * its subject, written "/CN=../O=.." or as RFC 2253 "CN=..,O=..". */
@@ -53,5 +54,9 @@ int oci_cert_check_identity(X509 *x, const char *identity, p11g_err *err);
  * of the leaf. */
 int oci_cert_verify_chain(X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * roots,
                           const char *what, p11g_err *err);
+
+/* cosign's check of a --certificate-chain file: its last certificate is the root, the ones
+ * before it intermediates (chain itself is left as it is). */
+int oci_cert_verify_chain_file(X509 *leaf, STACK_OF(X509) * chain, const char *what, p11g_err *err);
 
 #endif

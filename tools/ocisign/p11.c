@@ -8,6 +8,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include "cert.h"
 #include "p11.h"
 #include "sigcrypto.h"
 
@@ -30,6 +31,11 @@ struct oci_key {
 	char module[1024];
 	bool approved; /* an operation was approved for what is signed (--request) */
 };
+
+const char *oci_key_uri(const struct oci_key *k)
+{
+	return k->uri;
+}
 
 void oci_key_note_approved(struct oci_key *k)
 {
@@ -525,35 +531,28 @@ static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **r
  * together), or the same label for a key without an id. */
 static bool find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
 {
-	static const CK_ATTRIBUTE_TYPE by[] = {CKA_ID, CKA_LABEL};
 	CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-	for (size_t i = 0; i < P11G_ARRAY_SIZE(by); i++) {
-		unsigned char *v = NULL;
-		size_t vlen = 0;
-		if (get_attr(k, by[i], &v, &vlen) < 0)
-			continue;
-		if (i == 1) {
-			unsigned char *id = NULL;
-			size_t idlen = 0;
-			/* a key with an id whose public half has another id has none here */
-			if (get_attr(k, CKA_ID, &id, &idlen) == 0) {
-				free(id);
-				free(v);
-				return false;
-			}
-		}
-		CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {by[i], v, vlen}};
-		CK_OBJECT_HANDLE found[2];
-		CK_ULONG n = 0;
-		p11g_err ignored;
-		int r = find_objects(k, k->session, t, 2, found, 2, &n, &ignored);
-		free(v);
-		if (r == 0 && n == 1) {
-			*ret = found[0];
-			return true;
-		}
-	}
-	return false;
+	CK_ATTRIBUTE id = {CKA_ID, NULL, 0};
+	CK_RV rv = k->f->C_GetAttributeValue(k->session, k->obj, &id, 1);
+	/* a failed read is not an absent id: the label could name another key's public half */
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+		return false;
+	bool has_id = rv == CKR_OK && id.ulValueLen != 0 && id.ulValueLen != (CK_ULONG)-1;
+	unsigned char *v = NULL;
+	size_t vlen = 0;
+	if (get_attr(k, has_id ? CKA_ID : CKA_LABEL, &v, &vlen) < 0)
+		return false;
+	CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                     {has_id ? CKA_ID : CKA_LABEL, v, vlen}};
+	CK_OBJECT_HANDLE found[2];
+	CK_ULONG n = 0;
+	p11g_err ignored;
+	int r = find_objects(k, k->session, t, 2, found, 2, &n, &ignored);
+	free(v);
+	if (r < 0 || n != 1)
+		return false;
+	*ret = found[0];
+	return true;
 }
 
 int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err)
@@ -662,10 +661,7 @@ int oci_key_token_cert(struct oci_key *k, EVP_PKEY *pk, X509 **ret, p11g_err *er
 			continue;
 		}
 		/* one valid now before any other; then the one valid longest */
-		bool now = X509_cmp_current_time(X509_get0_notBefore(x)) < 0 &&
-		           X509_cmp_current_time(X509_get0_notAfter(x)) > 0;
-		bool best_now = best && X509_cmp_current_time(X509_get0_notBefore(best)) < 0 &&
-		                X509_cmp_current_time(X509_get0_notAfter(best)) > 0;
+		bool now = oci_cert_valid_now(x), best_now = best && oci_cert_valid_now(best);
 		if (!best || (now && !best_now) ||
 		    (now == best_now &&
 		     ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0)) {

@@ -29,6 +29,9 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
                  p11g_err *err);
 void oci_key_close(struct oci_key *k);
 
+/* The opened key's URI without its query (so without a PIN): for messages. */
+const char *oci_key_uri(const struct oci_key *k);
+
 /* The key's URI without its query (no PIN, no module): what approvald's
  * policy matches. malloc'd. */
 int oci_key_request_uri(const char *uri, char **ret, p11g_err *err);

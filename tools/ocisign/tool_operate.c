@@ -146,6 +146,20 @@ static int sign_targets(const struct oci_config *cfg, const struct oci_manifest 
 	return 0;
 }
 
+/* approvald takes a request's title of TITLE_MAX bytes: a longer one is cut, ending in "..."
+ * (the text is ASCII: image names, and subjects as OpenSSL escapes them). */
+#define TITLE_MAX 128
+__attribute__((format(printf, 2, 3))) static void fit_title(char out[TITLE_MAX + 1],
+                                                            const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, TITLE_MAX + 1, fmt, ap);
+	va_end(ap);
+	if (n > TITLE_MAX)
+		memcpy(out + TITLE_MAX - 3, "...", 4);
+}
+
 /* The pipeline's ID token for --request, when it has one to give (*ret NULL when not). */
 static int load_id_token(const struct oci_config *cfg, char **ret, p11g_err *err)
 {
@@ -179,9 +193,8 @@ static int sign_certificate(const struct oci_config *cfg, struct oci_key *key, c
 	if (oci_key_public(key, &pk, err) < 0)
 		goto out;
 	if (cfg->cert_from_token) {
-		/* the URI's query may hold the PIN: never shown */
-		snprintf(what, sizeof(what), "the token's certificate of %.*s",
-		         (int)strcspn(cfg->key, "?"), cfg->key);
+		/* the key's URI without its query, which may hold the PIN */
+		snprintf(what, sizeof(what), "the token's certificate of %s", oci_key_uri(key));
 		int r = oci_key_token_cert(key, pk, &leaf, err);
 		if (r < 0)
 			goto out;
@@ -208,18 +221,7 @@ static int sign_certificate(const struct oci_config *cfg, struct oci_key *key, c
 		    !(chain =
 		          oci_certs_from_pem(chainfile.data, chainfile.len, cfg->chain_file, err)))
 			goto out;
-		/* cosign: the chain's last certificate is its root, the others intermediates */
-		STACK_OF(X509) *root = sk_X509_new_null();
-		X509 *last = sk_X509_pop(chain);
-		if (!root || !sk_X509_push(root, last)) {
-			X509_free(last);
-			sk_X509_free(root);
-			p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
-			goto out;
-		}
-		int v = oci_cert_verify_chain(leaf, chain, root, what, err);
-		oci_certs_free(root);
-		if (v < 0)
+		if (oci_cert_verify_chain_file(leaf, chain, what, err) < 0)
 			goto out;
 		if (!(*ret_chain = strndup((const char *)chainfile.data, chainfile.len))) {
 			p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
@@ -303,18 +305,9 @@ static int do_sign(struct oci_config *cfg)
 		if (load_id_token(cfg, &id_token, &err) < 0)
 			goto failed;
 		/* named after the image; each payload after the manifest it signs */
-		/* approvald takes a title of 128 bytes; an image name is ASCII */
-		char title[129], *full = NULL;
-		if (asprintf(&full, "Sign %s%s%s", name, ref.digest[0] ? "@" : ":",
-		             oci_ref_reference(&ref)) < 0) {
-			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
-			goto failed;
-		}
-		if (strlen(full) < sizeof(title))
-			snprintf(title, sizeof(title), "%s", full);
-		else
-			snprintf(title, sizeof(title), "%.125s...", full);
-		free(full);
+		char title[TITLE_MAX + 1];
+		fit_title(title, "Sign %s%s%s", name, ref.digest[0] ? "@" : ":",
+		          oci_ref_reference(&ref));
 		if (!(pnames = calloc(n, sizeof(*pnames)))) {
 			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
 			goto failed;
@@ -684,7 +677,7 @@ static int do_pubkey(struct oci_config *cfg)
 static int csr_approval(const struct oci_config *cfg, struct oci_key *key, const char *req_uri,
                         const char *dn, const unsigned char *tbs, size_t tlen, p11g_err *err)
 {
-	char digest[OCI_DIGEST_LEN + 1], title[129], desc[2200], sans[1001] = "";
+	char digest[OCI_DIGEST_LEN + 1], title[TITLE_MAX + 1], desc[2200], sans[1001] = "";
 	char *id_token = NULL;
 	size_t off = 0;
 
@@ -698,8 +691,7 @@ static int csr_approval(const struct oci_config *cfg, struct oci_key *key, const
 	if (load_id_token(cfg, &id_token, err) < 0)
 		return -1;
 	oci_sha256_digest(tbs, tlen, digest);
-	if ((size_t)snprintf(title, sizeof(title), "CSR for %s", dn) >= sizeof(title))
-		snprintf(title + sizeof(title) - 4, 4, "...");
+	fit_title(title, "CSR for %s", dn);
 	snprintf(desc, sizeof(desc),
 	         "ocisign: PKCS#10 certificate signing request for a code-signing certificate, "
 	         "subject %.900s%s%s",
@@ -797,7 +789,7 @@ static int do_import_cert(struct oci_config *cfg)
 {
 	struct oci_key *key = NULL;
 	EVP_PKEY *pk = NULL;
-	STACK_OF(X509) *certs = NULL, *chain = NULL, *root = NULL;
+	STACK_OF(X509) *certs = NULL, *chain = NULL;
 	char what[600], subj[256];
 	unsigned replaced = 0;
 	p11g_err err;
@@ -818,22 +810,11 @@ static int do_import_cert(struct oci_config *cfg)
 	    oci_cert_check_time(leaf, what, &err) < 0 ||
 	    oci_cert_check_codesign(leaf, what, &err) < 0)
 		goto failed;
-	if (chain) {
-		X509 *last = sk_X509_pop(chain);
-		if (!(root = sk_X509_new_null()) || !sk_X509_push(root, last)) {
-			X509_free(last);
-			p11g_err_set(&err, P11G_E_INTERNAL, "out of memory");
-			goto failed;
-		}
-		if (oci_cert_verify_chain(leaf, chain, root, what, &err) < 0)
-			goto failed;
-	}
-	if (oci_key_import_cert(key, leaf, &replaced, &err) < 0)
+	if ((chain && oci_cert_verify_chain_file(leaf, chain, what, &err) < 0) ||
+	    oci_key_import_cert(key, leaf, &replaced, &err) < 0)
 		goto failed;
-	char shown[2048];
-	snprintf(shown, sizeof(shown), "%.*s", (int)strcspn(cfg->key, "?"), cfg->key);
 	printf("stored %s on the token as the certificate of %s (its CKA_ID and CKA_LABEL)", subj,
-	       shown);
+	       oci_key_uri(key));
 	if (replaced)
 		printf(" (replacing %u certificate%s)", replaced, replaced == 1 ? "" : "s");
 	printf("\n");
@@ -844,7 +825,6 @@ failed:
 out:
 	oci_certs_free(certs);
 	oci_certs_free(chain);
-	oci_certs_free(root);
 	EVP_PKEY_free(pk);
 	oci_key_close(key);
 	return rc;
