@@ -12,12 +12,13 @@
 
 /* bytes as printable ASCII, anything else as \xHH: a name is shown as it is, byte for byte,
  * whatever its encoding */
-static json_t *safe_string(const unsigned char *p, size_t n)
+static json_t *safe_string(const char *prefix, const unsigned char *p, size_t n)
 {
-	char *s = malloc(4 * n + 1);
-	size_t o = 0;
+	size_t o = strlen(prefix);
+	char *s = malloc(o + 4 * n + 1);
 	if (!s)
 		return NULL;
+	memcpy(s, prefix, o);
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
 			s[o++] = (char)p[i];
@@ -87,26 +88,15 @@ static json_t *names_of(GENERAL_NAMES *gens)
 	json_t *a = json_array();
 	for (int i = 0; a && i < sk_GENERAL_NAME_num(gens); i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		const char *kind = g->type == GEN_EMAIL ? "email"
-		                   : g->type == GEN_DNS ? "DNS"
-		                   : g->type == GEN_URI ? "URI"
+		const char *kind = g->type == GEN_EMAIL ? "email:"
+		                   : g->type == GEN_DNS ? "DNS:"
+		                   : g->type == GEN_URI ? "URI:"
 		                                        : NULL;
 		json_t *s;
 		if (kind) {
 			/* byte for byte, a NUL or a non-ASCII byte escaped (safe_string) */
-			const unsigned char *d = ASN1_STRING_get0_data(g->d.ia5);
-			size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
-			size_t kl = strlen(kind);
-			unsigned char *both = malloc(kl + 1 + n);
-			if (!both) {
-				json_decref(a);
-				return NULL;
-			}
-			memcpy(both, kind, kl);
-			both[kl] = ':';
-			memcpy(both + kl + 1, d, n);
-			s = safe_string(both, kl + 1 + n);
-			free(both);
+			s = safe_string(kind, ASN1_STRING_get0_data(g->d.ia5),
+			                (size_t)ASN1_STRING_length(g->d.ia5));
 		} else {
 			s = json_string(g->type == GEN_IPADD     ? "IP address (not shown)"
 			                : g->type == GEN_DIRNAME ? "directory name (not shown)"
@@ -182,7 +172,7 @@ static int others_of(json_t *res, const STACK_OF(X509_EXTENSION) * exts, char *w
 		for (long k = 0; k < n; k++)
 			if (p[k] == '\n' || p[k] == '\r')
 				p[k] = ' ';
-		if (json_array_append_new(a, safe_string((unsigned char *)p, (size_t)n)) < 0) {
+		if (json_array_append_new(a, safe_string("", (unsigned char *)p, (size_t)n)) < 0) {
 			snprintf(why, why_len, "out of memory");
 			goto out;
 		}
