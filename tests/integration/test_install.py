@@ -9,7 +9,6 @@ approvald with them."""
 
 import json
 import os
-import pwd
 import re
 import shutil
 import signal

@@ -45,15 +45,6 @@ def messages(rx, until, timeout=15):
             return got
 
 
-def wait_until(cond, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def stop(p):
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=10)
@@ -100,14 +91,14 @@ def test_nothing_without_a_socket_and_no_harm_with_a_dead_one(tmp_path):
     # no NOTIFY_SOCKET: serves, no warning
     p, sock = serve(str(tmp_path / "a"), None)
     try:
-        assert wait_until(lambda: p11g.approvald("status", "--socket", sock).rc == 0)
+        assert p11g.wait_for(lambda: p11g.approvald("status", "--socket", sock).rc == 0, 15)
     finally:
         err = stop(p)
     assert "systemd" not in err, err
     # a socket path nobody listens on: a warning, and it serves all the same
     p, sock = serve(str(tmp_path / "b"), str(tmp_path / "nobody"))
     try:
-        assert wait_until(lambda: p11g.approvald("status", "--socket", sock).rc == 0)
+        assert p11g.wait_for(lambda: p11g.approvald("status", "--socket", sock).rc == 0, 15)
     finally:
         err = stop(p)
     assert 'telling systemd "READY=1' in err, err

@@ -19,7 +19,6 @@ either way)."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -169,12 +168,7 @@ Match User %s
         return local, p
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.log.close()
         subprocess.run(["rm", "-rf", self.dir])
 
@@ -224,15 +218,6 @@ def processes_of(user):
         except OSError:
             pass
     return out
-
-
-def wait_for(cond, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def stop(p):
@@ -330,9 +315,9 @@ def test_dropped_connection_mid_signature_costs_nothing(iso, sshd, start_daemon)
         # the connection drops: the runner's ssh dies
         ci.kill()
         ci.wait()
-        assert wait_for(lambda: not server_children(d)), \
+        assert p11g.wait_for(lambda: not server_children(d), 10), \
             "approvald's per-client process outlived the SSH connection"
-        assert wait_for(lambda: not processes_of("ci")), \
+        assert p11g.wait_for(lambda: not processes_of("ci"), 10), \
             "sshd processes of the CI account outlived the connection: %s" % processes_of("ci")
         assert uses_of(d, op) == 0
         # the use is still there for the next connection
@@ -351,7 +336,7 @@ def test_accounts_forward_to_the_named_sockets_only(iso, sshd, start_daemon):
     """PermitOpen [PATH]:* names the sockets; any other path, and any TCP port, is refused by
     sshd (streamlocal forwarding needs AllowTcpForwarding local in OpenSSH, so the TCP side is
     closed by the same list)."""
-    d = iso.start(start_daemon, policy())
+    iso.start(start_daemon, policy())
     sshd = sshd([iso.pkcs11_sock])
     other = os.path.join(sshd.dir, "other.sock")
     with socket.socket(socket.AF_UNIX) as srv:
@@ -367,7 +352,7 @@ def test_accounts_forward_to_the_named_sockets_only(iso, sshd, start_daemon):
                 "%s@127.0.0.1" % p11g.U("ci")]
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            assert wait_for(lambda: listening(os.path.join(sshd.dir, "x.sock"))), \
+            assert p11g.wait_for(lambda: listening(os.path.join(sshd.dir, "x.sock")), 10), \
                 p.communicate(timeout=5) if p.poll() is not None else "no x.sock"
             # the other socket: the channel is refused, nothing reaches it
             with socket.socket(socket.AF_UNIX) as c:
@@ -378,11 +363,12 @@ def test_accounts_forward_to_the_named_sockets_only(iso, sshd, start_daemon):
             with pytest.raises(socket.timeout):
                 srv.accept()
             # TCP through the account: refused too (sshd's own port, which would answer)
-            assert wait_for(lambda: subprocess.run(
-                ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d" % port]).returncode == 0)
+            assert p11g.wait_for(lambda: subprocess.run(
+                ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d" % port]).returncode == 0, 10)
             with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
                 assert c.recv(64) == b"", "a TCP forward reached sshd"
-            assert wait_for(lambda: "but the request was denied" in sshd.text()), sshd.text()
+            assert p11g.wait_for(lambda: "but the request was denied" in sshd.text(), 10), \
+                sshd.text()
             log = sshd.text()
             assert "connect to path %s, but the request was denied" % other in log, log
             assert "127.0.0.1 port %d, but the request was denied" % sshd.port in log, log
