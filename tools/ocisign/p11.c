@@ -1,6 +1,7 @@
 /* PKCS#11 keys by URI: dlopen a module, find one key, log in, sign in cosign's formats, export the
  * public key. */
 #include <dlfcn.h>
+#include <time.h>
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
@@ -434,28 +435,15 @@ void oci_key_close(struct oci_key *k)
 	free(k);
 }
 
-int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char **ret,
-                 size_t *ret_len, p11g_err *err)
+/* One C_SignInit and C_Sign (length, then signature) with mech: the raw signature. */
+static int token_sign(struct oci_key *k, CK_MECHANISM_TYPE type, const void *in, size_t inlen,
+                      unsigned char **ret, size_t *ret_len, p11g_err *err)
 {
-	unsigned char md[SHA256_DIGEST_LENGTH];
-	CK_MECHANISM mech = {0, NULL, 0};
-	const void *in = data;
-	size_t inlen = len;
+	CK_MECHANISM mech = {type, NULL, 0};
 	CK_ULONG siglen = 0;
 	unsigned char *sig = NULL;
 	CK_RV rv;
 
-	if (k->type == CKK_EC) {
-		/* CKM_ECDSA takes the hash: approvald pins the same SHA-256 of the payload. */
-		SHA256(data, len, md);
-		mech.mechanism = CKM_ECDSA;
-		in = md;
-		inlen = sizeof(md);
-	} else if (k->type == CKK_RSA) {
-		mech.mechanism = CKM_SHA256_RSA_PKCS;
-	} else {
-		mech.mechanism = CKM_EDDSA;
-	}
 	if ((rv = k->f->C_SignInit(k->session, &mech, k->obj)) != CKR_OK)
 		return ckr_fail(err, "C_SignInit", rv);
 	rv = k->f->C_Sign(k->session, (CK_BYTE *)in, inlen, NULL, &siglen);
@@ -483,24 +471,46 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 		/* a failed C_Sign ends the operation; nothing to clean up */
 		return ckr_fail(err, "signing (C_Sign)", rv);
 	}
-	if (k->type == CKK_EC) {
-		unsigned char *der;
-		size_t dlen;
-		if (oci_ecdsa_raw_to_der(sig, siglen, &der, &dlen) < 0) {
-			free(sig);
-			return p11g_err_set(
-			    err, P11G_E_PROTOCOL,
-			    "the token returned a %lu-byte ECDSA signature, not r||s",
-			    (unsigned long)siglen);
-		}
-		free(sig);
-		*ret = der;
-		*ret_len = dlen;
-		return 0;
-	}
 	*ret = sig;
 	*ret_len = siglen;
 	return 0;
+}
+
+int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char **ret,
+                 size_t *ret_len, p11g_err *err)
+{
+	unsigned char md[SHA256_DIGEST_LENGTH], *sig;
+	size_t siglen;
+
+	if (k->type == CKK_RSA)
+		return token_sign(k, CKM_SHA256_RSA_PKCS, data, len, ret, ret_len, err);
+	if (k->type != CKK_EC)
+		return token_sign(k, CKM_EDDSA, data, len, ret, ret_len, err);
+	/* CKM_ECDSA takes the hash: approvald pins the same SHA-256 of the payload. */
+	SHA256(data, len, md);
+	if (token_sign(k, CKM_ECDSA, md, sizeof(md), &sig, &siglen, err) < 0)
+		return -1;
+	int r = oci_ecdsa_raw_to_der(sig, siglen, ret, ret_len);
+	free(sig);
+	return r < 0
+	           ? p11g_err_set(err, P11G_E_PROTOCOL,
+	                          "the token returned a %zu-byte ECDSA signature, not r||s", siglen)
+	           : 0;
+}
+
+int oci_key_sign_pgp(struct oci_key *k, bool sha384, const void *data, size_t len,
+                     unsigned char **ret, size_t *ret_len, p11g_err *err)
+{
+	unsigned char md[SHA384_DIGEST_LENGTH];
+	unsigned mdlen = 0;
+
+	if (k->type == CKK_RSA)
+		return token_sign(k, sha384 ? CKM_SHA384_RSA_PKCS : CKM_SHA256_RSA_PKCS, data, len,
+		                  ret, ret_len, err);
+	/* ECDSA signs the hash (CKM_ECDSA); GnuPG's EdDSA signs the hash as its message */
+	EVP_Digest(data, len, md, &mdlen, sha384 ? EVP_sha384() : EVP_sha256(), NULL);
+	return token_sign(k, k->type == CKK_EC ? CKM_ECDSA : CKM_EDDSA, md, mdlen, ret, ret_len,
+	                  err);
 }
 
 /* Reads one attribute of obj into a malloc'd buffer (at most max bytes). */
@@ -749,4 +759,40 @@ out:
 	OPENSSL_free(issuer);
 	OPENSSL_free(serial);
 	return res;
+}
+
+int oci_key_start_date(struct oci_key *k, uint32_t *ret, p11g_err *err)
+{
+	CK_DATE d;
+	CK_ATTRIBUTE a = {CKA_START_DATE, &d, sizeof(d)};
+	CK_RV rv = k->f->C_GetAttributeValue(k->session, k->obj, &a, 1);
+	char s[9];
+	struct tm tm = {0};
+
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID || (rv == CKR_OK && a.ulValueLen == 0))
+		return 1;
+	/* a failed read is not an absent date: the fingerprint would change with it */
+	if (rv != CKR_OK || a.ulValueLen != sizeof(d))
+		return p11g_err_set(err, P11G_E_PROTOCOL, "cannot read CKA_START_DATE of %s (%s)",
+		                    k->uri, rv != CKR_OK ? oci_ckr_name(rv) : "not a CK_DATE");
+	memcpy(s, d.year, 4);
+	memcpy(s + 4, d.month, 2);
+	memcpy(s + 6, d.day, 2);
+	s[8] = '\0';
+	if (strspn(s, "0 ") == 8) /* some tokens keep an unset date as zeros or blanks */
+		return 1;
+	if (strspn(s, "0123456789") != 8 ||
+	    sscanf(s, "%4d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3 ||
+	    tm.tm_year < 1971 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31)
+		return p11g_err_set(err, P11G_E_PROTOCOL, "CKA_START_DATE of %s is not a date: %s",
+		                    k->uri, s);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	if (t <= 0 || (uint64_t)t > UINT32_MAX)
+		return p11g_err_set(err, P11G_E_PROTOCOL, "CKA_START_DATE of %s is out of range",
+		                    k->uri);
+	*ret = (uint32_t)t;
+	return 0;
 }

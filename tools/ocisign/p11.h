@@ -43,6 +43,15 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
                  size_t *ret_len, p11g_err *err);
 
 /* The key's public key as a PEM SubjectPublicKeyInfo (malloc'd). */
+/* An OpenPGP signature's raw token signature of data (openpgp.h): RSA PKCS#1 v1.5 with SHA-256
+ * or SHA-384 (s), ECDSA over the hash (r||s), EdDSA over the hash as its message (R||S). */
+int oci_key_sign_pgp(struct oci_key *k, bool sha384, const void *data, size_t len,
+                     unsigned char **ret, size_t *ret_len, p11g_err *err);
+
+/* The key's CKA_START_DATE as seconds since the epoch (midnight UTC): 0, 1 when the key has
+ * none, -1 when it cannot be read. */
+int oci_key_start_date(struct oci_key *k, uint32_t *ret, p11g_err *err);
+
 int oci_key_public_pem(struct oci_key *k, char **ret, p11g_err *err);
 
 /* The key's public key: from its public key object (same CKA_ID, else label), else from the

@@ -19,6 +19,14 @@ enum oci_verb {
 
 #define OCI_SANS_MAX 32
 
+/* --format: what sign writes and verify reads, what pubkey prints */
+enum oci_format {
+	OCI_FMT_COSIGN,         /* sign, verify: cosign's .sig manifests (the default) */
+	OCI_FMT_SIMPLE_SIGNING, /* sign, verify: OpenPGP signed claims in a lookaside store */
+	OCI_FMT_PEM,            /* pubkey: SubjectPublicKeyInfo (the default) */
+	OCI_FMT_OPENPGP,        /* pubkey: an OpenPGP public key with a user ID */
+};
+
 struct oci_config {
 	enum oci_verb verb;
 	const char *verb_name;
@@ -46,6 +54,13 @@ struct oci_config {
 	bool cert_from_token;   /* sign --certificate-from-token */
 	const char *roots_file; /* verify --certificate-chain */
 	const char *identity;   /* verify --certificate-identity */
+	/* OpenPGP and simple signing */
+	enum oci_format format;
+	const char *uid;      /* pubkey --uid */
+	uint32_t created;     /* --created, as seconds since the epoch */
+	bool created_set;     /* --created given */
+	const char *sigstore; /* sign --sigstore-staging, verify --sigstore */
+	const char *keyring;  /* verify --keyring */
 	/* registry */
 	const char *creds;
 	const char *ca_file;

@@ -1,7 +1,11 @@
 /* ocisign's command line: the verbs' options, their help texts, and usage errors. */
 #include <getopt.h>
 
+#include <time.h>
+
 #include "tool_cfg.h"
+
+#include "approvald/textsafe.h"
 
 #define COMMON_HELP                                                                                \
 	"\nRegistry options:\n"                                                                    \
@@ -33,12 +37,18 @@ static const char help_main[] =
     "  generate IMAGE [-a KEY=VALUE]...     print the simple-signing payload (as cosign generate)\n"
     "  sign     --key URI [--module SO] [--request] [--recursive] [-a KEY=VALUE]... IMAGE\n"
     "                                       resolve, sign through PKCS#11, attach\n"
+    "           --format simple-signing --sigstore-staging DIR [--request] --key URI IMAGE\n"
+    "                                       an OpenPGP signature for skopeo and podman\n"
     "  attach   --payload FILE --signature FILE IMAGE\n"
     "                                       attach a payload and its base64 signature\n"
     "  verify   --key PUBLIC.pem IMAGE      check the attached signatures\n"
     "           --certificate-chain ROOTS.pem [--certificate-identity ID] IMAGE\n"
     "                                       check them against a CA instead\n"
+    "           --format simple-signing --keyring FILE --sigstore DIR|URL IMAGE\n"
+    "                                       check OpenPGP (simple-signing) signatures\n"
     "  pubkey   --key URI [--module SO]     print the key's public key (PEM)\n"
+    "           --format openpgp --uid \"NAME <EMAIL>\" [--created DATE] [--request]\n"
+    "                                       as a certified OpenPGP key (a signature)\n"
     "  csr      --key URI --subject DN [--san NAME]... [--request] [-o FILE]\n"
     "                                       a PKCS#10 request signed by the key, for a CA\n"
     "  import-cert --key URI --cert FILE [--chain FILE]\n"
@@ -86,7 +96,21 @@ static const char help_sign[] =
     "  --certificate-from-token  the key's certificate stored on the token (import-cert)\n"
     "  --certificate-chain FILE  its issuers, PEM, from the one that issued it to the root\n"
     "                         (dev.sigstore.cosign/chain, the file as it is); the\n"
-    "                         certificate must chain to the file's last certificate\n" COMMON_HELP;
+    "                         certificate must chain to the file's last certificate\n"
+    "\nSimple signing (containers/image's OpenPGP signatures, which skopeo and podman\n"
+    "verify with a signedBy policy):\n"
+    "  --format simple-signing  sign containers/image's atomic container signature\n"
+    "                         claim (identity REGISTRY/REPOSITORY:TAG, or the repository\n"
+    "                         for an image named by digest; the manifest digest; creator\n"
+    "                         and timestamp) as an OpenPGP signed message, as skopeo copy\n"
+    "                         --sign-by does; --request pins the digest of the OpenPGP\n"
+    "                         hashed data and gives it to approvald, which shows the image\n"
+    "  --sigstore-staging DIR|file:///DIR\n"
+    "                         write it to the lookaside store there, as\n"
+    "                         REPOSITORY@sha256=HEX/signature-N (the next free N); print\n"
+    "                         the file's path\n"
+    "  --created DATE         the OpenPGP key's creation time, as given to pubkey\n"
+    "                         --format openpgp (default: the key's CKA_START_DATE)\n" COMMON_HELP;
 
 static const char help_attach[] =
     "Usage: ocisign attach --payload FILE --signature FILE [OPTIONS] IMAGE\n"
@@ -119,15 +143,41 @@ static const char help_verify[] =
     "  --certificate-identity ID\n"
     "                         the certificate must be for ID: one of its subject\n"
     "                         alternative names (email, URI, DNS), or its subject as\n"
-    "                         /CN=../O=.. or CN=..,O=..\n" COMMON_HELP;
+    "                         /CN=../O=.. or CN=..,O=..\n"
+    "  --format simple-signing  check containers/image OpenPGP signatures instead:\n"
+    "  --keyring FILE         the OpenPGP public keys (armored or binary) a signature\n"
+    "                         must be made by (read by GnuPG, through GPGME)\n"
+    "  --sigstore DIR|URL     the lookaside store: a directory, file:///DIR, http:// or\n"
+    "                         https:// URL; signature-1, -2, ... are read until one is\n"
+    "                         missing.  A claim verifies when its signature is good, by a\n"
+    "                         key of the keyring, its type is an atomic container\n"
+    "                         signature, it names IMAGE's manifest digest and IMAGE\n"
+    "                         itself (the same tag; for an image named by digest, the\n"
+    "                         same repository), as skopeo's signedBy checks\n" COMMON_HELP;
 
 static const char help_pubkey[] =
     "Usage: ocisign pubkey --key URI [OPTIONS]\n"
+    "       ocisign pubkey --key URI --format openpgp --uid \"NAME <EMAIL>\" [OPTIONS]\n"
     "Prints the key's public key as a PEM SubjectPublicKeyInfo (CKA_EC_PARAMS and\n"
     "CKA_EC_POINT, or the RSA modulus and exponent): from the public key object the\n"
     "URI names, else from the private key's own attributes (RSA) or its public half\n"
     "(the public key object with its CKA_ID; with its label for a key without one).\n"
-    "\n" KEY_HELP;
+    "With --format openpgp, prints it as an ASCII-armored OpenPGP v4 public key (RSA,\n"
+    "ECDSA P-256/P-384, Ed25519) with the user ID and its self-certification: a\n"
+    "signature by the key, so behind p11gate.so it needs an approved operation.\n"
+    "\n" KEY_HELP "  --format pem|openpgp   what to print (default pem)\n"
+    "  --uid \"NAME <EMAIL>\"   the OpenPGP user ID (printable UTF-8, 256 bytes at most)\n"
+    "  --created DATE         the OpenPGP key's creation time: YYYY-MM-DD (midnight UTC),\n"
+    "                         YYYY-MM-DDTHH:MM:SSZ or seconds since 1970 (default: the\n"
+    "                         key's CKA_START_DATE; one of them is required).  It is part\n"
+    "                         of the fingerprint: give the same one every time, and to\n"
+    "                         sign --format simple-signing\n"
+    "  -o, --output FILE      write the key there instead of stdout\n"
+    "  --request              first file an approvald request for the certification,\n"
+    "                         one use, named \"OpenPGP certification for NAME <EMAIL>\";\n"
+    "                         approvald reads the key and user ID and shows them\n"
+    "  --socket PATH, --wait SECONDS, --id-token FILE|-, --id-token-env NAME,\n"
+    "  --id-token-github AUDIENCE  as for sign --request\n";
 
 static const char help_csr[] =
     "Usage: ocisign csr --key URI --subject DN [OPTIONS]\n"
@@ -185,6 +235,12 @@ enum {
 	OPT_CERT_FROM_TOKEN,
 	OPT_CERT_CHAIN,
 	OPT_CERT_IDENTITY,
+	OPT_FORMAT,
+	OPT_UID,
+	OPT_CREATED,
+	OPT_SIGSTORE_STAGING,
+	OPT_SIGSTORE,
+	OPT_KEYRING,
 	OPT_HELP,
 };
 
@@ -214,6 +270,12 @@ static const struct option all_opts[] = {
     {"certificate-from-token", no_argument, 0, OPT_CERT_FROM_TOKEN},
     {"certificate-chain", required_argument, 0, OPT_CERT_CHAIN},
     {"certificate-identity", required_argument, 0, OPT_CERT_IDENTITY},
+    {"format", required_argument, 0, OPT_FORMAT},
+    {"uid", required_argument, 0, OPT_UID},
+    {"created", required_argument, 0, OPT_CREATED},
+    {"sigstore-staging", required_argument, 0, OPT_SIGSTORE_STAGING},
+    {"sigstore", required_argument, 0, OPT_SIGSTORE},
+    {"keyring", required_argument, 0, OPT_KEYRING},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -241,6 +303,9 @@ static const int sign_allowed[] = {OPT_KEY,
                                    OPT_CERTIFICATE,
                                    OPT_CERT_FROM_TOKEN,
                                    OPT_CERT_CHAIN,
+                                   OPT_FORMAT,
+                                   OPT_CREATED,
+                                   OPT_SIGSTORE_STAGING,
                                    OPT_CREDS,
                                    OPT_CA_FILE,
                                    OPT_INSECURE,
@@ -248,8 +313,11 @@ static const int sign_allowed[] = {OPT_KEY,
 static const int attach_allowed[] = {OPT_PAYLOAD, OPT_SIGNATURE, OPT_CREDS,
                                      OPT_CA_FILE, OPT_INSECURE,  0};
 static const int verify_allowed[] = {
-    OPT_KEY, OPT_CERT_CHAIN, OPT_CERT_IDENTITY, OPT_CREDS, OPT_CA_FILE, OPT_INSECURE, 0};
-static const int pubkey_allowed[] = {OPT_KEY, OPT_MODULE, OPT_PIN_FILE, 0};
+    OPT_KEY,      OPT_CERT_CHAIN, OPT_CERT_IDENTITY, OPT_FORMAT,   OPT_KEYRING,
+    OPT_SIGSTORE, OPT_CREDS,      OPT_CA_FILE,       OPT_INSECURE, 0};
+static const int pubkey_allowed[] = {
+    OPT_KEY,     OPT_MODULE, OPT_PIN_FILE, OPT_FORMAT,   OPT_UID,          OPT_CREATED,         'o',
+    OPT_REQUEST, OPT_SOCKET, OPT_WAIT,     OPT_ID_TOKEN, OPT_ID_TOKEN_ENV, OPT_ID_TOKEN_GITHUB, 0};
 static const int csr_allowed[] = {OPT_KEY,  OPT_MODULE,   OPT_PIN_FILE,     OPT_SUBJECT,
                                   OPT_SAN,  'o',          OPT_REQUEST,      OPT_SOCKET,
                                   OPT_WAIT, OPT_ID_TOKEN, OPT_ID_TOKEN_ENV, OPT_ID_TOKEN_GITHUB,
@@ -293,6 +361,41 @@ static const char *opt_name(int c)
 		if (o->val == c)
 			return o->name;
 	return "?";
+}
+
+/* --created: YYYY-MM-DD (midnight UTC), YYYY-MM-DDTHH:MM:SSZ or seconds since 1970; not in
+ * the future (GnuPG refuses signatures older than their key). */
+static int parse_created(const char *s, uint32_t *ret)
+{
+	struct tm tm = {0};
+	char *end;
+	long long v;
+
+	if (s[0] >= '0' && s[0] <= '9' && strlen(s) == strspn(s, "0123456789") && strlen(s) < 12) {
+		v = strtoll(s, &end, 10);
+	} else {
+		end = strptime(s, strchr(s, 'T') ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d", &tm);
+		if (!end || *end || tm.tm_year < 70)
+			return -1;
+		v = (long long)timegm(&tm);
+	}
+	if (v <= 0 || v > (long long)UINT32_MAX || v > (long long)time(NULL))
+		return -1;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+/* A user ID is shown by GnuPG and to approvers: "NAME <EMAIL>", printable UTF-8. */
+static const char *uid_problem(const char *uid)
+{
+	uint32_t cp;
+	if (!uid)
+		return "--format openpgp needs --uid \"NAME <EMAIL>\"";
+	if (!uid[0] || strlen(uid) > 256)
+		return "--uid is 1 to 256 bytes";
+	if (p11g_text_find(uid, strlen(uid), &cp) >= 0)
+		return "--uid is printable UTF-8 (no control characters, no invalid sequences)";
+	return NULL;
 }
 
 int oci_getparam(int argc, char **argv, struct oci_config *cfg)
@@ -395,6 +498,38 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		case OPT_SIGNATURE:
 			cfg->signature_file = optarg;
 			break;
+		case OPT_FORMAT:
+			if (v->verb == OCI_PUBKEY && !strcmp(optarg, "pem"))
+				cfg->format = OCI_FMT_PEM;
+			else if (v->verb == OCI_PUBKEY && !strcmp(optarg, "openpgp"))
+				cfg->format = OCI_FMT_OPENPGP;
+			else if (v->verb != OCI_PUBKEY && !strcmp(optarg, "cosign"))
+				cfg->format = OCI_FMT_COSIGN;
+			else if (v->verb != OCI_PUBKEY && !strcmp(optarg, "simple-signing"))
+				cfg->format = OCI_FMT_SIMPLE_SIGNING;
+			else
+				return usage(v->name, "--format is %s, not '%s'",
+				             v->verb == OCI_PUBKEY ? "pem or openpgp"
+				                                   : "cosign or simple-signing",
+				             optarg);
+			break;
+		case OPT_UID:
+			cfg->uid = optarg;
+			break;
+		case OPT_CREATED:
+			if (parse_created(optarg, &cfg->created) < 0)
+				return usage(v->name,
+				             "--created takes YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or "
+				             "seconds since 1970, not in the future");
+			cfg->created_set = true;
+			break;
+		case OPT_SIGSTORE_STAGING:
+		case OPT_SIGSTORE:
+			cfg->sigstore = optarg;
+			break;
+		case OPT_KEYRING:
+			cfg->keyring = optarg;
+			break;
 		case OPT_ID_TOKEN:
 		case OPT_ID_TOKEN_ENV:
 		case OPT_ID_TOKEN_GITHUB:
@@ -448,7 +583,39 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 	} else if (rest > 0) {
 		return usage(v->name, "unexpected argument '%s'", argv[optind]);
 	}
-	if (v->verb == OCI_VERIFY) {
+	if (v->verb == OCI_PUBKEY && cfg->format != OCI_FMT_OPENPGP &&
+	    (cfg->uid || cfg->created_set || cfg->output || cfg->request))
+		return usage(v->name, "--uid, --created, --output and --request go with --format "
+		                      "openpgp");
+	if (v->verb == OCI_PUBKEY && cfg->format == OCI_FMT_OPENPGP) {
+		const char *why = uid_problem(cfg->uid);
+		if (why)
+			return usage(v->name, "%s", why);
+	}
+	if (cfg->format == OCI_FMT_SIMPLE_SIGNING) {
+		if (v->verb == OCI_SIGN && (cfg->recursive || cfg->n_ann || cfg->cert_file ||
+		                            cfg->cert_from_token || cfg->chain_file))
+			return usage(v->name, "--recursive, --annotation and certificates are "
+			                      "cosign's: not with --format simple-signing");
+		if (v->verb == OCI_VERIFY && (cfg->key || cfg->roots_file))
+			return usage(v->name,
+			             "--format simple-signing verifies with --keyring FILE, "
+			             "not --key or --certificate-chain");
+		if (!cfg->sigstore)
+			return usage(v->name, "--format simple-signing needs %s",
+			             v->verb == OCI_SIGN ? "--sigstore-staging DIR|file:///DIR"
+			                                 : "--sigstore DIR|URL");
+		if (v->verb == OCI_VERIFY && !cfg->keyring)
+			return usage(v->name, "--format simple-signing needs --keyring FILE");
+	} else if (cfg->sigstore || cfg->keyring || (v->verb == OCI_SIGN && cfg->created_set)) {
+		return usage(v->name,
+		             "--sigstore%s, --keyring and --created go with --format "
+		             "simple-signing",
+		             v->verb == OCI_SIGN ? "-staging" : "");
+	}
+	if (v->verb == OCI_VERIFY && cfg->format == OCI_FMT_SIMPLE_SIGNING) {
+		/* checked above */
+	} else if (v->verb == OCI_VERIFY) {
 		if (!!cfg->key == !!cfg->roots_file)
 			return usage(v->name,
 			             "--key PUBLIC.pem or --certificate-chain ROOTS.pem, one "
@@ -459,7 +626,9 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		if (cfg->identity && !cfg->identity[0])
 			return usage(v->name,
 			             "--certificate-identity is empty (an unset variable?)");
-	} else if (v->verb != OCI_GENERATE && v->verb != OCI_ATTACH && !cfg->key) {
+	}
+	if (v->verb != OCI_GENERATE && v->verb != OCI_ATTACH && v->verb != OCI_VERIFY &&
+	    !cfg->key) {
 		return usage(v->name, "--key is required");
 	}
 	if (v->verb == OCI_CSR && !cfg->subject)

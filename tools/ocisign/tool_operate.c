@@ -8,10 +8,13 @@
 #include "approval.h"
 #include "attach.h"
 #include "cert.h"
+#include "openpgp.h"
 #include "p11.h"
+#include "pgpverify.h"
 #include "ref.h"
 #include "registry.h"
 #include "sigcrypto.h"
+#include "simplesign.h"
 #include "tool_cfg.h"
 
 #include "approvald/textsafe.h"
@@ -57,6 +60,21 @@ static int resolve(struct oci_reg *r, const struct oci_ref *ref, bool want_body,
 static int write_all(FILE *f, const void *p, size_t n)
 {
 	return fwrite(p, 1, n, f) == n && fflush(f) == 0 ? 0 : -1;
+}
+
+static int write_out(const char *path, const char *text, p11g_err *err)
+{
+	FILE *f = path ? fopen(path, "we") : stdout;
+	if (!f)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot write %s: %s", path,
+		                    strerror(errno));
+	int r = write_all(f, text, strlen(text));
+	if (path && fclose(f) != 0)
+		r = -1;
+	if (r < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s",
+		                    path ? path : "to stdout", strerror(errno));
+	return 0;
 }
 
 static int do_generate(struct oci_config *cfg)
@@ -722,21 +740,6 @@ static int csr_approval(const struct oci_config *cfg, struct oci_key *key, const
 	return r;
 }
 
-static int write_out(const char *path, const char *text, p11g_err *err)
-{
-	FILE *f = path ? fopen(path, "we") : stdout;
-	if (!f)
-		return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot write %s: %s", path,
-		                    strerror(errno));
-	int r = write_all(f, text, strlen(text));
-	if (path && fclose(f) != 0)
-		r = -1;
-	if (r < 0)
-		return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s",
-		                    path ? path : "to stdout", strerror(errno));
-	return 0;
-}
-
 static int do_csr(struct oci_config *cfg)
 {
 	struct oci_key *key = NULL;
@@ -830,19 +833,304 @@ out:
 	return rc;
 }
 
+/* ---- OpenPGP: keys and simple signing ---------------------------------------- */
+
+/* The key's OpenPGP form: its public key, created at --created or at its CKA_START_DATE. */
+static int pgp_key(const struct oci_config *cfg, struct oci_key *key, struct oci_pgp_key *ret,
+                   p11g_err *err)
+{
+	EVP_PKEY *pk = NULL;
+	uint32_t created = cfg->created;
+	int r = cfg->created_set ? 0 : oci_key_start_date(key, &created, err);
+
+	if (r == 1)
+		return p11g_err_set(
+		    err, P11G_E_BAD_REQUEST,
+		    "%s has no CKA_START_DATE: give the OpenPGP key's creation time with --created "
+		    "(the same every time: the fingerprint depends on it)",
+		    oci_key_uri(key));
+	if (r < 0 || oci_key_public(key, &pk, err) < 0)
+		return -1;
+	r = oci_pgp_key_init(pk, created, ret, err);
+	EVP_PKEY_free(pk);
+	if (r == 0 && (time_t)created > time(NULL))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "the key's creation time is in the future: GnuPG would not "
+		                    "accept its signatures");
+	return r;
+}
+
+/* Signs tbs (oci_pgp_tbs) through the token: the signature packet in *ret. */
+static int pgp_sign(struct oci_key *key, const struct oci_pgp_key *k, const struct oci_buf *tbs,
+                    size_t fields, struct oci_buf *ret, p11g_err *err)
+{
+	unsigned char *sig = NULL;
+	size_t slen = 0;
+	if (oci_key_sign_pgp(key, k->hash == OCI_PGP_SHA384, tbs->data, tbs->len, &sig, &slen,
+	                     err) < 0)
+		return -1;
+	oci_buf_init(ret, 4 * OCI_PGP_BODY_MAX);
+	int r = oci_pgp_sig_packet(k, tbs, fields, sig, slen, ret, err);
+	free(sig);
+	return r;
+}
+
+/* One use, pinned to the digest the gate binds the token's signature of tbs to; tbs itself
+ * is the payload, which approvald reads (pgp_payload.c). */
+static int pgp_approval(const struct oci_config *cfg, struct oci_key *key, const char *req_uri,
+                        const struct oci_pgp_key *k, const struct oci_buf *tbs,
+                        struct oci_approval *a, p11g_err *err)
+{
+	char digest[OCI_PGP_DIGEST_MAX], *id_token = NULL;
+	const char *payload = (const char *)tbs->data, *pdigest = digest;
+	size_t plen = tbs->len;
+
+	if (load_id_token(cfg, &id_token, err) < 0)
+		return -1;
+	oci_pgp_use_digest(k, tbs->data, tbs->len, digest);
+	a->id_token = id_token;
+	a->socket = cfg->socket;
+	a->key_uri = req_uri;
+	a->payloads = &payload;
+	a->payload_lens = &plen;
+	a->payload_digests = &pdigest;
+	a->n_payloads = 1;
+	a->timeout_s = cfg->wait_s;
+	int r = oci_approval_get(a, err);
+	p11g_id_token_free(id_token);
+	if (r == 0)
+		oci_key_note_approved(key);
+	return r;
+}
+
+static int do_pubkey_openpgp(struct oci_config *cfg)
+{
+	struct oci_key *key = NULL;
+	struct oci_pgp_key k;
+	struct oci_buf tbs = {0}, sigpkt = {0};
+	char *req_uri = NULL, *block = NULL, fpr[OCI_PGP_FPR_HEX], when[32];
+	size_t fields;
+	p11g_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_key_request_uri(cfg->key, &req_uri, &err) < 0)
+		return fail(&err);
+	if (cfg->request)
+		setenv("P11GATE_SOCKET", p11g_wire_socket_path(cfg->socket), 0);
+	struct oci_key_opts ko = {
+	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
+	if (oci_key_open(&ko, true, &key, &err) < 0 || pgp_key(cfg, key, &k, &err) < 0 ||
+	    oci_pgp_tbs(&k, OCI_PGP_SIG_POSITIVE_CERT, (uint32_t)time(NULL), NULL, 0, cfg->uid,
+	                &tbs, &fields, &err) < 0)
+		goto failed;
+	oci_pgp_fpr_hex(&k, fpr);
+	if (cfg->request) {
+		char title[TITLE_MAX + 1], desc[900];
+		fit_title(title, "OpenPGP certification for %s", cfg->uid);
+		snprintf(desc, sizeof(desc),
+		         "ocisign: OpenPGP self-certification of %s key %s for user ID %s", k.desc,
+		         fpr, cfg->uid);
+		const char *meta[] = {
+		    "kind", "OpenPGP certification", "user-id", cfg->uid, "fingerprint", fpr, NULL};
+		const char *pname = title;
+		struct oci_approval a = {
+		    .name = title, .payload_names = &pname, .description = desc, .meta = meta};
+		if (pgp_approval(cfg, key, req_uri, &k, &tbs, &a, &err) < 0)
+			goto failed;
+	}
+	if (pgp_sign(key, &k, &tbs, fields, &sigpkt, &err) < 0 ||
+	    oci_pgp_public_key_block(&k, cfg->uid, &sigpkt, &block, &err) < 0 ||
+	    write_out(cfg->output, block, &err) < 0)
+		goto failed;
+	time_t c = k.created;
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&c));
+	fprintf(stderr, "ocisign: OpenPGP key %s (%s, created %s) for %s\n", fpr, k.desc, when,
+	        cfg->uid);
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	oci_buf_free(&tbs);
+	oci_buf_free(&sigpkt);
+	free(block);
+	free(req_uri);
+	oci_key_close(key);
+	return rc;
+}
+
+static int do_sign_simple(struct oci_config *cfg)
+{
+	struct oci_ref ref;
+	struct oci_reg *r = NULL;
+	struct oci_key *key = NULL;
+	struct oci_manifest m = {0};
+	struct oci_lookaside store;
+	struct oci_pgp_key k;
+	struct oci_buf tbs = {0}, sigpkt = {0}, msg = {0};
+	char *req_uri = NULL, *claim = NULL, name[600], identity[800], path[3072];
+	size_t clen = 0, fields;
+	unsigned n;
+	p11g_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
+	    oci_key_request_uri(cfg->key, &req_uri, &err) < 0 ||
+	    oci_lookaside_open(cfg->sigstore, true, NULL, &store, &err) < 0) {
+		free(req_uri);
+		return fail(&err);
+	}
+	if (cfg->request)
+		setenv("P11GATE_SOCKET", p11g_wire_socket_path(cfg->socket), 0);
+	struct oci_key_opts ko = {
+	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
+	struct oci_reg_opts o = reg_opts(cfg, false);
+	/* the key first: a wrong URI or PIN must not cost a registry round trip */
+	if (oci_key_open(&ko, true, &key, &err) < 0 || pgp_key(cfg, key, &k, &err) < 0 ||
+	    oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, false, &m, &err) < 0)
+		goto failed;
+	time_t now = time(NULL);
+	oci_atomic_identity(&ref, identity, sizeof(identity));
+	if (oci_atomic_claim(identity, m.digest, "ocisign (p11gate) " P11GATE_VERSION, now, &claim,
+	                     &clen, &err) < 0 ||
+	    oci_pgp_tbs(&k, OCI_PGP_SIG_BINARY, (uint32_t)now, claim, clen, NULL, &tbs, &fields,
+	                &err) < 0)
+		goto failed;
+	oci_ref_name(&ref, name, sizeof(name));
+	if (cfg->request) {
+		char title[TITLE_MAX + 1], desc[2400], pname[800], fpr[OCI_PGP_FPR_HEX];
+		oci_pgp_fpr_hex(&k, fpr);
+		fit_title(title, "Sign %s (simple signing)", identity);
+		snprintf(pname, sizeof(pname), "%s@%s (simple signing)", name, m.digest);
+		snprintf(desc, sizeof(desc),
+		         "ocisign: simple-signing (OpenPGP) signature of image %s@%s as %s, by "
+		         "OpenPGP key %s",
+		         name, m.digest, identity, fpr);
+		const char *pn = pname;
+		const char *meta[] = {"kind", "simple signing (OpenPGP)", "fingerprint", fpr, NULL};
+		/* containers/image's name for Docker Hub, as the claim says it */
+		struct oci_approval a = {
+		    .name = title,
+		    .payload_names = &pn,
+		    .description = desc,
+		    .meta = meta,
+		    .registry =
+		        strcmp(ref.registry, OCI_DEFAULT_REGISTRY) ? ref.registry : "docker.io",
+		    .repository = ref.repository,
+		    .reference = oci_ref_reference(&ref),
+		    .digest = m.digest,
+		};
+		if (pgp_approval(cfg, key, req_uri, &k, &tbs, &a, &err) < 0)
+			goto failed;
+	}
+	if (pgp_sign(key, &k, &tbs, fields, &sigpkt, &err) < 0 ||
+	    oci_pgp_signed_message(&k, claim, clen, &sigpkt, &msg, &err) < 0 ||
+	    oci_lookaside_put(&store, &ref, m.digest, msg.data, msg.len, &n, path, sizeof(path),
+	                      &err) < 0)
+		goto failed;
+	printf("%s\n", path);
+	fprintf(stderr, "ocisign: %s@%s signed as %s (signature-%u)\n", name, m.digest, identity,
+	        n);
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	oci_buf_free(&tbs);
+	oci_buf_free(&sigpkt);
+	oci_buf_free(&msg);
+	free(claim);
+	free(req_uri);
+	oci_key_close(key);
+	oci_manifest_free(&m);
+	oci_reg_close(r);
+	return rc;
+}
+
+static int do_verify_simple(struct oci_config *cfg)
+{
+	struct oci_ref ref;
+	struct oci_reg *r = NULL;
+	struct oci_manifest m = {0};
+	struct oci_lookaside store;
+	struct oci_pgp_verifier *v = NULL;
+	char name[600], first_reason[sizeof(((p11g_err *)0)->msg) + 32] = "";
+	unsigned verified = 0, checked = 0;
+	p11g_err err;
+	int rc = OCI_EXIT_FAIL;
+
+	if (oci_ref_parse(cfg->image, &ref, &err) < 0 ||
+	    oci_lookaside_open(cfg->sigstore, false, cfg->ca_file, &store, &err) < 0 ||
+	    oci_pgp_verifier_open(cfg->keyring, &v, &err) < 0)
+		return fail(&err);
+	struct oci_reg_opts o = reg_opts(cfg, false);
+	oci_ref_name(&ref, name, sizeof(name));
+	if (oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, false, &m, &err) < 0)
+		goto failed;
+	for (unsigned n = 1; n <= OCI_LOOKASIDE_MAX_N; n++) {
+		struct oci_buf sig = {0}, claim = {0};
+		char fpr[64];
+		int got = oci_lookaside_get(&store, &ref, m.digest, n, &sig, &err);
+		if (got == 1)
+			break;
+		if (got < 0) /* a store that cannot be read is no "no signature" */
+			goto failed;
+		checked++;
+		if (oci_pgp_verify(v, sig.data, sig.len, &claim, fpr, &err) < 0 ||
+		    oci_atomic_check(claim.data, claim.len, &ref, m.digest, &err) < 0) {
+			if (!first_reason[0])
+				snprintf(first_reason, sizeof(first_reason), "signature-%u: %s", n,
+				         err.msg);
+			oci_buf_free(&sig);
+			oci_buf_free(&claim);
+			continue;
+		}
+		verified++;
+		int w =
+		    write_all(stdout, claim.data, claim.len) < 0 || write_all(stdout, "\n", 1) < 0;
+		oci_buf_free(&sig);
+		oci_buf_free(&claim);
+		if (w) {
+			p11g_err_set(&err, P11G_E_INTERNAL, "cannot write to stdout: %s",
+			             strerror(errno));
+			goto failed;
+		}
+	}
+	if (verified == 0) {
+		p11g_err_set(&err, P11G_E_BAD_SIGNATURE,
+		             "no simple-signing signature of %s@%s in %s verifies with %s (%u "
+		             "checked%s%s)",
+		             name, m.digest, store.base, cfg->keyring, checked,
+		             first_reason[0] ? "; " : "", first_reason);
+		goto failed;
+	}
+	fprintf(stderr, "ocisign: %u of %u simple-signing signatures of %s@%s verified with %s\n",
+	        verified, checked, name, m.digest, cfg->keyring);
+	rc = 0;
+	goto out;
+failed:
+	fail(&err);
+out:
+	oci_pgp_verifier_close(v);
+	oci_manifest_free(&m);
+	oci_reg_close(r);
+	return rc;
+}
+
 int oci_operate(struct oci_config *cfg)
 {
 	switch (cfg->verb) {
 	case OCI_GENERATE:
 		return do_generate(cfg);
 	case OCI_SIGN:
-		return do_sign(cfg);
+		return cfg->format == OCI_FMT_SIMPLE_SIGNING ? do_sign_simple(cfg) : do_sign(cfg);
 	case OCI_ATTACH:
 		return do_attach(cfg);
 	case OCI_VERIFY:
-		return do_verify(cfg);
+		return cfg->format == OCI_FMT_SIMPLE_SIGNING ? do_verify_simple(cfg)
+		                                             : do_verify(cfg);
 	case OCI_PUBKEY:
-		return do_pubkey(cfg);
+		return cfg->format == OCI_FMT_OPENPGP ? do_pubkey_openpgp(cfg) : do_pubkey(cfg);
 	case OCI_CSR:
 		return do_csr(cfg);
 	case OCI_IMPORT_CERT:

@@ -1,0 +1,254 @@
+/* Simple signing's claim and lookaside store (simplesign.h). */
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <sys/stat.h>
+
+#include "payload.h"
+#include "simplesign.h"
+
+/* containers/image names Docker Hub docker.io, where cosign says index.docker.io */
+static void claim_name(const struct oci_ref *r, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s/%s",
+	         strcmp(r->registry, OCI_DEFAULT_REGISTRY) ? r->registry : "docker.io",
+	         r->repository);
+}
+
+void oci_atomic_identity(const struct oci_ref *r, char *out, size_t outlen)
+{
+	char name[600];
+	claim_name(r, name, sizeof(name));
+	if (r->digest[0])
+		snprintf(out, outlen, "%s", name);
+	else
+		snprintf(out, outlen, "%s:%s", name, r->tag[0] ? r->tag : "latest");
+}
+
+int oci_atomic_claim(const char *identity, const char *digest, const char *creator,
+                     int64_t timestamp, char **ret, size_t *ret_len, p11g_err *err)
+{
+	struct oci_buf b;
+	char ts[32];
+	oci_buf_init(&b, OCI_SMALL_MAX);
+	snprintf(ts, sizeof(ts), "%lld", (long long)timestamp);
+	/* Go's json.Marshal of containers/image's maps: keys sorted, <>& escaped */
+	int r = oci_buf_puts(&b, "{\"critical\":{\"identity\":{\"docker-reference\":") < 0 ||
+	        oci_json_go_string(&b, identity, strlen(identity)) < 0 ||
+	        oci_buf_puts(&b, "},\"image\":{\"docker-manifest-digest\":") < 0 ||
+	        oci_json_go_string(&b, digest, strlen(digest)) < 0 ||
+	        oci_buf_puts(&b, "},\"type\":\"" OCI_ATOMIC_TYPE "\"},\"optional\":{\"creator\":") <
+	            0 ||
+	        oci_json_go_string(&b, creator, strlen(creator)) < 0 ||
+	        oci_buf_puts(&b, ",\"timestamp\":") < 0 || oci_buf_puts(&b, ts) < 0 ||
+	        oci_buf_puts(&b, "}}") < 0;
+	if (r) {
+		oci_buf_free(&b);
+		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory (claim)");
+	}
+	*ret = oci_buf_steal(&b, ret_len);
+	return 0;
+}
+
+static bool exactly(const json_t *o, const char *a, const char *b, const char *c)
+{
+	size_t n = 0;
+	for (const char *const *k = (const char *const[]){a, b, c, NULL}; *k; k++, n++)
+		if (!json_object_get(o, *k))
+			return false;
+	return json_is_object(o) && json_object_size(o) == n;
+}
+
+int oci_atomic_check(const unsigned char *p, size_t len, const struct oci_ref *r,
+                     const char *digest, p11g_err *err)
+{
+	json_error_t je;
+	json_t *root = json_loadb((const char *)p, len, JSON_REJECT_DUPLICATES, &je);
+	const json_t *crit = json_object_get(root, "critical");
+	const char *type = json_string_value(json_object_get(crit, "type"));
+	const char *ref = json_string_value(
+	    json_object_get(json_object_get(crit, "identity"), "docker-reference"));
+	const char *dig = json_string_value(
+	    json_object_get(json_object_get(crit, "image"), "docker-manifest-digest"));
+	char want[800], name[600];
+	int res = -1;
+
+	if (!root) {
+		p11g_err_set(err, P11G_E_BAD_SIGNATURE, "the signed claim is not JSON: %s",
+		             je.text);
+		goto out;
+	}
+	if (!exactly(root, "critical", "optional", NULL) ||
+	    !exactly(crit, "identity", "image", "type") ||
+	    !exactly(json_object_get(crit, "identity"), "docker-reference", NULL, NULL) ||
+	    !exactly(json_object_get(crit, "image"), "docker-manifest-digest", NULL, NULL) ||
+	    !type || strcmp(type, OCI_ATOMIC_TYPE) || !ref || !dig) {
+		p11g_err_set(err, P11G_E_BAD_SIGNATURE,
+		             "the signed claim is not an atomic container signature");
+		goto out;
+	}
+	if (strcmp(dig, digest)) {
+		p11g_err_set(err, P11G_E_BAD_SIGNATURE, "the claim signs %.100s, not this image",
+		             dig);
+		goto out;
+	}
+	oci_atomic_identity(r, want, sizeof(want));
+	if (!r->digest[0] && strcmp(ref, want)) {
+		p11g_err_set(err, P11G_E_BAD_SIGNATURE, "the claim is for %.300s, not %s", ref,
+		             want);
+		goto out;
+	}
+	if (r->digest[0]) {
+		/* named by digest: the repository must be the same (the tag does not matter) */
+		size_t n = strcspn(ref, "@");
+		const char *slash = memrchr(ref, '/', n), *colon = memrchr(ref, ':', n);
+		if (colon && slash && colon > slash)
+			n = (size_t)(colon - ref);
+		claim_name(r, name, sizeof(name));
+		if (strlen(name) != n || memcmp(name, ref, n)) {
+			p11g_err_set(err, P11G_E_BAD_SIGNATURE,
+			             "the claim is for %.300s, not repository %s", ref, name);
+			goto out;
+		}
+	}
+	res = 0;
+out:
+	json_decref(root);
+	return res;
+}
+
+int oci_lookaside_open(const char *where, bool for_writing, const char *ca_file,
+                       struct oci_lookaside *ret, p11g_err *err)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->ca_file = ca_file;
+	const char *path = where;
+	if (!strncmp(where, "http://", 7) || !strncmp(where, "https://", 8)) {
+		if (for_writing)
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "%s: signatures are written to a directory or file:// "
+			                    "URL (a web server then serves it), as skopeo writes "
+			                    "them",
+			                    where);
+		ret->http = true;
+	} else if (!strncmp(where, "file://", 7)) {
+		path = where + 7;
+		if (path[0] != '/')
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "%s: a file:// URL names an absolute path (file:///...)", where);
+	} else if (strstr(where, "://")) {
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "%s: a directory, file:///DIR, http:// or https:// URL", where);
+	}
+	size_t n = strlen(ret->http ? where : path);
+	while (n > 1 && (ret->http ? where : path)[n - 1] == '/')
+		n--;
+	if (n == 0 || n >= sizeof(ret->base))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "bad signature store \"%.200s\"",
+		                    where);
+	memcpy(ret->base, ret->http ? where : path, n);
+	ret->base[n] = '\0';
+	return 0;
+}
+
+static void sig_path(const struct oci_lookaside *l, const struct oci_ref *r, const char *digest,
+                     unsigned n, char *out, size_t outlen)
+{
+	/* containers/image: BASE/REPOSITORY@sha256=HEX/signature-N */
+	snprintf(out, outlen, "%s/%s@sha256=%s/signature-%u", l->base, r->repository, digest + 7,
+	         n);
+}
+
+static int mkdirs(char *path, p11g_err *err)
+{
+	for (char *s = path + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		int r = mkdir(path, 0755);
+		*s = '/';
+		if (r < 0 && errno != EEXIST)
+			return p11g_err_set(err, P11G_E_INTERNAL, "cannot create %s: %s", path,
+			                    strerror(errno));
+	}
+	return 0;
+}
+
+int oci_lookaside_put(const struct oci_lookaside *l, const struct oci_ref *r, const char *digest,
+                      const void *sig, size_t len, unsigned *ret_n, char *path, size_t pathlen,
+                      p11g_err *err)
+{
+	for (unsigned n = 1; n <= OCI_LOOKASIDE_MAX_N; n++) {
+		sig_path(l, r, digest, n, path, pathlen);
+		if (n == 1 && mkdirs(path, err) < 0)
+			return -1;
+		/* the next free N, taken with O_EXCL: two signers never write one file */
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0 && errno == EEXIST)
+			continue;
+		if (fd < 0)
+			return p11g_err_set(err, P11G_E_INTERNAL, "cannot create %s: %s", path,
+			                    strerror(errno));
+		ssize_t w = write(fd, sig, len);
+		int saved = errno;
+		if (w != (ssize_t)len || fsync(fd) < 0 || close(fd) < 0) {
+			unlink(path);
+			return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s", path,
+			                    strerror(w < 0 ? saved : errno));
+		}
+		*ret_n = n;
+		return 0;
+	}
+	return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s already has %u signatures", path,
+	                    OCI_LOOKASIDE_MAX_N);
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+	return oci_buf_append(ud, p, size * n) < 0 ? 0 : size * n;
+}
+
+int oci_lookaside_get(const struct oci_lookaside *l, const struct oci_ref *r, const char *digest,
+                      unsigned n, struct oci_buf *ret, p11g_err *err)
+{
+	char path[3072];
+	sig_path(l, r, digest, n, path, sizeof(path));
+	if (!l->http) {
+		struct stat st;
+		if (stat(path, &st) < 0 && errno == ENOENT)
+			return 1;
+		return oci_read_file(path, OCI_ATOMIC_MAX, ret, "signature", err);
+	}
+	CURL *c = curl_easy_init();
+	long status = 0;
+	if (!c)
+		return p11g_err_set(err, P11G_E_INTERNAL, "curl_easy_init failed");
+	oci_buf_init(ret, OCI_ATOMIC_MAX);
+	curl_easy_setopt(c, CURLOPT_URL, path);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, ret);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (l->ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, l->ca_file);
+	CURLcode cr = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (cr == CURLE_OK && status == 404) {
+		oci_buf_free(ret);
+		return 1;
+	}
+	if (cr != CURLE_OK || status != 200) {
+		bool big = ret->overflow;
+		oci_buf_free(ret);
+		/* a store that does not answer is no "no signature": it fails */
+		if (cr != CURLE_OK && !big)
+			return p11g_err_set(err, P11G_E_PROTOCOL, "GET %s: %s", path,
+			                    curl_easy_strerror(cr));
+		return p11g_err_set(err, P11G_E_PROTOCOL, "GET %s: %s (HTTP %ld)", path,
+		                    big ? "larger than 4 MiB" : "unexpected answer", status);
+	}
+	return 0;
+}
