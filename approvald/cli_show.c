@@ -153,8 +153,23 @@ int cli_print_op(FILE *f, const json_t *raw)
 			fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
 			continue;
 		}
-		fprintf(f, "  image:       %s@%s\n", cli_str(img, "reference"),
-		        cli_str(img, "digest"));
+		const json_t *cert = json_object_get(img, "openpgp_certification");
+		if (cert) {
+			/* read from the OpenPGP hashed data by approvald (pgp_payload.c) */
+			fprintf(f, "  OpenPGP certification: user ID \"%s\"\n",
+			        cli_str(cert, "user_id"));
+			fprintf(f, "    key:       %s %s, created %s\n", cli_str(cert, "key"),
+			        cli_str(cert, "fingerprint"), cli_str(cert, "created"));
+			fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
+			continue;
+		}
+		if (json_object_get(img, "identity")) /* simple signing: the claim's own name */
+			fprintf(f, "  image:       %s@%s  (simple signing, OpenPGP key %s)\n",
+			        cli_str(img, "identity"), cli_str(img, "digest"),
+			        cli_str(img, "openpgp_key"));
+		else
+			fprintf(f, "  image:       %s@%s\n", cli_str(img, "reference"),
+			        cli_str(img, "digest"));
 		fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
 		if (json_object_size(json_object_get(img, "annotations"))) {
 			/* cosign's "optional": what a verifier's `-a k=v` relies on */

@@ -119,11 +119,17 @@ static json_t *facts(const json_t *ev)
 		/* a certificate request as approvald read it (csr_payload.c), not as titled */
 		json_array_foreach(json_object_get(op, "images"), i, k)
 		{
-			const json_t *csr = json_object_get(k, "csr");
+			const json_t *csr = json_object_get(k, "csr"),
+			             *cert = json_object_get(k, "openpgp_certification");
 			if (csr)
 				json_array_append_new(
 				    f, json_pack("[s, s++]", "Certificate request",
 				                 str(csr, "subject"), ", key ", str(csr, "key")));
+			if (cert)
+				json_array_append_new(
+				    f, json_pack("[s, s++++]", "OpenPGP certification",
+				                 str(cert, "user_id"), ", ", str(cert, "key"),
+				                 " key ", str(cert, "fingerprint")));
 		}
 	}
 	const json_t *actor = json_object_get(ev, "actor");

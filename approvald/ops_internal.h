@@ -46,6 +46,10 @@ int ops_audit_op(p11g_txn *t, const char *event, const struct p11g_ident *actor,
 
 /* Whether r signs images of ref (registry/repository): yes when it names no registries. */
 bool ops_registry_allowed(const struct p11g_rule *r, const char *ref);
+/* An operation's payload that binds the key to a name (a certificate request, an OpenPGP user
+ * ID certification) rather than signing an image: a rule's registries do not limit it, and
+ * auto_approve never approves it. */
+bool ops_image_binds_identity(const json_t *img);
 
 /* One verb's state across the runs of its transaction body. */
 struct txn_ctx {

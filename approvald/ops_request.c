@@ -2,6 +2,7 @@
  * files the operation (OCI payloads read here, digests normalised, requests budgeted). */
 #include "approvald/authz.h"
 #include "approvald/csr_payload.h"
+#include "approvald/pgp_payload.h"
 #include "approvald/idtoken.h"
 #include "approvald/jwks_sources.h"
 #include "approvald/jbuild.h"
@@ -153,6 +154,115 @@ static bool annotations_valid(const json_t *o)
 	return true;
 }
 
+/* The optional part of an atomic claim as containers/image and ocisign write it: a creator
+ * (plain text) and a timestamp, shown as annotations. */
+static json_t *atomic_optional(const json_t *opt)
+{
+	const json_t *creator = json_object_get(opt, "creator"),
+	             *ts = json_object_get(opt, "timestamp");
+	uint32_t cp;
+	char n[32];
+	if (!json_is_object(opt) || json_object_size(opt) != (size_t)(!!creator + !!ts) ||
+	    (creator &&
+	     (!json_is_string(creator) || json_string_length(creator) > 256 ||
+	      strlen(json_string_value(creator)) != json_string_length(creator) ||
+	      p11g_text_find(json_string_value(creator), json_string_length(creator), &cp) >= 0)) ||
+	    (ts && !json_is_integer(ts)))
+		return NULL;
+	json_t *ann = json_object();
+	if (ann && creator)
+		json_object_set(ann, "creator", (json_t *)creator);
+	if (ann && ts) {
+		snprintf(n, sizeof(n), "%" JSON_INTEGER_FORMAT, json_integer_value(ts));
+		json_object_set_new(ann, "timestamp", json_string(n));
+	}
+	return ann;
+}
+
+/*
+ * An OpenPGP signature's hashed data (ocisign's simple signing and OpenPGP keys, read by
+ * pgp_payload.c): a certification of a user ID, {openpgp_certification: {user_id,
+ * fingerprint, key, created}, payload_digest}; or a binary document that is containers/image's
+ * atomic container signature claim, {reference: registry/repository, identity: the claim's
+ * docker-reference, digest, payload_digest, format: "simple-signing", openpgp_key: the
+ * signer's fingerprint, annotations?: creator and timestamp}.  payload_digest is what the
+ * gate binds the token's signature to.
+ */
+static int read_pgp_payload(const unsigned char *buf, size_t n, size_t i, json_t **ret,
+                            p11g_err *err)
+{
+	static const char *const top[] = {"critical", "optional", NULL},
+	                         *const crit_m[] = {"identity", "image", "type", NULL},
+	                         *const ident_m[] = {"docker-reference", NULL},
+	                         *const image_m[] = {"docker-manifest-digest", NULL};
+	struct p11g_pgp_payload pp;
+	char why[200];
+	json_error_t je;
+
+	if (p11g_pgp_payload_read(buf, n, p11g_now(), &pp, why, sizeof(why)) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "payloads[%zu]: OpenPGP: %s", i, why);
+	if (pp.certification) {
+		*ret = json_pack("{s:o, s:s}", "openpgp_certification", pp.certification,
+		                 "payload_digest", pp.use_digest);
+		pp.certification = NULL; /* taken by json_pack, even when it fails */
+		return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+	}
+	_cleanup_json_ json_t *root =
+	    json_loadb((const char *)buf, pp.doc_len, JSON_REJECT_DUPLICATES, &je);
+	const json_t *crit = json_object_get(root, "critical");
+	const json_t *ref = json_object_get(json_object_get(crit, "identity"), "docker-reference");
+	const json_t *dig =
+	    json_object_get(json_object_get(crit, "image"), "docker-manifest-digest");
+	const char *type = json_string_value(json_object_get(crit, "type"));
+	if (!root || !members_are(root, top) || !members_are(crit, crit_m) ||
+	    !members_are(json_object_get(crit, "identity"), ident_m) ||
+	    !members_are(json_object_get(crit, "image"), image_m) || !type ||
+	    strcmp(type, "atomic container signature"))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: an OpenPGP signature of something other than "
+		                    "an atomic container signature claim (critical: identity, "
+		                    "image, type; optional)",
+		                    i);
+	/* the identity: registry/repository, and the tag it was named by */
+	const char *id = json_string_value(ref);
+	size_t idlen = json_string_length(ref), slash = id ? strcspn(id, "/") : 0, name = idlen;
+	const char *colon = id ? strrchr(id, ':') : NULL;
+	if (colon && (size_t)(colon - id) > slash)
+		name = (size_t)(colon - id);
+	const char *tag = name < idlen ? id + name + 1 : "";
+	char nm[MAX_REFNAME + 1] = "";
+	if (id && name <= MAX_REFNAME)
+		memcpy(nm, id, name), nm[name] = '\0';
+	if (!id || strchr(id, '@') || !image_ref_valid(nm, name) ||
+	    (name < idlen && (!tag[0] || strlen(tag) > 128 ||
+	                      tag[strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                                      "abcdefghijklmnopqrstuvwxyz0123456789_.-")])))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-reference must be "
+		                    "registry/repository[:tag]",
+		                    i);
+	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
+		                    "lowercase hex digits>",
+		                    i);
+	json_t *ann = atomic_optional(json_object_get(root, "optional"));
+	if (!ann)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: optional must be an object of a creator (plain "
+		                    "text) and a timestamp (an integer)",
+		                    i);
+	*ret = json_pack("{s:s%, s:O, s:O, s:s, s:s, s:s}", "reference", id, name, "identity", ref,
+	                 "digest", dig, "payload_digest", pp.use_digest, "format", "simple-signing",
+	                 "openpgp_key", pp.issuer);
+	if (*ret && json_object_size(ann) && json_object_set(*ret, "annotations", ann) < 0) {
+		json_decref(*ret);
+		*ret = NULL;
+	}
+	json_decref(ann);
+	return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+}
+
 /*
  * payloads[i] of a request: the base64 of one cosign simple-signing payload,
  * {"critical": {"identity": {"docker-reference"}, "image":
@@ -193,6 +303,8 @@ static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
 		*ret = json_pack("{s:o, s:s}", "csr", csr, "payload_digest", pdigest);
 		return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}
+	if (p11g_pgp_payload_looks(buf, (size_t)n))
+		return read_pgp_payload(buf, (size_t)n, i, ret, err);
 	_cleanup_json_ json_t *root =
 	    json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, &je);
 	if (!root)
@@ -236,6 +348,12 @@ static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
 		*ret = NULL;
 	}
 	return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
+}
+
+bool ops_image_binds_identity(const json_t *img)
+{
+	return json_is_object(json_object_get(img, "csr")) ||
+	       json_is_object(json_object_get(img, "openpgp_certification"));
 }
 
 bool ops_registry_allowed(const struct p11g_rule *r, const char *ref)
@@ -817,7 +935,7 @@ static int request_parse(const struct p11g_ops *o, const struct p11g_ident *call
 	/* auto_approve lets a rule's orderers past its approvers for the images it names: a
 	 * certificate request is the approvers' call (a rule without approvers needs none) */
 	bool csr = false;
-	json_array_foreach(q->op.images, i, d) csr |= json_object_get(d, "csr") != NULL;
+	json_array_foreach(q->op.images, i, d) csr |= ops_image_binds_identity(d);
 	for (size_t r = 0; csr && r < q->n_keys; r++)
 		q->auto_all &= !p11g_rule_needs_approval(q->judged[r]);
 	q->op.oci = json_incref(json_object_get(args, "oci"));

@@ -113,7 +113,8 @@ static ssize_t op_key_index(const struct p11g_op *op, const struct p11g_keyid *k
 
 /* A rule with registries signs only the payloads approvald read for the
  * operation (its images), of images in a registry the rule names, or a certificate request
- * approvald read (csr_payload.c: its registries limit images, not requests). */
+ * or OpenPGP certification approvald read (csr_payload.c, pgp_payload.c: its registries limit
+ * images, not names bound to the key). */
 static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, const char *digest)
 {
 	size_t i;
@@ -126,8 +127,7 @@ static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, con
 		const char *ref = json_string_value(json_object_get(img, "reference"));
 		if (!digest || !pd || strcmp(pd, digest))
 			continue;
-		if (ref ? ops_registry_allowed(r, ref)
-		        : json_is_object(json_object_get(img, "csr")))
+		if (ref ? ops_registry_allowed(r, ref) : ops_image_binds_identity(img))
 			return true;
 	}
 	return false;

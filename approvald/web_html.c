@@ -511,10 +511,33 @@ static void summary(struct p11g_html *h, const struct p11g_web_view *v, const js
 				p11g_html_raw(h, "</li>");
 				continue;
 			}
+			const json_t *cert = json_object_get(x, "openpgp_certification");
+			if (cert) {
+				/* read from the OpenPGP hashed data by approvald (pgp_payload.c) */
+				p11g_html_raw(h,
+				              "<li class=\"openpgp-cert\">OpenPGP certification of "
+				              "user ID <strong>");
+				jtext(h, cert, "user_id", 0);
+				p11g_html_raw(h, "</strong> for ");
+				jtext(h, cert, "key", 0);
+				p11g_html_raw(h, " key ");
+				jtext(h, cert, "fingerprint", 0);
+				p11g_html_raw(h, ", created ");
+				jtext(h, cert, "created", 0);
+				p11g_html_raw(h, "</li>");
+				continue;
+			}
+			bool simple = json_object_get(x, "identity") != NULL;
 			p11g_html_raw(h, "<li class=\"image\">");
-			jtext(h, x, "reference", 0);
+			jtext(h, x, simple ? "identity" : "reference", 0);
 			p11g_html_raw(h, "@");
 			jtext(h, x, "digest", 0);
+			if (simple) {
+				/* containers/image simple signing, by this OpenPGP key */
+				p11g_html_raw(h, " (simple signing, OpenPGP key ");
+				jtext(h, x, "openpgp_key", 0);
+				p11g_html_raw(h, ")");
+			}
 			if (json_object_size(json_object_get(x, "annotations"))) {
 				p11g_html_raw(h, " signed annotations:");
 				put_sorted(h, json_object_get(x, "annotations"), NULL, false);

@@ -1,0 +1,260 @@
+/* OpenPGP signatures' hashed data as approvald reads it (pgp_payload.h): read whole, strictly,
+ * and only as far as ocisign writes it; anything else is refused with a reason. */
+#include <openssl/evp.h>
+#include <time.h>
+
+#include "approvald/pgp_payload.h"
+#include "approvald/textsafe.h"
+
+#define UID_MAX 256
+
+enum { ALG_RSA = 1, ALG_ECDSA = 19, ALG_EDDSA = 22, H_SHA256 = 8, H_SHA384 = 9 };
+
+static const unsigned char oid_p256[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const unsigned char oid_p384[] = {0x2b, 0x81, 0x04, 0x00, 0x22};
+static const unsigned char oid_ed25519[] = {0x2b, 0x06, 0x01, 0x04, 0x01, 0xda, 0x47, 0x0f, 0x01};
+
+static uint32_t be(const unsigned char *p, int n)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+#define REFUSE(...)                                                                                \
+	do {                                                                                       \
+		snprintf(why, why_len, __VA_ARGS__);                                               \
+		return -1;                                                                         \
+	} while (0)
+
+bool p11g_pgp_payload_looks(const unsigned char *p, size_t n)
+{
+	if (n < 12 || p[n - 6] != 4 || p[n - 5] != 0xff)
+		return false;
+	uint32_t l = be(p + n - 4, 4);
+	return l >= 6 && l <= n - 6 && p[n - 6 - l] == 4;
+}
+
+/* An MPI at *off (RFC 4880 3.2) in minimal form: its bytes in *ret, *ret_len of them. */
+static bool mpi(const unsigned char *p, size_t n, size_t *off, const unsigned char **ret,
+                size_t *ret_len)
+{
+	if (*off + 2 > n)
+		return false;
+	uint32_t bits = be(p + *off, 2);
+	size_t len = (bits + 7) / 8;
+	if (bits == 0 || *off + 2 + len > n)
+		return false;
+	const unsigned char *v = p + *off + 2;
+	/* the top byte holds the top bit the count names: no leading zero, no short count */
+	unsigned top = (bits - 1) % 8;
+	if (v[0] >> top != 1)
+		return false;
+	*ret = v;
+	*ret_len = len;
+	*off += 2 + len;
+	return true;
+}
+
+/* A v4 public key packet's body: its description and creation time. */
+static int read_key(const unsigned char *k, size_t n, uint8_t algo, char *desc, size_t desc_len,
+                    uint32_t *created, char *why, size_t why_len)
+{
+	const unsigned char *a, *b;
+	size_t al, bl, off = 6;
+
+	if (n < 6 || k[0] != 4)
+		REFUSE("not a version 4 OpenPGP key");
+	*created = be(k + 1, 4);
+	if (k[5] != algo)
+		REFUSE("the key's algorithm %u is not the signature's %u", k[5], algo);
+	if (algo == ALG_RSA) {
+		if (!mpi(k, n, &off, &a, &al) || !mpi(k, n, &off, &b, &bl) || off != n)
+			REFUSE("an RSA key that is not two minimal MPIs");
+		size_t bits = al * 8;
+		for (unsigned char top = a[0]; !(top & 0x80); top <<= 1)
+			bits--;
+		if (bits < 2048 || bits > 8192)
+			REFUSE("an RSA key of %zu bits (2048 to 8192 are signed here)", bits);
+		snprintf(desc, desc_len, "RSA %zu", bits);
+		return 0;
+	}
+	if (off >= n || off + 1 + k[off] > n)
+		REFUSE("a truncated curve name");
+	size_t ol = k[off++];
+	const unsigned char *oid = k + off;
+	off += ol;
+	size_t want = 0;
+	if (algo == ALG_EDDSA && ol == sizeof(oid_ed25519) && !memcmp(oid, oid_ed25519, ol))
+		want = 33, snprintf(desc, desc_len, "Ed25519");
+	else if (algo == ALG_ECDSA && ol == sizeof(oid_p256) && !memcmp(oid, oid_p256, ol))
+		want = 65, snprintf(desc, desc_len, "ECDSA P-256");
+	else if (algo == ALG_ECDSA && ol == sizeof(oid_p384) && !memcmp(oid, oid_p384, ol))
+		want = 97, snprintf(desc, desc_len, "ECDSA P-384");
+	else
+		REFUSE("a curve other than P-256, P-384 and Ed25519");
+	if (!mpi(k, n, &off, &a, &al) || off != n || al != want ||
+	    a[0] != (algo == ALG_EDDSA ? 0x40 : 0x04))
+		REFUSE("a %s key whose point is not one uncompressed MPI", desc);
+	return 0;
+}
+
+/* The hashed subpackets; for a certification also those GnuPG's key flags and preferences. */
+static int read_subpackets(const unsigned char *s, size_t n, bool cert, int64_t now,
+                           struct p11g_pgp_payload *ret, char *why, size_t why_len)
+{
+	unsigned seen = 0; /* bit per subpacket type below 32, and bit 31 for 33 */
+	for (size_t off = 0; off < n;) {
+		size_t len, o = s[off];
+		if (o < 192) {
+			len = o, off += 1;
+		} else if (o < 255) {
+			if (off + 2 > n)
+				REFUSE("a truncated subpacket length");
+			len = ((o - 192) << 8) + s[off + 1] + 192, off += 2;
+		} else {
+			if (off + 5 > n)
+				REFUSE("a truncated subpacket length");
+			len = be(s + off + 1, 4), off += 5;
+		}
+		if (len < 1 || len > n - off)
+			REFUSE("a subpacket longer than the hashed area");
+		unsigned t = s[off] & 0x7f, bit = t == 33 ? 31 : t;
+		const unsigned char *d = s + off + 1;
+		size_t dl = len - 1;
+		off += len;
+		bool ok;
+		if (t >= 31 && t != 33)
+			REFUSE("hashed subpacket %u is not one approvald shows", t);
+		if (seen >> bit & 1)
+			REFUSE("subpacket %u twice", t);
+		switch (t) {
+		case 2: /* signature creation time */
+			ok = dl == 4;
+			if (ok)
+				ret->when = be(d, 4);
+			break;
+		case 33: /* issuer fingerprint, v4 */
+			ok = dl == 21 && d[0] == 4;
+			if (ok)
+				p11g_hex_encode(d + 1, 20, ret->issuer);
+			break;
+		case 27: /* key flags */
+		case 30: /* features */
+			ok = cert && dl >= 1 && dl <= 4;
+			break;
+		case 11: /* preferred ciphers, hashes, compression */
+		case 21:
+		case 22:
+			ok = cert && dl <= 16;
+			break;
+		default:
+			ok = false;
+		}
+		if (!ok)
+			REFUSE("hashed subpacket %u is not one approvald shows", t);
+		seen |= 1u << bit;
+	}
+	if (!(seen & 1u << 2) || !(seen & 1u << 31))
+		REFUSE("no creation time or no issuer fingerprint");
+	if ((int64_t)ret->when > now + 600)
+		REFUSE("the signature's creation time is in the future");
+	for (char *c = ret->issuer; *c; c++)
+		*c = (char)(*c >= 'a' ? *c - 'a' + 'A' : *c);
+	return 0;
+}
+
+static void use_digest(const unsigned char *p, size_t n, uint8_t algo, uint8_t hash,
+                       char out[P11G_PGP_DIGEST_MAX])
+{
+	unsigned char h[EVP_MAX_MD_SIZE], hh[32];
+	unsigned hl = 0;
+	const char *alg = hash == H_SHA384 ? "sha384" : "sha256";
+	EVP_Digest(p, n, h, &hl, hash == H_SHA384 ? EVP_sha384() : EVP_sha256(), NULL);
+	if (algo == ALG_EDDSA) {
+		EVP_Digest(h, hl, hh, NULL, EVP_sha256(), NULL);
+		memcpy(h, hh, sizeof(hh));
+		hl = sizeof(hh), alg = "sha256";
+	}
+	int o = snprintf(out, P11G_PGP_DIGEST_MAX, "%s:", alg);
+	p11g_hex_encode(h, hl, out + o);
+}
+
+void p11g_pgp_payload_clear(struct p11g_pgp_payload *pp)
+{
+	json_decref(pp->certification);
+	pp->certification = NULL;
+}
+
+static int read_certification(const unsigned char *p, size_t f, struct p11g_pgp_payload *ret,
+                              char *why, size_t why_len)
+{
+	char desc[24], fpr[41], created[32];
+	unsigned char md[20];
+	uint32_t kc;
+	uint32_t cp;
+
+	if (f < 3 || p[0] != 0x99)
+		REFUSE("a certification that does not start with the key");
+	size_t kl = be(p + 1, 2);
+	if (3 + kl + 5 > f || p[3 + kl] != 0xb4)
+		REFUSE("a certification whose key is not followed by a user ID");
+	size_t ul = be(p + 3 + kl + 1, 4);
+	const unsigned char *uid = p + 3 + kl + 5;
+	if (3 + kl + 5 + ul != f)
+		REFUSE("a certification with bytes after its user ID");
+	if (read_key(p + 3, kl, ret->algo, desc, sizeof(desc), &kc, why, why_len) < 0)
+		return -1;
+	if (ul == 0 || ul > UID_MAX || p11g_text_find((const char *)uid, ul, &cp) >= 0)
+		REFUSE("a user ID that is not 1 to %d bytes of printable UTF-8", UID_MAX);
+	EVP_Digest(p, 3 + kl, md, NULL, EVP_sha1(), NULL);
+	p11g_hex_encode(md, sizeof(md), fpr);
+	for (char *c = fpr; *c; c++)
+		*c = (char)(*c >= 'a' ? *c - 'a' + 'A' : *c);
+	if (strcmp(fpr, ret->issuer))
+		REFUSE("a certification by another key than the one certified");
+	if (ret->when < kc)
+		REFUSE("a certification older than its key");
+	time_t t = kc;
+	struct tm tm;
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+	ret->certification = json_pack("{s:s%, s:s, s:s, s:s}", "user_id", (const char *)uid, ul,
+	                               "fingerprint", fpr, "key", desc, "created", created);
+	if (!ret->certification)
+		REFUSE("out of memory");
+	return 0;
+}
+
+int p11g_pgp_payload_read(const unsigned char *p, size_t n, int64_t now,
+                          struct p11g_pgp_payload *ret, char *why, size_t why_len)
+{
+	memset(ret, 0, sizeof(*ret));
+	if (!p11g_pgp_payload_looks(p, n))
+		REFUSE("not the hashed data of an OpenPGP v4 signature");
+	size_t l = be(p + n - 4, 4), f = n - 6 - l;
+	const unsigned char *h = p + f;
+	ret->type = h[1], ret->algo = h[2], ret->hash = h[3];
+	if (ret->algo != ALG_RSA && ret->algo != ALG_ECDSA && ret->algo != ALG_EDDSA)
+		REFUSE("OpenPGP public key algorithm %u (RSA, ECDSA and EdDSA are signed here)",
+		       ret->algo);
+	if (ret->hash != H_SHA256 && ret->hash != H_SHA384)
+		REFUSE("OpenPGP hash algorithm %u (SHA-256 and SHA-384 are signed here)",
+		       ret->hash);
+	if (ret->algo == ALG_EDDSA && ret->hash != H_SHA256)
+		REFUSE("an EdDSA signature of a hash other than SHA-256");
+	if (be(h + 4, 2) != l - 6)
+		REFUSE("hashed subpackets that do not fill the signature's hashed fields");
+	bool cert = ret->type >= 0x10 && ret->type <= 0x13;
+	if (ret->type != 0x00 && !cert)
+		REFUSE("OpenPGP signature type 0x%02x (binary documents and user ID "
+		       "certifications are signed here)",
+		       ret->type);
+	if (read_subpackets(h + 6, l - 6, cert, now, ret, why, why_len) < 0)
+		return -1;
+	if (cert && read_certification(p, f, ret, why, why_len) < 0)
+		return -1;
+	ret->doc_len = cert ? 0 : f;
+	use_digest(p, n, ret->algo, ret->hash, ret->use_digest);
+	return 0;
+}
