@@ -175,6 +175,20 @@ static int mkdirs(char *path, p11g_err *err)
 	return 0;
 }
 
+int oci_lookaside_prepare(const struct oci_lookaside *l, const struct oci_ref *r,
+                          const char *digest, p11g_err *err)
+{
+	char path[3072];
+	sig_path(l, r, digest, 1, path, sizeof(path));
+	if (mkdirs(path, err) < 0)
+		return -1;
+	*strrchr(path, '/') = '\0';
+	if (access(path, W_OK | X_OK) < 0)
+		return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot write to %s: %s", path,
+		                    strerror(errno));
+	return 0;
+}
+
 int oci_lookaside_put(const struct oci_lookaside *l, const struct oci_ref *r, const char *digest,
                       const void *sig, size_t len, unsigned *ret_n, char *path, size_t pathlen,
                       p11g_err *err)

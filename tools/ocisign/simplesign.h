@@ -36,6 +36,11 @@ struct oci_lookaside {
 int oci_lookaside_open(const char *where, bool for_writing, const char *ca_file,
                        struct oci_lookaside *ret, p11g_err *err);
 
+/* Makes the image's directory of the store and checks it can be written: before the
+ * signature is asked for, so that an approved use is not spent on a store that fails. */
+int oci_lookaside_prepare(const struct oci_lookaside *l, const struct oci_ref *r,
+                          const char *digest, p11g_err *err);
+
 /* Stores a signature as the image's next free REPO@sha256=HEX/signature-N; *ret_n is N. */
 int oci_lookaside_put(const struct oci_lookaside *l, const struct oci_ref *r, const char *digest,
                       const void *sig, size_t len, unsigned *ret_n, char *path, size_t pathlen,

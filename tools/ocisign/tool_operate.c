@@ -989,6 +989,8 @@ static int do_sign_simple(struct oci_config *cfg)
 	if (oci_key_open(&ko, true, &key, &err) < 0 || pgp_key(cfg, key, &k, &err) < 0 ||
 	    oci_reg_open(&ref, &o, &r, &err) < 0 || resolve(r, &ref, false, &m, &err) < 0)
 		goto failed;
+	if (oci_lookaside_prepare(&store, &ref, m.digest, &err) < 0)
+		goto failed;
 	time_t now = time(NULL);
 	oci_atomic_identity(&ref, identity, sizeof(identity));
 	if (oci_atomic_claim(identity, m.digest, "ocisign (p11gate) " P11GATE_VERSION, now, &claim,
