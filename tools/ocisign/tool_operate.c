@@ -164,8 +164,9 @@ static int sign_targets(const struct oci_config *cfg, const struct oci_manifest 
 	return 0;
 }
 
-/* approvald takes a request's title of TITLE_MAX bytes: a longer one is cut, ending in "..."
- * (the text is ASCII: image names, and subjects as OpenSSL escapes them). */
+/* approvald takes a request's title of TITLE_MAX bytes: a longer one is cut, ending in "...",
+ * never inside a UTF-8 sequence (an OpenPGP user ID may be any UTF-8; image names and
+ * subjects as OpenSSL escapes them are ASCII). */
 #define TITLE_MAX 128
 __attribute__((format(printf, 2, 3))) static void fit_title(char out[TITLE_MAX + 1],
                                                             const char *fmt, ...)
@@ -174,8 +175,12 @@ __attribute__((format(printf, 2, 3))) static void fit_title(char out[TITLE_MAX +
 	va_start(ap, fmt);
 	int n = vsnprintf(out, TITLE_MAX + 1, fmt, ap);
 	va_end(ap);
-	if (n > TITLE_MAX)
-		memcpy(out + TITLE_MAX - 3, "...", 4);
+	if (n > TITLE_MAX) {
+		size_t cut = TITLE_MAX - 3;
+		while (cut > 0 && ((unsigned char)out[cut] & 0xc0) == 0x80)
+			cut--; /* out[cut] starts a character: the cut ends the one before whole */
+		memcpy(out + cut, "...", 4);
+	}
 }
 
 /* The pipeline's ID token for --request, when it has one to give (*ret NULL when not). */
