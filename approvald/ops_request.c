@@ -471,9 +471,12 @@ static int request_images(const json_t *args, const struct p11g_rule *const *rul
 	json_array_foreach(digests, i, v)
 	{
 		if (!in_strings(pinned, json_string_value(v)))
-			return p11g_err_set(err, P11G_E_BAD_REQUEST,
-			                    "digests[%zu]: %s is not the sha256 of a payload given",
-			                    i, json_string_value(v));
+			return p11g_err_set(
+			    err, P11G_E_BAD_REQUEST,
+			    "digests[%zu]: %s is not the digest of a payload given "
+			    "(the sha256 of a cosign payload or certificate request, the "
+			    "signed hash of an OpenPGP one)",
+			    i, json_string_value(v));
 	}
 	if (oci && !oci_matches(oci, images))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,

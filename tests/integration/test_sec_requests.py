@@ -413,7 +413,7 @@ def test_certificate_request_payload_is_read_or_refused(start_daemon):
         assert "payloads[0]" in err["message"] and why in err["message"], (bad, err)
     err = p11g.assert_refused(oci_request(d, payloads=[tbs], digests=[sha(b"other")]),
                               "bad_request")
-    assert "not the sha256 of a payload given" in err["message"], err
+    assert "not the digest of a payload given" in err["message"], err
 
 
 def test_auto_approve_does_not_approve_a_certificate_request(start_daemon):
@@ -457,7 +457,7 @@ def test_payload_digest_is_pinned_and_nothing_else_signs(start_daemon):
     p, other = payload(), payload(digest="sha256:" + "cd" * 32)
     # the digests come from the payloads: one the request names besides them is refused
     err = p11g.assert_refused(oci_request(d, [p], digests=[sha(p), sha(other)]), "bad_request")
-    assert "is not the sha256 of a payload given" in err["message"], err
+    assert "is not the digest of a payload given" in err["message"], err
     # so is a description of another image
     for oci in ({"registry": "ghcr.io", "repository": "org/app", "digest": "sha256:" + "cd" * 32},
                 {"registry": "ghcr.io", "repository": "org/other", "digest": IMAGE_DIGEST},
