@@ -14,6 +14,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 import lmdb
 import pytest
@@ -591,3 +592,164 @@ def test_ocisign_request_sends_the_payload_it_signs(start_daemon, oci_registry, 
     sigs = client.signatures(ocisign_test.REPO, digest)
     assert len(sigs) == 1 and sigs[0][0] == payload
     assert d.state_of(op) == "exhausted"
+
+
+# ---- issue 24: OpenPGP signatures' hashed data, read by approvald ------------------------------
+
+FPR = bytes(range(1, 21))
+ATOMIC = "atomic container signature"
+
+
+def atomic_claim(ref="ghcr.io/org/app:v1", digest=IMAGE_DIGEST, optional=None, **critical):
+    """containers/image's claim, as ocisign sign --format simple-signing writes it."""
+    crit = {"identity": {"docker-reference": ref}, "image": {"docker-manifest-digest": digest},
+            "type": ATOMIC}
+    crit.update(critical)
+    opt = {"creator": "ocisign (p11gate) test", "timestamp": 1700000000} \
+        if optional is None else optional
+    return json.dumps({"critical": crit, "optional": opt}, separators=(",", ":")).encode()
+
+
+def subpacket(kind, data):
+    return bytes([len(data) + 1, kind]) + data
+
+
+def pgp_hashed(signed, sigtype=0x00, algo=19, hash_algo=8, subpackets=None, when=None,
+               fpr=FPR):
+    """What a v4 signature hashes: the signed bytes, its hashed fields, the trailer."""
+    if subpackets is None:
+        subpackets = (subpacket(2, struct.pack(">I", int(time.time()) if when is None else when))
+                      + subpacket(33, b"\x04" + fpr))
+    fields = bytes([4, sigtype, algo, hash_algo]) + struct.pack(">H", len(subpackets)) \
+        + subpackets
+    return signed + fields + b"\x04\xff" + struct.pack(">I", len(fields))
+
+
+def pgp_digest(hashed, algo=19, hash_algo=8):
+    """The digest p11gate.so binds the token's signature to (EdDSA: SHA-256 of the hash)."""
+    h = (hashlib.sha384 if hash_algo == 9 else hashlib.sha256)(hashed).digest()
+    if algo == 22:
+        return "sha256:" + hashlib.sha256(h).hexdigest()
+    return ("sha384:" if hash_algo == 9 else "sha256:") + h.hex()
+
+
+def ec_key_packet(created=1700000000):
+    """A v4 ECDSA P-256 public key packet's body, and its fingerprint."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    oid = bytes.fromhex("2a8648ce3d030107")
+    body = (b"\x04" + struct.pack(">I", created) + b"\x13" + bytes([len(oid)]) + oid
+            + struct.pack(">H", 515) + point)
+    return body, hashlib.sha1(b"\x99" + struct.pack(">H", len(body)) + body).digest()
+
+
+def certification(uid, key=None, signer_fpr=None, when=None):
+    body, fpr = key or ec_key_packet()
+    signed = b"\x99" + struct.pack(">H", len(body)) + body + b"\xb4" \
+        + struct.pack(">I", len(uid)) + uid
+    subs = (subpacket(2, struct.pack(">I", int(time.time()) if when is None else when))
+            + subpacket(33, b"\x04" + (signer_fpr or fpr)) + subpacket(27, b"\x03"))
+    return pgp_hashed(signed, sigtype=0x13, subpackets=subs), fpr
+
+
+def test_openpgp_claim_is_read_pinned_and_shown(start_daemon):
+    """A simple-signing signature's hashed data: approvald reads the claim in it (the image as
+    pulled, its digest, the signer's fingerprint), pins the digest the gate will bind, and
+    shows that; for EdDSA the digest is the SHA-256 of the hash, for SHA-384 a sha384."""
+    d = start_daemon(oci_policy())
+    claim = atomic_claim()
+    h = pgp_hashed(claim)
+    r = p11g.assert_reply_ok(oci_request(d, payloads=[h], oci={
+        "registry": "ghcr.io", "repository": "org/app", "reference": "v1",
+        "digest": IMAGE_DIGEST}))
+    op = d.show(r["id"])
+    assert op["digests"] == [pgp_digest(h)], op
+    assert op["images"] == [{"reference": "ghcr.io/org/app", "identity": "ghcr.io/org/app:v1",
+                             "digest": IMAGE_DIGEST, "payload_digest": pgp_digest(h),
+                             "format": "simple-signing", "openpgp_key": FPR.hex().upper(),
+                             "annotations": {"creator": "ocisign (p11gate) test",
+                                             "timestamp": "1700000000"}}], op
+    out = p11g.expect_ok(d.cli("show", r["id"], user="alice")).out
+    assert ("  image:       ghcr.io/org/app:v1@%s  (simple signing, OpenPGP key %s)\n"
+            % (IMAGE_DIGEST, FPR.hex().upper())) in out, out
+    # the signature's digest signs, no other (the claim's sha256 is not it)
+    d.approve("alice", r["id"])
+    d.use_refused("orderer", "oci", "img", "digest_mismatch", dig=sha(claim))
+    assert d.use_ok("orderer", "oci", "img", dig=pgp_digest(h))["operation"] == r["id"]
+
+    for algo, hash_algo in ((22, 8), (19, 9), (1, 9)):
+        h = pgp_hashed(atomic_claim(), algo=algo, hash_algo=hash_algo)
+        op = d.show(p11g.assert_reply_ok(oci_request(d, payloads=[h]))["id"])
+        assert op["digests"] == [pgp_digest(h, algo, hash_algo)], (algo, hash_algo, op)
+
+
+def test_openpgp_claim_for_another_registry_is_refused(start_daemon):
+    d = start_daemon(oci_policy())
+    for ref in ("evil.io/org/app:v1", "ghcr.io.evil.io/org/app", "docker.io/org/app:latest"):
+        err = p11g.assert_refused(oci_request(d, payloads=[pgp_hashed(atomic_claim(ref))]),
+                                  "registry_not_allowed")
+        assert "for registry %s" % ref.split("/")[0] in err["message"], err
+    assert not any(r["event"] == "created" for r in d.audit())
+
+
+BAD_PGP = {
+    "a cosign claim": pgp_hashed(atomic_claim(type="cosign container image signature")),
+    "more in critical": pgp_hashed(atomic_claim(extra="x")),
+    "a digest in the reference": pgp_hashed(atomic_claim("ghcr.io/org/app@" + IMAGE_DIGEST)),
+    "an escape in the tag": pgp_hashed(atomic_claim("ghcr.io/org/app:v1\u001b[2K")),
+    "no registry": pgp_hashed(atomic_claim("app:v1")),
+    "an empty tag": pgp_hashed(atomic_claim("ghcr.io/org/app:")),
+    "another optional member": pgp_hashed(atomic_claim(optional={"note": "x"})),
+    "an escape in the creator": pgp_hashed(atomic_claim(optional={"creator": "a\u001b[2K"})),
+    "a timestamp that is text": pgp_hashed(atomic_claim(optional={"timestamp": "1"})),
+    "not JSON": pgp_hashed(b"{\"critical\":"),
+    "a notation subpacket": pgp_hashed(atomic_claim(), subpackets=(
+        subpacket(2, struct.pack(">I", 1700000000)) + subpacket(33, b"\x04" + FPR)
+        + subpacket(20, b"\x80\x00\x00\x00\x00\x01\x00\x01ab"))),
+    "key flags on a document": pgp_hashed(atomic_claim(), subpackets=(
+        subpacket(2, struct.pack(">I", 1700000000)) + subpacket(33, b"\x04" + FPR)
+        + subpacket(27, b"\x03"))),
+    "a text signature": pgp_hashed(atomic_claim(), sigtype=0x01),
+    "SHA-1": pgp_hashed(atomic_claim(), hash_algo=2),
+    "DSA": pgp_hashed(atomic_claim(), algo=17),
+    "made in the future": pgp_hashed(atomic_claim(), when=int(time.time()) + 3600),
+    "a certification by another key": certification(b"a <a@b.example>", signer_fpr=FPR)[0],
+    "a certification older than its key": certification(b"a <a@b.example>", when=1600000000)[0],
+    "an escape in a user ID": certification(b"a\x1b[2K <a@b.example>")[0],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PGP))
+def test_malformed_openpgp_payload_is_refused(start_daemon, name):
+    d = start_daemon(oci_policy())
+    err = p11g.assert_refused(oci_request(d, [BAD_PGP[name]]), "bad_request")
+    assert err["message"].startswith("payloads[0]: "), err
+    assert not any(r["event"] == "created" for r in d.audit())
+
+
+def test_openpgp_certification_is_read_and_never_auto_approved(start_daemon):
+    """A user ID certification binds a name to the key: shown as approvald read it, signed
+    under a rule with registries (they limit images), never auto-approved."""
+    pol = oci_policy()
+    pol["rules"].append(rule("auto-approved", ["pkcs11:token=oci;object=aa"], approvals=1,
+                             registries=["ghcr.io"], auto_approve=["user:p11gt-orderer"]))
+    d = start_daemon(pol)
+    uid = "<script>Release</script> <release@acme.example>"
+    h, fpr = certification(uid.encode())
+    r = p11g.assert_reply_ok(oci_request(d, payloads=[h]))
+    op = d.show(r["id"])
+    assert op["digests"] == [pgp_digest(h)]
+    assert op["images"] == [{"openpgp_certification": {
+        "user_id": uid, "fingerprint": fpr.hex().upper(), "key": "ECDSA P-256",
+        "created": "2023-11-14T22:13:20Z"}, "payload_digest": pgp_digest(h)}], op
+    out = p11g.expect_ok(d.cli("show", r["id"], user="alice")).out
+    assert '  OpenPGP certification: user ID "%s"\n' % uid in out, out
+    assert "    key:       ECDSA P-256 %s, created 2023-11-14T22:13:20Z\n" % fpr.hex().upper() \
+        in out, out
+    aa = p11g.assert_reply_ok(oci_request(d, payloads=[h], key="pkcs11:token=oci;object=aa"))
+    assert aa["state"] == "pending", aa
+    img = p11g.assert_reply_ok(oci_request(d, payloads=[pgp_hashed(atomic_claim())],
+                                           key="pkcs11:token=oci;object=aa"))
+    assert img["state"] == "approved", img
