@@ -223,28 +223,36 @@ static int read_pgp_payload(const unsigned char *buf, size_t n, size_t i, json_t
 		                    "an atomic container signature claim (critical: identity, "
 		                    "image, type; optional)",
 		                    i);
-	/* the identity: registry/repository, and the tag it was named by */
-	const char *id = json_string_value(ref);
-	size_t idlen = json_string_length(ref), slash = id ? strcspn(id, "/") : 0, name = idlen;
-	const char *colon = id ? strrchr(id, ':') : NULL;
-	if (colon && (size_t)(colon - id) > slash)
-		name = (size_t)(colon - id);
-	const char *tag = name < idlen ? id + name + 1 : "";
-	char nm[MAX_REFNAME + 1] = "";
-	if (id && name <= MAX_REFNAME)
-		memcpy(nm, id, name), nm[name] = '\0';
-	if (!id || strchr(id, '@') || !image_ref_valid(nm, name) ||
-	    (name < idlen && (!tag[0] || strlen(tag) > 128 ||
-	                      tag[strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	                                      "abcdefghijklmnopqrstuvwxyz0123456789_.-")])))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-		                    "payloads[%zu]: docker-reference must be "
-		                    "registry/repository[:tag]",
-		                    i);
 	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
 		                    "lowercase hex digits>",
+		                    i);
+	/* the identity: registry/repository, and the tag or digest (the claim's own: what else
+	 * would approvers be shown?) it was named by; a name alone is none containers/image
+	 * accepts */
+	const char *id = json_string_value(ref), *at = id ? strchr(id, '@') : NULL;
+	size_t idlen = json_string_length(ref), slash = id ? strcspn(id, "/") : 0;
+	size_t end = at ? (size_t)(at - id) : idlen, name = end;
+	for (size_t k = end; id && k > slash; k--)
+		if (id[k - 1] == ':') {
+			name = k - 1;
+			break;
+		}
+	size_t taglen = name < end ? end - name - 1 : 0;
+	const char *tag = id ? id + name + 1 : "";
+	char nm[MAX_REFNAME + 1] = "";
+	if (id && name <= MAX_REFNAME)
+		memcpy(nm, id, name), nm[name] = '\0';
+	if (!id || strlen(id) != idlen || !image_ref_valid(nm, name) ||
+	    (name < end && (taglen == 0 || taglen > 128 ||
+	                    strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                                "abcdefghijklmnopqrstuvwxyz0123456789_.-") < taglen)) ||
+	    (at && strcmp(at + 1, json_string_value(dig))) || (name == end && !at))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-reference must be "
+		                    "registry/repository:tag or registry/repository@DIGEST, the "
+		                    "claim's manifest digest",
 		                    i);
 	json_t *ann = atomic_optional(json_object_get(root, "optional"));
 	if (!ann)

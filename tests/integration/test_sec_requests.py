@@ -679,6 +679,16 @@ def test_openpgp_claim_is_read_pinned_and_shown(start_daemon):
     d.use_refused("orderer", "oci", "img", "digest_mismatch", dig=sha(claim))
     assert d.use_ok("orderer", "oci", "img", dig=pgp_digest(h))["operation"] == r["id"]
 
+    # an image named by digest: the claim names it so, as containers/image writes it
+    h = pgp_hashed(atomic_claim("ghcr.io/org/app@" + IMAGE_DIGEST))
+    op = d.show(p11g.assert_reply_ok(oci_request(d, payloads=[h]))["id"])
+    assert [(i["reference"], i["identity"]) for i in op["images"]] == [
+        ("ghcr.io/org/app", "ghcr.io/org/app@" + IMAGE_DIGEST)], op
+    # or by both, which containers/image matches exactly
+    h = pgp_hashed(atomic_claim("ghcr.io/org/app:v1@" + IMAGE_DIGEST))
+    op = d.show(p11g.assert_reply_ok(oci_request(d, payloads=[h]))["id"])
+    assert op["images"][0]["identity"] == "ghcr.io/org/app:v1@" + IMAGE_DIGEST, op
+
     for algo, hash_algo in ((22, 8), (19, 9), (1, 9)):
         h = pgp_hashed(atomic_claim(), algo=algo, hash_algo=hash_algo)
         op = d.show(p11g.assert_reply_ok(oci_request(d, payloads=[h]))["id"])
@@ -687,7 +697,8 @@ def test_openpgp_claim_is_read_pinned_and_shown(start_daemon):
 
 def test_openpgp_claim_for_another_registry_is_refused(start_daemon):
     d = start_daemon(oci_policy())
-    for ref in ("evil.io/org/app:v1", "ghcr.io.evil.io/org/app", "docker.io/org/app:latest"):
+    for ref in ("evil.io/org/app:v1", "ghcr.io.evil.io/org/app:v1",
+                "docker.io/org/app@" + IMAGE_DIGEST):
         err = p11g.assert_refused(oci_request(d, payloads=[pgp_hashed(atomic_claim(ref))]),
                                   "registry_not_allowed")
         assert "for registry %s" % ref.split("/")[0] in err["message"], err
@@ -697,7 +708,9 @@ def test_openpgp_claim_for_another_registry_is_refused(start_daemon):
 BAD_PGP = {
     "a cosign claim": pgp_hashed(atomic_claim(type="cosign container image signature")),
     "more in critical": pgp_hashed(atomic_claim(extra="x")),
-    "a digest in the reference": pgp_hashed(atomic_claim("ghcr.io/org/app@" + IMAGE_DIGEST)),
+    "another digest in the reference": pgp_hashed(atomic_claim(
+        "ghcr.io/org/app@sha256:" + "cd" * 32)),
+    "a name alone": pgp_hashed(atomic_claim("ghcr.io/org/app")),
     "an escape in the tag": pgp_hashed(atomic_claim("ghcr.io/org/app:v1\u001b[2K")),
     "no registry": pgp_hashed(atomic_claim("app:v1")),
     "an empty tag": pgp_hashed(atomic_claim("ghcr.io/org/app:")),

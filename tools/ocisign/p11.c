@@ -765,7 +765,11 @@ int oci_key_start_date(struct oci_key *k, uint32_t *ret, p11g_err *err)
 {
 	CK_DATE d;
 	CK_ATTRIBUTE a = {CKA_START_DATE, &d, sizeof(d)};
-	CK_RV rv = k->f->C_GetAttributeValue(k->session, k->obj, &a, 1);
+	CK_OBJECT_HANDLE obj = k->obj, pub;
+	/* the public key's date: SoftHSMv2 does not give a private (CKA_PRIVATE) key's */
+	if (k->cls == CKO_PRIVATE_KEY && find_public_half(k, &pub))
+		obj = pub;
+	CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, &a, 1);
 	char s[9];
 	struct tm tm = {0};
 

@@ -48,7 +48,8 @@ int oci_key_sign(struct oci_key *k, const void *data, size_t len, unsigned char 
 int oci_key_sign_pgp(struct oci_key *k, bool sha384, const void *data, size_t len,
                      unsigned char **ret, size_t *ret_len, p11g_err *err);
 
-/* The key's CKA_START_DATE as seconds since the epoch (midnight UTC): 0, 1 when the key has
+/* The key's CKA_START_DATE as seconds since the epoch (midnight UTC), that of its public key
+ * object when it has one (the public half, as oci_key_public finds it): 0, 1 when there is
  * none, -1 when it cannot be read. */
 int oci_key_start_date(struct oci_key *k, uint32_t *ret, p11g_err *err);
 

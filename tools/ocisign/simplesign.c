@@ -19,8 +19,10 @@ void oci_atomic_identity(const struct oci_ref *r, char *out, size_t outlen)
 {
 	char name[600];
 	claim_name(r, name, sizeof(name));
-	if (r->digest[0])
-		snprintf(out, outlen, "%s", name);
+	if (r->digest[0] && r->tag[0]) /* containers/image matches both exactly */
+		snprintf(out, outlen, "%s:%s@%s", name, r->tag, r->digest);
+	else if (r->digest[0])
+		snprintf(out, outlen, "%s@%s", name, r->digest);
 	else
 		snprintf(out, outlen, "%s:%s", name, r->tag[0] ? r->tag : "latest");
 }
@@ -93,19 +95,23 @@ int oci_atomic_check(const unsigned char *p, size_t len, const struct oci_ref *r
 		goto out;
 	}
 	oci_atomic_identity(r, want, sizeof(want));
-	if (!r->digest[0] && strcmp(ref, want)) {
+	bool exact = r->tag[0] || !r->digest[0]; /* named by tag (and maybe digest) */
+	if (exact && strcmp(ref, want)) {
 		p11g_err_set(err, P11G_E_BAD_SIGNATURE, "the claim is for %.300s, not %s", ref,
 		             want);
 		goto out;
 	}
-	if (r->digest[0]) {
-		/* named by digest: the repository must be the same (the tag does not matter) */
+	if (!exact) {
+		/* named by digest: the repository must be the same (the tag or digest the claim
+		 * names it by does not matter), and a name alone is no identity containers/image
+		 * accepts */
 		size_t n = strcspn(ref, "@");
 		const char *slash = memrchr(ref, '/', n), *colon = memrchr(ref, ':', n);
-		if (colon && slash && colon > slash)
+		bool tagged = colon && slash && colon > slash;
+		if (tagged)
 			n = (size_t)(colon - ref);
 		claim_name(r, name, sizeof(name));
-		if (strlen(name) != n || memcmp(name, ref, n)) {
+		if ((!tagged && !ref[n]) || strlen(name) != n || memcmp(name, ref, n)) {
 			p11g_err_set(err, P11G_E_BAD_SIGNATURE,
 			             "the claim is for %.300s, not repository %s", ref, name);
 			goto out;

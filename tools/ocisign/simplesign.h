@@ -10,8 +10,9 @@
 #define OCI_ATOMIC_MAX      (4u << 20) /* containers/image's limit on one signature */
 #define OCI_LOOKASIDE_MAX_N 1000       /* signature-N files of one image */
 
-/* The claim's identity: "docker.io/library/x:tag" for Docker Hub (containers/image's name for
- * it), the tag the image was named by, none when it was named by digest. */
+/* The claim's identity as containers/image writes it: "docker.io/library/x:tag" for Docker Hub
+ * (its name for it), with the tag the image was named by, "REGISTRY/REPOSITORY@sha256:HEX" for
+ * one named by digest, both for one named by both. */
 void oci_atomic_identity(const struct oci_ref *r, char *out, size_t outlen);
 
 /* The claim, byte for byte as containers/image's json.Marshal writes it:
@@ -22,8 +23,10 @@ int oci_atomic_claim(const char *identity, const char *digest, const char *creat
 
 /* Checks a verified claim as containers/image's signedBy with the default signedIdentity
  * (matchRepoDigestOrExact) does: the type, no unknown critical member, the manifest digest,
- * and the identity: the same name and tag for an image named by tag, the same repository for
- * one named by digest.  0, or -1 with the reason. */
+ * and the identity: the same name, tag (and digest) for an image named by tag, the same
+ * repository (with a tag or digest: a name alone matches nothing) for one named by digest
+ * alone.  0, or -1 with the
+ * reason. */
 int oci_atomic_check(const unsigned char *p, size_t len, const struct oci_ref *r,
                      const char *digest, p11g_err *err);
 

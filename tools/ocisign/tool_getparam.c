@@ -100,9 +100,9 @@ static const char help_sign[] =
     "\nSimple signing (containers/image's OpenPGP signatures, which skopeo and podman\n"
     "verify with a signedBy policy):\n"
     "  --format simple-signing  sign containers/image's atomic container signature\n"
-    "                         claim (identity REGISTRY/REPOSITORY:TAG, or the repository\n"
-    "                         for an image named by digest; the manifest digest; creator\n"
-    "                         and timestamp) as an OpenPGP signed message, as skopeo does\n"
+    "                         claim (identity REGISTRY/REPOSITORY:TAG, or @sha256:HEX for\n"
+    "                         an image named by digest; the manifest digest; creator and\n"
+    "                         timestamp) as an OpenPGP signed message, as skopeo does\n"
     "                         when it signs; --request pins the digest of the OpenPGP\n"
     "                         hashed data and gives it to approvald, which shows the image\n"
     "  --sigstore-staging DIR|file:///DIR\n"
@@ -110,7 +110,8 @@ static const char help_sign[] =
     "                         REPOSITORY@sha256=HEX/signature-N (the next free N); print\n"
     "                         the file's path\n"
     "  --created DATE         the OpenPGP key's creation time, as given to pubkey\n"
-    "                         --format openpgp (default: the key's CKA_START_DATE)\n" COMMON_HELP;
+    "                         --format openpgp (default: the CKA_START_DATE of the key's\n"
+    "                         public key object, else of the key)\n" COMMON_HELP;
 
 static const char help_attach[] =
     "Usage: ocisign attach --payload FILE --signature FILE [OPTIONS] IMAGE\n"
@@ -169,9 +170,10 @@ static const char help_pubkey[] =
     "  --uid \"NAME <EMAIL>\"   the OpenPGP user ID (printable UTF-8, 256 bytes at most)\n"
     "  --created DATE         the OpenPGP key's creation time: YYYY-MM-DD (midnight UTC),\n"
     "                         YYYY-MM-DDTHH:MM:SSZ or seconds since 1970 (default: the\n"
-    "                         key's CKA_START_DATE; one of them is required).  It is part\n"
-    "                         of the fingerprint: give the same one every time, and to\n"
-    "                         sign --format simple-signing\n"
+    "                         CKA_START_DATE of the key's public key object, else of the\n"
+    "                         key; one of them is required).  It is part of the\n"
+    "                         fingerprint: give the same one every time, and to sign\n"
+    "                         --format simple-signing\n"
     "  -o, --output FILE      write the key there instead of stdout\n"
     "  --request              first file an approvald request for the certification,\n"
     "                         one use, named \"OpenPGP certification for NAME <EMAIL>\";\n"
