@@ -35,10 +35,11 @@ import p11g
 import ocireg
 from ocireg import REPO, ocisign
 
-KEYS = ["ec", "rsa", "ed"]
-DESC = {"ec": "ECDSA P-256", "rsa": "RSA 2048", "ed": "Ed25519"}
+KEYS = ["ec", "rsa", "ed", "ec384"]
+DESC = {"ec": "ECDSA P-256", "rsa": "RSA 2048", "ed": "Ed25519", "ec384": "ECDSA P-384"}
 # gpg --with-colons: (algorithm, length) of each key's pub record
-GPG_ALGO = {"ec": ("19", "256"), "rsa": ("1", "2048"), "ed": ("22", "255")}
+GPG_ALGO = {"ec": ("19", "256"), "rsa": ("1", "2048"), "ed": ("22", "255"),
+            "ec384": ("19", "384")}
 UID = "Release Signing <release@acme.example>"
 CREATED = "2024-05-01"  # the OpenPGP keys' creation time: part of their fingerprints
 CREATED_EPOCH = 1714521600
@@ -159,12 +160,13 @@ def v4_fingerprint(body):
 def hashed_data(prefix, sig):
     """What the v4 signature packet body sig hashes after prefix (the document, or the key and
     user ID): its hashed fields and the trailer.  Checked against the packet's left 16 bits."""
-    assert sig[0] == 4 and sig[3] == 8, "not a v4 SHA-256 signature: %s" % sig[:4].hex()
+    assert sig[0] == 4 and sig[3] in (8, 9), "not a v4 SHA-2 signature: %s" % sig[:4].hex()
+    md = hashlib.sha384 if sig[3] == 9 else hashlib.sha256  # P-384 (RFC 6637), the others
     hl = int.from_bytes(sig[4:6], "big")
     fields = sig[:6 + hl]
     ul = int.from_bytes(sig[6 + hl:8 + hl], "big")
     tbs = prefix + fields + b"\x04\xff" + len(fields).to_bytes(4, "big")
-    assert hashlib.sha256(tbs).digest()[:2] == sig[8 + hl + ul:10 + hl + ul], "not its hash"
+    assert md(tbs).digest()[:2] == sig[8 + hl + ul:10 + hl + ul], "not its hash"
     return tbs
 
 
@@ -184,8 +186,10 @@ def signed_message_data(path):
 
 def gate_digest(key, tbs):
     """The digest p11gate.so binds the token's signature of tbs to: of the data it is given
-    (RSA: tbs, hashed by the mechanism; ECDSA: its SHA-256, named as it is; EdDSA: its SHA-256,
-    which the gate hashes again)."""
+    (RSA: tbs, hashed by the mechanism; ECDSA: its SHA-256, named as it is, or SHA-384 for
+    P-384; EdDSA: its SHA-256, which the gate hashes again)."""
+    if key == "ec384":
+        return "sha384:" + hashlib.sha384(tbs).hexdigest()
     h = hashlib.sha256(tbs)
     return "sha256:" + (hashlib.sha256(h.digest()) if key == "ed" else h).hexdigest()
 
@@ -279,8 +283,17 @@ def images():
 
 @pytest.fixture(scope="module")
 def token(accounts):
-    """One token for the module, owned by the orderer (the gate tests sign as the orderer)."""
-    t = ocireg.SoftToken(owner="orderer")
+    """One token for the module, owned by the orderer (the gate tests sign as the orderer),
+    with ocireg.SoftToken's keys and an ECDSA P-384 key (OpenPGP signs SHA-384 with it)."""
+    t = ocireg.SoftToken()
+    t._run(["pkcs11-tool", "--module", ocireg.SOFTHSM, "--token-label", t.label, "--login",
+            "--pin", t.PIN, "--keypairgen", "--key-type", "EC:secp384r1", "--label", "ec384",
+            "--id", "04"])
+    pw = pwd.getpwnam(p11g.U("orderer"))
+    for root, dirs, files in os.walk(t.dir):
+        for n in dirs + files:
+            os.chown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
+    os.chown(t.dir, pw.pw_uid, pw.pw_gid)
     yield t
     t.cleanup()
 
