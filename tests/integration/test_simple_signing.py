@@ -851,3 +851,33 @@ def test_gate_rule_with_registries(start_daemon, token, images, exported, stagin
     assert_used_once(d, op_id)
     v = verify_simple(out, staging, one)
     assert v.rc == 0, v
+
+
+def test_gate_long_user_id_in_any_script(start_daemon, token, staging, tmp_path):
+    """A user ID in UTF-8 longer than a request's title: the title is cut between characters
+    (a cut inside one would be refused as invalid text), the user ID is shown and certified
+    whole."""
+    d = start_daemon(policy=policy())
+    # (its title's byte 125, where a title is cut, is inside a character)
+    uid = "A" + "Ünïcødé Sïgnér " * 10 + "<signer@acme.example>"
+    assert ("OpenPGP certification for " + uid).encode()[125] & 0xc0 == 0x80
+    out = os.path.join(staging, "key.asc")
+    args = ["pubkey", "--format", "openpgp", "--key", token.uri("ed"), "--uid", uid,
+            "--created", CREATED, "-o", out]
+    op_id, op, shown, rc, o, e = approved(token, d, args)
+    assert rc == 0, (o, e)
+    title = "OpenPGP certification for " + uid
+    assert op["name"].endswith("...") and title.startswith(op["name"][:-3]), op["name"]
+    assert len(op["name"].encode()) <= 128, op["name"]
+    assert op["images"][0]["openpgp_certification"]["user_id"] == uid, op
+    assert '  OpenPGP certification: user ID "%s"' % uid in shown, shown
+    # (gpg's messages are in the locale's charset: its records are read as bytes)
+    home = GPG(str(tmp_path)).home
+    r = subprocess.run(["gpg", "--homedir", home, "--batch", "--no-autostart", "--import", out],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["gpg", "--homedir", home, "--batch", "--no-autostart", "--with-colons",
+                        "--check-sigs"], stdout=subprocess.PIPE, timeout=60)
+    recs = [line.split(b":") for line in r.stdout.splitlines()]
+    assert [x[9] for x in recs if x[0] == b"uid"] == [uid.encode()], recs
+    assert [x[1] for x in recs if x[0] == b"sig"] == [b"!"], recs
