@@ -163,9 +163,12 @@ int cli_print_op(FILE *f, const json_t *raw)
 			fprintf(f, "    payload:   %s\n", cli_str(img, "payload_digest"));
 			continue;
 		}
-		if (json_object_get(img, "identity")) /* simple signing: the claim's own name */
-			fprintf(f, "  image:       %s@%s  (simple signing, OpenPGP key %s)\n",
-			        cli_str(img, "identity"), cli_str(img, "digest"),
+		const char *ident = cli_str(img, "identity");
+		if (*ident) /* simple signing: the claim's own name (with its digest, or the
+		               claim's) */
+			fprintf(f, "  image:       %s%s%s  (simple signing, OpenPGP key %s)\n",
+			        ident, strchr(ident, '@') ? "" : "@",
+			        strchr(ident, '@') ? "" : cli_str(img, "digest"),
 			        cli_str(img, "openpgp_key"));
 		else
 			fprintf(f, "  image:       %s@%s\n", cli_str(img, "reference"),

@@ -125,6 +125,13 @@ static json_t *facts(const json_t *ev)
 				json_array_append_new(
 				    f, json_pack("[s, s++]", "Certificate request",
 				                 str(csr, "subject"), ", key ", str(csr, "key")));
+			/* an image approvald read: the name a signature claims, with its digest */
+			const char *ident = str(k, "identity"), *ref = str(k, "reference");
+			if (*ident || *ref)
+				json_array_append_new(
+				    f, json_pack("[s, s++]", "Image", *ident ? ident : ref,
+				                 strchr(ident, '@') ? "" : "@",
+				                 strchr(ident, '@') ? "" : str(k, "digest")));
 			if (cert)
 				json_array_append_new(
 				    f, json_pack("[s, s++++]", "OpenPGP certification",

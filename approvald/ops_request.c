@@ -154,6 +154,25 @@ static bool annotations_valid(const json_t *o)
 	return true;
 }
 
+/* A claim's name as containers/image reads it, so that the registry a rule checks is the one
+ * it pulls from: the first component is a registry (it has a '.' or ':', or is localhost:
+ * containers/image puts any other name on Docker Hub), each path component starts and ends
+ * with a letter or digit. */
+static bool atomic_name_valid(const char *nm)
+{
+	size_t host = strcspn(nm, "/");
+	if ((!memchr(nm, '.', host) && !memchr(nm, ':', host) &&
+	     !(host == 9 && !memcmp(nm, "localhost", 9))))
+		return false;
+	for (const char *c = nm + host; *c == '/';) {
+		size_t n = strcspn(c + 1, "/");
+		if (n == 0 || !isalnum((unsigned char)c[1]) || !isalnum((unsigned char)c[n]))
+			return false;
+		c += n + 1;
+	}
+	return true;
+}
+
 /* The optional part of an atomic claim as containers/image and ocisign write it: a creator
  * (plain text) and a timestamp, shown as annotations. */
 static json_t *atomic_optional(const json_t *opt)
@@ -244,7 +263,7 @@ static int read_pgp_payload(const unsigned char *buf, size_t n, size_t i, json_t
 	char nm[MAX_REFNAME + 1] = "";
 	if (id && name <= MAX_REFNAME)
 		memcpy(nm, id, name), nm[name] = '\0';
-	if (!id || strlen(id) != idlen || !image_ref_valid(nm, name) ||
+	if (!id || strlen(id) != idlen || !image_ref_valid(nm, name) || !atomic_name_valid(nm) ||
 	    (name < end && (taglen == 0 || taglen > 128 ||
 	                    strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	                                "abcdefghijklmnopqrstuvwxyz0123456789_.-") < taglen)) ||

@@ -140,7 +140,9 @@ static int read_subpackets(const unsigned char *s, size_t n, bool cert, int64_t 
 			if (ok)
 				p11g_hex_encode(d + 1, 20, ret->issuer);
 			break;
-		case 27: /* key flags */
+		case 27: /* key flags: sign and certify, what ocisign writes (approvers see none) */
+			ok = cert && dl == 1 && d[0] == 0x03;
+			break;
 		case 30: /* features */
 			ok = cert && dl >= 1 && dl <= 4;
 			break;

@@ -530,8 +530,11 @@ static void summary(struct p11g_html *h, const struct p11g_web_view *v, const js
 			bool simple = json_object_get(x, "identity") != NULL;
 			p11g_html_raw(h, "<li class=\"image\">");
 			jtext(h, x, simple ? "identity" : "reference", 0);
-			p11g_html_raw(h, "@");
-			jtext(h, x, "digest", 0);
+			if (!simple ||
+			    !strchr(json_string_value(json_object_get(x, "identity")) ?: "", '@')) {
+				p11g_html_raw(h, "@");
+				jtext(h, x, "digest", 0);
+			}
 			if (simple) {
 				/* containers/image simple signing, by this OpenPGP key */
 				p11g_html_raw(h, " (simple signing, OpenPGP key ");

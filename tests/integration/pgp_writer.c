@@ -147,10 +147,9 @@ int main(int argc, char **argv)
 			snprintf(name, sizeof(name), "msg-%d.gpg", i);
 			if (write_file(argv[2], name, msg.data, msg.len) < 0)
 				return 1;
-			printf("DOC %s %s%s\n", name, doc,
-			       a == 0   ? " (first half starts with 0)"
-			       : b == 0 ? " (second half starts with 0)"
-			                : "");
+			printf("DOC %s %s%s%s\n", name, doc,
+			       a == 0 ? " (first half starts with 0)" : "",
+			       b == 0 ? " (second half starts with 0)" : "");
 			written++;
 			want_first &= a != 0;
 			want_second &= b != 0;

@@ -567,7 +567,11 @@ def test_verify_agrees_with_skopeo_on_identities(images, tmp_path):
         cases = [(repo, by_tag, False), (repo, by_digest, False),
                  (repo + "@" + images.d1, by_tag, False), (repo + "@" + images.d1, by_digest, True),
                  (by_tag, by_tag, True), (by_tag, by_digest, True),
-                 (images.ref("2.0"), by_tag, False), (images.ref("2.0"), by_digest, True)]
+                 (images.ref("2.0"), by_tag, False), (images.ref("2.0"), by_digest, True),
+                 # references containers/image does not parse
+                 (repo + "@garbage", by_digest, False), (repo + ":-x", by_digest, False),
+                 (repo + ":bad!tag", by_digest, False), (repo + "@sha256:" + "zz" * 32,
+                                                         by_digest, False)]
         wrong = []
         for i, (identity, image, accepted) in enumerate(cases):
             stage = str(tmp_path / ("stage%d" % i))
@@ -609,6 +613,11 @@ class Served:
                 if directory is None:
                     self.send_error(500, "broken store")
                     return
+                if self.path.startswith("/moved/"):  # a store that redirects, as some do
+                    self.send_response(302)
+                    self.send_header("Location", self.path[len("/moved"):])
+                    self.end_headers()
+                    return
                 super().do_GET()
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -634,6 +643,9 @@ def test_verify_over_http(token, images, exported, tmp_path):
         assert v.rc == 0, v
         assert json.loads(v.out)["critical"]["identity"]["docker-reference"] == one
         assert "1 of 1 simple-signing signatures" in v.err, v
+        # redirected, as containers/image follows them
+        v = verify_simple(keyring, web.url + "/moved", one)
+        assert v.rc == 0 and "1 of 1 simple-signing signatures" in v.err, v
         # 404 for signature-1: no signature
         assert_failed(verify_simple(keyring, web.url, images.ref("2.0")),
                       "no simple-signing signature", "0 checked")
@@ -698,6 +710,8 @@ def test_usage_errors(token, exported, tmp_path):
           "--sigstore", stage, image, needle="--keyring")
     usage("verify", "--format", "simple-signing", "--sigstore", stage, image,
           needle="--keyring")
+    usage("verify", "--format", "simple-signing", "--keyring", keyring, "--sigstore", stage,
+          "--certificate-identity", "nobody@example", image, needle="--certificate-identity")
     r = ocisign(*ss, "--sigstore-staging", "http://127.0.0.1:1/sigs", "--module",
                 ocireg.SOFTHSM, "--created", CREATED, image, env=token.env())
     assert_failed(r, "http://127.0.0.1:1/sigs", "directory or file://")

@@ -130,8 +130,15 @@ static void test_teams(void **state)
 	/* a certificate request, as approvald read it */
 	assert_int_equal(
 	    json_object_set_new(json_object_get(e, "operation"), "images",
-	                        json_pack("[{s:{s:s, s:s}, s:s}]", "csr", "subject", "/CN=release",
-	                                  "key", "Ed25519", "payload_digest", "sha256:00ff")),
+	                        json_pack("[{s:{s:s, s:s}, s:s}, {s:{s:s, s:s, s:s, s:s}, s:s}, "
+	                                  "{s:s, s:s, s:s, s:s}]",
+	                                  "csr", "subject", "/CN=release", "key", "Ed25519",
+	                                  "payload_digest", "sha256:00ff", "openpgp_certification",
+	                                  "user_id", "Rel <r@a.example>", "fingerprint", "AB12",
+	                                  "key", "ECDSA P-256", "created", "2024-05-01T00:00:00Z",
+	                                  "payload_digest", "sha256:01", "reference",
+	                                  "reg.example/app", "identity", "reg.example/app:1.0",
+	                                  "digest", "sha256:cc", "payload_digest", "sha256:02")),
 	    0);
 	char *text = p11g_notify_render(P11G_NOTIFY_TEAMS, e);
 	assert_non_null(text);
@@ -150,7 +157,7 @@ static void test_teams(void **state)
 	                    "http://adaptivecards.io/schemas/adaptive-card.json");
 	const json_t *body = json_object_get(card, "body"), *x;
 	size_t i;
-	bool factset = false, desc = false, csr = false;
+	bool factset = false, desc = false, csr = false, cert = false, image = false;
 	json_array_foreach(body, i, x)
 	{
 		const char *t = json_string_value(json_object_get(x, "type"));
@@ -170,6 +177,21 @@ static void test_teams(void **state)
 					    json_string_value(json_object_get(fact, "value")),
 					    "/CN=release, key Ed25519");
 				}
+				/* (Markdown-escaped, as every fact a requester chose) */
+				if (!strcmp(json_string_value(json_object_get(fact, "title")),
+				            "OpenPGP certification")) {
+					cert = true;
+					assert_string_equal(
+					    json_string_value(json_object_get(fact, "value")),
+					    "Rel \\<r@a\\.example\\>, ECDSA P\\-256 key AB12");
+				}
+				if (!strcmp(json_string_value(json_object_get(fact, "title")),
+				            "Image")) {
+					image = true;
+					assert_string_equal(
+					    json_string_value(json_object_get(fact, "value")),
+					    "reg\\.example/app:1\\.0@sha256:cc");
+				}
 			}
 		}
 		const char *s = json_string_value(json_object_get(x, "text"));
@@ -183,6 +205,8 @@ static void test_teams(void **state)
 	assert_true(factset);
 	assert_true(desc);
 	assert_true(csr);
+	assert_true(cert);
+	assert_true(image);
 	const json_t *act = json_array_get(json_object_get(card, "actions"), 0);
 	assert_string_equal(json_string_value(json_object_get(act, "type")), "Action.OpenUrl");
 	assert_string_equal(json_string_value(json_object_get(act, "url")),

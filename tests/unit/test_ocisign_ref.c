@@ -75,10 +75,12 @@ static void test_bad_references(void **state)
 	(void)state;
 	static const char *const bad[] = {
 	    "",
-	    "a",                     /* repositories are 2..255 characters */
-	    "Upper/case",            /* repositories are lower case */
-	    "reg.io/app:",           /* empty tag */
-	    "reg.io/app:bad!",       /* tag characters */
+	    "a",               /* repositories are 2..255 characters */
+	    "Upper/case",      /* repositories are lower case */
+	    "reg.io/app:",     /* empty tag */
+	    "reg.io/app:bad!", /* tag characters */
+	    "reg.io/app:-x",   /* a tag starts with a letter, digit or _ */
+	    "reg.io/app:.x",
 	    "reg.io/app@sha256:abc", /* short digest */
 	    "reg.io/app@sha512:" D,  /* only sha256 */
 	    "reg.io/app@" D "@" D,   /* two '@' */
@@ -90,6 +92,13 @@ static void test_bad_references(void **state)
 	    "user@reg.io/app",
 	    "reg.io/app with space",
 	    "reg.io/",
+	    "127.0.0.1:1/../../../evil", /* path components: no "..", ".", empty or edges */
+	    "reg.io/team/../app",
+	    "reg.io/./app",
+	    "reg.io/team//app",
+	    "reg.io/team/app/",
+	    "reg.io/-team/app",
+	    "reg.io/team_/app",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct oci_ref r;

@@ -843,7 +843,7 @@ static void test_subpackets(void **state)
 		unsigned type;
 		size_t len;
 		bool ok;
-	} sized[] = {{27, 0, false},  {27, 4, true},  {27, 5, false},  {30, 0, false},
+	} sized[] = {{27, 0, false},  {27, 4, false}, {27, 5, false},  {30, 0, false},
 	             {30, 1, true},   {21, 16, true}, {21, 17, false}, {11, 0, true},
 	             {22, 17, false}, {22, 2, true}};
 	for (size_t i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
@@ -873,6 +873,23 @@ static void test_subpackets(void **state)
 	sp(&subs, 27, "\x01", 1);
 	hashed(&out, data.b, data.n, 0x13, 1, 8, &subs);
 	REFUSED(out.b, out.n, "twice");
+	/* key flags are sign and certify (0x03), nothing more or less: approvers see none */
+	static const char *const flags[] = {"\x01", "\x02", "\x07", "\x0f", "\x23"};
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		RESET();
+		sp_time(&subs, WHEN);
+		sp_fpr(&subs, fpr);
+		sp(&subs, 27, flags[i], 1);
+		hashed(&out, data.b, data.n, 0x13, 1, 8, &subs);
+		REFUSED(out.b, out.n, "subpacket 27");
+	}
+	RESET();
+	sp_time(&subs, WHEN);
+	sp_fpr(&subs, fpr);
+	sp(&subs, 27, "\x03", 1);
+	hashed(&out, data.b, data.n, 0x13, 1, 8, &subs);
+	ACCEPTED(out.b, out.n, &pp);
+	p11g_pgp_payload_clear(&pp);
 #undef DOC_WITH
 #undef RESET
 }

@@ -65,6 +65,21 @@ static json_t *hostile_op(void)
 	                               "names", "URI:javascript:alert(3)<b>", "extended_key_usage",
 	                               "codeSigning", "payload_digest", "sha256:00")),
 	                 0);
+	/* and of OpenPGP signatures (issue 24): a user ID certification, a simple-signing claim */
+	assert_int_equal(json_array_append_new(
+	                     json_object_get(op, "images"),
+	                     json_pack("{s:{s:s, s:s, s:s, s:s}, s:s}", "openpgp_certification",
+	                               "user_id", "<script>alert(4)</script> <a@b.example>",
+	                               "fingerprint", "AB<i>", "key", "Ed25519<u>", "created",
+	                               "2024-05-01T00:00:00Z", "payload_digest", "sha256:01")),
+	                 0);
+	assert_int_equal(json_array_append_new(
+	                     json_object_get(op, "images"),
+	                     json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "reference",
+	                               "reg.example/app", "identity", "reg.example/app@sha256:<em>",
+	                               "digest", "sha256:<em>", "payload_digest", "sha256:02",
+	                               "format", "simple-signing", "openpgp_key", "CD<s>")),
+	                 0);
 	return op;
 }
 
@@ -103,6 +118,13 @@ static void test_pages_escape(void **state)
 	                       "<strong>/CN=&lt;img src=x onerror=alert(2)&gt;</strong>, key EC "
 	                       "P-256, names URI:javascript:alert(3)&lt;b&gt;, extended key "
 	                       "usage codeSigning</li>"));
+	assert_non_null(strstr(h.p, "<li class=\"openpgp-cert\">OpenPGP certification of user ID "
+	                            "<strong>&lt;script&gt;alert(4)&lt;/script&gt; "
+	                            "&lt;a@b.example&gt;</strong> for Ed25519&lt;u&gt; key "
+	                            "AB&lt;i&gt;, created 2024-05-01T00:00:00Z</li>"));
+	/* a claim by digest: its identity holds the digest, not shown twice */
+	assert_non_null(strstr(h.p, "<li class=\"image\">reg.example/app@sha256:&lt;em&gt; "
+	                            "(simple signing, OpenPGP key CD&lt;s&gt;)</li>"));
 	p11g_html_free(&h);
 	json_decref(ops);
 	json_decref(op);

@@ -1,4 +1,6 @@
 /* Image reference parsing with go-containerregistry's rules (what cosign names in its payloads). */
+#include <ctype.h>
+
 #include "ref.h"
 
 static bool all_of(const char *s, size_t len, const char *allowed)
@@ -76,6 +78,24 @@ static int set_repository(struct oci_ref *r, const char *name, size_t len, p11g_
 		    err, P11G_E_BAD_REQUEST,
 		    "bad repository \"%.*s\": 2 to %d characters of a-z 0-9 _ - . /", (int)rlen,
 		    repo, OCI_REPOSITORY_MAX);
+	/* each path component starts and ends with a letter or digit (the distribution spec's
+	 * grammar): no empty, "." or ".." component reaches a URL or a lookaside path */
+	for (size_t i = 0; i < rlen;) {
+		size_t n = strcspn(repo + i, "/");
+		if (n > rlen - i)
+			n = rlen - i;
+		if (n == 0 || !isalnum((unsigned char)repo[i]) ||
+		    !isalnum((unsigned char)repo[i + n - 1]))
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "bad repository \"%.*s\": each /-separated part starts "
+			                    "and ends with a-z or 0-9",
+			                    (int)rlen, repo);
+		i += n + 1;
+		if (i == rlen) /* a trailing slash */
+			return p11g_err_set(err, P11G_E_BAD_REQUEST,
+			                    "bad repository \"%.*s\": it ends with /", (int)rlen,
+			                    repo);
+	}
 	/* Docker Hub's one-component names live under library/. */
 	bool implicit = !memchr(repo, '/', rlen) && !strcmp(r->registry, OCI_DEFAULT_REGISTRY);
 	int n = snprintf(r->repository, sizeof(r->repository), "%s%.*s", implicit ? "library/" : "",
@@ -121,7 +141,9 @@ int oci_ref_parse(const char *s, struct oci_ref *ret, p11g_err *err)
 	size_t name_len = len;
 	if (colon && !memchr(colon + 1, '/', len - (size_t)(colon + 1 - s))) {
 		size_t tlen = len - (size_t)(colon + 1 - s);
-		if (tlen == 0 || tlen > OCI_TAG_MAX || !all_of(colon + 1, tlen, tag_chars))
+		/* the distribution spec's [\w][\w.-]{0,127}: no '.' or '-' first */
+		if (tlen == 0 || tlen > OCI_TAG_MAX || !all_of(colon + 1, tlen, tag_chars) ||
+		    colon[1] == '.' || colon[1] == '-')
 			return p11g_err_set(
 			    err, P11G_E_BAD_REQUEST,
 			    "bad tag \"%.*s\" in \"%s\": 1 to %d characters of A-Z a-z 0-9 _ . -",

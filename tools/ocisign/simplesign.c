@@ -19,9 +19,9 @@ void oci_atomic_identity(const struct oci_ref *r, char *out, size_t outlen)
 {
 	char name[600];
 	claim_name(r, name, sizeof(name));
-	if (r->digest[0] && r->tag[0]) /* containers/image matches both exactly */
-		snprintf(out, outlen, "%s:%s@%s", name, r->tag, r->digest);
-	else if (r->digest[0])
+	/* named by both: the tag (skopeo takes no reference with both, and the digest is the
+	 * claim's own) */
+	if (r->digest[0] && !r->tag[0])
 		snprintf(out, outlen, "%s@%s", name, r->digest);
 	else
 		snprintf(out, outlen, "%s:%s", name, r->tag[0] ? r->tag : "latest");
@@ -94,28 +94,26 @@ int oci_atomic_check(const unsigned char *p, size_t len, const struct oci_ref *r
 		             dig);
 		goto out;
 	}
-	oci_atomic_identity(r, want, sizeof(want));
-	bool exact = r->tag[0] || !r->digest[0]; /* named by tag (and maybe digest) */
-	if (exact && strcmp(ref, want)) {
-		p11g_err_set(err, P11G_E_BAD_SIGNATURE, "the claim is for %.300s, not %s", ref,
-		             want);
+	/* the identity read as containers/image reads it (Docker Hub names normalised), then
+	 * matched as its matchRepoDigestOrExact does; a name alone matches nothing */
+	struct oci_ref cref;
+	p11g_err perr;
+	if (oci_ref_parse(ref, &cref, &perr) < 0 || (!cref.tag[0] && !cref.digest[0])) {
+		p11g_err_set(
+		    err, P11G_E_BAD_SIGNATURE,
+		    "the claim's identity %.300s is no image reference with a tag or digest", ref);
 		goto out;
 	}
-	if (!exact) {
-		/* named by digest: the repository must be the same (the tag or digest the claim
-		 * names it by does not matter), and a name alone is no identity containers/image
-		 * accepts */
-		size_t n = strcspn(ref, "@");
-		const char *slash = memrchr(ref, '/', n), *colon = memrchr(ref, ':', n);
-		bool tagged = colon && slash && colon > slash;
-		if (tagged)
-			n = (size_t)(colon - ref);
-		claim_name(r, name, sizeof(name));
-		if ((!tagged && !ref[n]) || strlen(name) != n || memcmp(name, ref, n)) {
-			p11g_err_set(err, P11G_E_BAD_SIGNATURE,
-			             "the claim is for %.300s, not repository %s", ref, name);
-			goto out;
-		}
+	bool same_repo =
+	    !strcmp(cref.registry, r->registry) && !strcmp(cref.repository, r->repository);
+	bool exact = r->tag[0] || !r->digest[0]; /* named by tag: the same tag, no digest */
+	const char *tag = r->tag[0] ? r->tag : "latest";
+	oci_atomic_identity(r, want, sizeof(want));
+	claim_name(r, name, sizeof(name));
+	if (!same_repo || (exact && (cref.digest[0] || strcmp(cref.tag, tag)))) {
+		p11g_err_set(err, P11G_E_BAD_SIGNATURE, "the claim is for %.300s, not %s", ref,
+		             exact ? want : name);
+		goto out;
 	}
 	res = 0;
 out:
@@ -195,32 +193,81 @@ int oci_lookaside_prepare(const struct oci_lookaside *l, const struct oci_ref *r
 	return 0;
 }
 
+/* Writes all of p to fd, then flushes it to disk; closes fd either way. */
+static int write_closed(int fd, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+	int r = 0;
+	while (len && r == 0) {
+		ssize_t w = write(fd, b, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			r = -1;
+		else
+			b += w, len -= (size_t)w;
+	}
+	if (r == 0 && fsync(fd) < 0)
+		r = -1;
+	int saved = errno;
+	if (close(fd) < 0 && r == 0)
+		return -1;
+	errno = saved;
+	return r;
+}
+
 int oci_lookaside_put(const struct oci_lookaside *l, const struct oci_ref *r, const char *digest,
                       const void *sig, size_t len, unsigned *ret_n, char *path, size_t pathlen,
                       p11g_err *err)
 {
+	char dir[3072], tmp[3100];
+
+	sig_path(l, r, digest, 1, dir, sizeof(dir));
+	if (mkdirs(dir, err) < 0)
+		return -1;
+	*strrchr(dir, '/') = '\0';
+	/* written whole under a name no reader looks for, then linked as the next free
+	 * signature-N: a reader never sees half a signature, two signers never one file */
+	snprintf(tmp, sizeof(tmp), "%s/.signature-XXXXXX", dir);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot create a file in %s: %s", dir,
+		                    strerror(errno));
+	int written = fchmod(fd, 0644), saved = errno;
+	if (written < 0)
+		close(fd);
+	else if ((written = write_closed(fd, sig, len)) < 0)
+		saved = errno;
+	if (written < 0) {
+		unlink(tmp);
+		return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s", tmp,
+		                    strerror(saved));
+	}
 	for (unsigned n = 1; n <= OCI_LOOKASIDE_MAX_N; n++) {
 		sig_path(l, r, digest, n, path, pathlen);
-		if (n == 1 && mkdirs(path, err) < 0)
-			return -1;
-		/* the next free N, taken with O_EXCL: two signers never write one file */
-		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		if (fd < 0 && errno == EEXIST)
-			continue;
-		if (fd < 0)
-			return p11g_err_set(err, P11G_E_INTERNAL, "cannot create %s: %s", path,
-			                    strerror(errno));
-		ssize_t w = write(fd, sig, len);
-		int saved = errno;
-		if (w != (ssize_t)len || fsync(fd) < 0 || close(fd) < 0) {
-			unlink(path);
-			return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s", path,
-			                    strerror(w < 0 ? saved : errno));
+		if (link(tmp, path) == 0) {
+			unlink(tmp);
+			int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (dfd < 0 || fsync(dfd) < 0) {
+				saved = errno;
+				if (dfd >= 0)
+					close(dfd);
+				return p11g_err_set(err, P11G_E_INTERNAL, "cannot flush %s: %s",
+				                    dir, strerror(saved));
+			}
+			close(dfd);
+			*ret_n = n;
+			return 0;
 		}
-		*ret_n = n;
-		return 0;
+		if (errno != EEXIST) {
+			saved = errno;
+			unlink(tmp);
+			return p11g_err_set(err, P11G_E_INTERNAL, "cannot create %s: %s", path,
+			                    strerror(saved));
+		}
 	}
-	return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s already has %u signatures", path,
+	unlink(tmp);
+	return p11g_err_set(err, P11G_E_BAD_REQUEST, "%s already has %u signatures", dir,
 	                    OCI_LOOKASIDE_MAX_N);
 }
 
@@ -247,6 +294,10 @@ int oci_lookaside_get(const struct oci_lookaside *l, const struct oci_ref *r, co
 	oci_buf_init(ret, OCI_ATOMIC_MAX);
 	curl_easy_setopt(c, CURLOPT_URL, path);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* as containers/image does: a store may redirect (to https or http, as it was given) */
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, ret);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);

@@ -599,10 +599,10 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		                            cfg->cert_from_token || cfg->chain_file))
 			return usage(v->name, "--recursive, --annotation and certificates are "
 			                      "cosign's: not with --format simple-signing");
-		if (v->verb == OCI_VERIFY && (cfg->key || cfg->roots_file))
+		if (v->verb == OCI_VERIFY && (cfg->key || cfg->roots_file || cfg->identity))
 			return usage(v->name,
 			             "--format simple-signing verifies with --keyring FILE, "
-			             "not --key or --certificate-chain");
+			             "not --key, --certificate-chain or --certificate-identity");
 		if (!cfg->sigstore)
 			return usage(v->name, "--format simple-signing needs %s",
 			             v->verb == OCI_SIGN ? "--sigstore-staging DIR|file:///DIR"
