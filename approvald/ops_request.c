@@ -221,8 +221,10 @@ static int read_pgp_payload(const unsigned char *buf, size_t n, size_t i, json_t
 	if (p11g_pgp_payload_read(buf, n, p11g_now(), &pp, why, sizeof(why)) < 0)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "payloads[%zu]: OpenPGP: %s", i, why);
 	if (pp.certification) {
-		*ret = json_pack("{s:o, s:s}", "openpgp_certification", pp.certification,
-		                 "payload_digest", pp.use_digest);
+		/* key_fingerprint: the certified key as p11gate.so names a token key; only
+		 * it signs the certification (ops_use.c) */
+		*ret = json_pack("{s:o, s:s, s:s}", "openpgp_certification", pp.certification,
+		                 "payload_digest", pp.use_digest, "key_fingerprint", pp.key_spki);
 		pp.certification = NULL; /* taken by json_pack, even when it fails */
 		return *ret ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	}

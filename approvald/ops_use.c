@@ -42,8 +42,9 @@ enum refusal {
 	REF_MECHANISM,
 	REF_DIGEST,
 	REF_IMAGE, /* a rule with registries, and no payload of one of its images with the digest */
-	REF_IDENTITY, /* the rule now asks for a pipeline the operation does not show */
-	REF_DAMAGED,  /* its rule snapshot cannot be read back */
+	REF_IDENTITY,  /* the rule now asks for a pipeline the operation does not show */
+	REF_CERTIFIED, /* an OpenPGP certification of another key than the one signing */
+	REF_DAMAGED,   /* its rule snapshot cannot be read back */
 };
 
 struct use_scan {
@@ -131,6 +132,26 @@ static bool image_signs(const struct p11g_op *op, const struct p11g_rule *r, con
 			return true;
 	}
 	return false;
+}
+
+/* An OpenPGP user ID certification approvald read (pgp_payload.c) is signed by the key it
+ * certifies and no other: approvers were shown that key (fpr: the signing key's SPKI
+ * SHA-256, "" when the gate could not compute it, which signs no certification). */
+static bool certifies_signer(const struct p11g_op *op, const char *digest, const char *fpr)
+{
+	size_t i;
+	json_t *img;
+	json_array_foreach(op->images, i, img)
+	{
+		const char *pd = json_string_value(json_object_get(img, "payload_digest"));
+		const char *kf = json_string_value(json_object_get(img, "key_fingerprint"));
+		if (!json_object_get(img, "openpgp_certification") || !digest || !pd ||
+		    strcmp(pd, digest))
+			continue;
+		if (!kf || !fpr || !fpr[0] || strcmp(kf, fpr))
+			return false;
+	}
+	return true;
 }
 
 /* A rule with claims (issue 19): the operation was filed with a verified ID token of the
@@ -237,6 +258,10 @@ static int scan_visit(const struct p11g_op *op, void *arg)
 		note(s, REF_IMAGE, id);
 		return 0;
 	}
+	if (!certifies_signer(op, s->a->digest, s->a->key.fingerprint)) {
+		note(s, REF_CERTIFIED, id);
+		return 0;
+	}
 	/* The rule now may ask who ordered (claims added or tightened since): the operation's
 	 * verified identity must satisfy it as it stands. */
 	if (!identity_holds(op, s->rule)) {
@@ -279,6 +304,8 @@ static const char *refusal_code(enum refusal r)
 		return P11G_E_REGISTRY;
 	case REF_IDENTITY:
 		return P11G_E_CLAIMS_MISMATCH;
+	case REF_CERTIFIED:
+		return P11G_E_DIGEST_MISMATCH;
 	case REF_DAMAGED:
 		return P11G_E_INTERNAL;
 	case REF_NONE:
@@ -359,6 +386,13 @@ static void refusal_message(struct use_scan *s, const char *uri, p11g_err *err)
 		             "asks for (its ID token's issuer and claims); request one with an ID "
 		             "token",
 		             id, uri, s->rule->name);
+		break;
+	case REF_CERTIFIED:
+		p11g_err_set(err, code,
+		             "operation %" PRIu64
+		             " pinned digest %s to an OpenPGP certification of "
+		             "another key than %s: only the key it certifies signs it",
+		             id, s->a->digest ? s->a->digest : "(none)", uri);
 		break;
 	case REF_DAMAGED:
 		p11g_err_set(err, code,

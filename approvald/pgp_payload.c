@@ -1,6 +1,9 @@
 /* OpenPGP signatures' hashed data as approvald reads it (pgp_payload.h): read whole, strictly,
  * and only as far as ocisign writes it; anything else is refused with a reason. */
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
 #include <time.h>
 
 #include "approvald/pgp_payload.h"
@@ -57,9 +60,56 @@ static bool mpi(const unsigned char *p, size_t n, size_t *off, const unsigned ch
 	return true;
 }
 
-/* A v4 public key packet's body: its description and creation time. */
+/* SHA-256 of the DER SubjectPublicKeyInfo of a key (what p11gate.so names a token key by:
+ * module/digest.c), lowercase hex; for RSA a and b are n and e, for EC a is the point (and
+ * group its curve), for Ed25519 a is 0x40 and the point.  false when OpenSSL cannot make it. */
+static bool spki_sha256(uint8_t algo, const char *group, const unsigned char *a, size_t al,
+                        const unsigned char *b, size_t bl, char out[65])
+{
+	EVP_PKEY *pk = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	BIGNUM *n = NULL, *e = NULL;
+	unsigned char *der = NULL, md[32];
+	int len = 0;
+
+	if (algo == ALG_EDDSA) {
+		pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, a + 1, al - 1);
+	} else if ((bld = OSSL_PARAM_BLD_new())) {
+		bool ok;
+		if (algo == ALG_RSA)
+			ok = (n = BN_bin2bn(a, (int)al, NULL)) &&
+			     (e = BN_bin2bn(b, (int)bl, NULL)) &&
+			     OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) &&
+			     OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e);
+		else
+			ok = OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group,
+			                                     0) &&
+			     OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, a, al);
+		if (ok && (params = OSSL_PARAM_BLD_to_param(bld)) &&
+		    (ctx =
+		         EVP_PKEY_CTX_new_from_name(NULL, algo == ALG_RSA ? "RSA" : "EC", NULL)) &&
+		    EVP_PKEY_fromdata_init(ctx) == 1)
+			EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params);
+	}
+	bool ok = pk && (len = i2d_PUBKEY(pk, &der)) > 0 &&
+	          EVP_Digest(der, (size_t)len, md, NULL, EVP_sha256(), NULL);
+	if (ok)
+		p11g_hex_encode(md, sizeof(md), out);
+	OPENSSL_free(der);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(n);
+	BN_free(e);
+	return ok;
+}
+
+/* A v4 public key packet's body: its description, creation time and SPKI fingerprint. */
 static int read_key(const unsigned char *k, size_t n, uint8_t algo, char *desc, size_t desc_len,
-                    uint32_t *created, char *why, size_t why_len)
+                    uint32_t *created, char spki[65], char *why, size_t why_len)
 {
 	const unsigned char *a, *b;
 	size_t al, bl, off = 6;
@@ -78,6 +128,8 @@ static int read_key(const unsigned char *k, size_t n, uint8_t algo, char *desc, 
 		if (bits < 2048 || bits > 8192)
 			REFUSE("an RSA key of %zu bits (2048 to 8192 are signed here)", bits);
 		snprintf(desc, desc_len, "RSA %zu", bits);
+		if (!spki_sha256(algo, NULL, a, al, b, bl, spki))
+			REFUSE("an RSA key OpenSSL does not read");
 		return 0;
 	}
 	if (off >= n || off + 1 + k[off] > n)
@@ -97,6 +149,8 @@ static int read_key(const unsigned char *k, size_t n, uint8_t algo, char *desc, 
 	if (!mpi(k, n, &off, &a, &al) || off != n || al != want ||
 	    a[0] != (algo == ALG_EDDSA ? 0x40 : 0x04))
 		REFUSE("a %s key whose point is not one uncompressed MPI", desc);
+	if (!spki_sha256(algo, want == 65 ? "prime256v1" : "secp384r1", a, al, NULL, 0, spki))
+		REFUSE("a %s key OpenSSL does not read", desc);
 	return 0;
 }
 
@@ -206,7 +260,8 @@ static int read_certification(const unsigned char *p, size_t f, struct p11g_pgp_
 	const unsigned char *uid = p + 3 + kl + 5;
 	if (3 + kl + 5 + ul != f)
 		REFUSE("a certification with bytes after its user ID");
-	if (read_key(p + 3, kl, ret->algo, desc, sizeof(desc), &kc, why, why_len) < 0)
+	if (read_key(p + 3, kl, ret->algo, desc, sizeof(desc), &kc, ret->key_spki, why, why_len) <
+	    0)
 		return -1;
 	if (ul == 0 || ul > UID_MAX || p11g_text_find((const char *)uid, ul, &cp) >= 0)
 		REFUSE("a user ID that is not 1 to %d bytes of printable UTF-8", UID_MAX);

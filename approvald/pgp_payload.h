@@ -18,6 +18,9 @@ struct p11g_pgp_payload {
 	char issuer[41];    /* the issuer fingerprint subpacket, 40 hex digits */
 	size_t doc_len;     /* a binary document: the first doc_len bytes */
 	json_t *certification; /* a certification: {user_id, fingerprint, key, created} */
+	/* a certification: SHA-256 of the certified key's SubjectPublicKeyInfo, lowercase hex,
+	 * the name p11gate.so gives a token key (only that key may sign its certification) */
+	char key_spki[65];
 	/* The digest p11gate.so binds the token's signature to: the hash of the data for RSA and
 	 * ECDSA, SHA-256 of that hash for EdDSA (CKM_EDDSA signs the hash as its message). */
 	char use_digest[P11G_PGP_DIGEST_MAX];

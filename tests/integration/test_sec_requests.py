@@ -633,12 +633,18 @@ def pgp_digest(hashed, algo=19, hash_algo=8):
     return ("sha384:" if hash_algo == 9 else "sha256:") + h.hex()
 
 
-def ec_key_packet(created=1700000000):
-    """A v4 ECDSA P-256 public key packet's body, and its fingerprint."""
+def ec_key_packet(created=1700000000, spki=None):
+    """A v4 ECDSA P-256 public key packet's body, and its fingerprint (with spki a list: the
+    SHA-256 of the key's SubjectPublicKeyInfo is appended to it, as p11gate.so names a key)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+    point = pub.public_bytes(serialization.Encoding.X962,
+                             serialization.PublicFormat.UncompressedPoint)
+    if spki is not None:
+        spki.append(hashlib.sha256(pub.public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest())
     oid = bytes.fromhex("2a8648ce3d030107")
     body = (b"\x04" + struct.pack(">I", created) + b"\x13" + bytes([len(oid)]) + oid
             + struct.pack(">H", 515) + point)
@@ -752,13 +758,15 @@ def test_openpgp_certification_is_read_and_never_auto_approved(start_daemon):
                              registries=["ghcr.io"], auto_approve=["user:p11gt-orderer"]))
     d = start_daemon(pol)
     uid = "<script>Release</script> <release@acme.example>"
-    h, fpr = certification(uid.encode())
+    spki = []
+    h, fpr = certification(uid.encode(), key=ec_key_packet(spki=spki))
     r = p11g.assert_reply_ok(oci_request(d, payloads=[h]))
     op = d.show(r["id"])
     assert op["digests"] == [pgp_digest(h)]
     assert op["images"] == [{"openpgp_certification": {
         "user_id": uid, "fingerprint": fpr.hex().upper(), "key": "ECDSA P-256",
-        "created": "2023-11-14T22:13:20Z"}, "payload_digest": pgp_digest(h)}], op
+        "created": "2023-11-14T22:13:20Z"}, "payload_digest": pgp_digest(h),
+        "key_fingerprint": spki[0]}], op
     out = p11g.expect_ok(d.cli("show", r["id"], user="alice")).out
     assert '  OpenPGP certification: user ID "%s"\n' % uid in out, out
     assert "    key:       ECDSA P-256 %s, created 2023-11-14T22:13:20Z\n" % fpr.hex().upper() \
@@ -768,3 +776,15 @@ def test_openpgp_certification_is_read_and_never_auto_approved(start_daemon):
     img = p11g.assert_reply_ok(oci_request(d, payloads=[pgp_hashed(atomic_claim())],
                                            key="pkcs11:token=oci;object=aa"))
     assert img["state"] == "approved", img
+
+    # only the key certified signs its certification: another key of the rule, or one the
+    # gate could not name, is refused with the operation's digest
+    d.approve("alice", r["id"])
+    use = {"verb": "use", "mechanism": "CKM_ECDSA", "digest": pgp_digest(h),
+           "key": dict(p11g.keyid("oci", "img"), fingerprint="ab" * 32)}
+    err = p11g.assert_refused(d.call(use, user="orderer"), "digest_mismatch")
+    assert "certification of another key" in err["message"], err
+    del use["key"]["fingerprint"]
+    p11g.assert_refused(d.call(use, user="orderer"), "digest_mismatch")
+    use["key"]["fingerprint"] = spki[0]
+    assert p11g.assert_reply_ok(d.call(use, user="orderer"))["operation"] == r["id"]
