@@ -895,3 +895,26 @@ def test_gate_long_user_id_in_any_script(start_daemon, token, staging, tmp_path)
     recs = [line.split(b":") for line in r.stdout.splitlines()]
     assert [x[9] for x in recs if x[0] == b"uid"] == [uid.encode()], recs
     assert [x[1] for x in recs if x[0] == b"sig"] == [b"!"], recs
+
+
+def test_creation_time_from_the_exported_key(token, images, exported, tmp_path):
+    """sign --openpgp-key takes the creation time from the key as exported (checked by GnuPG
+    to be this token key's OpenPGP form), so signatures name the fingerprint hosts trust;
+    another key's export signs nothing."""
+    one = images.ref("1.0")
+    stage = str(tmp_path / "stage")
+    args = ["sign", "--format", "simple-signing", "--sigstore-staging", stage, "--module",
+            ocireg.SOFTHSM, *ocireg.PLAIN_HTTP]
+    r = ocisign(*args, "--key", token.uri("ed"), "--openpgp-key", exported["ed"][0], one,
+                env=token.env())
+    assert r.rc == 0, r
+    v = verify_simple(exported["ed"][0], stage, one)
+    assert v.rc == 0 and "1 of 1" in v.err, v
+    before = files_under(stage)
+    r = ocisign(*args, "--key", token.uri("ed"), "--openpgp-key", exported["ec"][0], one,
+                env=token.env())
+    assert_failed(r, exported["ec"][0], "holds no OpenPGP key of this token key")
+    assert files_under(stage) == before
+    r = ocisign(*args, "--key", token.uri("ed"), "--openpgp-key", exported["ed"][0],
+                "--created", CREATED, one, env=token.env())
+    assert r.rc == 2 and "--openpgp-key FILE or --created DATE" in r.err, r

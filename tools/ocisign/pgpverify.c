@@ -35,6 +35,65 @@ void oci_pgp_verifier_close(struct oci_pgp_verifier *v)
 	free(v);
 }
 
+/* Calls fn for each primary key GnuPG lists in the home (stops when fn returns true). */
+static bool each_key(struct oci_pgp_verifier *v, bool (*fn)(gpgme_subkey_t, void *), void *ud)
+{
+	gpgme_key_t key;
+	bool stop = false;
+	if (gpgme_op_keylist_start(v->ctx, NULL, 0))
+		return false;
+	while (!gpgme_op_keylist_next(v->ctx, &key)) {
+		if (!stop && key->subkeys)
+			stop = fn(key->subkeys, ud);
+		gpgme_key_unref(key);
+	}
+	gpgme_op_keylist_end(v->ctx);
+	return stop;
+}
+
+struct find_fpr {
+	const char *fpr;
+	uint32_t created;
+};
+
+static bool is_fpr(gpgme_subkey_t k, void *ud)
+{
+	struct find_fpr *f = ud;
+	if (!k->fpr || strcasecmp(k->fpr, f->fpr) || k->timestamp <= 0)
+		return false;
+	f->created = (uint32_t)k->timestamp;
+	return true;
+}
+
+bool oci_pgp_verifier_has(struct oci_pgp_verifier *v, const char *fpr, uint32_t *created)
+{
+	struct find_fpr f = {fpr, 0};
+	if (!each_key(v, is_fpr, &f))
+		return false;
+	*created = f.created;
+	return true;
+}
+
+struct times {
+	uint32_t *t;
+	size_t n, max;
+};
+
+static bool add_time(gpgme_subkey_t k, void *ud)
+{
+	struct times *t = ud;
+	if (k->timestamp > 0 && t->n < t->max)
+		t->t[t->n++] = (uint32_t)k->timestamp;
+	return false;
+}
+
+size_t oci_pgp_verifier_times(struct oci_pgp_verifier *v, uint32_t *times, size_t max)
+{
+	struct times t = {times, 0, max};
+	each_key(v, add_time, &t);
+	return t.n;
+}
+
 size_t oci_pgp_verifier_keys(const struct oci_pgp_verifier *v)
 {
 	return v->n;

@@ -16,6 +16,12 @@ size_t oci_pgp_verifier_keys(const struct oci_pgp_verifier *v);
  * key's fingerprint, or -1 with the reason. */
 int oci_pgp_verify(struct oci_pgp_verifier *v, const void *msg, size_t len, struct oci_buf *ret,
                    char fpr[64], p11g_err *err);
+/* Whether the keyring holds the primary key with this fingerprint (40 hex digits); its
+ * creation time in *created. */
+bool oci_pgp_verifier_has(struct oci_pgp_verifier *v, const char *fpr, uint32_t *created);
+/* The creation times of the keyring's primary keys (at most max): how many. */
+size_t oci_pgp_verifier_times(struct oci_pgp_verifier *v, uint32_t *times, size_t max);
+
 /* Ends it and removes the temporary GnuPG home. */
 void oci_pgp_verifier_close(struct oci_pgp_verifier *v);
 

@@ -56,11 +56,12 @@ struct oci_config {
 	const char *identity;   /* verify --certificate-identity */
 	/* OpenPGP and simple signing */
 	enum oci_format format;
-	const char *uid;      /* pubkey --uid */
-	uint32_t created;     /* --created, as seconds since the epoch */
-	bool created_set;     /* --created given */
-	const char *sigstore; /* sign --sigstore-staging, verify --sigstore */
-	const char *keyring;  /* verify --keyring */
+	const char *uid;         /* pubkey --uid */
+	uint32_t created;        /* --created, as seconds since the epoch */
+	bool created_set;        /* --created given */
+	const char *sigstore;    /* sign --sigstore-staging, verify --sigstore */
+	const char *keyring;     /* verify --keyring */
+	const char *openpgp_key; /* sign --openpgp-key: the exported key, for its creation time */
 	/* registry */
 	const char *creds;
 	const char *ca_file;

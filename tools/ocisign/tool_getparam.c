@@ -37,7 +37,8 @@ static const char help_main[] =
     "  generate IMAGE [-a KEY=VALUE]...     print the simple-signing payload (as cosign generate)\n"
     "  sign     --key URI [--module SO] [--request] [--recursive] [-a KEY=VALUE]... IMAGE\n"
     "                                       resolve, sign through PKCS#11, attach\n"
-    "           --format simple-signing --sigstore-staging DIR [--request] --key URI IMAGE\n"
+    "           --format simple-signing --sigstore-staging DIR --openpgp-key FILE\n"
+    "           [--request] --key URI IMAGE\n"
     "                                       an OpenPGP signature for skopeo and podman\n"
     "  attach   --payload FILE --signature FILE IMAGE\n"
     "                                       attach a payload and its base64 signature\n"
@@ -109,6 +110,9 @@ static const char help_sign[] =
     "                         write it to the lookaside store there, as\n"
     "                         REPOSITORY@sha256=HEX/signature-N (the next free N); print\n"
     "                         the file's path\n"
+    "  --openpgp-key FILE     the key as pubkey --format openpgp exported it: its\n"
+    "                         creation time is taken from it (refused when FILE holds no\n"
+    "                         OpenPGP form of the token key)\n"
     "  --created DATE         the OpenPGP key's creation time, as given to pubkey\n"
     "                         --format openpgp (default: the CKA_START_DATE of the key's\n"
     "                         public key object, else of the key)\n" COMMON_HELP;
@@ -243,6 +247,7 @@ enum {
 	OPT_SIGSTORE_STAGING,
 	OPT_SIGSTORE,
 	OPT_KEYRING,
+	OPT_OPENPGP_KEY,
 	OPT_HELP,
 };
 
@@ -278,6 +283,7 @@ static const struct option all_opts[] = {
     {"sigstore-staging", required_argument, 0, OPT_SIGSTORE_STAGING},
     {"sigstore", required_argument, 0, OPT_SIGSTORE},
     {"keyring", required_argument, 0, OPT_KEYRING},
+    {"openpgp-key", required_argument, 0, OPT_OPENPGP_KEY},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0},
 };
@@ -307,6 +313,7 @@ static const int sign_allowed[] = {OPT_KEY,
                                    OPT_CERT_CHAIN,
                                    OPT_FORMAT,
                                    OPT_CREATED,
+                                   OPT_OPENPGP_KEY,
                                    OPT_SIGSTORE_STAGING,
                                    OPT_CREDS,
                                    OPT_CA_FILE,
@@ -532,6 +539,9 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 		case OPT_KEYRING:
 			cfg->keyring = optarg;
 			break;
+		case OPT_OPENPGP_KEY:
+			cfg->openpgp_key = optarg;
+			break;
 		case OPT_ID_TOKEN:
 		case OPT_ID_TOKEN_ENV:
 		case OPT_ID_TOKEN_GITHUB:
@@ -609,11 +619,15 @@ int oci_getparam(int argc, char **argv, struct oci_config *cfg)
 			                                 : "--sigstore DIR|URL");
 		if (v->verb == OCI_VERIFY && !cfg->keyring)
 			return usage(v->name, "--format simple-signing needs --keyring FILE");
-	} else if (cfg->sigstore || cfg->keyring || (v->verb == OCI_SIGN && cfg->created_set)) {
-		return usage(v->name,
-		             "--sigstore%s, --keyring and --created go with --format "
-		             "simple-signing",
-		             v->verb == OCI_SIGN ? "-staging" : "");
+		if (cfg->openpgp_key && cfg->created_set)
+			return usage(v->name, "--openpgp-key FILE or --created DATE, not both");
+	} else if (cfg->sigstore || cfg->keyring || cfg->openpgp_key ||
+	           (v->verb == OCI_SIGN && cfg->created_set)) {
+		return usage(
+		    v->name,
+		    "--sigstore%s, --keyring, --openpgp-key and --created go with --format "
+		    "simple-signing",
+		    v->verb == OCI_SIGN ? "-staging" : "");
 	}
 	if (v->verb == OCI_VERIFY && cfg->format == OCI_FMT_SIMPLE_SIGNING) {
 		/* checked above */

@@ -840,13 +840,46 @@ out:
 
 /* ---- OpenPGP: keys and simple signing ---------------------------------------- */
 
-/* The key's OpenPGP form: its public key, created at --created or at its CKA_START_DATE. */
+/* The creation time of the token key's OpenPGP form in an exported key file (sign
+ * --openpgp-key): the one with which the key's fingerprint is one of the file's. */
+static int created_from_file(const char *file, EVP_PKEY *pk, uint32_t *ret, p11g_err *err)
+{
+	struct oci_pgp_verifier *v = NULL;
+	uint32_t times[64];
+	int r = -1;
+
+	if (oci_pgp_verifier_open(file, &v, err) < 0)
+		return -1;
+	size_t n = oci_pgp_verifier_times(v, times, P11G_ARRAY_SIZE(times));
+	for (size_t i = 0; i < n && r < 0; i++) {
+		struct oci_pgp_key k;
+		char fpr[OCI_PGP_FPR_HEX];
+		uint32_t c;
+		if (oci_pgp_key_init(pk, times[i], &k, err) < 0)
+			break;
+		oci_pgp_fpr_hex(&k, fpr);
+		if (oci_pgp_verifier_has(v, fpr, &c) && c == times[i]) {
+			*ret = times[i];
+			r = 0;
+		}
+	}
+	if (r < 0)
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "%s holds no OpenPGP key of this token key (ocisign pubkey --format "
+		             "openpgp exports one)",
+		             file);
+	oci_pgp_verifier_close(v);
+	return r;
+}
+
+/* The key's OpenPGP form: its public key, created at --created, at the time its exported
+ * key says (--openpgp-key), or at its CKA_START_DATE. */
 static int pgp_key(const struct oci_config *cfg, struct oci_key *key, struct oci_pgp_key *ret,
                    p11g_err *err)
 {
 	EVP_PKEY *pk = NULL;
 	uint32_t created = cfg->created;
-	int r = cfg->created_set ? 0 : oci_key_start_date(key, &created, err);
+	int r = cfg->created_set || cfg->openpgp_key ? 0 : oci_key_start_date(key, &created, err);
 
 	if (r == 1)
 		return p11g_err_set(
@@ -854,8 +887,11 @@ static int pgp_key(const struct oci_config *cfg, struct oci_key *key, struct oci
 		    "%s has no CKA_START_DATE: give the OpenPGP key's creation time with --created "
 		    "(the same every time: the fingerprint depends on it)",
 		    oci_key_uri(key));
-	if (r < 0 || oci_key_public(key, &pk, err) < 0)
+	if (r < 0 || oci_key_public(key, &pk, err) < 0 ||
+	    (cfg->openpgp_key && created_from_file(cfg->openpgp_key, pk, &created, err) < 0)) {
+		EVP_PKEY_free(pk);
 		return -1;
+	}
 	r = oci_pgp_key_init(pk, created, ret, err);
 	EVP_PKEY_free(pk);
 	if (r == 0 && (time_t)created > time(NULL))
