@@ -918,3 +918,18 @@ def test_creation_time_from_the_exported_key(token, images, exported, tmp_path):
     r = ocisign(*args, "--key", token.uri("ed"), "--openpgp-key", exported["ed"][0],
                 "--created", CREATED, one, env=token.env())
     assert r.rc == 2 and "--openpgp-key FILE or --created DATE" in r.err, r
+
+
+def test_a_failed_read_signs_nothing(token, tmp_path):
+    """A module that fails the read of the key's CKA_ID (tests/mock/faulty.so in front of
+    SoftHSM): its public half, and the start date it holds, are not known, so nothing is
+    exported (a failed read is no absent value: the label could name another key's half)."""
+    faulty = os.path.join(p11g.BUILD, "tests", "mock", "faulty.so")
+    assert os.path.exists(faulty), "faulty.so not built at %s" % faulty
+    env = dict(token.env(), P11G_FAULT_MODULE=ocireg.SOFTHSM, P11G_FAULT="CKA_ID")
+    for extra in ([], ["--created", CREATED]):
+        out = str(tmp_path / "key.asc")
+        r = ocisign("pubkey", "--format", "openpgp", "--uid", UID, "--key", token.uri("ec"),
+                    "--module", faulty, "-o", out, *extra, env=env)
+        assert_failed(r, "cannot look for the public key object", "a read failed")
+        assert not os.path.exists(out)

@@ -538,20 +538,29 @@ static int get_attr(struct oci_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **r
 }
 
 /* The public key object beside the private key: the same CKA_ID (what ties a key pair
- * together), or the same label for a key without an id. */
-static bool find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
+ * together), or the same label for a key without an id.  1 found, 0 none (no id and no label,
+ * no such object, or two), -1 when a read or the search failed: a failed read is no absent
+ * value (the label could name another key's public half). */
+static int find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
 {
 	CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
 	CK_ATTRIBUTE id = {CKA_ID, NULL, 0};
 	CK_RV rv = k->f->C_GetAttributeValue(k->session, k->obj, &id, 1);
-	/* a failed read is not an absent id: the label could name another key's public half */
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
-		return false;
+		return -1;
 	bool has_id = rv == CKR_OK && id.ulValueLen != 0 && id.ulValueLen != (CK_ULONG)-1;
+	if (!has_id) {
+		CK_ATTRIBUTE label = {CKA_LABEL, NULL, 0};
+		rv = k->f->C_GetAttributeValue(k->session, k->obj, &label, 1);
+		if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+			return -1;
+		if (rv != CKR_OK || label.ulValueLen == 0)
+			return 0; /* nothing names its public half */
+	}
 	unsigned char *v = NULL;
 	size_t vlen = 0;
 	if (get_attr(k, has_id ? CKA_ID : CKA_LABEL, &v, &vlen) < 0)
-		return false;
+		return -1;
 	CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
 	                     {has_id ? CKA_ID : CKA_LABEL, v, vlen}};
 	CK_OBJECT_HANDLE found[2];
@@ -559,10 +568,12 @@ static bool find_public_half(struct oci_key *k, CK_OBJECT_HANDLE *ret)
 	p11g_err ignored;
 	int r = find_objects(k, k->session, t, 2, found, 2, &n, &ignored);
 	free(v);
-	if (r < 0 || n != 1)
-		return false;
+	if (r < 0)
+		return -1;
+	if (n != 1)
+		return 0;
 	*ret = found[0];
-	return true;
+	return 1;
 }
 
 int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err)
@@ -572,7 +583,13 @@ int oci_key_public(struct oci_key *k, EVP_PKEY **ret, p11g_err *err)
 	EVP_PKEY *pk = NULL;
 	CK_OBJECT_HANDLE pub, mine = k->obj;
 	/* an RSA private key holds its modulus and exponent: read from the key itself */
-	bool other = k->cls == CKO_PRIVATE_KEY && k->type != CKK_RSA && find_public_half(k, &pub);
+	int other = k->cls == CKO_PRIVATE_KEY && k->type != CKK_RSA ? find_public_half(k, &pub) : 0;
+	if (other < 0) {
+		*ret = NULL;
+		return p11g_err_set(err, P11G_E_PROTOCOL,
+		                    "cannot look for the public key object of %s (a read failed)",
+		                    k->uri);
+	}
 
 	/* read from the public half when there is one: a private EC key need not keep its point */
 	if (other)
@@ -767,7 +784,12 @@ int oci_key_start_date(struct oci_key *k, uint32_t *ret, p11g_err *err)
 	CK_ATTRIBUTE a = {CKA_START_DATE, &d, sizeof(d)};
 	CK_OBJECT_HANDLE obj = k->obj, pub;
 	/* the public key's date: SoftHSMv2 does not give a private (CKA_PRIVATE) key's */
-	if (k->cls == CKO_PRIVATE_KEY && find_public_half(k, &pub))
+	int half = k->cls == CKO_PRIVATE_KEY ? find_public_half(k, &pub) : 0;
+	if (half < 0)
+		return p11g_err_set(err, P11G_E_PROTOCOL,
+		                    "cannot look for the public key object of %s (a read failed)",
+		                    k->uri);
+	if (half == 1)
 		obj = pub;
 	CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, &a, 1);
 	char s[9];
