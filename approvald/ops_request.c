@@ -133,6 +133,17 @@ static bool manifest_digest_valid(const char *s)
 	return true;
 }
 
+/* A claim's docker-manifest-digest (cosign's and containers/image's alike). */
+static int check_manifest_digest(const json_t *dig, size_t i, p11g_err *err)
+{
+	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
+		return p11g_err_set(err, P11G_E_BAD_REQUEST,
+		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
+		                    "lowercase hex digits>",
+		                    i);
+	return 0;
+}
+
 /* Annotations as cosign writes them: null, or an object of strings, none
  * holding what a screen would act on. */
 static bool annotations_valid(const json_t *o)
@@ -244,11 +255,8 @@ static int read_pgp_payload(const unsigned char *buf, size_t n, size_t i, json_t
 		                    "an atomic container signature claim (critical: identity, "
 		                    "image, type; optional)",
 		                    i);
-	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
-		                    "lowercase hex digits>",
-		                    i);
+	if (check_manifest_digest(dig, i, err) < 0)
+		return -1;
 	/* the identity: registry/repository, and the tag or digest (the claim's own: what else
 	 * would approvers be shown?) it was named by; a name alone is none containers/image
 	 * accepts */
@@ -359,11 +367,8 @@ static int read_payload(const json_t *jp, size_t i, json_t **ret, p11g_err *err)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "payloads[%zu]: docker-reference must be registry/repository",
 		                    i);
-	if (!json_is_string(dig) || !manifest_digest_valid(json_string_value(dig)))
-		return p11g_err_set(err, P11G_E_BAD_REQUEST,
-		                    "payloads[%zu]: docker-manifest-digest must be sha256:<64 "
-		                    "lowercase hex digits>",
-		                    i);
+	if (check_manifest_digest(dig, i, err) < 0)
+		return -1;
 	if (!annotations_valid(opt))
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "payloads[%zu]: optional must be null or an object of plain "

@@ -720,19 +720,9 @@ def test_usage_errors(token, exported, tmp_path):
 
 # ------------------------------------------------------- through the gate --
 
-def policy(registries=None):
-    rule = {"name": "images", "keys": ["pkcs11:token=ocisign"],
-            "orderers": ["user:p11gt-orderer"], "approvers": ["group:p11gt-approvers"],
-            "approvals": 1, "max_uses": 10, "max_validity": "1h"}
-    if registries is not None:
-        rule["registries"] = registries
-    return {"default": "deny", "rules": [rule]}
-
-
-def gate_env(token, daemon):
-    assert os.path.exists(ocireg.P11GATE_SO), "p11gate.so not built at %s" % ocireg.P11GATE_SO
-    return dict(token.env(), OCISIGN_MODULE=ocireg.P11GATE_SO, P11GATE_MODULE=ocireg.SOFTHSM,
-                P11GATE_SOCKET=daemon.sock, APPROVALD_SOCKET=daemon.sock)
+# test_ocisign_cert's rule (without registries unless asked) and its environment: ocisign
+# through the build's p11gate.so, in front of SoftHSM, asking the test daemon
+from test_ocisign_cert import gate_env, policy  # noqa: E402
 
 
 def gate_pubkey(token, key, out, *extra):
