@@ -179,6 +179,9 @@ static bool atomic_name_valid(const char *nm)
 		size_t n = strcspn(c + 1, "/");
 		if (n == 0 || !isalnum((unsigned char)c[1]) || !isalnum((unsigned char)c[n]))
 			return false;
+		for (size_t k = 1; k <= n; k++)
+			if (isupper((unsigned char)c[k])) /* repositories are lower case */
+				return false;
 		c += n + 1;
 	}
 	return true;
@@ -274,7 +277,7 @@ static int read_pgp_payload(const unsigned char *buf, size_t n, size_t i, json_t
 	if (id && name <= MAX_REFNAME)
 		memcpy(nm, id, name), nm[name] = '\0';
 	if (!id || strlen(id) != idlen || !image_ref_valid(nm, name) || !atomic_name_valid(nm) ||
-	    (name < end && (taglen == 0 || taglen > 128 ||
+	    (name < end && (taglen == 0 || taglen > 128 || tag[0] == '.' || tag[0] == '-' ||
 	                    strspn(tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	                                "abcdefghijklmnopqrstuvwxyz0123456789_.-") < taglen)) ||
 	    (at && strcmp(at + 1, json_string_value(dig))) || (name == end && !at))

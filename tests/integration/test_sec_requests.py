@@ -721,6 +721,8 @@ BAD_PGP = {
     "no registry": pgp_hashed(atomic_claim("app:v1")),
     "a first component that is no registry": pgp_hashed(atomic_claim("ghcr/org/app:v1")),
     "a path component ..": pgp_hashed(atomic_claim("ghcr.io/org/../app:v1")),
+    "an upper-case repository": pgp_hashed(atomic_claim("ghcr.io/Org/app:v1")),
+    "a tag starting with -": pgp_hashed(atomic_claim("ghcr.io/org/app:-x")),
     "an empty tag": pgp_hashed(atomic_claim("ghcr.io/org/app:")),
     "another optional member": pgp_hashed(atomic_claim(optional={"note": "x"})),
     "an escape in the creator": pgp_hashed(atomic_claim(optional={"creator": "a\u001b[2K"})),

@@ -571,7 +571,9 @@ def test_verify_agrees_with_skopeo_on_identities(images, tmp_path):
                  # references containers/image does not parse
                  (repo + "@garbage", by_digest, False), (repo + ":-x", by_digest, False),
                  (repo + ":bad!tag", by_digest, False), (repo + "@sha256:" + "zz" * 32,
-                                                         by_digest, False)]
+                                                         by_digest, False),
+                 # containers/image reads localhost as a registry, not as Docker Hub's
+                 ("localhost/" + REPO + ":1.0", by_digest, False)]
         wrong = []
         for i, (identity, image, accepted) in enumerate(cases):
             stage = str(tmp_path / ("stage%d" % i))

@@ -98,7 +98,10 @@ int oci_atomic_check(const unsigned char *p, size_t len, const struct oci_ref *r
 	 * matched as its matchRepoDigestOrExact does; a name alone matches nothing */
 	struct oci_ref cref;
 	p11g_err perr;
-	if (oci_ref_parse(ref, &cref, &perr) < 0 || (!cref.tag[0] && !cref.digest[0])) {
+	/* (containers/image reads "localhost/x" as a registry, go-containerregistry and so
+	 * oci_ref_parse as Docker Hub's localhost/x: such a claim is refused) */
+	if (!strncmp(ref, "localhost/", 10) || oci_ref_parse(ref, &cref, &perr) < 0 ||
+	    (!cref.tag[0] && !cref.digest[0])) {
 		p11g_err_set(
 		    err, P11G_E_BAD_SIGNATURE,
 		    "the claim's identity %.300s is no image reference with a tag or digest", ref);
@@ -245,17 +248,29 @@ int oci_lookaside_put(const struct oci_lookaside *l, const struct oci_ref *r, co
 	}
 	for (unsigned n = 1; n <= OCI_LOOKASIDE_MAX_N; n++) {
 		sig_path(l, r, digest, n, path, pathlen);
-		if (link(tmp, path) == 0) {
+		int linked = link(tmp, path);
+		if (linked < 0 && (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP)) {
+			/* a file system without hard links: the next free name, with O_EXCL */
+			int ofd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+			linked = ofd < 0 ? -1 : write_closed(ofd, sig, len);
+			if (ofd >= 0 && linked < 0) {
+				saved = errno;
+				unlink(path);
+				unlink(tmp);
+				return p11g_err_set(err, P11G_E_INTERNAL, "cannot write %s: %s",
+				                    path, strerror(saved));
+			}
+		}
+		if (linked == 0) {
 			unlink(tmp);
 			int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd < 0 || fsync(dfd) < 0) {
-				saved = errno;
-				if (dfd >= 0)
-					close(dfd);
-				return p11g_err_set(err, P11G_E_INTERNAL, "cannot flush %s: %s",
-				                    dir, strerror(saved));
-			}
-			close(dfd);
+			/* the signature is there: a failed flush of its directory is said, not an
+			 * error (a retry would spend another approved use) */
+			if (dfd < 0 || fsync(dfd) < 0)
+				fprintf(stderr, "ocisign: warning: cannot flush %s: %s\n", dir,
+				        strerror(errno));
+			if (dfd >= 0)
+				close(dfd);
 			*ret_n = n;
 			return 0;
 		}

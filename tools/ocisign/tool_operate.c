@@ -847,23 +847,26 @@ static int created_from_file(const char *file, EVP_PKEY *pk, uint32_t *ret, p11g
 	struct oci_pgp_verifier *v = NULL;
 	uint32_t times[64];
 	int r = -1;
+	bool failed = false;
 
 	if (oci_pgp_verifier_open(file, &v, err) < 0)
 		return -1;
 	size_t n = oci_pgp_verifier_times(v, times, P11G_ARRAY_SIZE(times));
-	for (size_t i = 0; i < n && r < 0; i++) {
+	for (size_t i = 0; i < n && r < 0 && !failed; i++) {
 		struct oci_pgp_key k;
 		char fpr[OCI_PGP_FPR_HEX];
 		uint32_t c;
-		if (oci_pgp_key_init(pk, times[i], &k, err) < 0)
+		if (oci_pgp_key_init(pk, times[i], &k, err) < 0) {
+			failed = true; /* its reason stands */
 			break;
+		}
 		oci_pgp_fpr_hex(&k, fpr);
 		if (oci_pgp_verifier_has(v, fpr, &c) && c == times[i]) {
 			*ret = times[i];
 			r = 0;
 		}
 	}
-	if (r < 0)
+	if (r < 0 && !failed)
 		p11g_err_set(err, P11G_E_BAD_REQUEST,
 		             "%s holds no OpenPGP key of this token key (ocisign pubkey --format "
 		             "openpgp exports one)",
