@@ -11,11 +11,8 @@
 
 #define UID_MAX 256
 
-enum { ALG_RSA = 1, ALG_ECDSA = 19, ALG_EDDSA = 22, H_SHA256 = 8, H_SHA384 = 9 };
-
-static const unsigned char oid_p256[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
-static const unsigned char oid_p384[] = {0x2b, 0x81, 0x04, 0x00, 0x22};
-static const unsigned char oid_ed25519[] = {0x2b, 0x06, 0x01, 0x04, 0x01, 0xda, 0x47, 0x0f, 0x01};
+/* whether the ol bytes at oid are the curve OID (a string literal) */
+#define OID_IS(oid, ol, lit) ((ol) == sizeof(lit) - 1 && !memcmp((oid), (lit), (ol)))
 
 static uint32_t be(const unsigned char *p, int n)
 {
@@ -74,11 +71,11 @@ static bool spki_sha256(uint8_t algo, const char *group, const unsigned char *a,
 	unsigned char *der = NULL, md[32];
 	int len = 0;
 
-	if (algo == ALG_EDDSA) {
+	if (algo == P11G_PGP_EDDSA) {
 		pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, a + 1, al - 1);
 	} else if ((bld = OSSL_PARAM_BLD_new())) {
 		bool ok;
-		if (algo == ALG_RSA)
+		if (algo == P11G_PGP_RSA)
 			ok = (n = BN_bin2bn(a, (int)al, NULL)) &&
 			     (e = BN_bin2bn(b, (int)bl, NULL)) &&
 			     OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) &&
@@ -88,8 +85,8 @@ static bool spki_sha256(uint8_t algo, const char *group, const unsigned char *a,
 			                                     0) &&
 			     OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, a, al);
 		if (ok && (params = OSSL_PARAM_BLD_to_param(bld)) &&
-		    (ctx =
-		         EVP_PKEY_CTX_new_from_name(NULL, algo == ALG_RSA ? "RSA" : "EC", NULL)) &&
+		    (ctx = EVP_PKEY_CTX_new_from_name(NULL, algo == P11G_PGP_RSA ? "RSA" : "EC",
+		                                      NULL)) &&
 		    EVP_PKEY_fromdata_init(ctx) == 1)
 			EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params);
 	}
@@ -119,7 +116,7 @@ static int read_key(const unsigned char *k, size_t n, uint8_t algo, char *desc, 
 	*created = be(k + 1, 4);
 	if (k[5] != algo)
 		REFUSE("the key's algorithm %u is not the signature's %u", k[5], algo);
-	if (algo == ALG_RSA) {
+	if (algo == P11G_PGP_RSA) {
 		if (!mpi(k, n, &off, &a, &al) || !mpi(k, n, &off, &b, &bl) || off != n)
 			REFUSE("an RSA key that is not two minimal MPIs");
 		size_t bits = al * 8;
@@ -138,16 +135,16 @@ static int read_key(const unsigned char *k, size_t n, uint8_t algo, char *desc, 
 	const unsigned char *oid = k + off;
 	off += ol;
 	size_t want = 0;
-	if (algo == ALG_EDDSA && ol == sizeof(oid_ed25519) && !memcmp(oid, oid_ed25519, ol))
+	if (algo == P11G_PGP_EDDSA && OID_IS(oid, ol, P11G_PGP_OID_ED25519))
 		want = 33, snprintf(desc, desc_len, "Ed25519");
-	else if (algo == ALG_ECDSA && ol == sizeof(oid_p256) && !memcmp(oid, oid_p256, ol))
+	else if (algo == P11G_PGP_ECDSA && OID_IS(oid, ol, P11G_PGP_OID_P256))
 		want = 65, snprintf(desc, desc_len, "ECDSA P-256");
-	else if (algo == ALG_ECDSA && ol == sizeof(oid_p384) && !memcmp(oid, oid_p384, ol))
+	else if (algo == P11G_PGP_ECDSA && OID_IS(oid, ol, P11G_PGP_OID_P384))
 		want = 97, snprintf(desc, desc_len, "ECDSA P-384");
 	else
 		REFUSE("a curve other than P-256, P-384 and Ed25519");
 	if (!mpi(k, n, &off, &a, &al) || off != n || al != want ||
-	    a[0] != (algo == ALG_EDDSA ? 0x40 : 0x04))
+	    a[0] != (algo == P11G_PGP_EDDSA ? 0x40 : 0x04))
 		REFUSE("a %s key whose point is not one uncompressed MPI", desc);
 	if (!spki_sha256(algo, want == 65 ? "prime256v1" : "secp384r1", a, al, NULL, 0, spki))
 		REFUSE("a %s key OpenSSL does not read", desc);
@@ -192,7 +189,7 @@ static int read_subpackets(const unsigned char *s, size_t n, bool cert, int64_t 
 		case 33: /* issuer fingerprint, v4 */
 			ok = dl == 21 && d[0] == 4;
 			if (ok)
-				p11g_hex_encode(d + 1, 20, ret->issuer);
+				p11g_pgp_fingerprint_hex(d + 1, ret->issuer);
 			break;
 		case 27: /* key flags: sign and certify, what ocisign writes (approvers see none) */
 			ok = cert && dl == 1 && d[0] == 0x03;
@@ -216,25 +213,7 @@ static int read_subpackets(const unsigned char *s, size_t n, bool cert, int64_t 
 		REFUSE("no creation time or no issuer fingerprint");
 	if ((int64_t)ret->when > now + 600)
 		REFUSE("the signature's creation time is in the future");
-	for (char *c = ret->issuer; *c; c++)
-		*c = (char)(*c >= 'a' ? *c - 'a' + 'A' : *c);
 	return 0;
-}
-
-static void use_digest(const unsigned char *p, size_t n, uint8_t algo, uint8_t hash,
-                       char out[P11G_PGP_DIGEST_MAX])
-{
-	unsigned char h[EVP_MAX_MD_SIZE], hh[32];
-	unsigned hl = 0;
-	const char *alg = hash == H_SHA384 ? "sha384" : "sha256";
-	EVP_Digest(p, n, h, &hl, hash == H_SHA384 ? EVP_sha384() : EVP_sha256(), NULL);
-	if (algo == ALG_EDDSA) {
-		EVP_Digest(h, hl, hh, NULL, EVP_sha256(), NULL);
-		memcpy(h, hh, sizeof(hh));
-		hl = sizeof(hh), alg = "sha256";
-	}
-	int o = snprintf(out, P11G_PGP_DIGEST_MAX, "%s:", alg);
-	p11g_hex_encode(h, hl, out + o);
 }
 
 void p11g_pgp_payload_clear(struct p11g_pgp_payload *pp)
@@ -265,10 +244,9 @@ static int read_certification(const unsigned char *p, size_t f, struct p11g_pgp_
 		return -1;
 	if (ul == 0 || ul > UID_MAX || p11g_text_find((const char *)uid, ul, &cp) >= 0)
 		REFUSE("a user ID that is not 1 to %d bytes of printable UTF-8", UID_MAX);
-	EVP_Digest(p, 3 + kl, md, NULL, EVP_sha1(), NULL);
-	p11g_hex_encode(md, sizeof(md), fpr);
-	for (char *c = fpr; *c; c++)
-		*c = (char)(*c >= 'a' ? *c - 'a' + 'A' : *c);
+	if (!p11g_pgp_fingerprint(p + 3, kl, md))
+		REFUSE("out of memory");
+	p11g_pgp_fingerprint_hex(md, fpr);
 	if (strcmp(fpr, ret->issuer))
 		REFUSE("a certification by another key than the one certified");
 	if (ret->when < kc)
@@ -292,13 +270,13 @@ int p11g_pgp_payload_read(const unsigned char *p, size_t n, int64_t now,
 	size_t l = be(p + n - 4, 4), f = n - 6 - l;
 	const unsigned char *h = p + f;
 	ret->type = h[1], ret->algo = h[2], ret->hash = h[3];
-	if (ret->algo != ALG_RSA && ret->algo != ALG_ECDSA && ret->algo != ALG_EDDSA)
+	if (ret->algo != P11G_PGP_RSA && ret->algo != P11G_PGP_ECDSA && ret->algo != P11G_PGP_EDDSA)
 		REFUSE("OpenPGP public key algorithm %u (RSA, ECDSA and EdDSA are signed here)",
 		       ret->algo);
-	if (ret->hash != H_SHA256 && ret->hash != H_SHA384)
+	if (ret->hash != P11G_PGP_SHA256 && ret->hash != P11G_PGP_SHA384)
 		REFUSE("OpenPGP hash algorithm %u (SHA-256 and SHA-384 are signed here)",
 		       ret->hash);
-	if (ret->algo == ALG_EDDSA && ret->hash != H_SHA256)
+	if (ret->algo == P11G_PGP_EDDSA && ret->hash != P11G_PGP_SHA256)
 		REFUSE("an EdDSA signature of a hash other than SHA-256");
 	if (be(h + 4, 2) != l - 6)
 		REFUSE("hashed subpackets that do not fill the signature's hashed fields");
@@ -312,6 +290,6 @@ int p11g_pgp_payload_read(const unsigned char *p, size_t n, int64_t now,
 	if (cert && read_certification(p, f, ret, why, why_len) < 0)
 		return -1;
 	ret->doc_len = cert ? 0 : f;
-	use_digest(p, n, ret->algo, ret->hash, ret->use_digest);
+	p11g_pgp_use_digest(ret->algo, ret->hash, p, n, ret->use_digest);
 	return 0;
 }

@@ -7,9 +7,7 @@
 #include <jansson.h>
 
 #include "p11gate/common.h"
-
-/* "sha384:" and 96 hex digits */
-#define P11G_PGP_DIGEST_MAX 104
+#include "p11gate/openpgp.h"
 
 struct p11g_pgp_payload {
 	uint8_t type;       /* 0x00: a binary document; 0x10..0x13: a user ID certification */

@@ -18,14 +18,14 @@
 static size_t sign_raw(EVP_PKEY *pk, const struct oci_pgp_key *k, const struct oci_buf *tbs,
                        unsigned char *out)
 {
-	const EVP_MD *md = k->hash == OCI_PGP_SHA384 ? EVP_sha384() : EVP_sha256();
+	const EVP_MD *md = k->hash == P11G_PGP_SHA384 ? EVP_sha384() : EVP_sha256();
 	unsigned char h[EVP_MAX_MD_SIZE], der[256];
 	unsigned hl = 0;
 	size_t n = 1024, dl = sizeof(der);
 
 	if (!EVP_Digest(tbs->data, tbs->len, h, &hl, md, NULL))
 		return 0;
-	if (k->algo == OCI_PGP_EDDSA) {
+	if (k->algo == P11G_PGP_EDDSA) {
 		/* GnuPG's EdDSA signs the hash as its message */
 		EVP_MD_CTX *m = EVP_MD_CTX_new();
 		int ok = m && EVP_DigestSignInit(m, NULL, NULL, NULL, pk) == 1 &&
@@ -35,7 +35,7 @@ static size_t sign_raw(EVP_PKEY *pk, const struct oci_pgp_key *k, const struct o
 	}
 	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(pk, NULL);
 	int ok = c && EVP_PKEY_sign_init(c) == 1;
-	if (ok && k->algo == OCI_PGP_RSA)
+	if (ok && k->algo == P11G_PGP_RSA)
 		ok = EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1 &&
 		     EVP_PKEY_CTX_set_signature_md(c, md) == 1 &&
 		     EVP_PKEY_sign(c, out, &n, h, hl) == 1;
@@ -44,11 +44,11 @@ static size_t sign_raw(EVP_PKEY *pk, const struct oci_pgp_key *k, const struct o
 	EVP_PKEY_CTX_free(c);
 	if (!ok)
 		return 0;
-	if (k->algo == OCI_PGP_RSA)
+	if (k->algo == P11G_PGP_RSA)
 		return n;
 	const unsigned char *p = der;
 	ECDSA_SIG *s = d2i_ECDSA_SIG(NULL, &p, (long)dl);
-	int half = k->hash == OCI_PGP_SHA384 ? 48 : 32;
+	int half = k->hash == P11G_PGP_SHA384 ? 48 : 32;
 	ok = s && BN_bn2binpad(ECDSA_SIG_get0_r(s), out, half) == half &&
 	     BN_bn2binpad(ECDSA_SIG_get0_s(s), out + half, half) == half;
 	ECDSA_SIG_free(s);
@@ -75,7 +75,7 @@ static int sign_doc(EVP_PKEY *pk, const struct oci_pgp_key *k, const char *doc, 
 	size_t fields, sl;
 	p11g_err err;
 
-	if (oci_pgp_tbs(k, OCI_PGP_SIG_BINARY, k->created + 60, doc, strlen(doc), NULL, &tbs,
+	if (oci_pgp_tbs(k, P11G_PGP_SIG_BINARY, k->created + 60, doc, strlen(doc), NULL, &tbs,
 	                &fields, &err) < 0)
 		return -1;
 	sl = sign_raw(pk, k, &tbs, sig);
@@ -114,7 +114,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(argv[1], "rsa"))
 		pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
 	if (!pk || oci_pgp_key_init(pk, 1700000000, &k, &err) < 0 ||
-	    oci_pgp_tbs(&k, OCI_PGP_SIG_POSITIVE_CERT, 1700000030, NULL, 0, UID, &tbs, &fields,
+	    oci_pgp_tbs(&k, P11G_PGP_SIG_POSITIVE_CERT, 1700000030, NULL, 0, UID, &tbs, &fields,
 	                &err) < 0) {
 		fprintf(stderr, "pgp_writer: cannot make the key\n");
 		return 1;
@@ -131,7 +131,7 @@ int main(int argc, char **argv)
 	oci_pgp_fpr_hex(&k, fpr);
 	printf("FPR %s\n", fpr);
 	/* 3 plain messages, then (not RSA) one with each half starting with a zero byte */
-	bool want_first = k.algo != OCI_PGP_RSA, want_second = want_first;
+	bool want_first = k.algo != P11G_PGP_RSA, want_second = want_first;
 	int written = 0;
 	for (int i = 0; i < 20000 && (written < 3 || want_first || want_second); i++) {
 		char doc[64], name[64];

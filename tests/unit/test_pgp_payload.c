@@ -171,11 +171,11 @@ static void test_round_trip(void **state)
 	for (int i = 0; i < NKEYS; i++) {
 		struct oci_buf b;
 		struct p11g_pgp_payload pp;
-		char fpr[OCI_PGP_FPR_HEX], want[OCI_PGP_DIGEST_MAX], mine[OCI_PGP_DIGEST_MAX];
+		char fpr[OCI_PGP_FPR_HEX], want[P11G_PGP_DIGEST_MAX], mine[P11G_PGP_DIGEST_MAX];
 		oci_pgp_fpr_hex(&pgpk[i], fpr);
 
 		/* the self-certification of a user ID */
-		writer_tbs(i, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
 		ACCEPTED(b.data, b.len, &pp);
 		assert_int_equal(pp.type, 0x13);
 		assert_int_equal(pp.algo, kinfo[i].algo);
@@ -200,7 +200,7 @@ static void test_round_trip(void **state)
 		oci_buf_free(&b);
 
 		/* a binary document: the claim, left to the caller */
-		writer_tbs(i, OCI_PGP_SIG_BINARY, WHEN, NULL, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_BINARY, WHEN, NULL, &b, NULL);
 		ACCEPTED(b.data, b.len, &pp);
 		assert_int_equal(pp.type, 0x00);
 		assert_int_equal(pp.algo, kinfo[i].algo);
@@ -229,7 +229,7 @@ static void test_round_trip_edges(void **state)
 	size_t f;
 
 	assert_int_equal(
-	    oci_pgp_tbs(&pgpk[K_ED], OCI_PGP_SIG_BINARY, WHEN, "", 0, NULL, &b, &f, &err), 0);
+	    oci_pgp_tbs(&pgpk[K_ED], P11G_PGP_SIG_BINARY, WHEN, "", 0, NULL, &b, &f, &err), 0);
 	assert_int_equal(f, 0);
 	ACCEPTED(b.data, b.len, &pp);
 	assert_int_equal(pp.doc_len, 0);
@@ -239,7 +239,7 @@ static void test_round_trip_edges(void **state)
 	static const char *const uids[] = {"Jürgen Müller <jm@beispiel.de>",
 	                                   "署名 <sig@example.jp>"};
 	for (size_t i = 0; i < sizeof(uids) / sizeof(uids[0]); i++) {
-		writer_tbs(K_P256, OCI_PGP_SIG_POSITIVE_CERT, WHEN, uids[i], &b, NULL);
+		writer_tbs(K_P256, P11G_PGP_SIG_POSITIVE_CERT, WHEN, uids[i], &b, NULL);
 		ACCEPTED(b.data, b.len, &pp);
 		assert_string_equal(str(pp.certification, "user_id"), uids[i]);
 		p11g_pgp_payload_clear(&pp);
@@ -248,7 +248,7 @@ static void test_round_trip_edges(void **state)
 	char uid[257];
 	memset(uid, 'a', 256);
 	uid[256] = '\0';
-	writer_tbs(K_RSA, OCI_PGP_SIG_POSITIVE_CERT, WHEN, uid, &b, NULL);
+	writer_tbs(K_RSA, P11G_PGP_SIG_POSITIVE_CERT, WHEN, uid, &b, NULL);
 	ACCEPTED(b.data, b.len, &pp);
 	assert_int_equal(strlen(str(pp.certification, "user_id")), 256);
 	p11g_pgp_payload_clear(&pp);
@@ -478,14 +478,14 @@ static void test_builder_is_the_writer(void **state)
 		fpr_of(&body, fpr);
 		assert_memory_equal(fpr, pgpk[i].fpr, 20);
 
-		writer_tbs(i, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
 		cert_hashed(&mine, &body, UID, strlen(UID), kinfo[i].algo, kinfo[i].hash, WHEN,
 		            NULL);
 		assert_int_equal(mine.n, b.len);
 		assert_memory_equal(mine.b, b.data, b.len);
 		oci_buf_free(&b);
 
-		writer_tbs(i, OCI_PGP_SIG_BINARY, WHEN, NULL, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_BINARY, WHEN, NULL, &b, NULL);
 		doc_hashed(&mine, i, WHEN);
 		assert_int_equal(mine.n, b.len);
 		assert_memory_equal(mine.b, b.data, b.len);
@@ -502,8 +502,8 @@ static void test_truncated(void **state)
 	for (int i = 0; i < NKEYS; i++) {
 		for (int c = 0; c < 2; c++) {
 			struct oci_buf b;
-			writer_tbs(i, c ? OCI_PGP_SIG_POSITIVE_CERT : OCI_PGP_SIG_BINARY, WHEN, UID,
-			           &b, NULL);
+			writer_tbs(i, c ? P11G_PGP_SIG_POSITIVE_CERT : P11G_PGP_SIG_BINARY, WHEN,
+			           UID, &b, NULL);
 			for (size_t k = 0; k < b.len; k++) {
 				/* a copy of exactly k bytes, so that ASan sees a read past them */
 				unsigned char *p = malloc(k ? k : 1);
@@ -523,8 +523,8 @@ static void test_trailer(void **state)
 	struct oci_buf b;
 	size_t fields;
 	for (int c = 0; c < 2; c++) {
-		writer_tbs(K_RSA, c ? OCI_PGP_SIG_POSITIVE_CERT : OCI_PGP_SIG_BINARY, WHEN, UID, &b,
-		           &fields);
+		writer_tbs(K_RSA, c ? P11G_PGP_SIG_POSITIVE_CERT : P11G_PGP_SIG_BINARY, WHEN, UID,
+		           &b, &fields);
 		unsigned char *p = malloc(b.len + 1);
 		size_t n = b.len;
 		assert_non_null(p);
@@ -578,9 +578,9 @@ static void test_signature_fields(void **state)
 	(void)state;
 	struct oci_buf doc, cert, ed;
 	size_t fd, fc, fe;
-	writer_tbs(K_RSA, OCI_PGP_SIG_BINARY, WHEN, NULL, &doc, &fd);
-	writer_tbs(K_P256, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &cert, &fc);
-	writer_tbs(K_ED, OCI_PGP_SIG_BINARY, WHEN, NULL, &ed, &fe);
+	writer_tbs(K_RSA, P11G_PGP_SIG_BINARY, WHEN, NULL, &doc, &fd);
+	writer_tbs(K_P256, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &cert, &fc);
+	writer_tbs(K_ED, P11G_PGP_SIG_BINARY, WHEN, NULL, &ed, &fe);
 	unsigned char *d = doc.data, *c = cert.data, *e = ed.data;
 
 	/* type: text (0x01), subkey binding (0x18), a standalone or timestamp signature */
@@ -901,7 +901,7 @@ static void test_times(void **state)
 	struct p11g_pgp_payload pp;
 	/* up to ten minutes ahead of approvald's clock */
 	for (int c = 0; c < 2; c++) {
-		uint8_t type = c ? OCI_PGP_SIG_POSITIVE_CERT : OCI_PGP_SIG_BINARY;
+		uint8_t type = c ? P11G_PGP_SIG_POSITIVE_CERT : P11G_PGP_SIG_BINARY;
 		writer_tbs(K_P384, type, NOW + 600, UID, &b, NULL);
 		ACCEPTED(b.data, b.len, &pp);
 		assert_int_equal(pp.when, NOW + 600);
@@ -915,18 +915,18 @@ static void test_times(void **state)
 		oci_buf_free(&b);
 	}
 	/* a certification as old as its key, not older */
-	writer_tbs(K_ED, OCI_PGP_SIG_POSITIVE_CERT, CREATED, UID, &b, NULL);
+	writer_tbs(K_ED, P11G_PGP_SIG_POSITIVE_CERT, CREATED, UID, &b, NULL);
 	ACCEPTED(b.data, b.len, &pp);
 	p11g_pgp_payload_clear(&pp);
 	oci_buf_free(&b);
-	writer_tbs(K_ED, OCI_PGP_SIG_POSITIVE_CERT, CREATED - 1, UID, &b, NULL);
+	writer_tbs(K_ED, P11G_PGP_SIG_POSITIVE_CERT, CREATED - 1, UID, &b, NULL);
 	REFUSED(b.data, b.len, "older than its key");
 	oci_buf_free(&b);
-	writer_tbs(K_RSA, OCI_PGP_SIG_POSITIVE_CERT, 1, UID, &b, NULL);
+	writer_tbs(K_RSA, P11G_PGP_SIG_POSITIVE_CERT, 1, UID, &b, NULL);
 	REFUSED(b.data, b.len, "older than its key");
 	oci_buf_free(&b);
 	/* a document's signature is older than no key it names */
-	writer_tbs(K_ED, OCI_PGP_SIG_BINARY, 1, NULL, &b, NULL);
+	writer_tbs(K_ED, P11G_PGP_SIG_BINARY, 1, NULL, &b, NULL);
 	ACCEPTED(b.data, b.len, &pp);
 	p11g_pgp_payload_clear(&pp);
 	oci_buf_free(&b);
@@ -939,7 +939,7 @@ static void test_other_key(void **state)
 	struct oci_buf b;
 	size_t fields;
 	/* key B's certification, patched to name key A (same algorithm) as its issuer */
-	writer_tbs(K_P256B, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, &fields);
+	writer_tbs(K_P256B, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, &fields);
 	unsigned char *fp = b.data + fields + 6 + 6 + 3;
 	assert_memory_equal(fp, pgpk[K_P256B].fpr, 20);
 	memcpy(fp, pgpk[K_P256].fpr, 20);
@@ -985,7 +985,7 @@ static void test_user_ids(void **state)
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct oci_buf b;
-		writer_tbs(K_RSA, OCI_PGP_SIG_POSITIVE_CERT, WHEN, bad[i] ? bad[i] : long_uid, &b,
+		writer_tbs(K_RSA, P11G_PGP_SIG_POSITIVE_CERT, WHEN, bad[i] ? bad[i] : long_uid, &b,
 		           NULL);
 		refused_(b.data, b.len, "user ID", bad[i] ? bad[i] : "257 bytes", __LINE__);
 		oci_buf_free(&b);
@@ -1007,7 +1007,7 @@ static void test_certification_framing(void **state)
 	(void)state;
 	struct oci_buf b;
 	size_t fields;
-	writer_tbs(K_P256, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, &fields);
+	writer_tbs(K_P256, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, &fields);
 	unsigned char *p = b.data;
 	size_t kl = pgpk[K_P256].body_len, ul = strlen(UID);
 	assert_int_equal(fields, 3 + kl + 5 + ul);
@@ -1265,11 +1265,11 @@ static void test_flipped_bits(void **state)
 	(void)state;
 	for (int i = 0; i < NKEYS; i++) {
 		struct oci_buf b;
-		writer_tbs(i, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
 		size_t nread = 0;
 		for (size_t k = 0; k < b.len * 8; k++) {
 			struct p11g_pgp_payload pp;
-			char why[200] = "", want[OCI_PGP_DIGEST_MAX];
+			char why[200] = "", want[P11G_PGP_DIGEST_MAX];
 			b.data[k / 8] ^= (unsigned char)(1u << (k % 8));
 			if (p11g_pgp_payload_read(b.data, b.len, NOW, &pp, why, sizeof(why)) == 0) {
 				nread++;
@@ -1352,10 +1352,10 @@ static void test_looks(void **state)
 	/* what the writer writes does */
 	struct oci_buf b;
 	for (int i = 0; i < NKEYS; i++) {
-		writer_tbs(i, OCI_PGP_SIG_BINARY, WHEN, NULL, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_BINARY, WHEN, NULL, &b, NULL);
 		assert_true(p11g_pgp_payload_looks(b.data, b.len));
 		oci_buf_free(&b);
-		writer_tbs(i, OCI_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
+		writer_tbs(i, P11G_PGP_SIG_POSITIVE_CERT, WHEN, UID, &b, NULL);
 		assert_true(p11g_pgp_payload_looks(b.data, b.len));
 		oci_buf_free(&b);
 	}
@@ -1367,7 +1367,7 @@ static void test_why_room(void **state)
 	(void)state;
 	struct oci_buf b;
 	size_t fields;
-	writer_tbs(K_RSA, OCI_PGP_SIG_BINARY, WHEN, NULL, &b, &fields);
+	writer_tbs(K_RSA, P11G_PGP_SIG_BINARY, WHEN, NULL, &b, &fields);
 	b.data[fields + 2] = 17;
 	char why[8];
 	memset(why, 'x', sizeof(why));

@@ -1,17 +1,11 @@
 /* OpenPGP v4 packets, written (openpgp.h): keys, certifications and signed messages. */
 #include <openssl/core_names.h>
-#include <openssl/sha.h>
 
 #include "openpgp.h"
 
-static const unsigned char oid_p256[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
-static const unsigned char oid_p384[] = {0x2b, 0x81, 0x04, 0x00, 0x22};
-/* 1.3.6.1.4.1.11591.15.1, GnuPG's Ed25519 for EdDSA (algorithm 22) */
-static const unsigned char oid_ed25519[] = {0x2b, 0x06, 0x01, 0x04, 0x01, 0xda, 0x47, 0x0f, 0x01};
-
 static const EVP_MD *pgp_md(uint8_t hash)
 {
-	return hash == OCI_PGP_SHA384 ? EVP_sha384() : EVP_sha256();
+	return hash == P11G_PGP_SHA384 ? EVP_sha384() : EVP_sha256();
 }
 
 static void put_be(unsigned char *p, uint32_t v, int n)
@@ -77,18 +71,18 @@ static int ec_key(EVP_PKEY *pk, struct oci_buf *b, struct oci_pgp_key *k, p11g_e
 	char group[64] = "";
 	unsigned char pt[200];
 	size_t ptlen = 0;
-	const unsigned char *oid;
+	const char *oid;
 	size_t oidlen;
 
 	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
 	                                   NULL) != 1)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "cannot read the EC key's curve");
 	if (!strcmp(group, "prime256v1") || !strcmp(group, "P-256")) {
-		oid = oid_p256, oidlen = sizeof(oid_p256);
+		oid = P11G_PGP_OID_P256, oidlen = sizeof(P11G_PGP_OID_P256) - 1;
 		snprintf(k->desc, sizeof(k->desc), "ECDSA P-256");
 	} else if (!strcmp(group, "secp384r1") || !strcmp(group, "P-384")) {
-		oid = oid_p384, oidlen = sizeof(oid_p384);
-		k->hash = OCI_PGP_SHA384; /* RFC 6637: P-384 signs SHA-384 */
+		oid = P11G_PGP_OID_P384, oidlen = sizeof(P11G_PGP_OID_P384) - 1;
+		k->hash = P11G_PGP_SHA384; /* RFC 6637: P-384 signs SHA-384 */
 		snprintf(k->desc, sizeof(k->desc), "ECDSA P-384");
 	} else {
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
@@ -99,7 +93,7 @@ static int ec_key(EVP_PKEY *pk, struct oci_buf *b, struct oci_pgp_key *k, p11g_e
 	    ptlen == 0 || pt[0] != 0x04)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST,
 		                    "cannot read the EC key's point uncompressed");
-	k->algo = OCI_PGP_ECDSA;
+	k->algo = P11G_PGP_ECDSA;
 	return app_byte(b, (unsigned char)oidlen) < 0 || oci_buf_append(b, oid, oidlen) < 0 ||
 	               app_mpi(b, pt, ptlen) < 0
 	           ? p11g_err_set(err, P11G_E_INTERNAL, "out of memory")
@@ -115,7 +109,7 @@ int oci_pgp_key_init(EVP_PKEY *pk, uint32_t created, struct oci_pgp_key *k, p11g
 	if (created == 0)
 		return p11g_err_set(err, P11G_E_BAD_REQUEST, "a key's creation time is after 1970");
 	k->created = created;
-	k->hash = OCI_PGP_SHA256;
+	k->hash = P11G_PGP_SHA256;
 	oci_buf_init(&b, sizeof(k->body));
 	if (app_byte(&b, 4) < 0 || app_be(&b, created, 4) < 0)
 		goto nomem;
@@ -128,15 +122,15 @@ int oci_pgp_key_init(EVP_PKEY *pk, uint32_t created, struct oci_pgp_key *k, p11g
 			                    "OpenPGP RSA keys here are 2048 to 8192 bits, not %d",
 			                    bits);
 		}
-		k->algo = OCI_PGP_RSA;
+		k->algo = P11G_PGP_RSA;
 		snprintf(k->desc, sizeof(k->desc), "RSA %d", bits);
-		if (app_byte(&b, OCI_PGP_RSA) < 0 || bn_mpi(&b, pk, OSSL_PKEY_PARAM_RSA_N) < 0 ||
+		if (app_byte(&b, P11G_PGP_RSA) < 0 || bn_mpi(&b, pk, OSSL_PKEY_PARAM_RSA_N) < 0 ||
 		    bn_mpi(&b, pk, OSSL_PKEY_PARAM_RSA_E) < 0)
 			goto nomem;
 		break;
 	}
 	case EVP_PKEY_EC:
-		if (app_byte(&b, OCI_PGP_ECDSA) < 0)
+		if (app_byte(&b, P11G_PGP_ECDSA) < 0)
 			goto nomem;
 		if ((r = ec_key(pk, &b, k, err)) < 0) {
 			oci_buf_free(&b);
@@ -151,10 +145,12 @@ int oci_pgp_key_init(EVP_PKEY *pk, uint32_t created, struct oci_pgp_key *k, p11g
 			return p11g_err_set(err, P11G_E_BAD_REQUEST,
 			                    "cannot read the Ed25519 public key");
 		}
-		k->algo = OCI_PGP_EDDSA;
+		k->algo = P11G_PGP_EDDSA;
 		snprintf(k->desc, sizeof(k->desc), "Ed25519");
-		if (app_byte(&b, OCI_PGP_EDDSA) < 0 || app_byte(&b, sizeof(oid_ed25519)) < 0 ||
-		    oci_buf_append(&b, oid_ed25519, sizeof(oid_ed25519)) < 0 ||
+		if (app_byte(&b, P11G_PGP_EDDSA) < 0 ||
+		    app_byte(&b, sizeof(P11G_PGP_OID_ED25519) - 1) < 0 ||
+		    oci_buf_append(&b, P11G_PGP_OID_ED25519, sizeof(P11G_PGP_OID_ED25519) - 1) <
+		        0 ||
 		    app_mpi(&b, pt, sizeof(pt)) < 0)
 			goto nomem;
 		break;
@@ -167,15 +163,9 @@ int oci_pgp_key_init(EVP_PKEY *pk, uint32_t created, struct oci_pgp_key *k, p11g
 	memcpy(k->body, b.data, b.len);
 	k->body_len = b.len;
 	oci_buf_free(&b);
-	unsigned char pre[3] = {0x99, (unsigned char)(k->body_len >> 8),
-	                        (unsigned char)k->body_len};
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	int ok = c && EVP_DigestInit_ex(c, EVP_sha1(), NULL) == 1 &&
-	         EVP_DigestUpdate(c, pre, sizeof(pre)) == 1 &&
-	         EVP_DigestUpdate(c, k->body, k->body_len) == 1 &&
-	         EVP_DigestFinal_ex(c, k->fpr, NULL) == 1;
-	EVP_MD_CTX_free(c);
-	return ok ? 0 : p11g_err_set(err, P11G_E_INTERNAL, "SHA-1 failed (fingerprint)");
+	return p11g_pgp_fingerprint(k->body, k->body_len, k->fpr)
+	           ? 0
+	           : p11g_err_set(err, P11G_E_INTERNAL, "SHA-1 failed (fingerprint)");
 nomem:
 	oci_buf_free(&b);
 	return p11g_err_set(err, P11G_E_INTERNAL, "out of memory (OpenPGP key)");
@@ -183,8 +173,7 @@ nomem:
 
 void oci_pgp_fpr_hex(const struct oci_pgp_key *k, char out[OCI_PGP_FPR_HEX])
 {
-	for (size_t i = 0; i < sizeof(k->fpr); i++)
-		snprintf(out + 2 * i, 3, "%02X", k->fpr[i]);
+	p11g_pgp_fingerprint_hex(k->fpr, out);
 }
 
 int oci_pgp_tbs(const struct oci_pgp_key *k, uint8_t type, uint32_t when, const void *doc,
@@ -199,7 +188,7 @@ int oci_pgp_tbs(const struct oci_pgp_key *k, uint8_t type, uint32_t when, const 
 	put_be(sub + sl, when, 4), sl += 4;
 	sub[sl++] = 22, sub[sl++] = 33, sub[sl++] = 4;
 	memcpy(sub + sl, k->fpr, 20), sl += 20;
-	if (type == OCI_PGP_SIG_POSITIVE_CERT) {
+	if (type == P11G_PGP_SIG_POSITIVE_CERT) {
 		static const unsigned char cert_subs[] = {
 		    2, 27, 0x03,        /* key flags: certify, sign data */
 		    4, 21, 8,    9, 10, /* preferred hashes: SHA-256, SHA-384, SHA-512 */
@@ -210,7 +199,7 @@ int oci_pgp_tbs(const struct oci_pgp_key *k, uint8_t type, uint32_t when, const 
 		sl += sizeof(cert_subs);
 	}
 	oci_buf_init(ret, OCI_SMALL_MAX + 64 * 1024);
-	if (type == OCI_PGP_SIG_POSITIVE_CERT) {
+	if (type == P11G_PGP_SIG_POSITIVE_CERT) {
 		size_t ul = strlen(uid);
 		if (app_byte(ret, 0x99) < 0 || app_be(ret, (uint32_t)k->body_len, 2) < 0 ||
 		    oci_buf_append(ret, k->body, k->body_len) < 0 || app_byte(ret, 0xb4) < 0 ||
@@ -233,22 +222,9 @@ nomem:
 }
 
 void oci_pgp_use_digest(const struct oci_pgp_key *k, const void *tbs, size_t len,
-                        char out[OCI_PGP_DIGEST_MAX])
+                        char out[P11G_PGP_DIGEST_MAX])
 {
-	unsigned char h[EVP_MAX_MD_SIZE], hh[32];
-	unsigned hl = 0;
-	const unsigned char *shown = h;
-
-	EVP_Digest(tbs, len, h, &hl, pgp_md(k->hash), NULL);
-	const char *alg = k->hash == OCI_PGP_SHA384 ? "sha384" : "sha256";
-	if (k->algo == OCI_PGP_EDDSA) {
-		/* CKM_EDDSA signs the hash as its message: the gate names that message's SHA-256 */
-		SHA256(h, hl, hh);
-		shown = hh, hl = sizeof(hh), alg = "sha256";
-	}
-	int n = snprintf(out, OCI_PGP_DIGEST_MAX, "%s:", alg);
-	for (unsigned i = 0; i < hl; i++)
-		n += snprintf(out + n, OCI_PGP_DIGEST_MAX - (size_t)n, "%02x", shown[i]);
+	p11g_pgp_use_digest(k->algo, k->hash, tbs, len, out);
 }
 
 int oci_pgp_sig_packet(const struct oci_pgp_key *k, const struct oci_buf *tbs, size_t fields,
@@ -262,8 +238,8 @@ int oci_pgp_sig_packet(const struct oci_pgp_key *k, const struct oci_buf *tbs, s
 	if (tbs->len < fields + 6 ||
 	    !EVP_Digest(tbs->data, tbs->len, h, &hl, pgp_md(k->hash), NULL))
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash what was signed");
-	if ((k->algo != OCI_PGP_RSA && (slen % 2 || slen == 0)) ||
-	    (k->algo == OCI_PGP_EDDSA && slen != 64))
+	if ((k->algo != P11G_PGP_RSA && (slen % 2 || slen == 0)) ||
+	    (k->algo == P11G_PGP_EDDSA && slen != 64))
 		return p11g_err_set(err, P11G_E_PROTOCOL,
 		                    "the token returned a %zu-byte %s signature", slen, k->desc);
 	oci_buf_init(&body, 4 * OCI_PGP_BODY_MAX);
@@ -272,7 +248,7 @@ int oci_pgp_sig_packet(const struct oci_pgp_key *k, const struct oci_buf *tbs, s
 	memcpy(unh + 4, k->fpr + 12, 8);
 	int r = oci_buf_append(&body, tbs->data + fields, flen) < 0 ||
 	        oci_buf_append(&body, unh, sizeof(unh)) < 0 || oci_buf_append(&body, h, 2) < 0;
-	if (k->algo == OCI_PGP_RSA)
+	if (k->algo == P11G_PGP_RSA)
 		r = r || app_mpi(&body, sig, slen) < 0;
 	else /* r, s (ECDSA) or R, S (EdDSA): each half an MPI */
 		r = r || app_mpi(&body, sig, slen / 2) < 0 ||
@@ -303,7 +279,7 @@ int oci_pgp_public_key_block(const struct oci_pgp_key *k, const char *uid,
 int oci_pgp_signed_message(const struct oci_pgp_key *k, const void *doc, size_t doc_len,
                            const struct oci_buf *sigpacket, struct oci_buf *ret, p11g_err *err)
 {
-	unsigned char ops[13] = {3, OCI_PGP_SIG_BINARY, k->hash, k->algo};
+	unsigned char ops[13] = {3, P11G_PGP_SIG_BINARY, k->hash, k->algo};
 	unsigned char lit[6] = {'b', 0, 0, 0, 0, 0}; /* binary, no file name, no date */
 
 	memcpy(ops + 4, k->fpr + 12, 8);

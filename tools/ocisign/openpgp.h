@@ -8,21 +8,16 @@
 #include <openssl/evp.h>
 
 #include "ocisign.h"
-
-enum { OCI_PGP_RSA = 1, OCI_PGP_ECDSA = 19, OCI_PGP_EDDSA = 22 };
-enum { OCI_PGP_SHA256 = 8, OCI_PGP_SHA384 = 9 };
-enum { OCI_PGP_SIG_BINARY = 0x00, OCI_PGP_SIG_POSITIVE_CERT = 0x13 };
+#include "p11gate/openpgp.h"
 
 #define OCI_PGP_FPR_HEX  41   /* 40 hex digits and a NUL */
 #define OCI_PGP_BODY_MAX 1100 /* a public key packet's body: RSA up to 8192 bits */
-/* "sha384:" and 96 hex digits: the digest a signature's use is bound to (pgp_use_digest) */
-#define OCI_PGP_DIGEST_MAX 104
 
 struct oci_pgp_key {
 	unsigned char body[OCI_PGP_BODY_MAX]; /* the public key packet's body */
 	size_t body_len;
 	unsigned char fpr[20]; /* SHA-1 of 0x99, the body's length and the body */
-	uint8_t algo;          /* OCI_PGP_RSA, _ECDSA, _EDDSA */
+	uint8_t algo;          /* P11G_PGP_RSA, _ECDSA, _EDDSA */
 	uint8_t hash;          /* what it signs with: SHA-384 for P-384, else SHA-256 */
 	uint32_t created;      /* part of the fingerprint: the same time, the same key */
 	char desc[24];         /* "RSA 3072", "ECDSA P-256", "Ed25519" */
@@ -35,8 +30,8 @@ void oci_pgp_fpr_hex(const struct oci_pgp_key *k, char out[OCI_PGP_FPR_HEX]);
 
 /*
  * What a signature of type `type` made at `when` hashes (its "to be signed" bytes): for a
- * binary document (OCI_PGP_SIG_BINARY) the document, for a certification
- * (OCI_PGP_SIG_POSITIVE_CERT) the key and the user ID; then the signature's hashed fields
+ * binary document (P11G_PGP_SIG_BINARY) the document, for a certification
+ * (P11G_PGP_SIG_POSITIVE_CERT) the key and the user ID; then the signature's hashed fields
  * (version, type, algorithms, hashed subpackets: creation time, issuer fingerprint, and for a
  * certification key flags "sign and certify" and preferences) and the v4 trailer.  *ret_fields
  * is where the hashed fields start in ret (they open the signature packet too).
@@ -50,7 +45,7 @@ int oci_pgp_tbs(const struct oci_pgp_key *k, uint8_t type, uint32_t when, const 
  * SHA-256, whose own SHA-256 is what the gate names), "alg:hex".  approvald computes the same
  * from the same bytes (pgp_payload.c). */
 void oci_pgp_use_digest(const struct oci_pgp_key *k, const void *tbs, size_t len,
-                        char out[OCI_PGP_DIGEST_MAX]);
+                        char out[P11G_PGP_DIGEST_MAX]);
 
 /* The signature packet for tbs (from oci_pgp_tbs) and the token's raw signature of it (RSA: s,
  * ECDSA: r||s, EdDSA: R||S), appended to out. */

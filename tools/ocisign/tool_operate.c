@@ -910,7 +910,7 @@ static int pgp_sign(struct oci_key *key, const struct oci_pgp_key *k, const stru
 {
 	unsigned char *sig = NULL;
 	size_t slen = 0;
-	if (oci_key_sign_pgp(key, k->hash == OCI_PGP_SHA384, tbs->data, tbs->len, &sig, &slen,
+	if (oci_key_sign_pgp(key, k->hash == P11G_PGP_SHA384, tbs->data, tbs->len, &sig, &slen,
 	                     err) < 0)
 		return -1;
 	oci_buf_init(ret, 4 * OCI_PGP_BODY_MAX);
@@ -925,7 +925,7 @@ static int pgp_approval(const struct oci_config *cfg, struct oci_key *key, const
                         const struct oci_pgp_key *k, const struct oci_buf *tbs,
                         struct oci_approval *a, p11g_err *err)
 {
-	char digest[OCI_PGP_DIGEST_MAX], *id_token = NULL;
+	char digest[P11G_PGP_DIGEST_MAX], *id_token = NULL;
 	const char *payload = (const char *)tbs->data, *pdigest = digest;
 	size_t plen = tbs->len;
 
@@ -964,7 +964,7 @@ static int do_pubkey_openpgp(struct oci_config *cfg)
 	struct oci_key_opts ko = {
 	    .uri = cfg->key, .module = cfg->module, .pin_file = cfg->pin_file};
 	if (oci_key_open(&ko, true, &key, &err) < 0 || pgp_key(cfg, key, &k, &err) < 0 ||
-	    oci_pgp_tbs(&k, OCI_PGP_SIG_POSITIVE_CERT, (uint32_t)time(NULL), NULL, 0, cfg->uid,
+	    oci_pgp_tbs(&k, P11G_PGP_SIG_POSITIVE_CERT, (uint32_t)time(NULL), NULL, 0, cfg->uid,
 	                &tbs, &fields, &err) < 0)
 		goto failed;
 	oci_pgp_fpr_hex(&k, fpr);
@@ -1039,7 +1039,7 @@ static int do_sign_simple(struct oci_config *cfg)
 	oci_atomic_identity(&ref, identity, sizeof(identity));
 	if (oci_atomic_claim(identity, m.digest, "ocisign (p11gate) " P11GATE_VERSION, now, &claim,
 	                     &clen, &err) < 0 ||
-	    oci_pgp_tbs(&k, OCI_PGP_SIG_BINARY, (uint32_t)now, claim, clen, NULL, &tbs, &fields,
+	    oci_pgp_tbs(&k, P11G_PGP_SIG_BINARY, (uint32_t)now, claim, clen, NULL, &tbs, &fields,
 	                &err) < 0)
 		goto failed;
 	oci_ref_name(&ref, name, sizeof(name));
