@@ -32,7 +32,9 @@ def iso(accounts):
 def wrap(monkeypatch, unit):
     assert os.path.exists(unit), "approvald.service not built at %s" % unit
     # LeakSanitizer stops the process's threads with ptrace to scan them at exit
-    extra = "--extra=ptrace " if os.environ.get("P11GATE_SANITIZE") else ""
+    # (meson says "none" for the normal build: the unit's list alone there)
+    extra = "--extra=ptrace " if os.environ.get("P11GATE_SANITIZE", "") not in ("", "none") \
+        else ""
     monkeypatch.setenv("P11GATE_APPROVALD_WRAPPER", "/usr/bin/python3 %s %s%s"
                        % (os.path.join(HERE, "unit_seccomp.py"), extra, unit))
 
@@ -78,4 +80,7 @@ def test_without_seccomp_in_the_list_it_refuses_to_start(iso, start_daemon, monk
     wrap(monkeypatch, bad)
     with pytest.raises(AssertionError) as e:
         iso.start(start_daemon, guarded())
+    # approvald's own refusal (host_sandbox.c: loading the seccomp filter), not a failure of
+    # the wrapper (its messages name it; the start's message cuts approvald's lines short)
     assert "seccomp" in str(e.value), e.value
+    assert "unit_seccomp" not in str(e.value) and "No module named" not in str(e.value), e.value

@@ -8,12 +8,13 @@
 
 #define SAN_MAX 255 /* bytes of one subject alternative name */
 
-/* What was written to a memory BIO, as a malloc'd string (NULL: nothing, or out of memory). */
+/* What was written to a memory BIO, as a malloc'd string ("" for nothing; NULL: out of
+ * memory).  An empty BIO gives no data pointer at all. */
 static char *bio_string(BIO *b)
 {
-	char *p;
+	char *p = NULL;
 	long n = BIO_get_mem_data(b, &p);
-	return n >= 0 ? strndup(p, (size_t)n) : NULL;
+	return n > 0 && p ? strndup(p, (size_t)n) : n == 0 ? strdup("") : NULL;
 }
 
 X509_NAME *oci_subject_parse(const char *s, p11g_err *err)
