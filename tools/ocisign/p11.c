@@ -262,7 +262,13 @@ int oci_key_open(const struct oci_key_opts *o, bool for_signing, struct oci_key 
 		return p11g_err_set(err, P11G_E_INTERNAL, "out of memory");
 	if (!(u = parse_uri(o->uri, err)))
 		goto out;
-	uri_without_query(o->uri, k->uri, sizeof(k->uri));
+	/* (k->uri names the key in every message: one too long to name is refused) */
+	if (uri_without_query(o->uri, k->uri, sizeof(k->uri)) < 0) {
+		p11g_err_set(err, P11G_E_BAD_REQUEST,
+		             "bad key URI: its part before '?' is %zu bytes or longer",
+		             sizeof(k->uri));
+		goto out;
+	}
 	CK_ATTRIBUTE *cattr = p11_kit_uri_get_attribute(u, CKA_CLASS);
 	if (cattr && cattr->ulValueLen == sizeof(CK_OBJECT_CLASS) &&
 	    *(CK_OBJECT_CLASS *)cattr->pValue != CKO_PRIVATE_KEY &&
