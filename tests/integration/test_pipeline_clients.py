@@ -104,6 +104,14 @@ def on_demand(token, d, env, timeout=60):
     return p
 
 
+def finished(p):
+    """What a client that filed no request said (its exit code, stdout and stderr)."""
+    if p.poll() is None:
+        return "still running"
+    so, se = p.communicate()
+    return "exit %d, stdout %r, stderr %r" % (p.returncode, so, se)
+
+
 @pytest.mark.parametrize("source", ["file", "env"])
 def test_on_demand_requests_carry_the_token(start_daemon, accounts, issuer, source):
     token = Token("local")
@@ -123,7 +131,7 @@ def test_on_demand_requests_carry_the_token(start_daemon, accounts, issuer, sour
                 env["CI_JOB_ID_TOKEN"] = tok
         p = on_demand(token, d, env)
         try:
-            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), p.poll()
+            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), finished(p)
             op = d.list_ids("--all")[0]
             o = d.show(op)
             assert o["identity"]["claims"]["ref"] == "refs/tags/v1.0", o
@@ -286,7 +294,7 @@ def test_p11gate_so_asks_github_for_the_job_token(start_daemon, accounts, issuer
             f.write("wait = 60\nid_token_github = %s\n" % AUD)
         p = on_demand(token, d, env)
         try:
-            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), p.poll()
+            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), finished(p)
             op = d.list_ids("--all")[0]
             assert d.show(op)["identity"]["claims"]["ref"] == "refs/tags/v1.0"
             d.approve("alice", op)
