@@ -374,3 +374,44 @@ def test_accounts_forward_to_the_named_sockets_only(iso, sshd, start_daemon):
             assert "127.0.0.1 port %d, but the request was denied" % sshd.port in log, log
         finally:
             stop(p)
+
+
+def readme_sshd_block():
+    """The README's sshd_config.d/p11gate.conf, as a reader would copy it."""
+    with open(os.path.join(p11g.SRC, "README.md")) as f:
+        text = f.read()
+    start = text.index("# /etc/ssh/sshd_config.d/p11gate.conf\n")
+    return text[start:text.index("```", start)]
+
+
+def effective(config, user):
+    """sshd -T: the settings sshd would apply to a connection of `user`, lower-cased keys."""
+    out = sh([SSHD, "-T", "-f", config, "-C", "user=%s,host=runner,addr=127.0.0.1" % user])
+    return dict((ln.split(" ", 1) + [""])[:2] for ln in out.splitlines())
+
+
+def test_readme_match_blocks_hold_on_their_own(tmp_path):
+    """The README's Match blocks restrict the accounts by themselves, under global settings
+    that allow everything (the sshd fixture above also restricts globally, so its logins do
+    not show that); what sshd would apply, from sshd -T."""
+    host = str(tmp_path / "host")
+    sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host])
+    config = str(tmp_path / "sshd_config")
+    with open(config, "w") as f:
+        f.write("HostKey %s\nUsePAM no\nPasswordAuthentication yes\nAllowTcpForwarding yes\n"
+                "AllowStreamLocalForwarding yes\nPermitTTY yes\nX11Forwarding yes\n"
+                "AllowAgentForwarding yes\nPermitTunnel yes\n" % host + readme_sshd_block())
+    sh([SSHD, "-t", "-f", config])
+    closed = {"authenticationmethods": "publickey", "passwordauthentication": "no",
+              "forcecommand": "/usr/sbin/nologin", "allowstreamlocalforwarding": "local",
+              "allowtcpforwarding": "local", "permitlisten": "none", "permittunnel": "no",
+              "x11forwarding": "no", "allowagentforwarding": "no", "permittty": "no"}
+    both = "[/run/approvald/pkcs11.sock]:* [/run/approvald/approvald.sock]:*"
+    for user, opens in (("ci-app", both), ("approver-alice", "[/run/approvald/approvald.sock]:*")):
+        got = effective(config, user)
+        want = dict(closed, permitopen=opens)
+        assert {k: got.get(k) for k in want} == want, (user, got)
+    # an account neither block names keeps the permissive globals: the blocks did the closing
+    got = effective(config, "bob")
+    assert (got["forcecommand"], got["allowtcpforwarding"], got["permitopen"],
+            got["permittty"]) == ("none", "yes", "any", "yes"), got
