@@ -3,7 +3,6 @@ the pipeline's ID token on (--id-token, or $APPROVALD_ID_TOKEN_FILE) and names i
 after the image, and p11gate.so's on-demand requests (`wait`) carry the token of
 id_token_file or of the variable id_token_env names."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -288,13 +287,16 @@ def test_p11gate_so_asks_github_for_the_job_token(start_daemon, accounts, issuer
                   "orderers": ["uid:0"], "approvers": ["group:p11gt-approvers"],
                   "approvals": 1, "claims": {"issuer": "gh", "match": {"ref": "refs/tags/*"}}}]
         d = token.start(start_daemon, issuer_policy(issuer, token.dir, rules))
-        env = dict(token.gate_env(d), **github.env(),
+        # P11GATE_DEBUG: a failure shows the module's whole account of it
+        env = dict(token.gate_env(d), **github.env(), P11GATE_DEBUG="1",
                    P11GATE_FETCH=os.path.join(p11g.BUILD, "approvald", "approvald-fetch"))
         with open(env["P11GATE_CONF"], "a") as f:
             f.write("wait = 60\nid_token_github = %s\n" % AUD)
         p = on_demand(token, d, env)
         try:
-            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), finished(p)
+            assert p11g.wait_for(lambda: d.list_ids("--all"), 20), \
+                "%s; token service asked %d times; audit %s" % (finished(p), len(github.asked),
+                                                                d.audit())
             op = d.list_ids("--all")[0]
             assert d.show(op)["identity"]["claims"]["ref"] == "refs/tags/v1.0"
             d.approve("alice", op)

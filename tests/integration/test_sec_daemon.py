@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 FAKE_APPROVALD = r"""
 import json, os, socket, struct, sys
-path, log = sys.argv[1], sys.argv[2]
+path, log, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.bind(path)
 os.chmod(path, 0o666)
@@ -47,12 +47,22 @@ while True:
         if hdr is None:
             break
         req = json.loads(exact(c, struct.unpack(">I", hdr)[0]))
+        verb = req.get("verb", "?")
         with open(log, "a") as f:
-            f.write(req.get("verb", "?") + "\n")
-        # whatever is asked: guarded, and granted
+            f.write(verb + "\n")
+        # whatever is asked: guarded, and granted ("yes"); or no operation for a use and,
+        # for the request that follows, the store's failure or a dropped connection
         res = {"guarded": True, "allow_raw": False, "rule": "fake",
                "operation": 1, "remaining": 1, "id": 1, "state": "approved"}
-        body = json.dumps({"v": 1, "ok": True, "result": res}).encode()
+        rep = {"v": 1, "ok": True, "result": res}
+        if mode != "yes" and verb == "use":
+            rep = {"v": 1, "ok": False, "error": {"code": "no_operation", "message": "none"}}
+        elif mode == "store" and verb == "request":
+            rep = {"v": 1, "ok": False, "error": {"code": "store_error",
+                                                  "message": "the disk is full (fake)"}}
+        elif mode == "drop" and verb == "request":
+            break
+        body = json.dumps(rep).encode()
         c.sendall(struct.pack(">I", len(body)) + body)
     c.close()
 """
@@ -61,7 +71,7 @@ while True:
 class FakeApprovald:
     """A daemon of another uid on the socket path, answering yes to everything."""
 
-    def __init__(self, user):
+    def __init__(self, user, mode="yes"):
         self.dir = tempfile.mkdtemp(prefix="p11gt-fake-")
         uid, gid, groups = p11g.ids(user)
         os.chown(self.dir, uid, gid)
@@ -69,7 +79,7 @@ class FakeApprovald:
         self.sock = os.path.join(self.dir, "approvald.sock")
         self.log = os.path.join(self.dir, "verbs")
         self.proc = subprocess.Popen(["/usr/bin/python3", "-c", FAKE_APPROVALD, self.sock,
-                                      self.log], user=uid, group=gid, extra_groups=groups,
+                                      self.log, mode], user=uid, group=gid, extra_groups=groups,
                                      stdout=subprocess.PIPE, env=dict(p11g.CLEAN_ENV))
         assert self.proc.stdout.readline().strip() == b"ready"
 
@@ -126,6 +136,28 @@ def test_fake_approvald_of_another_uid_is_not_believed(local_token):
         assert out["results"][0]["signature"] is None, out
         assert "served by uid %d" % uid in out["stderr"], out["stderr"]
         assert "approvald_user (uid %d)" % p11g.uid_of("dave") in out["stderr"], out["stderr"]
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("mode,said", [
+    ("store", "on-demand request failed: the disk is full (fake) (store_error)"),
+    ("drop", "on-demand request failed: ")])
+def test_an_on_demand_request_that_fails_is_said(local_token, mode, said):
+    """A request approvald could not file (its store failing, the connection dropped) is said
+    on the signer's stderr, not only in the debug log: the refusal of the use that follows
+    would otherwise read as if no request had been tried."""
+    fake = FakeApprovald("mallory", mode)
+    try:
+        out = sign_through_gate(local_token, fake.sock, "approvald_user = %s\nwait = 30\n"
+                                % p11g.U("mallory"))
+        res = out["results"][0]
+        assert res["signature"] is None, out
+        assert fake.verbs().count("request") == 1, fake.verbs()
+        lines = [ln for ln in out["stderr"].splitlines() if ln.startswith("p11gate:")]
+        assert any(said in ln for ln in lines), out["stderr"]
+        if mode == "drop":
+            assert any("(unavailable)" in ln or "(protocol)" in ln for ln in lines), lines
     finally:
         fake.stop()
 
