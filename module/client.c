@@ -390,18 +390,20 @@ int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
 	if (id == 0) {
 		/* The refusal of the use is what the signer can act on; why the
 		 * request failed (not an orderer, say) only in the debug log. */
-		p11g_debug("on-demand request refused (%s): %s", rerr.code, rerr.msg);
+		p11g_debug("on-demand request not filed (%s): %s", rerr.code, rerr.msg);
 		/* but a pipeline's token that was missing or refused is the signer's to mend,
-		 * and a request that never got an answer (approvald down or stalled, its store
-		 * failing, a reply not understood) the operator's: said, so that the refusal of
-		 * the use that follows is not read as the whole story */
-		bool token =
-		    code_is(&rerr, P11G_E_TOKEN_REQUIRED) || code_is(&rerr, P11G_E_TOKEN_INVALID) ||
-		    code_is(&rerr, P11G_E_CLAIMS_MISMATCH) || code_is(&rerr, P11G_E_BAD_REQUEST);
+		 * and so is a quota (pending requests, requests a minute, a rule's ceilings); a
+		 * request that never got an answer (approvald down or stalled, its store or
+		 * audit failing, a reply not understood) is the operator's: said, so that the
+		 * refusal of the use that follows is not read as the whole story */
+		bool token = code_is(&rerr, P11G_E_TOKEN_REQUIRED) ||
+		             code_is(&rerr, P11G_E_TOKEN_INVALID) ||
+		             code_is(&rerr, P11G_E_CLAIMS_MISMATCH) ||
+		             code_is(&rerr, P11G_E_BAD_REQUEST) || code_is(&rerr, P11G_E_LIMIT);
 		bool failed = code_is(&rerr, P11G_E_UNAVAILABLE) ||
 		              code_is(&rerr, P11G_E_TIMEOUT) || code_is(&rerr, P11G_E_PROTOCOL) ||
 		              code_is(&rerr, P11G_E_INTERNAL) || code_is(&rerr, P11G_E_STORE) ||
-		              code_is(&rerr, P11G_E_AUDIT_BROKEN) || code_is(&rerr, P11G_E_LIMIT);
+		              code_is(&rerr, P11G_E_AUDIT_BROKEN);
 		if (token || failed) {
 			char *msg =
 			    p11g_text_escaped(rerr.msg, strnlen(rerr.msg, sizeof(rerr.msg)));
