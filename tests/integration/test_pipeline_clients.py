@@ -107,7 +107,7 @@ def finished(p):
     """What a client that filed no request said (its exit code, stdout and stderr)."""
     if p.poll() is None:
         return "still running"
-    so, se = p.communicate()
+    so, se = p.communicate(timeout=10)
     return "exit %d, stdout %r, stderr %r" % (p.returncode, so, se)
 
 
@@ -306,5 +306,7 @@ def test_p11gate_so_asks_github_for_the_job_token(start_daemon, accounts, issuer
                 p.kill()
         assert json.loads(so)["r"]["sign"] == "CKR_OK", (so, se)
         assert github.asked and github.asked[-1][0]["audience"] == [AUD]
+        # the debug log names neither the runner's bearer nor the token it got
+        assert github.BEARER.encode() not in se and b"eyJ" not in se, se
     finally:
         token.cleanup()

@@ -394,6 +394,7 @@ def test_readme_match_blocks_hold_on_their_own(tmp_path):
     """The README's Match blocks restrict the accounts by themselves, under global settings
     that allow everything (the sshd fixture above also restricts globally, so its logins do
     not show that); what sshd would apply, from sshd -T."""
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd -t/-T want it too
     host = str(tmp_path / "host")
     sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host])
     config = str(tmp_path / "sshd_config")
