@@ -290,6 +290,9 @@ int p11g_pgp_payload_read(const unsigned char *p, size_t n, int64_t now,
 	if (cert && read_certification(p, f, ret, why, why_len) < 0)
 		return -1;
 	ret->doc_len = cert ? 0 : f;
-	p11g_pgp_use_digest(ret->algo, ret->hash, p, n, ret->use_digest);
+	if (!p11g_pgp_use_digest(ret->algo, ret->hash, p, n, ret->use_digest)) {
+		p11g_pgp_payload_clear(ret); /* a refusal holds nothing to free */
+		REFUSE("cannot hash the signature's hashed data (OpenSSL failed)");
+	}
 	return 0;
 }

@@ -396,19 +396,19 @@ int p11g_client_authorize(const struct p11g_keyid *k, const char *mech_name,
 		 * request that never got an answer (approvald down or stalled, its store or
 		 * audit failing, a reply not understood) is the operator's: said, so that the
 		 * refusal of the use that follows is not read as the whole story */
-		bool token = code_is(&rerr, P11G_E_TOKEN_REQUIRED) ||
-		             code_is(&rerr, P11G_E_TOKEN_INVALID) ||
-		             code_is(&rerr, P11G_E_CLAIMS_MISMATCH) ||
-		             code_is(&rerr, P11G_E_BAD_REQUEST) || code_is(&rerr, P11G_E_LIMIT);
+		bool refused = code_is(&rerr, P11G_E_TOKEN_REQUIRED) ||
+		               code_is(&rerr, P11G_E_TOKEN_INVALID) ||
+		               code_is(&rerr, P11G_E_CLAIMS_MISMATCH) ||
+		               code_is(&rerr, P11G_E_BAD_REQUEST) || code_is(&rerr, P11G_E_LIMIT);
 		bool failed = code_is(&rerr, P11G_E_UNAVAILABLE) ||
 		              code_is(&rerr, P11G_E_TIMEOUT) || code_is(&rerr, P11G_E_PROTOCOL) ||
 		              code_is(&rerr, P11G_E_INTERNAL) || code_is(&rerr, P11G_E_STORE) ||
 		              code_is(&rerr, P11G_E_AUDIT_BROKEN);
-		if (token || failed) {
+		if (refused || failed) {
 			char *msg =
 			    p11g_text_escaped(rerr.msg, strnlen(rerr.msg, sizeof(rerr.msg)));
 			fprintf(stderr, "p11gate: on-demand request %s: %s (%s)\n",
-			        token ? "refused" : "failed", msg ? msg : "?", rerr.code);
+			        refused ? "refused" : "failed", msg ? msg : "?", rerr.code);
 			free(msg);
 		}
 		return -1;

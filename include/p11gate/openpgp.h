@@ -23,26 +23,38 @@ enum { P11G_PGP_SIG_BINARY = 0x00, P11G_PGP_SIG_POSITIVE_CERT = 0x13 };
 /* "sha384:" and 96 hex digits */
 #define P11G_PGP_DIGEST_MAX 104
 
+/* The hash a v4 signature of OpenPGP hash algorithm `hash` (P11G_PGP_SHA256 or _SHA384) is
+ * made over: SHA-384 for P11G_PGP_SHA384, else SHA-256. */
+static inline const EVP_MD *p11g_pgp_md(uint8_t hash)
+{
+	return hash == P11G_PGP_SHA384 ? EVP_sha384() : EVP_sha256();
+}
+
 /* The digest p11gate.so binds the token's signature of a v4 signature's hashed data to, as
  * ocisign signs it: RSA the hash-and-sign mechanism over the data, ECDSA CKM_ECDSA over its
  * hash (named by its length), Ed25519 CKM_EDDSA over its hash as the message, whose SHA-256
- * the gate names (module/digest.c). */
-static inline void p11g_pgp_use_digest(uint8_t algo, uint8_t hash, const void *data, size_t len,
-                                       char out[P11G_PGP_DIGEST_MAX])
+ * the gate names (module/digest.c).  false, out left empty, when OpenSSL fails. */
+__attribute__((warn_unused_result)) static inline bool
+p11g_pgp_use_digest(uint8_t algo, uint8_t hash, const void *data, size_t len,
+                    char out[P11G_PGP_DIGEST_MAX])
 {
 	unsigned char h[EVP_MAX_MD_SIZE], hh[32];
 	unsigned hl = 0;
 	const char *alg = hash == P11G_PGP_SHA384 ? "sha384" : "sha256";
 
-	EVP_Digest(data, len, h, &hl, hash == P11G_PGP_SHA384 ? EVP_sha384() : EVP_sha256(), NULL);
+	out[0] = '\0';
+	if (!EVP_Digest(data, len, h, &hl, p11g_pgp_md(hash), NULL))
+		return false;
 	if (algo == P11G_PGP_EDDSA) {
-		EVP_Digest(h, hl, hh, NULL, EVP_sha256(), NULL);
+		if (!EVP_Digest(h, hl, hh, NULL, EVP_sha256(), NULL))
+			return false;
 		memcpy(h, hh, sizeof(hh));
 		hl = sizeof(hh);
 		alg = "sha256";
 	}
 	int n = snprintf(out, P11G_PGP_DIGEST_MAX, "%s:", alg);
 	p11g_hex_encode(h, hl, out + n);
+	return true;
 }
 
 /* A v4 key's fingerprint: SHA-1 of 0x99, the public key packet body's length, the body.  false

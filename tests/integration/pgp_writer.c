@@ -128,7 +128,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char fpr[OCI_PGP_FPR_HEX];
-	oci_pgp_fpr_hex(&k, fpr);
+	p11g_pgp_fingerprint_hex(k.fpr, fpr);
 	printf("FPR %s\n", fpr);
 	/* 3 plain messages, then (not RSA) one with each half starting with a zero byte */
 	bool want_first = k.algo != P11G_PGP_RSA, want_second = want_first;

@@ -3,11 +3,6 @@
 
 #include "openpgp.h"
 
-static const EVP_MD *pgp_md(uint8_t hash)
-{
-	return hash == P11G_PGP_SHA384 ? EVP_sha384() : EVP_sha256();
-}
-
 static void put_be(unsigned char *p, uint32_t v, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -171,11 +166,6 @@ nomem:
 	return p11g_err_set(err, P11G_E_INTERNAL, "out of memory (OpenPGP key)");
 }
 
-void oci_pgp_fpr_hex(const struct oci_pgp_key *k, char out[OCI_PGP_FPR_HEX])
-{
-	p11g_pgp_fingerprint_hex(k->fpr, out);
-}
-
 int oci_pgp_tbs(const struct oci_pgp_key *k, uint8_t type, uint32_t when, const void *doc,
                 size_t doc_len, const char *uid, struct oci_buf *ret, size_t *ret_fields,
                 p11g_err *err)
@@ -221,12 +211,6 @@ nomem:
 	return p11g_err_set(err, P11G_E_INTERNAL, "what is signed is too large");
 }
 
-void oci_pgp_use_digest(const struct oci_pgp_key *k, const void *tbs, size_t len,
-                        char out[P11G_PGP_DIGEST_MAX])
-{
-	p11g_pgp_use_digest(k->algo, k->hash, tbs, len, out);
-}
-
 int oci_pgp_sig_packet(const struct oci_pgp_key *k, const struct oci_buf *tbs, size_t fields,
                        const unsigned char *sig, size_t slen, struct oci_buf *out, p11g_err *err)
 {
@@ -236,7 +220,7 @@ int oci_pgp_sig_packet(const struct oci_pgp_key *k, const struct oci_buf *tbs, s
 	size_t flen = tbs->len - fields - 6; /* the hashed fields, without the trailer */
 
 	if (tbs->len < fields + 6 ||
-	    !EVP_Digest(tbs->data, tbs->len, h, &hl, pgp_md(k->hash), NULL))
+	    !EVP_Digest(tbs->data, tbs->len, h, &hl, p11g_pgp_md(k->hash), NULL))
 		return p11g_err_set(err, P11G_E_INTERNAL, "cannot hash what was signed");
 	if ((k->algo != P11G_PGP_RSA && (slen % 2 || slen == 0)) ||
 	    (k->algo == P11G_PGP_EDDSA && slen != 64))

@@ -26,7 +26,6 @@ struct oci_pgp_key {
 /* The OpenPGP key of a public key (RSA of 2048 to 8192 bits, EC P-256 or P-384, Ed25519)
  * created at `created` (seconds since the epoch, 1 to 2^32 - 1). */
 int oci_pgp_key_init(EVP_PKEY *pk, uint32_t created, struct oci_pgp_key *k, p11g_err *err);
-void oci_pgp_fpr_hex(const struct oci_pgp_key *k, char out[OCI_PGP_FPR_HEX]);
 
 /*
  * What a signature of type `type` made at `when` hashes (its "to be signed" bytes): for a
@@ -39,13 +38,6 @@ void oci_pgp_fpr_hex(const struct oci_pgp_key *k, char out[OCI_PGP_FPR_HEX]);
 int oci_pgp_tbs(const struct oci_pgp_key *k, uint8_t type, uint32_t when, const void *doc,
                 size_t doc_len, const char *uid, struct oci_buf *ret, size_t *ret_fields,
                 p11g_err *err);
-
-/* The digest p11gate.so binds the token's signature of tbs to, as the key signs it (RSA: the
- * hash-and-sign mechanism over tbs; ECDSA: CKM_ECDSA over its hash; Ed25519: CKM_EDDSA over its
- * SHA-256, whose own SHA-256 is what the gate names), "alg:hex".  approvald computes the same
- * from the same bytes (pgp_payload.c). */
-void oci_pgp_use_digest(const struct oci_pgp_key *k, const void *tbs, size_t len,
-                        char out[P11G_PGP_DIGEST_MAX]);
 
 /* The signature packet for tbs (from oci_pgp_tbs) and the token's raw signature of it (RSA: s,
  * ECDSA: r||s, EdDSA: R||S), appended to out. */

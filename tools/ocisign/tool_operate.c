@@ -860,7 +860,7 @@ static int created_from_file(const char *file, EVP_PKEY *pk, uint32_t *ret, p11g
 			failed = true; /* its reason stands */
 			break;
 		}
-		oci_pgp_fpr_hex(&k, fpr);
+		p11g_pgp_fingerprint_hex(k.fpr, fpr);
 		if (oci_pgp_verifier_has(v, fpr, &c) && c == times[i]) {
 			*ret = times[i];
 			r = 0;
@@ -931,7 +931,11 @@ static int pgp_approval(const struct oci_config *cfg, struct oci_key *key, const
 
 	if (load_id_token(cfg, &id_token, err) < 0)
 		return -1;
-	oci_pgp_use_digest(k, tbs->data, tbs->len, digest);
+	if (!p11g_pgp_use_digest(k->algo, k->hash, tbs->data, tbs->len, digest)) {
+		p11g_id_token_free(id_token);
+		return p11g_err_set(err, P11G_E_INTERNAL,
+		                    "cannot hash what is to be signed (OpenPGP payload digest)");
+	}
 	a->id_token = id_token;
 	a->socket = cfg->socket;
 	a->key_uri = req_uri;
@@ -967,7 +971,7 @@ static int do_pubkey_openpgp(struct oci_config *cfg)
 	    oci_pgp_tbs(&k, P11G_PGP_SIG_POSITIVE_CERT, (uint32_t)time(NULL), NULL, 0, cfg->uid,
 	                &tbs, &fields, &err) < 0)
 		goto failed;
-	oci_pgp_fpr_hex(&k, fpr);
+	p11g_pgp_fingerprint_hex(k.fpr, fpr);
 	if (cfg->request) {
 		char title[TITLE_MAX + 1], desc[900];
 		fit_title(title, "OpenPGP certification for %s", cfg->uid);
@@ -1045,7 +1049,7 @@ static int do_sign_simple(struct oci_config *cfg)
 	oci_ref_name(&ref, name, sizeof(name));
 	if (cfg->request) {
 		char title[TITLE_MAX + 1], desc[2400], pname[800], fpr[OCI_PGP_FPR_HEX];
-		oci_pgp_fpr_hex(&k, fpr);
+		p11g_pgp_fingerprint_hex(k.fpr, fpr);
 		fit_title(title, "Sign %s (simple signing)", identity);
 		snprintf(pname, sizeof(pname), "%s@%s (simple signing)", name, m.digest);
 		snprintf(desc, sizeof(desc),
