@@ -803,15 +803,23 @@ void p11g_server_close_in_child(struct p11g_server *s)
 		sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
 }
 
-/* Parked requests whose operation changed or whose deadline came. */
+/* Parked requests whose operation changed or whose deadline came.  Their callers' identities
+ * come from the cache, as a round's do: a listing page resumes its request once a page, and a
+ * fresh lookup each time (the user and group files read) held every signer behind it. */
 static void resume_parked(struct p11g_server *s, int64_t now)
 {
+	bool cached = false;
 	s->any_woken = false;
 	/* n_conns is read each round but cannot change: handlers do not accept. */
 	for (size_t i = 0; i < s->n_conns; i++) {
 		struct conn *c = s->conns[i];
 		if (c->dead || c->state != CONN_PARKED || (!c->woken && now < c->deadline_us))
 			continue;
+		if (!cached) {
+			/* no handler runs, so nothing borrows a cached identity (idcache.h) */
+			p11g_idcache_refresh(&s->ids, now);
+			s->ids.usable = cached = true;
+		}
 		json_t *req = c->parked_req;
 		c->parked_req = NULL;
 		c->woken = false;
@@ -819,6 +827,7 @@ static void resume_parked(struct p11g_server *s, int64_t now)
 		run_handler(s, c, c->parked_handler, req, now);
 		json_decref(req);
 	}
+	s->ids.usable = false;
 }
 
 static void expire(struct p11g_server *s, int64_t now)

@@ -75,11 +75,24 @@ static int h_wake(void *app, const struct p11g_ident *caller, const json_t *req,
 	return 0;
 }
 
+/* The server's identity lookups (the user and group files read), counted: the test is linked
+ * with --wrap=p11g_ident_resolve (meson.build). */
+int __real_p11g_ident_resolve(uid_t uid, gid_t gid, pid_t pid, struct p11g_ident *ret);
+int __wrap_p11g_ident_resolve(uid_t uid, gid_t gid, pid_t pid, struct p11g_ident *ret);
+static int resolves;
+
+int __wrap_p11g_ident_resolve(uid_t uid, gid_t gid, pid_t pid, struct p11g_ident *ret)
+{
+	resolves++;
+	return __real_p11g_ident_resolve(uid, gid, pid, ret);
+}
+
 static int h_counters(void *app, const struct p11g_ident *caller, const json_t *req, json_t **ret,
                       p11g_err *err, struct p11g_wait *wait)
 {
 	struct app *a = app;
-	*ret = json_pack("{s:i, s:i}", "reloads", a->reloads, "ticks", a->ticks);
+	*ret = json_pack("{s:i, s:i, s:i}", "reloads", a->reloads, "ticks", a->ticks, "resolves",
+	                 resolves);
 	return 0;
 }
 
@@ -695,6 +708,32 @@ static int counter(int fd, const char *name)
 	return n;
 }
 
+/* A resumed request (a listing page answered by approvald-read, a wait whose time came) takes
+ * its caller's identity from the cache as a round's requests do: a fresh lookup for each, the
+ * user and group files read, held every signer behind a listing loop. */
+static void test_resumed_requests_share_lookups(void **state)
+{
+	struct srv t;
+	int rc;
+
+	srv_start(&t, NULL);
+	int c = cconnect(&t);
+	int before = counter(c, "resolves");
+	for (int i = 0; i < 20; i++) {
+		send_request(c, "{\"v\":1,\"verb\":\"wait\",\"timeout_ms\":1}");
+		json_auto_t *rep = recv_reply(c, 3000, &rc);
+		assert_int_equal(rc, 0);
+		assert_true(
+		    json_is_true(json_object_get(json_object_get(rep, "result"), "timed_out")));
+	}
+	int after = counter(c, "resolves");
+	/* one more lookup a second at most (P11G_IDCACHE_TTL), not one a resume */
+	if (after - before >= 10)
+		fail_msg("%d identity lookups for 20 resumed requests", after - before);
+	close(c);
+	assert_int_equal(srv_stop(&t), 0);
+}
+
 static void test_sighup_reloads_and_tick(void **state)
 {
 	struct srv t;
@@ -861,6 +900,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_idle_timeout, teardown_server),
 	    cmocka_unit_test_teardown(test_wait_and_wake, teardown_server),
 	    cmocka_unit_test_teardown(test_wait_deadline, teardown_server),
+	    cmocka_unit_test_teardown(test_resumed_requests_share_lookups, teardown_server),
 	    cmocka_unit_test_teardown(test_sighup_reloads_and_tick, teardown_server),
 	    cmocka_unit_test_teardown(test_sigterm_stops_cleanly, teardown_server),
 	    cmocka_unit_test_teardown(test_slow_reader_closed, teardown_server),
