@@ -1,5 +1,5 @@
-/* The identities (user name, groups) of one poll round's callers, shared by its requests while
- * the files they were read from stay as they were (idcache.c; server.c's). */
+/* The identities (user name, groups) of recent callers, shared by a poll round's requests and by
+ * resumed ones while the files they were read from stay as they were (idcache.c; server.c's). */
 #ifndef P11GATE_IDCACHE_H
 #define P11GATE_IDCACHE_H
 
@@ -29,7 +29,8 @@ struct p11g_idcache {
 	struct p11g_file_sig files[P11G_IDCACHE_FILES]; /* what the cached lookups were made from */
 };
 
-/* At the start of a round (no handler runs, so nothing borrows a cached identity): forgets
+/* At the start of a round or of resuming parked requests (no handler runs, so nothing borrows a
+ * cached identity): forgets
  * every lookup when a file they were read from changed (useradd, gpasswd and editors replace
  * or rewrite it), and lookups older than P11G_IDCACHE_TTL (for sources that are not files). */
 void p11g_idcache_refresh(struct p11g_idcache *c, int64_t now);

@@ -108,7 +108,7 @@ struct p11g_server {
 	bool stop, any_woken, any_reader;
 	bool in_round; /* between ops.round_begin and ops.round_end */
 	struct p11g_idcache
-	    ids; /* the callers of recent rounds (usable in a round and its readers) */
+	    ids; /* the callers of recent rounds (usable in a round, its readers, resumed ones) */
 	uid_t web_refused_uid; /* p11g_server_adopt_web: a user the proxy may not name */
 	int64_t next_tick_us, accept_paused_until_us;
 	struct ratelimit rl_limit, rl_accept;

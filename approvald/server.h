@@ -36,7 +36,8 @@ struct p11g_wait {
 /*
  * A verb handler.  caller is resolved for this request (SO_PEERCRED
  * uid/gid/pid of the connection, groups from the group database now; the
- * requests of one poll round share one lookup per uid and gid).
+ * requests of one poll round, and resumed ones, share one lookup per uid and
+ * gid, checked against the files' changes and at most a second old).
  * Returns 0 with *ret_result (a new object), -1 with err set, or
  * P11G_HANDLER_WAIT with *wait filled.
  */
