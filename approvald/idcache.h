@@ -30,9 +30,9 @@ struct p11g_idcache {
 };
 
 /* At the start of a round or of resuming parked requests (no handler runs, so nothing borrows a
- * cached identity): forgets
- * every lookup when a file they were read from changed (useradd, gpasswd and editors replace
- * or rewrite it), and lookups older than P11G_IDCACHE_TTL (for sources that are not files). */
+ * cached identity): forgets every lookup when a file they were read from changed (useradd,
+ * gpasswd and editors replace or rewrite it), and lookups older than P11G_IDCACHE_TTL (for
+ * sources that are not files). */
 void p11g_idcache_refresh(struct p11g_idcache *c, int64_t now);
 /* The identity of (uid, gid) with pid: shared from the cache while it is usable (*ret_owned
  * false: the cache owns the group names), else looked up afresh (*ret_owned true: the caller
