@@ -2,7 +2,7 @@
  * stored operations or records and encodes them: done in approvald's one event loop, every
  * `use` and `status` that arrived meanwhile waited for it.  One child process, started on the
  * first page, reads them instead, on its own read-only LMDB environment (the parent's may not
- * be used after fork) at nice 19, and answers with the reply frame itself, which the loop
+ * be used after fork) at SCHED_IDLE, and answers with the reply frame itself, which the loop
  * sends on unparsed.  It decides nothing the policy says: a page shows what the caller may see
  * by the rule snapshots of the operations, as in the loop, and the right to read the audit is
  * checked before a page is asked for. */
@@ -151,9 +151,14 @@ child_main(const char *dir, uid_t daemon_uid, void (*forget)(void), pid_t parent
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL); /* approvald's, blocked for its signalfd */
-	/* Pages yield the CPU to approvald and everything else: signers must not wait for them. */
-	if (nice(19) < 0)
-		p11g_debug("listing pages: nice: %m");
+	/* Pages yield the CPU to approvald and everything else: signers must not wait for them.
+	 * SCHED_IDLE, not nice 19: a nice-19 process that wakes for a page may keep a CPU for
+	 * its slice while a signer, or approvald's loop, that woke on it waits (EEVDF); an
+	 * idle-class one is preempted at once.  Its reads renew one kept transaction (store.c),
+	 * so it holds no lock of the loop's while it waits for a CPU. */
+	struct sched_param sp = {0};
+	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0 && nice(19) < 0)
+		p11g_debug("listing pages: SCHED_IDLE and nice: %m");
 	if (fd > 3)
 		close_range(3, (unsigned)fd - 1, 0);
 	close_range((unsigned)fd + 1, ~0U, 0);

@@ -16,11 +16,19 @@
 #define SCHEMA_VERSION      2 /* 2: the index tables by_key, by_expiry, pending_by */
 #define N_TABLES            9
 
+static void kept_read_drop(p11g_store *s)
+{
+	if (s->kept_read)
+		mdb_txn_abort(s->kept_read);
+	s->kept_read = NULL;
+}
+
 static void store_free(p11g_store *s)
 {
 	if (!s)
 		return;
 	p11g_store_ops_free(s);
+	kept_read_drop(s);
 	if (s->batch)
 		mdb_txn_abort(s->batch);
 	if (s->env)
@@ -451,6 +459,7 @@ static int env_reopen(p11g_store *s, p11g_err *err)
 {
 	MDB_envinfo info;
 	uint64_t map = mdb_env_info(s->env, &info) == 0 ? info.me_mapsize : 0;
+	kept_read_drop(s);
 	mdb_env_close(s->env);
 	s->env = NULL;
 	int rc = env_open(s, 0);
@@ -469,6 +478,7 @@ static int txn_begin(p11g_store *s, unsigned int flags, MDB_txn **ret, p11g_err 
 	bool idle = !s->reads && !s->writing;
 	if (rc == MDB_MAP_RESIZED && idle) {
 		/* Another process grew the map: adopt its size. */
+		kept_read_drop(s);
 		if ((rc = mdb_env_set_mapsize(s->env, 0)) == 0)
 			rc = mdb_txn_begin(s->env, NULL, flags, ret);
 	} else if (rc == MDB_PANIC && idle) {
@@ -647,12 +657,28 @@ const char *p11g_store_dir(const p11g_store *s)
 int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 {
 	_cleanup_txn_ MDB_txn *txn = NULL;
-	if (txn_begin(s, MDB_RDONLY, &txn, err) < 0)
+	/* A read-only store renews its kept transaction (see kept_read); one a renewal refuses
+	 * (the map grew, say) is dropped, and a new one begun handles why.  A read within a
+	 * read begins its own. */
+	if (s->kept_read) {
+		txn = s->kept_read;
+		s->kept_read = NULL;
+		if (mdb_txn_renew(txn) != 0) {
+			mdb_txn_abort(txn);
+			txn = NULL;
+		}
+	}
+	if (!txn && txn_begin(s, MDB_RDONLY, &txn, err) < 0)
 		return -1;
 	struct p11g_txn t = {.s = s, .txn = txn};
 	s->reads++;
 	int r = fn(&t, arg, err);
 	s->reads--;
+	if (s->read_only && !s->kept_read) {
+		mdb_txn_reset(txn);
+		s->kept_read = txn;
+		txn = NULL;
+	}
 	return r;
 }
 

@@ -61,6 +61,21 @@ ssize_t writev(int fd, const struct iovec *iov, int n)
 	return real(fd, iov, n);
 }
 
+/* Read transactions begun (mdb_txn_begin with MDB_RDONLY), to tell a begun one from a
+ * renewed one. */
+static unsigned read_begins;
+typedef int (*txn_begin_fn)(MDB_env *, MDB_txn *, unsigned int, MDB_txn **);
+
+int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **txn)
+{
+	static txn_begin_fn real;
+	if (!real)
+		real = (txn_begin_fn)dlsym(RTLD_NEXT, "mdb_txn_begin");
+	if (flags & MDB_RDONLY)
+		read_begins++;
+	return real(env, parent, flags, txn);
+}
+
 /* ---- fixture ---------------------------------------------------------------- */
 
 struct fx {
@@ -1135,6 +1150,76 @@ static void test_audit_deleted_head(void **state)
 	             "chain head: missing (records 1 to 50 present)");
 }
 
+/* ---- a read-only store's kept read transaction --------------------------------- */
+
+struct nested {
+	p11g_store *s;
+	uint64_t outer, inner;
+};
+
+static int nested_verify_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	struct nested *a = arg;
+	if (p11g_txn_audit_verify(t, &a->outer, err) < 0)
+		return -1;
+	return p11g_store_read(a->s, verify_body, &a->inner, err);
+}
+
+/* approvald-read and the verify walk read through a read-only store at SCHED_IDLE: each read
+ * renews one kept transaction, never begins one (which takes LMDB's reader-table mutex that
+ * approvald's loop shares), and still sees the newest commit; a read within a read, and a map
+ * grown by the writer, are handled. */
+static void test_read_only_renews_its_transaction(void **state)
+{
+	struct fx *f = *state;
+	struct p11g_store_options o = {.durability = P11G_DURABLE_PROCESS,
+	                               .initial_map_size = 256 * 1024};
+	struct p11g_store_options ro = {.read_only = true};
+	p11g_err err = {0};
+	uint64_t map, used, map0;
+	p11g_store *w = open_store(f->dir, &o);
+	append_records(w, 0, 10, 10);
+	p11g_store_stat(w, &map0, &used);
+
+	p11g_store *r = open_store(f->dir, &ro);
+	assert_intact(r, 10);
+	unsigned begun = read_begins;
+	for (uint64_t have = 10; have < 110; have += 5) {
+		append_records(w, have, 5, 5);
+		assert_intact(r, have + 5); /* a renewed snapshot is the newest */
+	}
+	assert_int_equal(read_begins, begun);
+
+	/* a read within a read begins its own; the next read renews again */
+	struct nested both = {.s = r, .outer = UINT64_MAX, .inner = UINT64_MAX};
+	assert_int_equal(p11g_store_read(r, nested_verify_body, &both, &err), 0);
+	assert_int_equal(both.outer, 110);
+	assert_int_equal(both.inner, 110);
+	assert_int_equal(read_begins, begun + 1);
+	assert_intact(r, 110);
+	assert_int_equal(read_begins, begun + 1);
+
+	/* the writer grows the map past the reader's: the renewal is refused, a new
+	 * transaction adopts the size */
+	append_records(w, 110, 6000, 100);
+	p11g_store_stat(w, &map, &used);
+	assert_true(map > map0);
+	begun = read_begins;
+	assert_intact(r, 6110);
+	assert_true(read_begins > begun);
+	begun = read_begins;
+	assert_intact(r, 6110);
+	assert_int_equal(read_begins, begun);
+	p11g_store_close(r);
+
+	/* a writable store begins each read, as before */
+	begun = read_begins;
+	assert_intact(w, 6110);
+	assert_intact(w, 6110);
+	assert_int_equal(read_begins, begun + 2);
+	p11g_store_close(w);
+}
+
 /* ---- map growth ------------------------------------------------------------------ */
 
 static void test_map_growth(void **state)
@@ -1693,6 +1778,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_audit_swapped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_deleted_newest, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_deleted_head, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_only_renews_its_transaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_map_growth, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_map_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_only_copy, setup, teardown),
