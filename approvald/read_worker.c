@@ -151,14 +151,6 @@ child_main(const char *dir, uid_t daemon_uid, void (*forget)(void), pid_t parent
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL); /* approvald's, blocked for its signalfd */
-	/* Pages yield the CPU to approvald and everything else: signers must not wait for them.
-	 * SCHED_IDLE, not nice 19: a nice-19 process that wakes for a page may keep a CPU for
-	 * its slice while a signer, or approvald's loop, that woke on it waits (EEVDF); an
-	 * idle-class one is preempted at once.  Its reads renew one kept transaction (store.c),
-	 * so it holds no lock of the loop's while it waits for a CPU. */
-	struct sched_param sp = {0};
-	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0 && nice(19) < 0)
-		p11g_debug("listing pages: SCHED_IDLE and nice: %m");
 	if (fd > 3)
 		close_range(3, (unsigned)fd - 1, 0);
 	close_range((unsigned)fd + 1, ~0U, 0);
@@ -167,6 +159,15 @@ child_main(const char *dir, uid_t daemon_uid, void (*forget)(void), pid_t parent
 		p11g_error("listing process: %s", open_err.msg);
 		_exit(1);
 	}
+	/* Pages yield the CPU to approvald and everything else: signers must not wait for them.
+	 * SCHED_IDLE, not nice 19: a nice-19 process that wakes for a page may keep a CPU for
+	 * its slice while a signer, or approvald's loop, that woke on it waits (EEVDF); an
+	 * idle-class one yields it as soon as the kernel lets it.  Set once the store is open:
+	 * its reads renew the transaction the open began (store.c, kept_read), so it does not
+	 * hold the reader-table lock, which approvald's loop shares, while it waits for a CPU. */
+	struct sched_param sp = {0};
+	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0 && nice(19) < 0)
+		p11g_debug("listing pages: SCHED_IDLE and nice: %m");
 	for (;;) {
 		ssize_t n = recv(fd, buf, MSG_MAX, 0);
 		if (n < 0 && errno == EINTR)

@@ -378,6 +378,12 @@ static int head_trust_body(p11g_txn *t, void *arg, p11g_err *err)
 	return p11g_store_audit_head(t, arg, err);
 }
 
+static int nothing_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	(void)t, (void)arg, (void)err;
+	return 0;
+}
+
 /* The head as approvald finds it at open is the one it trusts (what was done to the store
  * while approvald was down is for audit --verify to find). */
 static int head_trust(p11g_store *s, p11g_err *err)
@@ -442,6 +448,10 @@ int p11g_store_open(const char *dir, const struct p11g_store_options *opt, p11g_
 	if (!s->read_only && !fresh && (rc = env_fit_map(s, initial)) != 0)
 		return store_fail(s, err, rc, "cannot size the map");
 	if (tables_open(s, err) < 0 || (!s->read_only && head_trust(s, err) < 0))
+		return -1;
+	/* a read-only store starts with a kept transaction (see kept_read): its opener may lower
+	 * its priority now, and its reads renew it */
+	if (s->read_only && p11g_store_read(s, nothing_body, NULL, err) < 0)
 		return -1;
 	*ret = s;
 	s = NULL;
@@ -645,8 +655,8 @@ void p11g_store_reader_check(p11g_store *s)
 {
 	int dead = 0;
 	if (s && s->env && mdb_reader_check(s->env, &dead) == 0 && dead)
-		p11g_warn("store in %s: %d read transaction%s of a process that died released",
-		          s->dir, dead, dead == 1 ? "" : "s");
+		p11g_info("store in %s: %d reader slot%s of a process that ended released", s->dir,
+		          dead, dead == 1 ? "" : "s");
 }
 
 const char *p11g_store_dir(const p11g_store *s)

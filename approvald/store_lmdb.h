@@ -28,10 +28,12 @@ struct p11g_store {
 	uint64_t max_map;
 	unsigned int reads; /* open read snapshots: the map must not move under them */
 	/* A read-only store's last read transaction, reset (it holds no snapshot) and renewed
-	 * for the next read.  Beginning a transaction takes LMDB's reader-table mutex, which
-	 * every process's readers share (MDB_NOTLS): approvald's loop among them.  A renewal
-	 * keeps its slot and takes no lock, so a reader at SCHED_IDLE (approvald-read, the
-	 * verify walk) never waits for a CPU while holding what the loop needs. */
+	 * for the next read; the first is begun at open.  Beginning a transaction takes LMDB's
+	 * reader-table mutex, which every process's readers share (MDB_NOTLS): approvald's loop
+	 * among them.  A renewal keeps its slot and takes no lock, so a reader at SCHED_IDLE
+	 * (approvald-read, the verify walk: idle once the store is open) takes that mutex again
+	 * only when a renewal is refused (the writer grew the map) or for a read within a
+	 * read. */
 	MDB_txn *kept_read;
 	bool writing;
 	bool read_only;

@@ -83,15 +83,16 @@ child_walk(const char *dir, struct p11g_audit_mark from, struct p11g_audit_mark 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
-	/* The walk yields the CPU to approvald and everything else: it may take a while, the
-	 * signers waiting on approvald may not. */
-	struct sched_param sp = {0};
-	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0)
-		p11g_debug("audit verification: SCHED_IDLE: %m");
 	if (fd > 3)
 		close_range(3, (unsigned)fd - 1, 0);
 	close_range((unsigned)fd + 1, ~0U, 0);
 	int r = p11g_store_open(dir, &so, &s, &err);
+	/* The walk yields the CPU to approvald and everything else: it may take a while, the
+	 * signers waiting on approvald may not.  Set once the store is open: its reads renew the
+	 * transaction the open began (store.c, kept_read), and take no lock approvald shares. */
+	struct sched_param sp = {0};
+	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0)
+		p11g_debug("audit verification: SCHED_IDLE: %m");
 	if (r == 0)
 		r = p11g_audit_check(s, &w.from, &w.known, w.pubkey, &w.report, &err);
 	json_t *out = r == 0 ? json_pack("{s:o}", "report", w.report)

@@ -62,17 +62,18 @@ ssize_t writev(int fd, const struct iovec *iov, int n)
 }
 
 /* Read transactions begun (mdb_txn_begin with MDB_RDONLY), to tell a begun one from a
- * renewed one. */
-static unsigned read_begins;
+ * renewed one: on read-only environments and on writable ones. */
+static unsigned read_begins, rw_read_begins;
 typedef int (*txn_begin_fn)(MDB_env *, MDB_txn *, unsigned int, MDB_txn **);
 
 int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **txn)
 {
 	static txn_begin_fn real;
+	unsigned int env_flags = 0;
 	if (!real)
 		real = (txn_begin_fn)dlsym(RTLD_NEXT, "mdb_txn_begin");
-	if (flags & MDB_RDONLY)
-		read_begins++;
+	if ((flags & MDB_RDONLY) && mdb_env_get_flags(env, &env_flags) == 0)
+		*(env_flags & MDB_RDONLY ? &read_begins : &rw_read_begins) += 1;
 	return real(env, parent, flags, txn);
 }
 
@@ -1152,6 +1153,12 @@ static void test_audit_deleted_head(void **state)
 
 /* ---- a read-only store's kept read transaction --------------------------------- */
 
+static int failing_read_body(p11g_txn *t, void *arg, p11g_err *err)
+{
+	(void)t, (void)arg;
+	return p11g_err_set(err, P11G_E_STORE, "this read fails");
+}
+
 struct nested {
 	p11g_store *s;
 	uint64_t outer, inner;
@@ -1181,13 +1188,22 @@ static void test_read_only_renews_its_transaction(void **state)
 	append_records(w, 0, 10, 10);
 	p11g_store_stat(w, &map0, &used);
 
-	p11g_store *r = open_store(f->dir, &ro);
-	assert_intact(r, 10);
+	/* the open begins the one transaction (before its opener turns idle) */
 	unsigned begun = read_begins;
+	p11g_store *r = open_store(f->dir, &ro);
+	assert_true(read_begins > begun);
+	begun = read_begins;
+	assert_intact(r, 10);
 	for (uint64_t have = 10; have < 110; have += 5) {
 		append_records(w, have, 5, 5);
 		assert_intact(r, have + 5); /* a renewed snapshot is the newest */
 	}
+	assert_int_equal(read_begins, begun);
+
+	/* a read that fails leaves the transaction kept */
+	assert_int_equal(p11g_store_read(r, failing_read_body, NULL, &err), -1);
+	assert_string_equal(err.msg, "this read fails");
+	assert_intact(r, 110);
 	assert_int_equal(read_begins, begun);
 
 	/* a read within a read begins its own; the next read renews again */
@@ -1212,11 +1228,12 @@ static void test_read_only_renews_its_transaction(void **state)
 	assert_int_equal(read_begins, begun);
 	p11g_store_close(r);
 
-	/* a writable store begins each read, as before */
-	begun = read_begins;
+	/* a writable store (approvald's, which forks the readers) keeps none: it begins each
+	 * read, as before */
+	begun = rw_read_begins;
 	assert_intact(w, 6110);
 	assert_intact(w, 6110);
-	assert_int_equal(read_begins, begun + 2);
+	assert_int_equal(rw_read_begins, begun + 2);
 	p11g_store_close(w);
 }
 
