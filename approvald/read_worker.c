@@ -358,8 +358,11 @@ int p11g_read_job(struct p11g_ops *o, const struct p11g_ident *caller,
 	if (!j->done) {
 		if (!expired)
 			return 1;
-		/* a page takes milliseconds: a reader that took this long is stuck */
-		p11g_warn("listing process %d did not answer in time; ended", (int)w->pid);
+		/* a page takes milliseconds of CPU: a reader that took this long is stuck, or (at
+		 * SCHED_IDLE) got no CPU on a host kept busy; either way it is replaced */
+		p11g_warn("listing process %d did not answer in time (stuck, or no CPU left for "
+		          "it); ended",
+		          (int)w->pid);
 		job_free(j);
 		worker_lost(o, w, "approvald's listing process did not answer in time; ask again");
 		return p11g_err_set(err, P11G_E_TIMEOUT,
