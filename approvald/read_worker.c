@@ -360,8 +360,7 @@ int p11g_read_job(struct p11g_ops *o, const struct p11g_ident *caller,
 			return 1;
 		/* a page takes milliseconds of CPU: a reader that took this long is stuck, or (at
 		 * SCHED_IDLE) got no CPU on a host kept busy; either way it is replaced */
-		p11g_warn("listing process %d did not answer in time (stuck, or no CPU left for "
-		          "it); ended",
+		p11g_warn("listing process %d did not answer in time (stuck or starved); ended",
 		          (int)w->pid);
 		job_free(j);
 		worker_lost(o, w, "approvald's listing process did not answer in time; ask again");

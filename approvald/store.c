@@ -380,7 +380,6 @@ static int head_trust_body(p11g_txn *t, void *arg, p11g_err *err)
 
 static int nothing_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	(void)t, (void)arg, (void)err;
 	return 0;
 }
 
@@ -469,7 +468,6 @@ static int env_reopen(p11g_store *s, p11g_err *err)
 {
 	MDB_envinfo info;
 	uint64_t map = mdb_env_info(s->env, &info) == 0 ? info.me_mapsize : 0;
-	kept_read_drop(s);
 	mdb_env_close(s->env);
 	s->env = NULL;
 	int rc = env_open(s, 0);
@@ -488,7 +486,6 @@ static int txn_begin(p11g_store *s, unsigned int flags, MDB_txn **ret, p11g_err 
 	bool idle = !s->reads && !s->writing;
 	if (rc == MDB_MAP_RESIZED && idle) {
 		/* Another process grew the map: adopt its size. */
-		kept_read_drop(s);
 		if ((rc = mdb_env_set_mapsize(s->env, 0)) == 0)
 			rc = mdb_txn_begin(s->env, NULL, flags, ret);
 	} else if (rc == MDB_PANIC && idle) {
@@ -669,7 +666,8 @@ int p11g_store_read(p11g_store *s, p11g_txn_fn fn, void *arg, p11g_err *err)
 	_cleanup_txn_ MDB_txn *txn = NULL;
 	/* A read-only store renews its kept transaction (see kept_read); one a renewal refuses
 	 * (the map grew, say) is dropped, and a new one begun handles why.  A read within a
-	 * read begins its own. */
+	 * read begins its own.  While a read runs or begins, kept_read is NULL: txn_begin's
+	 * remap and reopen never find a transaction to close. */
 	if (s->kept_read) {
 		txn = s->kept_read;
 		s->kept_read = NULL;

@@ -50,8 +50,8 @@ def test_pages_are_read_by_a_child_at_low_priority(daemon):
     op = daemon.request("orderer", PROD % "rw1")
     assert op in daemon.list_ids("--all")
     pid = one_reader(daemon)
-    # the idle class: a signer or approvald's loop that wakes preempts it at once (at nice
-    # 19 it could keep the CPU for its slice)
+    # the idle class: a signer or approvald's loop that wakes takes its CPU as soon as the
+    # kernel lets it (at nice 19 the reader could keep the CPU for its slice)
     assert os.sched_getscheduler(pid) == os.SCHED_IDLE
     rep = daemon.call({"verb": "audit", "limit": 1000})
     recs = assert_reply_ok(rep)["records"]

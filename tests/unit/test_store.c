@@ -1155,7 +1155,6 @@ static void test_audit_deleted_head(void **state)
 
 static int failing_read_body(p11g_txn *t, void *arg, p11g_err *err)
 {
-	(void)t, (void)arg;
 	return p11g_err_set(err, P11G_E_STORE, "this read fails");
 }
 
